@@ -1,0 +1,145 @@
+"""Shared parsing of Danbooru-style metadata: coercion of loose types, tags, image lookup."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from ..records import TAG_CATEGORIES, Record
+
+IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "avif"})
+NOT_STILL_EXTS = frozenset({"mp4", "webm", "zip", "swf", "mkv", "avi", "mov"})
+
+# gwern/API tag category numbers (Danbooru's own enum).
+CATEGORY_BY_NUMBER = {0: "general", 1: "artist", 3: "copyright", 4: "character", 5: "meta"}
+
+
+def as_int(value: Any) -> int | None:
+    """Ints arrive as numbers or strings; ``"0"``-style nulls are the caller's business."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
+def as_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "t", "f"):
+        return value.lower() in ("true", "t")
+    return None
+
+
+def as_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value != "" else None
+
+
+def split_tags(value: Any) -> list[str]:
+    """Danbooru tag strings split on whitespace only (tags contain ':', '(', quotes, ...)."""
+    return value.split() if isinstance(value, str) else []
+
+
+def tags_from_post(post: dict[str, Any]) -> dict[str, list[str]]:
+    tags = {c: [] for c in TAG_CATEGORIES}
+    if isinstance(post.get("tags"), list):  # gwern 2017-2020: list of {name, category}
+        for tag in post["tags"]:
+            if not isinstance(tag, dict) or not isinstance(tag.get("name"), str):
+                continue
+            cat = CATEGORY_BY_NUMBER.get(as_int(tag.get("category")) or 0, "general")
+            tags[cat].append(tag["name"])
+        return tags
+    found = False
+    for cat in TAG_CATEGORIES:
+        if f"tag_string_{cat}" in post:
+            tags[cat] = split_tags(post[f"tag_string_{cat}"])
+            found = True
+    if not found:
+        tags["general"] = split_tags(post.get("tag_string"))
+    return tags
+
+
+def iter_json_posts(path: str) -> Iterator[tuple[int, Any]]:
+    """(position, object) for a JSON array file or JSON lines; a bad line yields (pos, None)."""
+    with open(path, "rb") as fh:
+        head = fh.read(64).lstrip()
+    if head.startswith(b"["):
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            try:
+                data = json.load(fh)
+            except json.JSONDecodeError:
+                yield 0, None
+                return
+        items = data if isinstance(data, list) else [data]
+        yield from enumerate(items)
+        return
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError:
+                yield lineno, None
+
+
+def record_from_post(source: str, post: Any, where: str) -> Record:
+    """Normalise one Danbooru post (API, gwern 2017-20 or 2021 flat rows) into a Record.
+
+    ``where`` identifies the line for rejects of posts without a usable id.
+    """
+    if not isinstance(post, dict):
+        return Record(source, where, None, reject_reason="bad_metadata", reject_detail="not a JSON object")
+    post_id = as_int(post.get("id"))
+    if post_id is None or post_id <= 0:
+        return Record(
+            source,
+            where,
+            None,
+            reject_reason="bad_metadata",
+            reject_detail=f"id is not a positive integer: {str(post.get('id'))[:60]!r}",
+        )
+    media = post.get("media_asset") if isinstance(post.get("media_asset"), dict) else {}
+    width = as_int(post.get("image_width"))
+    height = as_int(post.get("image_height"))
+    fav = as_int(post.get("fav_count"))
+    if fav is None and isinstance(post.get("favs"), list):
+        fav = len(post["favs"])
+    md5 = as_str(post.get("md5"))
+    rec = Record(
+        source=source,
+        source_id=str(post_id),
+        location=None,
+        post_id=post_id,
+        md5=md5.lower() if md5 else None,
+        ext=(as_str(post.get("file_ext")) or "").lower() or None,
+        width=width if width and width > 0 else None,
+        height=height if height and height > 0 else None,
+        rating=as_str(post.get("rating")),
+        tags=tags_from_post(post),
+        score=float(s) if (s := as_int(post.get("score"))) is not None else None,
+        fav_count=fav,
+        is_deleted=as_bool(post.get("is_deleted")),
+    )
+    if rec.ext in NOT_STILL_EXTS or media.get("duration") not in (None, 0):
+        rec.reject_reason = "unsupported_format"
+        rec.reject_detail = f"file_ext {rec.ext!r} is not a still image"
+    return rec
+
+
+def index_images(folder: str) -> dict[str, str]:
+    """Map file stem -> path for every image below ``folder`` (first in sorted order wins)."""
+    found: dict[str, str] = {}
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            stem, _, ext = name.rpartition(".")
+            if stem and ext.lower() in IMAGE_EXTS:
+                found.setdefault(stem, os.path.join(root, name))
+    return found

@@ -1,0 +1,173 @@
+"""Build configuration: every default lives here, loaded from TOML and checked strictly."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+import lineart
+from sharding.buckets import BucketRule
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key and the problem."""
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    max_pixels: int = 64_000_000  # decompression-bomb guard, checked on the header before decoding
+    min_side: int = 256  # shorter side in pixels, after EXIF rotation
+    max_aspect: float = 4.0  # long side / short side
+    chunk_size: int = 64  # inputs per scan task: bounds a task's memory
+
+
+@dataclass(frozen=True)
+class WeightConfig:
+    high_fraction: float = 0.125  # top share of the quality score that forms the high-frequency tier
+    high_weight: float = 4.0
+    low_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    samples_per_shard: int = 256
+    image_format: str = "jpg"  # "jpg" or "webp" (webp costs ~30x the CPU to encode)
+    jpeg_quality: int = 95
+    webp_quality: int = 90
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    name: str
+    weights: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+DEFAULT_EXTRACTORS = (ExtractorSpec("canny"), ExtractorSpec("xdog"))
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    seed: int = 0
+    scan: ScanConfig = ScanConfig()
+    buckets: BucketRule = BucketRule()
+    weights: WeightConfig = WeightConfig()
+    shards: ShardConfig = ShardConfig()
+    extractors: tuple[ExtractorSpec, ...] = DEFAULT_EXTRACTORS
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _section(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{where}] must be a table, got {type(data).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key(s) in [{where}]: {', '.join(unknown)}; known: {', '.join(known)}")
+    values = {}
+    for key, value in data.items():
+        default = getattr(cls(), key)
+        if isinstance(default, bool) or not isinstance(default, int | float | str):
+            values[key] = value
+            continue
+        ok = isinstance(value, type(default)) and not isinstance(value, bool)
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise ConfigError(f"{where}.{key} must be {type(default).__name__}, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def _extractors(data: Any) -> tuple[ExtractorSpec, ...]:
+    if not isinstance(data, list) or not data:
+        raise ConfigError("[[extractors]] must be a non-empty list of tables with a 'name'")
+    specs = []
+    for i, item in enumerate(data):
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ConfigError(f"extractors[{i}] needs a 'name'")
+        unknown = sorted(set(item) - {"name", "weights", "options"})
+        if unknown:
+            raise ConfigError(f"extractors[{i}] has unknown key(s) {', '.join(unknown)}")
+        name = item["name"]
+        if name not in lineart.available():
+            raise ConfigError(f"extractors[{i}]: unknown extractor {name!r}; available: {', '.join(lineart.available())}")
+        options = item.get("options", {})
+        defaults = lineart.info(name).defaults
+        bad = sorted(set(options) - set(defaults))
+        if bad:
+            raise ConfigError(f"extractors[{i}] ({name}): unknown option(s) {', '.join(bad)}; known: {', '.join(defaults)}")
+        specs.append(ExtractorSpec(name, item.get("weights"), dict(options)))
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"an extractor is listed twice: {names}")
+    return tuple(specs)
+
+
+def config_from_dict(data: dict[str, Any]) -> BuildConfig:
+    known = {"seed", "scan", "buckets", "weights", "shards", "extractors"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    cfg = BuildConfig(
+        seed=seed,
+        scan=_section(ScanConfig, data.get("scan", {}), "scan"),
+        buckets=_section(BucketRule, data.get("buckets", {}), "buckets"),
+        weights=_section(WeightConfig, data.get("weights", {}), "weights"),
+        shards=_section(ShardConfig, data.get("shards", {}), "shards"),
+        extractors=_extractors(data["extractors"]) if "extractors" in data else DEFAULT_EXTRACTORS,
+    )
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: BuildConfig) -> None:
+    try:
+        cfg.buckets.check()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if cfg.scan.max_pixels <= 0 or cfg.scan.min_side < 1 or cfg.scan.max_aspect < 1 or cfg.scan.chunk_size < 1:
+        raise ConfigError(f"bad [scan] values: {cfg.scan}")
+    if not 0 <= cfg.weights.high_fraction <= 1 or cfg.weights.high_weight <= 0 or cfg.weights.low_weight <= 0:
+        raise ConfigError(f"bad [weights] values: {cfg.weights}")
+    if cfg.shards.samples_per_shard < 1:
+        raise ConfigError("shards.samples_per_shard must be >= 1")
+    if cfg.shards.image_format not in ("jpg", "webp"):
+        raise ConfigError(f"shards.image_format must be 'jpg' or 'webp', got {cfg.shards.image_format!r}")
+
+
+def load_config(path: str | None) -> BuildConfig:
+    if path is None:
+        return BuildConfig()
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    return config_from_dict(data)
+
+
+def diff_dicts(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Human-readable list of what differs between two config dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += diff_dicts(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
+        return out
+    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]

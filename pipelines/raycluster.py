@@ -1,0 +1,49 @@
+"""Join a Ray cluster (``--address`` / ``RAY_ADDRESS``) or start an embedded one sized to this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None) -> Iterator[str]:
+    """Yield a description of the cluster in use; shut down only what this call started."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    import ray
+
+    if ray.is_initialized():
+        yield f"Ray already running in this process ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)"
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            where = f"Ray cluster at {address}"
+        else:
+            ray.init(
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
+            where = "embedded Ray"
+    try:
+        yield f"{where} ({ray.cluster_resources().get('CPU', 0):.0f} CPUs, {ray.cluster_resources().get('GPU', 0):.0f} GPUs)"
+    finally:
+        ray.shutdown()
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's own progress bars would fight with ours."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    for attr in ("enable_progress_bars", "enable_operator_progress_bars", "print_on_execution_start"):
+        if hasattr(ctx, attr):
+            setattr(ctx, attr, False)

@@ -1,0 +1,69 @@
+"""Column schemas of the build's tables: the one place for the file contract's columns."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from curation.records import TAG_CATEGORIES
+
+_TAGS = [pa.field(f"tags_{c}", pa.list_(pa.string())) for c in TAG_CATEGORIES]
+
+RECORD_SCHEMA = pa.schema(
+    [
+        pa.field("seq", pa.int64()),  # position of the input in the enumeration of all sources
+        pa.field("key", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("source_id", pa.string()),
+        pa.field("location", pa.string()),
+        pa.field("post_id", pa.int64()),
+        pa.field("md5", pa.string()),
+        pa.field("ext", pa.string()),
+        pa.field("width", pa.int64()),
+        pa.field("height", pa.int64()),
+        pa.field("rating", pa.string()),
+        pa.field("score", pa.float64()),
+        pa.field("fav_count", pa.int64()),
+        pa.field("is_deleted", pa.bool_()),
+        pa.field("reject_reason", pa.string()),
+        pa.field("reject_detail", pa.string()),
+        *_TAGS,
+    ]
+)
+
+SCAN_SCHEMA = RECORD_SCHEMA
+for _f in (
+    pa.field("status", pa.string()),  # "kept" or "rejected"
+    pa.field("stage", pa.string()),
+    pa.field("reason", pa.string()),
+    pa.field("detail", pa.string()),
+    pa.field("file_bytes", pa.int64()),
+    pa.field("sha256", pa.string()),
+):
+    SCAN_SCHEMA = SCAN_SCHEMA.append(_f)
+
+REJECT_COLUMNS = ["seq", "source", "source_id", "key", "location", "stage", "reason", "detail"]
+REJECT_SCHEMA = pa.schema([SCAN_SCHEMA.field(c) for c in REJECT_COLUMNS])
+
+PLAN_EXTRA = [
+    pa.field("bucket_w", pa.int32()),
+    pa.field("bucket_h", pa.int32()),
+    pa.field("crop_left", pa.int32()),
+    pa.field("crop_top", pa.int32()),
+    pa.field("crop_right", pa.int32()),
+    pa.field("crop_bottom", pa.int32()),
+    pa.field("quality", pa.float64()),
+    pa.field("tier", pa.string()),
+    pa.field("weight", pa.float64()),
+    pa.field("shard", pa.string()),  # path relative to OUT
+    pa.field("shard_pos", pa.int32()),  # position of the sample inside its shard
+]
+PLAN_COLUMNS = [
+    "seq", "key", "source", "source_id", "location", "post_id", "rating", "score", "fav_count",
+    "width", "height", "file_bytes", "sha256", *[f"tags_{c}" for c in TAG_CATEGORIES],
+]  # fmt: skip
+PLAN_SCHEMA = pa.schema([SCAN_SCHEMA.field(c) for c in PLAN_COLUMNS] + PLAN_EXTRA)
+
+MANIFEST_SCHEMA = pa.schema(
+    [f for f in PLAN_SCHEMA if f.name not in ("location", "shard_pos")]
+    + [pa.field("tags", pa.list_(pa.string())), pa.field("extractors", pa.list_(pa.string()))]
+)
