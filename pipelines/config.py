@@ -22,7 +22,7 @@ class ScanConfig:
     max_pixels: int = 64_000_000  # decompression-bomb guard, checked on the header before decoding
     min_side: int = 256  # shorter side in pixels, after EXIF rotation
     max_aspect: float = 4.0  # long side / short side
-    chunk_size: int = 64  # inputs per scan task: bounds a task's memory
+    chunk_size: int = 32  # inputs per scan task: the unit of parallelism and of resume
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ def ray_session(address: str | None = None) -> Iterator[str]:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
 
+    # Ray's INFO/WARNING chatter (token auth, Ray Data execution notes) would bury our progress bars.
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     if ray.is_initialized():
         yield f"Ray already running in this process ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)"
         return
@@ -23,13 +26,13 @@ def ray_session(address: str | None = None) -> Iterator[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if address:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
             where = f"Ray cluster at {address}"
         else:
             ray.init(
                 num_cpus=os.cpu_count(),
                 include_dashboard=False,
-                logging_level=logging.WARNING,
+                logging_level=logging.ERROR,
                 log_to_driver=False,
             )
             where = "embedded Ray"
@@ -43,6 +46,9 @@ def quiet_ray_data() -> None:
     """Ray Data's own progress bars would fight with ours."""
     from ray.data import DataContext
 
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("ray"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     ctx = DataContext.get_current()
     for attr in ("enable_progress_bars", "enable_operator_progress_bars", "print_on_execution_start"):
         if hasattr(ctx, attr):

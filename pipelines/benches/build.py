@@ -1,0 +1,94 @@
+"""End-to-end build throughput on the shared corpus beside the single-core kernel floor.
+
+The floor is decode + crop/resize + every configured extractor + encode, one image after another
+on one core with no Ray and no tar: what the machine can do per core at best. Ratio =
+end-to-end samples/s / floor samples/s; on N cores a perfect pipeline approaches N.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import cv2
+
+import lineart
+from curation.decode import decode_image, read_bytes
+from sharding.buckets import crop_box, make_buckets, nearest_bucket
+from sharding.materialize import encode_image, encode_lines, resize_to_bucket
+
+from ..build import BuildRequest, run_build
+from ..config import BuildConfig
+from ..errors import UsageError
+from ..paths import corpus_illustrations
+
+
+def _images(folder: str, limit: int) -> list[str]:
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith((".jpg", ".jpeg", ".png", ".webp")))
+    return [os.path.join(folder, n) for n in (names[:limit] if limit else names)]
+
+
+def kernel_floor(paths: list[str], cfg: BuildConfig) -> float:
+    """Seconds per sample for the tight single-core loop."""
+    cv2.setNumThreads(1)
+    try:
+        extractors = [lineart.create(e.name, weights=e.weights, **e.options) for e in cfg.extractors]
+        buckets = make_buckets(cfg.buckets)
+        start = time.perf_counter()
+        for path in paths:
+            rgb = decode_image(read_bytes(path), cfg.scan.max_pixels).rgb
+            h, w = rgb.shape[:2]
+            bucket = nearest_bucket(w, h, buckets)
+            img = resize_to_bucket(rgb, crop_box(w, h, bucket), bucket)
+            encode_image(img, cfg.shards.image_format, cfg.shards.jpeg_quality)
+            for ext in extractors:
+                encode_lines(ext(img[None])[0])
+        return (time.perf_counter() - start) / len(paths)
+    finally:
+        cv2.setNumThreads(-1)
+
+
+def run(args) -> dict[str, Any]:
+    folder = args.corpus or corpus_illustrations()
+    if not folder or not os.path.isdir(folder):
+        raise UsageError("no corpus: pass --corpus FOLDER (the default ../shared/corpus/illustrations is absent)")
+    paths = _images(folder, args.limit)
+    src = tempfile.mkdtemp(prefix="lp-bench-src-")
+    for p in paths:
+        os.symlink(p, os.path.join(src, os.path.basename(p)))
+    cfg = BuildConfig()
+    from curation.sources import parse_source
+
+    walls, rates = [], []
+    samples = 0
+    try:
+        for _ in range(max(1, args.repeats)):
+            out = tempfile.mkdtemp(prefix="lp-bench-out-")
+            shutil.rmtree(out)
+            summary = run_build(BuildRequest([parse_source(src)], out, cfg, show_progress=False))
+            samples = summary.counts["samples"]
+            walls.append(summary.timings["total"])
+            rates.append(samples / summary.timings["materialize"])
+            shutil.rmtree(out, ignore_errors=True)
+        floors = [kernel_floor(paths, cfg) for _ in range(max(1, args.repeats))]
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
+    floor_rate = 1.0 / statistics.median(floors)
+    end_to_end = samples / statistics.median(walls)
+    return {
+        "images": len(paths),
+        "samples": samples,
+        "extractors": [e.name for e in cfg.extractors],
+        "cpus": os.cpu_count(),
+        "repeats": max(1, args.repeats),
+        "end_to_end_samples_per_s": round(end_to_end, 3),
+        "end_to_end_wall_s_median": round(statistics.median(walls), 3),
+        "materialize_samples_per_s": round(statistics.median(rates), 3),
+        "kernel_floor_samples_per_s_one_core": round(floor_rate, 3),
+        "ratio_end_to_end_to_floor": round(end_to_end / floor_rate, 3),
+        "ratio_materialize_to_floor": round(statistics.median(rates) / floor_rate, 3),
+    }

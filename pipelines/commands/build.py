@@ -1,0 +1,37 @@
+"""``linepairs build SOURCE... --out OUT``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UsageError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("build", help="run or resume a build", description="Run or resume a build into OUT.")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="[NAME=][KIND:]PATH; KIND: folder, danbooru-api, gwern")
+    p.add_argument("--out", required=True, help="output directory (resumed when it holds the same build)")
+    p.add_argument("--config", help="build.toml (every key and default: docs/config.md)")
+    p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else an embedded Ray)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from curation.sources import SourceError, parse_source
+
+    from ..build import BuildRefused, BuildRequest, run_build
+    from ..config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+        sources = [parse_source(s) for s in args.sources]
+        req = BuildRequest(sources, args.out, config, address=args.address, show_progress=not args.quiet)
+        summary = run_build(req)
+    except (ConfigError, SourceError, BuildRefused) as exc:
+        raise UsageError(str(exc)) from None
+    if summary.already_complete:
+        print(f"{summary.out} is already complete: nothing to do.")
+    for line in summary.lines():
+        print(line)
+    return 0

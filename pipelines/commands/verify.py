@@ -1,0 +1,29 @@
+"""``linepairs verify OUT``: exit 1 with a list of faults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..errors import UsageError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("verify", help="check every shard against shards.json and the manifest")
+    p.add_argument("out", metavar="OUT")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sharding.verify import verify_build
+
+    if not os.path.isdir(args.out):
+        raise UsageError(f"no such build directory: {args.out}")
+    faults = verify_build(args.out)
+    if faults:
+        print(f"{args.out}: {len(faults)} fault(s)")
+        for fault in faults:
+            print(f"  {fault}")
+        return 1
+    print(f"{args.out}: ok")
+    return 0
