@@ -43,7 +43,11 @@ def first_policy(
 ) -> Weighted:
     quality = percentile_within(sources, scores.astype(np.float64), keys)
     # Percentiles are in [0, 1]; a sample is high-tier when it is in the top high_fraction of its source.
-    is_high = ~np.isnan(quality) & (quality > 1.0 - high_fraction) if high_fraction > 0 else np.zeros(len(keys), bool)
+    is_high = (
+        ~np.isnan(quality) & (quality > 1.0 - high_fraction)
+        if high_fraction > 0
+        else np.zeros(len(keys), bool)
+    )
     tier = np.where(is_high, HIGH, LOW).astype(object)
     weight = np.where(is_high, high_weight, low_weight).astype(np.float64)
     return Weighted(quality, tier, weight)

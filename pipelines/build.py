@@ -50,7 +50,9 @@ class BuildRequest:
         return {
             "contract": CONTRACT_VERSION,
             "config": self.config.to_dict(),
-            "sources": [{"name": s.name, "kind": s.kind, "path": s.path, "images": s.images} for s in self.sources],
+            "sources": [
+                {"name": s.name, "kind": s.kind, "path": s.path, "images": s.images} for s in self.sources
+            ],
         }
 
 
@@ -111,7 +113,9 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
             if done.get("complete"):
                 return BuildSummary(req.out, done["counts"], done["timings"], already_complete=True)
     elif os.path.isdir(req.out) and os.listdir(req.out):
-        raise BuildRefused(f"{req.out} exists, is not empty and is not a linepairs build; choose another --out")
+        raise BuildRefused(
+            f"{req.out} exists, is not empty and is not a linepairs build; choose another --out"
+        )
     else:
         write_json(layout.request, identity)
     return None
@@ -271,7 +275,9 @@ def finalize(
     scan_rejects = read_scan(layout, chunks, columns=REJECT_COLUMNS + ["status"])
     scan_rejects = scan_rejects.filter(pc.equal(scan_rejects["status"], "rejected")).select(REJECT_COLUMNS)
     late = [r for s in states.values() for r in s["rejects"]]
-    rejects = pa.concat_tables([scan_rejects.cast(REJECT_SCHEMA), pa.Table.from_pylist(late, schema=REJECT_SCHEMA)])
+    rejects = pa.concat_tables(
+        [scan_rejects.cast(REJECT_SCHEMA), pa.Table.from_pylist(late, schema=REJECT_SCHEMA)]
+    )
     rejects = rejects.sort_by("seq")
     write_parquet(layout.rejects, rejects)
 
@@ -286,11 +292,17 @@ def finalize(
         "rejects_by_reason": dict(Counter(rejects["reason"].to_pylist())),
         "shards": len(shards),
         "bytes": sum(s["bytes"] for s in shards),
-        "buckets": dict(Counter(f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist()))),
+        "buckets": dict(
+            Counter(
+                f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist())
+            )
+        ),
         "tiers": dict(Counter(manifest["tier"].to_pylist())),
     }
     if counts["samples"] + counts["rejected"] != inputs:
-        raise RuntimeError(f"accounting error: {counts['samples']} kept + {counts['rejected']} rejected != {inputs} inputs")
+        raise RuntimeError(
+            f"accounting error: {counts['samples']} kept + {counts['rejected']} rejected != {inputs} inputs"
+        )
     build = {
         "complete": True,
         "contract": CONTRACT_VERSION,

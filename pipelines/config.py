@@ -102,12 +102,16 @@ def _extractors(data: Any) -> tuple[ExtractorSpec, ...]:
             raise ConfigError(f"extractors[{i}] has unknown key(s) {', '.join(unknown)}")
         name = item["name"]
         if name not in lineart.available():
-            raise ConfigError(f"extractors[{i}]: unknown extractor {name!r}; available: {', '.join(lineart.available())}")
+            raise ConfigError(
+                f"extractors[{i}]: unknown extractor {name!r}; available: {', '.join(lineart.available())}"
+            )
         options = item.get("options", {})
         defaults = lineart.info(name).defaults
         bad = sorted(set(options) - set(defaults))
         if bad:
-            raise ConfigError(f"extractors[{i}] ({name}): unknown option(s) {', '.join(bad)}; known: {', '.join(defaults)}")
+            raise ConfigError(
+                f"extractors[{i}] ({name}): unknown option(s) {', '.join(bad)}; known: {', '.join(defaults)}"
+            )
         specs.append(ExtractorSpec(name, item.get("weights"), dict(options)))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -119,7 +123,9 @@ def config_from_dict(data: dict[str, Any]) -> BuildConfig:
     known = {"seed", "scan", "buckets", "weights", "shards", "extractors"}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"unknown top-level key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"unknown top-level key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
@@ -140,7 +146,12 @@ def _check(cfg: BuildConfig) -> None:
         cfg.buckets.check()
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if cfg.scan.max_pixels <= 0 or cfg.scan.min_side < 1 or cfg.scan.max_aspect < 1 or cfg.scan.chunk_size < 1:
+    if (
+        cfg.scan.max_pixels <= 0
+        or cfg.scan.min_side < 1
+        or cfg.scan.max_aspect < 1
+        or cfg.scan.chunk_size < 1
+    ):
         raise ConfigError(f"bad [scan] values: {cfg.scan}")
     if not 0 <= cfg.weights.high_fraction <= 1 or cfg.weights.high_weight <= 0 or cfg.weights.low_weight <= 0:
         raise ConfigError(f"bad [weights] values: {cfg.weights}")

@@ -109,7 +109,9 @@ def materialize_shard(
                 raise DecodeReject("materialize_error", "size differs from the scan")
         except (OSError, DecodeReject) as exc:
             detail = exc.detail if isinstance(exc, DecodeReject) else f"{type(exc).__name__}: {exc}"
-            rejects.append({**_reject_ids(row), "stage": "pair", "reason": "materialize_error", "detail": detail})
+            rejects.append(
+                {**_reject_ids(row), "stage": "pair", "reason": "materialize_error", "detail": detail}
+            )
             continue
         box = (row["crop_left"], row["crop_top"], row["crop_right"], row["crop_bottom"])
         images.append(resize_to_bucket(rgb, box, bucket))
@@ -125,7 +127,10 @@ def materialize_shard(
 
     def samples():
         for i, row in enumerate(good):
-            members = [(image_format, encode_image(images[i], image_format, quality)), ("json", sample_json(row, versions))]
+            members = [
+                (image_format, encode_image(images[i], image_format, quality)),
+                ("json", sample_json(row, versions)),
+            ]
             members += [(f"lineart.{name}.png", encode_lines(lines[name][i])) for name in extractors]
             yield row["key"], members
 

@@ -70,6 +70,9 @@ def make_plan(
         ("shard", shard.astype(str) if n else np.array([], dtype=str)),
         ("shard_pos", pos),
     ):
-        table = table.append_column(name, pa.array(values, type=PLAN_SCHEMA.field(name).type))
+        # from_pandas: NaN (no score) becomes null, which readers and equality treat sanely
+        table = table.append_column(
+            name, pa.array(values, type=PLAN_SCHEMA.field(name).type, from_pandas=True)
+        )
     table = table.cast(PLAN_SCHEMA)
     return table.sort_by([("shard", "ascending"), ("shard_pos", "ascending")])

@@ -39,7 +39,12 @@ def _png_bomb(width: int, height: int) -> bytes:
     """A valid PNG header claiming a huge size with a tiny compressed body (never fully decodable)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     body = zlib.compress(b"\x00" * 1024)
@@ -73,9 +78,11 @@ def write_bad_inputs(folder: str) -> dict[str, str | None]:
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     save("exif rotated.jpg", Image.fromarray(rgb), exif=exif.tobytes(), quality=90)
     frames = [Image.fromarray(gradient_image(300, 300, seed=s)) for s in range(3)]
-    frames[0].save(os.path.join(folder, "animated.gif"), save_all=True, append_images=frames[1:], duration=100)
+    frames[0].save(
+        os.path.join(folder, "animated.gif"), save_all=True, append_images=frames[1:], duration=100
+    )
     save("tiny 12x12.png", Image.fromarray(gradient_image(12, 12)))
-    save("wide 25to1.png", Image.fromarray(gradient_image(2500, 100)))
+    save("wide 25to1.png", Image.fromarray(gradient_image(6400, 256)))
     save("blank white.png", Image.fromarray(np.full((320, 320, 3), 255, np.uint8)))
     save("dots.in.the.name.jpg", Image.fromarray(rgb), quality=90)
     save("ünïcödé 名前.png", Image.fromarray(rgb))

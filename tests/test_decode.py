@@ -22,7 +22,9 @@ def bad_folder(tmp_path_factory):
 def test_each_bad_input_gets_its_verdict(bad_folder):
     folder, expected = bad_folder
     for name, reason in expected.items():
-        row = scan_row({"location": os.path.join(folder, name)}, max_pixels=64_000_000, min_side=64, max_aspect=4.0)
+        row = scan_row(
+            {"location": os.path.join(folder, name)}, max_pixels=64_000_000, min_side=64, max_aspect=4.0
+        )
         if reason is None:
             assert row["status"] == "kept", (name, row)
         else:

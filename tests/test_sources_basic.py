@@ -68,12 +68,16 @@ def test_gwern_layout_strings_and_tag_categories(shared, corpus, tmp_path):
     post = json.loads(line)
     other = dict(post, id="1000")  # same post under another id: only a 512px copy exists
     dup = dict(post)  # the same id again
-    (root / "metadata" / "posts000000000000.json").write_text("\n".join(json.dumps(p) for p in (post, other, dup)) + "\n")
+    (root / "metadata" / "posts000000000000.json").write_text(
+        "\n".join(json.dumps(p) for p in (post, other, dup)) + "\n"
+    )
     _copy(corpus, "style2paints_004.jpg", str(root / "original" / "0162" / "263162.jpg"))
     _copy(corpus, "style2paints_005.jpg", str(root / "512px" / "0000" / "1000.jpg"))
     recs = list(iter_records(parse_source(str(root))))
     assert [r.source_id for r in recs] == ["263162", "1000", "263162"]
-    assert recs[0].location.endswith("original/0162/263162.jpg") and recs[1].location.endswith("512px/0000/1000.jpg")
+    assert recs[0].location.endswith("original/0162/263162.jpg") and recs[1].location.endswith(
+        "512px/0000/1000.jpg"
+    )
     assert recs[2].reject_reason == "duplicate_id"
     first = recs[0]
     assert first.post_id == 263162 and first.width == 797 and first.score == 1.0 and first.fav_count == 3
