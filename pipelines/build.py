@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,8 +154,9 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
 
 def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
     pending = [c for c in range(chunks) if not os.path.exists(layout.scan_part(c))]
-    progress = Progress("scan", total=chunks, unit="chunks", enabled=req.show_progress)
-    progress.update(chunks - len(pending))
+    inputs = read_json(layout.enumerated)["inputs"]
+    progress = Progress("scan", total=inputs, unit="inputs", enabled=req.show_progress)
+    progress.update(sum(pq.read_metadata(layout.scan_part(c)).num_rows for c in range(chunks) if c not in pending))
     if pending:
         import ray.data
 
@@ -170,7 +171,7 @@ def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
             num_cpus=1,
         )
         for row in ds.iter_rows():
-            progress.update(1, kept=row["kept"])
+            progress.update(row["rows"], kept=row["kept"])
     progress.close()
 
 
@@ -218,24 +219,34 @@ def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
     return state
 
 
+def shard_spans(plan_table: pa.Table) -> dict[str, tuple[int, int]]:
+    """(offset, length) of each shard's rows in a plan sorted by shard."""
+    shards = np.asarray(plan_table["shard"].to_pylist(), dtype=object)
+    if len(shards) == 0:
+        return {}
+    starts = np.concatenate([[0], np.flatnonzero(shards[1:] != shards[:-1]) + 1])
+    ends = np.concatenate([starts[1:], [len(shards)]])
+    return {str(shards[a]): (int(a), int(b - a)) for a, b in zip(starts, ends)}
+
+
 def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict[str, dict[str, Any]]:
     import ray
 
     from .tasks import materialize_task
 
-    rows_by_shard: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in plan_table.to_pylist():
-        rows_by_shard[row["shard"]].append(row)
+    # The plan is sorted by shard: keep (start, length) per shard and turn only the shards in
+    # flight into Python rows, so the driver's memory does not grow with the dataset.
+    spans = shard_spans(plan_table)
     states: dict[str, dict[str, Any]] = {}
     todo = []
-    for shard in sorted(rows_by_shard):
+    for shard in sorted(spans):
         state = _shard_done(layout, shard)
         if state is None:
             todo.append(shard)
         else:
             states[shard] = state
     progress = Progress("materialize", total=plan_table.num_rows, unit="samples", enabled=req.show_progress)
-    progress.update(sum(len(rows_by_shard[s]) for s in states))
+    progress.update(sum(spans[s][1] for s in states))
     specs = req.config.to_dict()["extractors"]
     shard_cfg = req.config.to_dict()["shards"]
     remote = ray.remote(materialize_task).options(num_cpus=1, max_retries=2)
@@ -245,13 +256,14 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
     while queue or in_flight:
         while queue and len(in_flight) < window:
             shard = queue.pop(0)
-            ref = remote.remote(req.out, rows_by_shard[shard], specs, shard_cfg, req.config.scan.max_pixels)
+            rows = plan_table.slice(*spans[shard]).to_pylist()
+            ref = remote.remote(req.out, rows, specs, shard_cfg, req.config.scan.max_pixels)
             in_flight[ref] = shard
         done, _ = ray.wait(list(in_flight), num_returns=1)
         for ref in done:
             shard = in_flight.pop(ref)
             states[shard] = ray.get(ref)
-            progress.update(len(rows_by_shard[shard]))
+            progress.update(spans[shard][1])
     progress.close()
     return states
 
