@@ -22,11 +22,11 @@ import pyarrow.parquet as pq
 import lineart
 from curation.records import TAG_CATEGORIES
 from curation.sources import SourceSpec, check_unique_names, iter_records
-from curation.weighting import first_policy
+from curation.weighting import WeightError, check_sources, compute_weights, weight_summary
 from sharding.plan import make_plan
 from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA
 
-from .config import BuildConfig, diff_dicts
+from .config import BuildConfig, ConfigError, diff_dicts
 from .progress import Progress
 from .state import Layout, read_json, write_json, write_parquet
 
@@ -62,6 +62,7 @@ class BuildSummary:
     counts: dict[str, Any]
     timings: dict[str, float]
     already_complete: bool = False
+    weights: dict[str, Any] | None = None  # curation.weighting.weight_summary
 
     def lines(self) -> list[str]:
         c = self.counts
@@ -72,12 +73,26 @@ class BuildSummary:
         ]
         for reason, n in sorted(c["rejects_by_reason"].items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"  {reason:<22}{n}")
+        lines += _weight_lines(self.weights)
         total = self.timings.get("total", 0.0)
         if total and not self.already_complete:
             lines.append(f"throughput  {c['samples'] / total:.2f} samples/s over {total:.1f} s")
         lines.append(f"output      {self.out}")
         lines.append(f"next        linepairs verify {self.out}")
         return lines
+
+
+def _weight_lines(w: dict[str, Any] | None) -> list[str]:
+    if not w or not w.get("samples"):
+        return []
+    share = w["intended_share"]
+    fmt = lambda d: ", ".join(f"{k} {v:.1%}" for k, v in d.items())  # noqa: E731
+    draws = w["expected_draws"]
+    return [
+        f"draws       by source: {fmt(share['source'])}; by tier: {fmt(share['tier'])}",
+        f"weights     effective sample size {w['effective_sample_size']:.0f} of {w['samples']}; "
+        f"expected draws per sample in {draws['training_samples']} (median {draws['median']:.2f}, max {draws['max']:.2f})",
+    ]
 
 
 def _human(n: int) -> str:
@@ -99,6 +114,10 @@ def _log(req: BuildRequest, msg: str) -> None:
 def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
     """Refuse a changed request; return the summary when OUT is already complete."""
     check_unique_names(req.sources)
+    try:
+        check_sources(req.config.weights, [s.name for s in req.sources])
+    except WeightError as exc:
+        raise ConfigError(str(exc)) from None
     identity = req.identity()
     if os.path.exists(layout.request):
         old = read_json(layout.request)
@@ -111,7 +130,9 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
         if os.path.exists(layout.build_json):
             done = read_json(layout.build_json)
             if done.get("complete"):
-                return BuildSummary(req.out, done["counts"], done["timings"], already_complete=True)
+                return BuildSummary(
+                    req.out, done["counts"], done["timings"], already_complete=True, weights=done.get("weights")
+                )
     elif os.path.isdir(req.out) and os.listdir(req.out):
         raise BuildRefused(
             f"{req.out} exists, is not empty and is not a linepairs build; choose another --out"
@@ -186,26 +207,35 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
     table = read_scan(layout, chunks)
     kept = table.filter(pc.equal(table["status"], "kept"))
     cfg = req.config
-    scores = kept["score"].to_numpy(zero_copy_only=False).astype(np.float64)
-    weighted = first_policy(
-        np.asarray(kept["source"].to_pylist(), dtype=object),
-        scores,
-        np.asarray(kept["key"].to_pylist(), dtype=object),
-        high_fraction=cfg.weights.high_fraction,
-        high_weight=cfg.weights.high_weight,
-        low_weight=cfg.weights.low_weight,
-    )
+    # The curation quality score when the scan has one, else the Danbooru score (NaN: unscored).
+    quality_column = "quality_score" if "quality_score" in kept.column_names else "score"
+    try:
+        weighted = compute_weights(
+            cfg.weights,
+            sources=np.asarray(kept["source"].to_pylist(), dtype=object),
+            keys=np.asarray(kept["key"].to_pylist(), dtype=object),
+            quality_scores=kept[quality_column].to_numpy(zero_copy_only=False).astype(np.float64),
+            tags=_tags_of(kept, cfg.weights.tag_categories) if cfg.weights.tag_balance else None,
+        )
+    except WeightError as exc:
+        raise ConfigError(f"{exc}. Fix [weights] and build into a new --out.") from None
     table = make_plan(
         kept,
         rule=cfg.buckets,
         tier=weighted.tier,
         weight=weighted.weight,
         quality=weighted.quality,
+        factors=weighted.factors(),
         samples_per_shard=cfg.shards.samples_per_shard,
         seed=cfg.seed,
     )
     write_parquet(layout.plan, table)
     return table
+
+
+def _tags_of(table: pa.Table, categories) -> list[list[str]]:
+    columns = [table[f"tags_{c}"].to_pylist() for c in categories]
+    return [[t for tags in row for t in (tags or [])] for row in zip(*columns)]
 
 
 def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
@@ -315,17 +345,25 @@ def finalize(
         raise RuntimeError(
             f"accounting error: {counts['samples']} kept + {counts['rejected']} rejected != {inputs} inputs"
         )
+    weights = weight_summary(
+        manifest["weight"].to_numpy(),
+        sources=manifest["source"].to_pylist(),
+        tiers=manifest["tier"].to_pylist(),
+        buckets=[f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist())],
+        training_samples=req.config.weights.training_samples,
+    )
     build = {
         "complete": True,
         "contract": CONTRACT_VERSION,
         "request": req.identity(),
         "counts": counts,
+        "weights": weights,
         "timings": timings,
         "extractors": {e.name: _extractor_record(e) for e in req.config.extractors},
         "versions": _versions(),
     }
     write_json(layout.build_json, build)
-    return BuildSummary(req.out, counts, timings)
+    return BuildSummary(req.out, counts, timings, weights=weights)
 
 
 def _extractor_record(spec) -> dict[str, Any]:

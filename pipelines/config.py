@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import lineart
+from curation.weighting import WeightConfig
 from sharding.buckets import BucketRule
 
 
@@ -23,13 +24,6 @@ class ScanConfig:
     min_side: int = 256  # shorter side in pixels, after EXIF rotation
     max_aspect: float = 4.0  # long side / short side
     chunk_size: int = 32  # inputs per scan task: the unit of parallelism and of resume
-
-
-@dataclass(frozen=True)
-class WeightConfig:
-    high_fraction: float = 0.125  # top share of the quality score that forms the high-frequency tier
-    high_weight: float = 4.0
-    low_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -153,8 +147,10 @@ def _check(cfg: BuildConfig) -> None:
         or cfg.scan.chunk_size < 1
     ):
         raise ConfigError(f"bad [scan] values: {cfg.scan}")
-    if not 0 <= cfg.weights.high_fraction <= 1 or cfg.weights.high_weight <= 0 or cfg.weights.low_weight <= 0:
-        raise ConfigError(f"bad [weights] values: {cfg.weights}")
+    try:
+        cfg.weights.check()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if cfg.shards.samples_per_shard < 1:
         raise ConfigError("shards.samples_per_shard must be >= 1")
     if cfg.shards.image_format not in ("jpg", "webp"):
