@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import io
 import json
 import os
 import sys
@@ -162,7 +161,7 @@ def shard_problems(fs: pafs.FileSystem, root: str, shards: Sequence[Mapping[str,
     """Shards that are missing or whose size differs from shards.json: path -> what is wrong."""
     infos = fs.get_file_info([f"{root}/{s['path']}" for s in shards])
     problems = {}
-    for entry, info in zip(shards, infos):
+    for entry, info in zip(shards, infos, strict=True):
         if info.type == pafs.FileType.NotFound:
             problems[entry["path"]] = "missing"
         elif info.size != entry["bytes"]:
@@ -491,7 +490,7 @@ class BatchStream:
     def _choose_extractors(self, j: int, rows: np.ndarray) -> list[str]:
         u = _rng(self.seed, _EXTRACTOR, j).random(len(rows))
         chosen = []
-        for r, x in zip(rows, u):
+        for r, x in zip(rows, u, strict=True):
             options = self.pop.extractors(r)
             if self.extractor:
                 if self.extractor not in options:
@@ -556,7 +555,7 @@ class BatchStream:
         """Whole samples by key: {"key", "image" (RGB), "lines" {extractor: gray}, "meta"} (for audits)."""
         rows = pc.index_in(pa.array(list(keys), pa.string()), value_set=self.pop.keys).to_pylist()
         out = []
-        for key, r in zip(keys, rows):
+        for key, r in zip(keys, rows, strict=True):
             if r is None:
                 raise LoaderError(f"no sample {key} in {self.out}")
             names = self.pop.extractors(r)
