@@ -62,7 +62,9 @@ class WeightConfig:
             if isinstance(share, bool) or not isinstance(share, int | float) or not math.isfinite(share):
                 raise ValueError(f"weights.shares.{name} must be a number, got {share!r}")
             if share < 0:
-                raise ValueError(f"weights.shares.{name} is negative ({share}); shares are fractions of draws")
+                raise ValueError(
+                    f"weights.shares.{name} is negative ({share}); shares are fractions of draws"
+                )
             if share == 0:
                 raise ValueError(f"weights.shares.{name} is 0; leave the source out of the build instead")
         total = sum(self.shares.values())
@@ -72,22 +74,36 @@ class WeightConfig:
         if not isinstance(self.tag_balance, bool):
             raise ValueError(f"weights.tag_balance must be true or false, got {self.tag_balance!r}")
         cats = self.tag_categories
-        if isinstance(cats, str) or not all(isinstance(c, str) and c in TAG_CATEGORIES for c in cats) or not cats:
-            raise ValueError(f"weights.tag_categories must be a non-empty list of {list(TAG_CATEGORIES)}, got {cats!r}")
+        if (
+            isinstance(cats, str)
+            or not all(isinstance(c, str) and c in TAG_CATEGORIES for c in cats)
+            or not cats
+        ):
+            raise ValueError(
+                f"weights.tag_categories must be a non-empty list of {list(TAG_CATEGORIES)}, got {cats!r}"
+            )
         if not 0 < self.tag_threshold <= 1 or self.tag_power <= 0 or self.tag_cap < 1:
             raise ValueError(
                 f"weights: need 0 < tag_threshold <= 1, tag_power > 0, tag_cap >= 1; got "
                 f"{self.tag_threshold}, {self.tag_power}, {self.tag_cap}"
             )
         if self.min_weight < 0 or self.max_weight < 0:
-            raise ValueError(f"weights.min_weight / max_weight must be >= 0, got {self.min_weight} / {self.max_weight}")
+            raise ValueError(
+                f"weights.min_weight / max_weight must be >= 0, got {self.min_weight} / {self.max_weight}"
+            )
         # Weights have mean 1, so a clip that excludes 1 can never be met.
         if self.min_weight > 1 or (self.max_weight and self.max_weight < 1):
             raise ValueError(
                 f"weights: the clip [{self.min_weight}, {self.max_weight or 'inf'}] must contain 1 (weights have mean 1)"
             )
-        if isinstance(self.training_samples, bool) or not isinstance(self.training_samples, int) or self.training_samples < 1:
-            raise ValueError(f"weights.training_samples must be a positive integer, got {self.training_samples!r}")
+        if (
+            isinstance(self.training_samples, bool)
+            or not isinstance(self.training_samples, int)
+            or self.training_samples < 1
+        ):
+            raise ValueError(
+                f"weights.training_samples must be a positive integer, got {self.training_samples!r}"
+            )
 
 
 def check_sources(cfg: WeightConfig, sources: Sequence[str]) -> None:
@@ -102,7 +118,9 @@ def check_sources(cfg: WeightConfig, sources: Sequence[str]) -> None:
         )
     missing = [s for s in sources if s not in cfg.shares]
     if missing:
-        raise WeightError(f"source(s) {', '.join(map(repr, missing))} have no target share in [weights.shares]")
+        raise WeightError(
+            f"source(s) {', '.join(map(repr, missing))} have no target share in [weights.shares]"
+        )
 
 
 @dataclass(frozen=True)
@@ -117,7 +135,11 @@ class Weighted:
     weight: np.ndarray  # float64, mean 1
 
     def factors(self) -> dict[str, np.ndarray]:
-        return {"tier_weight": self.tier_weight, "tag_factor": self.tag_factor, "source_factor": self.source_factor}
+        return {
+            "tier_weight": self.tier_weight,
+            "tag_factor": self.tag_factor,
+            "source_factor": self.source_factor,
+        }
 
 
 def percentile_within(groups: np.ndarray, values: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -143,7 +165,9 @@ def quality_tiers(groups: np.ndarray, quality: np.ndarray, high_fraction: float)
     return tier
 
 
-def tag_factors(tags: Sequence[Sequence[str] | None], threshold: float, power: float, cap: float) -> np.ndarray:
+def tag_factors(
+    tags: Sequence[Sequence[str] | None], threshold: float, power: float, cap: float
+) -> np.ndarray:
     """Repeat-factor sampling (Gupta et al., LVIS 2019): a tag in a fraction f of samples has factor
     ``max(1, (threshold / f) ** power)``; a sample takes the largest factor of its tags, capped."""
     n = len(tags)
@@ -172,7 +196,9 @@ def solve_scale(u: np.ndarray, target: float, lo: float, hi: float) -> float:
     n = len(u)
     top = n * hi if hi > 0 else np.inf
     if not n * lo <= target <= top:
-        raise WeightError(f"needs a total weight of {target:.6g} from {n} samples, but the clip allows [{n * lo:.6g}, {top:.6g}]")
+        raise WeightError(
+            f"needs a total weight of {target:.6g} from {n} samples, but the clip allows [{n * lo:.6g}, {top:.6g}]"
+        )
 
     def total(c: float) -> float:
         return float(_clip(c * u, lo, hi).sum())
@@ -238,7 +264,9 @@ def compute_weights(
             )
         unshared = sorted(set(present) - set(cfg.shares))
         if unshared:
-            raise WeightError(f"source(s) {', '.join(unshared)} have samples but no target share in [weights.shares]")
+            raise WeightError(
+                f"source(s) {', '.join(unshared)} have samples but no target share in [weights.shares]"
+            )
         groups = {s: cfg.shares[s] for s in present}
     else:
         groups = {None: 1.0}
@@ -248,7 +276,11 @@ def compute_weights(
         try:
             source_factor[idx] = solve_scale(u[idx], share * n, cfg.min_weight, cfg.max_weight)
         except WeightError as exc:
-            what = "the build" if name is None else f"source {name!r} (share {share:g}, {len(idx)} of {n} samples)"
+            what = (
+                "the build"
+                if name is None
+                else f"source {name!r} (share {share:g}, {len(idx)} of {n} samples)"
+            )
             raise WeightError(f"{what} cannot meet its share within the weight clip: {exc}") from None
     weight = _clip(tier_weight * tag_factor * source_factor, cfg.min_weight, cfg.max_weight)
     return Weighted(quality, tier, tier_weight, tag_factor, source_factor, weight)
@@ -274,7 +306,12 @@ def effective_sample_size(weight: np.ndarray) -> float:
 
 
 def weight_summary(
-    weight: np.ndarray, *, sources: Sequence[str], tiers: Sequence[str], buckets: Sequence[str], training_samples: int
+    weight: np.ndarray,
+    *,
+    sources: Sequence[str],
+    tiers: Sequence[str],
+    buckets: Sequence[str],
+    training_samples: int,
 ) -> dict[str, object]:
     """What build.json states: intended shares, effective sample size, expected draws per sample."""
     weight = np.asarray(weight, np.float64)

@@ -36,7 +36,10 @@ def _labels(stream: BatchStream) -> dict[str, tuple[np.ndarray, list[str]]]:
 def _shares_of(mass: np.ndarray, codes: np.ndarray, names: list[str]) -> dict[str, float]:
     by_code = np.bincount(codes, weights=mass, minlength=len(names))
     total = by_code.sum()
-    return {name: float(by_code[i] / total) if total else 0.0 for i, name in sorted(enumerate(names), key=lambda x: x[1])}
+    return {
+        name: float(by_code[i] / total) if total else 0.0
+        for i, name in sorted(enumerate(names), key=lambda x: x[1])
+    }
 
 
 def realised_draws(stream: BatchStream, draws: int) -> dict[str, Any]:
@@ -67,7 +70,9 @@ def _tag_table(fs, root: str, pop, top: int) -> dict[str, list]:
     weight[keep] = pop.weights[row[keep].astype(np.int64)] / pop.weights.sum()
     tags = table["tags"].combine_chunks()
     parents = pc.list_parent_indices(tags).to_numpy()
-    flat = pa.table({"tag": pc.list_flatten(tags), "mass": weight[parents], "one": keep[parents].astype(np.int64)})
+    flat = pa.table(
+        {"tag": pc.list_flatten(tags), "mass": weight[parents], "one": keep[parents].astype(np.int64)}
+    )
     grouped = flat.group_by("tag").aggregate([("mass", "sum"), ("one", "sum")]).to_pylist()
     grouped = [g for g in grouped if g["one_sum"] > 0]
     n = len(pop)
@@ -87,10 +92,14 @@ def _rejects(fs, root: str) -> dict[str, int]:
     return dict(Counter(table["reason"].to_pylist()).most_common())
 
 
-def audit(out: str, *, draws: int = 200_000, batch_size: int = 64, seed: int = 0, top_tags: int = 20) -> dict[str, Any]:
+def audit(
+    out: str, *, draws: int = 200_000, batch_size: int = 64, seed: int = 0, top_tags: int = 20
+) -> dict[str, Any]:
     """The audit report as a JSON-serialisable dict (``realised`` comes from the loader)."""
     fs, root = open_filesystem(out)
-    stream = BatchStream(out, batch_size, seed=seed, keys_only=True, skip_bad_shards=True)  # says which it skips
+    stream = BatchStream(
+        out, batch_size, seed=seed, keys_only=True, skip_bad_shards=True
+    )  # says which it skips
     shards = json.loads(fs.open_input_stream(f"{root}/shards.json").read())["shards"]
     problems = shard_problems(fs, root, shards)
     pop = stream.pop
@@ -101,8 +110,13 @@ def audit(out: str, *, draws: int = 200_000, batch_size: int = 64, seed: int = 0
     realised = {d: _shares_of(drawn["counts"].astype(np.float64), *labels[d]) for d in DIMENSIONS}
     error = {d: max(abs(realised[d][k] - intended[d][k]) for k in intended[d]) for d in DIMENSIONS}
     keys = pop.keys.to_pylist()
-    counts = {d: dict(sorted(Counter(np.asarray(labels[d][1], dtype=object)[labels[d][0]].tolist()).items())) for d in DIMENSIONS}
-    hist_counts, hist_edges = np.histogram(np.log10(w[w > 0]), bins=30) if np.any(w > 0) else (np.zeros(0), np.zeros(1))
+    counts = {
+        d: dict(sorted(Counter(np.asarray(labels[d][1], dtype=object)[labels[d][0]].tolist()).items()))
+        for d in DIMENSIONS
+    }
+    hist_counts, hist_edges = (
+        np.histogram(np.log10(w[w > 0]), bins=30) if np.any(w > 0) else (np.zeros(0), np.zeros(1))
+    )
     build = _build_json(fs, root)
     return {
         "out": out,
@@ -112,7 +126,10 @@ def audit(out: str, *, draws: int = 200_000, batch_size: int = 64, seed: int = 0
         "counts": counts,
         "effective_sample_size": round(effective_sample_size(w), 3),
         "weight": {
-            "min": float(w.min()), "median": float(np.median(w)), "max": float(w.max()), "mean": float(w.mean()),
+            "min": float(w.min()),
+            "median": float(np.median(w)),
+            "max": float(w.max()),
+            "mean": float(w.mean()),
             "log10_histogram": {"edges": hist_edges.tolist(), "counts": hist_counts.tolist()},
         },  # fmt: skip
         "seed": seed,

@@ -131,7 +131,11 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
             done = read_json(layout.build_json)
             if done.get("complete"):
                 return BuildSummary(
-                    req.out, done["counts"], done["timings"], already_complete=True, weights=done.get("weights")
+                    req.out,
+                    done["counts"],
+                    done["timings"],
+                    already_complete=True,
+                    weights=done.get("weights"),
                 )
     elif os.path.isdir(req.out) and os.listdir(req.out):
         raise BuildRefused(
@@ -177,7 +181,9 @@ def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
     pending = [c for c in range(chunks) if not os.path.exists(layout.scan_part(c))]
     inputs = read_json(layout.enumerated)["inputs"]
     progress = Progress("scan", total=inputs, unit="inputs", enabled=req.show_progress)
-    progress.update(sum(pq.read_metadata(layout.scan_part(c)).num_rows for c in range(chunks) if c not in pending))
+    progress.update(
+        sum(pq.read_metadata(layout.scan_part(c)).num_rows for c in range(chunks) if c not in pending)
+    )
     if pending:
         import ray.data
 
@@ -349,7 +355,9 @@ def finalize(
         manifest["weight"].to_numpy(),
         sources=manifest["source"].to_pylist(),
         tiers=manifest["tier"].to_pylist(),
-        buckets=[f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist())],
+        buckets=[
+            f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist())
+        ],
         training_samples=req.config.weights.training_samples,
     )
     build = {

@@ -76,7 +76,9 @@ class Batch:
     meta: list[dict[str, Any]]  # each sample's json
     image_bytes: list[bytes] | None = None  # encoded illustration (jpg/webp) when decode=False
     line_bytes: list[bytes] | None = None  # encoded PNG when decode=False
-    state: dict[str, Any] = field(default_factory=dict)  # pass to batches(state=...) to resume after this batch
+    state: dict[str, Any] = field(
+        default_factory=dict
+    )  # pass to batches(state=...) to resume after this batch
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -165,24 +167,34 @@ def shard_problems(fs: pafs.FileSystem, root: str, shards: Sequence[Mapping[str,
         if info.type == pafs.FileType.NotFound:
             problems[entry["path"]] = "missing"
         elif info.size != entry["bytes"]:
-            problems[entry["path"]] = f"{info.size} bytes, shards.json says {entry['bytes']} (truncated or changed)"
+            problems[entry["path"]] = (
+                f"{info.size} bytes, shards.json says {entry['bytes']} (truncated or changed)"
+            )
     return problems
 
 
-def load_population(out: str, *, weighted: bool = True, skip_bad_shards: bool = False) -> tuple[Population, pafs.FileSystem, str]:
+def load_population(
+    out: str, *, weighted: bool = True, skip_bad_shards: bool = False
+) -> tuple[Population, pafs.FileSystem, str]:
     fs, root = open_filesystem(out)
     try:
         shards_raw = _read_bytes(fs, f"{root}/shards.json")
         table = pq.read_table(f"{root}/manifest.parquet", filesystem=fs, columns=_MANIFEST_COLUMNS)
     except (FileNotFoundError, OSError) as exc:
-        raise LoaderError(f"{out} is not a finished build (no manifest.parquet / shards.json): {exc}") from None
+        raise LoaderError(
+            f"{out} is not a finished build (no manifest.parquet / shards.json): {exc}"
+        ) from None
     shards = json.loads(shards_raw)["shards"]
     problems = shard_problems(fs, root, shards)
     if problems and not skip_bad_shards:
         listed = "; ".join(f"{p}: {why}" for p, why in sorted(problems.items()))
-        raise ShardError(f"{len(problems)} bad shard(s) in {out}: {listed} (pass skip_bad_shards=True to leave them out)")
+        raise ShardError(
+            f"{len(problems)} bad shard(s) in {out}: {listed} (pass skip_bad_shards=True to leave them out)"
+        )
     if problems:
-        warnings.warn(f"leaving out {len(problems)} bad shard(s): {', '.join(sorted(problems))}", stacklevel=3)
+        warnings.warn(
+            f"leaving out {len(problems)} bad shard(s): {', '.join(sorted(problems))}", stacklevel=3
+        )
         table = table.filter(pc.invert(pc.is_in(table["shard"], pa.array(sorted(problems)))))
     if table.num_rows == 0:
         raise LoaderError(f"{out} has no samples to draw")
@@ -201,7 +213,9 @@ def load_population(out: str, *, weighted: bool = True, skip_bad_shards: bool = 
     tiers, tier_names = _codes(table["tier"])
     shard_codes, shard_names = _codes(table["shard"])
     ex_sets, ex_names = _codes(pc.binary_join(table["extractors"], "\n"))
-    fingerprint = hashlib.sha256(shards_raw + json.dumps([weighted, sorted(problems)]).encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(shards_raw + json.dumps([weighted, sorted(problems)]).encode()).hexdigest()[
+        :16
+    ]
     pop = Population(
         keys=table["key"].combine_chunks(),
         sources=sources,
@@ -330,7 +344,10 @@ class ShardReader:
         entries: dict[str, dict[str, tuple[int, int]]] = {}
         try:
             # A private handle: tarfile seeks, and other threads read_at the shared one.
-            with self.fs.open_input_file(f"{self.root}/{shard}") as own, tarfile.open(fileobj=own, mode="r:") as tar:
+            with (
+                self.fs.open_input_file(f"{self.root}/{shard}") as own,
+                tarfile.open(fileobj=own, mode="r:") as tar,
+            ):
                 for info in tar:
                     if not info.isfile():
                         continue
@@ -408,7 +425,9 @@ class BatchStream:
         self.keys_only, self.decode, self.threads = keys_only, decode, max(1, threads)
         self.rank, self.world_size, self.skip_bad_shards = rank, world_size, skip_bad_shards
         self.resampled, self.epoch = resampled, epoch
-        self.pop, self.fs, self.root = load_population(out, weighted=weighted, skip_bad_shards=skip_bad_shards)
+        self.pop, self.fs, self.root = load_population(
+            out, weighted=weighted, skip_bad_shards=skip_bad_shards
+        )
         drop_last = resampled if drop_last is None else drop_last
         self.plan = _Plan(self.pop, batch_size, seed, resampled, epoch, epoch_draws, drop_last)
         self._settings = {
@@ -430,7 +449,9 @@ class BatchStream:
         return {**self._settings, "position": self.position}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        diffs = [f"{k}: saved {state.get(k)!r}, now {v!r}" for k, v in self._settings.items() if state.get(k) != v]
+        diffs = [
+            f"{k}: saved {state.get(k)!r}, now {v!r}" for k, v in self._settings.items() if state.get(k) != v
+        ]
         if diffs:
             raise LoaderStateError(f"the saved loader state does not match: {'; '.join(diffs)}")
         position = state.get("position")
@@ -483,7 +504,9 @@ class BatchStream:
         wanted = [self.extractor] if self.extractor else list(self.extractor_probs)
         unknown = sorted(set(wanted) - set(names))
         if unknown:
-            raise LoaderError(f"extractor(s) {', '.join(unknown)} not in this build (it has: {', '.join(names)})")
+            raise LoaderError(
+                f"extractor(s) {', '.join(unknown)} not in this build (it has: {', '.join(names)})"
+            )
         if any((not isinstance(p, int | float)) or p < 0 for p in self.extractor_probs.values()):
             raise LoaderError(f"extractor_probs must be >= 0: {self.extractor_probs}")
 
@@ -497,10 +520,16 @@ class BatchStream:
                     raise LoaderError(f"sample {self.pop.key(r)} has no {self.extractor} line drawing")
                 chosen.append(self.extractor)
                 continue
-            p = np.asarray([self.extractor_probs.get(n, 0.0 if self.extractor_probs else 1.0) for n in options])
+            p = np.asarray(
+                [self.extractor_probs.get(n, 0.0 if self.extractor_probs else 1.0) for n in options]
+            )
             if p.sum() <= 0:
-                raise LoaderError(f"sample {self.pop.key(r)}: extractor_probs give its extractors {options} no weight")
-            chosen.append(options[min(int(np.searchsorted(np.cumsum(p) / p.sum(), x, side="right")), len(options) - 1)])
+                raise LoaderError(
+                    f"sample {self.pop.key(r)}: extractor_probs give its extractors {options} no weight"
+                )
+            chosen.append(
+                options[min(int(np.searchsorted(np.cumsum(p) / p.sum(), x, side="right")), len(options) - 1)]
+            )
         return chosen
 
     def reader(self) -> ShardReader:
@@ -523,7 +552,12 @@ class BatchStream:
                 meta = json.loads(files["json"])
                 if not self.decode:
                     return key, meta, files[image_ext], files[f"lineart.{extractors[i]}.png"]
-                return key, meta, decode_rgb(files[image_ext]), decode_gray(files[f"lineart.{extractors[i]}.png"])
+                return (
+                    key,
+                    meta,
+                    decode_rgb(files[image_ext]),
+                    decode_gray(files[f"lineart.{extractors[i]}.png"]),
+                )
             except (ShardError, ValueError) as exc:
                 if not self.skip_bad_shards:
                     raise ShardError(f"shard {shard}, sample {key}: {exc}") from None
@@ -559,7 +593,9 @@ class BatchStream:
             if r is None:
                 raise LoaderError(f"no sample {key} in {self.out}")
             names = self.pop.extractors(r)
-            files = self.reader().read(self.pop.shard(r), key, (IMAGE_EXTS, "json", *[f"lineart.{n}.png" for n in names]))
+            files = self.reader().read(
+                self.pop.shard(r), key, (IMAGE_EXTS, "json", *[f"lineart.{n}.png" for n in names])
+            )
             image = next(files[e] for e in IMAGE_EXTS if e in files)
             out.append({
                 "key": key,

@@ -71,7 +71,10 @@ def make_plan(
         ("quality", quality.astype(np.float64)),
         ("tier", tier.astype(str)),
         ("weight", weight.astype(np.float64)),
-        *((name, (factors or {}).get(name, np.ones(n))) for name in ("tier_weight", "tag_factor", "source_factor")),
+        *(
+            (name, (factors or {}).get(name, np.ones(n)))
+            for name in ("tier_weight", "tag_factor", "source_factor")
+        ),
         ("shard", shard.astype(str) if n else np.array([], dtype=str)),
         ("shard_pos", pos),
     ):

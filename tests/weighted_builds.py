@@ -12,12 +12,12 @@ import os
 
 import cv2
 
-from conftest import gradient_image
 from curation.sources import parse_source
 from curation.weighting import WeightConfig
 from pipelines.build import BuildRequest, run_build
 from pipelines.config import BuildConfig, ScanConfig, ShardConfig
 from sharding.buckets import BucketRule
+from tests.conftest import gradient_image
 
 SIZES = [(192, 288), (288, 192), (240, 240)]  # portrait, landscape, square
 NASTY_TAGS = ['<script>alert("x")</script>', "a&b", "tom_&_jerry", "x>y", "'quote'"]
