@@ -17,7 +17,8 @@ from curation.weighting import WeightConfig
 from pipelines.build import BuildRequest, run_build
 from pipelines.config import BuildConfig, ScanConfig, ShardConfig
 from sharding.buckets import BucketRule
-from tests.conftest import gradient_image
+
+from .conftest import gradient_image
 
 SIZES = [(192, 288), (288, 192), (240, 240)]  # portrait, landscape, square
 NASTY_TAGS = ['<script>alert("x")</script>', "a&b", "tom_&_jerry", "x>y", "'quote'"]
@@ -26,6 +27,8 @@ NASTY_TAGS = ['<script>alert("x")</script>', "a&b", "tom_&_jerry", "x>y", "'quot
 def make_sources(root: str, n_danbooru: int = 24, n_research: int = 8) -> tuple[str, str]:
     dan = os.path.join(root, "danbooru")
     res = os.path.join(root, "research")
+    if os.path.isdir(dan) and os.path.isdir(res):  # made earlier in this session
+        return dan, res
     os.makedirs(dan)
     os.makedirs(res)
     posts = []
@@ -66,5 +69,12 @@ def build_two_sources(root: str, out: str, **weights) -> str:
         [parse_source(f"danbooru={dan}"), parse_source(f"research={res}")], out, small_config(**weights),
         show_progress=False,
     )  # fmt: skip
-    run_build(req)
+    run_build(req)  # returns at once when ``out`` is already complete
     return out
+
+
+def shared_build(tmp_path_factory) -> str:
+    """The default two-source build (shares 0.5 / 0.5), made once per test session; do not modify it."""
+    root = str(tmp_path_factory.getbasetemp() / "weighted-build")
+    os.makedirs(root, exist_ok=True)
+    return build_two_sources(root, os.path.join(root, "out"))
