@@ -66,7 +66,9 @@ def _clean(value: Any) -> Any:
 def sample_json(row: Mapping[str, Any], extractors: Mapping[str, str]) -> bytes:
     meta = {
         "key": row["key"],
-        "id": row["post_id"] if row.get("post_id") is not None else row["source_id"],
+        # One JSON type per field (int or null, never a path string) so that schema-inferring
+        # readers such as HF datasets accept a shard that mixes sources; source_id is the text id.
+        "id": row.get("post_id"),
         "source": row["source"],
         "source_id": row["source_id"],
         "tags": {c: list(row.get(f"tags_{c}") or []) for c in TAG_CATEGORIES},
