@@ -39,7 +39,9 @@ def _rate(fn, repeats: int) -> tuple[float, list[float]]:
 def run(args) -> dict[str, Any]:
     folder = args.corpus or corpus_illustrations()
     if not folder or not os.path.isdir(folder):
-        raise UsageError("no corpus: pass --corpus FOLDER (the default ../shared/corpus/illustrations is absent)")
+        raise UsageError(
+            "no corpus: pass --corpus FOLDER (the default ../shared/corpus/illustrations is absent)"
+        )
     from curation.sources import parse_source
 
     names = sorted(n for n in os.listdir(folder) if n.lower().endswith((".jpg", ".jpeg", ".png", ".webp")))
