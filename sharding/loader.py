@@ -617,22 +617,41 @@ class BatchStream:
         return out
 
     def torch_dataset(self):
-        """This stream as a ``torch.utils.data.IterableDataset``; use ``DataLoader(ds, batch_size=None, num_workers=K)``."""
-        from torch.utils.data import IterableDataset
-
-        stream = self
-
-        class _Dataset(IterableDataset):
-            def __iter__(self):
-                return iter(stream)
-
-        return _Dataset()
+        """This stream as a ``torch.utils.data.IterableDataset``: ``DataLoader(ds, batch_size=None, num_workers=K)``."""
+        return _torch_dataset_class()(self)
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers get a copy without threads or open files
         state = self.__dict__.copy()
         state["_reader"] = None
         state["_pool"] = None
         return state
+
+
+def _torch_dataset_class():
+    """``TorchBatches``, made on first use so that importing the loader does not import torch.
+
+    It is a module attribute (see ``__getattr__``), so spawned DataLoader workers can unpickle it.
+    """
+    cls = globals().get("TorchBatches")
+    if cls is None:
+        from torch.utils.data import IterableDataset
+
+        class TorchBatches(IterableDataset):
+            def __init__(self, stream: BatchStream) -> None:
+                self.stream = stream
+
+            def __iter__(self):
+                return iter(self.stream)
+
+        TorchBatches.__module__, TorchBatches.__qualname__ = __name__, "TorchBatches"
+        globals()["TorchBatches"] = cls = TorchBatches
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TorchBatches":
+        return _torch_dataset_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def batches(out: str, batch_size: int, seed: int = 0, keys_only: bool = False, **options: Any) -> BatchStream:
