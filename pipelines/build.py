@@ -214,10 +214,24 @@ def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
     return state
 
 
+def _actor_pool_shape(mat, resources: dict[str, float], shards: int) -> tuple[int, dict[str, Any], str]:
+    """(actors, Ray resource options per actor, device): GPU shares when the cluster has GPUs."""
+    cpus = max(1, int(resources.get("CPU", 1)))
+    gpus = resources.get("GPU", 0)
+    if gpus > 0:
+        n = mat.actors or max(1, int(gpus / mat.gpu_share))
+        opts, device = {"num_cpus": 1, "num_gpus": mat.gpu_share}, "cuda"
+    else:
+        n = mat.actors or cpus
+        opts, device = {"num_cpus": 1}, "cpu"
+    return max(1, min(n, cpus, shards)), opts, device
+
+
 def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict[str, dict[str, Any]]:
+    """Write every missing shard on a pool of ShardMaterializer actors (extractors loaded once per actor)."""
     import ray
 
-    from .tasks import materialize_task
+    from .tasks import ShardMaterializer
 
     rows_by_shard: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in plan_table.to_pylist():
@@ -232,22 +246,30 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
             states[shard] = state
     progress = Progress("materialize", total=plan_table.num_rows, unit="samples", enabled=req.show_progress)
     progress.update(sum(len(rows_by_shard[s]) for s in states))
-    specs = req.config.to_dict()["extractors"]
-    shard_cfg = req.config.to_dict()["shards"]
-    remote = ray.remote(materialize_task).options(num_cpus=1, max_retries=2)
-    window = max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)  # bounded in-flight tasks
-    in_flight: dict[Any, str] = {}
-    queue = list(todo)
-    while queue or in_flight:
-        while queue and len(in_flight) < window:
-            shard = queue.pop(0)
-            ref = remote.remote(req.out, rows_by_shard[shard], specs, shard_cfg, req.config.scan.max_pixels)
-            in_flight[ref] = shard
-        done, _ = ray.wait(list(in_flight), num_returns=1)
-        for ref in done:
-            shard = in_flight.pop(ref)
-            states[shard] = ray.get(ref)
-            progress.update(len(rows_by_shard[shard]))
+    if todo:
+        n, opts, device = _actor_pool_shape(req.config.materialize, ray.cluster_resources(), len(todo))
+        cls = ray.remote(ShardMaterializer).options(max_restarts=2, max_task_retries=2, **opts)
+        actors = [cls.remote(req.out, req.config.to_dict(), device) for _ in range(n)]
+        per_actor = 2  # one running, one queued: bounded in-flight work, no idle gap between shards
+        load = [0] * n
+        in_flight: dict[Any, tuple[str, int]] = {}
+        queue = list(todo)
+        try:
+            while queue or in_flight:
+                while queue and min(load) < per_actor:
+                    a = load.index(min(load))
+                    shard = queue.pop(0)
+                    in_flight[actors[a].materialize.remote(rows_by_shard[shard])] = (shard, a)
+                    load[a] += 1
+                done, _ = ray.wait(list(in_flight), num_returns=1)
+                for ref in done:
+                    shard, a = in_flight.pop(ref)
+                    load[a] -= 1
+                    states[shard] = ray.get(ref)
+                    progress.update(len(rows_by_shard[shard]))
+        finally:
+            for actor in actors:  # give their CPUs/GPUs back now, not at ray.shutdown
+                ray.kill(actor)
     progress.close()
     return states
 
@@ -258,13 +280,13 @@ def finalize(
 ) -> BuildSummary:  # fmt: skip
     written = {key for s in states.values() for key in s["written"]}
     extractors = [e.name for e in req.config.extractors]
+    dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
     manifest = plan_table.filter(pa.array([k in written for k in plan_table["key"].to_pylist()], pa.bool_()))
     per_category = [manifest[f"tags_{c}"].to_pylist() for c in TAG_CATEGORIES]
     all_tags = [[t for tags in row for t in (tags or [])] for row in zip(*per_category)]
     manifest = manifest.append_column("tags", pa.array(all_tags, pa.list_(pa.string())))
-    manifest = manifest.append_column(
-        "extractors", pa.array([extractors] * manifest.num_rows, pa.list_(pa.string()))
-    )
+    stored = [[e for e in extractors if e not in dropped.get(key, {})] for key in manifest["key"].to_pylist()]
+    manifest = manifest.append_column("extractors", pa.array(stored, pa.list_(pa.string())))
     manifest = manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
     write_parquet(layout.manifest, manifest)
 
@@ -288,6 +310,7 @@ def finalize(
         "bytes": sum(s["bytes"] for s in shards),
         "buckets": dict(Counter(f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist()))),
         "tiers": dict(Counter(manifest["tier"].to_pylist())),
+        "drawings_dropped": dict(Counter(name for why in dropped.values() for name in why)),
     }
     if counts["samples"] + counts["rejected"] != inputs:
         raise RuntimeError(f"accounting error: {counts['samples']} kept + {counts['rejected']} rejected != {inputs} inputs")
