@@ -17,11 +17,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from .conftest import gradient_image
 from scipy import ndimage
 
 import lineart
 from lineart.filters import canny_thresholds, gaussian_kernel
+
+from .conftest import gradient_image
 
 CLASSICAL = ["adaptive_threshold", "canny", "dilate_diff", "dog", "sobel", "xdog"]
 BINARY = {"canny", "adaptive_threshold", "dilate_diff"}
