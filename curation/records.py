@@ -25,7 +25,14 @@ REJECT_REASONS: dict[str, tuple[str, ...]] = {
         "too_small",  # shorter side under scan.min_side
         "aspect_out_of_range",  # long/short side over scan.max_aspect
     ),
-    "pair": ("materialize_error",),  # the image changed or vanished between scan and materialize
+    "pair": (
+        "materialize_error",  # the image changed or vanished between scan and materialize
+        # no line drawing passed pair quality (lineart/quality.py); detail names each extractor's problem
+        "lines_empty",  # every drawing had next to no ink
+        "lines_drowned",  # every drawing was mostly ink
+        "lines_speckled",  # every drawing was mostly isolated specks
+        "lines_unusable",  # every drawing failed, for different reasons
+    ),
 }
 
 

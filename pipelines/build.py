@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -265,10 +265,24 @@ def shard_spans(plan_table: pa.Table) -> dict[str, tuple[int, int]]:
     return {str(shards[a]): (int(a), int(b - a)) for a, b in zip(starts, ends)}
 
 
+def _actor_pool_shape(mat, resources: dict[str, float], shards: int) -> tuple[int, dict[str, Any], str]:
+    """(actors, Ray resource options per actor, device): GPU shares when the cluster has GPUs."""
+    cpus = max(1, int(resources.get("CPU", 1)))
+    gpus = resources.get("GPU", 0)
+    if gpus > 0:
+        n = mat.actors or max(1, int(gpus / mat.gpu_share))
+        opts, device = {"num_cpus": 1, "num_gpus": mat.gpu_share}, "cuda"
+    else:
+        n = mat.actors or cpus
+        opts, device = {"num_cpus": 1}, "cpu"
+    return max(1, min(n, cpus, shards)), opts, device
+
+
 def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict[str, dict[str, Any]]:
+    """Write every missing shard on a pool of ShardMaterializer actors (extractors loaded once per actor)."""
     import ray
 
-    from .tasks import materialize_task
+    from .tasks import ShardMaterializer
 
     # The plan is sorted by shard: keep (start, length) per shard and turn only the shards in
     # flight into Python rows, so the driver's memory does not grow with the dataset.
@@ -283,23 +297,31 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
             states[shard] = state
     progress = Progress("materialize", total=plan_table.num_rows, unit="samples", enabled=req.show_progress)
     progress.update(sum(spans[s][1] for s in states))
-    specs = req.config.to_dict()["extractors"]
-    shard_cfg = req.config.to_dict()["shards"]
-    remote = ray.remote(materialize_task).options(num_cpus=1, max_retries=2)
-    window = max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)  # bounded in-flight tasks
-    in_flight: dict[Any, str] = {}
-    queue = list(todo)
-    while queue or in_flight:
-        while queue and len(in_flight) < window:
-            shard = queue.pop(0)
-            rows = plan_table.slice(*spans[shard]).to_pylist()
-            ref = remote.remote(req.out, rows, specs, shard_cfg, req.config.scan.max_pixels)
-            in_flight[ref] = shard
-        done, _ = ray.wait(list(in_flight), num_returns=1)
-        for ref in done:
-            shard = in_flight.pop(ref)
-            states[shard] = ray.get(ref)
-            progress.update(spans[shard][1])
+    if todo:
+        n, opts, device = _actor_pool_shape(req.config.materialize, ray.cluster_resources(), len(todo))
+        cls = ray.remote(ShardMaterializer).options(max_restarts=2, max_task_retries=2, **opts)
+        actors = [cls.remote(req.out, req.config.to_dict(), device) for _ in range(n)]
+        per_actor = 2  # one running, one queued: bounded in-flight work, no idle gap between shards
+        load = [0] * n
+        in_flight: dict[Any, tuple[str, int]] = {}
+        queue = deque(todo)
+        try:
+            while queue or in_flight:
+                while queue and min(load) < per_actor:
+                    a = load.index(min(load))
+                    shard = queue.popleft()
+                    rows = plan_table.slice(*spans[shard]).to_pylist()
+                    in_flight[actors[a].materialize.remote(rows)] = (shard, a)
+                    load[a] += 1
+                done, _ = ray.wait(list(in_flight), num_returns=1)
+                for ref in done:
+                    shard, a = in_flight.pop(ref)
+                    load[a] -= 1
+                    states[shard] = ray.get(ref)
+                    progress.update(spans[shard][1])
+        finally:
+            for actor in actors:  # give their CPUs/GPUs back now, not at ray.shutdown
+                ray.kill(actor)
     progress.close()
     return states
 
@@ -310,13 +332,13 @@ def finalize(
 ) -> BuildSummary:  # fmt: skip
     written = {key for s in states.values() for key in s["written"]}
     extractors = [e.name for e in req.config.extractors]
+    dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
     manifest = plan_table.filter(pa.array([k in written for k in plan_table["key"].to_pylist()], pa.bool_()))
     per_category = [manifest[f"tags_{c}"].to_pylist() for c in TAG_CATEGORIES]
     all_tags = [[t for tags in row for t in (tags or [])] for row in zip(*per_category)]
     manifest = manifest.append_column("tags", pa.array(all_tags, pa.list_(pa.string())))
-    manifest = manifest.append_column(
-        "extractors", pa.array([extractors] * manifest.num_rows, pa.list_(pa.string()))
-    )
+    stored = [[e for e in extractors if e not in dropped.get(key, {})] for key in manifest["key"].to_pylist()]
+    manifest = manifest.append_column("extractors", pa.array(stored, pa.list_(pa.string())))
     manifest = manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
     write_parquet(layout.manifest, manifest)
 
@@ -346,6 +368,7 @@ def finalize(
             )
         ),
         "tiers": dict(Counter(manifest["tier"].to_pylist())),
+        "drawings_dropped": dict(Counter(name for why in dropped.values() for name in why)),
     }
     if counts["samples"] + counts["rejected"] != inputs:
         raise RuntimeError(

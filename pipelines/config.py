@@ -11,6 +11,8 @@ from typing import Any
 
 import lineart
 from curation.weighting import WeightConfig
+from lineart.augment import AugmentPolicy
+from lineart.quality import PairQuality
 from sharding.buckets import BucketRule
 
 
@@ -35,6 +37,12 @@ class ShardConfig:
 
 
 @dataclass(frozen=True)
+class MaterializeConfig:
+    actors: int = 0  # extractor actors; 0: one per CPU, or one per gpu_share of the GPUs when there are GPUs
+    gpu_share: float = 0.25  # share of one GPU each actor asks Ray for when the cluster has GPUs
+
+
+@dataclass(frozen=True)
 class ExtractorSpec:
     name: str
     weights: str | None = None
@@ -52,6 +60,9 @@ class BuildConfig:
     weights: WeightConfig = WeightConfig()
     shards: ShardConfig = ShardConfig()
     extractors: tuple[ExtractorSpec, ...] = DEFAULT_EXTRACTORS
+    materialize: MaterializeConfig = MaterializeConfig()
+    augment: AugmentPolicy = AugmentPolicy()  # off by default; docs/lineart.md
+    pair_quality: PairQuality = PairQuality()
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -100,12 +111,10 @@ def _extractors(data: Any) -> tuple[ExtractorSpec, ...]:
                 f"extractors[{i}]: unknown extractor {name!r}; available: {', '.join(lineart.available())}"
             )
         options = item.get("options", {})
-        defaults = lineart.info(name).defaults
-        bad = sorted(set(options) - set(defaults))
-        if bad:
-            raise ConfigError(
-                f"extractors[{i}] ({name}): unknown option(s) {', '.join(bad)}; known: {', '.join(defaults)}"
-            )
+        try:
+            lineart.check_options(name, options)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"extractors[{i}] ({name}): {exc}") from None
         specs.append(ExtractorSpec(name, item.get("weights"), dict(options)))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -114,7 +123,17 @@ def _extractors(data: Any) -> tuple[ExtractorSpec, ...]:
 
 
 def config_from_dict(data: dict[str, Any]) -> BuildConfig:
-    known = {"seed", "scan", "buckets", "weights", "shards", "extractors"}
+    known = {
+        "seed",
+        "scan",
+        "buckets",
+        "weights",
+        "shards",
+        "extractors",
+        "materialize",
+        "augment",
+        "pair_quality",
+    }
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
@@ -130,9 +149,22 @@ def config_from_dict(data: dict[str, Any]) -> BuildConfig:
         weights=_section(WeightConfig, data.get("weights", {}), "weights"),
         shards=_section(ShardConfig, data.get("shards", {}), "shards"),
         extractors=_extractors(data["extractors"]) if "extractors" in data else DEFAULT_EXTRACTORS,
+        materialize=_section(MaterializeConfig, data.get("materialize", {}), "materialize"),
+        **_lineart_tables(data),
     )
     _check(cfg)
     return cfg
+
+
+def _lineart_tables(data: dict[str, Any]) -> dict[str, Any]:
+    """[augment] and [pair_quality]: their dataclasses (in lineart) check themselves."""
+    try:
+        return {
+            "augment": AugmentPolicy.from_dict(data.get("augment", {})),
+            "pair_quality": PairQuality.from_dict(data.get("pair_quality", {})),
+        }
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check(cfg: BuildConfig) -> None:
@@ -151,6 +183,10 @@ def _check(cfg: BuildConfig) -> None:
         cfg.weights.check()
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if cfg.materialize.actors < 0 or not 0 < cfg.materialize.gpu_share <= 1:
+        raise ConfigError(
+            f"bad [materialize] values: {cfg.materialize}; need actors >= 0, 0 < gpu_share <= 1"
+        )
     if cfg.shards.samples_per_shard < 1:
         raise ConfigError("shards.samples_per_shard must be >= 1")
     if cfg.shards.image_format not in ("jpg", "webp"):
