@@ -5,6 +5,7 @@ Each phase is resumable; see pipelines/state.py for what is kept where.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import platform
@@ -21,12 +22,14 @@ import pyarrow.parquet as pq
 
 import lineart
 from curation.records import TAG_CATEGORIES
+from curation.scan import ScanSettings, make_settings
 from curation.sources import SourceSpec, check_unique_names, iter_records
 from curation.weighting import first_policy
 from sharding.plan import make_plan
 from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA
 
 from .config import BuildConfig, diff_dicts
+from .dedup import deduplicate
 from .progress import Progress
 from .state import Layout, read_json, write_json, write_parquet
 
@@ -50,7 +53,7 @@ class BuildRequest:
         return {
             "contract": CONTRACT_VERSION,
             "config": self.config.to_dict(),
-            "sources": [{"name": s.name, "kind": s.kind, "path": s.path, "images": s.images} for s in self.sources],
+            "sources": [dataclasses.asdict(s) for s in self.sources],
         }
 
 
@@ -160,14 +163,25 @@ def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
 
         quiet_ray_data()
         ds = ray.data.from_items([{"chunk": c} for c in pending], override_num_blocks=len(pending))
-        ds = ds.map(
-            scan_chunk,
-            fn_kwargs={"out": req.out, "scan_cfg": req.config.to_dict()["scan"]},
-            num_cpus=1,
-        )
+        ds = ds.map(scan_chunk, fn_kwargs={"out": req.out, "settings": scan_settings(req, layout, chunks)}, num_cpus=1)
         for row in ds.iter_rows():
             progress.update(1, kept=row["kept"])
     progress.close()
+
+
+def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSettings:
+    """Per-source score cuts and quantiles come from all enumerated records: the same for every task."""
+    cols = ["source", "score", "fav_count"]
+    parts = [pq.read_table(layout.records_part(c), columns=cols) for c in range(chunks)]
+    records = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.float64()) for c in cols})
+    cfg = req.config
+    return make_settings(
+        max_pixels=cfg.scan.max_pixels, min_side=cfg.scan.min_side, max_aspect=cfg.scan.max_aspect,
+        filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
+        sources=records["source"].to_pylist(),
+        scores=records["score"].to_numpy(zero_copy_only=False).astype(np.float64),
+        favs=records["fav_count"].to_numpy(zero_copy_only=False).astype(np.float64),
+    )  # fmt: skip
 
 
 def read_scan(layout: Layout, chunks: int, columns: list[str] | None = None) -> pa.Table:
@@ -181,6 +195,9 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
     table = read_scan(layout, chunks)
     kept = table.filter(pc.equal(table["status"], "kept"))
     cfg = req.config
+    kept, dup_rejects, stats = deduplicate(kept, cfg.dedup)
+    _log(req, f"dedup: {stats['dropped']} duplicates dropped ({stats['pairs']} pairs, route {stats['route']})")
+    write_parquet(_dedup_rejects(layout), pa.Table.from_pylist(dup_rejects, schema=REJECT_SCHEMA))
     scores = kept["score"].to_numpy(zero_copy_only=False).astype(np.float64)
     weighted = first_policy(
         np.asarray(kept["source"].to_pylist(), dtype=object),
@@ -201,6 +218,10 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
     )
     write_parquet(layout.plan, table)
     return table
+
+
+def _dedup_rejects(layout: Layout) -> str:
+    return layout.path("_state", "dedup_rejects.parquet")
 
 
 def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
@@ -271,7 +292,11 @@ def finalize(
     scan_rejects = read_scan(layout, chunks, columns=REJECT_COLUMNS + ["status"])
     scan_rejects = scan_rejects.filter(pc.equal(scan_rejects["status"], "rejected")).select(REJECT_COLUMNS)
     late = [r for s in states.values() for r in s["rejects"]]
-    rejects = pa.concat_tables([scan_rejects.cast(REJECT_SCHEMA), pa.Table.from_pylist(late, schema=REJECT_SCHEMA)])
+    dedup = pq.read_table(_dedup_rejects(layout)) if os.path.exists(_dedup_rejects(layout)) else None
+    rejects = pa.concat_tables(
+        [scan_rejects.cast(REJECT_SCHEMA), *([dedup.cast(REJECT_SCHEMA)] if dedup is not None else []),
+         pa.Table.from_pylist(late, schema=REJECT_SCHEMA)]
+    )  # fmt: skip
     rejects = rejects.sort_by("seq")
     write_parquet(layout.rejects, rejects)
 
