@@ -171,12 +171,15 @@ def check_record(
     ext = (row.get("ext") or "").lower()
     if cfg.extensions and ext and ext not in cfg.extensions:
         return "extension", f"extension {ext!r} not in {list(cfg.extensions)}"
+    # the fixed minimum always applies; the source's percentile cut may be higher
+    min_score = max(cfg.min_score, thresholds.min_score)
+    min_favs = max(cfg.min_fav_count, thresholds.min_fav_count)
     score = row.get("score")
-    if score is not None and not math.isnan(score) and score < thresholds.min_score:
-        return "low_score", f"score {score:g} < {thresholds.min_score:g}"
+    if score is not None and not math.isnan(score) and score < min_score:
+        return "low_score", f"score {score:g} < {min_score:g}"
     favs = row.get("fav_count")
-    if favs is not None and favs < thresholds.min_fav_count:
-        return "low_fav_count", f"fav_count {favs} < {thresholds.min_fav_count:g}"
+    if favs is not None and favs < min_favs:
+        return "low_fav_count", f"fav_count {favs} < {min_favs:g}"
     tags = tag_set(row)
     if cfg.banned_tags:
         hit = sorted(tags.intersection(cfg.banned_tags))

@@ -18,6 +18,7 @@ The weights tiers (``curation.weighting``) read this score from the ``quality_sc
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -142,7 +143,9 @@ class LearnedScorer:
         self.cfg = cfg
         self.torch = torch
         try:
-            self.model = torch.jit.load(cfg.scorer, map_location=cfg.scorer_device).eval()
+            with warnings.catch_warnings():  # torch >= 2.9 marks TorchScript deprecated; it still loads
+                warnings.simplefilter("ignore", FutureWarning)
+                self.model = torch.jit.load(cfg.scorer, map_location=cfg.scorer_device).eval()
         except (RuntimeError, ValueError, OSError) as exc:
             raise ValueError(
                 f"quality.scorer {cfg.scorer!r} is not a loadable TorchScript model: {exc}"

@@ -125,6 +125,7 @@ def index_tars(source: str, root: str, tars: list[str]) -> tuple[dict[str, Membe
     problems: list[Record] = []
     for tar_path in tars:
         rel = os.path.relpath(tar_path, root).replace(os.sep, "/")
+        archive_size = os.path.getsize(tar_path)
         try:
             with tarfile.open(tar_path, "r:") as tf:  # uncompressed only: members are read by offset
                 for info in tf:
@@ -136,6 +137,12 @@ def index_tars(source: str, root: str, tars: list[str]) -> tuple[dict[str, Membe
                         problems.append(
                             Record(source, where, None, reject_reason="unsafe_member", reject_detail=reason)
                         )
+                        continue
+                    if info.offset_data + info.size > archive_size:
+                        problems.append(Record(
+                            source, where, None, reject_reason="bad_archive",
+                            reject_detail=f"member {info.name!r} is cut off: the archive ends at byte {archive_size}",
+                        ))  # fmt: skip
                         continue
                     stem, _, ext = posixpath.basename(info.name).rpartition(".")
                     member = Member(os.path.abspath(tar_path), info.name, info.offset_data, info.size)
