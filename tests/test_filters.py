@@ -23,8 +23,8 @@ def post(**kw):
     return row
 
 
-def reason(row, cfg=FilterConfig(), thresholds=Thresholds()):
-    out = check_record(row, cfg, thresholds, **SIZE)
+def reason(row, cfg=None, thresholds=None):
+    out = check_record(row, cfg or FilterConfig(), thresholds or Thresholds(), **SIZE)
     return out[0] if out else None
 
 
