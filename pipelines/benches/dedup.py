@@ -34,7 +34,7 @@ def synthetic(n: int, radius: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     originals = rng.integers(0, n, m)
     originals = np.where(originals == copies, (originals + 1) % n, originals)
     flips = np.zeros(m, np.uint64)
-    for k in range(radius):  # up to `radius` distinct random bits per copy
+    for _ in range(radius):  # up to `radius` random bits per copy (a bit drawn twice flips once)
         bit = rng.integers(0, 64, m).astype(np.uint64)
         use = rng.random(m) < 0.75
         flips |= np.where(use, np.uint64(1) << bit, np.uint64(0))
