@@ -60,9 +60,11 @@ def scan_row(row: dict[str, Any], settings: ScanSettings) -> tuple[dict[str, Any
     )  # fmt: skip
     if failed:
         return reject(row, "metadata", *failed), None
+    if not row.get("location"):
+        return reject(row, "metadata", "missing_file", "the record has no image location"), None
     try:
         data = read_location(row["location"])
-    except (OSError, TypeError) as exc:
+    except OSError as exc:
         return reject(row, "metadata", "missing_file", f"{type(exc).__name__}: {exc}"[:300]), None
     row["file_bytes"] = len(data)
     row["sha256"] = hashlib.sha256(data).hexdigest()
