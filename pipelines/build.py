@@ -5,6 +5,7 @@ Each phase is resumable; see pipelines/state.py for what is kept where.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import platform
@@ -21,12 +22,14 @@ import pyarrow.parquet as pq
 
 import lineart
 from curation.records import TAG_CATEGORIES
+from curation.scan import ScanSettings, make_settings
 from curation.sources import SourceSpec, check_unique_names, iter_records
 from curation.weighting import WeightError, check_sources, compute_weights, weight_summary
 from sharding.plan import make_plan
 from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA
 
 from .config import BuildConfig, ConfigError, diff_dicts
+from .dedup import deduplicate
 from .progress import Progress
 from .state import Layout, read_json, write_json, write_parquet
 
@@ -50,9 +53,7 @@ class BuildRequest:
         return {
             "contract": CONTRACT_VERSION,
             "config": self.config.to_dict(),
-            "sources": [
-                {"name": s.name, "kind": s.kind, "path": s.path, "images": s.images} for s in self.sources
-            ],
+            "sources": [dataclasses.asdict(s) for s in self.sources],
         }
 
 
@@ -111,9 +112,47 @@ def _log(req: BuildRequest, msg: str) -> None:
 # ---------------------------------------------------------------- phases
 
 
+def merge_source_shares(req: BuildRequest) -> None:
+    """``share`` on a source and ``[weights.shares]`` are two spellings of one fact: merge, refuse conflicts."""
+    given = {s.name: s.share for s in req.sources if s.share is not None}
+    if not given:
+        return
+    shares = dict(req.config.weights.shares)
+    clash = sorted(n for n, v in given.items() if n in shares and shares[n] != v)
+    if clash:
+        raise ConfigError(
+            f"source {clash[0]!r} has share {given[clash[0]]:g} on the source but "
+            f"{shares[clash[0]]:g} in [weights.shares]; give it once"
+        )
+    weights = dataclasses.replace(req.config.weights, shares={**shares, **given})
+    try:
+        weights.check()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    req.config = dataclasses.replace(req.config, weights=weights)
+
+
+# Config sections read by the enumeration and the scan; every other section is used from the plan on.
+SCAN_SECTIONS = ("scan", "filters", "metrics", "quality")
+
+
+def _scan_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "contract": identity["contract"],
+        "config": {k: identity["config"].get(k) for k in SCAN_SECTIONS},
+        "sources": [{k: v for k, v in s.items() if k != "share"} for s in identity["sources"]],
+    }
+
+
+def _plan_level_change(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """True when only settings used from the plan phase on differ."""
+    return _scan_identity(old) == _scan_identity(new)
+
+
 def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
     """Refuse a changed request; return the summary when OUT is already complete."""
     check_unique_names(req.sources)
+    merge_source_shares(req)
     try:
         check_sources(req.config.weights, [s.name for s in req.sources])
     except WeightError as exc:
@@ -121,7 +160,16 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
     identity = req.identity()
     if os.path.exists(layout.request):
         old = read_json(layout.request)
-        if old != identity:
+        if old != identity and _plan_level_change(old, identity) and not os.path.exists(layout.plan):
+            # Nothing downstream of the scan exists yet (e.g. the plan refused the weights):
+            # a change to the plan's settings costs nothing, so take it instead of refusing.
+            changes = diff_dicts(old, identity)
+            _log(
+                req,
+                f"linepairs: {req.out} is not planned yet; taking the changed settings: {'; '.join(changes[:4])}",
+            )
+            write_json(layout.request, identity)
+        elif old != identity:
             changes = diff_dicts(old, identity)
             raise BuildRefused(
                 f"{req.out} was built with a different request; changed: {'; '.join(changes[:8])}"
@@ -193,13 +241,26 @@ def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
         quiet_ray_data()
         ds = ray.data.from_items([{"chunk": c} for c in pending], override_num_blocks=len(pending))
         ds = ds.map(
-            scan_chunk,
-            fn_kwargs={"out": req.out, "scan_cfg": req.config.to_dict()["scan"]},
-            num_cpus=1,
+            scan_chunk, fn_kwargs={"out": req.out, "settings": scan_settings(req, layout, chunks)}, num_cpus=1
         )
         for row in ds.iter_rows():
             progress.update(row["rows"], kept=row["kept"])
     progress.close()
+
+
+def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSettings:
+    """Per-source score cuts and quantiles come from all enumerated records: the same for every task."""
+    cols = ["source", "score", "fav_count"]
+    parts = [pq.read_table(layout.records_part(c), columns=cols) for c in range(chunks)]
+    records = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.float64()) for c in cols})
+    cfg = req.config
+    return make_settings(
+        max_pixels=cfg.scan.max_pixels, min_side=cfg.scan.min_side, max_aspect=cfg.scan.max_aspect,
+        filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
+        sources=records["source"].to_pylist(),
+        scores=records["score"].to_numpy(zero_copy_only=False).astype(np.float64),
+        favs=records["fav_count"].to_numpy(zero_copy_only=False).astype(np.float64),
+    )  # fmt: skip
 
 
 def read_scan(layout: Layout, chunks: int, columns: list[str] | None = None) -> pa.Table:
@@ -213,6 +274,11 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
     table = read_scan(layout, chunks)
     kept = table.filter(pc.equal(table["status"], "kept"))
     cfg = req.config
+    kept, dup_rejects, stats = deduplicate(kept, cfg.dedup)
+    _log(
+        req, f"dedup: {stats['dropped']} duplicates dropped ({stats['pairs']} pairs, route {stats['route']})"
+    )
+    write_parquet(_dedup_rejects(layout), pa.Table.from_pylist(dup_rejects, schema=REJECT_SCHEMA))
     # The curation quality score when the scan has one, else the Danbooru score (NaN: unscored).
     quality_column = "quality_score" if "quality_score" in kept.column_names else "score"
     try:
@@ -224,7 +290,9 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
             tags=_tags_of(kept, cfg.weights.tag_categories) if cfg.weights.tag_balance else None,
         )
     except WeightError as exc:
-        raise ConfigError(f"{exc}. Fix [weights] and build into a new --out.") from None
+        raise ConfigError(
+            f"{exc}. Fix [weights] and run the same command again: nothing is planned yet, so the scan is reused."
+        ) from None
     table = make_plan(
         kept,
         rule=cfg.buckets,
@@ -242,6 +310,10 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
 def _tags_of(table: pa.Table, categories) -> list[list[str]]:
     columns = [table[f"tags_{c}"].to_pylist() for c in categories]
     return [[t for tags in row for t in (tags or [])] for row in zip(*columns)]
+
+
+def _dedup_rejects(layout: Layout) -> str:
+    return layout.path("_state", "dedup_rejects.parquet")
 
 
 def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
@@ -345,9 +417,11 @@ def finalize(
     scan_rejects = read_scan(layout, chunks, columns=REJECT_COLUMNS + ["status"])
     scan_rejects = scan_rejects.filter(pc.equal(scan_rejects["status"], "rejected")).select(REJECT_COLUMNS)
     late = [r for s in states.values() for r in s["rejects"]]
+    dedup = pq.read_table(_dedup_rejects(layout)) if os.path.exists(_dedup_rejects(layout)) else None
     rejects = pa.concat_tables(
-        [scan_rejects.cast(REJECT_SCHEMA), pa.Table.from_pylist(late, schema=REJECT_SCHEMA)]
-    )
+        [scan_rejects.cast(REJECT_SCHEMA), *([dedup.cast(REJECT_SCHEMA)] if dedup is not None else []),
+         pa.Table.from_pylist(late, schema=REJECT_SCHEMA)]
+    )  # fmt: skip
     rejects = rejects.sort_by("seq")
     write_parquet(layout.rejects, rejects)
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
 import lineart
+from curation.dedup import DedupConfig
+from curation.filters import FilterConfig
+from curation.metrics import MetricThresholds
+from curation.quality import QualityConfig
 from curation.weighting import WeightConfig
 from lineart.augment import AugmentPolicy
 from lineart.quality import PairQuality
@@ -63,6 +68,14 @@ class BuildConfig:
     materialize: MaterializeConfig = MaterializeConfig()
     augment: AugmentPolicy = AugmentPolicy()  # off by default; docs/lineart.md
     pair_quality: PairQuality = PairQuality()
+    # curation (defaults and their reasons: curation/*.py and docs/curation.md)
+    filters: FilterConfig = FilterConfig()
+    metrics: MetricThresholds = MetricThresholds()
+    quality: QualityConfig = QualityConfig()
+    dedup: DedupConfig = DedupConfig()
+    # [[sources]] tables (name, kind, path, images, share, era), paths made absolute; used with the
+    # command line's SOURCE arguments (curation.sources.source_from_table)
+    sources: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -122,18 +135,31 @@ def _extractors(data: Any) -> tuple[ExtractorSpec, ...]:
     return tuple(specs)
 
 
-def config_from_dict(data: dict[str, Any]) -> BuildConfig:
-    known = {
-        "seed",
-        "scan",
-        "buckets",
-        "weights",
-        "shards",
-        "extractors",
-        "materialize",
-        "augment",
-        "pair_quality",
-    }
+def _curation(cls, data: Any, where: str):
+    try:
+        return cls.from_dict(data)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _sources(data: Any, base_dir: str | None) -> tuple[dict[str, Any], ...]:
+    from curation.sources import SourceError, source_from_table
+
+    if not isinstance(data, list):
+        raise ConfigError("[[sources]] must be an array of tables")
+    out = []
+    for i, table in enumerate(data):
+        try:
+            spec = source_from_table(table, base_dir)
+        except SourceError as exc:
+            raise ConfigError(f"sources[{i}]: {exc}") from None
+        out.append({**table, "path": spec.path, **({"images": spec.images} if spec.images else {})})
+    return tuple(out)
+
+
+def config_from_dict(data: dict[str, Any], base_dir: str | None = None) -> BuildConfig:
+    known = {"seed", "scan", "buckets", "weights", "shards", "extractors", "materialize", "augment", "pair_quality",
+             "filters", "metrics", "quality", "dedup", "sources"}  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
@@ -151,6 +177,11 @@ def config_from_dict(data: dict[str, Any]) -> BuildConfig:
         extractors=_extractors(data["extractors"]) if "extractors" in data else DEFAULT_EXTRACTORS,
         materialize=_section(MaterializeConfig, data.get("materialize", {}), "materialize"),
         **_lineart_tables(data),
+        filters=_curation(FilterConfig, data.get("filters", {}), "filters"),
+        metrics=_curation(MetricThresholds, data.get("metrics", {}), "metrics"),
+        quality=_curation(QualityConfig, data.get("quality", {}), "quality"),
+        dedup=_curation(DedupConfig, data.get("dedup", {}), "dedup"),
+        sources=_sources(data["sources"], base_dir) if "sources" in data else (),
     )
     _check(cfg)
     return cfg
@@ -203,7 +234,7 @@ def load_config(path: str | None) -> BuildConfig:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
-    return config_from_dict(data)
+    return config_from_dict(data, os.path.dirname(os.path.abspath(path)))
 
 
 def diff_dicts(old: Any, new: Any, prefix: str = "") -> list[str]:

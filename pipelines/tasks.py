@@ -7,13 +7,15 @@ summary, so the driver holds no pixels and a killed build loses at most the unit
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 import lineart
-from curation.scan import scan_row
+from curation.quality import LearnedScorer
+from curation.scan import ScanSettings, scan_rows
 from lineart.augment import AugmentPolicy
 from lineart.quality import PairQuality
 from sharding.materialize import materialize_shard
@@ -29,20 +31,26 @@ def make_extractors(specs: list[dict[str, Any]], device: str = "cpu") -> dict[st
     }
 
 
-def scan_chunk(item: dict[str, Any], out: str, scan_cfg: dict[str, Any]) -> dict[str, Any]:
+_SCORERS: dict[str, Any] = {}
+
+
+def scorer_for(settings: ScanSettings) -> Any:
+    """The learned quality scorer of these settings, loaded once per worker process (None without one)."""
+    cfg = settings.quality
+    if not cfg.scorer:
+        return None
+    cache_key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+    if cache_key not in _SCORERS:
+        _SCORERS[cache_key] = LearnedScorer(cfg)
+    return _SCORERS[cache_key]
+
+
+def scan_chunk(item: dict[str, Any], out: str, settings: ScanSettings) -> dict[str, Any]:
     """Scan every record of one records chunk into ``scan/part-NNNNNN.parquet``."""
     layout = Layout(out)
     chunk = int(item["chunk"])
     records = pq.read_table(layout.records_part(chunk)).to_pylist()
-    rows = [
-        scan_row(
-            r,
-            max_pixels=scan_cfg["max_pixels"],
-            min_side=scan_cfg["min_side"],
-            max_aspect=scan_cfg["max_aspect"],
-        )
-        for r in records
-    ]
+    rows = scan_rows(records, settings, scorer_for(settings))
     write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
     return {"chunk": chunk, "rows": len(rows), "kept": sum(r["status"] == "kept" for r in rows)}
 

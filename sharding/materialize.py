@@ -16,7 +16,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from curation.decode import DecodeReject, decode_image, read_bytes
+from curation.decode import DecodeReject, decode_image, read_location
+from curation.metrics import METRIC_COLUMNS
 from curation.records import TAG_CATEGORIES
 from lineart.augment import AugmentPolicy, augment, sample_seed
 from lineart.quality import PairQuality, judge
@@ -88,6 +89,8 @@ def sample_json(
         "score": _clean(row.get("score")),
         "fav_count": row.get("fav_count"),
         "quality": _clean(row.get("quality")),
+        "quality_score": _clean(row.get("quality_score")),
+        "metrics": {c: _clean(row.get(c)) for c in METRIC_COLUMNS},
         "weight": row["weight"],
         "tier": row["tier"],
         "bucket": [row["bucket_w"], row["bucket_h"]],
@@ -126,7 +129,7 @@ def materialize_shard(
     images, good, rejects = [], [], []
     for row in rows:
         try:
-            data = read_bytes(row["location"])
+            data = read_location(row["location"])
             if row.get("sha256"):
                 if hashlib.sha256(data).hexdigest() != row["sha256"]:
                     raise DecodeReject("materialize_error", "file changed since the scan")

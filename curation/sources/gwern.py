@@ -46,10 +46,11 @@ def image_path(root: str, post_id: int, ext: str | None) -> str | None:
     return p if os.path.isfile(p) else None
 
 
-def iter_gwern(source: str, root: str) -> Iterator[Record]:
+def iter_gwern(source: str, root: str, era: str | None = "old") -> Iterator[Record]:
+    """gwern's dumps (2017-2021) predate the 2022 rating change: ``s`` is safe unless told otherwise."""
     for meta in metadata_files(root):
         for pos, post in iter_json_posts(meta):
-            rec = record_from_post(source, post, f"{os.path.relpath(meta, root)}:{pos}")
+            rec = record_from_post(source, post, f"{os.path.relpath(meta, root)}:{pos}", era=era)
             if rec.reject_reason is None:
                 path = image_path(root, rec.post_id, rec.ext)
                 if path is None:

@@ -14,6 +14,7 @@ SECTIONS = {
     "build": "pipelines.benches.build",
     "lineart_classical": "pipelines.benches.lineart_classical",
     "loader": "pipelines.benches.loader",
+    "dedup": "pipelines.benches.dedup",
 }
 
 
