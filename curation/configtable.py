@@ -1,4 +1,7 @@
-"""A frozen config dataclass from a TOML table: unknown keys and wrong types are errors (ValueError)."""
+"""A frozen config dataclass from a TOML table: unknown keys and wrong types are errors (ValueError).
+
+The one strict parser of config tables; every section of build.toml goes through it.
+"""
 
 from __future__ import annotations
 
@@ -30,18 +33,26 @@ def from_table(cls: type[T], data: Any, where: str) -> T:
         elif isinstance(want, str):
             ok = isinstance(value, str)
         elif isinstance(want, tuple) and want and not isinstance(want[0], str):
-            ok = isinstance(value, list) and all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in value
+            ints = all(isinstance(v, int) for v in want)  # integer ranges stay integers
+            number = int if ints else int | float
+            ok = (
+                isinstance(value, list | tuple)
+                and len(value) == len(want)
+                and all(isinstance(v, number) and not isinstance(v, bool) for v in value)
             )
-            value = tuple(float(v) for v in value) if ok else value
+            value = tuple(v if ints else float(v) for v in value) if ok else value
         elif isinstance(want, tuple):
-            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
             value = tuple(value) if ok else value
         elif want is None:
             ok = value is None or (isinstance(value, int | float) and not isinstance(value, bool))
         else:
             ok = True
         if not ok:
-            raise ValueError(f"{where}.{key}: wrong type {type(value).__name__} ({value!r})")
+            kind = f"a list like {list(want)}" if isinstance(want, tuple) else type(want).__name__
+            raise ValueError(f"{where}.{key} must be {kind}, got {value!r}")
         values[key] = value
-    return cls(**values)
+    obj = cls(**values)
+    if hasattr(obj, "check"):
+        obj.check()
+    return obj

@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .tables import from_table
+from curation.configtable import from_table
 
 OPS = ("thickness", "dropout", "jitter", "binarize", "paper", "jpeg")
 

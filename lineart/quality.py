@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .tables import from_table
+from curation.configtable import from_table
 
 VERDICTS = ("ok", "empty", "drowned", "speckled")
 

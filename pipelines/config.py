@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import lineart
+from curation.configtable import from_table
 from curation.dedup import DedupConfig
 from curation.filters import FilterConfig
 from curation.metrics import MetricThresholds
@@ -85,25 +86,11 @@ class BuildConfig:
 
 
 def _section(cls, data: Any, where: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"[{where}] must be a table, got {type(data).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown key(s) in [{where}]: {', '.join(unknown)}; known: {', '.join(known)}")
-    values = {}
-    for key, value in data.items():
-        default = getattr(cls(), key)
-        if isinstance(default, bool) or not isinstance(default, int | float | str):
-            values[key] = value
-            continue
-        ok = isinstance(value, type(default)) and not isinstance(value, bool)
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise ConfigError(f"{where}.{key} must be {type(default).__name__}, got {value!r}")
-        values[key] = value
-    return cls(**values)
+    """A config section through its own ``from_dict`` when it has one, else the strict table parser."""
+    try:
+        return cls.from_dict(data) if hasattr(cls, "from_dict") else from_table(cls, data, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _extractors(data: Any) -> tuple[ExtractorSpec, ...]:
@@ -133,13 +120,6 @@ def _extractors(data: Any) -> tuple[ExtractorSpec, ...]:
     if len(set(names)) != len(names):
         raise ConfigError(f"an extractor is listed twice: {names}")
     return tuple(specs)
-
-
-def _curation(cls, data: Any, where: str):
-    try:
-        return cls.from_dict(data)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def _sources(data: Any, base_dir: str | None) -> tuple[dict[str, Any], ...]:
@@ -176,26 +156,16 @@ def config_from_dict(data: dict[str, Any], base_dir: str | None = None) -> Build
         shards=_section(ShardConfig, data.get("shards", {}), "shards"),
         extractors=_extractors(data["extractors"]) if "extractors" in data else DEFAULT_EXTRACTORS,
         materialize=_section(MaterializeConfig, data.get("materialize", {}), "materialize"),
-        **_lineart_tables(data),
-        filters=_curation(FilterConfig, data.get("filters", {}), "filters"),
-        metrics=_curation(MetricThresholds, data.get("metrics", {}), "metrics"),
-        quality=_curation(QualityConfig, data.get("quality", {}), "quality"),
-        dedup=_curation(DedupConfig, data.get("dedup", {}), "dedup"),
+        augment=_section(AugmentPolicy, data.get("augment", {}), "augment"),
+        pair_quality=_section(PairQuality, data.get("pair_quality", {}), "pair_quality"),
+        filters=_section(FilterConfig, data.get("filters", {}), "filters"),
+        metrics=_section(MetricThresholds, data.get("metrics", {}), "metrics"),
+        quality=_section(QualityConfig, data.get("quality", {}), "quality"),
+        dedup=_section(DedupConfig, data.get("dedup", {}), "dedup"),
         sources=_sources(data["sources"], base_dir) if "sources" in data else (),
     )
     _check(cfg)
     return cfg
-
-
-def _lineart_tables(data: dict[str, Any]) -> dict[str, Any]:
-    """[augment] and [pair_quality]: their dataclasses (in lineart) check themselves."""
-    try:
-        return {
-            "augment": AugmentPolicy.from_dict(data.get("augment", {})),
-            "pair_quality": PairQuality.from_dict(data.get("pair_quality", {})),
-        }
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def _check(cfg: BuildConfig) -> None:
