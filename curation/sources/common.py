@@ -193,3 +193,15 @@ def index_images(folder: str) -> dict[str, str]:
             if stem and ext.lower() in IMAGE_EXTS:
                 found.setdefault(stem, os.path.join(root, name))
     return found
+
+
+def attach_image(rec: Record, path: str | None, missing: str) -> Record:
+    """Point a metadata record at its image file, or reject it as ``missing_file`` with ``missing``."""
+    if rec.reject_reason is not None:
+        return rec
+    if path is None:
+        rec.reject_reason, rec.reject_detail = "missing_file", missing
+    else:
+        rec.location = path
+        rec.ext = path.rpartition(".")[2].lower()
+    return rec
