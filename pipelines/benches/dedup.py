@@ -72,7 +72,9 @@ def run(args) -> dict[str, Any]:
     cfg = DedupConfig()
     n = int(os.environ.get("LINEPAIRS_BENCH_HASHES", HASHES))
     runs = []
-    for _ in range(max(1, min(args.repeats, 3))):
+    # One run by default: it takes minutes and its peak memory is the figure that matters;
+    # LINEPAIRS_BENCH_DEDUP_REPEATS asks for more.
+    for _ in range(max(1, int(os.environ.get("LINEPAIRS_BENCH_DEDUP_REPEATS", 1)))):
         code = f"import json; from pipelines.benches.dedup import child; print(json.dumps(child({n}, {cfg.radius}, {cfg.parts})))"
         out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
