@@ -21,6 +21,7 @@ from torch import nn
 
 from ..weights import WeightsSpec
 from .base import NetExtractor, NetSpec, register_net, to_uint8
+from .layers import InstanceNorm
 
 
 class SkipBlock(nn.Module):
@@ -43,10 +44,10 @@ class SkipBlock(nn.Module):
             sub is None
         ):  # innermost: no norm after the bottleneck conv, no concatenated input to the up conv
             layers = [nn.LeakyReLU(0.2), nn.Conv2d(outer, inner, 4, 2, 1), nn.ReLU(),
-                      nn.ConvTranspose2d(inner, outer, 4, 2, 1), nn.InstanceNorm2d(outer)]  # fmt: skip
+                      nn.ConvTranspose2d(inner, outer, 4, 2, 1), InstanceNorm(outer)]  # fmt: skip
         else:
-            layers = [nn.LeakyReLU(0.2), nn.Conv2d(outer, inner, 4, 2, 1), nn.InstanceNorm2d(inner), sub, nn.ReLU(),
-                      nn.ConvTranspose2d(2 * inner, outer, 4, 2, 1), nn.InstanceNorm2d(outer)]  # fmt: skip
+            layers = [nn.LeakyReLU(0.2), nn.Conv2d(outer, inner, 4, 2, 1), InstanceNorm(inner), sub, nn.ReLU(),
+                      nn.ConvTranspose2d(2 * inner, outer, 4, 2, 1), InstanceNorm(outer)]  # fmt: skip
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

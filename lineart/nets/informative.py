@@ -19,10 +19,11 @@ from torch import nn
 
 from ..weights import WeightsSpec
 from .base import NetSpec, register_net
+from .layers import InstanceNorm
 
 
 def _norm(c: int) -> nn.Module:
-    return nn.InstanceNorm2d(c)  # affine=False, no running stats: nothing in the state dict
+    return InstanceNorm(c)  # affine-free: nothing in the state dict
 
 
 class ResidualBlock(nn.Module):

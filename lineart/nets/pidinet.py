@@ -88,8 +88,9 @@ class PDCBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             x = F.max_pool2d(x, 2, 2)
-        y = self.conv2(F.relu(self.conv1(x)))
-        return y + (self.shortcut(x) if self.stride > 1 else x)
+        # In place on fresh conv outputs: these maps are large and memory-bound on CPU.
+        y = self.conv2(self.conv1(x).relu_())
+        return y.add_(self.shortcut(x) if self.stride > 1 else x)
 
 
 class CDCM(nn.Module):
@@ -103,7 +104,7 @@ class CDCM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(F.relu(x))
-        return self.conv2_1(x) + self.conv2_2(x) + self.conv2_3(x) + self.conv2_4(x)
+        return self.conv2_1(x).add_(self.conv2_2(x)).add_(self.conv2_3(x)).add_(self.conv2_4(x))
 
 
 class CSAM(nn.Module):

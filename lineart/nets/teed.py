@@ -22,10 +22,11 @@ from .base import NetSpec, register_net
 
 
 def smish(x: torch.Tensor) -> torch.Tensor:
-    """x * tanh(log(1 + sigmoid(x))), with tanh(log(u)) = (u^2 - 1) / (u^2 + 1): one transcendental, not three."""
+    """x * tanh(log(1 + sigmoid(x))); without autograd, in place on one new tensor (memory-bound on CPU)."""
     s = torch.sigmoid(x)
-    t = s * (s + 2.0)
-    return x * t / (t + 2.0)
+    if torch.is_grad_enabled():
+        return x * torch.tanh(torch.log1p(s))
+    return s.add_(1.0).log_().tanh_().mul_(x)
 
 
 class DoubleConv(nn.Module):
@@ -107,9 +108,17 @@ class DoubleFusion(nn.Module):
         self.DWconv2 = nn.Conv2d(24, 24, 3, padding=1, groups=24)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.DWconv1(smish(x))
-        b = self.DWconv2(smish(a))
-        return smish((a + b).sum(1, keepdim=True))
+        # smish(sum_c(a + DWconv2(smish(a)))) with a = DWconv1(smish(x)). A channel sum of depthwise
+        # outputs is one dense conv to a single channel, so neither the second 24-channel map nor
+        # the sum is materialised: same maths, a third of the full-resolution memory traffic.
+        sx = smish(x)
+        a = self.DWconv1(sx)
+        w1, b1 = self.DWconv1.weight, self.DWconv1.bias  # (24, 1, 3, 3): output c reads input c // 8
+        w1_sum = w1.reshape(3, 8, 1, 3, 3).sum(1).reshape(1, 3, 3, 3)
+        w2 = self.DWconv2.weight.reshape(1, 24, 3, 3)
+        bias = (b1.sum() + self.DWconv2.bias.sum()).reshape(1)
+        y = F.conv2d(sx, w1_sum, None, padding=1) + F.conv2d(smish(a), w2, bias, padding=1)
+        return smish(y)
 
 
 class TED(nn.Module):
