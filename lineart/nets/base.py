@@ -51,6 +51,7 @@ class NetSpec:
     build: Callable[[dict[str, torch.Tensor]], torch.nn.Module]  # a module whose state dict fits
     encode: Callable[[torch.Tensor], torch.Tensor] | None = None  # N x 3 x H x W float RGB 0..255 -> input
     decode: Callable[..., torch.Tensor] | None = None  # (raw output, **options) -> N x H x W 0..255, ink low
+    host_pre: Callable[[np.ndarray], np.ndarray] | None = None  # uint8 N x H x W x 3 -> N x H x W x C, on the host
     multiple: int = 1  # the network needs H, W divisible by this
     pad_mode: str = "replicate"
     options: dict[str, Any] = field(default_factory=dict)  # network-specific options and their defaults
@@ -140,7 +141,7 @@ class NetExtractor:
             return [t.float() for t in y] if isinstance(y, list | tuple) else y.float()
 
     def to_tensor(self, batch: np.ndarray) -> torch.Tensor:
-        """uint8 N x H x W x 3 -> float N x 3 x H x W on the device (the cast runs on the device)."""
+        """uint8 N x H x W x C -> float N x C x H x W on the device (the cast runs on the device)."""
         t = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
         return t.permute(0, 3, 1, 2).float()
 
@@ -155,7 +156,7 @@ def standard_infer(ext: NetExtractor, batch: np.ndarray) -> np.ndarray:
     spec = ext.spec
     h, w = batch.shape[1:3]
     with torch.inference_mode():
-        x = spec.encode(ext.to_tensor(batch))
+        x = spec.encode(ext.to_tensor(spec.host_pre(batch) if spec.host_pre else batch))
         ph, pw = (-h) % spec.multiple, (-w) % spec.multiple
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode=spec.pad_mode)

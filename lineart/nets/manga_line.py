@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 from torch import nn
 
@@ -113,10 +115,13 @@ class ResSkip(nn.Module):
         return self.conv15(self.block9(y))
 
 
-def _encode(rgb: torch.Tensor) -> torch.Tensor:
-    """OpenCV's RGB->grey in its own fixed point (14-bit weights, rounded), exact in float32."""
-    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
-    return torch.floor((r * 4899.0 + g * 9617.0 + b * 1868.0 + 8192.0) / 16384.0)
+def _grey(batch: np.ndarray) -> np.ndarray:
+    """OpenCV's RGB->grey, as the reference: its fixed-point rounding differs between OpenCV versions."""
+    return np.stack([cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) for img in batch])[..., None]
+
+
+def _encode(grey: torch.Tensor) -> torch.Tensor:
+    return grey  # grey 0..255 as float, no normalisation
 
 
 def _decode(y: torch.Tensor, **_: Any) -> torch.Tensor:
@@ -133,6 +138,7 @@ SPEC = register_net(
             "badbd6baf013cefbd98993307b02cc14a26c770d067416e4fdecc8720b88feeb",
         ),
         build=ResSkip.from_state_dict,
+        host_pre=_grey,
         encode=_encode,
         decode=_decode,
         multiple=64,
