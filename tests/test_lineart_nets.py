@@ -238,7 +238,9 @@ def test_wrappers_are_unwrapped_and_safetensors_load(tmp_path, mteed_file, mteed
 
 
 def test_wrong_architecture_names_missing_and_unexpected_keys(mteed_file, pidinet_file):
-    with pytest.raises(WeightsError, match=r"missing keys: attentions.*\(83 in all\); unexpected keys: block_1"):
+    with pytest.raises(
+        WeightsError, match=r"missing keys: attentions.*\(83 in all\); unexpected keys: block_1"
+    ):
         lineart.create("pidinet", weights=mteed_file)
     with pytest.raises(WeightsError, match=r"missing keys: .*model0\.1\.weight"):
         lineart.create("lineart", weights=pidinet_file)

@@ -51,7 +51,7 @@ class NetSpec:
     build: Callable[[dict[str, torch.Tensor]], torch.nn.Module]  # a module whose state dict fits
     encode: Callable[[torch.Tensor], torch.Tensor] | None = None  # N x 3 x H x W float RGB 0..255 -> input
     decode: Callable[..., torch.Tensor] | None = None  # (raw output, **options) -> N x H x W 0..255, ink low
-    host_pre: Callable[[np.ndarray], np.ndarray] | None = None  # uint8 N x H x W x 3 -> N x H x W x C, on the host
+    host_pre: Callable[[np.ndarray], np.ndarray] | None = None  # uint8 NHW3 -> NHWC, on the host
     multiple: int = 1  # the network needs H, W divisible by this
     pad_mode: str = "replicate"
     options: dict[str, Any] = field(default_factory=dict)  # network-specific options and their defaults

@@ -20,5 +20,7 @@ class InstanceNorm(nn.Module):
         self.channels, self.eps = channels, eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = [F.batch_norm(x[i : i + 1], None, None, training=True, eps=self.eps) for i in range(x.shape[0])]
+        parts = [
+            F.batch_norm(x[i : i + 1], None, None, training=True, eps=self.eps) for i in range(x.shape[0])
+        ]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
