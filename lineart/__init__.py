@@ -1,6 +1,7 @@
 """Line extraction: ``lineart.available()`` and ``lineart.create(name, weights=None, device="cpu", **opts)``."""
 
 from . import classical as _classical  # noqa: F401  (registers the classical operators)
+from . import nets as _nets  # noqa: F401  (registers the learned networks)
 from .registry import (
     Extractor,
     ExtractorInfo,

@@ -400,7 +400,7 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
 
 def finalize(
     req: BuildRequest, layout: Layout, chunks: int, plan_table: pa.Table, states: dict[str, dict[str, Any]],
-    timings: dict[str, float],
+    timings: dict[str, float], extractor_records: dict[str, dict[str, Any]],
 ) -> BuildSummary:  # fmt: skip
     written = {key for s in states.values() for key in s["written"]}
     extractors = [e.name for e in req.config.extractors]
@@ -464,11 +464,22 @@ def finalize(
         "counts": counts,
         "weights": weights,
         "timings": timings,
-        "extractors": {e.name: _extractor_record(e) for e in req.config.extractors},
+        "extractors": extractor_records,
         "versions": _versions(),
     }
     write_json(layout.build_json, build)
     return BuildSummary(req.out, counts, timings, weights=weights)
+
+
+def check_extractors(req: BuildRequest) -> dict[str, dict[str, Any]]:
+    """Version, options and checkpoint sha256 of every configured extractor; ConfigError if one cannot load."""
+    records = {}
+    for spec in req.config.extractors:
+        try:
+            records[spec.name] = _extractor_record(spec)
+        except (ValueError, OSError) as exc:  # lineart.weights.WeightsError is a ValueError
+            raise ConfigError(f"extractor {spec.name!r}: {exc}") from None
+    return records
 
 
 def _extractor_record(spec) -> dict[str, Any]:
@@ -503,6 +514,9 @@ def run_build(req: BuildRequest) -> BuildSummary:
     done = check_request(req, layout)
     if done is not None:
         return done
+    # Build every extractor once here: missing or wrong weights are one clear error before any
+    # work starts, and the checkpoint hashes go into build.json.
+    extractor_records = check_extractors(req)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     t = time.perf_counter()
@@ -520,7 +534,7 @@ def run_build(req: BuildRequest) -> BuildSummary:
         states = materialize(req, layout, plan_table)
         timings["materialize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
-    summary = finalize(req, layout, chunks, plan_table, states, timings)
+    summary = finalize(req, layout, chunks, plan_table, states, timings, extractor_records)
     for tmp in glob.glob(layout.path("**", "*.tmp-*"), recursive=True):  # leftovers of killed writers
         os.remove(tmp)
     return summary

@@ -15,6 +15,7 @@ SECTIONS = {
     "lineart_classical": "pipelines.benches.lineart_classical",
     "loader": "pipelines.benches.loader",
     "dedup": "pipelines.benches.dedup",
+    "lineart_nets": "pipelines.benches.lineart_nets",
 }
 
 

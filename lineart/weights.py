@@ -1,0 +1,168 @@
+"""Checkpoint files for the learned extractors: find, verify, load (never a full unpickle).
+
+Resolution order for a network's file (``WeightsSpec.filename``):
+
+1. an explicit path (``lineart.create(name, weights=PATH)``);
+2. the cache directory: ``$LINEPAIRS_WEIGHTS`` if set, else ``~/.cache/linepairs``;
+3. the pinned URL, downloaded into the cache and checked against the pinned sha256. Only when the
+   spec pins a sha256, and never when ``$LINEPAIRS_OFFLINE`` is set. A failed download is an error
+   naming the file, the URL and the folder to put it in.
+
+Loading uses ``torch.load(weights_only=True)`` (a restricted unpickler that only rebuilds tensors
+and containers) or safetensors. Wrappers are unwrapped: ``{"state_dict": ...}`` and the
+``module.`` prefix that DataParallel adds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+
+class WeightsError(ValueError):
+    """A checkpoint that is missing, unreadable or of the wrong architecture."""
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """The public checkpoint a network loads by default."""
+
+    filename: str
+    url: str | None = None
+    sha256: str | None = None  # None: no pinned hash, so no automatic download
+
+
+def cache_dir() -> str:
+    return os.environ.get("LINEPAIRS_WEIGHTS") or os.path.join(os.path.expanduser("~"), ".cache", "linepairs")
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve(spec: WeightsSpec, weights: str | os.PathLike | None = None) -> str:
+    """Path of the checkpoint file to load; see the module doc for the order."""
+    if weights is not None:
+        path = os.path.expanduser(os.fspath(weights))
+        if os.path.isdir(path):  # a folder holding the public file name, like controlnet_aux's local dirs
+            path = os.path.join(path, spec.filename)
+        if not os.path.isfile(path):
+            raise WeightsError(f"weights file not found: {path}")
+        return path
+    folder = cache_dir()
+    cached = os.path.join(folder, spec.filename)
+    if os.path.isfile(cached):
+        return cached
+    where = f"put {spec.filename} in {folder} (or set $LINEPAIRS_WEIGHTS, or pass weights=PATH)"
+    if spec.url is None:
+        raise WeightsError(f"no weights for {spec.filename}: {where}")
+    if spec.sha256 is None:
+        raise WeightsError(
+            f"{spec.filename} has no pinned sha256, so it is not downloaded automatically: "
+            f"fetch {spec.url} yourself and {where}"
+        )
+    if os.environ.get("LINEPAIRS_OFFLINE"):
+        raise WeightsError(
+            f"{spec.filename} is not cached and $LINEPAIRS_OFFLINE is set: fetch {spec.url} and {where}"
+        )
+    return _download(spec, cached, where)
+
+
+def _download(spec: WeightsSpec, dest: str, where: str) -> str:
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=spec.filename + ".", suffix=".part", dir=os.path.dirname(dest))
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=30) as resp:  # noqa: S310
+            shutil.copyfileobj(resp, out, 1 << 20)
+        got = sha256_file(tmp)
+        if got != spec.sha256:
+            raise WeightsError(
+                f"downloaded {spec.filename} has sha256 {got}, expected {spec.sha256}: not used"
+            )
+        os.replace(tmp, dest)
+        return dest
+    except OSError as exc:  # URLError, timeouts, DNS: all OSError
+        raise WeightsError(f"could not download {spec.filename} from {spec.url} ({exc}); {where}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file, unwrapped; a clear ``WeightsError`` for anything else."""
+    if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            obj = load_file(path, device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+    else:
+        _check_container(path)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # the restricted unpickler raises several types; all mean "bad file"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WeightsError(f"{path}: not a loadable torch checkpoint ({first[:300]})") from None
+    return unwrap(obj, path)
+
+
+def _check_container(path: str) -> None:
+    """Cheap sanity check before torch.load, so a truncated zip gets a precise message."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise WeightsError(f"{path}: empty file")
+    if head.startswith(b"PK") and not zipfile.is_zipfile(path):
+        raise WeightsError(f"{path}: truncated or corrupt checkpoint (zip directory missing)")
+
+
+def unwrap(obj: object, path: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """``{"state_dict": sd}`` -> sd; strip the DataParallel ``module.`` prefix."""
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not obj:
+        raise WeightsError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
+    out = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise WeightsError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        out[key[7:] if key.startswith("module.") else key] = value
+    return out
+
+
+def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    """Strict load with an error that names missing, unexpected and mis-shaped keys."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mis_shaped = sorted(
+        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or mis_shaped:
+        parts = []
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatch", mis_shaped),
+        ):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+                parts.append(f"{label}: {shown}")
+        raise WeightsError(f"{what} does not fit this network; " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
