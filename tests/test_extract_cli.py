@@ -37,7 +37,11 @@ def test_default_output_name(corpus, tmp_path, monkeypatch):
     assert (tmp_path / "anime2sketch_001.sobel.png").is_file()
 
 
-def test_all_writes_a_contact_sheet_and_reports_skips(corpus, tmp_path, capsys):
+def test_all_writes_a_contact_sheet_and_reports_skips(corpus, tmp_path, capsys, monkeypatch):
+    # no weights anywhere and no downloads: every learned network is skipped, with its reason
+    monkeypatch.setenv("LINEPAIRS_WEIGHTS", str(tmp_path / "no-weights"))
+    monkeypatch.setenv("LINEPAIRS_OFFLINE", "1")
+    learned = lineart.available(kind="learned")
     # a learned-style extractor whose weights cannot resolve must be skipped with its reason
     def needs_weights(weights=None, device="cpu"):
         raise FileNotFoundError("weights for test_needs_weights not found; put them in ~/.cache")
@@ -55,8 +59,10 @@ def test_all_writes_a_contact_sheet_and_reports_skips(corpus, tmp_path, capsys):
         "skipped test_needs_weights: FileNotFoundError: weights for test_needs_weights not found"
         in captured.err
     )
-    drawn = [n for n in lineart.available() if n != "test_needs_weights"]
-    assert f"{len(drawn)} extractors ({', '.join(drawn)}); skipped 1" in captured.out
+    drawn = lineart.available(kind="classical")
+    assert f"{len(drawn)} extractors ({', '.join(drawn)}); skipped {len(learned) + 1}" in captured.out
+    for name in learned:
+        assert f"skipped {name}:" in captured.err
     sheet = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)
     tiles = len(drawn) + 1  # the input, then one per extractor
     cols = min(4, tiles)

@@ -12,7 +12,7 @@ import pickle
 import shutil
 import zipfile
 
-import nets_reference as ref
+from . import nets_reference as ref
 import numpy as np
 import pytest
 import torch

@@ -14,7 +14,7 @@ padding and cropping.
 from __future__ import annotations
 
 import cv2
-import nets_reference as ref
+from . import nets_reference as ref
 import numpy as np
 import pytest
 import torch
