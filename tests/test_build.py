@@ -166,7 +166,10 @@ def test_verify_reports_faults(corpus_build, tmp_path):
         ('[[extractors]]\nname = "nope"\n', "unknown extractor 'nope'"),
         ("[buckets]\nstep = -64\n", "bad bucket rule"),
         ("[shards]\nimage_format = 'bmp'\n", "image_format must be"),
-        ('[[extractors]]\nname = "pidinet"\nweights = "/nonexistent/table5_pidinet.pth"\n', "extractor 'pidinet'"),
+        (
+            '[[extractors]]\nname = "pidinet"\nweights = "/nonexistent/table5_pidinet.pth"\n',
+            "extractor 'pidinet'",
+        ),
     ],
 )
 def test_bad_config_is_one_line_and_exit_2(tmp_path, corpus, config_text, message):

@@ -42,6 +42,7 @@ def test_all_writes_a_contact_sheet_and_reports_skips(corpus, tmp_path, capsys, 
     monkeypatch.setenv("LINEPAIRS_WEIGHTS", str(tmp_path / "no-weights"))
     monkeypatch.setenv("LINEPAIRS_OFFLINE", "1")
     learned = lineart.available(kind="learned")
+
     # a learned-style extractor whose weights cannot resolve must be skipped with its reason
     def needs_weights(weights=None, device="cpu"):
         raise FileNotFoundError("weights for test_needs_weights not found; put them in ~/.cache")

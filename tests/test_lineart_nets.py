@@ -12,7 +12,6 @@ import pickle
 import shutil
 import zipfile
 
-from . import nets_reference as ref
 import numpy as np
 import pytest
 import torch
@@ -20,6 +19,8 @@ import torch
 import lineart
 from lineart.nets import pidinet as pidinet_mod
 from lineart.weights import WeightsError, read_state_dict, resolve
+
+from . import nets_reference as ref
 
 LEARNED = ["hed", "lineart", "lineart_anime", "lineart_coarse", "manga_line", "mteed", "pidinet", "teed"]
 PIDINET_SHA = "80860ac267258b5f27486e0ef152a211d0b08120f62aeb185a050acc30da486c"

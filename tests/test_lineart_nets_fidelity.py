@@ -14,13 +14,14 @@ padding and cropping.
 from __future__ import annotations
 
 import cv2
-from . import nets_reference as ref
 import numpy as np
 import pytest
 import torch
 
 import lineart
 from lineart.nets import manga_line
+
+from . import nets_reference as ref
 
 
 @pytest.fixture(scope="module")
