@@ -6,6 +6,7 @@ The pixel-count guard reads only the header before any pixel is decoded.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -104,6 +105,15 @@ def decode_image(data: bytes, max_pixels: int) -> Decoded:
 def read_bytes(path: str) -> bytes:
     with open(path, "rb") as fh:
         return fh.read()
+
+
+def sha256_file(path: str) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (checkpoints and shards can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 TAR_SCHEME = "tar://"

@@ -15,7 +15,6 @@ and containers) or safetensors. Wrappers are unwrapped: ``{"state_dict": ...}`` 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -25,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+
+from curation.decode import sha256_file
 
 
 class WeightsError(ValueError):
@@ -42,14 +43,6 @@ class WeightsSpec:
 
 def cache_dir() -> str:
     return os.environ.get("LINEPAIRS_WEIGHTS") or os.path.join(os.path.expanduser("~"), ".cache", "linepairs")
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def resolve(spec: WeightsSpec, weights: str | os.PathLike | None = None) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -13,15 +12,9 @@ from typing import Any
 import pyarrow.parquet as pq
 from PIL import Image
 
+from curation.decode import sha256_file
+
 IMAGE_EXTS = ("jpg", "webp")
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _decode(data: bytes) -> Image.Image:
@@ -39,7 +32,7 @@ def verify_shard(out: str, entry: dict[str, Any], rows: dict[str, dict[str, Any]
     faults = []
     if os.path.getsize(path) != entry["bytes"]:
         faults.append(f"{rel}: {os.path.getsize(path)} bytes, shards.json says {entry['bytes']}")
-    if _sha256(path) != entry["sha256"]:
+    if sha256_file(path) != entry["sha256"]:
         faults.append(f"{rel}: sha256 differs from shards.json")
     members: dict[str, dict[str, bytes]] = defaultdict(dict)
     try:
