@@ -34,5 +34,10 @@ def scan_row(row: dict[str, Any], *, max_pixels: int, min_side: int, max_aspect:
     if min(w, h) < min_side:
         return reject(row, "decode", "too_small", f"{w}x{h}: shorter side < {min_side}")
     if max(w, h) / min(w, h) > max_aspect:
-        return reject(row, "decode", "aspect_out_of_range", f"{w}x{h}: aspect {max(w, h) / min(w, h):.2f} > {max_aspect}")
+        return reject(
+            row,
+            "decode",
+            "aspect_out_of_range",
+            f"{w}x{h}: aspect {max(w, h) / min(w, h):.2f} > {max_aspect}",
+        )
     return row

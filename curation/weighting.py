@@ -1,27 +1,149 @@
-"""Sample weights: a quality tier from a score, constant when there is no score.
+"""Sample weights: quality tier × tag balance × a per-source factor, clipped.
 
-This is the first policy; the quality score is the Danbooru ``score`` as a percentile within
-its source (ties broken by key, so the result is deterministic).
+A sample's weight is its relative probability of being drawn. Weights are normalised to a mean
+of 1 over the build, so a weight reads as "drawn this many times as often as under uniform
+sampling", and the clip (``min_weight`` / ``max_weight``) bounds exactly that. The per-source
+factor is solved *after* the clip is taken into account, so the expected share of draws of
+every source equals its target whatever the source sizes (or the config is refused).
+
+Pure NumPy over columns; no Ray, no I/O. The one place for the policy: the build calls
+``compute_weights`` and ``weight_summary``; the audit calls ``shares`` and ``effective_sample_size``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from .records import TAG_CATEGORIES
+
 HIGH, LOW = "high", "low"
+TIERS = (HIGH, LOW)
+SHARE_TOLERANCE = 1e-6  # how far the target shares may sum away from 1 (float noise in a TOML file)
+
+
+class WeightError(ValueError):
+    """A weight policy that cannot be met by these samples; the message says which part and why."""
+
+
+@dataclass(frozen=True)
+class WeightConfig:
+    """``[weights]`` in build.toml; ``[weights.shares]`` maps source name -> target share of draws."""
+
+    high_fraction: float = 0.125  # top share by quality score that forms the high-frequency tier
+    high_weight: float = 4.0  # tier weights: relative, before the source factor
+    low_weight: float = 1.0
+    tier_scope: str = "source"  # quality quantiles within each "source", or over "global"
+    shares: dict[str, float] = field(default_factory=dict)  # empty: every source keeps its natural share
+    tag_balance: bool = False  # repeat-factor sampling over rare character/artist tags
+    tag_categories: tuple[str, ...] = ("character", "artist")
+    tag_threshold: float = 0.001  # tags in fewer than this fraction of samples are up-weighted
+    tag_power: float = 0.5  # factor = (threshold / fraction) ** power (0.5: LVIS repeat-factor sampling)
+    tag_cap: float = 4.0  # the tag factor never exceeds this
+    min_weight: float = 0.0  # clip on the final weight (mean 1 over the build); 0 = no lower clip
+    max_weight: float = 0.0  # 0 = no upper clip
+    training_samples: int = 1_000_000  # draws of one training run, for the expected-draws summary
+
+    def check(self) -> None:
+        """Raise ValueError naming the key for any value that cannot be used."""
+        if not 0 <= self.high_fraction <= 1:
+            raise ValueError(f"weights.high_fraction must be in [0, 1], got {self.high_fraction}")
+        for key in ("high_weight", "low_weight"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"weights.{key} must be > 0, got {getattr(self, key)}")
+        if self.tier_scope not in ("source", "global"):
+            raise ValueError(f"weights.tier_scope must be 'source' or 'global', got {self.tier_scope!r}")
+        if not isinstance(self.shares, Mapping):
+            raise ValueError(f"weights.shares must be a table of source = share, got {self.shares!r}")
+        for name, share in self.shares.items():
+            if isinstance(share, bool) or not isinstance(share, int | float) or not math.isfinite(share):
+                raise ValueError(f"weights.shares.{name} must be a number, got {share!r}")
+            if share < 0:
+                raise ValueError(
+                    f"weights.shares.{name} is negative ({share}); shares are fractions of draws"
+                )
+            if share == 0:
+                raise ValueError(f"weights.shares.{name} is 0; leave the source out of the build instead")
+        total = sum(self.shares.values())
+        if self.shares and abs(total - 1.0) > SHARE_TOLERANCE:
+            listed = ", ".join(f"{k}={v:g}" for k, v in sorted(self.shares.items()))
+            raise ValueError(f"weights.shares sum to {total:.6g} ({listed}); they must sum to 1")
+        if not isinstance(self.tag_balance, bool):
+            raise ValueError(f"weights.tag_balance must be true or false, got {self.tag_balance!r}")
+        cats = self.tag_categories
+        if (
+            isinstance(cats, str)
+            or not all(isinstance(c, str) and c in TAG_CATEGORIES for c in cats)
+            or not cats
+        ):
+            raise ValueError(
+                f"weights.tag_categories must be a non-empty list of {list(TAG_CATEGORIES)}, got {cats!r}"
+            )
+        if not 0 < self.tag_threshold <= 1 or self.tag_power <= 0 or self.tag_cap < 1:
+            raise ValueError(
+                f"weights: need 0 < tag_threshold <= 1, tag_power > 0, tag_cap >= 1; got "
+                f"{self.tag_threshold}, {self.tag_power}, {self.tag_cap}"
+            )
+        if self.min_weight < 0 or self.max_weight < 0:
+            raise ValueError(
+                f"weights.min_weight / max_weight must be >= 0, got {self.min_weight} / {self.max_weight}"
+            )
+        # Weights have mean 1, so a clip that excludes 1 can never be met.
+        if self.min_weight > 1 or (self.max_weight and self.max_weight < 1):
+            raise ValueError(
+                f"weights: the clip [{self.min_weight}, {self.max_weight or 'inf'}] must contain 1 (weights have mean 1)"
+            )
+        if (
+            isinstance(self.training_samples, bool)
+            or not isinstance(self.training_samples, int)
+            or self.training_samples < 1
+        ):
+            raise ValueError(
+                f"weights.training_samples must be a positive integer, got {self.training_samples!r}"
+            )
+
+
+def check_sources(cfg: WeightConfig, sources: Sequence[str]) -> None:
+    """Before anything runs: every share names a source of the build, and every source has a share."""
+    if not cfg.shares:
+        return
+    unknown = sorted(set(cfg.shares) - set(sources))
+    if unknown:
+        raise WeightError(
+            f"weights.shares names {', '.join(map(repr, unknown))}, not a source of this build "
+            f"(sources: {', '.join(sources)})"
+        )
+    missing = [s for s in sources if s not in cfg.shares]
+    if missing:
+        raise WeightError(
+            f"source(s) {', '.join(map(repr, missing))} have no target share in [weights.shares]"
+        )
 
 
 @dataclass(frozen=True)
 class Weighted:
-    quality: np.ndarray  # float64 in [0, 1], NaN where the sample has no score
+    """One entry per sample. ``weight = clip(tier_weight * tag_factor * source_factor)``."""
+
+    quality: np.ndarray  # float64 in [0, 1]: quantile of the quality score in its scope; NaN = unscored
     tier: np.ndarray  # object array of "high" / "low"
-    weight: np.ndarray  # float64
+    tier_weight: np.ndarray  # float64: the configured weight of the tier
+    tag_factor: np.ndarray  # float64 >= 1
+    source_factor: np.ndarray  # float64: one value per source, solved for the target shares
+    weight: np.ndarray  # float64, mean 1
+
+    def factors(self) -> dict[str, np.ndarray]:
+        return {
+            "tier_weight": self.tier_weight,
+            "tag_factor": self.tag_factor,
+            "source_factor": self.source_factor,
+        }
 
 
 def percentile_within(groups: np.ndarray, values: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Rank of each value within its group, scaled to [0, 1]; NaN values stay NaN."""
+    """Rank of each value within its group, scaled to [0, 1]; NaN values stay NaN; ties broken by key."""
     out = np.full(len(values), np.nan)
     for group in np.unique(groups):
         idx = np.flatnonzero((groups == group) & ~np.isnan(values))
@@ -32,18 +154,192 @@ def percentile_within(groups: np.ndarray, values: np.ndarray, keys: np.ndarray) 
     return out
 
 
-def first_policy(
-    sources: np.ndarray,
-    scores: np.ndarray,
-    keys: np.ndarray,
+def quality_tiers(groups: np.ndarray, quality: np.ndarray, high_fraction: float) -> np.ndarray:
+    """The top ``round(high_fraction * scored)`` samples of each group by quantile are HIGH; unscored are LOW."""
+    tier = np.full(len(quality), LOW, dtype=object)
+    for group in np.unique(groups):
+        idx = np.flatnonzero((groups == group) & ~np.isnan(quality))
+        n_high = int(round(high_fraction * len(idx)))
+        if n_high:
+            tier[idx[np.argsort(quality[idx], kind="stable")[len(idx) - n_high :]]] = HIGH
+    return tier
+
+
+def tag_factors(
+    tags: Sequence[Sequence[str] | None], threshold: float, power: float, cap: float
+) -> np.ndarray:
+    """Repeat-factor sampling (Gupta et al., LVIS 2019): a tag in a fraction f of samples has factor
+    ``max(1, (threshold / f) ** power)``; a sample takes the largest factor of its tags, capped."""
+    n = len(tags)
+    out = np.ones(n)
+    unique = [set(t or ()) for t in tags]  # a tag listed twice on one sample counts once
+    owner = np.repeat(np.arange(n), [len(t) for t in unique])
+    flat = np.asarray([t for ts in unique for t in ts], dtype=object)
+    if len(flat) == 0:
+        return out
+    _, inverse, counts = np.unique(flat.astype(str), return_inverse=True, return_counts=True)
+    factor = np.maximum(1.0, (threshold / (counts / n)) ** power)
+    np.maximum.at(out, owner, factor[inverse])
+    return np.minimum(out, cap)
+
+
+def _clip(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.clip(values, lo, hi if hi > 0 else np.inf)
+
+
+def solve_scale(u: np.ndarray, target: float, lo: float, hi: float) -> float:
+    """The factor c with ``sum(clip(c * u, lo, hi)) == target`` (hi = 0: no upper clip); u > 0.
+
+    The sum is continuous and nondecreasing in c, so bracket then bisect, then solve the linear
+    piece on the unclipped samples exactly.
+    """
+    n = len(u)
+    top = n * hi if hi > 0 else np.inf
+    if not n * lo <= target <= top:
+        raise WeightError(
+            f"needs a total weight of {target:.6g} from {n} samples, but the clip allows [{n * lo:.6g}, {top:.6g}]"
+        )
+
+    def total(c: float) -> float:
+        return float(_clip(c * u, lo, hi).sum())
+
+    c = target / float(u.sum())
+    low_c, high_c = c, c
+    while total(low_c) > target:
+        low_c /= 2
+    while total(high_c) < target:
+        high_c *= 2
+    for _ in range(200):
+        if high_c - low_c <= 1e-15 * high_c:
+            break
+        mid = 0.5 * (low_c + high_c)
+        low_c, high_c = (mid, high_c) if total(mid) < target else (low_c, mid)
+    c = 0.5 * (low_c + high_c)
+    raw = c * u
+    free = (raw > lo) & ((raw < hi) if hi > 0 else True)
+    if free.any():
+        clipped = _clip(raw[~free], lo, hi).sum()
+        exact = (target - clipped) / float(u[free].sum())
+        if np.array_equal(free, (exact * u > lo) & ((exact * u < hi) if hi > 0 else True)):
+            c = exact
+    return float(c)
+
+
+def compute_weights(
+    cfg: WeightConfig,
     *,
-    high_fraction: float,
-    high_weight: float,
-    low_weight: float,
+    sources: np.ndarray,
+    keys: np.ndarray,
+    quality_scores: np.ndarray,
+    tags: Sequence[Sequence[str] | None] | None = None,
 ) -> Weighted:
-    quality = percentile_within(sources, scores.astype(np.float64), keys)
-    # Percentiles are in [0, 1]; a sample is high-tier when it is in the top high_fraction of its source.
-    is_high = ~np.isnan(quality) & (quality > 1.0 - high_fraction) if high_fraction > 0 else np.zeros(len(keys), bool)
-    tier = np.where(is_high, HIGH, LOW).astype(object)
-    weight = np.where(is_high, high_weight, low_weight).astype(np.float64)
-    return Weighted(quality, tier, weight)
+    """Weights of the kept samples.
+
+    ``quality_scores``: float per sample, NaN where unknown (the curation quality score, or the
+    Danbooru score); only its order within ``cfg.tier_scope`` matters. ``tags``: per sample, the
+    tags of ``cfg.tag_categories`` (needed only with ``tag_balance``).
+    """
+    n = len(keys)
+    sources = np.asarray(sources, dtype=object)
+    keys = np.asarray(keys, dtype=object)
+    scope = sources if cfg.tier_scope == "source" else np.zeros(n, dtype=object)
+    quality = percentile_within(scope, np.asarray(quality_scores, np.float64), keys)
+    tier = quality_tiers(scope, quality, cfg.high_fraction)
+    tier_weight = np.where(tier == HIGH, cfg.high_weight, cfg.low_weight).astype(np.float64)
+    if cfg.tag_balance:
+        if tags is None:
+            raise ValueError("tag_balance needs the tags of each sample")
+        tag_factor = tag_factors(tags, cfg.tag_threshold, cfg.tag_power, cfg.tag_cap)
+    else:
+        tag_factor = np.ones(n)
+    u = tier_weight * tag_factor
+
+    present = sorted(set(sources.tolist()))
+    if cfg.shares:
+        empty = sorted(set(cfg.shares) - set(present))
+        if empty:
+            raise WeightError(
+                f"weights.shares gives {', '.join(f'{s}={cfg.shares[s]:g}' for s in empty)} but "
+                f"{'that source has' if len(empty) == 1 else 'those sources have'} no kept samples"
+            )
+        unshared = sorted(set(present) - set(cfg.shares))
+        if unshared:
+            raise WeightError(
+                f"source(s) {', '.join(unshared)} have samples but no target share in [weights.shares]"
+            )
+        groups = {s: cfg.shares[s] for s in present}
+    else:
+        groups = {None: 1.0}
+    source_factor = np.zeros(n)
+    for name, share in groups.items():
+        idx = np.arange(n) if name is None else np.flatnonzero(sources == name)
+        try:
+            source_factor[idx] = solve_scale(u[idx], share * n, cfg.min_weight, cfg.max_weight)
+        except WeightError as exc:
+            what = (
+                "the build"
+                if name is None
+                else f"source {name!r} (share {share:g}, {len(idx)} of {n} samples)"
+            )
+            raise WeightError(f"{what} cannot meet its share within the weight clip: {exc}") from None
+    weight = _clip(tier_weight * tag_factor * source_factor, cfg.min_weight, cfg.max_weight)
+    return Weighted(quality, tier, tier_weight, tag_factor, source_factor, weight)
+
+
+# ---------------------------------------------------------------- summaries
+
+
+def shares(weight: np.ndarray, labels: Sequence[object]) -> dict[str, float]:
+    """Share of the total weight (= expected share of draws) per label."""
+    labels = np.asarray([str(x) for x in labels], dtype=object)
+    total = float(np.sum(weight))
+    out = {}
+    for label in sorted(set(labels.tolist())):
+        out[label] = float(np.sum(weight[labels == label]) / total) if total > 0 else 0.0
+    return out
+
+
+def effective_sample_size(weight: np.ndarray) -> float:
+    """Kish's effective sample size ``(Σw)² / Σw²``: n when all weights are equal."""
+    sq = float(np.sum(np.square(weight)))
+    return float(np.sum(weight)) ** 2 / sq if sq > 0 else 0.0
+
+
+def weight_summary(
+    weight: np.ndarray,
+    *,
+    sources: Sequence[str],
+    tiers: Sequence[str],
+    buckets: Sequence[str],
+    training_samples: int,
+) -> dict[str, object]:
+    """What build.json states: intended shares, effective sample size, expected draws per sample."""
+    weight = np.asarray(weight, np.float64)
+    n = len(weight)
+    if n == 0:
+        return {"samples": 0}
+    expected = training_samples * weight / weight.sum()
+    tiers = np.asarray(tiers, dtype=object)
+    return {
+        "samples": n,
+        "effective_sample_size": round(effective_sample_size(weight), 3),
+        "intended_share": {
+            "source": shares(weight, sources),
+            "tier": shares(weight, tiers),
+            "bucket": shares(weight, buckets),
+        },
+        "weight": {
+            "min": float(weight.min()),
+            "median": float(np.median(weight)),
+            "max": float(weight.max()),
+        },
+        "expected_draws": {
+            "training_samples": training_samples,
+            "min": float(expected.min()),
+            "median": float(np.median(expected)),
+            "max": float(expected.max()),
+            "mean_by_tier": {t: float(expected[tiers == t].mean()) for t in sorted(set(tiers.tolist()))},
+            # Draws are independent, so a sample's count is ~Poisson(expected): P(seen) = 1 - e^-expected.
+            "share_of_samples_seen": float(np.mean(-np.expm1(-expected))),
+        },
+    }

@@ -17,7 +17,9 @@ def _gray(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
-def canny_image(rgb: np.ndarray, low: float | None, high: float | None, sigma: float, blur: float) -> np.ndarray:
+def canny_image(
+    rgb: np.ndarray, low: float | None, high: float | None, sigma: float, blur: float
+) -> np.ndarray:
     """Canny edges as ink; thresholds fixed, or derived from the median when ``low``/``high`` are None."""
     gray = _gray(rgb)
     if blur > 0:

@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +22,11 @@ import pyarrow.parquet as pq
 import lineart
 from curation.records import TAG_CATEGORIES
 from curation.sources import SourceSpec, check_unique_names, iter_records
-from curation.weighting import first_policy
+from curation.weighting import WeightError, check_sources, compute_weights, weight_summary
 from sharding.plan import make_plan
 from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA
 
-from .config import BuildConfig, diff_dicts
+from .config import BuildConfig, ConfigError, diff_dicts
 from .progress import Progress
 from .state import Layout, read_json, write_json, write_parquet
 
@@ -50,7 +50,9 @@ class BuildRequest:
         return {
             "contract": CONTRACT_VERSION,
             "config": self.config.to_dict(),
-            "sources": [{"name": s.name, "kind": s.kind, "path": s.path, "images": s.images} for s in self.sources],
+            "sources": [
+                {"name": s.name, "kind": s.kind, "path": s.path, "images": s.images} for s in self.sources
+            ],
         }
 
 
@@ -60,6 +62,7 @@ class BuildSummary:
     counts: dict[str, Any]
     timings: dict[str, float]
     already_complete: bool = False
+    weights: dict[str, Any] | None = None  # curation.weighting.weight_summary
 
     def lines(self) -> list[str]:
         c = self.counts
@@ -70,12 +73,26 @@ class BuildSummary:
         ]
         for reason, n in sorted(c["rejects_by_reason"].items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"  {reason:<22}{n}")
+        lines += _weight_lines(self.weights)
         total = self.timings.get("total", 0.0)
         if total and not self.already_complete:
             lines.append(f"throughput  {c['samples'] / total:.2f} samples/s over {total:.1f} s")
         lines.append(f"output      {self.out}")
         lines.append(f"next        linepairs verify {self.out}")
         return lines
+
+
+def _weight_lines(w: dict[str, Any] | None) -> list[str]:
+    if not w or not w.get("samples"):
+        return []
+    share = w["intended_share"]
+    fmt = lambda d: ", ".join(f"{k} {v:.1%}" for k, v in d.items())  # noqa: E731
+    draws = w["expected_draws"]
+    return [
+        f"draws       by source: {fmt(share['source'])}; by tier: {fmt(share['tier'])}",
+        f"weights     effective sample size {w['effective_sample_size']:.0f} of {w['samples']}; "
+        f"expected draws per sample in {draws['training_samples']} (median {draws['median']:.2f}, max {draws['max']:.2f})",
+    ]
 
 
 def _human(n: int) -> str:
@@ -97,6 +114,10 @@ def _log(req: BuildRequest, msg: str) -> None:
 def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
     """Refuse a changed request; return the summary when OUT is already complete."""
     check_unique_names(req.sources)
+    try:
+        check_sources(req.config.weights, [s.name for s in req.sources])
+    except WeightError as exc:
+        raise ConfigError(str(exc)) from None
     identity = req.identity()
     if os.path.exists(layout.request):
         old = read_json(layout.request)
@@ -109,9 +130,17 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
         if os.path.exists(layout.build_json):
             done = read_json(layout.build_json)
             if done.get("complete"):
-                return BuildSummary(req.out, done["counts"], done["timings"], already_complete=True)
+                return BuildSummary(
+                    req.out,
+                    done["counts"],
+                    done["timings"],
+                    already_complete=True,
+                    weights=done.get("weights"),
+                )
     elif os.path.isdir(req.out) and os.listdir(req.out):
-        raise BuildRefused(f"{req.out} exists, is not empty and is not a linepairs build; choose another --out")
+        raise BuildRefused(
+            f"{req.out} exists, is not empty and is not a linepairs build; choose another --out"
+        )
     else:
         write_json(layout.request, identity)
     return None
@@ -150,8 +179,11 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
 
 def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
     pending = [c for c in range(chunks) if not os.path.exists(layout.scan_part(c))]
-    progress = Progress("scan", total=chunks, unit="chunks", enabled=req.show_progress)
-    progress.update(chunks - len(pending))
+    inputs = read_json(layout.enumerated)["inputs"]
+    progress = Progress("scan", total=inputs, unit="inputs", enabled=req.show_progress)
+    progress.update(
+        sum(pq.read_metadata(layout.scan_part(c)).num_rows for c in range(chunks) if c not in pending)
+    )
     if pending:
         import ray.data
 
@@ -166,7 +198,7 @@ def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
             num_cpus=1,
         )
         for row in ds.iter_rows():
-            progress.update(1, kept=row["kept"])
+            progress.update(row["rows"], kept=row["kept"])
     progress.close()
 
 
@@ -181,26 +213,35 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
     table = read_scan(layout, chunks)
     kept = table.filter(pc.equal(table["status"], "kept"))
     cfg = req.config
-    scores = kept["score"].to_numpy(zero_copy_only=False).astype(np.float64)
-    weighted = first_policy(
-        np.asarray(kept["source"].to_pylist(), dtype=object),
-        scores,
-        np.asarray(kept["key"].to_pylist(), dtype=object),
-        high_fraction=cfg.weights.high_fraction,
-        high_weight=cfg.weights.high_weight,
-        low_weight=cfg.weights.low_weight,
-    )
+    # The curation quality score when the scan has one, else the Danbooru score (NaN: unscored).
+    quality_column = "quality_score" if "quality_score" in kept.column_names else "score"
+    try:
+        weighted = compute_weights(
+            cfg.weights,
+            sources=np.asarray(kept["source"].to_pylist(), dtype=object),
+            keys=np.asarray(kept["key"].to_pylist(), dtype=object),
+            quality_scores=kept[quality_column].to_numpy(zero_copy_only=False).astype(np.float64),
+            tags=_tags_of(kept, cfg.weights.tag_categories) if cfg.weights.tag_balance else None,
+        )
+    except WeightError as exc:
+        raise ConfigError(f"{exc}. Fix [weights] and build into a new --out.") from None
     table = make_plan(
         kept,
         rule=cfg.buckets,
         tier=weighted.tier,
         weight=weighted.weight,
         quality=weighted.quality,
+        factors=weighted.factors(),
         samples_per_shard=cfg.shards.samples_per_shard,
         seed=cfg.seed,
     )
     write_parquet(layout.plan, table)
     return table
+
+
+def _tags_of(table: pa.Table, categories) -> list[list[str]]:
+    columns = [table[f"tags_{c}"].to_pylist() for c in categories]
+    return [[t for tags in row for t in (tags or [])] for row in zip(*columns)]
 
 
 def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
@@ -214,24 +255,34 @@ def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
     return state
 
 
+def shard_spans(plan_table: pa.Table) -> dict[str, tuple[int, int]]:
+    """(offset, length) of each shard's rows in a plan sorted by shard."""
+    shards = np.asarray(plan_table["shard"].to_pylist(), dtype=object)
+    if len(shards) == 0:
+        return {}
+    starts = np.concatenate([[0], np.flatnonzero(shards[1:] != shards[:-1]) + 1])
+    ends = np.concatenate([starts[1:], [len(shards)]])
+    return {str(shards[a]): (int(a), int(b - a)) for a, b in zip(starts, ends)}
+
+
 def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict[str, dict[str, Any]]:
     import ray
 
     from .tasks import materialize_task
 
-    rows_by_shard: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in plan_table.to_pylist():
-        rows_by_shard[row["shard"]].append(row)
+    # The plan is sorted by shard: keep (start, length) per shard and turn only the shards in
+    # flight into Python rows, so the driver's memory does not grow with the dataset.
+    spans = shard_spans(plan_table)
     states: dict[str, dict[str, Any]] = {}
     todo = []
-    for shard in sorted(rows_by_shard):
+    for shard in sorted(spans):
         state = _shard_done(layout, shard)
         if state is None:
             todo.append(shard)
         else:
             states[shard] = state
     progress = Progress("materialize", total=plan_table.num_rows, unit="samples", enabled=req.show_progress)
-    progress.update(sum(len(rows_by_shard[s]) for s in states))
+    progress.update(sum(spans[s][1] for s in states))
     specs = req.config.to_dict()["extractors"]
     shard_cfg = req.config.to_dict()["shards"]
     remote = ray.remote(materialize_task).options(num_cpus=1, max_retries=2)
@@ -241,13 +292,14 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
     while queue or in_flight:
         while queue and len(in_flight) < window:
             shard = queue.pop(0)
-            ref = remote.remote(req.out, rows_by_shard[shard], specs, shard_cfg, req.config.scan.max_pixels)
+            rows = plan_table.slice(*spans[shard]).to_pylist()
+            ref = remote.remote(req.out, rows, specs, shard_cfg, req.config.scan.max_pixels)
             in_flight[ref] = shard
         done, _ = ray.wait(list(in_flight), num_returns=1)
         for ref in done:
             shard = in_flight.pop(ref)
             states[shard] = ray.get(ref)
-            progress.update(len(rows_by_shard[shard]))
+            progress.update(spans[shard][1])
     progress.close()
     return states
 
@@ -271,7 +323,9 @@ def finalize(
     scan_rejects = read_scan(layout, chunks, columns=REJECT_COLUMNS + ["status"])
     scan_rejects = scan_rejects.filter(pc.equal(scan_rejects["status"], "rejected")).select(REJECT_COLUMNS)
     late = [r for s in states.values() for r in s["rejects"]]
-    rejects = pa.concat_tables([scan_rejects.cast(REJECT_SCHEMA), pa.Table.from_pylist(late, schema=REJECT_SCHEMA)])
+    rejects = pa.concat_tables(
+        [scan_rejects.cast(REJECT_SCHEMA), pa.Table.from_pylist(late, schema=REJECT_SCHEMA)]
+    )
     rejects = rejects.sort_by("seq")
     write_parquet(layout.rejects, rejects)
 
@@ -286,22 +340,38 @@ def finalize(
         "rejects_by_reason": dict(Counter(rejects["reason"].to_pylist())),
         "shards": len(shards),
         "bytes": sum(s["bytes"] for s in shards),
-        "buckets": dict(Counter(f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist()))),
+        "buckets": dict(
+            Counter(
+                f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist())
+            )
+        ),
         "tiers": dict(Counter(manifest["tier"].to_pylist())),
     }
     if counts["samples"] + counts["rejected"] != inputs:
-        raise RuntimeError(f"accounting error: {counts['samples']} kept + {counts['rejected']} rejected != {inputs} inputs")
+        raise RuntimeError(
+            f"accounting error: {counts['samples']} kept + {counts['rejected']} rejected != {inputs} inputs"
+        )
+    weights = weight_summary(
+        manifest["weight"].to_numpy(),
+        sources=manifest["source"].to_pylist(),
+        tiers=manifest["tier"].to_pylist(),
+        buckets=[
+            f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist())
+        ],
+        training_samples=req.config.weights.training_samples,
+    )
     build = {
         "complete": True,
         "contract": CONTRACT_VERSION,
         "request": req.identity(),
         "counts": counts,
+        "weights": weights,
         "timings": timings,
         "extractors": {e.name: _extractor_record(e) for e in req.config.extractors},
         "versions": _versions(),
     }
     write_json(layout.build_json, build)
-    return BuildSummary(req.out, counts, timings)
+    return BuildSummary(req.out, counts, timings, weights=weights)
 
 
 def _extractor_record(spec) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import lineart
+from curation.weighting import WeightConfig
 from sharding.buckets import BucketRule
 
 
@@ -23,13 +24,6 @@ class ScanConfig:
     min_side: int = 256  # shorter side in pixels, after EXIF rotation
     max_aspect: float = 4.0  # long side / short side
     chunk_size: int = 32  # inputs per scan task: the unit of parallelism and of resume
-
-
-@dataclass(frozen=True)
-class WeightConfig:
-    high_fraction: float = 0.125  # top share of the quality score that forms the high-frequency tier
-    high_weight: float = 4.0
-    low_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -102,12 +96,16 @@ def _extractors(data: Any) -> tuple[ExtractorSpec, ...]:
             raise ConfigError(f"extractors[{i}] has unknown key(s) {', '.join(unknown)}")
         name = item["name"]
         if name not in lineart.available():
-            raise ConfigError(f"extractors[{i}]: unknown extractor {name!r}; available: {', '.join(lineart.available())}")
+            raise ConfigError(
+                f"extractors[{i}]: unknown extractor {name!r}; available: {', '.join(lineart.available())}"
+            )
         options = item.get("options", {})
         defaults = lineart.info(name).defaults
         bad = sorted(set(options) - set(defaults))
         if bad:
-            raise ConfigError(f"extractors[{i}] ({name}): unknown option(s) {', '.join(bad)}; known: {', '.join(defaults)}")
+            raise ConfigError(
+                f"extractors[{i}] ({name}): unknown option(s) {', '.join(bad)}; known: {', '.join(defaults)}"
+            )
         specs.append(ExtractorSpec(name, item.get("weights"), dict(options)))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -119,7 +117,9 @@ def config_from_dict(data: dict[str, Any]) -> BuildConfig:
     known = {"seed", "scan", "buckets", "weights", "shards", "extractors"}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"unknown top-level key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"unknown top-level key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
@@ -140,10 +140,17 @@ def _check(cfg: BuildConfig) -> None:
         cfg.buckets.check()
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if cfg.scan.max_pixels <= 0 or cfg.scan.min_side < 1 or cfg.scan.max_aspect < 1 or cfg.scan.chunk_size < 1:
+    if (
+        cfg.scan.max_pixels <= 0
+        or cfg.scan.min_side < 1
+        or cfg.scan.max_aspect < 1
+        or cfg.scan.chunk_size < 1
+    ):
         raise ConfigError(f"bad [scan] values: {cfg.scan}")
-    if not 0 <= cfg.weights.high_fraction <= 1 or cfg.weights.high_weight <= 0 or cfg.weights.low_weight <= 0:
-        raise ConfigError(f"bad [weights] values: {cfg.weights}")
+    try:
+        cfg.weights.check()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if cfg.shards.samples_per_shard < 1:
         raise ConfigError("shards.samples_per_shard must be >= 1")
     if cfg.shards.image_format not in ("jpg", "webp"):

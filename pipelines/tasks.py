@@ -28,7 +28,8 @@ def extractors_for(specs: list[dict[str, Any]]) -> dict[str, Any]:
     cache_key = json.dumps(specs, sort_keys=True)
     if cache_key not in _EXTRACTORS:
         _EXTRACTORS[cache_key] = {
-            s["name"]: lineart.create(s["name"], weights=s.get("weights"), **s.get("options", {})) for s in specs
+            s["name"]: lineart.create(s["name"], weights=s.get("weights"), **s.get("options", {}))
+            for s in specs
         }
     return _EXTRACTORS[cache_key]
 
@@ -40,7 +41,10 @@ def scan_chunk(item: dict[str, Any], out: str, scan_cfg: dict[str, Any]) -> dict
     records = pq.read_table(layout.records_part(chunk)).to_pylist()
     rows = [
         scan_row(
-            r, max_pixels=scan_cfg["max_pixels"], min_side=scan_cfg["min_side"], max_aspect=scan_cfg["max_aspect"]
+            r,
+            max_pixels=scan_cfg["max_pixels"],
+            min_side=scan_cfg["min_side"],
+            max_aspect=scan_cfg["max_aspect"],
         )
         for r in records
     ]

@@ -66,7 +66,9 @@ def _clean(value: Any) -> Any:
 def sample_json(row: Mapping[str, Any], extractors: Mapping[str, str]) -> bytes:
     meta = {
         "key": row["key"],
-        "id": row["post_id"] if row.get("post_id") is not None else row["source_id"],
+        # One JSON type per field (int or null, never a path string) so that schema-inferring
+        # readers such as HF datasets accept a shard that mixes sources; source_id is the text id.
+        "id": row.get("post_id"),
         "source": row["source"],
         "source_id": row["source_id"],
         "tags": {c: list(row.get(f"tags_{c}") or []) for c in TAG_CATEGORIES},
@@ -109,7 +111,9 @@ def materialize_shard(
                 raise DecodeReject("materialize_error", "size differs from the scan")
         except (OSError, DecodeReject) as exc:
             detail = exc.detail if isinstance(exc, DecodeReject) else f"{type(exc).__name__}: {exc}"
-            rejects.append({**_reject_ids(row), "stage": "pair", "reason": "materialize_error", "detail": detail})
+            rejects.append(
+                {**_reject_ids(row), "stage": "pair", "reason": "materialize_error", "detail": detail}
+            )
             continue
         box = (row["crop_left"], row["crop_top"], row["crop_right"], row["crop_bottom"])
         images.append(resize_to_bucket(rgb, box, bucket))
@@ -125,7 +129,10 @@ def materialize_shard(
 
     def samples():
         for i, row in enumerate(good):
-            members = [(image_format, encode_image(images[i], image_format, quality)), ("json", sample_json(row, versions))]
+            members = [
+                (image_format, encode_image(images[i], image_format, quality)),
+                ("json", sample_json(row, versions)),
+            ]
             members += [(f"lineart.{name}.png", encode_lines(lines[name][i])) for name in extractors]
             yield row["key"], members
 

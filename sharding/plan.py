@@ -27,10 +27,14 @@ def make_plan(
     tier: np.ndarray,
     weight: np.ndarray,
     quality: np.ndarray,
+    factors: dict[str, np.ndarray] | None = None,
     samples_per_shard: int,
     seed: int,
 ) -> pa.Table:
-    """``kept``: scan rows that passed every filter (any order). Returns rows sorted by shard, position."""
+    """``kept``: scan rows that passed every filter (any order). Returns rows sorted by shard, position.
+
+    ``factors``: the weight's factors by column name (see schema.PLAN_EXTRA); missing ones are 1.
+    """
     kept = kept.select(PLAN_COLUMNS)
     buckets = make_buckets(rule)
     widths = kept["width"].to_numpy()
@@ -67,9 +71,16 @@ def make_plan(
         ("quality", quality.astype(np.float64)),
         ("tier", tier.astype(str)),
         ("weight", weight.astype(np.float64)),
+        *(
+            (name, (factors or {}).get(name, np.ones(n)))
+            for name in ("tier_weight", "tag_factor", "source_factor")
+        ),
         ("shard", shard.astype(str) if n else np.array([], dtype=str)),
         ("shard_pos", pos),
     ):
-        table = table.append_column(name, pa.array(values, type=PLAN_SCHEMA.field(name).type))
+        # from_pandas: NaN (no score) becomes null, which readers and equality treat sanely
+        table = table.append_column(
+            name, pa.array(values, type=PLAN_SCHEMA.field(name).type, from_pandas=True)
+        )
     table = table.cast(PLAN_SCHEMA)
     return table.sort_by([("shard", "ascending"), ("shard_pos", "ascending")])

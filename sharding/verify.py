@@ -83,7 +83,9 @@ def _check_sample(rel: str, key: str, files: dict[str, bytes], row: dict[str, An
         try:
             im = _decode(files[image_ext])
             if im.size != size:
-                faults.append(f"{where}: illustration is {im.size[0]}x{im.size[1]}, bucket is {size[0]}x{size[1]}")
+                faults.append(
+                    f"{where}: illustration is {im.size[0]}x{im.size[1]}, bucket is {size[0]}x{size[1]}"
+                )
         except Exception as exc:  # any decoder failure is a fault to report, not a crash
             faults.append(f"{where}: illustration does not decode ({exc})")
     for name in row["extractors"]:
@@ -93,7 +95,9 @@ def _check_sample(rel: str, key: str, files: dict[str, bytes], row: dict[str, An
         try:
             im = _decode(data)
             if im.size != size or im.mode != "L":
-                faults.append(f"{where}: lineart.{name}.png is {im.size[0]}x{im.size[1]} {im.mode}, want {size} L")
+                faults.append(
+                    f"{where}: lineart.{name}.png is {im.size[0]}x{im.size[1]} {im.mode}, want {size} L"
+                )
         except Exception as exc:
             faults.append(f"{where}: lineart.{name}.png does not decode ({exc})")
     if "json" in files:
@@ -116,7 +120,8 @@ def verify_build(out: str) -> list[str]:
     with open(os.path.join(out, "shards.json")) as fh:
         shards = json.load(fh)["shards"]
     manifest = pq.read_table(
-        os.path.join(out, "manifest.parquet"), columns=["key", "shard", "bucket_w", "bucket_h", "weight", "extractors"]
+        os.path.join(out, "manifest.parquet"),
+        columns=["key", "shard", "bucket_w", "bucket_h", "weight", "extractors"],
     ).to_pylist()
     by_shard: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     faults = []

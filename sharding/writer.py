@@ -67,7 +67,9 @@ def tar_bytes(samples: Iterable[tuple[str, list[tuple[str, bytes]]]]) -> tuple[b
     return buf.getvalue(), count
 
 
-def write_shard(out: str, rel_path: str, samples: Iterable[tuple[str, list[tuple[str, bytes]]]]) -> ShardStats:
+def write_shard(
+    out: str, rel_path: str, samples: Iterable[tuple[str, list[tuple[str, bytes]]]]
+) -> ShardStats:
     data, count = tar_bytes(samples)
     atomic_write_bytes(os.path.join(out, rel_path), data)
     return ShardStats(rel_path, count, len(data), hashlib.sha256(data).hexdigest())

@@ -54,7 +54,9 @@ def gradient_image(w: int, h: int, seed: int = 0) -> np.ndarray:
     """A deterministic RGB test image with edges and colour."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:h, 0:w]
-    img = np.stack([(x * 255 // max(w - 1, 1)), (y * 255 // max(h - 1, 1)), ((x + y) * 127 // max(w + h, 1))], -1)
+    img = np.stack(
+        [(x * 255 // max(w - 1, 1)), (y * 255 // max(h - 1, 1)), ((x + y) * 127 // max(w + h, 1))], -1
+    )
     for _ in range(6):
         cx, cy, r = rng.integers(0, w), rng.integers(0, h), rng.integers(5, max(6, min(w, h) // 3))
         img[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = rng.integers(0, 256, 3)

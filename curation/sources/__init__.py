@@ -119,4 +119,12 @@ def iter_records(spec: SourceSpec) -> Iterator[Record]:
         yield rec
 
 
-__all__ = ["KINDS", "SourceError", "SourceSpec", "check_unique_names", "detect_kind", "iter_records", "parse_source"]
+__all__ = [
+    "KINDS",
+    "SourceError",
+    "SourceSpec",
+    "check_unique_names",
+    "detect_kind",
+    "iter_records",
+    "parse_source",
+]

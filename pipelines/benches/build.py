@@ -55,7 +55,9 @@ def kernel_floor(paths: list[str], cfg: BuildConfig) -> float:
 def run(args) -> dict[str, Any]:
     folder = args.corpus or corpus_illustrations()
     if not folder or not os.path.isdir(folder):
-        raise UsageError("no corpus: pass --corpus FOLDER (the default ../shared/corpus/illustrations is absent)")
+        raise UsageError(
+            "no corpus: pass --corpus FOLDER (the default ../shared/corpus/illustrations is absent)"
+        )
     paths = _images(folder, args.limit)
     src = tempfile.mkdtemp(prefix="lp-bench-src-")
     for p in paths:

@@ -17,7 +17,9 @@ SECTIONS = {
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks, JSON on stdout")
-    p.add_argument("--only", nargs="+", metavar="SECTION", help=f"run only these sections ({', '.join(SECTIONS)})")
+    p.add_argument(
+        "--only", nargs="+", metavar="SECTION", help=f"run only these sections ({', '.join(SECTIONS)})"
+    )
     p.add_argument("--corpus", help="folder of illustrations (default: ../shared/corpus/illustrations)")
     p.add_argument("--limit", type=int, default=0, help="use at most this many images (0: all)")
     p.add_argument("--repeats", type=int, default=3, help="repeats per timing; medians are reported")

@@ -9,7 +9,9 @@ from ..errors import UsageError
 
 def add_parser(sub) -> None:
     p = sub.add_parser("build", help="run or resume a build", description="Run or resume a build into OUT.")
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="[NAME=][KIND:]PATH; KIND: folder, danbooru-api, gwern")
+    p.add_argument(
+        "sources", nargs="+", metavar="SOURCE", help="[NAME=][KIND:]PATH; KIND: folder, danbooru-api, gwern"
+    )
     p.add_argument("--out", required=True, help="output directory (resumed when it holds the same build)")
     p.add_argument("--config", help="build.toml (every key and default: docs/config.md)")
     p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else an embedded Ray)")

@@ -1,0 +1,209 @@
+"""``linepairs audit``: what a build holds and what the loader actually draws from it.
+
+Intended shares come from the manifest weights (``curation.weighting.shares``); realised shares
+from N draws through ``sharding.loader`` itself (keys only, nothing decoded), so the audit
+checks the very code the trainer uses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from curation.weighting import effective_sample_size
+from sharding.loader import BatchStream, open_filesystem, shard_problems
+
+DIMENSIONS = ("source", "tier", "bucket")
+
+
+def _labels(stream: BatchStream) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """Per dimension: (code per sample, names)."""
+    pop = stream.pop
+    return {
+        "source": (pop.sources, pop.source_names),
+        "tier": (pop.tiers, pop.tier_names),
+        "bucket": (pop.bucket_of, [f"{w}x{h}" for w, h in pop.buckets]),
+    }
+
+
+def _shares_of(mass: np.ndarray, codes: np.ndarray, names: list[str]) -> dict[str, float]:
+    by_code = np.bincount(codes, weights=mass, minlength=len(names))
+    total = by_code.sum()
+    return {
+        name: float(by_code[i] / total) if total else 0.0
+        for i, name in sorted(enumerate(names), key=lambda x: x[1])
+    }
+
+
+def realised_draws(stream: BatchStream, draws: int) -> dict[str, Any]:
+    """Draw ``draws`` samples through the loader: draws per sample, batches, bucket-pure batches."""
+    pop = stream.pop
+    counts = np.zeros(len(pop), np.int64)
+    batches = pure = drawn = 0
+    first: list[int] = []  # rows in draw order, for contact sheets
+    for _, bucket, rows in stream.index_batches(start=0):
+        take = rows[: draws - drawn]
+        np.add.at(counts, take, 1)
+        batches += 1
+        pure += bool(np.all(pop.bucket_of[rows] == bucket))
+        if len(first) < 4096:
+            first.extend(take[: 4096 - len(first)].tolist())
+        drawn += len(take)
+        if drawn >= draws:
+            break
+    return {"counts": counts, "draws": drawn, "batches": batches, "pure": pure, "first_rows": first}
+
+
+def _tag_table(fs, root: str, pop, top: int) -> dict[str, list]:
+    """Top tags by number of samples and by share of the weight (tag mass), vectorised in Arrow."""
+    table = pq.read_table(f"{root}/manifest.parquet", filesystem=fs, columns=["key", "tags"])
+    row = pc.index_in(table["key"], value_set=pop.keys).to_numpy(zero_copy_only=False)
+    keep = ~np.isnan(row.astype(np.float64))  # samples of skipped shards are not in play
+    weight = np.zeros(table.num_rows)
+    weight[keep] = pop.weights[row[keep].astype(np.int64)] / pop.weights.sum()
+    tags = table["tags"].combine_chunks()
+    parents = pc.list_parent_indices(tags).to_numpy()
+    flat = pa.table(
+        {"tag": pc.list_flatten(tags), "mass": weight[parents], "one": keep[parents].astype(np.int64)}
+    )
+    grouped = flat.group_by("tag").aggregate([("mass", "sum"), ("one", "sum")]).to_pylist()
+    grouped = [g for g in grouped if g["one_sum"] > 0]
+    n = len(pop)
+    by_count = sorted(grouped, key=lambda g: (-g["one_sum"], g["tag"]))[:top]
+    by_mass = sorted(grouped, key=lambda g: (-g["mass_sum"], g["tag"]))[:top]
+    return {
+        "by_count": [[g["tag"], g["one_sum"], round(g["one_sum"] / n, 6)] for g in by_count],
+        "by_weight": [[g["tag"], g["one_sum"], round(g["mass_sum"], 6)] for g in by_mass],
+    }
+
+
+def _rejects(fs, root: str) -> dict[str, int]:
+    try:
+        table = pq.read_table(f"{root}/rejects.parquet", filesystem=fs, columns=["reason"])
+    except (FileNotFoundError, OSError):
+        return {}
+    return dict(Counter(table["reason"].to_pylist()).most_common())
+
+
+def audit(
+    out: str, *, draws: int = 200_000, batch_size: int = 64, seed: int = 0, top_tags: int = 20
+) -> dict[str, Any]:
+    """The audit report as a JSON-serialisable dict (``realised`` comes from the loader)."""
+    fs, root = open_filesystem(out)
+    stream = BatchStream(
+        out, batch_size, seed=seed, keys_only=True, skip_bad_shards=True
+    )  # says which it skips
+    shards = json.loads(fs.open_input_stream(f"{root}/shards.json").read())["shards"]
+    problems = shard_problems(fs, root, shards)
+    pop = stream.pop
+    w = pop.weights
+    drawn = realised_draws(stream, draws)
+    labels = _labels(stream)
+    intended = {d: _shares_of(w, *labels[d]) for d in DIMENSIONS}
+    realised = {d: _shares_of(drawn["counts"].astype(np.float64), *labels[d]) for d in DIMENSIONS}
+    error = {d: max(abs(realised[d][k] - intended[d][k]) for k in intended[d]) for d in DIMENSIONS}
+    keys = pop.keys.to_pylist()
+    counts = {
+        d: dict(sorted(Counter(np.asarray(labels[d][1], dtype=object)[labels[d][0]].tolist()).items()))
+        for d in DIMENSIONS
+    }
+    hist_counts, hist_edges = (
+        np.histogram(np.log10(w[w > 0]), bins=30) if np.any(w > 0) else (np.zeros(0), np.zeros(1))
+    )
+    build = _build_json(fs, root)
+    return {
+        "out": out,
+        "samples": len(pop),
+        "shards": len(shards),
+        "shard_problems": problems,
+        "counts": counts,
+        "effective_sample_size": round(effective_sample_size(w), 3),
+        "weight": {
+            "min": float(w.min()),
+            "median": float(np.median(w)),
+            "max": float(w.max()),
+            "mean": float(w.mean()),
+            "log10_histogram": {"edges": hist_edges.tolist(), "counts": hist_counts.tolist()},
+        },  # fmt: skip
+        "seed": seed,
+        "batch_size": batch_size,
+        "draws": drawn["draws"],
+        "batches": drawn["batches"],
+        "bucket_purity": drawn["pure"] / drawn["batches"] if drawn["batches"] else 1.0,
+        "samples_drawn_at_least_once": float(np.mean(drawn["counts"] > 0)),
+        "intended": intended,
+        "realised": realised,
+        "max_abs_error": error,
+        "tags": _tag_table(fs, root, pop, top_tags),
+        "rejects_by_reason": _rejects(fs, root),
+        "intended_by_build": (build or {}).get("weights", {}).get("intended_share"),
+        "_first_keys": [keys[r] for r in dict.fromkeys(drawn["first_rows"])],  # distinct, in draw order
+    }
+
+
+def _exists(fs, path: str) -> bool:
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def _build_json(fs, root: str) -> dict[str, Any] | None:
+    if not _exists(fs, f"{root}/build.json"):
+        return None
+    return json.loads(fs.open_input_stream(f"{root}/build.json").read())
+
+
+def public(report: dict[str, Any]) -> dict[str, Any]:
+    """The report without private working fields (what ``--json`` prints)."""
+    return {k: v for k, v in report.items() if not k.startswith("_")}
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    def pct(d: dict[str, float], k: str) -> str:
+        return f"{d.get(k, 0.0):6.1%}"
+
+    lines = [
+        f"build        {report['out']}",
+        f"samples      {report['samples']} in {report['shards']} shards; "
+        f"effective sample size {report['effective_sample_size']:.0f}",
+        f"weights      min {report['weight']['min']:.3g}  median {report['weight']['median']:.3g}  "
+        f"max {report['weight']['max']:.3g}",
+        f"draws        {report['draws']} in {report['batches']} batches of {report['batch_size']} (seed {report['seed']}); "
+        f"bucket purity {report['bucket_purity']:.0%}; {report['samples_drawn_at_least_once']:.0%} of samples drawn",
+    ]
+    for dim in DIMENSIONS:
+        lines.append(f"{dim:<12} {'samples':>8} {'intended':>9} {'realised':>9}")
+        for name in report["intended"][dim]:
+            lines.append(
+                f"  {name:<10} {report['counts'][dim].get(name, 0):>8} "
+                f"{pct(report['intended'][dim], name):>9} {pct(report['realised'][dim], name):>9}"
+            )
+        lines.append(f"  max |realised - intended| = {report['max_abs_error'][dim]:.2%}")
+    tags = report["tags"]
+    if tags["by_count"]:
+        lines.append("top tags     by count                         by weight")
+        for i in range(max(len(tags["by_count"]), len(tags["by_weight"]))):
+            left = tags["by_count"][i] if i < len(tags["by_count"]) else None
+            right = tags["by_weight"][i] if i < len(tags["by_weight"]) else None
+            lines.append(
+                f"  {(f'{left[0][:28]} ({left[1]})' if left else ''):<40} "
+                f"{(f'{right[0][:28]} ({right[2]:.1%})' if right else '')}"
+            )
+    if report["rejects_by_reason"]:
+        lines.append("rejects      " + ", ".join(f"{r} {n}" for r, n in report["rejects_by_reason"].items()))
+    for shard, why in sorted(report["shard_problems"].items()):
+        lines.append(f"BAD SHARD    {shard}: {why} (left out of the draws)")
+    return lines
+
+
+def write_json_report(report: dict[str, Any], path: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(public(report), fh, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+__all__ = ["audit", "public", "realised_draws", "summary_lines", "write_json_report"]

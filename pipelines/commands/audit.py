@@ -1,0 +1,65 @@
+"""``linepairs audit OUT [--json] [--html report.html]``: shares, buckets, tags, rejects, pairs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import UsageError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="weights, buckets, sources, tags; intended vs realised draws; HTML report",
+        description="Audit a build: intended share of draws (from the weights) against what the loader "
+        "realises over N draws, per source, tier and bucket; tags; rejects; bad shards (exit 1).",
+    )
+    p.add_argument("out", metavar="OUT", help="a finished build (path or URL)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of the summary")
+    p.add_argument(
+        "--html", metavar="REPORT", help="also write a self-contained HTML page with plots and pairs"
+    )
+    p.add_argument(
+        "--draws", type=int, default=200_000, help="samples to draw through the loader (default 200000)"
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="loader batch size (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="loader seed (default 0)")
+    p.add_argument("--pairs", type=int, default=24, help="pairs on the HTML contact sheet (default 24)")
+    p.add_argument("--top-tags", type=int, default=20, help="tags listed by count and by weight (default 20)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sharding.loader import LoaderError
+
+    from ..audit import audit, public, summary_lines
+
+    if args.draws < 1 or args.batch_size < 1 or args.pairs < 0 or args.top_tags < 0 or args.seed < 0:
+        raise UsageError("--draws and --batch-size must be >= 1; --pairs, --top-tags and --seed >= 0")
+    try:
+        report = audit(
+            args.out, draws=args.draws, batch_size=args.batch_size, seed=args.seed, top_tags=args.top_tags
+        )
+        if args.html:
+            from sharding.loader import BatchStream
+
+            from ..report import render_html
+
+            stream = BatchStream(args.out, 1, skip_bad_shards=True)
+            samples = stream.samples(report["_first_keys"][: args.pairs])
+            with open(args.html, "w", encoding="utf-8") as fh:
+                fh.write(render_html(report, samples))
+    except LoaderError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.html}: {exc}") from None
+    if args.json:
+        json.dump(public(report), sys.stdout, indent=2, sort_keys=True, ensure_ascii=False)
+        print()
+    else:
+        print("\n".join(summary_lines(report)))
+        if args.html:
+            print(f"report       {args.html}")
+    return 1 if report["shard_problems"] else 0
