@@ -13,6 +13,9 @@ COMMANDS = (
     "pipelines.commands.build",
     "pipelines.commands.verify",
     "pipelines.commands.audit",
+    "pipelines.commands.train",
+    "pipelines.commands.eval",
+    "pipelines.commands.sample",
     "pipelines.commands.bench",
 )
 

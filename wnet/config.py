@@ -9,10 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tomllib
 from dataclasses import dataclass
 from typing import Any
-
-import tomllib
 
 
 class WnetConfigError(ValueError):
@@ -61,13 +60,15 @@ class TrainConfig:
     tagset_dropout: float = 0.1  # the whole tag set replaced by NULL
     sketch_dropout: float = 0.1  # the sketch switched off (independent of the tag dropouts)
     flip: float = 0.5  # probability of a horizontal flip (illustration and sketch together)
-    extractor: str | None = None  # which line drawing of a sample to train on; None: the first
+    extractor: str | None = None  # which line drawing to train on; None: the loader picks one per sample
+    heldout: float = 0.1  # fraction of the keys (by hash) never trained on: eval's held-out loss
     buckets: tuple[tuple[int, int], ...] = ()  # (w, h) buckets to train on; empty: every bucket in the build
     grad_checkpointing: bool = False
     log_every: int = 10
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     sample_every: int = 100  # sample grid PNG (sketch | generated | target); 0: never
+    eval_every: int = 100  # held-out loss into metrics.jsonl; 0: never
     seed: int = 0
 
 
@@ -248,7 +249,7 @@ def check(cfg: WnetConfig) -> None:
         )
     if s.sampler not in ("ddim", "euler"):
         raise WnetConfigError(f"sample.sampler must be 'ddim' or 'euler', got {s.sampler!r}")
-    for key in ("tag_dropout", "tagset_dropout", "sketch_dropout", "flip"):
+    for key in ("tag_dropout", "tagset_dropout", "sketch_dropout", "flip", "heldout"):
         if not 0.0 <= getattr(t, key) <= 1.0:
             raise WnetConfigError(f"train.{key} must be within [0, 1]")
     if t.batch_size < 1 or t.steps < 0 or t.log_every < 1 or t.checkpoint_every < 1 or t.keep_checkpoints < 1:

@@ -144,6 +144,9 @@ class UNet(nn.Module):
         self.time = nn.Sequential(nn.Linear(ch[0], temb), nn.SiLU(), nn.Linear(temb, temb))
         self.tags = nn.Embedding(vocab_size, cfg.tag_dim)
         self.tag_norm = nn.LayerNorm(cfg.tag_dim)
+        # The mean tag embedding also joins the timestep embedding (SDXL's pooled text vector): a direct,
+        # global path for style and colour tags besides cross-attention.
+        self.tag_pool = nn.Linear(cfg.tag_dim, temb)
         self.conv_in = nn.Conv2d(in_channels, ch[0], 3, padding=1)
 
         def block(cin: int, cout: int, level: int) -> nn.ModuleDict:
@@ -212,6 +215,8 @@ class UNet(nn.Module):
         emb = self.time(timestep_embedding(t, self.cfg.channels[0]))
         ctx = self.tag_norm(self.tags(tag_ids))
         mask = tag_ids != 0  # PAD is never attended; NULL at position 0 always is
+        weights = mask.to(ctx.dtype)[..., None]
+        emb = emb + self.tag_pool((ctx * weights).sum(1) / weights.sum(1).clamp(min=1))
         scale = (
             None
             if sketch is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -58,6 +59,14 @@ class Painter:
     @property
     def schedule(self) -> Schedule:
         return Schedule.create(self.cfg.diffusion)
+
+    @property
+    def autocast(self):
+        return (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda"
+            else contextlib.nullcontext()
+        )
 
     def denoiser(self, sketch: torch.Tensor):
         feats_cache: dict[int, list[torch.Tensor]] = {}
