@@ -84,10 +84,9 @@ class Schedule:
         if gamma <= 0:
             return torch.ones(t.shape, device=t.device)
         snr = self.snr(t)
-        clipped = torch.clamp(snr, max=gamma)
         if self.cfg.prediction == "v":
-            return clipped / (snr + 1)
-        return clipped / snr.clamp(min=1e-8)
+            return torch.clamp(snr, max=gamma) / (snr + 1)
+        return torch.clamp(gamma / snr, max=1.0)  # = min(snr, gamma) / snr, defined at snr -> 0
 
     def split(
         self, pred: torch.Tensor, x_t: torch.Tensor, ab: torch.Tensor

@@ -16,7 +16,7 @@ import numpy as np
 
 def _distance_to_ink(ink: np.ndarray) -> np.ndarray:
     # distanceTransform measures the distance to the nearest zero pixel: make ink the zeros.
-    return cv2.distanceTransform(np.where(ink, 0, 255).astype(np.uint8), cv2.DIST_L2, 3)
+    return cv2.distanceTransform(np.where(ink, 0, 255).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
 
 
 def default_tolerance(h: int, w: int) -> float:
