@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import torch
 
 from .checkpoint import latest_checkpoint, open_checkpoint, save_checkpoint
-from .config import WnetConfig, WnetConfigError, config_from_dict, differences
+from .config import WnetConfig, WnetConfigError, check_same, config_from_dict, differences
 from .data import heldout_batch, open_stream
 from .trainer import LossIsNaN, Trainer
 from .vocab import TagVocab
@@ -185,6 +185,10 @@ def train_loop(req: TrainRequest, rank: int = 0, world: int = 1, wrap=None) -> T
     latest = latest_checkpoint(req.run)
     if latest is not None:
         ckpt = open_checkpoint(latest)
+        try:
+            check_same(ckpt.state["config"], cfg)
+        except WnetConfigError as exc:
+            raise RunError(f"{latest}: {exc}") from None
         trainer.load(ckpt.weights("model"), ckpt.weights("ema"), ckpt.optimizer(), ckpt.step)
         states = ckpt.state.get("loader_states") or []
         loader_state = states[rank] if rank < len(states) else None
@@ -302,11 +306,9 @@ def _progress(start: int, total: int, enabled: bool):
 def train(req: TrainRequest) -> TrainResult:
     """Prepare RUN, then run the loop here or on Ray Train workers."""
     req.run, req.build = os.path.abspath(req.run), os.path.abspath(req.build)
-    cfg, _ = prepare_run(req)
-    from .painter import build_model  # noqa: F401  (import cost paid once here)
-
-    multiple = 2 ** (len(cfg.model.channels) - 1) * (_space_stride(cfg))
-    check_build(req.build, cfg, multiple)
+    cfg = req.config
+    check_build(req.build, cfg, 2 ** (len(cfg.model.channels) - 1) * _space_stride(cfg))
+    prepare_run(req)
     if req.workers and req.workers > 0:
         from .distributed import train_on_ray
 
