@@ -97,6 +97,15 @@ def test_overfits_eight_pairs_and_follows_the_sketch(build):
     diff = np.abs(repainted.astype(int) - painted.astype(int)).mean()
     print(f"mean |difference| after swapping warm/cool: {diff:.2f} grey levels")
     assert diff > 1.0
+    # ... and in the direction the tags mean: "cool" makes it bluer, "warm" redder.
+    warmth = lambda images: (
+        images[..., 0].astype(float).mean((1, 2)) - images[..., 2].astype(float).mean((1, 2))
+    )  # noqa: E731
+    shift = warmth(repainted) - warmth(painted)
+    to_cool = np.array(["warm" in t["general"] for t in tags])
+    print(f"red-blue shift: to cool {shift[to_cool].round(1)}, to warm {shift[~to_cool].round(1)}")
+    assert shift[to_cool].mean() < 0 if to_cool.any() else True
+    assert shift[~to_cool].mean() > 0 if (~to_cool).any() else True
     assert np.array_equal(
         painter.paint(pairs.lines, tags, seed=0), painted
     )  # the change is the tags', not noise

@@ -13,7 +13,8 @@ import dataclasses
 import os
 from typing import Any
 
-from .run import RunError, TrainRequest, TrainResult, train_loop
+from .checkpoint import latest_checkpoint, open_checkpoint
+from .run import RunError, TrainRequest, TrainResult, read_metrics, train_loop
 
 
 def _worker(config: dict[str, Any]) -> None:
@@ -32,8 +33,8 @@ def _worker(config: dict[str, Any]) -> None:
         return DistributedDataParallel(model, device_ids=ids)
 
     result = train_loop(req, rank=ctx.get_world_rank(), world=ctx.get_world_size(), wrap=wrap)
-    if ctx.get_world_rank() == 0:
-        ray.train.report({"step": result.step, "loss": result.last_loss, "checkpoint": result.checkpoint})
+    # Every rank must report (Ray Train synchronises on it); the driver reads rank 0's.
+    ray.train.report({"step": result.step, "loss": result.last_loss, "checkpoint": result.checkpoint})
 
 
 def train_on_ray(req: TrainRequest) -> TrainResult:
@@ -53,14 +54,17 @@ def train_on_ray(req: TrainRequest) -> TrainResult:
             run_config=RunConfig(name="ray-train", storage_path=os.path.join(req.run, "ray")),
         )
         try:
-            result = trainer.fit()
+            trainer.fit()
         except Exception as exc:  # Ray wraps the worker's error; surface its one-line cause
             cause = _root_cause(exc)
             if isinstance(cause, RunError | ValueError):
                 raise RunError(str(cause)) from None
             raise
-    metrics = result.metrics or {}
-    return TrainResult(req.run, int(metrics.get("step", 0)), metrics.get("checkpoint"), metrics.get("loss"))
+    # Rank 0 wrote RUN; read the outcome from there (Ray Train keeps reported metrics only with checkpoints).
+    latest = latest_checkpoint(req.run)
+    rows = read_metrics(req.run)
+    step = open_checkpoint(latest).step if latest else 0
+    return TrainResult(req.run, step, latest, rows[-1]["loss"] if rows else None)
 
 
 def _root_cause(exc: BaseException) -> BaseException:
