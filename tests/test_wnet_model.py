@@ -132,9 +132,11 @@ def test_samplers_are_deterministic_finite_and_use_guidance(sampler, zsnr):
     def den(x, t, tags, scale):
         return model(x, t, tags, sketch.repeat(x.shape[0] // 2, 1, 1, 1), scale)
 
-    run = lambda c: sample(
-        den, sch, (2, 3, 16, 16), ids, null_tags(2, ids.shape[1]), c, torch.Generator().manual_seed(1)
-    )  # noqa: E731
+    def run(c):
+        return sample(
+            den, sch, (2, 3, 16, 16), ids, null_tags(2, ids.shape[1]), c, torch.Generator().manual_seed(1)
+        )
+
     a, b = run(cfg.sample), run(cfg.sample)
     assert a.shape == (2, 3, 16, 16) and torch.isfinite(a).all() and torch.equal(a, b)
     no_guidance = run(cfg.sample.__class__(sampler=sampler, steps=4, guidance_tags=1.0, guidance_sketch=1.0))

@@ -11,12 +11,12 @@ from wnet.checkpoint import open_checkpoint
 from wnet.config import load_config
 from wnet.run import RunError, TrainRequest, read_metrics, train
 
-from .wnet_build import demo_build, tiny_toml
+from .wnet_build import shared_demo_build, tiny_toml
 
 
 @pytest.fixture(scope="module")
 def build(corpus, ray_cluster, tmp_path_factory) -> str:
-    return demo_build(corpus, str(tmp_path_factory.mktemp("wnet-ray-demo")))
+    return shared_demo_build(corpus, tmp_path_factory)
 
 
 def test_two_cpu_workers_train_and_rank_zero_saves(build, tmp_path):

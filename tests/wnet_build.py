@@ -22,6 +22,9 @@ IMAGES = 12
 def demo_build(corpus: str, root: str, n: int = IMAGES) -> str:
     """Build ``n`` corpus images into ``root/out`` (needs the ray_cluster fixture); returns out."""
     src = os.path.join(root, "src")
+    out = os.path.join(root, "out")
+    if os.path.isfile(os.path.join(out, "build.json")):
+        return out
     os.makedirs(src, exist_ok=True)
     names = sorted(x for x in os.listdir(corpus) if x.lower().endswith((".jpg", ".png")))[:n]
     for name in names:
@@ -39,7 +42,6 @@ def demo_build(corpus: str, root: str, n: int = IMAGES) -> str:
         shards=ShardConfig(samples_per_shard=4),
         extractors=(ExtractorSpec("canny"),),
     )
-    out = os.path.join(root, "out")
     run_build(BuildRequest([parse_source(f"demo={src}")], out, cfg, show_progress=False))
     return out
 
@@ -59,3 +61,10 @@ def tiny_toml(path: str, **train) -> str:
     with open(path, "w") as fh:
         fh.write("\n".join(lines) + "\n")
     return path
+
+
+def shared_demo_build(corpus: str, tmp_path_factory) -> str:
+    """The demo build, made once per test session (a re-run returns at once); do not modify it."""
+    root = str(tmp_path_factory.getbasetemp() / "wnet-demo")
+    os.makedirs(root, exist_ok=True)
+    return demo_build(corpus, root)

@@ -12,6 +12,7 @@ from ..errors import UsageError
 # One module per section; each has ``run(args) -> dict`` (JSON-serialisable).
 SECTIONS = {
     "build": "pipelines.benches.build",
+    "wnet": "pipelines.benches.wnet",
 }
 
 
