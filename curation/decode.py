@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -103,3 +104,36 @@ def decode_image(data: bytes, max_pixels: int) -> Decoded:
 def read_bytes(path: str) -> bytes:
     with open(path, "rb") as fh:
         return fh.read()
+
+
+TAR_SCHEME = "tar://"
+
+
+def parse_tar_location(location: str) -> tuple[str, int, int, str]:
+    """``tar://<quoted path>#<offset>:<size>:<quoted member>`` -> (path, offset, size, member)."""
+    body = location[len(TAR_SCHEME) :]
+    path, sep, frag = body.partition("#")  # '#' inside the path or member name is percent-quoted
+    offset, _, rest = frag.partition(":")
+    size, _, member = rest.partition(":")
+    if not sep or not offset.isdigit() or not size.isdigit():
+        raise ValueError(f"malformed tar location {location[:200]!r}")
+    return unquote(path), int(offset), int(size), unquote(member)
+
+
+def read_location(location: str) -> bytes:
+    """The bytes of an input: a file path, or a member inside an uncompressed tar (read in place).
+
+    Raises OSError when the bytes cannot be read in full (the scan turns it into a reject).
+    """
+    if not location.startswith(TAR_SCHEME):
+        return read_bytes(location)
+    try:
+        path, offset, size, member = parse_tar_location(location)
+    except ValueError as exc:
+        raise OSError(str(exc)) from None
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        data = fh.read(size)
+    if len(data) != size:
+        raise OSError(f"tar member {member!r} of {path} is truncated ({len(data)} of {size} bytes)")
+    return data

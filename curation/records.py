@@ -12,10 +12,27 @@ TAG_CATEGORIES = ("general", "artist", "character", "copyright", "meta")
 # stage -> reasons. Every reject row carries one of these; docs/rejects.md explains each.
 REJECT_REASONS: dict[str, tuple[str, ...]] = {
     "metadata": (
-        "bad_metadata",  # the record could not be parsed or lacks a usable id
+        # what the source reader found
+        "bad_metadata",  # the record could not be parsed, lacks a usable id, or has a negative size
         "duplicate_id",  # the same (source, id) was seen earlier in the dump
-        "missing_file",  # metadata names a post whose image is not on disk
+        "missing_file",  # no image for the post on disk / in the tars, or it could not be read
+        "no_metadata",  # a tar member that no metadata row describes
+        "unsafe_member",  # a tar member that is a link, a device, absolute, or reaches outside with '..'
+        "bad_archive",  # a tar that cannot be read to the end (members before the fault are kept)
         "unsupported_format",  # video, ugoira, flash: not a still image
+        # the declarative [filters], applied before any pixel is read
+        "unknown_rating",  # a rating letter outside g/s/q/e
+        "rating",  # the rating (read with the era of the dump) is not in filters.ratings
+        "low_score",  # under filters.min_score or the source's min_score_percentile
+        "low_fav_count",  # under filters.min_fav_count or the source's min_fav_percentile
+        "banned_tag",  # carries one of filters.banned_tags
+        "missing_tag",  # lacks one of filters.required_tags
+        "too_few_tags",  # fewer tags than filters.min_tags
+        "extension",  # file extension not in filters.extensions
+        "status",  # deleted / banned / pending / flagged, as filters.exclude_* say
+        "too_small",  # metadata size: shorter side under scan.min_side
+        "too_few_pixels",  # metadata size: under filters.min_pixels
+        "aspect_out_of_range",  # metadata size: long/short side over scan.max_aspect
     ),
     "decode": (
         "empty_file",
@@ -23,9 +40,33 @@ REJECT_REASONS: dict[str, tuple[str, ...]] = {
         "too_many_pixels",  # over the pixel-count bomb guard, checked before decoding
         "animated",  # more than one frame
         "too_small",  # shorter side under scan.min_side
+        "too_few_pixels",  # under filters.min_pixels
         "aspect_out_of_range",  # long/short side over scan.max_aspect
     ),
-    "pair": ("materialize_error",),  # the image changed or vanished between scan and materialize
+    # pixel metrics over [metrics] thresholds (curation/metrics.py)
+    "metric": (
+        "greyscale",  # chroma_p95 under min_chroma_p95
+        "monochrome",  # hue_spread under min_hue_spread: one tint only
+        "blank",  # intensity_std under min_intensity_std
+        "low_entropy",  # entropy under min_entropy
+        "low_colorfulness",  # colorfulness under min_colorfulness
+        "blurry",  # sharpness under min_sharpness
+        "low_jpeg_quality",  # estimated JPEG quality under min_jpeg_quality
+        "letterboxed",  # border_fraction over max_border_fraction
+        "text_heavy",  # text_density over max_text_density
+    ),
+    "dedup": (
+        "exact_duplicate",  # byte-identical to the kept sample named in duplicate_of
+        "near_duplicate",  # perceptual hash within dedup.radius of a group whose best member is kept
+    ),
+    "pair": (
+        "materialize_error",  # the image changed or vanished between scan and materialize
+        # no line drawing passed pair quality (lineart/quality.py); detail names each extractor's problem
+        "lines_empty",  # every drawing had next to no ink
+        "lines_drowned",  # every drawing was mostly ink
+        "lines_speckled",  # every drawing was mostly isolated specks
+        "lines_unusable",  # every drawing failed, for different reasons
+    ),
 }
 
 
@@ -33,7 +74,7 @@ REJECT_REASONS: dict[str, tuple[str, ...]] = {
 class Record:
     """A post or file from any source, before its pixels are read.
 
-    ``location`` is a local path; ``source_id`` is the post id as text, or for a folder source
+    ``location`` is a local path or a tar member (``curation.decode.read_location``); ``source_id`` is the post id as text, or for a folder source
     the file's path relative to the folder.
     """
 
@@ -50,6 +91,10 @@ class Record:
     score: float | None = None
     fav_count: int | None = None
     is_deleted: bool | None = None
+    is_banned: bool | None = None
+    is_pending: bool | None = None
+    is_flagged: bool | None = None
+    rating_era: str | None = None  # "old" (s = safe, before ~2022) or "new" (g/s = general/sensitive)
     reject_reason: str | None = None  # set by a source reader for metadata-level rejects
     reject_detail: str | None = None
 

@@ -1,6 +1,24 @@
 """Line extraction: ``lineart.available()`` and ``lineart.create(name, weights=None, device="cpu", **opts)``."""
 
 from . import classical as _classical  # noqa: F401  (registers the classical operators)
-from .registry import Extractor, ExtractorInfo, UnknownExtractorError, available, create, info
+from .registry import (
+    Extractor,
+    ExtractorInfo,
+    UnknownExtractorError,
+    available,
+    check_options,
+    create,
+    extract_each,
+    info,
+)
 
-__all__ = ["Extractor", "ExtractorInfo", "UnknownExtractorError", "available", "create", "info"]
+__all__ = [
+    "Extractor",
+    "ExtractorInfo",
+    "UnknownExtractorError",
+    "available",
+    "check_options",
+    "create",
+    "extract_each",
+    "info",
+]

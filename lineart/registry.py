@@ -2,11 +2,15 @@
 
 An extractor is a callable over a batch: ``N x H x W x 3 uint8 RGB -> N x H x W uint8``,
 255 = paper, 0 = ink. Factories take ``weights`` and ``device`` plus their own options.
+
+A batch holds images of one size (it is one array). Images of mixed sizes are an error that
+says so; ``extract_each`` groups a list of images by size and returns one drawing per image.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,6 +31,7 @@ class ExtractorInfo:
     kind: str  # "classical" or "learned"
     summary: str
     defaults: dict[str, Any] = field(default_factory=dict)
+    check: Callable[[dict[str, Any]], None] | None = None  # raises ValueError on bad option values
 
 
 _REGISTRY: dict[str, ExtractorInfo] = {}
@@ -36,21 +41,22 @@ class UnknownExtractorError(ValueError):
     pass
 
 
-def register(name: str, *, kind: str, summary: str, defaults: dict[str, Any] | None = None):
-    """Decorator: register ``factory`` under ``name``."""
+def register(name: str, *, kind: str, summary: str, defaults: dict[str, Any] | None = None,
+             check: Callable[[dict[str, Any]], None] | None = None):  # fmt: skip
+    """Decorator: register ``factory`` under ``name``; ``check(options)`` validates option values."""
 
     def wrap(factory: Callable[..., Extractor]) -> Callable[..., Extractor]:
         if name in _REGISTRY:
             raise ValueError(f"extractor {name!r} registered twice")
-        _REGISTRY[name] = ExtractorInfo(name, factory, kind, summary, dict(defaults or {}))
+        _REGISTRY[name] = ExtractorInfo(name, factory, kind, summary, dict(defaults or {}), check)
         return factory
 
     return wrap
 
 
-def available() -> list[str]:
-    """Names of every registered extractor, sorted."""
-    return sorted(_REGISTRY)
+def available(kind: str | None = None) -> list[str]:
+    """Names of every registered extractor (or of one ``kind``: "classical", "learned"), sorted."""
+    return sorted(n for n, e in _REGISTRY.items() if kind is None or e.kind == kind)
 
 
 def info(name: str) -> ExtractorInfo:
@@ -62,20 +68,71 @@ def info(name: str) -> ExtractorInfo:
         ) from None
 
 
-def create(name: str, weights: str | None = None, device: str = "cpu", **options: Any) -> Extractor:
-    """Build extractor ``name``; unknown options are an error, not silently ignored."""
+def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` merged over the defaults, after checking names, types and values.
+
+    Unknown names raise TypeError; a value of the wrong type or out of range raises ValueError.
+    An int is accepted where the default is a float. Checks without building anything (no weights).
+    """
     entry = info(name)
     unknown = set(options) - set(entry.defaults)
     if unknown:
         raise TypeError(
             f"extractor {name!r} has no option(s) {sorted(unknown)}; known: {sorted(entry.defaults)}"
         )
-    return entry.factory(weights=weights, device=device, **{**entry.defaults, **options})
+    merged = dict(entry.defaults)
+    for key, value in options.items():
+        default = entry.defaults[key]
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if default is not None and type(value) is not type(default):
+            raise ValueError(
+                f"extractor {name!r}: option {key} must be {type(default).__name__}, got {value!r}"
+            )
+        merged[key] = value
+    if entry.check is not None:
+        try:
+            entry.check(merged)
+        except ValueError as exc:
+            raise ValueError(f"extractor {name!r}: {exc}") from None
+    return merged
 
 
-def check_batch(batch: np.ndarray) -> np.ndarray:
+def create(name: str, weights: str | None = None, device: str = "cpu", **options: Any) -> Extractor:
+    """Build extractor ``name``; unknown or ill-typed options are an error, not silently ignored."""
+    merged = check_options(name, options)
+    return info(name).factory(weights=weights, device=device, **merged)
+
+
+def check_batch(batch: Any) -> np.ndarray:
     """Validate the batch contract once, in one place."""
+    if isinstance(batch, list | tuple) and len({getattr(b, "shape", None) for b in batch}) > 1:
+        sizes = sorted({tuple(getattr(b, "shape", ())) for b in batch})
+        raise ValueError(
+            f"a batch holds images of one size, got {len(sizes)} sizes {sizes[:4]}; "
+            "stack same-size images, or use lineart.extract_each(extractor, images), which groups by size"
+        )
     batch = np.asarray(batch)
+    if batch.ndim == 3 and batch.shape[-1] == 3:
+        raise ValueError(f"expected a batch N x H x W x 3, got one image {batch.shape}: pass image[None]")
     if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
         raise ValueError(f"expected an N x H x W x 3 uint8 RGB batch, got {batch.shape} {batch.dtype}")
     return batch
+
+
+def extract_each(
+    extractor: Extractor, images: Sequence[np.ndarray], batch_size: int = 16
+) -> list[np.ndarray]:
+    """One drawing per ``H x W x 3`` image of any size: groups same-size images into batches of at
+    most ``batch_size`` and returns the drawings in input order."""
+    by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, img in enumerate(images):
+        by_size[tuple(np.shape(img))].append(i)
+    out: list[np.ndarray | None] = [None] * len(images)
+    for idx in by_size.values():
+        for start in range(0, len(idx), batch_size):
+            part = idx[start : start + batch_size]
+            drawings = extractor(np.stack([images[i] for i in part]))
+            for i, d in zip(part, drawings, strict=True):
+                out[i] = d
+    return out  # type: ignore[return-value]

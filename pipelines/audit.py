@@ -8,6 +8,7 @@ checks the very code the trainer uses.
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from typing import Any
 
@@ -18,7 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from curation.weighting import effective_sample_size
-from sharding.loader import BatchStream, open_filesystem, shard_problems
+from sharding.loader import BatchStream, LoaderError, open_filesystem, shard_problems
 
 DIMENSIONS = ("source", "tier", "bucket")
 
@@ -40,6 +41,11 @@ def _shares_of(mass: np.ndarray, codes: np.ndarray, names: list[str]) -> dict[st
         name: float(by_code[i] / total) if total else 0.0
         for i, name in sorted(enumerate(names), key=lambda x: x[1])
     }
+
+
+def _counts_of(codes: np.ndarray, names: list[str]) -> dict[str, int]:
+    by_code = np.bincount(codes, minlength=len(names))
+    return {name: int(by_code[i]) for i, name in sorted(enumerate(names), key=lambda x: x[1])}
 
 
 def realised_draws(stream: BatchStream, draws: int) -> dict[str, Any]:
@@ -97,9 +103,9 @@ def audit(
 ) -> dict[str, Any]:
     """The audit report as a JSON-serialisable dict (``realised`` comes from the loader)."""
     fs, root = open_filesystem(out)
-    stream = BatchStream(
-        out, batch_size, seed=seed, keys_only=True, skip_bad_shards=True
-    )  # says which it skips
+    with warnings.catch_warnings():  # bad shards are reported below, as part of the audit
+        warnings.simplefilter("ignore")
+        stream = BatchStream(out, batch_size, seed=seed, keys_only=True, skip_bad_shards=True)
     shards = json.loads(fs.open_input_stream(f"{root}/shards.json").read())["shards"]
     problems = shard_problems(fs, root, shards)
     pop = stream.pop
@@ -109,11 +115,7 @@ def audit(
     intended = {d: _shares_of(w, *labels[d]) for d in DIMENSIONS}
     realised = {d: _shares_of(drawn["counts"].astype(np.float64), *labels[d]) for d in DIMENSIONS}
     error = {d: max(abs(realised[d][k] - intended[d][k]) for k in intended[d]) for d in DIMENSIONS}
-    keys = pop.keys.to_pylist()
-    counts = {
-        d: dict(sorted(Counter(np.asarray(labels[d][1], dtype=object)[labels[d][0]].tolist()).items()))
-        for d in DIMENSIONS
-    }
+    counts = {d: _counts_of(*labels[d]) for d in DIMENSIONS}
     hist_counts, hist_edges = (
         np.histogram(np.log10(w[w > 0]), bins=30) if np.any(w > 0) else (np.zeros(0), np.zeros(1))
     )
@@ -144,8 +146,25 @@ def audit(
         "tags": _tag_table(fs, root, pop, top_tags),
         "rejects_by_reason": _rejects(fs, root),
         "intended_by_build": (build or {}).get("weights", {}).get("intended_share"),
-        "_first_keys": [keys[r] for r in dict.fromkeys(drawn["first_rows"])],  # distinct, in draw order
+        # distinct, in draw order: the contact sheet's samples
+        "_first_keys": pop.keys.take(
+            pa.array(list(dict.fromkeys(drawn["first_rows"])), pa.int64())
+        ).to_pylist(),
     }
+
+
+def pair_samples(out: str, keys: list[str]) -> list[dict[str, Any]]:
+    """Whole samples (illustration and every line drawing) for the contact sheet; unreadable ones are left out."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stream = BatchStream(out, 1, keys_only=True, skip_bad_shards=True)
+    found = []
+    for key in keys:
+        try:
+            found += stream.samples([key])
+        except (LoaderError, ValueError):  # a corrupt member: the audit names bad shards elsewhere
+            continue
+    return found
 
 
 def _exists(fs, path: str) -> bool:
@@ -201,9 +220,4 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_json_report(report: dict[str, Any], path: str) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(public(report), fh, indent=2, sort_keys=True, ensure_ascii=False)
-
-
-__all__ = ["audit", "public", "realised_draws", "summary_lines", "write_json_report"]
+__all__ = ["audit", "pair_samples", "public", "realised_draws", "summary_lines"]

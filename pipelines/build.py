@@ -5,12 +5,13 @@ Each phase is resumable; see pipelines/state.py for what is kept where.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import platform
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +22,14 @@ import pyarrow.parquet as pq
 
 import lineart
 from curation.records import TAG_CATEGORIES
+from curation.scan import ScanSettings, make_settings
 from curation.sources import SourceSpec, check_unique_names, iter_records
 from curation.weighting import WeightError, check_sources, compute_weights, weight_summary
 from sharding.plan import make_plan
 from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA
 
 from .config import BuildConfig, ConfigError, diff_dicts
+from .dedup import deduplicate
 from .progress import Progress
 from .state import Layout, read_json, write_json, write_parquet
 
@@ -50,9 +53,7 @@ class BuildRequest:
         return {
             "contract": CONTRACT_VERSION,
             "config": self.config.to_dict(),
-            "sources": [
-                {"name": s.name, "kind": s.kind, "path": s.path, "images": s.images} for s in self.sources
-            ],
+            "sources": [dataclasses.asdict(s) for s in self.sources],
         }
 
 
@@ -111,9 +112,47 @@ def _log(req: BuildRequest, msg: str) -> None:
 # ---------------------------------------------------------------- phases
 
 
+def merge_source_shares(req: BuildRequest) -> None:
+    """``share`` on a source and ``[weights.shares]`` are two spellings of one fact: merge, refuse conflicts."""
+    given = {s.name: s.share for s in req.sources if s.share is not None}
+    if not given:
+        return
+    shares = dict(req.config.weights.shares)
+    clash = sorted(n for n, v in given.items() if n in shares and shares[n] != v)
+    if clash:
+        raise ConfigError(
+            f"source {clash[0]!r} has share {given[clash[0]]:g} on the source but "
+            f"{shares[clash[0]]:g} in [weights.shares]; give it once"
+        )
+    weights = dataclasses.replace(req.config.weights, shares={**shares, **given})
+    try:
+        weights.check()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    req.config = dataclasses.replace(req.config, weights=weights)
+
+
+# Config sections read by the enumeration and the scan; every other section is used from the plan on.
+SCAN_SECTIONS = ("scan", "filters", "metrics", "quality")
+
+
+def _scan_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "contract": identity["contract"],
+        "config": {k: identity["config"].get(k) for k in SCAN_SECTIONS},
+        "sources": [{k: v for k, v in s.items() if k != "share"} for s in identity["sources"]],
+    }
+
+
+def _plan_level_change(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """True when only settings used from the plan phase on differ."""
+    return _scan_identity(old) == _scan_identity(new)
+
+
 def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
     """Refuse a changed request; return the summary when OUT is already complete."""
     check_unique_names(req.sources)
+    merge_source_shares(req)
     try:
         check_sources(req.config.weights, [s.name for s in req.sources])
     except WeightError as exc:
@@ -121,7 +160,16 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
     identity = req.identity()
     if os.path.exists(layout.request):
         old = read_json(layout.request)
-        if old != identity:
+        if old != identity and _plan_level_change(old, identity) and not os.path.exists(layout.plan):
+            # Nothing downstream of the scan exists yet (e.g. the plan refused the weights):
+            # a change to the plan's settings costs nothing, so take it instead of refusing.
+            changes = diff_dicts(old, identity)
+            _log(
+                req,
+                f"linepairs: {req.out} is not planned yet; taking the changed settings: {'; '.join(changes[:4])}",
+            )
+            write_json(layout.request, identity)
+        elif old != identity:
             changes = diff_dicts(old, identity)
             raise BuildRefused(
                 f"{req.out} was built with a different request; changed: {'; '.join(changes[:8])}"
@@ -193,13 +241,26 @@ def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
         quiet_ray_data()
         ds = ray.data.from_items([{"chunk": c} for c in pending], override_num_blocks=len(pending))
         ds = ds.map(
-            scan_chunk,
-            fn_kwargs={"out": req.out, "scan_cfg": req.config.to_dict()["scan"]},
-            num_cpus=1,
+            scan_chunk, fn_kwargs={"out": req.out, "settings": scan_settings(req, layout, chunks)}, num_cpus=1
         )
         for row in ds.iter_rows():
             progress.update(row["rows"], kept=row["kept"])
     progress.close()
+
+
+def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSettings:
+    """Per-source score cuts and quantiles come from all enumerated records: the same for every task."""
+    cols = ["source", "score", "fav_count"]
+    parts = [pq.read_table(layout.records_part(c), columns=cols) for c in range(chunks)]
+    records = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.float64()) for c in cols})
+    cfg = req.config
+    return make_settings(
+        max_pixels=cfg.scan.max_pixels, min_side=cfg.scan.min_side, max_aspect=cfg.scan.max_aspect,
+        filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
+        sources=records["source"].to_pylist(),
+        scores=records["score"].to_numpy(zero_copy_only=False).astype(np.float64),
+        favs=records["fav_count"].to_numpy(zero_copy_only=False).astype(np.float64),
+    )  # fmt: skip
 
 
 def read_scan(layout: Layout, chunks: int, columns: list[str] | None = None) -> pa.Table:
@@ -213,6 +274,11 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
     table = read_scan(layout, chunks)
     kept = table.filter(pc.equal(table["status"], "kept"))
     cfg = req.config
+    kept, dup_rejects, stats = deduplicate(kept, cfg.dedup)
+    _log(
+        req, f"dedup: {stats['dropped']} duplicates dropped ({stats['pairs']} pairs, route {stats['route']})"
+    )
+    write_parquet(_dedup_rejects(layout), pa.Table.from_pylist(dup_rejects, schema=REJECT_SCHEMA))
     # The curation quality score when the scan has one, else the Danbooru score (NaN: unscored).
     quality_column = "quality_score" if "quality_score" in kept.column_names else "score"
     try:
@@ -224,7 +290,9 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
             tags=_tags_of(kept, cfg.weights.tag_categories) if cfg.weights.tag_balance else None,
         )
     except WeightError as exc:
-        raise ConfigError(f"{exc}. Fix [weights] and build into a new --out.") from None
+        raise ConfigError(
+            f"{exc}. Fix [weights] and run the same command again: nothing is planned yet, so the scan is reused."
+        ) from None
     table = make_plan(
         kept,
         rule=cfg.buckets,
@@ -242,6 +310,10 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
 def _tags_of(table: pa.Table, categories) -> list[list[str]]:
     columns = [table[f"tags_{c}"].to_pylist() for c in categories]
     return [[t for tags in row for t in (tags or [])] for row in zip(*columns)]
+
+
+def _dedup_rejects(layout: Layout) -> str:
+    return layout.path("_state", "dedup_rejects.parquet")
 
 
 def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
@@ -265,10 +337,24 @@ def shard_spans(plan_table: pa.Table) -> dict[str, tuple[int, int]]:
     return {str(shards[a]): (int(a), int(b - a)) for a, b in zip(starts, ends)}
 
 
+def _actor_pool_shape(mat, resources: dict[str, float], shards: int) -> tuple[int, dict[str, Any], str]:
+    """(actors, Ray resource options per actor, device): GPU shares when the cluster has GPUs."""
+    cpus = max(1, int(resources.get("CPU", 1)))
+    gpus = resources.get("GPU", 0)
+    if gpus > 0:
+        n = mat.actors or max(1, int(gpus / mat.gpu_share))
+        opts, device = {"num_cpus": 1, "num_gpus": mat.gpu_share}, "cuda"
+    else:
+        n = mat.actors or cpus
+        opts, device = {"num_cpus": 1}, "cpu"
+    return max(1, min(n, cpus, shards)), opts, device
+
+
 def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict[str, dict[str, Any]]:
+    """Write every missing shard on a pool of ShardMaterializer actors (extractors loaded once per actor)."""
     import ray
 
-    from .tasks import materialize_task
+    from .tasks import ShardMaterializer
 
     # The plan is sorted by shard: keep (start, length) per shard and turn only the shards in
     # flight into Python rows, so the driver's memory does not grow with the dataset.
@@ -283,23 +369,31 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
             states[shard] = state
     progress = Progress("materialize", total=plan_table.num_rows, unit="samples", enabled=req.show_progress)
     progress.update(sum(spans[s][1] for s in states))
-    specs = req.config.to_dict()["extractors"]
-    shard_cfg = req.config.to_dict()["shards"]
-    remote = ray.remote(materialize_task).options(num_cpus=1, max_retries=2)
-    window = max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)  # bounded in-flight tasks
-    in_flight: dict[Any, str] = {}
-    queue = list(todo)
-    while queue or in_flight:
-        while queue and len(in_flight) < window:
-            shard = queue.pop(0)
-            rows = plan_table.slice(*spans[shard]).to_pylist()
-            ref = remote.remote(req.out, rows, specs, shard_cfg, req.config.scan.max_pixels)
-            in_flight[ref] = shard
-        done, _ = ray.wait(list(in_flight), num_returns=1)
-        for ref in done:
-            shard = in_flight.pop(ref)
-            states[shard] = ray.get(ref)
-            progress.update(spans[shard][1])
+    if todo:
+        n, opts, device = _actor_pool_shape(req.config.materialize, ray.cluster_resources(), len(todo))
+        cls = ray.remote(ShardMaterializer).options(max_restarts=2, max_task_retries=2, **opts)
+        actors = [cls.remote(req.out, req.config.to_dict(), device) for _ in range(n)]
+        per_actor = 2  # one running, one queued: bounded in-flight work, no idle gap between shards
+        load = [0] * n
+        in_flight: dict[Any, tuple[str, int]] = {}
+        queue = deque(todo)
+        try:
+            while queue or in_flight:
+                while queue and min(load) < per_actor:
+                    a = load.index(min(load))
+                    shard = queue.popleft()
+                    rows = plan_table.slice(*spans[shard]).to_pylist()
+                    in_flight[actors[a].materialize.remote(rows)] = (shard, a)
+                    load[a] += 1
+                done, _ = ray.wait(list(in_flight), num_returns=1)
+                for ref in done:
+                    shard, a = in_flight.pop(ref)
+                    load[a] -= 1
+                    states[shard] = ray.get(ref)
+                    progress.update(spans[shard][1])
+        finally:
+            for actor in actors:  # give their CPUs/GPUs back now, not at ray.shutdown
+                ray.kill(actor)
     progress.close()
     return states
 
@@ -310,22 +404,24 @@ def finalize(
 ) -> BuildSummary:  # fmt: skip
     written = {key for s in states.values() for key in s["written"]}
     extractors = [e.name for e in req.config.extractors]
+    dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
     manifest = plan_table.filter(pa.array([k in written for k in plan_table["key"].to_pylist()], pa.bool_()))
     per_category = [manifest[f"tags_{c}"].to_pylist() for c in TAG_CATEGORIES]
     all_tags = [[t for tags in row for t in (tags or [])] for row in zip(*per_category)]
     manifest = manifest.append_column("tags", pa.array(all_tags, pa.list_(pa.string())))
-    manifest = manifest.append_column(
-        "extractors", pa.array([extractors] * manifest.num_rows, pa.list_(pa.string()))
-    )
+    stored = [[e for e in extractors if e not in dropped.get(key, {})] for key in manifest["key"].to_pylist()]
+    manifest = manifest.append_column("extractors", pa.array(stored, pa.list_(pa.string())))
     manifest = manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
     write_parquet(layout.manifest, manifest)
 
     scan_rejects = read_scan(layout, chunks, columns=REJECT_COLUMNS + ["status"])
     scan_rejects = scan_rejects.filter(pc.equal(scan_rejects["status"], "rejected")).select(REJECT_COLUMNS)
     late = [r for s in states.values() for r in s["rejects"]]
+    dedup = pq.read_table(_dedup_rejects(layout)) if os.path.exists(_dedup_rejects(layout)) else None
     rejects = pa.concat_tables(
-        [scan_rejects.cast(REJECT_SCHEMA), pa.Table.from_pylist(late, schema=REJECT_SCHEMA)]
-    )
+        [scan_rejects.cast(REJECT_SCHEMA), *([dedup.cast(REJECT_SCHEMA)] if dedup is not None else []),
+         pa.Table.from_pylist(late, schema=REJECT_SCHEMA)]
+    )  # fmt: skip
     rejects = rejects.sort_by("seq")
     write_parquet(layout.rejects, rejects)
 
@@ -346,6 +442,7 @@ def finalize(
             )
         ),
         "tiers": dict(Counter(manifest["tier"].to_pylist())),
+        "drawings_dropped": dict(Counter(name for why in dropped.values() for name in why)),
     }
     if counts["samples"] + counts["rejected"] != inputs:
         raise RuntimeError(

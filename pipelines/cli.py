@@ -12,6 +12,7 @@ from .errors import EXIT_USAGE, UsageError
 COMMANDS = (
     "pipelines.commands.build",
     "pipelines.commands.verify",
+    "pipelines.commands.extract",
     "pipelines.commands.audit",
     "pipelines.commands.train",
     "pipelines.commands.eval",

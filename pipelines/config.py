@@ -5,12 +5,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
 import lineart
+from curation.configtable import from_table
+from curation.dedup import DedupConfig
+from curation.filters import FilterConfig
+from curation.metrics import MetricThresholds
+from curation.quality import QualityConfig
 from curation.weighting import WeightConfig
+from lineart.augment import AugmentPolicy
+from lineart.quality import PairQuality
 from sharding.buckets import BucketRule
 
 
@@ -35,6 +43,12 @@ class ShardConfig:
 
 
 @dataclass(frozen=True)
+class MaterializeConfig:
+    actors: int = 0  # extractor actors; 0: one per CPU, or one per gpu_share of the GPUs when there are GPUs
+    gpu_share: float = 0.25  # share of one GPU each actor asks Ray for when the cluster has GPUs
+
+
+@dataclass(frozen=True)
 class ExtractorSpec:
     name: str
     weights: str | None = None
@@ -52,6 +66,17 @@ class BuildConfig:
     weights: WeightConfig = WeightConfig()
     shards: ShardConfig = ShardConfig()
     extractors: tuple[ExtractorSpec, ...] = DEFAULT_EXTRACTORS
+    materialize: MaterializeConfig = MaterializeConfig()
+    augment: AugmentPolicy = AugmentPolicy()  # off by default; docs/lineart.md
+    pair_quality: PairQuality = PairQuality()
+    # curation (defaults and their reasons: curation/*.py and docs/curation.md)
+    filters: FilterConfig = FilterConfig()
+    metrics: MetricThresholds = MetricThresholds()
+    quality: QualityConfig = QualityConfig()
+    dedup: DedupConfig = DedupConfig()
+    # [[sources]] tables (name, kind, path, images, share, era), paths made absolute; used with the
+    # command line's SOURCE arguments (curation.sources.source_from_table)
+    sources: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -61,25 +86,11 @@ class BuildConfig:
 
 
 def _section(cls, data: Any, where: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"[{where}] must be a table, got {type(data).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown key(s) in [{where}]: {', '.join(unknown)}; known: {', '.join(known)}")
-    values = {}
-    for key, value in data.items():
-        default = getattr(cls(), key)
-        if isinstance(default, bool) or not isinstance(default, int | float | str):
-            values[key] = value
-            continue
-        ok = isinstance(value, type(default)) and not isinstance(value, bool)
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise ConfigError(f"{where}.{key} must be {type(default).__name__}, got {value!r}")
-        values[key] = value
-    return cls(**values)
+    """A config section through its own ``from_dict`` when it has one, else the strict table parser."""
+    try:
+        return cls.from_dict(data) if hasattr(cls, "from_dict") else from_table(cls, data, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _extractors(data: Any) -> tuple[ExtractorSpec, ...]:
@@ -100,12 +111,10 @@ def _extractors(data: Any) -> tuple[ExtractorSpec, ...]:
                 f"extractors[{i}]: unknown extractor {name!r}; available: {', '.join(lineart.available())}"
             )
         options = item.get("options", {})
-        defaults = lineart.info(name).defaults
-        bad = sorted(set(options) - set(defaults))
-        if bad:
-            raise ConfigError(
-                f"extractors[{i}] ({name}): unknown option(s) {', '.join(bad)}; known: {', '.join(defaults)}"
-            )
+        try:
+            lineart.check_options(name, options)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"extractors[{i}] ({name}): {exc}") from None
         specs.append(ExtractorSpec(name, item.get("weights"), dict(options)))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -113,8 +122,24 @@ def _extractors(data: Any) -> tuple[ExtractorSpec, ...]:
     return tuple(specs)
 
 
-def config_from_dict(data: dict[str, Any]) -> BuildConfig:
-    known = {"seed", "scan", "buckets", "weights", "shards", "extractors"}
+def _sources(data: Any, base_dir: str | None) -> tuple[dict[str, Any], ...]:
+    from curation.sources import SourceError, source_from_table
+
+    if not isinstance(data, list):
+        raise ConfigError("[[sources]] must be an array of tables")
+    out = []
+    for i, table in enumerate(data):
+        try:
+            spec = source_from_table(table, base_dir)
+        except SourceError as exc:
+            raise ConfigError(f"sources[{i}]: {exc}") from None
+        out.append({**table, "path": spec.path, **({"images": spec.images} if spec.images else {})})
+    return tuple(out)
+
+
+def config_from_dict(data: dict[str, Any], base_dir: str | None = None) -> BuildConfig:
+    known = {"seed", "scan", "buckets", "weights", "shards", "extractors", "materialize", "augment", "pair_quality",
+             "filters", "metrics", "quality", "dedup", "sources"}  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
@@ -130,6 +155,14 @@ def config_from_dict(data: dict[str, Any]) -> BuildConfig:
         weights=_section(WeightConfig, data.get("weights", {}), "weights"),
         shards=_section(ShardConfig, data.get("shards", {}), "shards"),
         extractors=_extractors(data["extractors"]) if "extractors" in data else DEFAULT_EXTRACTORS,
+        materialize=_section(MaterializeConfig, data.get("materialize", {}), "materialize"),
+        augment=_section(AugmentPolicy, data.get("augment", {}), "augment"),
+        pair_quality=_section(PairQuality, data.get("pair_quality", {}), "pair_quality"),
+        filters=_section(FilterConfig, data.get("filters", {}), "filters"),
+        metrics=_section(MetricThresholds, data.get("metrics", {}), "metrics"),
+        quality=_section(QualityConfig, data.get("quality", {}), "quality"),
+        dedup=_section(DedupConfig, data.get("dedup", {}), "dedup"),
+        sources=_sources(data["sources"], base_dir) if "sources" in data else (),
     )
     _check(cfg)
     return cfg
@@ -151,6 +184,10 @@ def _check(cfg: BuildConfig) -> None:
         cfg.weights.check()
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if cfg.materialize.actors < 0 or not 0 < cfg.materialize.gpu_share <= 1:
+        raise ConfigError(
+            f"bad [materialize] values: {cfg.materialize}; need actors >= 0, 0 < gpu_share <= 1"
+        )
     if cfg.shards.samples_per_shard < 1:
         raise ConfigError("shards.samples_per_shard must be >= 1")
     if cfg.shards.image_format not in ("jpg", "webp"):
@@ -167,7 +204,7 @@ def load_config(path: str | None) -> BuildConfig:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
-    return config_from_dict(data)
+    return config_from_dict(data, os.path.dirname(os.path.abspath(path)))
 
 
 def diff_dicts(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"verify: {out} is sound")
     print(
-        f"\nLook at it:\n  ls {out}/shards/*/\n  tar tvf $(ls {out}/shards/*/*.tar | head -1) | head\n"
+        f"\nLook at it:\n  .venv/bin/linepairs audit {out} --html {out}/report.html   # then open report.html\n"
+        f"  ls {out}/shards/*/\n  tar tvf $(ls {out}/shards/*/*.tar | head -1) | head\n"
         f"  .venv/bin/python -c \"import pyarrow.parquet as pq; print(pq.read_table('{out}/manifest.parquet').to_pandas().head())\""
     )
     return 0

@@ -1,4 +1,4 @@
-"""The units of work that run on Ray workers: one scan chunk, one shard.
+"""The units of work that run on Ray workers: one scan chunk (a task), one shard (on an actor).
 
 Each reads its inputs from OUT, writes its outputs atomically into OUT and returns a small
 summary, so the driver holds no pixels and a killed build loses at most the units in flight.
@@ -14,56 +14,80 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import lineart
-from curation.scan import scan_row
+from curation.quality import LearnedScorer
+from curation.scan import ScanSettings, scan_rows
+from lineart.augment import AugmentPolicy
+from lineart.quality import PairQuality
 from sharding.materialize import materialize_shard
 from sharding.schema import SCAN_SCHEMA
 
 from .state import Layout, write_json, write_parquet
 
-# Extractors are built once per worker process and reused by every shard it materializes.
-_EXTRACTORS: dict[str, dict[str, Any]] = {}
+
+def make_extractors(specs: list[dict[str, Any]], device: str = "cpu") -> dict[str, Any]:
+    return {
+        s["name"]: lineart.create(s["name"], weights=s.get("weights"), device=device, **s.get("options", {}))
+        for s in specs
+    }
 
 
-def extractors_for(specs: list[dict[str, Any]]) -> dict[str, Any]:
-    cache_key = json.dumps(specs, sort_keys=True)
-    if cache_key not in _EXTRACTORS:
-        _EXTRACTORS[cache_key] = {
-            s["name"]: lineart.create(s["name"], weights=s.get("weights"), **s.get("options", {}))
-            for s in specs
-        }
-    return _EXTRACTORS[cache_key]
+_SCORERS: dict[str, Any] = {}
 
 
-def scan_chunk(item: dict[str, Any], out: str, scan_cfg: dict[str, Any]) -> dict[str, Any]:
+def scorer_for(settings: ScanSettings) -> Any:
+    """The learned quality scorer of these settings, loaded once per worker process (None without one)."""
+    cfg = settings.quality
+    if not cfg.scorer:
+        return None
+    cache_key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+    if cache_key not in _SCORERS:
+        _SCORERS[cache_key] = LearnedScorer(cfg)
+    return _SCORERS[cache_key]
+
+
+def scan_chunk(item: dict[str, Any], out: str, settings: ScanSettings) -> dict[str, Any]:
     """Scan every record of one records chunk into ``scan/part-NNNNNN.parquet``."""
     layout = Layout(out)
     chunk = int(item["chunk"])
     records = pq.read_table(layout.records_part(chunk)).to_pylist()
-    rows = [
-        scan_row(
-            r,
-            max_pixels=scan_cfg["max_pixels"],
-            min_side=scan_cfg["min_side"],
-            max_aspect=scan_cfg["max_aspect"],
-        )
-        for r in records
-    ]
+    rows = scan_rows(records, settings, scorer_for(settings))
     write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
     return {"chunk": chunk, "rows": len(rows), "kept": sum(r["status"] == "kept" for r in rows)}
 
 
-def materialize_task(out: str, rows: list[dict[str, Any]], specs: list[dict[str, Any]], shard_cfg: dict[str, Any],
-                     max_pixels: int) -> dict[str, Any]:  # fmt: skip
-    """Write one shard and its state file; returns the state."""
-    fmt = shard_cfg["image_format"]
-    result = materialize_shard(
-        out,
-        rows,
-        extractors_for(specs),
-        image_format=fmt,
-        quality=shard_cfg["jpeg_quality"] if fmt == "jpg" else shard_cfg["webp_quality"],
-        max_pixels=max_pixels,
-    )
-    state = {"stats": dataclasses.asdict(result.stats), "written": result.written, "rejects": result.rejects}
-    write_json(Layout(out).shard_state(result.stats.path), state)
-    return state
+class ShardMaterializer:
+    """A Ray actor (see pipelines/build.py): builds the extractors once (models loaded once, on its
+    device) and writes every shard it is given, each with its state file."""
+
+    def __init__(self, out: str, config: dict[str, Any], device: str):
+        self.out = out
+        self.device = device
+        self.extractors = make_extractors(config["extractors"], device)
+        self.shards = config["shards"]
+        self.max_pixels = config["scan"]["max_pixels"]
+        self.seed = config["seed"]
+        self.augment = AugmentPolicy.from_dict(config["augment"])
+        self.pair_quality = PairQuality.from_dict(config["pair_quality"])
+
+    def materialize(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Write one shard and its state file; returns the state."""
+        fmt = self.shards["image_format"]
+        result = materialize_shard(
+            self.out,
+            rows,
+            self.extractors,
+            image_format=fmt,
+            quality=self.shards["jpeg_quality"] if fmt == "jpg" else self.shards["webp_quality"],
+            max_pixels=self.max_pixels,
+            augment_policy=self.augment,
+            pair_quality=self.pair_quality,
+            seed=self.seed,
+        )
+        state = {
+            "stats": dataclasses.asdict(result.stats),
+            "written": result.written,
+            "rejects": result.rejects,
+            "dropped": result.dropped,
+        }
+        write_json(Layout(self.out).shard_state(result.stats.path), state)
+        return state

@@ -309,15 +309,26 @@ class _Plan:
 
 
 class ShardReader:
-    """Random access to sample members by key, through an index of each tar's headers (thread-safe)."""
+    """Random access to sample members by key, through an index of each tar's headers.
+
+    Thread-safe: each shard has a lock held while its handle seeks or reads (some filesystems,
+    fsspec's memory one among them, hand out one shared file position per path); decoding, the
+    expensive part, happens outside.
+    """
 
     def __init__(self, fs: pafs.FileSystem, root: str, max_open: int = 64) -> None:
         self.fs, self.root, self.max_open = fs, root, max_open
         self._index: dict[str, dict[str, dict[str, tuple[int, int]]]] = {}
         self._files: OrderedDict[str, Any] = OrderedDict()
+        self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
+    def _shard_lock(self, shard: str) -> threading.Lock:
+        with self._lock:
+            return self._locks.setdefault(shard, threading.Lock())
+
     def _file(self, shard: str):
+        """The shard's open handle (call with the shard's lock held)."""
         with self._lock:
             fh = self._files.get(shard)
             if fh is not None:
@@ -330,24 +341,16 @@ class ShardReader:
         with self._lock:
             self._files[shard] = fh
             while len(self._files) > self.max_open:
-                self._files.popitem(last=False)[1].close()
+                # Dropped, not closed: a thread may still be reading it; it closes when released.
+                self._files.popitem(last=False)
         return fh
 
-    def index(self, shard: str) -> dict[str, dict[str, tuple[int, int]]]:
-        """key -> {extension: (offset, size)} for one shard."""
-        with self._lock:
-            found = self._index.get(shard)
-        if found is not None:
-            return found
-        fh = self._file(shard)
+    def _build_index(self, shard: str, fh) -> dict[str, dict[str, tuple[int, int]]]:
         size = fh.size()
         entries: dict[str, dict[str, tuple[int, int]]] = {}
         try:
-            # A private handle: tarfile seeks, and other threads read_at the shared one.
-            with (
-                self.fs.open_input_file(f"{self.root}/{shard}") as own,
-                tarfile.open(fileobj=own, mode="r:") as tar,
-            ):
+            fh.seek(0)
+            with tarfile.open(fileobj=fh, mode="r:") as tar:
                 for info in tar:
                     if not info.isfile():
                         continue
@@ -359,32 +362,40 @@ class ShardReader:
                     entries.setdefault(key, {})[ext] = (info.offset_data, info.size)
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise ShardError(f"shard {shard}: unreadable tar ({exc})") from None
-        with self._lock:
-            self._index[shard] = entries
         return entries
 
-    def read(self, shard: str, key: str, exts: Sequence[str]) -> dict[str, bytes]:
+    def index(self, shard: str) -> dict[str, dict[str, tuple[int, int]]]:
+        """key -> {extension: (offset, size)} for one shard."""
+        with self._shard_lock(shard):
+            return self._index_locked(shard)
+
+    def _index_locked(self, shard: str) -> dict[str, dict[str, tuple[int, int]]]:
+        found = self._index.get(shard)
+        if found is None:
+            found = self._index[shard] = self._build_index(shard, self._file(shard))
+        return found
+
+    def read(self, shard: str, key: str, exts: Sequence[str | tuple[str, ...]]) -> dict[str, bytes]:
         """The members ``exts`` of sample ``key``; an extension may be a tuple of alternatives."""
-        members = self.index(shard).get(key)
-        if members is None:
-            raise ShardError(f"shard {shard}: sample {key} is not in it")
-        fh = self._file(shard)
-        out = {}
-        for ext in exts:
-            name = ext if isinstance(ext, str) else next((e for e in ext if e in members), ext[0])
-            if name not in members:
-                raise ShardError(f"shard {shard}: sample {key} has no {name} member")
-            offset, size = members[name]
-            data = fh.read_at(size, offset)
-            if len(data) != size:
-                raise ShardError(f"shard {shard}: member {key}.{name} is truncated")
-            out[name] = data
+        with self._shard_lock(shard):
+            members = self._index_locked(shard).get(key)
+            if members is None:
+                raise ShardError(f"shard {shard}: sample {key} is not in it")
+            fh = self._file(shard)
+            out = {}
+            for ext in exts:
+                name = ext if isinstance(ext, str) else next((e for e in ext if e in members), ext[0])
+                if name not in members:
+                    raise ShardError(f"shard {shard}: sample {key} has no {name} member")
+                offset, size = members[name]
+                data = fh.read_at(size, offset)
+                if len(data) != size:
+                    raise ShardError(f"shard {shard}: member {key}.{name} is truncated")
+                out[name] = data
         return out
 
     def close(self) -> None:
         with self._lock:
-            for fh in self._files.values():
-                fh.close()
             self._files.clear()
 
 
@@ -606,22 +617,41 @@ class BatchStream:
         return out
 
     def torch_dataset(self):
-        """This stream as a ``torch.utils.data.IterableDataset``; use ``DataLoader(ds, batch_size=None, num_workers=K)``."""
-        from torch.utils.data import IterableDataset
-
-        stream = self
-
-        class _Dataset(IterableDataset):
-            def __iter__(self):
-                return iter(stream)
-
-        return _Dataset()
+        """This stream as a ``torch.utils.data.IterableDataset``: ``DataLoader(ds, batch_size=None, num_workers=K)``."""
+        return _torch_dataset_class()(self)
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers get a copy without threads or open files
         state = self.__dict__.copy()
         state["_reader"] = None
         state["_pool"] = None
         return state
+
+
+def _torch_dataset_class():
+    """``TorchBatches``, made on first use so that importing the loader does not import torch.
+
+    It is a module attribute (see ``__getattr__``), so spawned DataLoader workers can unpickle it.
+    """
+    cls = globals().get("TorchBatches")
+    if cls is None:
+        from torch.utils.data import IterableDataset
+
+        class TorchBatches(IterableDataset):
+            def __init__(self, stream: BatchStream) -> None:
+                self.stream = stream
+
+            def __iter__(self):
+                return iter(self.stream)
+
+        TorchBatches.__module__, TorchBatches.__qualname__ = __name__, "TorchBatches"
+        globals()["TorchBatches"] = cls = TorchBatches
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TorchBatches":
+        return _torch_dataset_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def batches(out: str, batch_size: int, seed: int = 0, keys_only: bool = False, **options: Any) -> BatchStream:

@@ -1,4 +1,5 @@
-"""Materialize one shard: load, crop and resize to the bucket, extract lines, encode, write the tar.
+"""Materialize one shard: load, crop and resize to the bucket, extract lines, augment, check pair
+quality, encode, write the tar.
 
 Pure with respect to its inputs: the same plan rows and extractors give the same bytes.
 """
@@ -15,8 +16,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from curation.decode import DecodeReject, decode_image, read_bytes
+from curation.decode import DecodeReject, decode_image, read_location
+from curation.metrics import METRIC_COLUMNS
 from curation.records import TAG_CATEGORIES
+from lineart.augment import AugmentPolicy, augment, sample_seed
+from lineart.quality import PairQuality, judge
 
 from .writer import ShardStats, write_shard
 
@@ -28,6 +32,8 @@ class ShardResult:
     stats: ShardStats
     written: list[str]  # keys, in shard order
     rejects: list[dict[str, Any]] = field(default_factory=list)
+    # key -> extractor -> why that drawing was dropped (pair quality); the sample itself was written
+    dropped: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def resize_to_bucket(rgb: np.ndarray, box: tuple[int, int, int, int], bucket: tuple[int, int]) -> np.ndarray:
@@ -63,7 +69,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def sample_json(row: Mapping[str, Any], extractors: Mapping[str, str]) -> bytes:
+def sample_json(
+    row: Mapping[str, Any],
+    extractors: Mapping[str, str],
+    augmented: Mapping[str, Any] | None = None,
+    dropped: Mapping[str, str] | None = None,
+) -> bytes:
+    """``extractors``: name -> version of the drawings stored; ``augmented``: name -> augmentation
+    record (present when augmentation is on); ``dropped``: name -> why that drawing is not stored."""
     meta = {
         "key": row["key"],
         # One JSON type per field (int or null, never a path string) so that schema-inferring
@@ -76,6 +89,8 @@ def sample_json(row: Mapping[str, Any], extractors: Mapping[str, str]) -> bytes:
         "score": _clean(row.get("score")),
         "fav_count": row.get("fav_count"),
         "quality": _clean(row.get("quality")),
+        "quality_score": _clean(row.get("quality_score")),
+        "metrics": {c: _clean(row.get(c)) for c in METRIC_COLUMNS},
         "weight": row["weight"],
         "tier": row["tier"],
         "bucket": [row["bucket_w"], row["bucket_h"]],
@@ -84,6 +99,10 @@ def sample_json(row: Mapping[str, Any], extractors: Mapping[str, str]) -> bytes:
         "crop_box": [row["crop_left"], row["crop_top"], row["crop_right"], row["crop_bottom"]],
         "original_sha256": row.get("sha256"),
     }
+    if augmented is not None:
+        meta["augment"] = dict(augmented)
+    if dropped:
+        meta["dropped_lines"] = dict(dropped)
     return json.dumps(meta, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
@@ -95,14 +114,22 @@ def materialize_shard(
     image_format: str,
     quality: int,
     max_pixels: int,
+    augment_policy: AugmentPolicy | None = None,
+    pair_quality: PairQuality | None = None,
+    seed: int = 0,
 ) -> ShardResult:
-    """``rows``: plan rows of one shard in shard order; ``extractors``: name -> lineart callable."""
+    """``rows``: plan rows of one shard in shard order; ``extractors``: name -> lineart callable.
+
+    With ``augment_policy.enabled`` every drawing is augmented with parameters drawn from
+    ``sample_seed(seed, key, extractor)``; with ``pair_quality.enabled`` a drawing that fails the
+    verdict is dropped, and a sample none of whose drawings survives is rejected (stage "pair").
+    """
     shard = rows[0]["shard"]
     bucket = (int(rows[0]["bucket_w"]), int(rows[0]["bucket_h"]))
     images, good, rejects = [], [], []
     for row in rows:
         try:
-            data = read_bytes(row["location"])
+            data = read_location(row["location"])
             if row.get("sha256"):
                 if hashlib.sha256(data).hexdigest() != row["sha256"]:
                     raise DecodeReject("materialize_error", "file changed since the scan")
@@ -126,18 +153,40 @@ def materialize_shard(
             parts = [fn(batch[i : i + EXTRACT_CHUNK]) for i in range(0, len(batch), EXTRACT_CHUNK)]
             lines[name] = np.concatenate(parts)
     versions = {name: getattr(fn, "version", "?") for name, fn in extractors.items()}
+    augmenting = augment_policy is not None and augment_policy.enabled
+    checking = pair_quality is not None and pair_quality.enabled
 
-    def samples():
-        for i, row in enumerate(good):
-            members = [
-                (image_format, encode_image(images[i], image_format, quality)),
-                ("json", sample_json(row, versions)),
-            ]
-            members += [(f"lineart.{name}.png", encode_lines(lines[name][i])) for name in extractors]
-            yield row["key"], members
+    written, dropped, members_of = [], {}, {}
+    for i, row in enumerate(good):
+        kept, records, why = {}, {}, {}
+        for name in extractors:
+            drawing = lines[name][i]
+            if augmenting:
+                drawing, records[name] = augment(drawing, augment_policy, sample_seed(seed, row["key"], name))
+            if checking:
+                problem, reason, _ = judge(drawing, pair_quality)
+                if problem != "ok":
+                    why[name] = f"{problem}: {reason}"
+                    continue
+            kept[name] = drawing
+        if not kept:
+            problems = {w.split(":", 1)[0] for w in why.values()}
+            reason = f"lines_{problems.pop()}" if len(problems) == 1 else "lines_unusable"
+            detail = "; ".join(f"{n}: {w}" for n, w in why.items())
+            rejects.append({**_reject_ids(row), "stage": "pair", "reason": reason, "detail": detail})
+            continue
+        if why:
+            dropped[row["key"]] = why
+        meta = sample_json(
+            row, {n: versions[n] for n in kept}, {n: records[n] for n in kept} if augmenting else None, why
+        )
+        members = [(image_format, encode_image(images[i], image_format, quality)), ("json", meta)]
+        members += [(f"lineart.{name}.png", encode_lines(d)) for name, d in kept.items()]
+        members_of[row["key"]] = members
+        written.append(row["key"])
 
-    stats = write_shard(out, shard, samples())
-    return ShardResult(stats, [r["key"] for r in good], rejects)
+    stats = write_shard(out, shard, ((key, members_of.pop(key)) for key in written))
+    return ShardResult(stats, written, rejects, dropped)
 
 
 def _reject_ids(row: Mapping[str, Any]) -> dict[str, Any]:

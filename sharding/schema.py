@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from curation.metrics import METRIC_COLUMNS
 from curation.records import TAG_CATEGORIES
 
 _TAGS = [pa.field(f"tags_{c}", pa.list_(pa.string())) for c in TAG_CATEGORIES]
@@ -24,6 +25,10 @@ RECORD_SCHEMA = pa.schema(
         pa.field("score", pa.float64()),
         pa.field("fav_count", pa.int64()),
         pa.field("is_deleted", pa.bool_()),
+        pa.field("is_banned", pa.bool_()),
+        pa.field("is_pending", pa.bool_()),
+        pa.field("is_flagged", pa.bool_()),
+        pa.field("rating_era", pa.string()),  # "old" (s = safe) / "new" (g/s = general/sensitive) / null
         pa.field("reject_reason", pa.string()),
         pa.field("reject_detail", pa.string()),
         *_TAGS,
@@ -38,10 +43,26 @@ for _f in (
     pa.field("detail", pa.string()),
     pa.field("file_bytes", pa.int64()),
     pa.field("sha256", pa.string()),
+    # pixel metrics (curation/metrics.py), on every image that decoded
+    *[pa.field(c, pa.float64()) for c in METRIC_COLUMNS],
+    pa.field("phash", pa.int64()),  # 64-bit DCT perceptual hash (curation/dedup.py), as signed int
+    pa.field("learned_score", pa.float64()),  # [quality] scorer output, null without a scorer
+    pa.field("quality_score", pa.float64()),  # curation/quality.py, in [0, 1]
+    pa.field("duplicate_of", pa.string()),  # key of the kept sample, on dedup rejects only
 ):
     SCAN_SCHEMA = SCAN_SCHEMA.append(_f)
 
-REJECT_COLUMNS = ["seq", "source", "source_id", "key", "location", "stage", "reason", "detail"]
+REJECT_COLUMNS = [
+    "seq",
+    "source",
+    "source_id",
+    "key",
+    "location",
+    "stage",
+    "reason",
+    "detail",
+    "duplicate_of",
+]
 REJECT_SCHEMA = pa.schema([SCAN_SCHEMA.field(c) for c in REJECT_COLUMNS])
 
 PLAN_EXTRA = [
@@ -63,6 +84,7 @@ PLAN_EXTRA = [
 PLAN_COLUMNS = [
     "seq", "key", "source", "source_id", "location", "post_id", "rating", "score", "fav_count",
     "width", "height", "file_bytes", "sha256", *[f"tags_{c}" for c in TAG_CATEGORIES],
+    "rating_era", *METRIC_COLUMNS, "phash", "learned_score", "quality_score",
 ]  # fmt: skip
 PLAN_SCHEMA = pa.schema([SCAN_SCHEMA.field(c) for c in PLAN_COLUMNS] + PLAN_EXTRA)
 

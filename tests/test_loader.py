@@ -148,6 +148,11 @@ def test_dataloader_workers_keep_the_sequence_and_resume(build):
     again = batches(build, 4, seed=6, state=got[2].state)
     loader = torch.utils.data.DataLoader(again.torch_dataset(), batch_size=None, num_workers=3)
     assert [b.keys for b in itertools.islice(iter(loader), 2)] == [b.keys for b in got[3:5]]
+    # Spawned workers (macOS, Ray Train) unpickle the stream in a fresh interpreter.
+    spawned = torch.utils.data.DataLoader(
+        again.torch_dataset(), batch_size=None, num_workers=1, multiprocessing_context="spawn"
+    )
+    assert [b.keys for b in itertools.islice(iter(spawned), 2)] == [b.keys for b in got[3:5]]
 
 
 def test_one_pass_mode(build, manifest):

@@ -147,8 +147,16 @@ def test_shares_for_sources_without_samples_or_without_shares():
         )
     with pytest.raises(WeightError, match="'extra'.*not a source of this build"):
         check_sources(WeightConfig(shares={"danbooru": 0.5, "extra": 0.5}), ["danbooru"])
-    with pytest.raises(WeightError, match="'research' have no target share"):
-        check_sources(WeightConfig(shares={"danbooru": 1.0}), ["danbooru", "research"])
+    check_sources(
+        WeightConfig(shares={"danbooru": 1.0}), ["danbooru", "research"]
+    )  # fine until it keeps samples
+    with pytest.raises(WeightError, match="research have samples but no target share"):
+        compute_weights(
+            WeightConfig(shares={"danbooru": 1.0}),
+            sources=np.array(["danbooru"] * 5 + ["research"] * 5, dtype=object),
+            keys=np.array([f"k{i}" for i in range(10)], dtype=object),
+            quality_scores=np.arange(10.0),
+        )
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,10 @@
 """Source readers: every dump format yields ``Record``s.
 
-A source is given as ``[NAME=][KIND:]PATH``. Without a kind it is detected:
-a ``.json``/``.jsonl`` file is Danbooru API posts (images beside it); a folder with
-``original/`` or ``512px/`` is gwern's layout; a folder with top-level ``.json``/``.jsonl``
+A source is given as ``[NAME=][KIND:]PATH`` on the command line, or as a ``[[sources]]`` table
+in the config (name, kind, path, images, share, era). Without a kind it is detected: a
+``.json``/``.jsonl`` file is Danbooru API posts (images beside it); a ``.parquet`` file, or a
+folder with top-level ``.parquet`` files and ``.tar`` files below, is an HF-style tar dump; a folder
+with ``original/`` or ``512px/`` is gwern's layout; a folder with top-level ``.json``/``.jsonl``
 files is API posts with their images; any other folder is a plain image folder.
 """
 
@@ -18,8 +20,14 @@ from ..records import Record, source_name_ok
 from .danbooru_api import iter_api_posts
 from .folder import iter_folder
 from .gwern import iter_gwern, looks_like_gwern
+from .hf_tar import HfTarError, iter_hf_tar, looks_like_hf_tar
 
-KINDS = ("folder", "danbooru-api", "gwern")
+KINDS = ("folder", "danbooru-api", "gwern", "hf-tar")
+ERAS = ("old", "new")
+# Rating era each kind implies when neither the config nor the record says: gwern's dumps end in
+# 2021 (old letters), the HF parquet dumps are 2023+ (new letters); API records date themselves.
+DEFAULT_ERA = {"gwern": "old", "hf-tar": "new"}
+SOURCE_KEYS = ("name", "kind", "path", "images", "share", "era")
 
 
 class SourceError(ValueError):
@@ -31,7 +39,11 @@ class SourceSpec:
     name: str
     kind: str
     path: str
-    images: str | None = None  # image folder for danbooru-api; default: beside the metadata
+    images: str | None = (
+        None  # image folder (danbooru-api) or tar folder (hf-tar); default: beside the metadata
+    )
+    share: float | None = None  # target share of training draws (the weights use it); None: no target
+    era: str | None = None  # rating era "old" / "new"; None: the kind's default, else per record
 
     def describe(self) -> str:
         return f"{self.name} ({self.kind}: {self.path})"
@@ -45,7 +57,11 @@ def detect_kind(path: str) -> str:
     if os.path.isfile(path):
         if path.lower().endswith((".json", ".jsonl")):
             return "danbooru-api"
-        raise SourceError(f"source {path!r} is a file but not .json/.jsonl post metadata")
+        if path.lower().endswith(".parquet"):
+            return "hf-tar"
+        raise SourceError(f"source {path!r} is a file but not .json/.jsonl/.parquet post metadata")
+    if looks_like_hf_tar(path):
+        return "hf-tar"
     if looks_like_gwern(path):
         return "gwern"
     if _json_files(path):
@@ -54,13 +70,15 @@ def detect_kind(path: str) -> str:
 
 
 def _default_name(kind: str, path: str) -> str:
-    if kind in ("danbooru-api", "gwern"):
+    if kind in ("danbooru-api", "gwern", "hf-tar"):
         return "danbooru"
     slug = re.sub(r"[^a-z0-9-]+", "-", os.path.basename(os.path.normpath(path)).lower()).strip("-")
     return slug or "folder"
 
 
-def parse_source(arg: str, images: str | None = None) -> SourceSpec:
+def parse_source(
+    arg: str, images: str | None = None, *, share: float | None = None, era: str | None = None
+) -> SourceSpec:
     """``[NAME=][KIND:]PATH`` -> a checked SourceSpec (path must exist)."""
     name = None
     if "=" in arg and not os.path.exists(arg):
@@ -80,7 +98,42 @@ def parse_source(arg: str, images: str | None = None) -> SourceSpec:
         images = os.path.abspath(images)
         if not os.path.isdir(images):
             raise SourceError(f"image folder of source {name!r} does not exist: {images}")
-    return SourceSpec(name, kind, path, images)
+    if share is not None and (
+        isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1
+    ):
+        raise SourceError(f"share of source {name!r} must be a number in (0, 1], got {share!r}")
+    if era is not None and era not in ERAS:
+        raise SourceError(f"era of source {name!r} must be one of {', '.join(ERAS)}, got {era!r}")
+    return SourceSpec(name, kind, path, images, float(share) if share is not None else None, era)
+
+
+def source_from_table(table: dict, base_dir: str | None = None) -> SourceSpec:
+    """One ``[[sources]]`` config table (keys: SOURCE_KEYS; path relative to the config's folder)."""
+    if not isinstance(table, dict):
+        raise SourceError(f"[[sources]] entries must be tables, got {type(table).__name__}")
+    unknown = sorted(set(table) - set(SOURCE_KEYS))
+    if unknown:
+        raise SourceError(
+            f"[[sources]] has unknown key(s) {', '.join(unknown)}; known: {', '.join(SOURCE_KEYS)}"
+        )
+    for key in ("name", "kind", "path", "images", "era"):
+        if key in table and not isinstance(table[key], str):
+            raise SourceError(f"[[sources]] {key} must be a string, got {table[key]!r}")
+    if "path" not in table:
+        raise SourceError("[[sources]] entry needs a 'path'")
+
+    def resolve(p: str) -> str:
+        p = os.path.expanduser(p)
+        return p if os.path.isabs(p) or base_dir is None else os.path.join(base_dir, p)
+
+    kind = table.get("kind")
+    if kind is not None and kind not in KINDS:
+        raise SourceError(f"[[sources]] kind {kind!r} is unknown; known: {', '.join(KINDS)}")
+    arg = (f"{kind}:" if kind else "") + resolve(table["path"])
+    if "name" in table:
+        arg = f"{table['name']}={arg}"
+    images = resolve(table["images"]) if "images" in table else None
+    return parse_source(arg, images, share=table.get("share"), era=table.get("era"))
 
 
 def check_unique_names(specs: list[SourceSpec]) -> None:
@@ -96,18 +149,28 @@ def check_unique_names(specs: list[SourceSpec]) -> None:
 
 def iter_records(spec: SourceSpec) -> Iterator[Record]:
     """Every input of one source, in a stable order; repeated ids become ``duplicate_id`` rejects."""
+    era = spec.era or DEFAULT_ERA.get(spec.kind)
     if spec.kind == "folder":
         inner = iter_folder(spec.name, spec.path)
     elif spec.kind == "gwern":
-        inner = iter_gwern(spec.name, spec.path)
+        inner = iter_gwern(spec.name, spec.path, era)
+    elif spec.kind == "hf-tar":
+        inner = iter_hf_tar(spec.name, spec.path, spec.images, era)
     elif spec.kind == "danbooru-api":
         if os.path.isfile(spec.path):
             files, folder = [spec.path], spec.images or os.path.dirname(spec.path)
         else:
             files, folder = _json_files(spec.path), spec.images or spec.path
-        inner = iter_api_posts(spec.name, files, folder)
+        inner = iter_api_posts(spec.name, files, folder, era)
     else:
         raise SourceError(f"unknown source kind {spec.kind!r}; known: {', '.join(KINDS)}")
+    try:
+        yield from _flag_repeats(inner)
+    except HfTarError as exc:
+        raise SourceError(f"source {spec.name!r}: {exc}") from None
+
+
+def _flag_repeats(inner: Iterator[Record]) -> Iterator[Record]:
     seen: set[str] = set()
     for rec in inner:
         if rec.reject_reason is None:
@@ -120,11 +183,6 @@ def iter_records(spec: SourceSpec) -> Iterator[Record]:
 
 
 __all__ = [
-    "KINDS",
-    "SourceError",
-    "SourceSpec",
-    "check_unique_names",
-    "detect_kind",
-    "iter_records",
-    "parse_source",
-]
+    "KINDS", "SourceError", "SourceSpec", "check_unique_names", "detect_kind", "iter_records", "parse_source",
+    "source_from_table",
+]  # fmt: skip

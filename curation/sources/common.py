@@ -89,10 +89,47 @@ def iter_json_posts(path: str) -> Iterator[tuple[int, Any]]:
                 yield lineno, None
 
 
-def record_from_post(source: str, post: Any, where: str) -> Record:
-    """Normalise one Danbooru post (API, gwern 2017-20 or 2021 flat rows) into a Record.
+# Ratings: letters in every dump, numbers 0..3 in KBlueLeaf's danbooru2023 database, words in some tools.
+RATING_BY_NUMBER = {0: "g", 1: "s", 2: "q", 3: "e"}
+RATING_BY_WORD = {"general": ("g", "new"), "sensitive": ("s", "new"), "safe": ("s", "old"),
+                  "questionable": ("q", None), "explicit": ("e", None)}  # fmt: skip
+# Keys only the pre-2022 API returned (FORMATS.md); their presence dates the record to the old ratings.
+OLD_ERA_KEYS = ("is_note_locked", "is_rating_locked", "pool_string", "is_favorited")
 
-    ``where`` identifies the line for rejects of posts without a usable id.
+
+def rating_and_era(post: dict[str, Any], era: str | None) -> tuple[str | None, str | None]:
+    """The rating letter (lowercase; unknown letters kept for the filter to reject) and its era.
+
+    ``era`` is the source's setting ("old" / "new"); without it the record decides: ``g`` or a
+    ``media_asset`` (2023+ API) mean new, a 2020-only key means old, otherwise the era stays unknown.
+    """
+    raw = post.get("rating")
+    letter: str | None = None
+    word_era = None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        letter = RATING_BY_NUMBER.get(raw, str(raw))
+        word_era = "new"
+    elif isinstance(raw, str) and raw.strip():
+        text = raw.strip().lower()
+        if text in RATING_BY_WORD:
+            letter, word_era = RATING_BY_WORD[text]
+        else:
+            letter = text[:16]
+    if era is None:
+        era = word_era
+    if era is None:
+        if letter == "g" or isinstance(post.get("media_asset"), dict):
+            era = "new"
+        elif any(k in post for k in OLD_ERA_KEYS):
+            era = "old"
+    return letter, era
+
+
+def record_from_post(source: str, post: Any, where: str, era: str | None = None) -> Record:
+    """Normalise one Danbooru post (API, gwern 2017-20 or 2021 flat rows, parquet) into a Record.
+
+    ``where`` identifies the line for rejects of posts without a usable id; ``era`` is the
+    rating era of the dump when the source knows it.
     """
     if not isinstance(post, dict):
         return Record(source, where, None, reject_reason="bad_metadata", reject_detail="not a JSON object")
@@ -108,6 +145,12 @@ def record_from_post(source: str, post: Any, where: str) -> Record:
     media = post.get("media_asset") if isinstance(post.get("media_asset"), dict) else {}
     width = as_int(post.get("image_width"))
     height = as_int(post.get("image_height"))
+    if (width is not None and width < 0) or (height is not None and height < 0):
+        return Record(
+            source, str(post_id), None, post_id=post_id, reject_reason="bad_metadata",
+            reject_detail=f"negative image size {width}x{height}",
+        )  # fmt: skip
+    rating, rating_era = rating_and_era(post, era)
     fav = as_int(post.get("fav_count"))
     if fav is None and isinstance(post.get("favs"), list):
         fav = len(post["favs"])
@@ -121,13 +164,20 @@ def record_from_post(source: str, post: Any, where: str) -> Record:
         ext=(as_str(post.get("file_ext")) or "").lower() or None,
         width=width if width and width > 0 else None,
         height=height if height and height > 0 else None,
-        rating=as_str(post.get("rating")),
+        rating=rating,
+        rating_era=rating_era,
         tags=tags_from_post(post),
         score=float(s) if (s := as_int(post.get("score"))) is not None else None,
         fav_count=fav,
         is_deleted=as_bool(post.get("is_deleted")),
+        is_banned=as_bool(post.get("is_banned")),
+        is_pending=as_bool(post.get("is_pending")),
+        is_flagged=as_bool(post.get("is_flagged")),
     )
-    if rec.ext in NOT_STILL_EXTS or media.get("duration") not in (None, 0):
+    duration = media.get("duration", post.get("duration"))  # parquet exports carry it at top level
+    if rec.ext in NOT_STILL_EXTS or (
+        isinstance(duration, int | float) and duration == duration and duration != 0
+    ):
         rec.reject_reason = "unsupported_format"
         rec.reject_detail = f"file_ext {rec.ext!r} is not a still image"
     return rec
@@ -143,3 +193,15 @@ def index_images(folder: str) -> dict[str, str]:
             if stem and ext.lower() in IMAGE_EXTS:
                 found.setdefault(stem, os.path.join(root, name))
     return found
+
+
+def attach_image(rec: Record, path: str | None, missing: str) -> Record:
+    """Point a metadata record at its image file, or reject it as ``missing_file`` with ``missing``."""
+    if rec.reject_reason is not None:
+        return rec
+    if path is None:
+        rec.reject_reason, rec.reject_detail = "missing_file", missing
+    else:
+        rec.location = path
+        rec.ext = path.rpartition(".")[2].lower()
+    return rec

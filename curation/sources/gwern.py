@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator
 
 from ..records import Record
-from .common import IMAGE_EXTS, iter_json_posts, record_from_post
+from .common import IMAGE_EXTS, attach_image, iter_json_posts, record_from_post
 
 
 def metadata_files(root: str) -> list[str]:
@@ -46,16 +46,10 @@ def image_path(root: str, post_id: int, ext: str | None) -> str | None:
     return p if os.path.isfile(p) else None
 
 
-def iter_gwern(source: str, root: str) -> Iterator[Record]:
+def iter_gwern(source: str, root: str, era: str | None = "old") -> Iterator[Record]:
+    """gwern's dumps (2017-2021) predate the 2022 rating change: ``s`` is safe unless told otherwise."""
     for meta in metadata_files(root):
         for pos, post in iter_json_posts(meta):
-            rec = record_from_post(source, post, f"{os.path.relpath(meta, root)}:{pos}")
-            if rec.reject_reason is None:
-                path = image_path(root, rec.post_id, rec.ext)
-                if path is None:
-                    rec.reject_reason = "missing_file"
-                    rec.reject_detail = f"neither original/ nor 512px/ has post {rec.post_id}"
-                else:
-                    rec.location = path
-                    rec.ext = path.rpartition(".")[2].lower()
-            yield rec
+            rec = record_from_post(source, post, f"{os.path.relpath(meta, root)}:{pos}", era=era)
+            path = image_path(root, rec.post_id, rec.ext) if rec.reject_reason is None else None
+            yield attach_image(rec, path, f"neither original/ nor 512px/ has post {rec.post_id}")

@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from sharding.loader import LoaderError
 
-    from ..audit import audit, public, summary_lines
+    from ..audit import audit, pair_samples, public, summary_lines
 
     if args.draws < 1 or args.batch_size < 1 or args.pairs < 0 or args.top_tags < 0 or args.seed < 0:
         raise UsageError("--draws and --batch-size must be >= 1; --pairs, --top-tags and --seed >= 0")
@@ -42,19 +42,17 @@ def run(args: argparse.Namespace) -> int:
         report = audit(
             args.out, draws=args.draws, batch_size=args.batch_size, seed=args.seed, top_tags=args.top_tags
         )
-        if args.html:
-            from sharding.loader import BatchStream
-
-            from ..report import render_html
-
-            stream = BatchStream(args.out, 1, skip_bad_shards=True)
-            samples = stream.samples(report["_first_keys"][: args.pairs])
-            with open(args.html, "w", encoding="utf-8") as fh:
-                fh.write(render_html(report, samples))
+        samples = pair_samples(args.out, report["_first_keys"][: args.pairs]) if args.html else []
     except LoaderError as exc:
         raise UsageError(str(exc)) from None
-    except OSError as exc:
-        raise UsageError(f"cannot write {args.html}: {exc}") from None
+    if args.html:
+        from ..report import render_html
+
+        try:
+            with open(args.html, "w", encoding="utf-8") as fh:
+                fh.write(render_html(report, samples))
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.html}: {exc}") from None
     if args.json:
         json.dump(public(report), sys.stdout, indent=2, sort_keys=True, ensure_ascii=False)
         print()

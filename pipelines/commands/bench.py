@@ -12,6 +12,9 @@ from ..errors import UsageError
 # One module per section; each has ``run(args) -> dict`` (JSON-serialisable).
 SECTIONS = {
     "build": "pipelines.benches.build",
+    "lineart_classical": "pipelines.benches.lineart_classical",
+    "loader": "pipelines.benches.loader",
+    "dedup": "pipelines.benches.dedup",
     "wnet": "pipelines.benches.wnet",
 }
 

@@ -10,8 +10,9 @@ from ..errors import UsageError
 def add_parser(sub) -> None:
     p = sub.add_parser("build", help="run or resume a build", description="Run or resume a build into OUT.")
     p.add_argument(
-        "sources", nargs="+", metavar="SOURCE", help="[NAME=][KIND:]PATH; KIND: folder, danbooru-api, gwern"
-    )
+        "sources", nargs="*", metavar="SOURCE",
+        help="[NAME=][KIND:]PATH; KIND: folder, danbooru-api, gwern, hf-tar (and/or [[sources]] in the config)",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="output directory (resumed when it holds the same build)")
     p.add_argument("--config", help="build.toml (every key and default: docs/config.md)")
     p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else an embedded Ray)")
@@ -20,14 +21,16 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from curation.sources import SourceError, parse_source
+    from curation.sources import SourceError, parse_source, source_from_table
 
     from ..build import BuildRefused, BuildRequest, run_build
     from ..config import ConfigError, load_config
 
     try:
         config = load_config(args.config)
-        sources = [parse_source(s) for s in args.sources]
+        sources = [source_from_table(t) for t in config.sources] + [parse_source(s) for s in args.sources]
+        if not sources:
+            raise UsageError("no sources: give SOURCE arguments or [[sources]] tables in --config")
         req = BuildRequest(sources, args.out, config, address=args.address, show_progress=not args.quiet)
         summary = run_build(req)
     except (ConfigError, SourceError, BuildRefused) as exc:

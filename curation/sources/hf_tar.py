@@ -1,0 +1,198 @@
+"""HF-style dumps (danbooru2023 / danbooru2024): tar archives of ``{id}.{ext}`` plus parquet metadata.
+
+Images are read in place from the tars (``tar://`` locations, see ``curation.decode``): nothing is
+extracted, so a member named ``../x.jpg`` or a symlink member can never write or read outside the
+archive; such members become ``unsafe_member`` rejects. Every parquet row and every tar member
+becomes exactly one record:
+
+* a row whose ``{id}.*`` member exists -> a record located in that member;
+* a row without a member -> ``missing_file``; a member without a row -> ``no_metadata``;
+* a second member with the same id (in another tar) -> ``duplicate_id``;
+* a tar that cannot be read to its end -> one ``bad_archive`` record (its earlier members count).
+
+Layout: ``PATH`` is a folder whose top-level ``*.parquet`` files are the metadata and whose
+``*.tar`` files (any depth, e.g. ``images/0000.tar``) hold the images, or a single ``.parquet``
+file with the tars below its folder. Directory members are structure, not inputs, and are skipped.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import posixpath
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import pyarrow.parquet as pq
+
+from ..records import Record
+from .common import record_from_post
+
+REQUIRED_COLUMNS = ("id",)
+# Column names differ between scripts that write these dumps (FORMATS.md): map them onto the API's.
+COLUMN_ALIASES = {"width": "image_width", "height": "image_height", "ext": "file_ext", "score_total": "score"}
+
+
+class HfTarError(ValueError):
+    """A dump that cannot be read at all (no parquet, a parquet without ids, unreadable parquet)."""
+
+
+@dataclass(frozen=True)
+class Member:
+    tar: str  # absolute path of the archive
+    name: str  # member name as stored
+    offset: int  # byte offset of the member's data in the archive
+    size: int
+
+
+def tar_location(member: Member) -> str:
+    """``tar://<quoted archive path>#<offset>:<size>:<quoted member name>``."""
+    return f"tar://{quote(member.tar)}#{member.offset}:{member.size}:{quote(member.name, safe='')}"
+
+
+def unsafe_reason(info: tarfile.TarInfo) -> str | None:
+    """Why a member must not be read as an image (None when it is a plain, contained file)."""
+    if info.issym() or info.islnk():
+        return f"link member {info.name!r} -> {info.linkname!r}"
+    if not info.isfile():
+        return f"member {info.name!r} is not a regular file (type {info.type!r})"
+    name = info.name.replace("\\", "/")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return f"absolute member path {info.name!r}"
+    if ".." in name.split("/") or posixpath.normpath(name).startswith(".."):
+        return f"member path {info.name!r} leaves the archive's folder"
+    if any(ord(c) < 32 for c in name):
+        return f"member path {info.name!r} has control characters"
+    return None
+
+
+def metadata_files(path: str) -> list[str]:
+    if os.path.isfile(path):
+        return [path]
+    return sorted(glob.glob(os.path.join(path, "*.parquet")))
+
+
+def tar_files(folder: str) -> list[str]:
+    return sorted(
+        p for p in glob.glob(os.path.join(folder, "**", "*.tar"), recursive=True) if os.path.isfile(p)
+    )
+
+
+def looks_like_hf_tar(path: str) -> bool:
+    if os.path.isfile(path):
+        return path.lower().endswith(".parquet")
+    return bool(metadata_files(path)) and bool(tar_files(path))
+
+
+def _rows(path: str, batch_size: int = 4096) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a file that is not parquet
+        raise HfTarError(f"cannot read parquet metadata {path}: {type(exc).__name__}: {exc}") from None
+    names = pf.schema_arrow.names
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        raise HfTarError(
+            f"parquet {path} has no {', '.join(missing)!s} column; its columns: {', '.join(names[:30])}"
+        )
+    renames = {old: new for old, new in COLUMN_ALIASES.items() if old in names and new not in names}
+    pos = 0
+    try:
+        for batch in pf.iter_batches(batch_size=batch_size):
+            for row in batch.to_pylist():
+                for old, new in renames.items():
+                    row[new] = row.pop(old)
+                if isinstance(row.get("tags"), list) and all(isinstance(t, str) for t in row["tags"]):
+                    row.setdefault(
+                        "tag_string", " ".join(row.pop("tags"))
+                    )  # a flat tag list, not gwern's dicts
+                yield pos, row
+                pos += 1
+    except HfTarError:
+        raise
+    except Exception as exc:
+        raise HfTarError(
+            f"parquet {path} is unreadable after row {pos}: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def index_tars(source: str, root: str, tars: list[str]) -> tuple[dict[str, Member], list[Record]]:
+    """id -> its member, plus the records of members that cannot be used (unsafe, duplicate, bad tar)."""
+    by_id: dict[str, Member] = {}
+    problems: list[Record] = []
+    for tar_path in tars:
+        rel = os.path.relpath(tar_path, root).replace(os.sep, "/")
+        archive_size = os.path.getsize(tar_path)
+        try:
+            with tarfile.open(tar_path, "r:") as tf:  # uncompressed only: members are read by offset
+                for info in tf:
+                    if info.isdir():
+                        continue
+                    where = f"{rel}:{info.name}"
+                    reason = unsafe_reason(info)
+                    if reason is not None:
+                        problems.append(
+                            Record(source, where, None, reject_reason="unsafe_member", reject_detail=reason)
+                        )
+                        continue
+                    if info.offset_data + info.size > archive_size:
+                        problems.append(Record(
+                            source, where, None, reject_reason="bad_archive",
+                            reject_detail=f"member {info.name!r} is cut off: the archive ends at byte {archive_size}",
+                        ))  # fmt: skip
+                        continue
+                    stem, _, ext = posixpath.basename(info.name).rpartition(".")
+                    member = Member(os.path.abspath(tar_path), info.name, info.offset_data, info.size)
+                    key = stem if stem.isdigit() else where
+                    if key in by_id:
+                        first = by_id[key]
+                        problems.append(Record(
+                            source, where, None, reject_reason="duplicate_id",
+                            reject_detail=f"{rel}:{info.name} repeats id {key} of {os.path.basename(first.tar)}:{first.name}",
+                        ))  # fmt: skip
+                        continue
+                    by_id[key] = member
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            problems.append(Record(source, rel, None, reject_reason="bad_archive",
+                                   reject_detail=f"{type(exc).__name__}: {exc}"[:300]))  # fmt: skip
+    return by_id, problems
+
+
+def iter_hf_tar(
+    source: str, path: str, images: str | None = None, era: str | None = "new"
+) -> Iterator[Record]:
+    """Every parquet row and every tar member of one dump, as records (see the module docstring)."""
+    root = images or (os.path.dirname(path) if os.path.isfile(path) else path)
+    metas = metadata_files(path)
+    if not metas:
+        raise HfTarError(f"no *.parquet metadata in {path}")
+    by_id, problems = index_tars(source, root, tar_files(root))
+    claimed: set[str] = set()
+    for meta in metas:
+        for pos, row in _rows(meta):
+            rec = record_from_post(source, row, f"{os.path.basename(meta)}:{pos}", era=era)
+            if rec.reject_reason is not None:
+                if rec.post_id is not None and rec.source_id in by_id:
+                    claimed.add(rec.source_id)  # the row's reject accounts for its member too
+            else:
+                member = by_id.get(rec.source_id)
+                if member is None:
+                    rec.reject_reason = "missing_file"
+                    rec.reject_detail = f"no {rec.source_id}.* member in the tars below {root}"
+                elif rec.source_id not in claimed:  # a repeated row id is flagged by iter_records
+                    claimed.add(rec.source_id)
+                    rec.location = tar_location(member)
+                    rec.ext = member.name.rpartition(".")[2].lower() or rec.ext
+            yield rec
+    yield from problems
+    for key, member in by_id.items():
+        if key in claimed:
+            continue
+        rel = os.path.relpath(member.tar, root).replace(os.sep, "/")
+        source_id = key if key.isdigit() else f"{rel}:{member.name}"
+        yield Record(source, source_id, None, ext=member.name.rpartition(".")[2].lower() or None,
+                     reject_reason="no_metadata",
+                     reject_detail=f"{rel}:{member.name} has no row in the parquet metadata")  # fmt: skip

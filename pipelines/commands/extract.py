@@ -1,0 +1,152 @@
+"""``linepairs extract IMAGE --extractor NAME [-o PNG]`` or ``--all``: try extractors on one image.
+
+``--all`` runs every registered extractor and writes one contact sheet (the image, then each
+drawing, labelled); learned extractors whose weights do not resolve are skipped, and the command
+says which and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from typing import Any
+
+import numpy as np
+
+from ..errors import UsageError
+
+MAX_PIXELS = 64_000_000  # the build's default bomb guard
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "extract",
+        help="run line extractors on one image",
+        description="Run one line extractor (--extractor NAME) or all of them (--all, a contact sheet) on IMAGE.",
+    )
+    p.add_argument("image", metavar="IMAGE")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--extractor", metavar="NAME", help="an extractor name (see --list)")
+    what.add_argument("--all", action="store_true", help="every extractor, side by side in one contact sheet")
+    what.add_argument("--list", action="store_true", help="list the extractors and exit")
+    p.add_argument(
+        "-o", "--output", metavar="PNG", help="output PNG (default: IMAGE_STEM.NAME.png / IMAGE_STEM.all.png)"
+    )
+    p.add_argument("--weights", help="checkpoint for a learned --extractor")
+    p.add_argument("--device", default="cpu", help="cpu (OpenCV path for classical ones), cuda, cuda:1, ...")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extractor option (TOML value: 0.5, 'median', true); repeatable; only with --extractor")  # fmt: skip
+    p.add_argument("--max-side", type=int, default=1024,
+                   help="shrink the image so that its longer side is at most this (0: keep; default 1024)")  # fmt: skip
+    p.set_defaults(handler=run)
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    key, eq, value = text.partition("=")
+    if not eq or not key.strip():
+        raise UsageError(f"--option wants KEY=VALUE, got {text!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value  # a bare word: a string
+    return key.strip(), parsed
+
+
+def load_image(path: str, max_side: int) -> np.ndarray:
+    import cv2
+
+    from curation.decode import DecodeReject, decode_image, read_bytes
+
+    try:
+        rgb = decode_image(read_bytes(path), MAX_PIXELS).rgb
+    except FileNotFoundError:
+        raise UsageError(f"no such image: {path}") from None
+    except (OSError, DecodeReject) as exc:
+        detail = exc.detail if isinstance(exc, DecodeReject) else str(exc)
+        raise UsageError(f"cannot read {path}: {detail}") from None
+    h, w = rgb.shape[:2]
+    if max_side and max(h, w) > max_side:
+        s = max_side / max(h, w)
+        rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return rgb
+
+
+def _default_output(image: str, suffix: str) -> str:
+    stem = os.path.splitext(os.path.basename(image))[0]
+    return f"{stem}.{suffix}.png"
+
+
+def _write_png(path: str, img: np.ndarray) -> None:
+    import cv2
+
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if not cv2.imwrite(path, img):
+        raise UsageError(f"cannot write {path} (is it a .png path in a writable folder?)")
+
+
+def contact_sheet(image: np.ndarray, drawings: list[tuple[str, np.ndarray]], columns: int = 4) -> np.ndarray:
+    """The image and each labelled drawing in a grid of equal tiles, RGB uint8."""
+    import cv2
+
+    h, w = image.shape[:2]
+    label_h = 28
+    tiles = [("input", image)] + [(name, cv2.cvtColor(d, cv2.COLOR_GRAY2RGB)) for name, d in drawings]
+    cols = max(1, min(columns, len(tiles)))
+    rows = -(-len(tiles) // cols)
+    sheet = np.full((rows * (h + label_h), cols * w, 3), 255, np.uint8)
+    for i, (name, tile) in enumerate(tiles):
+        r, c = divmod(i, cols)
+        y, x = r * (h + label_h), c * w
+        sheet[y : y + h, x : x + w] = tile
+        cv2.rectangle(sheet, (x, y), (x + w - 1, y + h - 1), (200, 200, 200), 1)
+        cv2.putText(
+            sheet, name, (x + 6, y + h + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA
+        )
+    return sheet
+
+
+def run(args: argparse.Namespace) -> int:
+    import lineart
+
+    if args.list:
+        for name in lineart.available():
+            entry = lineart.info(name)
+            print(f"{name:<20} {entry.kind:<10} {entry.summary}")
+        return 0
+    if args.all and (args.option or args.weights):
+        raise UsageError("--option and --weights go with --extractor, not --all")
+    image = load_image(args.image, args.max_side)
+    batch = image[None]
+
+    if args.extractor:
+        options = dict(_parse_option(o) for o in args.option)
+        try:
+            ext = lineart.create(args.extractor, weights=args.weights, device=args.device, **options)
+        except lineart.UnknownExtractorError as exc:
+            raise UsageError(str(exc)) from None
+        except (TypeError, ValueError, FileNotFoundError) as exc:
+            raise UsageError(f"{args.extractor}: {exc}") from None
+        out = args.output or _default_output(args.image, args.extractor)
+        _write_png(out, ext(batch)[0])
+        print(out)
+        return 0
+
+    drawings, skipped = [], []
+    for name in lineart.available():
+        try:
+            ext = lineart.create(name, device=args.device)
+        except Exception as exc:  # a learned extractor without weights: report it, go on with the rest
+            skipped.append((name, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+            continue
+        drawings.append((name, ext(batch)[0]))
+    out = args.output or _default_output(args.image, "all")
+    _write_png(out, contact_sheet(image, drawings))
+    for name, why in skipped:
+        print(f"skipped {name}: {why}", file=sys.stderr)
+    print(f"{out}: {len(drawings)} extractors ({', '.join(n for n, _ in drawings)})"
+          + (f"; skipped {len(skipped)}" if skipped else ""))  # fmt: skip
+    return 0

@@ -1,0 +1,87 @@
+"""The plan phase's near-duplicate step: pairs (locally or as Ray tasks), groups, keepers, reject rows.
+
+The search itself is ``curation.dedup`` (pure NumPy). Above ``dedup.ray_threshold`` kept samples
+it runs as Ray tasks, one per (substring, key prefix) unit: each task holds only its unit's share
+of the lookup table, so the table is spread over the cluster instead of one node's memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from curation.dedup import DedupConfig, DedupResult, as_unsigned, near_pairs, resolve
+
+ROUTE_LOCAL, ROUTE_RAY = "local", "ray"
+
+
+def ray_map(fn, hashes: np.ndarray, units: list[tuple[int, int]], **kwargs: Any) -> list[Any]:
+    """Run ``fn(hashes, unit=u, **kwargs)`` for every unit as a Ray task; hashes go to the object store once."""
+    import ray
+
+    ref = ray.put(hashes)
+    remote = ray.remote(fn).options(num_cpus=1, max_retries=2)
+    window = max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)  # bounded in-flight tasks
+    pending = list(units)
+    in_flight: dict[Any, int] = {}
+    results: dict[int, Any] = {}
+    index = {u: n for n, u in enumerate(units)}
+    while pending or in_flight:
+        while pending and len(in_flight) < window:
+            unit = pending.pop(0)
+            in_flight[remote.remote(ref, unit=unit, **kwargs)] = index[unit]
+        done, _ = ray.wait(list(in_flight), num_returns=1)
+        for r in done:
+            results[in_flight.pop(r)] = ray.get(r)
+    return [results[n] for n in range(len(units))]
+
+
+def find_pairs(phash: np.ndarray, cfg: DedupConfig) -> tuple[tuple[np.ndarray, np.ndarray], str]:
+    """Near pairs of the hashes and the route taken ("local" or "ray")."""
+    if len(phash) > cfg.ray_threshold:
+        pairs = near_pairs(phash, cfg.radius, cfg.parts, prefix_bits=cfg.ray_prefix_bits, map_units=ray_map)
+        return pairs, ROUTE_RAY
+    return near_pairs(phash, cfg.radius, cfg.parts), ROUTE_LOCAL
+
+
+def deduplicate(kept: pa.Table, cfg: DedupConfig) -> tuple[pa.Table, list[dict[str, Any]], dict[str, Any]]:
+    """(kept samples without duplicates, one reject row per dropped sample, stats)."""
+    n = kept.num_rows
+    if not cfg.enabled or n == 0:
+        return kept, [], {"route": None, "pairs": 0, "dropped": 0}
+    phash = kept["phash"].to_numpy(zero_copy_only=False).astype(np.int64)
+    (i, j), route = find_pairs(phash, cfg)
+    score = kept["quality_score"].to_numpy(zero_copy_only=False).astype(np.float64)
+    pixels = (
+        kept["width"].to_numpy(zero_copy_only=False) * kept["height"].to_numpy(zero_copy_only=False)
+    ).astype(np.float64)
+    seq = kept["seq"].to_numpy(zero_copy_only=False)
+    sha = np.asarray(kept["sha256"].to_pylist(), dtype=object)
+    result: DedupResult = resolve((i, j), sha, score, pixels, seq)
+    dropped = np.flatnonzero(result.dropped)
+    keys = kept["key"].to_pylist()
+    ids = kept.select(["seq", "source", "source_id", "key", "location"]).to_pylist()
+    h = as_unsigned(phash)
+    rejects = []
+    for d in dropped.tolist():
+        k = int(result.keeper[d])
+        dist = int(np.bitwise_count(h[d] ^ h[k]))
+        exact = bool(result.exact[d])
+        rejects.append({
+            **ids[d],
+            "stage": "dedup",
+            "reason": "exact_duplicate" if exact else "near_duplicate",
+            "detail": ("same sha256 as " if exact else f"phash {dist} bits from ") + keys[k]
+            + f" (quality {_fmt(score[k])} kept over {_fmt(score[d])})",
+            "duplicate_of": keys[k],
+        })  # fmt: skip
+    mask = np.ones(n, bool)
+    mask[dropped] = False
+    stats = {"route": route, "pairs": int(len(i)), "dropped": int(len(dropped))}
+    return kept.filter(pa.array(mask)), rejects, stats
+
+
+def _fmt(x: float) -> str:
+    return "none" if np.isnan(x) else f"{x:.3f}"

@@ -1,0 +1,216 @@
+"""Each pixel metric on images built to have and to lack its property, plus the quality score."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from curation import metrics as m
+from curation.decode import decode_image, read_bytes
+from curation.quality import (
+    LearnedScorer,
+    QualityConfig,
+    percentile_from_quantiles,
+    quality_score,
+    source_quantiles,
+)
+from curation.scan import ScanSettings, scan_rows
+
+
+@pytest.fixture(scope="module")
+def art(corpus) -> np.ndarray:
+    """A real colour illustration (skin, blue hair, white dress), at work size."""
+    return m.work_copy(decode_image(read_bytes(os.path.join(corpus, "style2paints_005.jpg")), 10**9).rgb)
+
+
+def grey3(rgb):
+    return np.repeat(m.gray(rgb)[..., None], 3, axis=2)
+
+
+def tint(rgb, bgr=(40, 80, 130)):
+    """A sepia-like single-tint version: grey levels mapped onto one hue."""
+    g = m.gray(rgb).astype(np.float32)[..., None] / 255.0
+    ink = np.array(bgr[::-1], np.float32)
+    return (ink + (255 - ink) * g).astype(np.uint8)
+
+
+def test_greyscale(art):
+    colour, _ = m.chroma_stats(art)
+    grey, _ = m.chroma_stats(grey3(art))
+    assert colour > 15 and grey < 1
+    t = m.MetricThresholds()
+    assert m.failed_metric(m.measure(grey3(art)), t)[0] == "greyscale"
+    assert m.failed_metric(m.measure(art), t) is None
+
+
+def test_monochrome_tint(art):
+    _, spread_colour = m.chroma_stats(art)
+    chroma_tint, spread_tint = m.chroma_stats(tint(art))
+    assert chroma_tint > m.MetricThresholds().min_chroma_p95  # coloured, so not caught as greyscale...
+    assert spread_tint < 0.002 < 0.01 < spread_colour  # ...but all one hue
+    assert m.failed_metric(m.measure(tint(art)), m.MetricThresholds())[0] == "monochrome"
+
+
+def test_colorfulness(art):
+    hsv = cv2.cvtColor(art, cv2.COLOR_RGB2HSV)
+    hsv[..., 1] //= 4
+    dull = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    assert m.colorfulness(art) > 2 * m.colorfulness(dull)
+    assert m.colorfulness(grey3(art)) == pytest.approx(0, abs=1e-3)
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = 255
+    assert m.colorfulness(red) > 70  # a saturated flat colour: the mean term alone
+
+
+def test_sharpness_and_size_normalisation(art):
+    sharp = m.sharpness(m.gray(art))
+    blurred = m.sharpness(m.gray(cv2.GaussianBlur(art, (0, 0), 3)))
+    assert blurred < m.MetricThresholds().min_sharpness < sharp / 10
+    # the same picture saved 3x larger measures about the same: metrics use the work copy
+    big = cv2.resize(art, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
+    assert m.measure(big)["sharpness"] == pytest.approx(m.measure(art)["sharpness"], rel=0.35)
+
+
+@pytest.mark.parametrize("quality", [20, 50, 75, 95])
+def test_jpeg_quality_from_tables(art, quality):
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(art, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    assert m.jpeg_quality(buf.tobytes()) == pytest.approx(quality, abs=2)
+
+
+def test_jpeg_quality_missing_for_png(art):
+    ok, buf = cv2.imencode(".png", art)
+    assert math.isnan(m.jpeg_quality(buf.tobytes()))
+    assert math.isnan(m.jpeg_quality(b"\xff\xd8 broken"))
+
+
+def test_borders_and_letterbox(art):
+    assert m.border_fraction(m.gray(art)) < 0.05
+    h, w = art.shape[:2]
+    boxed = np.zeros((h + 2 * h // 4, w, 3), np.uint8)  # black bars, a quarter of the height each
+    boxed[h // 4 : h // 4 + h] = art
+    assert m.border_fraction(m.gray(boxed)) == pytest.approx(0.33, abs=0.03)
+    pillar = cv2.copyMakeBorder(art, 0, 0, w, w, cv2.BORDER_CONSTANT, value=(255, 255, 255))
+    assert m.failed_metric(m.measure(pillar), m.MetricThresholds())[0] == "letterboxed"
+    # a vertical gradient is not a border, although each row is flat
+    ramp = np.repeat(np.linspace(0, 255, 300, dtype=np.uint8)[:, None], 300, axis=1)
+    assert m.border_fraction(ramp) < 0.05
+
+
+def test_blank_and_entropy(art):
+    flat = np.full((400, 300, 3), (200, 180, 170), np.uint8)
+    noisy = np.random.default_rng(0).integers(0, 256, (400, 300, 3), dtype=np.uint8)
+    assert m.gray(flat).std() == 0 and m.entropy(m.gray(flat)) == 0
+    assert m.entropy(m.gray(noisy)) > 7.5 > m.entropy(m.gray(art)) > 3
+    assert (
+        m.failed_metric(m.measure(flat), m.MetricThresholds(min_chroma_p95=0, min_hue_spread=0))[0] == "blank"
+    )
+    two_tone = np.zeros((300, 300, 3), np.uint8)
+    two_tone[:, 150:] = (40, 60, 200)
+    two_tone[:, :150] = (250, 200, 60)
+    assert m.entropy(m.gray(two_tone)) == pytest.approx(1.0)
+    assert m.failed_metric(m.measure(two_tone), m.MetricThresholds())[0] == "low_entropy"
+
+
+def speech_bubbles(rgb, n):
+    img = rgb.copy()
+    h, w = img.shape[:2]
+    rng = np.random.default_rng(1)
+    for _ in range(n):
+        cx, cy = int(rng.integers(w // 4, 3 * w // 4)), int(rng.integers(h // 5, 4 * h // 5))
+        ax, ay = w // 5, h // 10
+        cv2.ellipse(img, (cx, cy), (ax, ay), 0, 0, 360, (255, 255, 255), -1)
+        cv2.ellipse(img, (cx, cy), (ax, ay), 0, 0, 360, (0, 0, 0), 1)
+        for k in range(3):
+            org = (cx - int(ax * 0.75), cy - ay // 2 + (k + 1) * ay // 4 + 2)
+            cv2.putText(img, "HELLO THERE!", org, cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    return img
+
+
+def test_text_density(art, corpus):
+    clean = m.text_density(m.gray(art))
+    bubbles = m.text_density(m.gray(speech_bubbles(art, 4)))
+    assert clean < 0.01 and bubbles > m.MetricThresholds().max_text_density
+    page = np.full((900, 640, 3), 255, np.uint8)
+    for k in range(22):
+        cv2.putText(
+            page,
+            "The quick brown fox jumps over",
+            (20, 40 + 38 * k),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.9,
+            (0, 0, 0),
+            2,
+        )
+    assert m.text_density(m.gray(m.work_copy(page))) > 0.2
+    # line art is dark strokes on white too, but not in text lines
+    sketch = decode_image(
+        read_bytes(os.path.join(os.path.dirname(corpus), "sketches", "style2paints_sketch_004.jpg")), 10**9
+    )
+    assert m.text_density(m.gray(m.work_copy(sketch.rgb))) < 0.01
+
+
+def test_measure_is_fast_and_complete(art):
+    values = m.measure(art)
+    assert set(values) == set(m.METRIC_COLUMNS)
+
+
+def test_quality_components_and_quantiles():
+    q = source_quantiles(["a"] * 5 + ["b"], np.array([1, 2, 3, 4, 5, np.nan], float))
+    assert (
+        q["b"] == []
+        and percentile_from_quantiles(5, q["a"]) == 1.0
+        and percentile_from_quantiles(1, q["a"]) == 0.0
+    )
+    assert percentile_from_quantiles(3, q["a"]) == pytest.approx(0.5, abs=0.01)
+    base = {
+        "sharpness": 5000.0,
+        "colorfulness": 40.0,
+        "jpeg_quality": 90.0,
+        "border_fraction": 0.0,
+        "text_density": 0.0,
+    }
+    cfg = QualityConfig()
+    qt = {"score": q["a"], "fav_count": []}
+    top = quality_score({**base, "score": 5.0}, qt, cfg)
+    low = quality_score({**base, "score": 1.0}, qt, cfg)
+    none = quality_score(base, qt, cfg)  # a folder image: pixel components only
+    assert low < none < top and 0 <= low and top <= 1
+    assert quality_score({**base, "text_density": 0.02, "border_fraction": 0.3}, qt, cfg) < none
+    assert math.isnan(quality_score({}, {}, cfg))
+
+
+class BrightnessScorer(torch.nn.Module):
+    """A stand-in aesthetic model with a known answer: mean of the normalised input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(1, 2, 3))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_learned_scorer_torchscript_batched(tmp_path, art, small_corpus):
+    path = tmp_path / "scorer.pt"
+    torch.jit.script(BrightnessScorer()).save(str(path))
+    cfg = QualityConfig(scorer=str(path), scorer_size=64, scorer_batch=3, scorer_mean=(0, 0, 0), scorer_std=(1, 1, 1),
+                        scorer_logits=False)  # fmt: skip
+    scorer = LearnedScorer(cfg)
+    dark, light = (art * 0.3).astype(np.uint8), np.full_like(art, 250)
+    out = scorer([dark, light, art, art, dark])  # two batches
+    assert out.shape == (5,) and out[1] > out[2] > out[0] and out[0] == out[4]
+    assert out[1] == pytest.approx(250 / 255, abs=1e-3)
+    # in the scan: every kept row gets a learned score and it moves its quality score
+    files = sorted(os.listdir(small_corpus))[:3]
+    records = [
+        {"source": "f", "source_id": f, "location": os.path.join(small_corpus, f), "ext": "jpg"}
+        for f in files
+    ]
+    rows = scan_rows(records, ScanSettings(quality=cfg), scorer)
+    for row in rows:
+        assert (row["learned_score"] is not None) == (row["status"] == "kept")
+    with pytest.raises(ValueError, match="TorchScript"):
+        LearnedScorer(QualityConfig(scorer=str(tmp_path / "missing.pt")))
