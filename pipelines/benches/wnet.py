@@ -35,6 +35,7 @@ def _demo_build(folder: str, root: str) -> str:
     import cv2
 
     from curation.sources import parse_source
+    from lineart.quality import PairQuality
     from pipelines.build import BuildRequest, run_build
     from pipelines.config import BuildConfig, ExtractorSpec, ScanConfig, ShardConfig
     from sharding.buckets import BucketRule
@@ -48,8 +49,13 @@ def _demo_build(folder: str, root: str) -> str:
         cv2.imwrite(os.path.join(src, stem + ".png"), bgr)
         with open(os.path.join(src, stem + ".txt"), "w") as fh:
             fh.write("warm" if bgr[..., 2].mean() > bgr[..., 0].mean() else "cool")
-    cfg = BuildConfig(scan=ScanConfig(min_side=64), buckets=BucketRule(max_area=32 * 32, step=16, min_side=32, max_side=32),
-                      shards=ShardConfig(samples_per_shard=4), extractors=(ExtractorSpec("canny"),))  # fmt: skip
+    cfg = BuildConfig(
+        scan=ScanConfig(min_side=64),
+        buckets=BucketRule(max_area=32 * 32, step=16, min_side=32, max_side=32),
+        shards=ShardConfig(samples_per_shard=4),
+        extractors=(ExtractorSpec("canny"),),
+        pair_quality=PairQuality(enabled=False),  # 32 px canny drawings are speckly by nature
+    )
     out = os.path.join(root, "out")
     run_build(BuildRequest([parse_source(f"demo={src}")], out, cfg, show_progress=False))
     return out
