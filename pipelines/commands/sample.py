@@ -55,11 +55,9 @@ def run(args: argparse.Namespace) -> int:
                "guidance_sketch": args.guidance_sketch, "sketch_scale": args.sketch_scale}.items() if v is not None}  # fmt: skip
     sample_cfg = dataclasses.replace(painter.cfg.sample, **changes)
     image = painter.paint(gray[None], [parse_tags(args.tags)], seed=args.seed, sample_cfg=sample_cfg)[0]
-    unknown = [
-        t
-        for t in painter.vocab.decode(painter.vocab.encode(parse_tags(args.tags), 10**6))
-        if t.startswith("<unk")
-    ]
+    wanted = parse_tags(args.tags)
+    ids = painter.vocab.encode(wanted, 1 + sum(len(v) for v in wanted.values()))
+    unknown = [t for t in painter.vocab.decode(ids) if t.startswith("<unk")]
     if unknown:
         print(f"note: {len(unknown)} tag(s) are not in the checkpoint's vocabulary and were read as unknown")
     if not cv2.imwrite(args.output, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
