@@ -11,6 +11,7 @@ import os
 import cv2
 import numpy as np
 
+from curation.filters import FilterConfig
 from curation.sources import parse_source
 from lineart.quality import PairQuality
 from pipelines.build import BuildRequest, run_build
@@ -42,7 +43,8 @@ def demo_build(corpus: str, root: str, n: int = IMAGES) -> str:
         buckets=BucketRule(max_area=32 * 32, step=16, min_side=32, max_side=32),
         shards=ShardConfig(samples_per_shard=4),
         extractors=(ExtractorSpec("canny"),),
-        pair_quality=PairQuality(enabled=False),  # 32 px canny drawings are speckly by nature,
+        pair_quality=PairQuality(enabled=False),  # 32 px canny drawings are speckly by nature
+        filters=FilterConfig(min_tags=0),  # two tags per image
     )
     run_build(BuildRequest([parse_source(f"demo={src}")], out, cfg, show_progress=False))
     return out

@@ -34,6 +34,7 @@ STEPS = 300
 def _demo_build(folder: str, root: str) -> str:
     import cv2
 
+    from curation.filters import FilterConfig
     from curation.sources import parse_source
     from lineart.quality import PairQuality
     from pipelines.build import BuildRequest, run_build
@@ -55,6 +56,7 @@ def _demo_build(folder: str, root: str) -> str:
         shards=ShardConfig(samples_per_shard=4),
         extractors=(ExtractorSpec("canny"),),
         pair_quality=PairQuality(enabled=False),  # 32 px canny drawings are speckly by nature
+        filters=FilterConfig(min_tags=0),  # two tags per image
     )
     out = os.path.join(root, "out")
     run_build(BuildRequest([parse_source(f"demo={src}")], out, cfg, show_progress=False))
