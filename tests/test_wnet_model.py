@@ -252,3 +252,16 @@ def test_latent_space_with_a_real_autoencoderkl(tmp_path):
     model = WNet(TINY.model, space.channels, vocab_size=10, sketch_stride=space.stride)
     _, t, ids, sketch = _inputs(size=16)
     assert model(z, t, ids, sketch).shape == z.shape
+
+
+def test_docs_list_every_config_key_with_its_tiny_default():
+    text = open(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "wnet.md")
+    ).read()
+    for section, values in TINY.to_dict().items():
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            assert f"| `{section}.{key}` | `{json.dumps(value)}` |" in text, (
+                f"docs/wnet.md lacks {section}.{key} = {value}"
+            )
