@@ -23,6 +23,11 @@ def lines_to_tensor(lines: np.ndarray, device: str | torch.device = "cpu") -> to
     return (1.0 - x / 255.0)[:, None]
 
 
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA; full fp32 elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def build_model(cfg: WnetConfig, vocab_size: int, space: PixelSpace | LatentSpace) -> WNet:
     return WNet(cfg.model, space.channels, vocab_size, sketch_stride=space.stride)
 
@@ -60,14 +65,6 @@ class Painter:
     def schedule(self) -> Schedule:
         return Schedule.create(self.cfg.diffusion)
 
-    @property
-    def autocast(self):
-        return (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if self.device.type == "cuda"
-            else contextlib.nullcontext()
-        )
-
     def denoiser(self, sketch: torch.Tensor):
         feats_cache: dict[int, list[torch.Tensor]] = {}
 
@@ -77,7 +74,8 @@ class Painter:
             if reps not in feats_cache:
                 feats = self.model.sketch_encoder(sketch)
                 feats_cache[reps] = [f.repeat(reps, 1, 1, 1) for f in feats]
-            return self.model.unet(x, t, tags, feats_cache[reps], scale)
+            with autocast_for(self.device):
+                return self.model.unet(x, t, tags, feats_cache[reps], scale).float()
 
         return run
 
@@ -110,4 +108,4 @@ class Painter:
         return tensor_to_images(self.space.decode(x0))
 
 
-__all__ = ["Painter", "build_model", "lines_to_tensor", "null_tags"]
+__all__ = ["Painter", "autocast_for", "build_model", "lines_to_tensor", "null_tags"]

@@ -8,7 +8,6 @@ The randomness of step ``s`` (flips, dropouts, timesteps, noise) comes from a ge
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from .config import WnetConfig
 from .diffusion import Schedule
 from .model import WNet
-from .painter import Painter, build_model, lines_to_tensor
+from .painter import Painter, autocast_for, build_model, lines_to_tensor
 from .space import LatentSpace, PixelSpace, create_space, images_to_tensor
 from .vocab import NULL, PAD, TagVocab
 
@@ -52,18 +51,67 @@ class Inputs:
     sketch_scale: torch.Tensor  # N; 0 where the sketch is dropped
 
 
+class Setup(Protocol):
+    """What turning a batch into a loss needs; a Trainer and a Painter both have it."""
+
+    cfg: WnetConfig
+    vocab: TagVocab
+    space: PixelSpace | LatentSpace
+    device: torch.device
+
+    @property
+    def schedule(self) -> Schedule: ...
+
+
+def make_inputs(setup: Setup, batch: BatchLike, gen: torch.Generator | None, train: bool = True) -> Inputs:
+    """Arrays -> tensors; with ``train`` the flips and the three dropouts are drawn from ``gen``."""
+    cfg = setup.cfg
+    t = cfg.train
+    images, lines = batch.images, batch.lines
+    n = len(images)
+    ids = torch.from_numpy(
+        setup.vocab.encode_batch([m.get("tags") or {} for m in batch.meta], cfg.model.max_tags)
+    )
+    scale = torch.ones(n)
+    if train:
+        flip = (torch.rand(n, generator=gen) < t.flip).numpy()
+        if flip.any():  # the illustration and its sketch flip together
+            images, lines = images.copy(), lines.copy()
+            images[flip] = images[flip][:, :, ::-1]
+            lines[flip] = lines[flip][:, :, ::-1]
+        drop_tag = (torch.rand(ids.shape, generator=gen) < t.tag_dropout) & (ids != NULL)
+        ids = ids.masked_fill(drop_tag, PAD)
+        drop_set = torch.rand(n, generator=gen) < t.tagset_dropout
+        ids[drop_set, 1:] = PAD
+        scale = (torch.rand(n, generator=gen) >= t.sketch_dropout).float()
+    x0 = setup.space.encode(images_to_tensor(images, setup.device))
+    return Inputs(x0, lines_to_tensor(lines, setup.device), ids.to(setup.device), scale.to(setup.device))
+
+
+def diffusion_loss(
+    setup: Setup, model: torch.nn.Module, inp: Inputs, t: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    schedule = setup.schedule
+    x_t = schedule.add_noise(inp.x0, noise, t)
+    with autocast_for(setup.device):
+        pred = model(x_t, t, inp.tags, inp.sketch, inp.sketch_scale)
+    per_sample = F.mse_loss(pred.float(), schedule.target(inp.x0, noise, t), reduction="none").mean((1, 2, 3))
+    # Sample weights are realised by the loader's sampling; the loss is never multiplied by them.
+    return (per_sample * schedule.loss_weight(t)).mean()
+
+
 @torch.no_grad()
-def fixed_loss(model: torch.nn.Module, owner: Trainer | Painter, batch: BatchLike, seed: int = 0) -> float:
+def fixed_loss(model: torch.nn.Module, setup: Setup, batch: BatchLike, seed: int = 0) -> float:
     """Loss with fixed timesteps (spread over the schedule), fixed noise and no dropout: comparable
-    across steps and runs. ``owner`` supplies the config, vocabulary, space and schedule."""
+    across steps and runs."""
     was = model.training
     model.eval()
-    inp = Trainer.inputs(owner, batch, None, train=False)
+    inp = make_inputs(setup, batch, None, train=False)
     n = inp.x0.shape[0]
     gen = torch.Generator().manual_seed(seed)
-    t = ((torch.arange(n) + 0.5) * owner.schedule.T / n).long().to(owner.device)
-    noise = torch.randn(inp.x0.shape, generator=gen).to(owner.device)
-    loss = float(Trainer._loss(owner, model, inp, t, noise))
+    t = ((torch.arange(n) + 0.5) * setup.schedule.T / n).long().to(setup.device)
+    noise = torch.randn(inp.x0.shape, generator=gen).to(setup.device)
+    loss = float(diffusion_loss(setup, model, inp, t, noise))
     model.train(was)
     return loss
 
@@ -73,61 +121,22 @@ class Trainer:
         self.cfg, self.vocab, self.rank = cfg, vocab, rank
         self.device = torch.device(device)
         self.space: PixelSpace | LatentSpace = create_space(cfg.space.vae, self.device)
-        self.schedule = Schedule.create(cfg.diffusion)
+        self._schedule = Schedule.create(cfg.diffusion)
         torch.manual_seed(cfg.train.seed)  # the initial weights
         self.model: WNet = build_model(cfg, len(vocab), self.space).to(self.device)
         self.model.set_grad_checkpointing(cfg.train.grad_checkpointing)
         self.ema: WNet = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.ddp: torch.nn.Module = (
-            self.model
-        )  # replaced by a DistributedDataParallel wrapper on several workers
+        # The module the loss runs through: a DistributedDataParallel wrapper on several workers.
+        self.ddp: torch.nn.Module = self.model
         t = cfg.train
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.step = 0
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if self.device.type == "cuda"
-            else contextlib.nullcontext()
-        )
-
-    # ------------------------------------------------------------ inputs
-
-    def inputs(self, batch: BatchLike, gen: torch.Generator | None, train: bool = True) -> Inputs:
-        """Arrays -> tensors; with ``train`` the flips and the three dropouts are drawn from ``gen``."""
-        t = self.cfg.train
-        images, lines = batch.images, batch.lines
-        n = len(images)
-        ids = torch.from_numpy(
-            self.vocab.encode_batch([m.get("tags") or {} for m in batch.meta], self.cfg.model.max_tags)
-        )
-        scale = torch.ones(n)
-        if train:
-            flip = (torch.rand(n, generator=gen) < t.flip).numpy()
-            if flip.any():  # the illustration and its sketch flip together
-                images, lines = images.copy(), lines.copy()
-                images[flip] = images[flip][:, :, ::-1]
-                lines[flip] = lines[flip][:, :, ::-1]
-            drop_tag = (torch.rand(ids.shape, generator=gen) < t.tag_dropout) & (ids != NULL)
-            ids = ids.masked_fill(drop_tag, PAD)
-            drop_set = torch.rand(n, generator=gen) < t.tagset_dropout
-            ids[drop_set, 1:] = PAD
-            scale = (torch.rand(n, generator=gen) >= t.sketch_dropout).float()
-        x0 = self.space.encode(images_to_tensor(images, self.device))
-        return Inputs(x0, lines_to_tensor(lines, self.device), ids.to(self.device), scale.to(self.device))
-
-    def _loss(
-        self, model: torch.nn.Module, inp: Inputs, t: torch.Tensor, noise: torch.Tensor
-    ) -> torch.Tensor:
-        x_t = self.schedule.add_noise(inp.x0, noise, t)
-        with self.autocast:
-            pred = model(x_t, t, inp.tags, inp.sketch, inp.sketch_scale)
-        per_sample = F.mse_loss(pred.float(), self.schedule.target(inp.x0, noise, t), reduction="none").mean(
-            (1, 2, 3)
-        )
-        # Sample weights are realised by the loader's sampling; the loss is never multiplied by them.
-        return (per_sample * self.schedule.loss_weight(t)).mean()
 
     # ------------------------------------------------------------ steps
+
+    @property
+    def schedule(self) -> Schedule:
+        return self._schedule
 
     def lr_at(self, step: int) -> float:
         t = self.cfg.train
@@ -139,11 +148,11 @@ class Trainer:
         gen = step_generator(cfg.seed, self.step, self.rank)
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))  # model dropout, if any
         self.model.train()
-        inp = self.inputs(batch, gen)
+        inp = make_inputs(self, batch, gen)
         n = inp.x0.shape[0]
         t = torch.randint(0, self.schedule.T, (n,), generator=gen).to(self.device)
         noise = torch.randn(inp.x0.shape, generator=gen).to(self.device)
-        loss = self._loss(self.ddp, inp, t, noise)
+        loss = diffusion_loss(self, self.ddp, inp, t, noise)
         if not torch.isfinite(loss):
             raise LossIsNaN(self.step, list(batch.keys))
         self.optimizer.zero_grad(set_to_none=True)
@@ -189,4 +198,4 @@ class Trainer:
         self.step = step
 
 
-__all__ = ["LossIsNaN", "Trainer", "step_generator"]
+__all__ = ["LossIsNaN", "Trainer", "diffusion_loss", "fixed_loss", "make_inputs", "step_generator"]
