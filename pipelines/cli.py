@@ -14,6 +14,9 @@ COMMANDS = (
     "pipelines.commands.verify",
     "pipelines.commands.extract",
     "pipelines.commands.audit",
+    "pipelines.commands.train",
+    "pipelines.commands.eval",
+    "pipelines.commands.sample",
     "pipelines.commands.bench",
 )
 

@@ -1,0 +1,66 @@
+"""``linepairs sample CKPT SKETCH --tags "..." -o out.png``: paint one line drawing with a W-net checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sample", help="paint a line drawing with a W-net checkpoint")
+    p.add_argument(
+        "ckpt", metavar="CKPT", help="a checkpoint folder, or a run folder (its newest checkpoint)"
+    )
+    p.add_argument("sketch", metavar="SKETCH", help="line drawing image: dark lines on white paper")
+    p.add_argument("--tags", default="", help='comma-separated; "category:tag" for non-general tags')
+    p.add_argument("-o", "--output", required=True, help="PNG to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="sampler steps (default: the checkpoint's sample.steps)")
+    p.add_argument("--sampler", choices=["ddim", "euler"])
+    p.add_argument("--guidance-tags", type=float)
+    p.add_argument("--guidance-sketch", type=float)
+    p.add_argument(
+        "--sketch-scale", type=float, help="multiplies the injected sketch features (0: ignore the sketch)"
+    )
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import cv2
+
+    from wnet.checkpoint import CheckpointError
+    from wnet.config import WnetConfigError
+    from wnet.painter import Painter
+    from wnet.space import SpaceError
+    from wnet.vocab import parse_tags
+
+    from ..errors import UsageError
+
+    try:
+        painter = Painter.from_checkpoint(args.ckpt, device=args.device)
+    except (CheckpointError, WnetConfigError, SpaceError) as exc:
+        raise UsageError(str(exc)) from None
+    gray = cv2.imread(args.sketch, cv2.IMREAD_GRAYSCALE) if os.path.isfile(args.sketch) else None
+    if gray is None:
+        raise UsageError(f"cannot read the sketch {args.sketch!r} as an image")
+    # The UNet halves the size per level: round each side to the nearest multiple it accepts.
+    mult = painter.model.size_multiple * painter.space.stride
+    h, w = (max(mult, round(s / mult) * mult) for s in gray.shape)
+    if (h, w) != gray.shape:
+        gray = cv2.resize(gray, (w, h), interpolation=cv2.INTER_AREA)
+    changes = {k: v for k, v in {"steps": args.steps, "sampler": args.sampler, "guidance_tags": args.guidance_tags,
+               "guidance_sketch": args.guidance_sketch, "sketch_scale": args.sketch_scale}.items() if v is not None}  # fmt: skip
+    sample_cfg = dataclasses.replace(painter.cfg.sample, **changes)
+    image = painter.paint(gray[None], [parse_tags(args.tags)], seed=args.seed, sample_cfg=sample_cfg)[0]
+    wanted = parse_tags(args.tags)
+    ids = painter.vocab.encode(wanted, 1 + sum(len(v) for v in wanted.values()))
+    unknown = [t for t in painter.vocab.decode(ids) if t.startswith("<unk")]
+    if unknown:
+        print(f"note: {len(unknown)} tag(s) are not in the checkpoint's vocabulary and were read as unknown")
+    if not cv2.imwrite(args.output, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise UsageError(f"cannot write {args.output}")
+    print(f"{args.output}: {w}x{h}, step {painter.step}")
+    return 0

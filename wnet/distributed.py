@@ -1,0 +1,83 @@
+"""Scale-out: the same ``train_loop`` once per Ray Train worker (``TorchTrainer``, ``ScalingConfig``).
+
+Ray Train starts the workers and their torch.distributed process group (gloo on CPU, NCCL on GPU).
+Each rank streams its own batches (the loader's ``rank``/``world_size`` split: batch j of the global
+stream goes to rank j mod K), gradients are averaged by DistributedDataParallel, and rank 0 alone
+writes RUN, which must therefore be a path rank 0 can reach (on one machine: any local path; on
+a cluster: shared storage). Needs ``ray[train]`` (``pip install 'linepairs[train]'``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from .checkpoint import latest_checkpoint, open_checkpoint
+from .run import RunError, TrainRequest, TrainResult, read_metrics, train_loop
+
+
+def _worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    ctx = ray.train.get_context()
+    req: TrainRequest = config["request"]
+    device = ray.train.torch.get_device()
+    req = dataclasses.replace(req, device=str(device))
+
+    def wrap(model: torch.nn.Module) -> torch.nn.Module:
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    result = train_loop(req, rank=ctx.get_world_rank(), world=ctx.get_world_size(), wrap=wrap)
+    # Every rank must report (Ray Train synchronises on it); the driver reads rank 0's.
+    ray.train.report({"step": result.step, "loss": result.last_loss, "checkpoint": result.checkpoint})
+
+
+def train_on_ray(req: TrainRequest) -> TrainResult:
+    try:
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+    except ImportError as exc:
+        raise RunError(f"--workers needs Ray Train: pip install 'linepairs[train]' ({exc})") from None
+    from pipelines.raycluster import ray_session
+
+    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "0")
+    with ray_session(req.address):
+        trainer = TorchTrainer(
+            _worker,
+            train_loop_config={"request": dataclasses.replace(req, workers=0)},
+            scaling_config=ScalingConfig(num_workers=req.workers, use_gpu=req.gpus),
+            run_config=RunConfig(name="ray-train", storage_path=os.path.join(req.run, "ray")),
+        )
+        try:
+            trainer.fit()
+        except Exception as exc:  # Ray wraps the worker's error; surface its one-line cause
+            cause = _root_cause(exc)
+            if isinstance(cause, RunError | ValueError):
+                raise RunError(str(cause)) from None
+            raise
+    # Rank 0 wrote RUN; read the outcome from there (Ray Train keeps reported metrics only with checkpoints).
+    latest = latest_checkpoint(req.run)
+    rows = read_metrics(req.run)
+    step = open_checkpoint(latest).step if latest else 0
+    return TrainResult(req.run, step, latest, rows[-1]["loss"] if rows else None)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        nxt = getattr(exc, "cause", None) or exc.__cause__ or getattr(exc, "worker_failures", None)
+        if isinstance(nxt, dict) and nxt:
+            nxt = next(iter(nxt.values()))
+        if not isinstance(nxt, BaseException):
+            break
+        exc = nxt
+    return exc
+
+
+__all__ = ["train_on_ray"]

@@ -1,0 +1,81 @@
+"""Where diffusion happens: pixels (default) or the latent space of a diffusers AutoencoderKL.
+
+Pixel space maps uint8 RGB to [-1, 1]. Latent space needs the optional ``diffusers`` package
+(``pip install 'linepairs[latent]'``) and a local AutoencoderKL folder (``config.json`` +
+weights); latents are multiplied by the VAE's ``scaling_factor``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+
+class SpaceError(ValueError):
+    pass
+
+
+def images_to_tensor(images: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """N x H x W x 3 uint8 -> N x 3 x H x W float in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1.0
+
+
+def tensor_to_images(x: torch.Tensor) -> np.ndarray:
+    """N x 3 x H x W in [-1, 1] -> N x H x W x 3 uint8."""
+    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+class PixelSpace:
+    channels = 3
+    stride = 1
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def to(self, device) -> PixelSpace:
+        return self
+
+
+class LatentSpace:
+    """A frozen AutoencoderKL; encode uses the posterior mean so training targets are deterministic."""
+
+    def __init__(self, path: str, device: str | torch.device = "cpu"):
+        try:
+            from diffusers import AutoencoderKL
+        except ImportError:
+            raise SpaceError(
+                "space.vae needs the optional dependency diffusers: pip install 'linepairs[latent]'"
+            ) from None
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise SpaceError(f"space.vae={path!r} is not a diffusers AutoencoderKL folder (no config.json)")
+        self.vae = AutoencoderKL.from_pretrained(path).to(device).eval().requires_grad_(False)
+        cfg = self.vae.config
+        self.channels = int(cfg.latent_channels)
+        self.stride = 2 ** (len(cfg.block_out_channels) - 1)
+        self.scale = float(getattr(cfg, "scaling_factor", 1.0) or 1.0)
+
+    def to(self, device) -> LatentSpace:
+        self.vae.to(device)
+        return self
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(pixels).latent_dist.mean * self.scale
+
+    @torch.no_grad()
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(x / self.scale).sample
+
+
+def create_space(vae: str | None, device: str | torch.device = "cpu") -> PixelSpace | LatentSpace:
+    return PixelSpace() if vae is None else LatentSpace(vae, device)
+
+
+__all__ = ["LatentSpace", "PixelSpace", "SpaceError", "create_space", "images_to_tensor", "tensor_to_images"]
