@@ -239,6 +239,9 @@ def compute_weights(
     tags of ``cfg.tag_categories`` (needed only with ``tag_balance``).
     """
     n = len(keys)
+    if n == 0 and not cfg.shares:  # every input was rejected: an empty build, not an error
+        empty = np.zeros(0)
+        return Weighted(empty, np.zeros(0, dtype=object), empty, empty, empty, empty)
     sources = np.asarray(sources, dtype=object)
     keys = np.asarray(keys, dtype=object)
     scope = sources if cfg.tier_scope == "source" else np.zeros(n, dtype=object)

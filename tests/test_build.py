@@ -184,3 +184,16 @@ def test_missing_source_and_missing_config(tmp_path):
     assert res.returncode == 2 and "source path does not exist" in res.stderr
     res = cli("build", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(tmp_path / "none.toml"))
     assert res.returncode == 2 and "config file not found" in res.stderr
+
+
+def test_a_build_that_keeps_nothing_still_completes(tmp_path, ray_cluster):
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    (folder / "a.png").write_text("not an image")
+    (folder / "b.jpg").write_bytes(b"")
+    out = str(tmp_path / "out")
+    res = cli("build", str(folder), "--out", out, address=ray_cluster)
+    assert res.returncode == 0, res.stderr
+    assert "0 samples in 0 shards" in res.stdout
+    assert pq.read_table(os.path.join(out, "rejects.parquet")).num_rows == 2
+    assert cli("verify", out).returncode == 0
