@@ -548,6 +548,12 @@ class BatchStream:
             self._reader = ShardReader(self.fs, self.root)
         return self._reader
 
+    def close(self) -> None:
+        """Close the open shard files (a later batch reopens them)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
     def _batch(self, position: int, bucket: int, rows: np.ndarray) -> Batch:
         j = self.rank + position * self.world_size
         extractors = self._choose_extractors(j, rows)

@@ -80,8 +80,7 @@ class TrainStream:
         return self.stream.state_dict()
 
     def close(self) -> None:
-        if self.stream._reader is not None:
-            self.stream.reader().close()
+        self.stream.close()
 
 
 def open_stream(
