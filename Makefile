@@ -30,7 +30,7 @@ test: setup browser
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/linepairs bench
+	@$(BIN)/linepairs bench
 
 lint: setup
 	$(BIN)/ruff check .

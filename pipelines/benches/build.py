@@ -65,7 +65,7 @@ def run(args) -> dict[str, Any]:
     cfg = BuildConfig()
     from curation.sources import parse_source
 
-    walls, rates = [], []
+    walls, rates, phases, in_process = [], [], [], []
     samples = 0
     try:
         for _ in range(max(1, args.repeats)):
@@ -75,6 +75,8 @@ def run(args) -> dict[str, Any]:
             samples = summary.counts["samples"]
             walls.append(summary.timings["total"])
             rates.append(samples / summary.timings["materialize"])
+            phases.append(summary.timings)
+            in_process.append(materialize_in_process(out, cfg))
             shutil.rmtree(out, ignore_errors=True)
         floors = [kernel_floor(paths, cfg) for _ in range(max(1, args.repeats))]
     finally:
@@ -93,4 +95,33 @@ def run(args) -> dict[str, Any]:
         "kernel_floor_samples_per_s_one_core": round(floor_rate, 3),
         "ratio_end_to_end_to_floor": round(end_to_end / floor_rate, 3),
         "ratio_materialize_to_floor": round(statistics.median(rates) / floor_rate, 3),
+        # the same shards written in this process on one core: the per-sample cost of materialize
+        # without Ray, actor start-up (~1.6 s importing torch) or a second core
+        "materialize_in_process_one_core_samples_per_s": round(statistics.median(in_process), 3),
+        "ratio_in_process_to_floor": round(statistics.median(in_process) / floor_rate, 3),
+        "phase_s_median": {
+            k: round(statistics.median(p[k] for p in phases), 3)
+            for k in ("enumerate", "scan", "plan", "materialize", "total")
+        },
     }
+
+
+def materialize_in_process(out: str, cfg: BuildConfig) -> float:
+    """Samples/s writing every shard of ``out``'s plan again, in this process on one core."""
+    import pyarrow.parquet as pq
+
+    from ..build import shard_spans
+    from ..tasks import ShardMaterializer
+
+    plan = pq.read_table(os.path.join(out, "plan.parquet"))
+    scratch = tempfile.mkdtemp(prefix="lp-bench-mat-")
+    cv2.setNumThreads(1)
+    try:
+        writer = ShardMaterializer(scratch, cfg.to_dict(), "cpu")
+        start = time.perf_counter()
+        for offset, length in shard_spans(plan).values():
+            writer.materialize(plan.slice(offset, length).to_pylist())
+        return plan.num_rows / (time.perf_counter() - start)
+    finally:
+        cv2.setNumThreads(-1)
+        shutil.rmtree(scratch, ignore_errors=True)
