@@ -265,3 +265,25 @@ def test_docs_list_every_config_key_with_its_tiny_default():
             assert f"| `{section}.{key}` | `{json.dumps(value)}` |" in text, (
                 f"docs/wnet.md lacks {section}.{key} = {value}"
             )
+
+
+def test_batches_larger_than_max_side_are_resized_to_the_training_size():
+    import numpy as np
+
+    from sharding.loader import Batch
+    from wnet.data import fit_batch, train_size
+
+    assert train_size((512, 768), 64, 4) == (44, 64)
+    assert train_size((48, 64), 64, 4) == (48, 64)  # small enough: untouched
+    assert train_size((512, 768), 0, 4) == (512, 768)  # 0: bucket size
+    images = np.zeros((2, 768, 512, 3), np.uint8)
+    lines = np.full((2, 768, 512), 255, np.uint8)
+    lines[:, :, 200:260] = 0  # a thick vertical stroke survives the area resize
+    batch = Batch(
+        keys=["a", "b"], bucket=(512, 768), images=images, lines=lines, extractors=["x", "x"], meta=[{}, {}]
+    )
+    fitted = fit_batch(batch, TINY)
+    mult = 2 ** (len(TINY.model.channels) - 1)
+    w, h = train_size((512, 768), TINY.train.max_side, mult)
+    assert fitted.images.shape == (2, h, w, 3) and fitted.lines.shape == (2, h, w)
+    assert fitted.lines.min() == 0 and fitted.keys == batch.keys

@@ -49,6 +49,9 @@ class SpaceConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    # Longest side the model sees: each batch is area-resized (aspect kept, sides rounded to the
+    # model's size multiple) when its bucket is larger; 0 trains at bucket size.
+    max_side: int = 64
     batch_size: int = 8
     steps: int = 300
     lr: float = 1e-3
@@ -118,6 +121,7 @@ PRESETS: dict[str, WnetConfig] = {
         ),  # fmt: skip
         diffusion=DiffusionConfig(prediction="v", zero_terminal_snr=True),
         train=TrainConfig(
+            max_side=512,
             batch_size=32,
             steps=100_000,
             lr=1e-4,
@@ -146,6 +150,7 @@ PRESETS: dict[str, WnetConfig] = {
         diffusion=DiffusionConfig(prediction="v", zero_terminal_snr=True),
         space=SpaceConfig(vae="/path/to/sd-vae-ft-mse"),
         train=TrainConfig(
+            max_side=0,
             batch_size=16,
             steps=500_000,
             lr=5e-5,

@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
 from sharding.loader import Batch, BatchStream, batches
 
 from .config import WnetConfig
+from .space import space_stride
 
 HOLDOUT_BUCKETS = 10_000
 
@@ -54,11 +56,37 @@ def _subset(batch: Batch, keep: list[int]) -> Batch:
     )
 
 
+def train_size(bucket: tuple[int, int], max_side: int, multiple: int) -> tuple[int, int]:
+    """The size a bucket is trained at: the bucket, or scaled to ``max_side`` with sides rounded to ``multiple``."""
+    w, h = bucket
+    if not max_side or max(w, h) <= max_side:
+        return w, h
+    scale = max_side / max(w, h)
+    return (
+        max(multiple, round(w * scale / multiple) * multiple),
+        max(multiple, round(h * scale / multiple) * multiple),
+    )
+
+
+def fit_batch(batch: Batch, cfg: WnetConfig) -> Batch:
+    """Area-resize a batch's illustrations and line drawings to the config's training size."""
+    multiple = 2 ** (len(cfg.model.channels) - 1) * space_stride(cfg.space.vae)
+    h, w = batch.images.shape[1:3]
+    size = train_size((w, h), cfg.train.max_side, multiple)
+    if size == (w, h):
+        return batch
+    images = np.stack([cv2.resize(im, size, interpolation=cv2.INTER_AREA) for im in batch.images])
+    lines = np.stack([cv2.resize(ln, size, interpolation=cv2.INTER_AREA) for ln in batch.lines])
+    return replace(batch, images=images, lines=lines)
+
+
 class TrainStream:
     """Endless training batches for one rank; ``state()`` resumes right after the last batch returned."""
 
-    def __init__(self, stream: BatchStream, buckets: list[tuple[int, int]] | None, heldout: float):
-        self.stream, self.heldout = stream, heldout
+    def __init__(
+        self, stream: BatchStream, buckets: list[tuple[int, int]] | None, heldout: float, cfg: WnetConfig
+    ):
+        self.stream, self.heldout, self.cfg = stream, heldout, cfg
         self.wanted = set(buckets) if buckets else None
 
     def __iter__(self) -> Iterator[Batch]:
@@ -74,7 +102,7 @@ class TrainStream:
             batch = next(iter(self.stream))
             keep = [i for i, k in enumerate(batch.keys) if not is_heldout(k, self.heldout)]
             if keep:
-                return batch if len(keep) == len(batch.keys) else _subset(batch, keep)
+                return fit_batch(batch if len(keep) == len(batch.keys) else _subset(batch, keep), self.cfg)
 
     def state(self) -> dict[str, Any]:
         return self.stream.state_dict()
@@ -90,7 +118,7 @@ def open_stream(
     t = cfg.train
     stream = batches(build, t.batch_size, seed=t.seed + seed_offset, extractor=t.extractor, rank=rank,
                      world_size=world, state=state, threads=2)  # fmt: skip
-    return TrainStream(stream, buckets, t.heldout)
+    return TrainStream(stream, buckets, t.heldout, cfg)
 
 
 def heldout_batch(
@@ -108,13 +136,21 @@ def heldout_batch(
     out = []
     for bucket, group in sorted(groups.items()):
         extractor = cfg.train.extractor or sorted(group[0]["lines"])[0]
-        out.append(Batch(
+        out.append(fit_batch(Batch(
             keys=[s["key"] for s in group], bucket=bucket,
             images=np.stack([s["image"] for s in group]),
             lines=np.stack([s["lines"][extractor] for s in group]),
             extractors=[extractor] * len(group), meta=[s["meta"] for s in group],
-        ))  # fmt: skip
+        ), cfg))  # fmt: skip
     return out
 
 
-__all__ = ["TrainStream", "heldout_batch", "heldout_keys", "is_heldout", "open_stream"]
+__all__ = [
+    "TrainStream",
+    "fit_batch",
+    "heldout_batch",
+    "heldout_keys",
+    "is_heldout",
+    "open_stream",
+    "train_size",
+]

@@ -22,7 +22,8 @@ import torch
 
 from .checkpoint import latest_checkpoint, open_checkpoint, save_checkpoint
 from .config import WnetConfig, WnetConfigError, check_same, config_from_dict, differences
-from .data import heldout_batch, open_stream
+from .data import heldout_batch, open_stream, train_size
+from .space import SpaceError, space_stride
 from .trainer import LossIsNaN, Trainer
 from .vocab import TagVocab
 
@@ -88,7 +89,7 @@ def check_build(build: str, cfg: WnetConfig, multiple: int) -> dict[tuple[int, i
     if missing:
         raise RunError(f"config {cfg.name!r} asks for bucket(s) {', '.join(f'{w}x{h}' for w, h in missing)} "
                        f"but {build} has no samples there; it has {have}")  # fmt: skip
-    bad = [b for b in wanted if b[0] % multiple or b[1] % multiple]
+    bad = [b for b in wanted if any(side % multiple for side in train_size(b, cfg.train.max_side, multiple))]
     if bad:
         raise RunError(f"bucket(s) {', '.join(f'{w}x{h}' for w, h in bad)} do not divide by {multiple}, which "
                        f"config {cfg.name!r} needs (2^(levels-1) x the space's stride); set train.buckets")  # fmt: skip
@@ -317,13 +318,10 @@ def train(req: TrainRequest) -> TrainResult:
 
 
 def _space_stride(cfg: WnetConfig) -> int:
-    if cfg.space.vae is None:
-        return 1
     try:
-        with open(os.path.join(cfg.space.vae, "config.json"), encoding="utf-8") as fh:
-            return 2 ** (len(json.load(fh)["block_out_channels"]) - 1)
-    except (OSError, KeyError, ValueError) as exc:
-        raise RunError(f"space.vae={cfg.space.vae!r}: cannot read its config.json ({exc})") from None
+        return space_stride(cfg.space.vae)
+    except SpaceError as exc:
+        raise RunError(str(exc)) from None
 
 
 def config_of_run(run: str) -> WnetConfig:

@@ -7,6 +7,8 @@ weights); latents are multiplied by the VAE's ``scaling_factor``.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 
 import numpy as np
@@ -78,4 +80,18 @@ def create_space(vae: str | None, device: str | torch.device = "cpu") -> PixelSp
     return PixelSpace() if vae is None else LatentSpace(vae, device)
 
 
-__all__ = ["LatentSpace", "PixelSpace", "SpaceError", "create_space", "images_to_tensor", "tensor_to_images"]
+@functools.lru_cache(maxsize=8)
+def space_stride(vae: str | None) -> int:
+    """Pixels per latent pixel: 1 in pixel space, 2^(levels-1) of the VAE's encoder otherwise."""
+    if vae is None:
+        return 1
+    try:
+        with open(os.path.join(vae, "config.json"), encoding="utf-8") as fh:
+            return 2 ** (len(json.load(fh)["block_out_channels"]) - 1)
+    except (OSError, KeyError, ValueError) as exc:
+        raise SpaceError(f"space.vae={vae!r}: cannot read its config.json ({exc})") from None
+
+
+__all__ = [
+    "LatentSpace", "PixelSpace", "SpaceError", "create_space", "images_to_tensor", "space_stride", "tensor_to_images",
+]  # fmt: skip

@@ -46,9 +46,13 @@ def run(args: argparse.Namespace) -> int:
     gray = cv2.imread(args.sketch, cv2.IMREAD_GRAYSCALE) if os.path.isfile(args.sketch) else None
     if gray is None:
         raise UsageError(f"cannot read the sketch {args.sketch!r} as an image")
-    # The UNet halves the size per level: round each side to the nearest multiple it accepts.
+    # At most the size the model was trained at; the UNet halves the size per level, so each side is
+    # rounded to the nearest multiple it accepts.
+    from wnet.data import train_size
+
     mult = painter.model.size_multiple * painter.space.stride
-    h, w = (max(mult, round(s / mult) * mult) for s in gray.shape)
+    w, h = train_size((gray.shape[1], gray.shape[0]), painter.cfg.train.max_side, mult)
+    w, h = (max(mult, round(s / mult) * mult) for s in (w, h))
     if (h, w) != gray.shape:
         gray = cv2.resize(gray, (w, h), interpolation=cv2.INTER_AREA)
     changes = {k: v for k, v in {"steps": args.steps, "sampler": args.sampler, "guidance_tags": args.guidance_tags,
