@@ -61,3 +61,14 @@ def gradient_image(w: int, h: int, seed: int = 0) -> np.ndarray:
         cx, cy, r = rng.integers(0, w), rng.integers(0, h), rng.integers(5, max(6, min(w, h) // 3))
         img[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = rng.integers(0, 256, 3)
     return img.astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """2 shared cores: torch's OpenMP barriers under contention cost more than a second thread gains."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

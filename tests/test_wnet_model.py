@@ -20,12 +20,7 @@ from wnet.vocab import NULL, PAD, TagVocab, parse_tags
 TINY = PRESETS["tiny"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: OpenMP barriers under contention cost more than they gain
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _inputs(n=2, size=16, seed=0):

@@ -33,12 +33,7 @@ from .wnet_build import shared_demo_build, tiny_toml
 TINY = PRESETS["tiny"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: OpenMP barriers under contention cost more than they gain
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

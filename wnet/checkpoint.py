@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from sharding.writer import fsync_dir
+
 FORMAT = 1
 # Line drawings enter the model inverted: ink 1.0 on a paper 0.0 background (so "no sketch" is zeros).
 LINES = {"ink": 1.0, "paper": 0.0, "from_uint8": "1 - v / 255"}
@@ -51,14 +53,6 @@ def latest_checkpoint(run: str) -> str | None:
     return found[-1][1] if found else None
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
 
@@ -82,7 +76,7 @@ def save_checkpoint(
     if os.path.exists(final):  # a re-save of the same step (e.g. after a NaN stop): replace it whole
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _fsync_dir(os.path.dirname(final))
+    fsync_dir(os.path.dirname(final))
     for _, old in list_checkpoints(run)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
