@@ -25,42 +25,11 @@ from wnet.metrics import edge_scores, mismatched
 from wnet.trainer import Trainer
 from wnet.vocab import TagVocab
 
+from ..demo import tiny_demo_build
 from ..errors import UsageError
 from ..paths import corpus_illustrations
 
 STEPS = 300
-
-
-def _demo_build(folder: str, root: str) -> str:
-    import cv2
-
-    from curation.filters import FilterConfig
-    from curation.sources import parse_source
-    from lineart.quality import PairQuality
-    from pipelines.build import BuildRequest, run_build
-    from pipelines.config import BuildConfig, ExtractorSpec, ScanConfig, ShardConfig
-    from sharding.buckets import BucketRule
-
-    src = os.path.join(root, "src")
-    os.makedirs(src)
-    names = sorted(n for n in os.listdir(folder) if n.lower().endswith((".jpg", ".png")))[:8]
-    for name in names:
-        bgr = cv2.imread(os.path.join(folder, name), cv2.IMREAD_COLOR)
-        stem = os.path.splitext(name)[0]
-        cv2.imwrite(os.path.join(src, stem + ".png"), bgr)
-        with open(os.path.join(src, stem + ".txt"), "w") as fh:
-            fh.write("warm" if bgr[..., 2].mean() > bgr[..., 0].mean() else "cool")
-    cfg = BuildConfig(
-        scan=ScanConfig(min_side=64),
-        buckets=BucketRule(max_area=32 * 32, step=16, min_side=32, max_side=32),
-        shards=ShardConfig(samples_per_shard=4),
-        extractors=(ExtractorSpec("canny"),),
-        pair_quality=PairQuality(enabled=False),  # 32 px canny drawings are speckly by nature
-        filters=FilterConfig(min_tags=0),  # two tags per image
-    )
-    out = os.path.join(root, "out")
-    run_build(BuildRequest([parse_source(f"demo={src}")], out, cfg, show_progress=False))
-    return out
 
 
 def run(args) -> dict[str, Any]:
@@ -73,7 +42,7 @@ def run(args) -> dict[str, Any]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        build = _demo_build(folder, root)
+        build = tiny_demo_build(folder, root, n=8)
         pairs = next(iter(batches(build, 8, seed=0, resampled=False, weighted=False)))
         vocab = TagVocab.from_manifest(os.path.join(build, "manifest.parquet"), 100)
         trainer = Trainer(PRESETS["tiny"].replace(train={"batch_size": 8, "flip": 0.0, "warmup": 10}), vocab)
