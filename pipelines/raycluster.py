@@ -29,7 +29,12 @@ def ray_session(address: str | None = None) -> Iterator[str]:
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
             where = f"Ray cluster at {address}"
         else:
+            # address="local" always starts a fresh instance: without it ray.init() joins any
+            # cluster already running on the machine (or a stale ray_current_cluster file) and
+            # then refuses num_cpus. Bound to loopback: an embedded build serves no one else.
             ray.init(
+                address="local",
+                _node_ip_address="127.0.0.1",
                 num_cpus=os.cpu_count(),
                 include_dashboard=False,
                 logging_level=logging.ERROR,
