@@ -55,6 +55,11 @@ REJECT_REASONS: dict[str, tuple[str, ...]] = {
         "letterboxed",  # border_fraction over max_border_fraction
         "text_heavy",  # text_density over max_text_density
     ),
+    # learned scorers' predictions, for records without tags / rating of their own (curation/scorers/apply.py)
+    "scorer": (
+        "predicted_banned_tag",  # wd_tagger predicts one of filters.banned_tags
+        "predicted_rating",  # wd_tagger's rating is not in filters.ratings
+    ),
     "dedup": (
         "exact_duplicate",  # byte-identical to the kept sample named in duplicate_of
         "near_duplicate",  # perceptual hash within dedup.radius of a group whose best member is kept

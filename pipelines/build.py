@@ -133,7 +133,7 @@ def merge_source_shares(req: BuildRequest) -> None:
 
 
 # Config sections read by the enumeration and the scan; every other section is used from the plan on.
-SCAN_SECTIONS = ("scan", "filters", "metrics", "quality")
+SCAN_SECTIONS = ("scan", "filters", "metrics", "quality", "scorers", "scoring")
 
 
 def _scan_identity(identity: dict[str, Any]) -> dict[str, Any]:
@@ -240,9 +240,13 @@ def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
 
         quiet_ray_data()
         ds = ray.data.from_items([{"chunk": c} for c in pending], override_num_blocks=len(pending))
-        ds = ds.map(
-            scan_chunk, fn_kwargs={"out": req.out, "settings": scan_settings(req, layout, chunks)}, num_cpus=1
-        )
+        settings = scan_settings(req, layout, chunks)
+        if req.config.scorers:  # decode tasks, then a scorer actor pool (pipelines/scoring.py)
+            from .scoring import scored_scan
+
+            ds = scored_scan(ds, req.out, settings, req.config, ray.cluster_resources(), len(pending))
+        else:
+            ds = ds.map(scan_chunk, fn_kwargs={"out": req.out, "settings": settings}, num_cpus=1)
         for row in ds.iter_rows():
             progress.update(row["rows"], kept=row["kept"])
     progress.close()
@@ -401,6 +405,7 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
 def finalize(
     req: BuildRequest, layout: Layout, chunks: int, plan_table: pa.Table, states: dict[str, dict[str, Any]],
     timings: dict[str, float], extractor_records: dict[str, dict[str, Any]],
+    scorer_records: dict[str, dict[str, Any]] | None = None,
 ) -> BuildSummary:  # fmt: skip
     written = {key for s in states.values() for key in s["written"]}
     extractors = [e.name for e in req.config.extractors]
@@ -465,6 +470,7 @@ def finalize(
         "weights": weights,
         "timings": timings,
         "extractors": extractor_records,
+        "scorers": scorer_records or {},
         "versions": _versions(),
     }
     write_json(layout.build_json, build)
@@ -496,7 +502,7 @@ def _versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": platform.python_version()}
-    for dist in ("linepairs", "numpy", "opencv-python-headless", "pillow", "pyarrow", "ray", "torch"):
+    for dist in ("linepairs", "numpy", "opencv-python-headless", "pillow", "pyarrow", "ray", "torch", "timm"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -517,6 +523,9 @@ def run_build(req: BuildRequest) -> BuildSummary:
     # Build every extractor once here: missing or wrong weights are one clear error before any
     # work starts, and the checkpoint hashes go into build.json.
     extractor_records = check_extractors(req)
+    from .scoring import check_scorers
+
+    scorer_records = check_scorers(req.config)  # the same for the learned scorers
     timings: dict[str, float] = {}
     start = time.perf_counter()
     t = time.perf_counter()
@@ -534,7 +543,7 @@ def run_build(req: BuildRequest) -> BuildSummary:
         states = materialize(req, layout, plan_table)
         timings["materialize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
-    summary = finalize(req, layout, chunks, plan_table, states, timings, extractor_records)
+    summary = finalize(req, layout, chunks, plan_table, states, timings, extractor_records, scorer_records)
     for tmp in glob.glob(layout.path("**", "*.tmp-*"), recursive=True):  # leftovers of killed writers
         os.remove(tmp)
     return summary

@@ -7,6 +7,14 @@ import pyarrow as pa
 from curation.metrics import METRIC_COLUMNS
 from curation.records import TAG_CATEGORIES
 
+# Columns the learned scorers fill (curation/scorers); null when that scorer is not configured.
+SCORER_FIELDS = [
+    pa.field("aesthetic", pa.float32()),  # LAION improved aesthetic predictor, ~1..10
+    pa.field("pred_tags", pa.list_(pa.string())),  # wd_tagger general tags >= threshold, most likely first
+    pa.field("pred_tag_probs", pa.list_(pa.float32())),  # their probabilities, same order
+    pa.field("pred_rating", pa.string()),  # wd_tagger rating g/s/q/e
+]
+
 _TAGS = [pa.field(f"tags_{c}", pa.list_(pa.string())) for c in TAG_CATEGORIES]
 
 RECORD_SCHEMA = pa.schema(
@@ -47,6 +55,7 @@ for _f in (
     *[pa.field(c, pa.float64()) for c in METRIC_COLUMNS],
     pa.field("phash", pa.int64()),  # 64-bit DCT perceptual hash (curation/dedup.py), as signed int
     pa.field("learned_score", pa.float64()),  # [quality] scorer output, null without a scorer
+    *SCORER_FIELDS,
     pa.field("quality_score", pa.float64()),  # curation/quality.py, in [0, 1]
     pa.field("duplicate_of", pa.string()),  # key of the kept sample, on dedup rejects only
 ):
