@@ -213,3 +213,50 @@ def test_aesthetic_refuses_a_head_of_another_width(tmp_path):
     torch.save(mlp(512).state_dict(), os.path.join(folder, MLP_FILE))
     with pytest.raises(WeightsError, match="takes 512-d embeddings but the tower gives 768"):
         scorers.create("aesthetic", weights=folder)
+
+
+# ----------------------------------------------------------------------------------- predictions in the scan
+
+
+def _row(**kw):
+    from curation.records import TAG_CATEGORIES
+
+    row = {f"tags_{c}": [] for c in TAG_CATEGORIES}
+    row.update(status="kept", stage=None, reason=None, detail=None, rating=None)
+    row.update(kw)
+    return row
+
+
+def test_predictions_judge_only_records_without_tags_of_their_own():
+    from curation.filters import FilterConfig
+    from curation.scorers.apply import apply_predictions
+
+    filters = FilterConfig(banned_tags=("monochrome", "comic"), ratings=("general", "sensitive", "unrated"))
+    pred = {"pred_tags": ["1girl", "monochrome"], "pred_tag_probs": [0.9, 0.6], "pred_rating": "g"}
+
+    bare = _row(**pred)
+    apply_predictions(bare, filters, fill_tags=True)
+    assert (bare["status"], bare["stage"], bare["reason"]) == ("rejected", "scorer", "predicted_banned_tag")
+    assert "monochrome (0.60)" in bare["detail"]
+
+    tagged = _row(tags_general=["1girl", "solo"], **pred)  # site tags / a caption decide, not predictions
+    apply_predictions(tagged, filters, fill_tags=True)
+    assert tagged["status"] == "kept" and tagged["tags_general"] == ["1girl", "solo"]
+
+    clean = _row(pred_tags=["1girl", "smile"], pred_tag_probs=[0.9, 0.5], pred_rating="s")
+    apply_predictions(clean, filters, fill_tags=True)
+    assert clean["status"] == "kept" and clean["tags_general"] == ["1girl", "smile"]
+    kept_bare = _row(pred_tags=["1girl"], pred_tag_probs=[0.9], pred_rating="g")
+    apply_predictions(kept_bare, filters, fill_tags=False)
+    assert kept_bare["tags_general"] == []
+
+    explicit = _row(pred_tags=["1girl"], pred_tag_probs=[0.9], pred_rating="e")
+    apply_predictions(explicit, filters, fill_tags=True)
+    assert explicit["reason"] == "predicted_rating" and "'e' = explicit" in explicit["detail"]
+    rated = _row(rating="g", pred_tags=["1girl"], pred_tag_probs=[0.9], pred_rating="e")
+    apply_predictions(rated, filters, fill_tags=True)  # the site's rating wins
+    assert rated["status"] == "kept"
+
+    already = _row(status="rejected", reason="blurry", **pred)
+    apply_predictions(already, filters, fill_tags=True)
+    assert already["reason"] == "blurry"
