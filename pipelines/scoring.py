@@ -114,8 +114,11 @@ class ScanScorer:
     def __init__(
         self, out: str, settings: ScanSettings, specs: list[dict[str, Any]], fill_tags: bool, device: str
     ):
+        from .tasks import scorer_for
+
         self.out, self.settings, self.fill_tags = out, settings, fill_tags
         self.scorers = {s["name"]: _scorer(s, device) for s in specs}
+        self.learned = scorer_for(settings)  # the [quality] scorer, as scan_chunk runs it
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from curation.scorers.apply import apply_predictions, score_images
@@ -125,6 +128,9 @@ class ScanScorer:
         for j in range(len(batch["chunk"])):
             rows, images = _unpack({k: batch[k][j] for k in ("rows", "kept", "pixels")})
             score_images(rows, images, self.scorers)
+            if self.learned is not None and images:
+                for (i, _), value in zip(images, self.learned([p for _, p in images]), strict=True):
+                    rows[i]["learned_score"] = float(value)
             for row in rows:
                 apply_predictions(row, self.settings.filters, self.fill_tags)
                 if row.get("sharpness") is not None:  # as curation.scan.scan_rows: every decoded image
