@@ -100,8 +100,9 @@ class WDTagger:
         self.model.to(device)
         self.pre = Preprocess.from_pretrained_cfg(cfg["pretrained_cfg"], what)
         self.device, self.threshold, self.batch_size = device, threshold, batch_size
-        self.details = {"variant": variant, "architecture": cfg["architecture"], "threshold": threshold,
-                        "tags": len(self.names)}  # fmt: skip
+        # the repo only when the files came from the cache by variant: a folder's config.json says what it is
+        self.details = {"repo": None if weights else repo, "architecture": cfg["architecture"],
+                        "threshold": threshold, "tags": len(self.names)}  # fmt: skip
         self.torch = torch
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
