@@ -116,6 +116,10 @@ class ScanScorer:
     ):
         from .tasks import scorer_for
 
+        if device == "cpu":  # the one CPU Ray gave this actor; also fixes the float reduction order
+            import torch
+
+            torch.set_num_threads(1)
         self.out, self.settings, self.fill_tags = out, settings, fill_tags
         self.scorers = {s["name"]: _scorer(s, device) for s in specs}
         self.learned = scorer_for(settings)  # the [quality] scorer, as scan_chunk runs it

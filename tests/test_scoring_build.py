@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 
 import numpy as np
@@ -26,6 +27,12 @@ def weights(tmp_path_factory) -> dict[str, str]:
     write_wd_tagger(str(root / "wd"), "vit", seed=11)
     write_aesthetic(str(root / "aesthetic"), seed=5)
     return {"wd_tagger": str(root / "wd"), "aesthetic": str(root / "aesthetic")}
+
+
+def _rows(table: pa.Table) -> list[dict]:
+    """Rows with NaN spelled "nan", so that equal tables compare equal (a PNG has no JPEG quality)."""
+    fix = lambda v: "nan" if isinstance(v, float) and math.isnan(v) else v  # noqa: E731
+    return [{k: fix(v) for k, v in row.items()} for row in table.to_pylist()]
 
 
 def _work_copies(folder: str) -> dict[str, np.ndarray]:
@@ -106,6 +113,17 @@ def test_build_with_scorers_fills_columns_and_records_them(small_corpus, weights
         assert m["tags"] == by_key[m["key"]]["pred_tags"] and m["tags_general"] == m["tags"]
     assert cli("verify", out).returncode == 0
 
+    # A build that lost its scan part (killed before the actor wrote it) rescans to the same rows.
+    part = sorted(glob.glob(os.path.join(out, "scan", "*.parquet")))[0]
+    before = _rows(pq.read_table(part))
+    manifest_before = _rows(pq.read_table(os.path.join(out, "manifest.parquet")))
+    for path in (part, os.path.join(out, "build.json"), os.path.join(out, "plan.parquet")):
+        os.remove(path)
+    res = cli("build", small_corpus, "--out", out, "--config", cfg, address=ray_cluster, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert _rows(pq.read_table(part)) == before
+    assert _rows(pq.read_table(os.path.join(out, "manifest.parquet"))) == manifest_before
+
 
 def test_bad_scorer_weights_are_one_line_and_exit_2_before_work(tmp_path, corpus):
     cfg = write_config(str(tmp_path / "b.toml"), '[scorers.wd_tagger]\nweights = "/nonexistent/wd"\n')
@@ -142,4 +160,8 @@ def test_scorer_pool_takes_gpu_shares_when_the_cluster_has_gpus():
     assert pool_shape(cfg, {"CPU": 16}, chunks=100) == (8, {"num_cpus": 1}, "cpu")  # half the CPUs decode
     assert pool_shape(cfg, {"CPU": 1}, chunks=100) == (1, {"num_cpus": 1}, "cpu")
     fixed = config_from_dict({"scoring": {"actors": 2}})
-    assert pool_shape(fixed, {"CPU": 16, "GPU": 1}, chunks=100) == (2, {"num_cpus": 1, "num_gpus": 0.25}, "cuda")
+    assert pool_shape(fixed, {"CPU": 16, "GPU": 1}, chunks=100) == (
+        2,
+        {"num_cpus": 1, "num_gpus": 0.25},
+        "cuda",
+    )
