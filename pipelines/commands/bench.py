@@ -12,12 +12,12 @@ from ..errors import UsageError
 # One module per section; each has ``run(args) -> dict`` (JSON-serialisable).
 SECTIONS = {
     "build": "pipelines.benches.build",
+    "scorers": "pipelines.benches.scorers",  # learned scorers at their published sizes (docs/curation.md)
     "lineart_classical": "pipelines.benches.lineart_classical",
     "loader": "pipelines.benches.loader",
     "dedup": "pipelines.benches.dedup",
     "lineart_nets": "pipelines.benches.lineart_nets",
     "wnet": "pipelines.benches.wnet",
-    "scorers": "pipelines.benches.scorers",
 }
 
 
