@@ -25,13 +25,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curation.scan import ScanSettings, finish_quality, scan_row
+from sharding.layout import Layout
 from sharding.schema import SCAN_SCHEMA
 
 from .config import BuildConfig, ConfigError, ScorerSpec
-from .state import Layout, write_parquet
 
 
 def _scorer(spec: dict[str, Any] | ScorerSpec, device: str) -> Any:
@@ -73,10 +72,10 @@ def pool_shape(cfg: BuildConfig, resources: dict[str, float], chunks: int) -> tu
     return max(1, min(n, cpus, chunks)), {"num_cpus": 1}, "cpu"
 
 
-def decode_chunk(item: dict[str, Any], out: str, settings: ScanSettings) -> dict[str, Any]:
+def decode_chunk(item: dict[str, Any], layout: Layout, settings: ScanSettings) -> dict[str, Any]:
     """Stage 1: scan one chunk up to (not including) the quality score; rows and pixels as bytes."""
     chunk = int(item["chunk"])
-    records = pq.read_table(Layout(out).records_part(chunk)).to_pylist()
+    records = layout.read_parquet(layout.records_part(chunk)).to_pylist()
     rows, index, shapes, pixels = [], [], [], []
     for record in records:
         row, small = scan_row(record, settings)
@@ -112,7 +111,12 @@ class ScanScorer:
     """Stage 2, a Ray Data actor: scorers built once, then score + finish + write each chunk it gets."""
 
     def __init__(
-        self, out: str, settings: ScanSettings, specs: list[dict[str, Any]], fill_tags: bool, device: str
+        self,
+        layout: Layout,
+        settings: ScanSettings,
+        specs: list[dict[str, Any]],
+        fill_tags: bool,
+        device: str,
     ):
         from .tasks import scorer_for
 
@@ -120,7 +124,7 @@ class ScanScorer:
             import torch
 
             torch.set_num_threads(1)
-        self.out, self.settings, self.fill_tags = out, settings, fill_tags
+        self.layout, self.settings, self.fill_tags = layout, settings, fill_tags
         self.scorers = {s["name"]: _scorer(s, device) for s in specs}
         self.learned = scorer_for(settings)  # the [quality] scorer, as scan_chunk runs it
 
@@ -128,7 +132,7 @@ class ScanScorer:
         from curation.scorers.apply import apply_predictions, score_images
 
         done = {"chunk": [], "rows": [], "kept": []}
-        layout = Layout(self.out)
+        layout = self.layout
         for j in range(len(batch["chunk"])):
             rows, images = _unpack({k: batch[k][j] for k in ("rows", "kept", "pixels")})
             score_images(rows, images, self.scorers)
@@ -140,22 +144,22 @@ class ScanScorer:
                 if row.get("sharpness") is not None:  # as curation.scan.scan_rows: every decoded image
                     finish_quality(row, self.settings)
             chunk = int(batch["chunk"][j])
-            write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
+            layout.write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
             done["chunk"].append(chunk)
             done["rows"].append(len(rows))
             done["kept"].append(sum(r["status"] == "kept" for r in rows))
         return {k: np.asarray(v, dtype=np.int64) for k, v in done.items()}
 
 
-def scored_scan(ds: Any, out: str, settings: ScanSettings, cfg: BuildConfig, resources: dict[str, float],
+def scored_scan(ds: Any, layout: Layout, settings: ScanSettings, cfg: BuildConfig, resources: dict[str, float],
                 chunks: int) -> Any:  # fmt: skip
     """``ds`` of ``{"chunk": c}`` rows -> one ``{"chunk", "rows", "kept"}`` row per chunk written."""
     n, opts, device = pool_shape(cfg, resources, chunks)
     specs = [{"name": s.name, "weights": s.weights, "options": dict(s.options)} for s in cfg.scorers]
-    ds = ds.map(decode_chunk, fn_kwargs={"out": out, "settings": settings}, num_cpus=1)
+    ds = ds.map(decode_chunk, fn_kwargs={"layout": layout, "settings": settings}, num_cpus=1)
     return ds.map_batches(
         ScanScorer,
-        fn_constructor_kwargs={"out": out, "settings": settings, "specs": specs,
+        fn_constructor_kwargs={"layout": layout, "settings": settings, "specs": specs,
                                "fill_tags": cfg.scoring.fill_tags, "device": device},
         batch_size=1, batch_format="numpy", concurrency=n, **opts,
     )  # fmt: skip
