@@ -337,7 +337,12 @@ class Layout:
     def files(self, folder: str) -> Iterator[str]:
         """Every file below ``folder`` (recursive), as paths inside the filesystem."""
         selector = pafs.FileSelector(folder, allow_not_found=True, recursive=True)
-        for info in self.fs.get_file_info(selector):
+        try:
+            infos = self.fs.get_file_info(selector)
+        except (NotADirectoryError, FileNotFoundError):
+            # fsspec answers "not a directory" when the folder appeared between two of its calls.
+            infos = self.fs.get_file_info(selector)
+        for info in infos:
             if info.type == pafs.FileType.File:
                 yield info.path
 
