@@ -373,6 +373,8 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
             for shard, state in pool.map(todo, submit):
                 states[shard] = state
                 progress.update(spans[shard][1])
+            if pool.lost:
+                _log(req, f"materialize: {pool.lost} actor(s) lost; their shards were redone on the others")
     progress.close()
     return states
 
