@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -151,15 +152,24 @@ class ScanScorer:
         return {k: np.asarray(v, dtype=np.int64) for k, v in done.items()}
 
 
-def scored_scan(ds: Any, layout: Layout, settings: ScanSettings, cfg: BuildConfig, resources: dict[str, float],
-                chunks: int) -> Any:  # fmt: skip
-    """``ds`` of ``{"chunk": c}`` rows -> one ``{"chunk", "rows", "kept"}`` row per chunk written."""
-    n, opts, device = pool_shape(cfg, resources, chunks)
+def scored_scan(
+    layout: Layout, settings: ScanSettings, cfg: BuildConfig, pending: list[int]
+) -> Iterator[dict]:
+    """Scan the ``pending`` chunks through both stages; yields ``{"chunk", "rows", "kept"}`` per chunk written."""
+    import ray
+    import ray.data
+
+    from .raycluster import quiet_ray_data
+
+    quiet_ray_data()
+    n, opts, device = pool_shape(cfg, ray.cluster_resources(), len(pending))
     specs = [{"name": s.name, "weights": s.weights, "options": dict(s.options)} for s in cfg.scorers]
+    ds = ray.data.from_items([{"chunk": c} for c in pending], override_num_blocks=len(pending))
     ds = ds.map(decode_chunk, fn_kwargs={"layout": layout, "settings": settings}, num_cpus=1)
-    return ds.map_batches(
+    ds = ds.map_batches(
         ScanScorer,
         fn_constructor_kwargs={"layout": layout, "settings": settings, "specs": specs,
                                "fill_tags": cfg.scoring.fill_tags, "device": device},
         batch_size=1, batch_format="numpy", concurrency=n, **opts,
     )  # fmt: skip
+    yield from ds.iter_rows()

@@ -18,8 +18,8 @@ take ``j ≡ rank (mod world_size)``, DataLoader workers split a rank's batches 
 saved ``state`` resumes exactly where training stopped. Sampling is global (the whole manifest
 is the shuffle buffer), so no streaming shuffle buffer is needed.
 
-Reading: members are fetched by offset from an index of each tar's headers, through pyarrow's
-filesystem layer (local paths, any URL pyarrow understands, else fsspec).
+Reading: members are fetched by offset from an index of each tar's headers, through OUT's
+filesystem (``sharding.layout``: local paths, ``s3://`` and other URLs).
 """
 
 from __future__ import annotations
