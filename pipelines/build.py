@@ -255,8 +255,7 @@ def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSetting
     records = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.float64()) for c in cols})
     cfg = req.config
     return make_settings(
-        max_pixels=cfg.scan.max_pixels, min_side=cfg.scan.min_side, max_aspect=cfg.scan.max_aspect,
-        filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
+        scan=cfg.scan, filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
         sources=records["source"].to_pylist(),
         scores=records["score"].to_numpy(zero_copy_only=False).astype(np.float64),
         favs=records["fav_count"].to_numpy(zero_copy_only=False).astype(np.float64),

@@ -16,6 +16,7 @@ from curation.dedup import DedupConfig
 from curation.filters import FilterConfig
 from curation.metrics import MetricThresholds
 from curation.quality import QualityConfig
+from curation.scan import ScanConfig
 from curation.weighting import WeightConfig
 from lineart.augment import AugmentPolicy
 from lineart.quality import PairQuality
@@ -24,14 +25,6 @@ from sharding.buckets import BucketRule
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the key and the problem."""
-
-
-@dataclass(frozen=True)
-class ScanConfig:
-    max_pixels: int = 64_000_000  # decompression-bomb guard, checked on the header before decoding
-    min_side: int = 256  # shorter side in pixels, after EXIF rotation
-    max_aspect: float = 4.0  # long side / short side
-    chunk_size: int = 32  # inputs per scan task: the unit of parallelism and of resume
 
 
 @dataclass(frozen=True)
@@ -175,6 +168,8 @@ def _check(cfg: BuildConfig) -> None:
         raise ConfigError(str(exc)) from None
     if (
         cfg.scan.max_pixels <= 0
+        or cfg.scan.max_bytes <= 0
+        or cfg.scan.max_seconds < 0
         or cfg.scan.min_side < 1
         or cfg.scan.max_aspect < 1
         or cfg.scan.chunk_size < 1

@@ -22,6 +22,7 @@ from curation.records import TAG_CATEGORIES
 from lineart.augment import AugmentPolicy, augment, sample_seed
 from lineart.quality import PairQuality, judge
 
+from .schema import REJECT_ID_COLUMNS
 from .writer import ShardStats, write_shard
 
 EXTRACT_CHUNK = 16  # images per extractor call: bounds memory for large buckets
@@ -190,4 +191,4 @@ def materialize_shard(
 
 
 def _reject_ids(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in ("seq", "source", "source_id", "key", "location")}
+    return {k: row.get(k) for k in REJECT_ID_COLUMNS}
