@@ -116,8 +116,15 @@ def decode_image(data: bytes, max_pixels: int) -> Decoded:
     except Exception as exc:
         # Pillow's plugins raise what they like on hostile bytes (struct.error from EXIF,
         # TypeError from a TIFF without dimensions, RecursionError ...): all are one bad input.
-        raise DecodeReject("decode_error", f"{type(exc).__name__}: {exc}"[:300]) from None
+        raise DecodeReject("decode_error", fault(exc)) from None
     return Decoded(np.ascontiguousarray(rgb), mode, fmt)
+
+
+def fault(exc: BaseException) -> str:
+    """One line naming an exception: ``struct.error: ...``, ``TypeError: ...``."""
+    kind = type(exc)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    return " ".join(f"{name}: {exc}".split())[:300]
 
 
 def read_bytes(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:

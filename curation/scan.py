@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .decode import DEFAULT_MAX_BYTES, DecodeReject, deadline, decode_image, read_location
+from .decode import DEFAULT_MAX_BYTES, DecodeReject, deadline, decode_image, fault, read_location
 from .dedup import phash64
 from .filters import FilterConfig, Thresholds, check_record, check_size
 from .metrics import METRIC_COLUMNS, MetricThresholds, failed_metric, gray, measure, work_copy
@@ -80,7 +80,7 @@ def scan_row(row: dict[str, Any], settings: ScanSettings) -> tuple[dict[str, Any
     except DecodeReject as rej:  # too_slow
         return reject(_clear(row), "decode", rej.reason, rej.detail), None
     except Exception as exc:
-        return reject(_clear(row), "decode", "scan_error", f"{type(exc).__name__}: {exc}"[:300]), None
+        return reject(_clear(row), "decode", "scan_error", fault(exc)), None
 
 
 def _clear(row: dict[str, Any]) -> dict[str, Any]:
