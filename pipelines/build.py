@@ -5,6 +5,7 @@ Each phase is resumable; see pipelines/state.py for what is kept where.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import os
@@ -23,7 +24,7 @@ import pyarrow.parquet as pq
 import lineart
 from curation.records import TAG_CATEGORIES
 from curation.scan import ScanSettings, make_settings
-from curation.sources import SourceSpec, check_unique_names, iter_records
+from curation.sources import SourceError, SourceSpec, check_unique_names, iter_records
 from curation.weighting import WeightError, check_sources, compute_weights, weight_summary
 from sharding.plan import make_plan
 from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA
@@ -209,18 +210,23 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
             write_parquet(path, pa.Table.from_pylist(rows, schema=RECORD_SCHEMA))
         chunk, rows = chunk + 1, []
 
-    for spec in req.sources:
-        for rec in iter_records(spec):
-            row = rec.to_row()
-            row["seq"] = seq
-            seq += 1
-            rows.append(row)
-            progress.update(1)
-            if len(rows) == size:
-                flush()
-    if rows:
-        flush()
-    progress.close()
+    try:
+        for spec in req.sources:
+            before = seq
+            for rec in iter_records(spec):
+                row = rec.to_row()
+                row["seq"] = seq
+                seq += 1
+                rows.append(row)
+                progress.update(1)
+                if len(rows) == size:
+                    flush()
+            if seq == before:  # an ordinary mistake (wrong or empty folder), not an empty build
+                raise SourceError(f"source {spec.describe()} holds no images or posts")
+        if rows:
+            flush()
+    finally:
+        progress.close()
     write_json(layout.enumerated, {"chunks": chunk, "inputs": seq})
     return chunk
 
@@ -376,6 +382,7 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
         load = [0] * n
         in_flight: dict[Any, tuple[str, int]] = {}
         queue = deque(todo)
+        finished = False
         try:
             while queue or in_flight:
                 while queue and min(load) < per_actor:
@@ -390,9 +397,16 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
                     load[a] -= 1
                     states[shard] = ray.get(ref)
                     progress.update(spans[shard][1])
+            finished = True
         finally:
-            for actor in actors:  # give their CPUs/GPUs back now, not at ray.shutdown
+            # Give their CPUs/GPUs back now, not at ray.shutdown. After a failure or Ctrl-C, tasks are
+            # still in flight: killing their actors would make Ray print a retry notice for each, so
+            # they are left to die with the session.
+            for actor in actors if finished else ():
                 ray.kill(actor)
+            for ref in () if finished else in_flight:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref)
     progress.close()
     return states
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..errors import UsageError
 
@@ -26,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from ..build import BuildRefused, BuildRequest, run_build
     from ..config import ConfigError, load_config
 
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} exists and is not a folder; choose another --out")
     try:
         config = load_config(args.config)
         sources = [source_from_table(t) for t in config.sources] + [parse_source(s) for s in args.sources]
