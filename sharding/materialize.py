@@ -22,6 +22,7 @@ from curation.records import TAG_CATEGORIES
 from lineart.augment import AugmentPolicy, augment, sample_seed
 from lineart.quality import PairQuality, judge
 
+from .layout import Layout
 from .schema import REJECT_ID_COLUMNS
 from .writer import ShardStats, write_shard
 
@@ -108,7 +109,7 @@ def sample_json(
 
 
 def materialize_shard(
-    out: str,
+    out: Layout | str,
     rows: list[dict[str, Any]],
     extractors: Mapping[str, Any],
     *,
