@@ -175,7 +175,16 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
             )
         if layout.exists(layout.build_json):
             done = layout.read_json(layout.build_json)
-            if done.get("complete"):
+            damaged = damaged_shards(layout) if done.get("complete") else {}
+            if damaged:
+                # A finished build whose shards changed is not complete: the damaged ones are
+                # rewritten from the plan (materialize checks each shard's size and sha256).
+                listed = "; ".join(f"{p}: {why}" for p, why in sorted(damaged.items())[:5])
+                print(
+                    f"linepairs: {len(damaged)} damaged shard(s), rewriting them: {listed}", file=sys.stderr
+                )
+                layout.remove(layout.build_json)
+            elif done.get("complete"):
                 return BuildSummary(
                     req.out,
                     done["counts"],
@@ -319,9 +328,32 @@ def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
     if not layout.exists(state_path):
         return None
     state = layout.read_json(state_path)
-    if layout.size(layout.shard(shard)) != state["stats"]["bytes"]:
-        return None
-    return state
+    return state if _shard_intact(layout, state["stats"]) is None else None
+
+
+def _shard_intact(layout: Layout, stats: dict[str, Any]) -> str | None:
+    """What is wrong with a written shard (None: its size and sha256 are the recorded ones).
+
+    Both: a same-size bit flip is as damaged as a truncation. Hashing every shard is cheap next
+    to building it.
+    """
+    path = layout.shard(stats["path"])
+    size = layout.size(path)
+    if size is None:
+        return "missing"
+    if size != stats["bytes"]:
+        return f"{size} bytes, {stats['bytes']} recorded"
+    if layout.sha256(path) != stats["sha256"]:
+        return "sha256 differs from the recorded one"
+    return None
+
+
+def damaged_shards(layout: Layout) -> dict[str, str]:
+    """Shards of a finished build that no longer match shards.json: path -> what is wrong."""
+    shards = layout.read_json(layout.shards_json)["shards"] if layout.exists(layout.shards_json) else None
+    if shards is None:
+        return {layout.shards_json: "missing"}
+    return {s["path"]: why for s in shards if (why := _shard_intact(layout, s)) is not None}
 
 
 def shard_spans(plan_table: pa.Table) -> dict[str, tuple[int, int]]:

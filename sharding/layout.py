@@ -246,7 +246,23 @@ class Layout:
         return self.path(SHARDS_JSON)
 
     def shard(self, rel_path: str) -> str:
-        """A shard tar; ``rel_path`` as in shards.json and the manifest (``shards/WxH/tier-N.tar``)."""
+        """A shard tar; ``rel_path`` as in shards.json and the manifest (``shards/WxH/tier-N.tar``).
+
+        OUT's own files are data too: a path that is absolute, uses ``..`` or lies outside
+        ``shards/`` is refused (StorageError), never opened.
+        """
+        parts = rel_path.replace("\\", "/").split("/")
+        if (
+            not rel_path
+            or rel_path.startswith("/")
+            or (len(rel_path) > 1 and rel_path[1] == ":")
+            or parts[0] != SHARDS_DIR
+            or any(p in ("", ".", "..") for p in parts)
+            or "://" in rel_path
+        ):
+            raise StorageError(
+                f"shard path {rel_path[:200]!r} in OUT's files leaves {SHARDS_DIR}/ of OUT; refused"
+            )
         return self.path(rel_path)
 
     # private progress

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ..errors import UsageError
 
@@ -42,4 +43,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{summary.out} is already complete: nothing to do.")
     for line in summary.lines():
         print(line)
+    if summary.counts["samples"] == 0:  # exit 0 (the build did what it was asked), but never quietly
+        print(
+            f"linepairs build: warning: the build is EMPTY: all {summary.counts['inputs']} input(s) were "
+            f"rejected (reasons above; rows in rejects.parquet)",
+            file=sys.stderr,
+        )
     return 0

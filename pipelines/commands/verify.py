@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sharding.layout import Layout, StorageError, is_url
-    from sharding.verify import verify_build
+    from sharding.verify import sample_count, verify_build
 
     if not is_url(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"no such build directory: {args.out}")
@@ -29,5 +29,8 @@ def run(args: argparse.Namespace) -> int:
         for fault in faults:
             print(f"  {fault}")
         return 1
+    if sample_count(Layout(args.out)) == 0:
+        print(f"{args.out}: ok, but EMPTY: 0 samples (every input was rejected; see rejects.parquet)")
+        return 0
     print(f"{args.out}: ok")
     return 0
