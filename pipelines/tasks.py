@@ -62,6 +62,7 @@ class ShardMaterializer:
         self.extractors = make_extractors(config["extractors"], device)
         self.shards = config["shards"]
         self.max_pixels = config["scan"]["max_pixels"]
+        self.max_bytes = config["scan"]["max_bytes"]
         self.seed = config["seed"]
         self.augment = AugmentPolicy.from_dict(config["augment"])
         self.pair_quality = PairQuality.from_dict(config["pair_quality"])
@@ -76,6 +77,7 @@ class ShardMaterializer:
             image_format=fmt,
             quality=self.shards["jpeg_quality"] if fmt == "jpg" else self.shards["webp_quality"],
             max_pixels=self.max_pixels,
+            max_bytes=self.max_bytes,
             augment_policy=self.augment,
             pair_quality=self.pair_quality,
             seed=self.seed,
