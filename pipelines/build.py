@@ -256,6 +256,9 @@ def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
             num_cpus=1,
         )
         for row in ds.iter_rows():
+            if row["error"]:
+                progress.close()
+                raise OSError(row["errno"], row["error"], row["filename"] or None)
             progress.update(row["rows"], kept=row["kept"])
     progress.close()
 

@@ -46,10 +46,17 @@ def scorer_for(settings: ScanSettings) -> Any:
 def scan_chunk(item: dict[str, Any], layout: Layout, settings: ScanSettings) -> dict[str, Any]:
     """Scan every record of one records chunk into its scan part (``Layout.scan_part``)."""
     chunk = int(item["chunk"])
-    records = layout.read_parquet(layout.records_part(chunk)).to_pylist()
-    rows = scan_rows(records, settings, scorer_for(settings))
-    layout.write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
-    return {"chunk": chunk, "rows": len(rows), "kept": sum(r["status"] == "kept" for r in rows)}
+    try:
+        records = layout.read_parquet(layout.records_part(chunk)).to_pylist()
+        rows = scan_rows(records, settings, scorer_for(settings))
+        layout.write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
+    except OSError as exc:
+        # Disk full, read-only OUT: returned, not raised, so the driver reports it in one line
+        # (Ray Data would log its own error block and lose the OSError on the way).
+        return {"chunk": chunk, "rows": 0, "kept": 0, "errno": exc.errno or 0,
+                "error": exc.strerror or str(exc), "filename": str(exc.filename or "")}  # fmt: skip
+    return {"chunk": chunk, "rows": len(rows), "kept": sum(r["status"] == "kept" for r in rows),
+            "errno": 0, "error": "", "filename": ""}  # fmt: skip
 
 
 class ShardMaterializer:

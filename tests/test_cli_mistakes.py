@@ -38,16 +38,24 @@ def test_empty_source_folder_is_one_line_every_time(tmp_path):
 
 
 @pytest.fixture
-def small_mount(tmp_path):
-    """A 1 MiB tmpfs (needs root and mount; skipped elsewhere)."""
+def small_mount(tmp_path, request):
+    """A small tmpfs, 1 MiB unless the test's ``size`` param says (needs root and mount; skipped elsewhere)."""
+    size = getattr(request, "param", "1m")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("needs root to mount a small tmpfs")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)]).returncode != 0:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)]).returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)])
+
+
+@pytest.mark.parametrize("small_mount", ["40k"], indirect=True)
+def test_disk_full_during_the_ray_data_scan(small_mount, corpus, ray_cluster):
+    """Room for the records chunks but not the scan parts: the Ray Data tasks hit ENOSPC."""
+    res = cli("build", corpus, "--out", str(small_mount / "out"), "-q", address=ray_cluster)
+    assert res.returncode == 2 and "No space left on device" in one_line(res)
 
 
 def test_disk_full_then_read_only_then_resume(small_mount, small_corpus, ray_cluster):
