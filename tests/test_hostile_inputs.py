@@ -149,3 +149,24 @@ def test_hostile_build_accounts_for_every_input(hostile, ray_cluster, tmp_path):
     assert passwd not in {r["sha256"] for r in scan}
     assert not any("root:" in t for r in scan for t in r["tags_general"] or [])
     assert cli("verify", out).returncode == 0
+
+
+def test_one_definition_for_record_columns_scan_defaults_and_reject_ids():
+    import dataclasses
+
+    from curation.records import TAG_CATEGORIES, Record
+    from curation.scan import ScanConfig
+    from pipelines.config import ScanConfig as ConfigScan
+    from sharding.schema import REJECT_ID_COLUMNS, REJECT_SCHEMA, SCAN_SCHEMA
+
+    fields = [f.name for f in dataclasses.fields(Record) if f.name != "tags"]
+    assert RECORD_SCHEMA.names == ["seq", "key", *fields, *(f"tags_{c}" for c in TAG_CATEGORIES)]
+    row = Record("s", "1", None).to_row()
+    assert set(row) | {"seq"} == set(RECORD_SCHEMA.names)  # nothing pyarrow would drop silently
+    assert "reject_reason" not in SCAN_SCHEMA.names and "reject_detail" not in SCAN_SCHEMA.names
+    assert ConfigScan is ScanConfig  # the [scan] section and the scan's settings share their defaults
+    default = ScanSettings()
+    assert (default.max_pixels, default.max_bytes, default.min_side) == (
+        ScanConfig.max_pixels, ScanConfig.max_bytes, ScanConfig.min_side,
+    )  # fmt: skip
+    assert REJECT_SCHEMA.names[: len(REJECT_ID_COLUMNS)] == list(REJECT_ID_COLUMNS)
