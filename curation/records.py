@@ -64,6 +64,9 @@ REJECT_REASONS: dict[str, tuple[str, ...]] = {
         "exact_duplicate",  # byte-identical to the kept sample named in duplicate_of
         "near_duplicate",  # perceptual hash within dedup.radius of a group whose best member is kept
     ),
+    "plan": (
+        "too_small_for_bucket",  # would need more than buckets.max_upscale to fill even a min_side bucket
+    ),
     "pair": (
         "materialize_error",  # the image changed or vanished between scan and materialize
         # no line drawing passed pair quality (lineart/quality.py); detail names each extractor's problem
