@@ -86,7 +86,9 @@ def content_mask(rgb: np.ndarray) -> np.ndarray:
     return mask if mask.mean() >= 0.01 else np.ones(mask.shape, bool)
 
 
-def chroma_stats(rgb: np.ndarray, mask: np.ndarray | None = None, chromatic: float = 8.0) -> tuple[float, float]:
+def chroma_stats(
+    rgb: np.ndarray, mask: np.ndarray | None = None, chromatic: float = 8.0
+) -> tuple[float, float]:
     """(95th percentile of chroma, hue spread) in CIELab (OpenCV's 8-bit scaling, a/b offset 128).
 
     Hue spread: share of the chromatic pixels (chroma > ``chromatic``) whose hue lies more than 60

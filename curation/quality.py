@@ -118,7 +118,9 @@ def components(row: Mapping[str, Any], quantiles: Mapping[str, Sequence[float]])
     border, text, lines = _num(row, "border_fraction"), _num(row, "text_density"), _num(row, "straight_lines")
     grain, blocks = _num(row, "noise"), _num(row, "blockiness")
     art, aesthetic, fills = _num(row, "illustration"), _num(row, "aesthetic"), _num(row, "flat_share")
-    side = min(_num(row, "width"), _num(row, "height")) / max(1.0, _num(row, "upscale") if row.get("upscale") else 1.0)
+    side = min(_num(row, "width"), _num(row, "height")) / max(
+        1.0, _num(row, "upscale") if row.get("upscale") else 1.0
+    )
     side /= max(1.0, _num(row, "bucket_upscale") if row.get("bucket_upscale") else 1.0)
     detail = math.nan
     if not math.isnan(sharp):

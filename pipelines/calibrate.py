@@ -65,7 +65,9 @@ def settings_for(cfg: BuildConfig, records: Sequence[Mapping[str, Any]]) -> Scan
     )  # fmt: skip
 
 
-def scan_labelled(images: str, labels: Mapping[str, str], cfg: BuildConfig) -> tuple[list[dict], ScanSettings]:
+def scan_labelled(
+    images: str, labels: Mapping[str, str], cfg: BuildConfig
+) -> tuple[list[dict], ScanSettings]:
     """Scan rows of every labelled image (in label order), each with its ``label``."""
     if not os.path.isdir(images):
         raise UsageError(f"not a folder: {images}")
@@ -104,7 +106,9 @@ def refit_out_of_fold(rows: list[dict], settings: ScanSettings, folds: int, seed
     y = np.array([rows[i]["label"].startswith("keep") for i in index], np.int64)
     if len(np.unique(y)) < 2 or min(np.bincount(y)) < folds:
         raise UsageError(f"--cv {folds}: needs at least {folds} keep and reject images that pass the rules")
-    p = artmodel.cross_val_predict(x, y, folds, seed=seed, l2=float((artmodel.load_model() or {}).get("l2", 1.0)))
+    p = artmodel.cross_val_predict(
+        x, y, folds, seed=seed, l2=float((artmodel.load_model() or {}).get("l2", 1.0))
+    )
     for i, prob in zip(index, p, strict=True):
         rows[i]["illustration"] = float(prob)
     for row in rows:
@@ -116,7 +120,13 @@ def refit_out_of_fold(rows: list[dict], settings: ScanSettings, folds: int, seed
             row.update(status="rejected", stage="metric", reason=failed[0], detail=failed[1])
         q = quality_score(row, settings.quantiles.get(row.get("source") or "", {}), settings.quality)
         row["quality_score"] = None if math.isnan(q) else q
-    return {"folds": folds, "seed": seed, "fitted_on": len(y), "keeps": int(y.sum()), "rejects": int(len(y) - y.sum())}
+    return {
+        "folds": folds,
+        "seed": seed,
+        "fitted_on": len(y),
+        "keeps": int(y.sum()),
+        "rejects": int(len(y) - y.sum()),
+    }
 
 
 def fit_model(rows: Sequence[dict], settings: ScanSettings, l2: float, source: str) -> dict[str, Any]:
@@ -130,7 +140,12 @@ def fit_model(rows: Sequence[dict], settings: ScanSettings, l2: float, source: s
     x, have = artmodel.design(residual)
     y = np.array([residual[j]["label"].startswith("keep") for j in have], np.int64)
     model = artmodel.fit(x, y, l2)
-    model["fitted_on"] = {"data": source, "images": len(y), "keeps": int(y.sum()), "rejects": int(len(y) - y.sum())}
+    model["fitted_on"] = {
+        "data": source,
+        "images": len(y),
+        "keeps": int(y.sum()),
+        "rejects": int(len(y) - y.sum()),
+    }
     return model
 
 
@@ -235,7 +250,9 @@ def _thumb(path: str, height: int = 128) -> str:
     scale = height / img.shape[0]
     img = cv2.resize(img, (max(1, round(img.shape[1] * scale)), height), interpolation=cv2.INTER_AREA)
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])
-    return f'<img alt="" src="data:image/jpeg;base64,{base64.b64encode(buf.tobytes()).decode()}">' if ok else ""
+    return (
+        f'<img alt="" src="data:image/jpeg;base64,{base64.b64encode(buf.tobytes()).decode()}">' if ok else ""
+    )
 
 
 def contact_sheet(report: Mapping[str, Any], rows: Sequence[dict]) -> str:

@@ -66,7 +66,11 @@ def test_rating_eras():
         # a folder caption with 2 tags is not a tagging site's tag list: min_tags is for posts...
         (post(post_id=None, tags_general=["1girl", "solo"]), FilterConfig(), None),
         # ...unless the config says every record with tags
-        (post(post_id=None, tags_general=["1girl", "solo"]), FilterConfig(min_tags_for="all"), "too_few_tags"),
+        (
+            post(post_id=None, tags_general=["1girl", "solo"]),
+            FilterConfig(min_tags_for="all"),
+            "too_few_tags",
+        ),
         (post(width=100, height=1000), FilterConfig(), "too_small"),
         (post(width=300, height=1300), FilterConfig(), "aspect_out_of_range"),
         (post(width=300, height=300), FilterConfig(min_pixels=300 * 301), "too_few_pixels"),

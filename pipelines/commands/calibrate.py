@@ -39,9 +39,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..calibrate import calibrate, contact_sheet, fit_model, scan_labelled, read_labels, summary_lines
     from curation import artmodel
 
+    from ..calibrate import calibrate, contact_sheet, fit_model, read_labels, scan_labelled, summary_lines
     from ..config import ConfigError, load_config
 
     if args.cv == 1 or args.cv < 0:
