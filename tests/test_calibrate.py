@@ -46,9 +46,9 @@ def test_calibrate_cross_validated_figures(cv_report):
     assert report["images"] == 115
     assert isinstance(report["cross_validation"], dict) and report["cross_validation"]["folds"] == 5
     assert report["keep_recall"] >= 0.95
-    # Issue 9 asks for 0.85; the classical measures reach 0.80 out of fold (photos and 3D renders pass:
+    # Issue 9 asks for 0.85; the classical measures reach 0.81-0.84 out of fold (photos and 3D renders pass:
     # docs/curation.md, "What is left"). This bound keeps what was reached from sliding back.
-    assert report["reject_recall"] >= 0.78
+    assert report["reject_recall"] >= 0.8
     assert not [f for f in report["kept_rejects"] if f.startswith("synthetic_")]
     labels = report["labels"]
     for label in ("reject_monochrome", "reject_sketch"):
