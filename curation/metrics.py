@@ -436,7 +436,7 @@ class MetricThresholds:
     min_entropy: float = 2.0  # of the content (background excluded); colour art >= 4.5 bits
     max_text_density: float = 0.015  # art <= 0.010; three speech bubbles of text give ~0.027
     max_straight_lines: float = 0.12  # panel borders / UI boxes; scenes <= 0.11, UI screenshots >= 0.13
-    min_illustration: float = 0.5  # P(drawn illustration), curation/artmodel.json (CV figures there); 0 = off
+    min_illustration: float = 0.45  # P(drawn illustration), curation/artmodel.json (CV figures there); 0 = off
     enabled: bool = True
 
     @classmethod

@@ -89,7 +89,7 @@ def test_calibrate_escapes_and_refuses_bad_labels(tmp_path, corpus, capsys):
 
 
 def test_shared_illustrations_kept_and_photos_measured(corpus, tmp_path, capsys):
-    """Every illustration the old defaults kept is still kept (style2paints_021 is under min_side)."""
+    """Every illustration the old defaults kept is still kept (style2paints_021 is under min_side, as before)."""
     names = sorted(os.listdir(corpus))
     labels = tmp_path / "labels.csv"
     lines = ["file,label"] + [f"{n},{'reject_photo' if 'photo' in n else 'keep'}" for n in names]
@@ -97,8 +97,9 @@ def test_shared_illustrations_kept_and_photos_measured(corpus, tmp_path, capsys)
     assert main(["calibrate", corpus, "--labels", str(labels), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["rejected_keeps"] == ["style2paints_021.png"]
-    # The two controlnet11_photo_* are still kept: a known gap (docs/curation.md, "What is left").
-    assert sorted(report["kept_rejects"]) == ["controlnet11_photo_001.png", "controlnet11_photo_002.png"]
+    # Both controlnet11_photo_* still pass: a known gap (docs/curation.md, "What is left"); _001 scores
+    # 0.47 against sketchkeras_001's 0.46, so no illustration cut rejects it and keeps every illustration.
+    assert report["kept_rejects"] == ["controlnet11_photo_001.png", "controlnet11_photo_002.png"]
 
 
 @pytest.fixture(scope="module")
