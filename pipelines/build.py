@@ -1,37 +1,34 @@
-"""``linepairs build``: enumerate -> scan (Ray Data) -> plan (driver) -> materialize (Ray) -> finalize.
+"""``linepairs build``: enumerate -> scan (Ray tasks) -> plan (driver) -> materialize (Ray) -> finalize.
 
-Each phase is resumable; see pipelines/state.py for what is kept where.
+Each phase is resumable; OUT's files and how they are committed: sharding/layout.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import glob
-import os
 import platform
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 import lineart
 from curation.records import TAG_CATEGORIES
 from curation.scan import ScanSettings, make_settings
 from curation.sources import SourceSpec, check_unique_names, iter_records
 from curation.weighting import WeightError, check_sources, compute_weights, weight_summary
+from sharding.layout import Layout
 from sharding.plan import make_plan, split_too_small
 from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA
 
 from .config import BuildConfig, ConfigError, diff_dicts
 from .dedup import deduplicate
 from .progress import Progress
-from .state import Layout, read_json, write_json, write_parquet
 
 CONTRACT_VERSION = 1
 
@@ -47,6 +44,9 @@ class BuildRequest:
     config: BuildConfig = field(default_factory=BuildConfig)
     address: str | None = None
     show_progress: bool = True
+    # OUT opened with its storage options (None: opened from ``out``); never part of the identity,
+    # so credentials given as options are not written into OUT.
+    layout: Layout | None = field(default=None, repr=False)
 
     def identity(self) -> dict[str, Any]:
         """What must match for a re-run to resume OUT instead of being refused."""
@@ -158,9 +158,9 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
     except WeightError as exc:
         raise ConfigError(str(exc)) from None
     identity = req.identity()
-    if os.path.exists(layout.request):
-        old = read_json(layout.request)
-        if old != identity and _plan_level_change(old, identity) and not os.path.exists(layout.plan):
+    if layout.exists(layout.request):
+        old = layout.read_json(layout.request)
+        if old != identity and _plan_level_change(old, identity) and not layout.exists(layout.plan):
             # Nothing downstream of the scan exists yet (e.g. the plan refused the weights):
             # a change to the plan's settings costs nothing, so take it instead of refusing.
             changes = diff_dicts(old, identity)
@@ -168,15 +168,15 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
                 req,
                 f"linepairs: {req.out} is not planned yet; taking the changed settings: {'; '.join(changes[:4])}",
             )
-            write_json(layout.request, identity)
+            layout.write_json(layout.request, identity)
         elif old != identity:
             changes = diff_dicts(old, identity)
             raise BuildRefused(
                 f"{req.out} was built with a different request; changed: {'; '.join(changes[:8])}"
                 f"{' ...' if len(changes) > 8 else ''}. Use a new --out, or delete {req.out} to rebuild."
             )
-        if os.path.exists(layout.build_json):
-            done = read_json(layout.build_json)
+        if layout.exists(layout.build_json):
+            done = layout.read_json(layout.build_json)
             if done.get("complete"):
                 return BuildSummary(
                     req.out,
@@ -185,19 +185,19 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
                     already_complete=True,
                     weights=done.get("weights"),
                 )
-    elif os.path.isdir(req.out) and os.listdir(req.out):
+    elif not layout.is_empty():
         raise BuildRefused(
             f"{req.out} exists, is not empty and is not a linepairs build; choose another --out"
         )
     else:
-        write_json(layout.request, identity)
+        layout.write_json(layout.request, identity)
     return None
 
 
 def enumerate_records(req: BuildRequest, layout: Layout) -> int:
     """Stream every source into fixed-size records chunks; returns the chunk count."""
-    if os.path.exists(layout.enumerated):
-        return read_json(layout.enumerated)["chunks"]
+    if layout.exists(layout.enumerated):
+        return layout.read_json(layout.enumerated)["chunks"]
     size = req.config.scan.chunk_size
     chunk, rows, seq = 0, [], 0
     progress = Progress("enumerate", total=None, unit="inputs", enabled=req.show_progress)
@@ -205,8 +205,8 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
     def flush():
         nonlocal chunk, rows
         path = layout.records_part(chunk)
-        if not os.path.exists(path):  # a re-enumeration after a crash yields the same chunks
-            write_parquet(path, pa.Table.from_pylist(rows, schema=RECORD_SCHEMA))
+        if not layout.exists(path):  # a re-enumeration after a crash yields the same chunks
+            layout.write_parquet(path, pa.Table.from_pylist(rows, schema=RECORD_SCHEMA))
         chunk, rows = chunk + 1, []
 
     for spec in req.sources:
@@ -221,29 +221,21 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
     if rows:
         flush()
     progress.close()
-    write_json(layout.enumerated, {"chunks": chunk, "inputs": seq})
+    layout.write_json(layout.enumerated, {"chunks": chunk, "inputs": seq})
     return chunk
 
 
 def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
-    pending = [c for c in range(chunks) if not os.path.exists(layout.scan_part(c))]
-    inputs = read_json(layout.enumerated)["inputs"]
+    pending = [c for c in range(chunks) if not layout.exists(layout.scan_part(c))]
+    inputs = layout.read_json(layout.enumerated)["inputs"]
     progress = Progress("scan", total=inputs, unit="inputs", enabled=req.show_progress)
-    progress.update(
-        sum(pq.read_metadata(layout.scan_part(c)).num_rows for c in range(chunks) if c not in pending)
-    )
+    progress.update(sum(layout.parquet_rows(layout.scan_part(c)) for c in range(chunks) if c not in pending))
     if pending:
-        import ray.data
-
-        from .raycluster import quiet_ray_data
+        from .distribute import map_tasks
         from .tasks import scan_chunk
 
-        quiet_ray_data()
-        ds = ray.data.from_items([{"chunk": c} for c in pending], override_num_blocks=len(pending))
-        ds = ds.map(
-            scan_chunk, fn_kwargs={"out": req.out, "settings": scan_settings(req, layout, chunks)}, num_cpus=1
-        )
-        for row in ds.iter_rows():
+        shared = {"layout": layout, "settings": scan_settings(req, layout, chunks)}
+        for _, row in map_tasks(scan_chunk, pending, shared=shared):
             progress.update(row["rows"], kept=row["kept"])
     progress.close()
 
@@ -251,7 +243,7 @@ def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
 def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSettings:
     """Per-source score cuts and quantiles come from all enumerated records: the same for every task."""
     cols = ["source", "score", "fav_count"]
-    parts = [pq.read_table(layout.records_part(c), columns=cols) for c in range(chunks)]
+    parts = [layout.read_parquet(layout.records_part(c), columns=cols) for c in range(chunks)]
     records = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.float64()) for c in cols})
     cfg = req.config
     return make_settings(
@@ -264,13 +256,13 @@ def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSetting
 
 
 def read_scan(layout: Layout, chunks: int, columns: list[str] | None = None) -> pa.Table:
-    parts = [pq.read_table(layout.scan_part(c), columns=columns) for c in range(chunks)]
+    parts = [layout.read_parquet(layout.scan_part(c), columns=columns) for c in range(chunks)]
     return pa.concat_tables(parts) if parts else pa.table({})
 
 
 def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
-    if os.path.exists(layout.plan):
-        return pq.read_table(layout.plan)
+    if layout.exists(layout.plan):
+        return layout.read_parquet(layout.plan)
     table = read_scan(layout, chunks)
     kept = table.filter(pc.equal(table["status"], "kept"))
     cfg = req.config
@@ -279,7 +271,9 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
         req, f"dedup: {stats['dropped']} duplicates dropped ({stats['pairs']} pairs, route {stats['route']})"
     )
     kept, small_rejects, bucket_up = split_too_small(kept, cfg.buckets)  # before the tiers: they see the upscale
-    write_parquet(_dedup_rejects(layout), pa.Table.from_pylist(dup_rejects + small_rejects, schema=REJECT_SCHEMA))
+    layout.write_parquet(
+        layout.dedup_rejects, pa.Table.from_pylist(dup_rejects + small_rejects, schema=REJECT_SCHEMA)
+    )
     # The curation quality score when the scan has one, else the Danbooru score (NaN: unscored); an
     # image enlarged to fill its bucket holds less detail than its size says: divided by the upscale.
     quality_column = "quality_score" if "quality_score" in kept.column_names else "score"
@@ -306,7 +300,7 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
         samples_per_shard=cfg.shards.samples_per_shard,
         seed=cfg.seed,
     )
-    write_parquet(layout.plan, table)
+    layout.write_parquet(layout.plan, table)
     return table
 
 
@@ -315,17 +309,12 @@ def _tags_of(table: pa.Table, categories) -> list[list[str]]:
     return [[t for tags in row for t in (tags or [])] for row in zip(*columns)]
 
 
-def _dedup_rejects(layout: Layout) -> str:
-    return layout.path("_state", "dedup_rejects.parquet")
-
-
 def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
     state_path = layout.shard_state(shard)
-    if not os.path.exists(state_path):
+    if not layout.exists(state_path):
         return None
-    state = read_json(state_path)
-    tar = layout.path(shard)
-    if not os.path.exists(tar) or os.path.getsize(tar) != state["stats"]["bytes"]:
+    state = layout.read_json(state_path)
+    if layout.size(layout.shard(shard)) != state["stats"]["bytes"]:
         return None
     return state
 
@@ -357,7 +346,7 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
     """Write every missing shard on a pool of ShardMaterializer actors (extractors loaded once per actor)."""
     import ray
 
-    from .tasks import ShardMaterializer
+    from .tasks import MaterializeSettings, ShardMaterializer
 
     # The plan is sorted by shard: keep (start, length) per shard and turn only the shards in
     # flight into Python rows, so the driver's memory does not grow with the dataset.
@@ -373,30 +362,24 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
     progress = Progress("materialize", total=plan_table.num_rows, unit="samples", enabled=req.show_progress)
     progress.update(sum(spans[s][1] for s in states))
     if todo:
+        from .distribute import ActorPool
+
         n, opts, device = _actor_pool_shape(req.config.materialize, ray.cluster_resources(), len(todo))
-        cls = ray.remote(ShardMaterializer).options(max_restarts=2, max_task_retries=2, **opts)
-        actors = [cls.remote(req.out, req.config.to_dict(), device) for _ in range(n)]
-        per_actor = 2  # one running, one queued: bounded in-flight work, no idle gap between shards
-        load = [0] * n
-        in_flight: dict[Any, tuple[str, int]] = {}
-        queue = deque(todo)
-        try:
-            while queue or in_flight:
-                while queue and min(load) < per_actor:
-                    a = load.index(min(load))
-                    shard = queue.popleft()
-                    rows = plan_table.slice(*spans[shard]).to_pylist()
-                    in_flight[actors[a].materialize.remote(rows)] = (shard, a)
-                    load[a] += 1
-                done, _ = ray.wait(list(in_flight), num_returns=1)
-                for ref in done:
-                    shard, a = in_flight.pop(ref)
-                    load[a] -= 1
-                    states[shard] = ray.get(ref)
-                    progress.update(spans[shard][1])
-        finally:
-            for actor in actors:  # give their CPUs/GPUs back now, not at ray.shutdown
-                ray.kill(actor)
+        # No Ray restarts: the pool replaces a lost actor and hands its shards to the living (distribute.py).
+        cls = ray.remote(ShardMaterializer).options(max_restarts=0, max_task_retries=0, **opts)
+        settings = MaterializeSettings.from_config(req.config, device)
+
+        def submit(actor, shard: str):
+            # Only the shards in flight become Python rows (the plan is sorted by shard).
+            return actor.materialize.remote(plan_table.slice(*spans[shard]).to_pylist())
+
+        # one running, one queued per actor: bounded in-flight work, no idle gap between shards
+        with ActorPool(lambda: cls.remote(layout, settings), n, per_actor=2) as pool:
+            for shard, state in pool.map(todo, submit):
+                states[shard] = state
+                progress.update(spans[shard][1])
+            if pool.lost:
+                _log(req, f"materialize: {pool.lost} actor(s) lost; their shards were redone on the others")
     progress.close()
     return states
 
@@ -415,23 +398,23 @@ def finalize(
     stored = [[e for e in extractors if e not in dropped.get(key, {})] for key in manifest["key"].to_pylist()]
     manifest = manifest.append_column("extractors", pa.array(stored, pa.list_(pa.string())))
     manifest = manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
-    write_parquet(layout.manifest, manifest)
+    layout.write_parquet(layout.manifest, manifest)
 
     scan_rejects = read_scan(layout, chunks, columns=REJECT_COLUMNS + ["status"])
     scan_rejects = scan_rejects.filter(pc.equal(scan_rejects["status"], "rejected")).select(REJECT_COLUMNS)
     late = [r for s in states.values() for r in s["rejects"]]
-    dedup = pq.read_table(_dedup_rejects(layout)) if os.path.exists(_dedup_rejects(layout)) else None
+    dedup = layout.read_parquet(layout.dedup_rejects) if layout.exists(layout.dedup_rejects) else None
     rejects = pa.concat_tables(
         [scan_rejects.cast(REJECT_SCHEMA), *([dedup.cast(REJECT_SCHEMA)] if dedup is not None else []),
          pa.Table.from_pylist(late, schema=REJECT_SCHEMA)]
     )  # fmt: skip
     rejects = rejects.sort_by("seq")
-    write_parquet(layout.rejects, rejects)
+    layout.write_parquet(layout.rejects, rejects)
 
     shards = sorted((s["stats"] for s in states.values()), key=lambda s: s["path"])
-    write_json(layout.shards_json, {"shards": shards})
+    layout.write_json(layout.shards_json, {"shards": shards})
 
-    inputs = read_json(layout.enumerated)["inputs"]
+    inputs = layout.read_json(layout.enumerated)["inputs"]
     counts = {
         "inputs": inputs,
         "samples": manifest.num_rows,
@@ -470,7 +453,7 @@ def finalize(
         "extractors": extractor_records,
         "versions": _versions(),
     }
-    write_json(layout.build_json, build)
+    layout.write_json(layout.build_json, build)
     return BuildSummary(req.out, counts, timings, weights=weights)
 
 
@@ -511,9 +494,9 @@ def run_build(req: BuildRequest) -> BuildSummary:
     """Run or resume a build; safe to call again after a crash at any point."""
     from .raycluster import ray_session
 
-    req.out = os.path.abspath(req.out)
-    layout = Layout(req.out)
-    os.makedirs(req.out, exist_ok=True)
+    layout = req.layout or Layout(req.out)
+    req.out = layout.out  # absolute for a local OUT, the URL otherwise
+    layout.ensure_root()
     done = check_request(req, layout)
     if done is not None:
         return done
@@ -538,8 +521,7 @@ def run_build(req: BuildRequest) -> BuildSummary:
         timings["materialize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     summary = finalize(req, layout, chunks, plan_table, states, timings, extractor_records)
-    for tmp in glob.glob(layout.path("**", "*.tmp-*"), recursive=True):  # leftovers of killed writers
-        os.remove(tmp)
+    layout.remove_temp_files()  # leftovers of killed local writers
     return summary
 
 

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 import lineart
 from curation.quality import LearnedScorer
 from curation.scan import ScanSettings, scan_rows
 from lineart.augment import AugmentPolicy
 from lineart.quality import PairQuality
+from sharding.layout import Layout
 from sharding.materialize import materialize_shard
 from sharding.schema import SCAN_SCHEMA
 
-from .state import Layout, write_json, write_parquet
+from .config import BuildConfig, ExtractorSpec
 
 
 def make_extractors(specs: list[dict[str, Any]], device: str = "cpu") -> dict[str, Any]:
@@ -45,43 +46,67 @@ def scorer_for(settings: ScanSettings) -> Any:
     return _SCORERS[cache_key]
 
 
-def scan_chunk(item: dict[str, Any], out: str, settings: ScanSettings) -> dict[str, Any]:
-    """Scan every record of one records chunk into ``scan/part-NNNNNN.parquet``."""
-    layout = Layout(out)
-    chunk = int(item["chunk"])
-    records = pq.read_table(layout.records_part(chunk)).to_pylist()
+def scan_chunk(chunk: int, layout: Layout, settings: ScanSettings) -> dict[str, Any]:
+    """Scan every record of one records chunk into its scan part (``Layout.scan_part``)."""
+    chunk = int(chunk)
+    records = layout.read_parquet(layout.records_part(chunk)).to_pylist()
     rows = scan_rows(records, settings, scorer_for(settings))
-    write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
+    layout.write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
     return {"chunk": chunk, "rows": len(rows), "kept": sum(r["status"] == "kept" for r in rows)}
+
+
+@dataclass(frozen=True)
+class MaterializeSettings:
+    """What a shard actor needs, typed and frozen: made once on the driver, never re-parsed."""
+
+    extractors: tuple[ExtractorSpec, ...]
+    device: str
+    image_format: str
+    quality: int  # of image_format
+    max_pixels: int
+    seed: int
+    augment: AugmentPolicy
+    pair_quality: PairQuality
+
+    @classmethod
+    def from_config(cls, cfg: BuildConfig, device: str) -> MaterializeSettings:
+        fmt = cfg.shards.image_format
+        return cls(
+            extractors=tuple(cfg.extractors),
+            device=device,
+            image_format=fmt,
+            quality=cfg.shards.jpeg_quality if fmt == "jpg" else cfg.shards.webp_quality,
+            max_pixels=cfg.scan.max_pixels,
+            seed=cfg.seed,
+            augment=cfg.augment,
+            pair_quality=cfg.pair_quality,
+        )
 
 
 class ShardMaterializer:
     """A Ray actor (see pipelines/build.py): builds the extractors once (models loaded once, on its
-    device) and writes every shard it is given, each with its state file."""
+    device) and writes every shard it is given, each with its state file after the shard."""
 
-    def __init__(self, out: str, config: dict[str, Any], device: str):
-        self.out = out
-        self.device = device
-        self.extractors = make_extractors(config["extractors"], device)
-        self.shards = config["shards"]
-        self.max_pixels = config["scan"]["max_pixels"]
-        self.seed = config["seed"]
-        self.augment = AugmentPolicy.from_dict(config["augment"])
-        self.pair_quality = PairQuality.from_dict(config["pair_quality"])
+    def __init__(self, layout: Layout, settings: MaterializeSettings):
+        self.layout = layout
+        self.settings = settings
+        self.extractors = make_extractors(
+            [dataclasses.asdict(spec) for spec in settings.extractors], settings.device
+        )
 
     def materialize(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """Write one shard and its state file; returns the state."""
-        fmt = self.shards["image_format"]
+        s = self.settings
         result = materialize_shard(
-            self.out,
+            self.layout,
             rows,
             self.extractors,
-            image_format=fmt,
-            quality=self.shards["jpeg_quality"] if fmt == "jpg" else self.shards["webp_quality"],
-            max_pixels=self.max_pixels,
-            augment_policy=self.augment,
-            pair_quality=self.pair_quality,
-            seed=self.seed,
+            image_format=s.image_format,
+            quality=s.quality,
+            max_pixels=s.max_pixels,
+            augment_policy=s.augment,
+            pair_quality=s.pair_quality,
+            seed=s.seed,
         )
         state = {
             "stats": dataclasses.asdict(result.stats),
@@ -89,5 +114,5 @@ class ShardMaterializer:
             "rejects": result.rejects,
             "dropped": result.dropped,
         }
-        write_json(Layout(self.out).shard_state(result.stats.path), state)
+        self.layout.write_json(self.layout.shard_state(result.stats.path), state)
         return state
