@@ -53,14 +53,19 @@ REJECT_REASONS: dict[str, tuple[str, ...]] = {
     # pixel metrics over [metrics] thresholds (curation/metrics.py)
     "metric": (
         "greyscale",  # chroma_p95 under min_chroma_p95
-        "monochrome",  # hue_spread under min_hue_spread: one tint only
+        "monochrome",  # hue_spread under min_hue_spread and saturation under max_tint_saturation: one weak tint
         "blank",  # intensity_std under min_intensity_std
         "low_entropy",  # entropy under min_entropy
         "low_colorfulness",  # colorfulness under min_colorfulness
+        "noisy",  # noise over max_noise: grain where the picture should be flat
         "blurry",  # sharpness under min_sharpness
         "low_jpeg_quality",  # estimated JPEG quality under min_jpeg_quality
+        "upscaled",  # short side / upscale factor under min_effective_side x scan.min_side
+        "jpeg_blocking",  # blockiness over max_blockiness (also in PNGs re-saved from a JPEG)
         "letterboxed",  # border_fraction over max_border_fraction
         "text_heavy",  # text_density over max_text_density
+        "panels",  # straight_lines over max_straight_lines: comic panels, UI screenshots
+        "not_illustration",  # illustration probability under min_illustration: photo or render
     ),
     # learned scorers' predictions, for records without tags / rating of their own (curation/scorers/apply.py)
     "scorer": (
@@ -70,6 +75,9 @@ REJECT_REASONS: dict[str, tuple[str, ...]] = {
     "dedup": (
         "exact_duplicate",  # byte-identical to the kept sample named in duplicate_of
         "near_duplicate",  # perceptual hash within dedup.radius of a group whose best member is kept
+    ),
+    "plan": (
+        "too_small_for_bucket",  # would need more than buckets.max_upscale to fill even a min_side bucket
     ),
     "pair": (
         "materialize_error",  # the image changed or vanished between scan and materialize

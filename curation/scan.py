@@ -18,7 +18,7 @@ import numpy as np
 from .decode import DEFAULT_MAX_BYTES, DecodeReject, deadline, decode_image, fault, read_location
 from .dedup import phash64
 from .filters import FilterConfig, Thresholds, check_record, check_size
-from .metrics import METRIC_COLUMNS, MetricThresholds, failed_metric, gray, measure, work_copy
+from .metrics import METRIC_COLUMNS, MetricThresholds, detail_crop, failed_metric, gray, measure, work_copy
 from .quality import QualityConfig, quality_score
 
 SCAN_COLUMNS = ("status", "stage", "reason", "detail", "file_bytes", "sha256", *METRIC_COLUMNS,
@@ -120,10 +120,11 @@ def _scan_input(row: dict[str, Any], settings: ScanSettings) -> tuple[dict[str, 
     if failed:
         return reject(row, "decode", *failed), None
     small = work_copy(img)
+    detail = detail_crop(img)  # full resolution: blocking and upscaling vanish in the work copy
     del img
-    row.update(measure(small, data))
+    row.update(measure(small, data, detail))
     row["phash"] = phash64(gray(small))
-    failed = failed_metric(row, settings.metrics)
+    failed = failed_metric(row, settings.metrics, settings.min_side)
     if failed:
         return reject(row, "metric", *failed), None
     return row, small

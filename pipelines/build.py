@@ -23,7 +23,7 @@ from curation.scan import ScanSettings, make_settings
 from curation.sources import SourceError, SourceSpec, check_unique_names, iter_records
 from curation.weighting import WeightError, check_sources, compute_weights, weight_summary
 from sharding.layout import Layout
-from sharding.plan import make_plan
+from sharding.plan import make_plan, split_too_small
 from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA
 
 from .config import BuildConfig, ConfigError, diff_dicts
@@ -294,15 +294,20 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
     _log(
         req, f"dedup: {stats['dropped']} duplicates dropped ({stats['pairs']} pairs, route {stats['route']})"
     )
-    layout.write_parquet(layout.dedup_rejects, pa.Table.from_pylist(dup_rejects, schema=REJECT_SCHEMA))
-    # The curation quality score when the scan has one, else the Danbooru score (NaN: unscored).
+    kept, small_rejects, bucket_up = split_too_small(kept, cfg.buckets)  # before the tiers: they see the upscale
+    layout.write_parquet(
+        layout.dedup_rejects, pa.Table.from_pylist(dup_rejects + small_rejects, schema=REJECT_SCHEMA)
+    )
+    # The curation quality score when the scan has one, else the Danbooru score (NaN: unscored); an
+    # image enlarged to fill its bucket holds less detail than its size says: divided by the upscale.
     quality_column = "quality_score" if "quality_score" in kept.column_names else "score"
     try:
         weighted = compute_weights(
             cfg.weights,
             sources=np.asarray(kept["source"].to_pylist(), dtype=object),
             keys=np.asarray(kept["key"].to_pylist(), dtype=object),
-            quality_scores=kept[quality_column].to_numpy(zero_copy_only=False).astype(np.float64),
+            quality_scores=kept[quality_column].to_numpy(zero_copy_only=False).astype(np.float64)
+            / np.maximum(1.0, bucket_up),
             tags=_tags_of(kept, cfg.weights.tag_categories) if cfg.weights.tag_balance else None,
         )
     except WeightError as exc:

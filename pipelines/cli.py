@@ -17,6 +17,7 @@ COMMANDS = (
     "pipelines.commands.train",
     "pipelines.commands.eval",
     "pipelines.commands.sample",
+    "pipelines.commands.calibrate",
     "pipelines.commands.bench",
 )
 

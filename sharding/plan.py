@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
-from .buckets import BucketRule, crop_box, make_buckets, nearest_bucket
+from .buckets import BucketRule, crop_box, fit_bucket, make_buckets
 from .schema import PLAN_COLUMNS, PLAN_SCHEMA
 
 
@@ -18,6 +18,25 @@ def shard_path(bucket: tuple[int, int], tier: str, index: int) -> str:
 def _rng(seed: int, *parts: object) -> np.random.Generator:
     material = ":".join(str(p) for p in (seed, *parts)).encode()
     return np.random.default_rng(int.from_bytes(hashlib.sha256(material).digest()[:8], "little"))
+
+
+def split_too_small(kept: pa.Table, rule: BucketRule) -> tuple[pa.Table, list[dict], np.ndarray]:
+    """(rows that fit a bucket, a ``too_small_for_bucket`` reject row per other one, their bucket upscale).
+
+    Run before the weights, so the tiers can see the upscale (``pipelines.build``).
+    """
+    buckets = make_buckets(rule)
+    widths, heights = kept["width"].to_numpy(), kept["height"].to_numpy()
+    fits = [fit_bucket(int(w), int(h), buckets, rule) for w, h in zip(widths, heights)]
+    ok = np.array([f is not None for f in fits], bool)
+    rejects = []
+    for i in np.flatnonzero(~ok):
+        row = {c: kept[c][int(i)].as_py() for c in ("seq", "source", "source_id", "key", "location")}
+        rejects.append({**row, "stage": "plan", "reason": "too_small_for_bucket", "duplicate_of": None,
+                        "detail": f"{widths[i]}x{heights[i]}: even a {rule.min_side}px bucket needs more than "
+                                  f"x{rule.max_upscale:g} (buckets.max_upscale)"})  # fmt: skip
+    upscale = np.array([f[1] for f in fits if f is not None], np.float64)
+    return kept.filter(pa.array(ok)), rejects, upscale
 
 
 def make_plan(
@@ -43,8 +62,12 @@ def make_plan(
     n = kept.num_rows
     bw, bh = np.zeros(n, np.int32), np.zeros(n, np.int32)
     crops = np.zeros((n, 4), np.int32)
+    upscale = np.zeros(n, np.float64)
     for i in range(n):  # per sample, not per pixel: a few microseconds each
-        b = nearest_bucket(int(widths[i]), int(heights[i]), buckets)
+        fitted = fit_bucket(int(widths[i]), int(heights[i]), buckets, rule)
+        if fitted is None:
+            raise ValueError(f"{keys[i]}: too small for any bucket; drop it first (split_too_small)")
+        b, upscale[i] = fitted
         bw[i], bh[i] = b
         crops[i] = crop_box(int(widths[i]), int(heights[i]), b)
 
@@ -68,6 +91,7 @@ def make_plan(
         ("crop_top", crops[:, 1]),
         ("crop_right", crops[:, 2]),
         ("crop_bottom", crops[:, 3]),
+        ("bucket_upscale", upscale),
         ("quality", quality.astype(np.float64)),
         ("tier", tier.astype(str)),
         ("weight", weight.astype(np.float64)),

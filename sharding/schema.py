@@ -81,6 +81,7 @@ PLAN_EXTRA = [
     pa.field("crop_top", pa.int32()),
     pa.field("crop_right", pa.int32()),
     pa.field("crop_bottom", pa.int32()),
+    pa.field("bucket_upscale", pa.float64()),  # enlargement to fill the bucket, <= buckets.max_upscale
     pa.field("quality", pa.float64()),
     pa.field("tier", pa.string()),
     pa.field("weight", pa.float64()),  # = clip(tier_weight * tag_factor * source_factor); mean 1

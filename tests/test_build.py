@@ -62,7 +62,9 @@ def test_bad_inputs_all_accounted_for(tmp_path, corpus, ray_cluster):
     broken = next(r for r in manifest if r["source_id"] == "cmyk.jpg")
     assert broken["tags_general"][0] == "solo" and broken["tags_general"][-1] == "smile"
     assert rejected["blank white.png"]["reason"] in ("greyscale", "blank")  # first failing metric
-    assert len(kept_ids) >= 7  # all but the blank and the smooth 16-bit gradient
+    # all but the blank, the smooth 16-bit gradient and the half-transparent webp (flattened onto
+    # white it is washed out: sharpness 275 < metrics.min_sharpness 400)
+    assert len(kept_ids) >= 6
     assert cli("verify", out).returncode == 0
     for reason in set(filter(None, expected.values())):
         assert reason in res.stdout  # the summary counts rejects by reason

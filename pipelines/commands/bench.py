@@ -18,6 +18,7 @@ SECTIONS = {
     "dedup": "pipelines.benches.dedup",
     "lineart_nets": "pipelines.benches.lineart_nets",
     "wnet": "pipelines.benches.wnet",
+    "quality": "pipelines.benches.quality",
 }
 
 
