@@ -24,16 +24,20 @@ import lineart
 from curation.records import TAG_CATEGORIES
 from curation.scan import ScanSettings, make_settings
 from curation.sources import SourceSpec, check_unique_names, iter_records
-from curation.weighting import WeightError, check_sources, compute_weights, weight_summary
+from curation.weighting import WeightConfig, WeightError, check_sources
 from sharding.plan import make_plan
 from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA
+from sharding.weights import FIRST_VERSION
 
 from .config import BuildConfig, ConfigError, diff_dicts
 from .dedup import deduplicate
 from .progress import Progress
+from .reweight import solve, write_first_version
 from .state import Layout, read_json, write_json, write_parquet
 
-CONTRACT_VERSION = 1
+# 2: weights, tiers and quality quantiles moved out of shards/manifest/plan into weight versions
+#    (OUT/weights/); shards are grouped by bucket only (docs/output.md, "Changes").
+CONTRACT_VERSION = 2
 
 
 class BuildRefused(Exception):
@@ -279,37 +283,21 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
         req, f"dedup: {stats['dropped']} duplicates dropped ({stats['pairs']} pairs, route {stats['route']})"
     )
     write_parquet(_dedup_rejects(layout), pa.Table.from_pylist(dup_rejects, schema=REJECT_SCHEMA))
-    # The curation quality score when the scan has one, else the Danbooru score (NaN: unscored).
-    quality_column = "quality_score" if "quality_score" in kept.column_names else "score"
-    try:
-        weighted = compute_weights(
-            cfg.weights,
-            sources=np.asarray(kept["source"].to_pylist(), dtype=object),
-            keys=np.asarray(kept["key"].to_pylist(), dtype=object),
-            quality_scores=kept[quality_column].to_numpy(zero_copy_only=False).astype(np.float64),
-            tags=_tags_of(kept, cfg.weights.tag_categories) if cfg.weights.tag_balance else None,
-        )
-    except WeightError as exc:
-        raise ConfigError(
-            f"{exc}. Fix [weights] and run the same command again: nothing is planned yet, so the scan is reused."
-        ) from None
-    table = make_plan(
-        kept,
-        rule=cfg.buckets,
-        tier=weighted.tier,
-        weight=weighted.weight,
-        quality=weighted.quality,
-        factors=weighted.factors(),
-        samples_per_shard=cfg.shards.samples_per_shard,
-        seed=cfg.seed,
-    )
+    check_weights(cfg.weights, kept)
+    table = make_plan(kept, rule=cfg.buckets, samples_per_shard=cfg.shards.samples_per_shard, seed=cfg.seed)
     write_parquet(layout.plan, table)
     return table
 
 
-def _tags_of(table: pa.Table, categories) -> list[list[str]]:
-    columns = [table[f"tags_{c}"].to_pylist() for c in categories]
-    return [[t for tags in row for t in (tags or [])] for row in zip(*columns)]
+def check_weights(cfg: WeightConfig, kept: pa.Table) -> None:
+    """Refuse a policy these samples cannot meet before anything is planned (the weights proper are
+    solved at finalize, over the samples actually written)."""
+    try:
+        solve(kept, cfg)
+    except WeightError as exc:
+        raise ConfigError(
+            f"{exc}. Fix [weights] and run the same command again: nothing is planned yet, so the scan is reused."
+        ) from None
 
 
 def _dedup_rejects(layout: Layout) -> str:
@@ -402,6 +390,43 @@ def finalize(
     req: BuildRequest, layout: Layout, chunks: int, plan_table: pa.Table, states: dict[str, dict[str, Any]],
     timings: dict[str, float], extractor_records: dict[str, dict[str, Any]],
 ) -> BuildSummary:  # fmt: skip
+    manifest = manifest_of(req, plan_table, states)
+    write_parquet(layout.manifest, manifest)
+
+    scan_rejects = read_scan(layout, chunks, columns=REJECT_COLUMNS + ["status"])
+    scan_rejects = scan_rejects.filter(pc.equal(scan_rejects["status"], "rejected")).select(REJECT_COLUMNS)
+    dedup = pq.read_table(_dedup_rejects(layout)) if os.path.exists(_dedup_rejects(layout)) else None
+    rejects = pa.concat_tables(
+        [scan_rejects.cast(REJECT_SCHEMA), *([dedup.cast(REJECT_SCHEMA)] if dedup is not None else []),
+         late_rejects(states)]
+    )  # fmt: skip
+    rejects = rejects.sort_by("seq")
+    write_parquet(layout.rejects, rejects)
+
+    shards = sorted((s["stats"] for s in states.values()), key=lambda s: s["path"])
+    write_json(layout.shards_json, {"shards": shards})
+
+    inputs = read_json(layout.enumerated)["inputs"]
+    dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
+    weights = write_first_version(req.out, manifest, req.config.weights)
+    counts = count(manifest, rejects, shards, inputs, dropped, weights)
+    build = {
+        "complete": True,
+        "contract": CONTRACT_VERSION,
+        "request": req.identity(),
+        "counts": counts,
+        "weights": weights,
+        "weights_active": FIRST_VERSION,
+        "timings": timings,
+        "extractors": extractor_records,
+        "versions": _versions(),
+    }
+    write_json(layout.build_json, build)
+    return BuildSummary(req.out, counts, timings, weights=weights)
+
+
+def manifest_of(req: BuildRequest, plan_table: pa.Table, states: dict[str, dict[str, Any]]) -> pa.Table:
+    """The manifest rows of the plan rows that were written, in plan order."""
     written = {key for s in states.values() for key in s["written"]}
     extractors = [e.name for e in req.config.extractors]
     dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
@@ -411,24 +436,19 @@ def finalize(
     manifest = manifest.append_column("tags", pa.array(all_tags, pa.list_(pa.string())))
     stored = [[e for e in extractors if e not in dropped.get(key, {})] for key in manifest["key"].to_pylist()]
     manifest = manifest.append_column("extractors", pa.array(stored, pa.list_(pa.string())))
-    manifest = manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
-    write_parquet(layout.manifest, manifest)
+    return manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
 
-    scan_rejects = read_scan(layout, chunks, columns=REJECT_COLUMNS + ["status"])
-    scan_rejects = scan_rejects.filter(pc.equal(scan_rejects["status"], "rejected")).select(REJECT_COLUMNS)
-    late = [r for s in states.values() for r in s["rejects"]]
-    dedup = pq.read_table(_dedup_rejects(layout)) if os.path.exists(_dedup_rejects(layout)) else None
-    rejects = pa.concat_tables(
-        [scan_rejects.cast(REJECT_SCHEMA), *([dedup.cast(REJECT_SCHEMA)] if dedup is not None else []),
-         pa.Table.from_pylist(late, schema=REJECT_SCHEMA)]
-    )  # fmt: skip
-    rejects = rejects.sort_by("seq")
-    write_parquet(layout.rejects, rejects)
 
-    shards = sorted((s["stats"] for s in states.values()), key=lambda s: s["path"])
-    write_json(layout.shards_json, {"shards": shards})
+def late_rejects(states: dict[str, dict[str, Any]]) -> pa.Table:
+    """Rejects of the materialize phase (pair quality, a file changed since the scan)."""
+    return pa.Table.from_pylist([r for s in states.values() for r in s["rejects"]], schema=REJECT_SCHEMA)
 
-    inputs = read_json(layout.enumerated)["inputs"]
+
+def count(
+    manifest: pa.Table, rejects: pa.Table, shards: list[dict[str, Any]], inputs: int,
+    dropped: dict[str, dict[str, str]], weights: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """build.json's ``counts``; refuses an input that is neither kept nor rejected."""
     counts = {
         "inputs": inputs,
         "samples": manifest.num_rows,
@@ -441,34 +461,13 @@ def finalize(
                 f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist())
             )
         ),
-        "tiers": dict(Counter(manifest["tier"].to_pylist())),
         "drawings_dropped": dict(Counter(name for why in dropped.values() for name in why)),
     }
     if counts["samples"] + counts["rejected"] != inputs:
         raise RuntimeError(
             f"accounting error: {counts['samples']} kept + {counts['rejected']} rejected != {inputs} inputs"
         )
-    weights = weight_summary(
-        manifest["weight"].to_numpy(),
-        sources=manifest["source"].to_pylist(),
-        tiers=manifest["tier"].to_pylist(),
-        buckets=[
-            f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist())
-        ],
-        training_samples=req.config.weights.training_samples,
-    )
-    build = {
-        "complete": True,
-        "contract": CONTRACT_VERSION,
-        "request": req.identity(),
-        "counts": counts,
-        "weights": weights,
-        "timings": timings,
-        "extractors": extractor_records,
-        "versions": _versions(),
-    }
-    write_json(layout.build_json, build)
-    return BuildSummary(req.out, counts, timings, weights=weights)
+    return counts
 
 
 def check_extractors(req: BuildRequest) -> dict[str, dict[str, Any]]:

@@ -44,10 +44,12 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .weights import WeightsVersionError, read_version
+
 SCHEDULE_BLOCK = 64  # batches per bucket-schedule block
 STATE_VERSION = 1
 IMAGE_EXTS = ("jpg", "webp")
-_MANIFEST_COLUMNS = ["key", "source", "shard", "bucket_w", "bucket_h", "tier", "weight", "extractors"]
+_MANIFEST_COLUMNS = ["key", "source", "shard", "bucket_w", "bucket_h", "extractors"]
 # Stream tags of the counter-based RNG: rng([seed, TAG, j]) is independent for every (tag, j).
 _BLOCK, _BATCH, _EXTRACTOR, _EPOCH = 1, 2, 3, 4
 
@@ -140,6 +142,7 @@ class Population:
     bucket_weight: np.ndarray  # per bucket: total weight
     fingerprint: str  # identifies the build and the samples in play
     skipped: list[str]  # shards left out (skip_bad_shards)
+    weights_name: str = ""  # the weight version in play (sharding/weights.py)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -174,8 +177,9 @@ def shard_problems(fs: pafs.FileSystem, root: str, shards: Sequence[Mapping[str,
 
 
 def load_population(
-    out: str, *, weighted: bool = True, skip_bad_shards: bool = False
+    out: str, *, weighted: bool = True, skip_bad_shards: bool = False, weights: str | None = None
 ) -> tuple[Population, pafs.FileSystem, str]:
+    """The manifest joined with weight version ``weights`` (None: the active one) as a Population."""
     fs, root = open_filesystem(out)
     try:
         shards_raw = _read_bytes(fs, f"{root}/shards.json")
@@ -185,6 +189,11 @@ def load_population(
             f"{out} is not a finished build (no manifest.parquet / shards.json): {exc}"
         ) from None
     shards = json.loads(shards_raw)["shards"]
+    try:
+        weights_name, version, _ = read_version(fs, root, weights, keys=table["key"])
+    except WeightsVersionError as exc:
+        raise LoaderError(f"{out}: {exc}") from None
+    table = table.append_column("tier", version["tier"]).append_column("weight", version["weight"])
     problems = shard_problems(fs, root, shards)
     if problems and not skip_bad_shards:
         listed = "; ".join(f"{p}: {why}" for p, why in sorted(problems.items()))
@@ -213,9 +222,12 @@ def load_population(
     tiers, tier_names = _codes(table["tier"])
     shard_codes, shard_names = _codes(table["shard"])
     ex_sets, ex_names = _codes(pc.binary_join(table["extractors"], "\n"))
-    fingerprint = hashlib.sha256(shards_raw + json.dumps([weighted, sorted(problems)]).encode()).hexdigest()[
-        :16
-    ]
+    # The weights in play are part of the identity: a saved state does not resume onto other weights.
+    material = json.dumps([weighted, sorted(problems)] + ([weights_name] if weighted else [])).encode()
+    digest = hashlib.sha256(shards_raw + material)
+    if weighted:
+        digest.update(weights.tobytes())
+    fingerprint = digest.hexdigest()[:16]
     pop = Population(
         keys=table["key"].combine_chunks(),
         sources=sources,
@@ -234,6 +246,7 @@ def load_population(
         bucket_weight=np.asarray([c[-1] for c in cumulative]),
         fingerprint=fingerprint,
         skipped=sorted(problems),
+        weights_name=weights_name,
     )
     return pop, fs, root
 
@@ -423,7 +436,7 @@ class BatchStream:
                  weighted: bool = True, epoch: int = 0, epoch_draws: int | None = None, drop_last: bool | None = None,
                  extractor: str | None = None, extractor_probs: Mapping[str, float] | None = None, decode: bool = True,
                  rank: int = 0, world_size: int = 1, state: Mapping[str, Any] | None = None,
-                 skip_bad_shards: bool = False, threads: int = 4) -> None:  # fmt: skip
+                 skip_bad_shards: bool = False, threads: int = 4, weights: str | None = None) -> None:  # fmt: skip
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise LoaderError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(seed, int) or seed < 0:
@@ -437,7 +450,7 @@ class BatchStream:
         self.rank, self.world_size, self.skip_bad_shards = rank, world_size, skip_bad_shards
         self.resampled, self.epoch = resampled, epoch
         self.pop, self.fs, self.root = load_population(
-            out, weighted=weighted, skip_bad_shards=skip_bad_shards
+            out, weighted=weighted, skip_bad_shards=skip_bad_shards, weights=weights
         )
         drop_last = resampled if drop_last is None else drop_last
         self.plan = _Plan(self.pop, batch_size, seed, resampled, epoch, epoch_draws, drop_last)
@@ -667,7 +680,8 @@ def batches(out: str, batch_size: int, seed: int = 0, keys_only: bool = False, *
     ``epoch_draws``, ``drop_last``, ``extractor`` (always this one) or ``extractor_probs``
     ({name: probability}), ``decode`` (False: encoded bytes), ``rank``/``world_size``,
     ``state`` (from ``Batch.state`` or ``BatchStream.state_dict()``), ``skip_bad_shards``,
-    ``threads`` (decode threads). See docs/loader.md.
+    ``threads`` (decode threads), ``weights`` (a weight version name; default: the active one).
+    See docs/loader.md.
     """
     return BatchStream(out, batch_size, seed=seed, keys_only=keys_only, **options)
 
