@@ -174,11 +174,7 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
             )
             write_json(layout.request, identity)
         elif old != identity:
-            changes = diff_dicts(old, identity)
-            raise BuildRefused(
-                f"{req.out} was built with a different request; changed: {'; '.join(changes[:8])}"
-                f"{' ...' if len(changes) > 8 else ''}. Use a new --out, or delete {req.out} to rebuild."
-            )
+            refuse_changed_request(req, layout, old, identity)
         if os.path.exists(layout.build_json):
             done = read_json(layout.build_json)
             if done.get("complete"):
@@ -196,6 +192,43 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
     else:
         write_json(layout.request, identity)
     return None
+
+
+def _without_weights(identity: dict[str, Any], sources: bool = False) -> dict[str, Any]:
+    config = {k: v for k, v in identity["config"].items() if k != "weights"}
+    kept = [] if sources else [{k: v for k, v in s.items() if k != "share"} for s in identity["sources"]]
+    return {"contract": identity["contract"], "config": config, "sources": kept}
+
+
+def refuse_changed_request(
+    req: BuildRequest, layout: Layout, old: dict[str, Any], new: dict[str, Any]
+) -> None:
+    """Raise BuildRefused naming what changed and the command that would do it.
+
+    Returns (accepts the request) only when just the weights changed and OUT already holds a
+    weight version of exactly that policy.
+    """
+    changes = diff_dicts(old, new)
+    shown = f"{'; '.join(changes[:8])}{' ...' if len(changes) > 8 else ''}"
+    finished = os.path.exists(layout.build_json) and read_json(layout.build_json).get("complete")
+    if finished and _without_weights(old) == _without_weights(new):
+        from .reweight import stored_policies
+
+        if req.config.weights in stored_policies(req.out).values():
+            return
+        raise BuildRefused(
+            f"{req.out} is finished and only its weights changed ({shown}); weights change without "
+            f"rewriting a shard: `linepairs reweight {req.out} --config FILE --activate`"
+        )
+    if finished and _without_weights(old, sources=True) == _without_weights(new, sources=True):
+        raise BuildRefused(
+            f"{req.out} is finished and the sources changed ({shown}); add new inputs with "
+            f"`linepairs build SOURCE... --out {req.out} --append`"
+        )
+    raise BuildRefused(
+        f"{req.out} was built with a different request; changed: {shown}. That changes the shards: "
+        f"use a new --out, or delete {req.out} to rebuild."
+    )
 
 
 def enumerate_records(req: BuildRequest, layout: Layout) -> int:

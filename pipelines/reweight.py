@@ -244,6 +244,18 @@ def _record_active(out: str, name: str, summary: dict[str, Any]) -> None:
     write_json(layout.build_json, build)
 
 
+def stored_policies(out: str) -> dict[str, WeightConfig]:
+    """Version name -> its policy, for every stored version of OUT."""
+    fs = pafs.LocalFileSystem()
+    found = {}
+    for name in list_versions(fs, out):
+        try:
+            found[name] = policy_of(read_version(fs, out, name)[2])
+        except (WeightsVersionError, ValueError, KeyError):
+            continue
+    return found
+
+
 def resolve_all(out: str, manifest: pa.Table) -> dict[str, str]:
     """Re-solve every stored version over ``manifest`` (after an append), each with its own policy.
 
