@@ -51,6 +51,8 @@ class BuildRequest:
     config: BuildConfig = field(default_factory=BuildConfig)
     address: str | None = None
     show_progress: bool = True
+    append: bool = False  # add the inputs not yet seen to the finished build (pipelines/increment.py)
+    retry: tuple[str, ...] = ()  # re-scan the rejects of these reasons ("all": every reject)
 
     def identity(self) -> dict[str, Any]:
         """What must match for a re-run to resume OUT instead of being refused."""
@@ -262,12 +264,16 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
     return chunk
 
 
-def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
-    pending = [c for c in range(chunks) if not os.path.exists(layout.scan_part(c))]
-    inputs = read_json(layout.enumerated)["inputs"]
+def scan(
+    req: BuildRequest, layout: Layout, chunks: int, *, first: int = 0, settings: ScanSettings | None = None
+) -> None:
+    """Scan records chunks ``first`` .. ``chunks - 1`` that have no scan part yet (an append scans
+    only its own chunks, with the ``settings`` of ``pipelines.increment``)."""
+    pending = [c for c in range(first, chunks) if not os.path.exists(layout.scan_part(c))]
+    inputs = sum(pq.read_metadata(layout.records_part(c)).num_rows for c in range(first, chunks))
     progress = Progress("scan", total=inputs, unit="inputs", enabled=req.show_progress)
     progress.update(
-        sum(pq.read_metadata(layout.scan_part(c)).num_rows for c in range(chunks) if c not in pending)
+        sum(pq.read_metadata(layout.scan_part(c)).num_rows for c in range(first, chunks) if c not in pending)
     )
     if pending:
         import ray.data
@@ -277,9 +283,8 @@ def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
 
         quiet_ray_data()
         ds = ray.data.from_items([{"chunk": c} for c in pending], override_num_blocks=len(pending))
-        ds = ds.map(
-            scan_chunk, fn_kwargs={"out": req.out, "settings": scan_settings(req, layout, chunks)}, num_cpus=1
-        )
+        settings = settings or scan_settings(req, layout, chunks)
+        ds = ds.map(scan_chunk, fn_kwargs={"out": req.out, "settings": settings}, num_cpus=1)
         for row in ds.iter_rows():
             progress.update(row["rows"], kept=row["kept"])
     progress.close()
@@ -542,7 +547,16 @@ def run_build(req: BuildRequest) -> BuildSummary:
 
     req.out = os.path.abspath(req.out)
     layout = Layout(req.out)
-    os.makedirs(req.out, exist_ok=True)
+    if req.append and req.retry:
+        raise BuildRefused("--append and --retry are two runs: give one, then the other")
+    if (req.append or req.retry) and os.path.exists(layout.request):
+        from .increment import APPEND, RETRY, run_increment
+
+        check_unique_names(req.sources)
+        return run_increment(req, APPEND if req.append else RETRY)
+    if req.retry:
+        raise BuildRefused(f"--retry needs a finished build in {req.out}")
+    os.makedirs(req.out, exist_ok=True)  # --append to an empty OUT is a plain build
     done = check_request(req, layout)
     if done is not None:
         return done
