@@ -1,13 +1,11 @@
 """``linepairs build``: enumerate -> scan (Ray Data) -> plan (driver) -> materialize (Ray) -> finalize.
 
-Each phase is resumable; see pipelines/state.py for what is kept where.
+Each phase is resumable; OUT's files and how they are committed: sharding/layout.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import glob
-import os
 import platform
 import sys
 import time
@@ -18,13 +16,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 import lineart
 from curation.records import TAG_CATEGORIES
 from curation.scan import ScanSettings, make_settings
 from curation.sources import SourceSpec, check_unique_names, iter_records
 from curation.weighting import WeightConfig, WeightError, check_sources
+from sharding.layout import Layout
 from sharding.plan import make_plan
 from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA
 from sharding.weights import FIRST_VERSION
@@ -33,7 +31,6 @@ from .config import BuildConfig, ConfigError, diff_dicts
 from .dedup import deduplicate
 from .progress import Progress
 from .reweight import solve, write_first_version
-from .state import Layout, read_json, write_json, write_parquet
 
 # 2: weights, tiers and quality quantiles moved out of shards/manifest/plan into weight versions
 #    (OUT/weights/); shards are grouped by bucket only (docs/output.md, "Changes").
@@ -164,9 +161,9 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
     except WeightError as exc:
         raise ConfigError(str(exc)) from None
     identity = req.identity()
-    if os.path.exists(layout.request):
-        old = read_json(layout.request)
-        if old != identity and _plan_level_change(old, identity) and not os.path.exists(layout.plan):
+    if layout.exists(layout.request):
+        old = layout.read_json(layout.request)
+        if old != identity and _plan_level_change(old, identity) and not layout.exists(layout.plan):
             # Nothing downstream of the scan exists yet (e.g. the plan refused the weights):
             # a change to the plan's settings costs nothing, so take it instead of refusing.
             changes = diff_dicts(old, identity)
@@ -174,11 +171,11 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
                 req,
                 f"linepairs: {req.out} is not planned yet; taking the changed settings: {'; '.join(changes[:4])}",
             )
-            write_json(layout.request, identity)
+            layout.write_json(layout.request, identity)
         elif old != identity:
             refuse_changed_request(req, layout, old, identity)
-        if os.path.exists(layout.build_json):
-            done = read_json(layout.build_json)
+        if layout.exists(layout.build_json):
+            done = layout.read_json(layout.build_json)
             if done.get("complete"):
                 return BuildSummary(
                     req.out,
@@ -187,12 +184,12 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
                     already_complete=True,
                     weights=done.get("weights"),
                 )
-    elif os.path.isdir(req.out) and os.listdir(req.out):
+    elif not layout.is_empty():
         raise BuildRefused(
             f"{req.out} exists, is not empty and is not a linepairs build; choose another --out"
         )
     else:
-        write_json(layout.request, identity)
+        layout.write_json(layout.request, identity)
     return None
 
 
@@ -212,11 +209,11 @@ def refuse_changed_request(
     """
     changes = diff_dicts(old, new)
     shown = f"{'; '.join(changes[:8])}{' ...' if len(changes) > 8 else ''}"
-    finished = os.path.exists(layout.build_json) and read_json(layout.build_json).get("complete")
+    finished = layout.exists(layout.build_json) and layout.read_json(layout.build_json).get("complete")
     if finished and _without_weights(old) == _without_weights(new):
         from .reweight import stored_policies
 
-        if req.config.weights in stored_policies(req.out).values():
+        if req.config.weights in stored_policies(layout).values():
             return
         raise BuildRefused(
             f"{req.out} is finished and only its weights changed ({shown}); weights change without "
@@ -235,8 +232,8 @@ def refuse_changed_request(
 
 def enumerate_records(req: BuildRequest, layout: Layout) -> int:
     """Stream every source into fixed-size records chunks; returns the chunk count."""
-    if os.path.exists(layout.enumerated):
-        return read_json(layout.enumerated)["chunks"]
+    if layout.exists(layout.enumerated):
+        return layout.read_json(layout.enumerated)["chunks"]
     size = req.config.scan.chunk_size
     chunk, rows, seq = 0, [], 0
     progress = Progress("enumerate", total=None, unit="inputs", enabled=req.show_progress)
@@ -244,8 +241,8 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
     def flush():
         nonlocal chunk, rows
         path = layout.records_part(chunk)
-        if not os.path.exists(path):  # a re-enumeration after a crash yields the same chunks
-            write_parquet(path, pa.Table.from_pylist(rows, schema=RECORD_SCHEMA))
+        if not layout.exists(path):  # a re-enumeration after a crash yields the same chunks
+            layout.write_parquet(path, pa.Table.from_pylist(rows, schema=RECORD_SCHEMA))
         chunk, rows = chunk + 1, []
 
     for spec in req.sources:
@@ -260,7 +257,7 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
     if rows:
         flush()
     progress.close()
-    write_json(layout.enumerated, {"chunks": chunk, "inputs": seq})
+    layout.write_json(layout.enumerated, {"chunks": chunk, "inputs": seq})
     return chunk
 
 
@@ -269,11 +266,11 @@ def scan(
 ) -> None:
     """Scan records chunks ``first`` .. ``chunks - 1`` that have no scan part yet (an append scans
     only its own chunks, with the ``settings`` of ``pipelines.increment``)."""
-    pending = [c for c in range(first, chunks) if not os.path.exists(layout.scan_part(c))]
-    inputs = sum(pq.read_metadata(layout.records_part(c)).num_rows for c in range(first, chunks))
+    pending = [c for c in range(first, chunks) if not layout.exists(layout.scan_part(c))]
+    inputs = sum(layout.parquet_rows(layout.records_part(c)) for c in range(first, chunks))
     progress = Progress("scan", total=inputs, unit="inputs", enabled=req.show_progress)
     progress.update(
-        sum(pq.read_metadata(layout.scan_part(c)).num_rows for c in range(first, chunks) if c not in pending)
+        sum(layout.parquet_rows(layout.scan_part(c)) for c in range(first, chunks) if c not in pending)
     )
     if pending:
         import ray.data
@@ -284,7 +281,7 @@ def scan(
         quiet_ray_data()
         ds = ray.data.from_items([{"chunk": c} for c in pending], override_num_blocks=len(pending))
         settings = settings or scan_settings(req, layout, chunks)
-        ds = ds.map(scan_chunk, fn_kwargs={"out": req.out, "settings": settings}, num_cpus=1)
+        ds = ds.map(scan_chunk, fn_kwargs={"layout": layout, "settings": settings}, num_cpus=1)
         for row in ds.iter_rows():
             progress.update(row["rows"], kept=row["kept"])
     progress.close()
@@ -293,7 +290,7 @@ def scan(
 def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSettings:
     """Per-source score cuts and quantiles come from all enumerated records: the same for every task."""
     cols = ["source", "score", "fav_count"]
-    parts = [pq.read_table(layout.records_part(c), columns=cols) for c in range(chunks)]
+    parts = [layout.read_parquet(layout.records_part(c), columns=cols) for c in range(chunks)]
     records = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.float64()) for c in cols})
     cfg = req.config
     return make_settings(
@@ -306,13 +303,13 @@ def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSetting
 
 
 def read_scan(layout: Layout, chunks: int, columns: list[str] | None = None) -> pa.Table:
-    parts = [pq.read_table(layout.scan_part(c), columns=columns) for c in range(chunks)]
+    parts = [layout.read_parquet(layout.scan_part(c), columns=columns) for c in range(chunks)]
     return pa.concat_tables(parts) if parts else pa.table({})
 
 
 def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
-    if os.path.exists(layout.plan):
-        return pq.read_table(layout.plan)
+    if layout.exists(layout.plan):
+        return layout.read_parquet(layout.plan)
     table = read_scan(layout, chunks)
     kept = table.filter(pc.equal(table["status"], "kept"))
     cfg = req.config
@@ -320,10 +317,10 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
     _log(
         req, f"dedup: {stats['dropped']} duplicates dropped ({stats['pairs']} pairs, route {stats['route']})"
     )
-    write_parquet(_dedup_rejects(layout), pa.Table.from_pylist(dup_rejects, schema=REJECT_SCHEMA))
+    layout.write_parquet(layout.dedup_rejects, pa.Table.from_pylist(dup_rejects, schema=REJECT_SCHEMA))
     check_weights(cfg.weights, kept)
     table = make_plan(kept, rule=cfg.buckets, samples_per_shard=cfg.shards.samples_per_shard, seed=cfg.seed)
-    write_parquet(layout.plan, table)
+    layout.write_parquet(layout.plan, table)
     return table
 
 
@@ -338,17 +335,12 @@ def check_weights(cfg: WeightConfig, kept: pa.Table) -> None:
         ) from None
 
 
-def _dedup_rejects(layout: Layout) -> str:
-    return layout.path("_state", "dedup_rejects.parquet")
-
-
 def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
     state_path = layout.shard_state(shard)
-    if not os.path.exists(state_path):
+    if not layout.exists(state_path):
         return None
-    state = read_json(state_path)
-    tar = layout.path(shard)
-    if not os.path.exists(tar) or os.path.getsize(tar) != state["stats"]["bytes"]:
+    state = layout.read_json(state_path)
+    if layout.size(layout.shard(shard)) != state["stats"]["bytes"]:
         return None
     return state
 
@@ -398,7 +390,7 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
     if todo:
         n, opts, device = _actor_pool_shape(req.config.materialize, ray.cluster_resources(), len(todo))
         cls = ray.remote(ShardMaterializer).options(max_restarts=2, max_task_retries=2, **opts)
-        actors = [cls.remote(req.out, req.config.to_dict(), device) for _ in range(n)]
+        actors = [cls.remote(layout, req.config.to_dict(), device) for _ in range(n)]
         per_actor = 2  # one running, one queued: bounded in-flight work, no idle gap between shards
         load = [0] * n
         in_flight: dict[Any, tuple[str, int]] = {}
@@ -429,24 +421,24 @@ def finalize(
     timings: dict[str, float], extractor_records: dict[str, dict[str, Any]],
 ) -> BuildSummary:  # fmt: skip
     manifest = manifest_of(req, plan_table, states)
-    write_parquet(layout.manifest, manifest)
+    layout.write_parquet(layout.manifest, manifest)
 
     scan_rejects = read_scan(layout, chunks, columns=REJECT_COLUMNS + ["status"])
     scan_rejects = scan_rejects.filter(pc.equal(scan_rejects["status"], "rejected")).select(REJECT_COLUMNS)
-    dedup = pq.read_table(_dedup_rejects(layout)) if os.path.exists(_dedup_rejects(layout)) else None
+    dedup = layout.read_parquet(layout.dedup_rejects) if layout.exists(layout.dedup_rejects) else None
     rejects = pa.concat_tables(
         [scan_rejects.cast(REJECT_SCHEMA), *([dedup.cast(REJECT_SCHEMA)] if dedup is not None else []),
          late_rejects(states)]
     )  # fmt: skip
     rejects = rejects.sort_by("seq")
-    write_parquet(layout.rejects, rejects)
+    layout.write_parquet(layout.rejects, rejects)
 
     shards = sorted((s["stats"] for s in states.values()), key=lambda s: s["path"])
-    write_json(layout.shards_json, {"shards": shards})
+    layout.write_json(layout.shards_json, {"shards": shards})
 
-    inputs = read_json(layout.enumerated)["inputs"]
+    inputs = layout.read_json(layout.enumerated)["inputs"]
     dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
-    weights = write_first_version(req.out, manifest, req.config.weights)
+    weights = write_first_version(layout, manifest, req.config.weights)
     counts = count(manifest, rejects, shards, inputs, dropped, weights)
     build = {
         "complete": True,
@@ -459,7 +451,7 @@ def finalize(
         "extractors": extractor_records,
         "versions": _versions(),
     }
-    write_json(layout.build_json, build)
+    layout.write_json(layout.build_json, build)
     return BuildSummary(req.out, counts, timings, weights=weights)
 
 
@@ -545,18 +537,18 @@ def run_build(req: BuildRequest) -> BuildSummary:
     """Run or resume a build; safe to call again after a crash at any point."""
     from .raycluster import ray_session
 
-    req.out = os.path.abspath(req.out)
     layout = Layout(req.out)
+    req.out = layout.out  # absolute for a local OUT, the URL otherwise
     if req.append and req.retry:
         raise BuildRefused("--append and --retry are two runs: give one, then the other")
-    if (req.append or req.retry) and os.path.exists(layout.request):
+    if (req.append or req.retry) and layout.exists(layout.request):
         from .increment import APPEND, RETRY, run_increment
 
         check_unique_names(req.sources)
         return run_increment(req, APPEND if req.append else RETRY)
     if req.retry:
         raise BuildRefused(f"--retry needs a finished build in {req.out}")
-    os.makedirs(req.out, exist_ok=True)  # --append to an empty OUT is a plain build
+    layout.ensure_root()  # --append to an empty OUT is a plain build
     done = check_request(req, layout)
     if done is not None:
         return done
@@ -581,8 +573,7 @@ def run_build(req: BuildRequest) -> BuildSummary:
         timings["materialize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     summary = finalize(req, layout, chunks, plan_table, states, timings, extractor_records)
-    for tmp in glob.glob(layout.path("**", "*.tmp-*"), recursive=True):  # leftovers of killed writers
-        os.remove(tmp)
+    layout.remove_temp_files()  # leftovers of killed local writers
     return summary
 
 

@@ -22,7 +22,6 @@ the snapshots and the increment's own files, so a kill at any moment resumes to 
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import time
@@ -32,27 +31,25 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from curation.dedup import resolve
 from curation.records import REJECT_REASONS
 from curation.scan import ScanSettings, make_settings
 from curation.sources import iter_records
 from curation.weighting import WeightError
+from sharding.layout import BUILD_JSON, MANIFEST, REJECTS, REJECTS_HISTORY, SHARDS_JSON, Layout
 from sharding.plan import make_plan, shard_index
-from sharding.schema import RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA
+from sharding.schema import RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA, SCAN_SCHEMA
 from sharding.weights import read_version
 
 from .config import ConfigError, diff_dicts
 from .dedup import find_pairs
-from .state import Layout, read_json, write_json, write_parquet
 
 APPEND, RETRY = "append", "retry"
 # Sections a retry may change: curation settings read by the scan ("all rejects after a curation change").
 RETRY_MAY_CHANGE = ("filters", "metrics", "quality")
 ALL_REASONS = "all"
-SNAPSHOT = ("manifest.parquet", "rejects.parquet", "shards.json", "build.json", "rejects_history.parquet")
+SNAPSHOT = (MANIFEST, REJECTS, SHARDS_JSON, BUILD_JSON, REJECTS_HISTORY)
 HISTORY_SCHEMA = REJECT_SCHEMA.append(pa.field("superseded_in", pa.int64()))  # the increment that retried it
 
 
@@ -79,14 +76,14 @@ def parse_reasons(text: str) -> tuple[str, ...]:
 
 
 class Increment:
-    """Paths of increment ``number`` under ``_state/increments/`` (private to the build)."""
+    """Paths of increment ``number`` (``Layout.increment``; private to the build)."""
 
     def __init__(self, layout: Layout, number: int) -> None:
         self.layout, self.number = layout, number
-        self.dir = layout.path("_state", "increments", f"{number:06d}")
+        self.dir = layout.increment(number)
 
     def path(self, *parts: str) -> str:
-        return os.path.join(self.dir, *parts)
+        return self.layout.increment(self.number, *parts)
 
     @property
     def request(self) -> str:
@@ -107,18 +104,28 @@ class Increment:
     def base(self, name: str) -> str:
         return self.path("base", name)
 
+    def remove(self) -> None:
+        for path in list(self.layout.files(self.dir)):
+            self.layout.remove(path)
+        if self.layout.local and os.path.isdir(self.dir):
+            shutil.rmtree(self.dir)
+
 
 def _snapshot(layout: Layout, inc: Increment) -> None:
-    """Hard links to the finished build's files (they are replaced by rename, never written in place)."""
-    os.makedirs(inc.path("base"), exist_ok=True)
+    """The finished build's files as they were: hard links locally (they are replaced by rename,
+    never written in place), copies on an object store."""
     for name in SNAPSHOT:
         src, dst = layout.path(name), inc.base(name)
-        if not os.path.exists(src) or os.path.exists(dst):
+        if not layout.exists(src) or layout.exists(dst):
             continue
-        try:
-            os.link(src, dst)
-        except OSError:  # a filesystem without hard links
-            shutil.copyfile(src, dst)
+        if layout.local:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            try:
+                os.link(src, dst)
+                continue
+            except OSError:  # a filesystem without hard links
+                pass
+        layout.write_bytes(dst, layout.read_bytes(src))
 
 
 def _spec_without_share(spec: dict[str, Any]) -> dict[str, Any]:
@@ -129,12 +136,12 @@ def check_increment(req, layout: Layout, kind: str) -> tuple[dict[str, Any], dic
     """(build.json, what this increment records as its request); BuildRefused on a conflicting request."""
     from .build import BuildRefused
 
-    build = read_json(layout.build_json) if os.path.exists(layout.build_json) else {}
+    build = layout.read_json(layout.build_json) if layout.exists(layout.build_json) else {}
     if not build.get("complete"):
         raise BuildRefused(
             f"{req.out} has no finished build to {kind} to; finish it first (the same command without --{kind})"
         )
-    base = read_json(layout.request)
+    base = layout.read_json(layout.request)
     new = req.identity()
     may_change = {"weights", "sources", *(RETRY_MAY_CHANGE if kind == RETRY else ())}
     old_cfg = {k: v for k, v in base["config"].items() if k not in may_change}
@@ -169,28 +176,28 @@ def check_increment(req, layout: Layout, kind: str) -> tuple[dict[str, Any], dic
 
 
 def _records_chunks(layout: Layout) -> int:
-    return len(glob.glob(layout.path("_state", "records", "part-*.parquet")))
+    return sum(1 for p in layout.files(layout.records_dir) if p.endswith(".parquet") and ".tmp-" not in p)
 
 
 def _seen_ids(layout: Layout, chunks: range) -> set[tuple[str, str]]:
     seen: set[tuple[str, str]] = set()
     for c in chunks:
-        t = pq.read_table(layout.records_part(c), columns=["source", "source_id"])
+        t = layout.read_parquet(layout.records_part(c), columns=["source", "source_id"])
         seen.update(zip(t["source"].to_pylist(), t["source_id"].to_pylist(), strict=True))
     return seen
 
 
 def enumerate_increment(req, layout: Layout, inc: Increment, meta: dict[str, Any]) -> dict[str, Any]:
     """Records chunks of the unseen inputs (append) or of the retried rejects (retry)."""
-    if os.path.exists(inc.enumerated):
-        return read_json(inc.enumerated)
+    if layout.exists(inc.enumerated):
+        return layout.read_json(inc.enumerated)
     first_chunk, first_seq = meta["first_chunk"], meta["first_seq"]
     if meta["kind"] == APPEND:
         seen = _seen_ids(layout, range(first_chunk))
         targets: dict[tuple[str, str], int] = {}
     else:
         seen = set()
-        rejects = pq.read_table(inc.base("rejects.parquet"), columns=["seq", "source", "source_id", "reason"])
+        rejects = layout.read_parquet(inc.base(REJECTS), columns=["seq", "source", "source_id", "reason"])
         if meta["reasons"] != [ALL_REASONS]:
             rejects = rejects.filter(pc.is_in(rejects["reason"], pa.array(meta["reasons"])))
         targets = {
@@ -205,8 +212,8 @@ def enumerate_increment(req, layout: Layout, inc: Increment, meta: dict[str, Any
     def flush() -> None:
         nonlocal chunk, rows
         path = layout.records_part(chunk)
-        if not os.path.exists(path):  # a re-enumeration after a kill yields the same chunks
-            write_parquet(path, pa.Table.from_pylist(rows, schema=RECORD_SCHEMA))
+        if not layout.exists(path):  # a re-enumeration after a kill yields the same chunks
+            layout.write_parquet(path, pa.Table.from_pylist(rows, schema=RECORD_SCHEMA))
         chunk, rows = chunk + 1, []
 
     taken: set[tuple[str, str]] = set()
@@ -238,15 +245,15 @@ def enumerate_increment(req, layout: Layout, inc: Increment, meta: dict[str, Any
         "inputs": count if meta["kind"] == APPEND else 0,
         "scanned": count,
     }
-    write_json(inc.enumerated, done)
+    layout.write_json(inc.enumerated, done)
     return done
 
 
 def increment_settings(req, layout: Layout, first_chunk: int, end_chunk: int) -> ScanSettings:
     """Score cuts of each source from its original records: old sources keep theirs."""
     cols = ["source", "score", "fav_count"]
-    old = [pq.read_table(layout.records_part(c), columns=cols) for c in range(first_chunk)]
-    new = [pq.read_table(layout.records_part(c), columns=cols) for c in range(first_chunk, end_chunk)]
+    old = [layout.read_parquet(layout.records_part(c), columns=cols) for c in range(first_chunk)]
+    new = [layout.read_parquet(layout.records_part(c), columns=cols) for c in range(first_chunk, end_chunk)]
     old_t = pa.concat_tables(old) if old else None
     parts = [old_t] if old_t is not None else []
     if new:
@@ -267,7 +274,7 @@ def increment_settings(req, layout: Layout, first_chunk: int, end_chunk: int) ->
 
 
 def _scan_table(layout: Layout, first: int, end: int, columns: list[str] | None = None) -> pa.Table | None:
-    parts = [pq.read_table(layout.scan_part(c), columns=columns) for c in range(first, end)]
+    parts = [layout.read_parquet(layout.scan_part(c), columns=columns) for c in range(first, end)]
     return pa.concat_tables(parts) if parts else None
 
 
@@ -315,17 +322,17 @@ def dedup_against(old: pa.Table, new: pa.Table, cfg) -> tuple[pa.Table, list[dic
 def plan_increment(req, layout: Layout, inc: Increment, enumerated: dict[str, Any]) -> pa.Table:
     from .build import check_weights
 
-    if os.path.exists(inc.plan):
-        return pq.read_table(inc.plan)
+    if layout.exists(inc.plan):
+        return layout.read_parquet(inc.plan)
     cfg = req.config
     table = _scan_table(layout, enumerated["first_chunk"], enumerated["chunks"])
-    old = pq.read_table(inc.base("manifest.parquet"))
+    old = layout.read_parquet(inc.base(MANIFEST))
     if table is None:
-        kept = pa.Table.from_pylist([], schema=pq.read_schema(layout.scan_part(0)))
+        kept = pa.Table.from_pylist([], schema=SCAN_SCHEMA)
     else:
         kept = table.filter(pc.equal(table["status"], "kept"))
     kept, dup_rejects = dedup_against(old, kept, cfg.dedup)
-    write_parquet(inc.dedup_rejects, pa.Table.from_pylist(dup_rejects, schema=REJECT_SCHEMA))
+    layout.write_parquet(inc.dedup_rejects, pa.Table.from_pylist(dup_rejects, schema=REJECT_SCHEMA))
     union_cols = [
         "key",
         "source",
@@ -334,7 +341,7 @@ def plan_increment(req, layout: Layout, inc: Increment, enumerated: dict[str, An
         *[c for c in old.column_names if c.startswith("tags_")],
     ]
     check_weights(cfg.weights, pa.concat_tables([old.select(union_cols), kept.select(union_cols)]))
-    shards = read_json(inc.base("shards.json"))["shards"]
+    shards = layout.read_json(inc.base(SHARDS_JSON))["shards"]
     first_index: dict[tuple[int, int], int] = {}
     for entry in shards:
         bucket, number = shard_index(entry["path"])
@@ -346,7 +353,7 @@ def plan_increment(req, layout: Layout, inc: Increment, enumerated: dict[str, An
         seed=cfg.seed,
         first_index=first_index,
     )
-    write_parquet(inc.plan, plan)
+    layout.write_parquet(inc.plan, plan)
     return plan
 
 
@@ -357,16 +364,16 @@ def finalize_increment(
     from .build import BuildSummary, count, late_rejects, manifest_of
     from .reweight import resolve_all, summarize
 
-    base_build = read_json(inc.base("build.json"))
-    old_manifest = pq.read_table(inc.base("manifest.parquet"))
+    base_build = layout.read_json(inc.base(BUILD_JSON))
+    old_manifest = layout.read_parquet(inc.base(MANIFEST))
     new_rows = manifest_of(req, plan, states)
     manifest = pa.concat_tables([old_manifest, new_rows.cast(old_manifest.schema)])
-    write_parquet(layout.manifest, manifest)
+    layout.write_parquet(layout.manifest, manifest)
 
     scanned = _scan_table(
         layout, enumerated["first_chunk"], enumerated["chunks"], REJECT_COLUMNS + ["status"]
     )
-    fresh = [pq.read_table(inc.dedup_rejects).cast(REJECT_SCHEMA), late_rejects(states)]
+    fresh = [layout.read_parquet(inc.dedup_rejects).cast(REJECT_SCHEMA), late_rejects(states)]
     if scanned is not None:
         fresh.insert(
             0,
@@ -374,40 +381,40 @@ def finalize_increment(
             .select(REJECT_COLUMNS)
             .cast(REJECT_SCHEMA),
         )
-    old_rejects = pq.read_table(inc.base("rejects.parquet")).cast(REJECT_SCHEMA)
+    old_rejects = layout.read_parquet(inc.base(REJECTS)).cast(REJECT_SCHEMA)
     retried = pa.array([], pa.int64())
     if meta["kind"] == RETRY and scanned is not None:
         retried = pa.chunked_array(
             [
-                pq.read_table(layout.records_part(c), columns=["seq"])["seq"]
+                layout.read_parquet(layout.records_part(c), columns=["seq"])["seq"]
                 for c in range(enumerated["first_chunk"], enumerated["chunks"])
             ]
         ).combine_chunks()
     was_retried = pc.is_in(old_rejects["seq"], retried)
     rejects = pa.concat_tables([old_rejects.filter(pc.invert(was_retried)), *fresh]).sort_by("seq")
-    write_parquet(layout.rejects, rejects)
+    layout.write_parquet(layout.rejects, rejects)
     superseded = old_rejects.filter(was_retried)
     history_parts = []
-    if os.path.exists(inc.base("rejects_history.parquet")):
-        history_parts.append(pq.read_table(inc.base("rejects_history.parquet")).cast(HISTORY_SCHEMA))
+    if layout.exists(inc.base(REJECTS_HISTORY)):
+        history_parts.append(layout.read_parquet(inc.base(REJECTS_HISTORY)).cast(HISTORY_SCHEMA))
     history_parts.append(
         superseded.append_column("superseded_in", pa.array([inc.number] * superseded.num_rows, pa.int64()))
     )
     history = pa.concat_tables(history_parts)
     if history.num_rows:
-        write_parquet(layout.path("rejects_history.parquet"), history)
+        layout.write_parquet(layout.rejects_history, history)
 
     new_shards = [s["stats"] for s in states.values()]
-    shards = sorted(read_json(inc.base("shards.json"))["shards"] + new_shards, key=lambda s: s["path"])
-    write_json(layout.shards_json, {"shards": shards})
+    shards = sorted(layout.read_json(inc.base(SHARDS_JSON))["shards"] + new_shards, key=lambda s: s["path"])
+    layout.write_json(layout.shards_json, {"shards": shards})
 
     try:
-        versions = resolve_all(req.out, manifest)
+        versions = resolve_all(layout, manifest)
     except WeightError as exc:
         raise ConfigError(f"{exc}; run `linepairs reweight {req.out} --config FILE --activate` with a policy "
                           "for every source, then the same command again") from None  # fmt: skip
 
-    active_name, active, meta_w = read_version(pafs.LocalFileSystem(), req.out)
+    active_name, active, meta_w = read_version(layout)
     training = meta_w.get("weights", {}).get("training_samples", req.config.weights.training_samples)
     weights = summarize(manifest, active, training)
 
@@ -439,7 +446,7 @@ def finalize_increment(
         "weights_active": active_name,
         "appends": [*base_build.get("appends", []), record],
     }
-    write_json(layout.build_json, build)
+    layout.write_json(layout.build_json, build)
     return BuildSummary(req.out, counts, {"total": seconds}, weights=weights)
 
 
@@ -449,12 +456,13 @@ def run_increment(req, kind: str) -> Any:
     from .raycluster import ray_session
 
     layout = Layout(req.out)
+    req.out = layout.out
     build, meta = check_increment(req, layout, kind)
     check_extractors(req)
     number = len(build.get("appends", [])) + 1
     inc = Increment(layout, number)
-    if os.path.exists(inc.request):
-        started = read_json(inc.request)
+    if layout.exists(inc.request):
+        started = layout.read_json(inc.request)
         mine = {k: meta[k] for k in ("kind", "reasons", "sources", "config")}
         if {k: started[k] for k in mine} != mine:
             from .build import BuildRefused
@@ -466,15 +474,14 @@ def run_increment(req, kind: str) -> Any:
             )
         meta = started
     else:
-        if os.path.isdir(inc.dir):  # a kill before the request was recorded: nothing else in it counts
-            shutil.rmtree(inc.dir)
+        inc.remove()  # a kill before the request was recorded: nothing else in it counts
         _snapshot(layout, inc)
         meta = {**meta, "first_chunk": _records_chunks(layout), "first_seq": build["counts"]["inputs"]}
-        write_json(inc.request, meta)
+        layout.write_json(inc.request, meta)
     start = time.perf_counter()
     enumerated = enumerate_increment(req, layout, inc, meta)
     if enumerated["scanned"] == 0:
-        shutil.rmtree(inc.dir)
+        inc.remove()
         _log(req, f"linepairs: nothing to {kind} in {req.out}")
         from .build import BuildSummary
 
@@ -490,8 +497,7 @@ def run_increment(req, kind: str) -> Any:
     summary = finalize_increment(
         req, layout, inc, meta, enumerated, plan, states, time.perf_counter() - start
     )
-    for tmp in glob.glob(layout.path("**", "*.tmp-*"), recursive=True):
-        os.remove(tmp)
+    layout.remove_temp_files()
     return summary
 
 

@@ -17,25 +17,21 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from curation.weighting import WeightConfig, WeightError, compute_weights, weight_summary
+from sharding.layout import Layout
 from sharding.weights import (
     FIRST_VERSION,
     WeightsVersionError,
     active_name,
-    active_path,
     check_name,
-    encode_version,
     list_versions,
     read_version,
-    version_path,
+    set_active,
+    write_version,
 )
-from sharding.writer import atomic_write_bytes
 
 from .config import ConfigError, config_from_dict, diff_dicts
-from .state import Layout, read_json, write_json
 
 # Config sections whose change is a change of weights only; every other one changes the shards.
 WEIGHT_SECTIONS = ("weights",)
@@ -106,44 +102,33 @@ def policy_of(meta: dict[str, Any]) -> WeightConfig:
     return from_table(WeightConfig, meta["weights"], "weights")
 
 
-def store(out: str, name: str, version: pa.Table, cfg: WeightConfig) -> str:
-    """Write version ``name`` of OUT (atomically); returns its path."""
-    path = version_path(out, name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_write_bytes(path, encode_version(version, policy_meta(cfg)))
-    return path
+def store(layout: Layout, name: str, version: pa.Table, cfg: WeightConfig) -> None:
+    """Write version ``name`` of OUT (a complete file or none)."""
+    write_version(layout, name, version, policy_meta(cfg))
 
 
-def activate(out: str, name: str) -> None:
-    write_json(active_path(out), {"name": check_name(name)})
-
-
-def write_first_version(out: str, manifest: pa.Table, cfg: WeightConfig) -> dict[str, Any]:
+def write_first_version(layout: Layout, manifest: pa.Table, cfg: WeightConfig) -> dict[str, Any]:
     """The build's version ``v1``, made active; returns its summary for build.json."""
     version = solve(manifest, cfg)
-    store(out, FIRST_VERSION, version, cfg)
-    activate(out, FIRST_VERSION)
+    store(layout, FIRST_VERSION, version, cfg)
+    set_active(layout, FIRST_VERSION)
     return summarize(manifest, version, cfg.training_samples)
 
 
-def next_name(out: str) -> str:
-    taken = set(list_versions(pafs.LocalFileSystem(), out))
+def next_name(layout: Layout) -> str:
+    taken = set(list_versions(layout))
     n = 1
     while f"v{n}" in taken:
         n += 1
     return f"v{n}"
 
 
-def read_manifest(out: str, columns: list[str]) -> pa.Table:
-    return pq.read_table(Layout(out).manifest, columns=columns)
-
-
-def recorded_config(out: str) -> dict[str, Any]:
+def recorded_config(layout: Layout) -> dict[str, Any]:
     """The finished build's config (build.json ``request.config``); ReweightRefused if unfinished."""
-    layout = Layout(out)
-    if not os.path.exists(layout.build_json) or not read_json(layout.build_json).get("complete"):
-        raise ReweightRefused(f"{out} is not a finished build (no complete build.json)")
-    return read_json(layout.build_json)["request"]["config"]
+    build = layout.read_json(layout.build_json) if layout.exists(layout.build_json) else {}
+    if not build.get("complete"):
+        raise ReweightRefused(f"{layout.out} is not a finished build (no complete build.json)")
+    return build["request"]["config"]
 
 
 def weights_from_toml(path: str, recorded: dict[str, Any]) -> WeightConfig:
@@ -200,23 +185,22 @@ class ReweightResult:
 
 
 def reweight(
-    out: str, cfg: WeightConfig | None = None, *, name: str | None = None, activate_it: bool = False
+    out: str | Layout, cfg: WeightConfig | None = None, *, name: str | None = None, activate_it: bool = False
 ) -> ReweightResult:
     """Solve (or, with no ``cfg`` and an existing ``name``, just activate) a weight version of OUT.
 
     ``cfg`` None: the build's recorded ``[weights]``. Raises ReweightRefused / WeightError.
     """
     start = time.perf_counter()
-    out = os.path.abspath(out)
-    recorded = recorded_config(out)
-    fs = pafs.LocalFileSystem()
-    existing = list_versions(fs, out)
+    layout = out if isinstance(out, Layout) else Layout(out)
+    recorded = recorded_config(layout)
+    existing = list_versions(layout)
     if name is not None:
         check_name(name)
     if cfg is None and name in existing:  # activate a stored version
-        _, version, meta = read_version(fs, out, name)
+        _, version, meta = read_version(layout, name)
         cfg = policy_of(meta)
-        manifest = read_manifest(out, ["key", "source", "bucket_w", "bucket_h"])
+        manifest = layout.read_parquet(layout.manifest, columns=["key", "source", "bucket_w", "bucket_h"])
         if not version["key"].equals(manifest["key"]):
             raise ReweightRefused(f"weight version {name!r} does not match the manifest; solve it again")
     else:
@@ -224,57 +208,54 @@ def reweight(
             raise ReweightRefused(f"weight version {name!r} exists; choose another --name")
         if cfg is None:
             cfg = policy_of({"weights": recorded["weights"]})
-        name = name or next_name(out)
-        manifest = read_manifest(out, manifest_inputs(cfg))
+        name = name or next_name(layout)
+        manifest = layout.read_parquet(layout.manifest, columns=manifest_inputs(cfg))
         version = solve(manifest, cfg)
-        store(out, name, version, cfg)
+        store(layout, name, version, cfg)
     summary = summarize(manifest, version, cfg.training_samples)
     if activate_it:
-        activate(out, name)
-        _record_active(out, name, summary)
-    is_active = active_name(fs, out) == name
-    return ReweightResult(out, name, is_active, manifest.num_rows, time.perf_counter() - start, summary)
+        set_active(layout, name)
+        _record_active(layout, name, summary)
+    is_active = active_name(layout) == name
+    return ReweightResult(layout.out, name, is_active, manifest.num_rows, time.perf_counter() - start, summary)
 
 
-def _record_active(out: str, name: str, summary: dict[str, Any]) -> None:
+def _record_active(layout: Layout, name: str, summary: dict[str, Any]) -> None:
     """build.json states the active version and its summary."""
-    layout = Layout(out)
-    build = read_json(layout.build_json)
+    build = layout.read_json(layout.build_json)
     build["weights"], build["weights_active"] = summary, name
-    write_json(layout.build_json, build)
+    layout.write_json(layout.build_json, build)
 
 
-def stored_policies(out: str) -> dict[str, WeightConfig]:
+def stored_policies(layout: Layout) -> dict[str, WeightConfig]:
     """Version name -> its policy, for every stored version of OUT."""
-    fs = pafs.LocalFileSystem()
     found = {}
-    for name in list_versions(fs, out):
+    for name in list_versions(layout):
         try:
-            found[name] = policy_of(read_version(fs, out, name)[2])
+            found[name] = policy_of(read_version(layout, name)[2])
         except (WeightsVersionError, ValueError, KeyError):
             continue
     return found
 
 
-def resolve_all(out: str, manifest: pa.Table) -> dict[str, str]:
+def resolve_all(layout: Layout, manifest: pa.Table) -> dict[str, str]:
     """Re-solve every stored version over ``manifest`` (after an append), each with its own policy.
 
     Returns version -> "ok" or why it was removed (its policy no longer applies, e.g. shares
     without the new source). The active version must solve: WeightError otherwise.
     """
-    fs = pafs.LocalFileSystem()
-    active = active_name(fs, out)
+    active = active_name(layout)
     report = {}
-    for name in list_versions(fs, out):
+    for name in list_versions(layout):
         try:
-            _, _, meta = read_version(fs, out, name)
+            _, _, meta = read_version(layout, name)
             cfg = policy_of(meta)
-            store(out, name, solve(manifest, cfg), cfg)
+            store(layout, name, solve(manifest, cfg), cfg)
             report[name] = "ok"
         except (WeightError, WeightsVersionError, ValueError, KeyError) as exc:
             if name == active:
                 raise WeightError(f"active weight version {name!r}: {exc}") from None
-            os.remove(version_path(out, name))
+            layout.remove(layout.weights_version(name))
             report[name] = f"removed: {exc}"
     return report
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from ..errors import UsageError
 
@@ -27,17 +26,17 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from curation.weighting import WeightError
+    from sharding.layout import Layout, StorageError
     from sharding.weights import WeightsVersionError
 
     from ..config import ConfigError
     from ..reweight import ReweightRefused, recorded_config, reweight, weights_from_toml
 
-    if not os.path.isdir(args.out):
-        raise UsageError(f"no such build directory: {args.out}")
     try:
-        cfg = weights_from_toml(args.config, recorded_config(args.out)) if args.config else None
-        result = reweight(args.out, cfg, name=args.name, activate_it=args.activate)
-    except (ConfigError, ReweightRefused, WeightsVersionError) as exc:
+        layout = Layout(args.out)
+        cfg = weights_from_toml(args.config, recorded_config(layout)) if args.config else None
+        result = reweight(layout, cfg, name=args.name, activate_it=args.activate)
+    except (ConfigError, ReweightRefused, WeightsVersionError, StorageError) as exc:
         raise UsageError(str(exc)) from None
     except WeightError as exc:
         raise UsageError(f"the weights cannot be met by this build's samples: {exc}") from None
