@@ -6,7 +6,7 @@ Sampling works on the manifest alone (no tar is opened to decide what to draw):
   schedule cut in blocks of ``SCHEDULE_BLOCK`` batches, each block allocated to buckets by
   systematic sampling over the bucket weights (so bucket counts are exact to one batch per block
   and unbiased), then draws ``batch_size`` samples with replacement within that bucket in
-  proportion to their weight. Equivalently: a (bucket, tier) shard group is picked in
+  proportion to their weight. Equivalently: a (bucket, tier) group of samples is picked in
   proportion to its total weight, then a sample within it by its residual weight; each draw
   lands on sample ``i`` with probability ``w_i / Σw``.
 * **One pass** (``resampled=False``): an epoch of ``epoch_draws`` draws whose per-sample counts

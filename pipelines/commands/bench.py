@@ -17,6 +17,7 @@ SECTIONS = {
     "dedup": "pipelines.benches.dedup",
     "lineart_nets": "pipelines.benches.lineart_nets",
     "wnet": "pipelines.benches.wnet",
+    "reweight": "pipelines.benches.reweight",
 }
 
 
