@@ -134,3 +134,27 @@ def test_verify_checks_every_weight_version(build):
         and "weights/copy.parquet" in res.stdout
         and "does not match the manifest" in res.stdout
     )
+
+
+def test_build_with_only_weights_changed_points_to_reweight(build, tmp_path_factory):
+    from curation.sources import parse_source
+    from pipelines.build import BuildRefused, BuildRequest, run_build
+
+    from .weighted_builds import make_sources, small_config
+
+    root = str(tmp_path_factory.getbasetemp() / "weighted-build")
+    dan, res = make_sources(root)
+    sources = [parse_source(f"danbooru={dan}"), parse_source(f"research={res}")]
+    changed = small_config(shares={"danbooru": 0.6, "research": 0.4})
+    with pytest.raises(BuildRefused, match=r"only its weights changed .*linepairs reweight"):
+        run_build(BuildRequest(sources, build, changed, show_progress=False))
+    other = small_config(shares={"danbooru": 0.5, "research": 0.5})
+    other = type(other)(**{**other.__dict__, "shards": type(other.shards)(samples_per_shard=5)})
+    with pytest.raises(BuildRefused, match=r"shards.samples_per_shard.*new --out"):
+        run_build(BuildRequest(sources, build, other, show_progress=False))
+    # Once a version with exactly that policy is stored, the same request is a finished build.
+    from pipelines.reweight import reweight
+
+    reweight(build, changed.weights, name="sixty", activate_it=True)
+    summary = run_build(BuildRequest(sources, build, changed, show_progress=False))
+    assert summary.already_complete
