@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation.weighting import WeightConfig, WeightError, compute_weights, weight_summary
 from sharding.layout import Layout
@@ -81,7 +82,9 @@ def solve(manifest: pa.Table, cfg: WeightConfig) -> pa.Table:
 
 def summarize(manifest: pa.Table, version: pa.Table, training_samples: int) -> dict[str, Any]:
     """build.json's ``weights``: intended shares, effective sample size, expected draws."""
-    buckets = [f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist())]
+    buckets = pc.binary_join_element_wise(
+        pc.cast(manifest["bucket_w"], pa.string()), pc.cast(manifest["bucket_h"], pa.string()), "x"
+    ).to_numpy(zero_copy_only=False)
     return weight_summary(
         version["weight"].to_numpy(zero_copy_only=False),
         sources=manifest["source"].to_pylist(),
@@ -217,7 +220,9 @@ def reweight(
         set_active(layout, name)
         _record_active(layout, name, summary)
     is_active = active_name(layout) == name
-    return ReweightResult(layout.out, name, is_active, manifest.num_rows, time.perf_counter() - start, summary)
+    return ReweightResult(
+        layout.out, name, is_active, manifest.num_rows, time.perf_counter() - start, summary
+    )
 
 
 def _record_active(layout: Layout, name: str, summary: dict[str, Any]) -> None:

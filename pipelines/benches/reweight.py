@@ -76,7 +76,7 @@ out, policy = sys.argv[1], json.loads(sys.argv[2])
 cfg = from_table(WeightConfig, policy, "weights")
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
-result = reweight(out, cfg)
+result = reweight(out, cfg, activate_it=True)
 seconds = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": seconds, "peak_rss_mib": peak / 1024, "baseline_rss_mib": before / 1024,
