@@ -104,6 +104,9 @@ def test_audit_compare_terminal_json_html(build, tmp_path):
     page = open(tmp_path / "c.html", encoding="utf-8").read()
     assert "<script>alert" not in page  # tags are escaped
     assert any(t.replace("<", "&lt;").replace(">", "&gt;") in page or "&amp;" in page for t in NASTY_TAGS)
+    one = json.loads(cli("audit", build, "--weights", "v2", "--json", "--draws", "20000").stdout)
+    assert one["weights_version"] == "v2"
+    assert one["intended"]["tier"] == pytest.approx({name: b for name, _, b in report["shares"]["tier"]})
     missing = cli("audit", build, "--compare", "v1", "nope")
     assert missing.returncode == 2 and "no weight version 'nope'" in missing.stderr
 
