@@ -233,7 +233,9 @@ def compare(out: str, a: str, b: str, *, top_tags: int = 20) -> dict[str, Any]:
     """
     layout = Layout(out)
     try:
-        table = layout.read_parquet(layout.manifest, columns=["key", "source", "bucket_w", "bucket_h", "tags"])
+        table = layout.read_parquet(
+            layout.manifest, columns=["key", "source", "bucket_w", "bucket_h", "tags"]
+        )
     except (FileNotFoundError, OSError) as exc:
         raise LoaderError(f"{out} is not a finished build (no manifest.parquet): {exc}") from None
     buckets = pc.binary_join_element_wise(

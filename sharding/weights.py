@@ -81,7 +81,9 @@ def read_version(
             table = pq.read_table(fh)
     except (FileNotFoundError, OSError) as exc:
         have = ", ".join(list_versions(layout)) or "none"
-        raise WeightsVersionError(f"no weight version {name!r} (have: {have}): {type(exc).__name__}") from None
+        raise WeightsVersionError(
+            f"no weight version {name!r} (have: {have}): {type(exc).__name__}"
+        ) from None
     missing = [f.name for f in WEIGHTS_SCHEMA if f.name not in table.column_names]
     if missing:
         raise WeightsVersionError(f"weight version {name!r} lacks column(s) {', '.join(missing)}")
