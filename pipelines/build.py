@@ -21,16 +21,20 @@ import lineart
 from curation.records import TAG_CATEGORIES
 from curation.scan import ScanSettings, make_settings
 from curation.sources import SourceError, SourceSpec, check_unique_names, iter_records
-from curation.weighting import WeightError, check_sources, compute_weights, weight_summary
+from curation.weighting import WeightConfig, WeightError, check_sources
 from sharding.layout import Layout
 from sharding.plan import make_plan, split_too_small
 from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA
+from sharding.weights import FIRST_VERSION
 
 from .config import BuildConfig, ConfigError, diff_dicts
 from .dedup import deduplicate
 from .progress import Progress
+from .reweight import solve, write_first_version
 
-CONTRACT_VERSION = 1
+# 2: weights, tiers and quality quantiles moved out of shards/manifest/plan into weight versions
+#    (OUT/weights/); shards are grouped by bucket only (docs/output.md, "Changes").
+CONTRACT_VERSION = 2
 
 
 class BuildRefused(Exception):
@@ -47,6 +51,8 @@ class BuildRequest:
     # OUT opened with its storage options (None: opened from ``out``); never part of the identity,
     # so credentials given as options are not written into OUT.
     layout: Layout | None = field(default=None, repr=False)
+    append: bool = False  # add the inputs not yet seen to the finished build (pipelines/increment.py)
+    retry: tuple[str, ...] = ()  # re-scan the rejects of these reasons ("all": every reject)
 
     def identity(self) -> dict[str, Any]:
         """What must match for a re-run to resume OUT instead of being refused."""
@@ -170,11 +176,7 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
             )
             layout.write_json(layout.request, identity)
         elif old != identity:
-            changes = diff_dicts(old, identity)
-            raise BuildRefused(
-                f"{req.out} was built with a different request; changed: {'; '.join(changes[:8])}"
-                f"{' ...' if len(changes) > 8 else ''}. Use a new --out, or delete {req.out} to rebuild."
-            )
+            refuse_changed_request(req, layout, old, identity)
         if layout.exists(layout.build_json):
             done = layout.read_json(layout.build_json)
             damaged = damaged_shards(layout) if done.get("complete") else {}
@@ -201,6 +203,43 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
     else:
         layout.write_json(layout.request, identity)
     return None
+
+
+def _without_weights(identity: dict[str, Any], sources: bool = False) -> dict[str, Any]:
+    config = {k: v for k, v in identity["config"].items() if k != "weights"}
+    kept = [] if sources else [{k: v for k, v in s.items() if k != "share"} for s in identity["sources"]]
+    return {"contract": identity["contract"], "config": config, "sources": kept}
+
+
+def refuse_changed_request(
+    req: BuildRequest, layout: Layout, old: dict[str, Any], new: dict[str, Any]
+) -> None:
+    """Raise BuildRefused naming what changed and the command that would do it.
+
+    Returns (accepts the request) only when just the weights changed and OUT already holds a
+    weight version of exactly that policy.
+    """
+    changes = diff_dicts(old, new)
+    shown = f"{'; '.join(changes[:8])}{' ...' if len(changes) > 8 else ''}"
+    finished = layout.exists(layout.build_json) and layout.read_json(layout.build_json).get("complete")
+    if finished and _without_weights(old) == _without_weights(new):
+        from .reweight import stored_policies
+
+        if req.config.weights in stored_policies(layout).values():
+            return
+        raise BuildRefused(
+            f"{req.out} is finished and only its weights changed ({shown}); weights change without "
+            f"rewriting a shard: `linepairs reweight {req.out} --config FILE --activate`"
+        )
+    if finished and _without_weights(old, sources=True) == _without_weights(new, sources=True):
+        raise BuildRefused(
+            f"{req.out} is finished and the sources changed ({shown}); add new inputs with "
+            f"`linepairs build SOURCE... --out {req.out} --append`"
+        )
+    raise BuildRefused(
+        f"{req.out} was built with a different request; changed: {shown}. That changes the shards: "
+        f"use a new --out, or delete {req.out} to rebuild."
+    )
 
 
 def enumerate_records(req: BuildRequest, layout: Layout) -> int:
@@ -239,16 +278,22 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
     return chunk
 
 
-def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
-    pending = [c for c in range(chunks) if not layout.exists(layout.scan_part(c))]
-    inputs = layout.read_json(layout.enumerated)["inputs"]
+def scan(
+    req: BuildRequest, layout: Layout, chunks: int, *, first: int = 0, settings: ScanSettings | None = None
+) -> None:
+    """Scan records chunks ``first`` .. ``chunks - 1`` that have no scan part yet (an append scans
+    only its own chunks, with the ``settings`` of ``pipelines.increment``)."""
+    pending = [c for c in range(first, chunks) if not layout.exists(layout.scan_part(c))]
+    inputs = sum(layout.parquet_rows(layout.records_part(c)) for c in range(first, chunks))
     progress = Progress("scan", total=inputs, unit="inputs", enabled=req.show_progress)
-    progress.update(sum(layout.parquet_rows(layout.scan_part(c)) for c in range(chunks) if c not in pending))
+    progress.update(
+        sum(layout.parquet_rows(layout.scan_part(c)) for c in range(first, chunks) if c not in pending)
+    )
     if pending:
         from .distribute import map_tasks
         from .tasks import scan_chunk
 
-        settings = scan_settings(req, layout, chunks)
+        settings = settings or scan_settings(req, layout, chunks)
         if req.config.scorers:  # decode tasks, then a Ray Data scorer actor pool (pipelines/scoring.py)
             from .scoring import scored_scan
 
@@ -294,43 +339,25 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
     _log(
         req, f"dedup: {stats['dropped']} duplicates dropped ({stats['pairs']} pairs, route {stats['route']})"
     )
-    kept, small_rejects, bucket_up = split_too_small(kept, cfg.buckets)  # before the tiers: they see the upscale
+    kept, small_rejects, _ = split_too_small(kept, cfg.buckets)  # bucket_upscale: a plan column
     layout.write_parquet(
         layout.dedup_rejects, pa.Table.from_pylist(dup_rejects + small_rejects, schema=REJECT_SCHEMA)
     )
-    # The curation quality score when the scan has one, else the Danbooru score (NaN: unscored); an
-    # image enlarged to fill its bucket holds less detail than its size says: divided by the upscale.
-    quality_column = "quality_score" if "quality_score" in kept.column_names else "score"
-    try:
-        weighted = compute_weights(
-            cfg.weights,
-            sources=np.asarray(kept["source"].to_pylist(), dtype=object),
-            keys=np.asarray(kept["key"].to_pylist(), dtype=object),
-            quality_scores=kept[quality_column].to_numpy(zero_copy_only=False).astype(np.float64)
-            / np.maximum(1.0, bucket_up),
-            tags=_tags_of(kept, cfg.weights.tag_categories) if cfg.weights.tag_balance else None,
-        )
-    except WeightError as exc:
-        raise ConfigError(
-            f"{exc}. Fix [weights] and run the same command again: nothing is planned yet, so the scan is reused."
-        ) from None
-    table = make_plan(
-        kept,
-        rule=cfg.buckets,
-        tier=weighted.tier,
-        weight=weighted.weight,
-        quality=weighted.quality,
-        factors=weighted.factors(),
-        samples_per_shard=cfg.shards.samples_per_shard,
-        seed=cfg.seed,
-    )
+    check_weights(cfg.weights, kept)
+    table = make_plan(kept, rule=cfg.buckets, samples_per_shard=cfg.shards.samples_per_shard, seed=cfg.seed)
     layout.write_parquet(layout.plan, table)
     return table
 
 
-def _tags_of(table: pa.Table, categories) -> list[list[str]]:
-    columns = [table[f"tags_{c}"].to_pylist() for c in categories]
-    return [[t for tags in row for t in (tags or [])] for row in zip(*columns)]
+def check_weights(cfg: WeightConfig, kept: pa.Table) -> None:
+    """Refuse a policy these samples cannot meet before anything is planned (the weights proper are
+    solved at finalize, over the samples actually written)."""
+    try:
+        solve(kept, cfg)
+    except WeightError as exc:
+        raise ConfigError(
+            f"{exc}. Fix [weights] and run the same command again: nothing is planned yet, so the scan is reused."
+        ) from None
 
 
 def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
@@ -436,6 +463,44 @@ def finalize(
     timings: dict[str, float], extractor_records: dict[str, dict[str, Any]],
     scorer_records: dict[str, dict[str, Any]] | None = None,
 ) -> BuildSummary:  # fmt: skip
+    manifest = manifest_of(req, plan_table, states)
+    layout.write_parquet(layout.manifest, manifest)
+
+    scan_rejects = read_scan(layout, chunks, columns=REJECT_COLUMNS + ["status"])
+    scan_rejects = scan_rejects.filter(pc.equal(scan_rejects["status"], "rejected")).select(REJECT_COLUMNS)
+    dedup = layout.read_parquet(layout.dedup_rejects) if layout.exists(layout.dedup_rejects) else None
+    rejects = pa.concat_tables(
+        [scan_rejects.cast(REJECT_SCHEMA), *([dedup.cast(REJECT_SCHEMA)] if dedup is not None else []),
+         late_rejects(states)]
+    )  # fmt: skip
+    rejects = rejects.sort_by("seq")
+    layout.write_parquet(layout.rejects, rejects)
+
+    shards = sorted((s["stats"] for s in states.values()), key=lambda s: s["path"])
+    layout.write_json(layout.shards_json, {"shards": shards})
+
+    inputs = layout.read_json(layout.enumerated)["inputs"]
+    dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
+    weights = write_first_version(layout, manifest, req.config.weights)
+    counts = count(manifest, rejects, shards, inputs, dropped, weights)
+    build = {
+        "complete": True,
+        "contract": CONTRACT_VERSION,
+        "request": req.identity(),
+        "counts": counts,
+        "weights": weights,
+        "weights_active": FIRST_VERSION,
+        "timings": timings,
+        "extractors": extractor_records,
+        "scorers": scorer_records or {},
+        "versions": _versions(),
+    }
+    layout.write_json(layout.build_json, build)
+    return BuildSummary(req.out, counts, timings, weights=weights)
+
+
+def manifest_of(req: BuildRequest, plan_table: pa.Table, states: dict[str, dict[str, Any]]) -> pa.Table:
+    """The manifest rows of the plan rows that were written, in plan order."""
     written = {key for s in states.values() for key in s["written"]}
     extractors = [e.name for e in req.config.extractors]
     dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
@@ -445,24 +510,19 @@ def finalize(
     manifest = manifest.append_column("tags", pa.array(all_tags, pa.list_(pa.string())))
     stored = [[e for e in extractors if e not in dropped.get(key, {})] for key in manifest["key"].to_pylist()]
     manifest = manifest.append_column("extractors", pa.array(stored, pa.list_(pa.string())))
-    manifest = manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
-    layout.write_parquet(layout.manifest, manifest)
+    return manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
 
-    scan_rejects = read_scan(layout, chunks, columns=REJECT_COLUMNS + ["status"])
-    scan_rejects = scan_rejects.filter(pc.equal(scan_rejects["status"], "rejected")).select(REJECT_COLUMNS)
-    late = [r for s in states.values() for r in s["rejects"]]
-    dedup = layout.read_parquet(layout.dedup_rejects) if layout.exists(layout.dedup_rejects) else None
-    rejects = pa.concat_tables(
-        [scan_rejects.cast(REJECT_SCHEMA), *([dedup.cast(REJECT_SCHEMA)] if dedup is not None else []),
-         pa.Table.from_pylist(late, schema=REJECT_SCHEMA)]
-    )  # fmt: skip
-    rejects = rejects.sort_by("seq")
-    layout.write_parquet(layout.rejects, rejects)
 
-    shards = sorted((s["stats"] for s in states.values()), key=lambda s: s["path"])
-    layout.write_json(layout.shards_json, {"shards": shards})
+def late_rejects(states: dict[str, dict[str, Any]]) -> pa.Table:
+    """Rejects of the materialize phase (pair quality, a file changed since the scan)."""
+    return pa.Table.from_pylist([r for s in states.values() for r in s["rejects"]], schema=REJECT_SCHEMA)
 
-    inputs = layout.read_json(layout.enumerated)["inputs"]
+
+def count(
+    manifest: pa.Table, rejects: pa.Table, shards: list[dict[str, Any]], inputs: int,
+    dropped: dict[str, dict[str, str]], weights: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """build.json's ``counts``; refuses an input that is neither kept nor rejected."""
     counts = {
         "inputs": inputs,
         "samples": manifest.num_rows,
@@ -475,35 +535,13 @@ def finalize(
                 f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist())
             )
         ),
-        "tiers": dict(Counter(manifest["tier"].to_pylist())),
         "drawings_dropped": dict(Counter(name for why in dropped.values() for name in why)),
     }
     if counts["samples"] + counts["rejected"] != inputs:
         raise RuntimeError(
             f"accounting error: {counts['samples']} kept + {counts['rejected']} rejected != {inputs} inputs"
         )
-    weights = weight_summary(
-        manifest["weight"].to_numpy(),
-        sources=manifest["source"].to_pylist(),
-        tiers=manifest["tier"].to_pylist(),
-        buckets=[
-            f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist())
-        ],
-        training_samples=req.config.weights.training_samples,
-    )
-    build = {
-        "complete": True,
-        "contract": CONTRACT_VERSION,
-        "request": req.identity(),
-        "counts": counts,
-        "weights": weights,
-        "timings": timings,
-        "extractors": extractor_records,
-        "scorers": scorer_records or {},
-        "versions": _versions(),
-    }
-    layout.write_json(layout.build_json, build)
-    return BuildSummary(req.out, counts, timings, weights=weights)
+    return counts
 
 
 def check_extractors(req: BuildRequest) -> dict[str, dict[str, Any]]:
@@ -545,7 +583,16 @@ def run_build(req: BuildRequest) -> BuildSummary:
 
     layout = req.layout or Layout(req.out)
     req.out = layout.out  # absolute for a local OUT, the URL otherwise
-    layout.ensure_root()
+    if req.append and req.retry:
+        raise BuildRefused("--append and --retry are two runs: give one, then the other")
+    if (req.append or req.retry) and layout.exists(layout.request):
+        from .increment import APPEND, RETRY, run_increment
+
+        check_unique_names(req.sources)
+        return run_increment(req, APPEND if req.append else RETRY)
+    if req.retry:
+        raise BuildRefused(f"--retry needs a finished build in {req.out}")
+    layout.ensure_root()  # --append to an empty OUT is a plain build
     done = check_request(req, layout)
     if done is not None:
         return done

@@ -14,6 +14,7 @@ COMMANDS = (
     "pipelines.commands.verify",
     "pipelines.commands.extract",
     "pipelines.commands.audit",
+    "pipelines.commands.reweight",
     "pipelines.commands.train",
     "pipelines.commands.eval",
     "pipelines.commands.sample",

@@ -78,7 +78,10 @@ def sample_json(
     dropped: Mapping[str, str] | None = None,
 ) -> bytes:
     """``extractors``: name -> version of the drawings stored; ``augmented``: name -> augmentation
-    record (present when augmentation is on); ``dropped``: name -> why that drawing is not stored."""
+    record (present when augmentation is on); ``dropped``: name -> why that drawing is not stored.
+
+    Only facts that never change: no weight, tier or quality quantile (those are weight versions,
+    sharding/weights.py), so a reweight or an append never rewrites a shard."""
     meta = {
         "key": row["key"],
         # One JSON type per field (int or null, never a path string) so that schema-inferring
@@ -90,11 +93,8 @@ def sample_json(
         "rating": row.get("rating"),
         "score": _clean(row.get("score")),
         "fav_count": row.get("fav_count"),
-        "quality": _clean(row.get("quality")),
         "quality_score": _clean(row.get("quality_score")),
         "metrics": {c: _clean(row.get(c)) for c in METRIC_COLUMNS},
-        "weight": row["weight"],
-        "tier": row["tier"],
         "bucket": [row["bucket_w"], row["bucket_h"]],
         "extractors": dict(extractors),
         "original_size": [row["width"], row["height"]],

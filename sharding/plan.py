@@ -1,4 +1,8 @@
-"""The shard plan: bucket per sample, then a seeded, deterministic cut into shards by (bucket, tier)."""
+"""The shard plan: bucket per sample, then a seeded, deterministic cut into shards by bucket.
+
+Shards are grouped by bucket only: a sample's tier is a weight fact that a reweight may change,
+so it is not part of where the sample lives.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,15 @@ from .buckets import BucketRule, crop_box, fit_bucket, make_buckets
 from .schema import PLAN_COLUMNS, PLAN_SCHEMA
 
 
-def shard_path(bucket: tuple[int, int], tier: str, index: int) -> str:
-    return f"shards/{bucket[0]}x{bucket[1]}/{tier}-{index:06d}.tar"
+def shard_path(bucket: tuple[int, int], index: int) -> str:
+    return f"shards/{bucket[0]}x{bucket[1]}/{index:06d}.tar"
+
+
+def shard_index(path: str) -> tuple[tuple[int, int], int]:
+    """(bucket, number) of a ``shard_path``."""
+    folder, name = path.split("/")[-2:]
+    w, h = folder.split("x")
+    return (int(w), int(h)), int(name.split(".")[0].split("-")[-1])
 
 
 def _rng(seed: int, *parts: object) -> np.random.Generator:
@@ -43,16 +54,14 @@ def make_plan(
     kept: pa.Table,
     *,
     rule: BucketRule,
-    tier: np.ndarray,
-    weight: np.ndarray,
-    quality: np.ndarray,
-    factors: dict[str, np.ndarray] | None = None,
     samples_per_shard: int,
     seed: int,
+    first_index: dict[tuple[int, int], int] | None = None,
 ) -> pa.Table:
     """``kept``: scan rows that passed every filter (any order). Returns rows sorted by shard, position.
 
-    ``factors``: the weight's factors by column name (see schema.PLAN_EXTRA); missing ones are 1.
+    ``first_index``: per bucket, the first shard number to use (an append numbers its shards after
+    the ones already written); default 0.
     """
     kept = kept.select(PLAN_COLUMNS)
     buckets = make_buckets(rule)
@@ -73,15 +82,16 @@ def make_plan(
 
     shard = np.empty(n, dtype=object)
     pos = np.zeros(n, np.int32)
-    groups: dict[tuple[int, int, str], list[int]] = {}
+    groups: dict[tuple[int, int], list[int]] = {}
     for i in range(n):
-        groups.setdefault((int(bw[i]), int(bh[i]), str(tier[i])), []).append(i)
-    for (w, h, t), members in sorted(groups.items()):
+        groups.setdefault((int(bw[i]), int(bh[i])), []).append(i)
+    for (w, h), members in sorted(groups.items()):
         members = sorted(members, key=lambda i: keys[i])  # order independent of scan completion order
-        order = _rng(seed, w, h, t).permutation(len(members))
+        order = _rng(seed, w, h).permutation(len(members))
+        first = (first_index or {}).get((w, h), 0)
         for j, k in enumerate(order):
             i = members[k]
-            shard[i] = shard_path((w, h), t, j // samples_per_shard)
+            shard[i] = shard_path((w, h), first + j // samples_per_shard)
             pos[i] = j % samples_per_shard
 
     table = kept.append_column("bucket_w", pa.array(bw))
@@ -92,13 +102,6 @@ def make_plan(
         ("crop_right", crops[:, 2]),
         ("crop_bottom", crops[:, 3]),
         ("bucket_upscale", upscale),
-        ("quality", quality.astype(np.float64)),
-        ("tier", tier.astype(str)),
-        ("weight", weight.astype(np.float64)),
-        *(
-            (name, (factors or {}).get(name, np.ones(n)))
-            for name in ("tier_weight", "tag_factor", "source_factor")
-        ),
         ("shard", shard.astype(str) if n else np.array([], dtype=str)),
         ("shard_pos", pos),
     ):

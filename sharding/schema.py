@@ -82,12 +82,8 @@ PLAN_EXTRA = [
     pa.field("crop_right", pa.int32()),
     pa.field("crop_bottom", pa.int32()),
     pa.field("bucket_upscale", pa.float64()),  # enlargement to fill the bucket, <= buckets.max_upscale
-    pa.field("quality", pa.float64()),
-    pa.field("tier", pa.string()),
-    pa.field("weight", pa.float64()),  # = clip(tier_weight * tag_factor * source_factor); mean 1
-    pa.field("tier_weight", pa.float64()),
-    pa.field("tag_factor", pa.float64()),
-    pa.field("source_factor", pa.float64()),
+    # No weight, tier or quality quantile here: they change with the policy and the population, so
+    # they live in weight versions (sharding/weights.py), never in the plan, manifest or shards.
     pa.field("shard", pa.string()),  # path relative to OUT
     pa.field("shard_pos", pa.int32()),  # position of the sample inside its shard
 ]

@@ -1,4 +1,5 @@
-"""Check a finished build against its own records: shards.json, the manifest and every tar member."""
+"""Check a finished build against its own records: shards.json, the manifest, every tar member and
+every weight version."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import tarfile
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 from PIL import Image
 
-from .layout import Layout, StorageError
+from .layout import WEIGHTS_ACTIVE, WEIGHTS_DIR, Layout, StorageError
+from .weights import WeightsVersionError, active_name, list_versions, read_version
 
 IMAGE_EXTS = ("jpg", "webp")
 MEMBER_MAX_BYTES = 256 * 1024 * 1024  # far above any bucket's image or drawing
@@ -123,12 +127,39 @@ def _check_sample(rel: str, key: str, files: dict[str, bytes | None], row: dict[
     if "json" in files:
         try:
             meta = json.loads(files["json"])
-            if meta.get("weight") != row["weight"]:
-                faults.append(f"{where}: json weight {meta.get('weight')} != manifest weight {row['weight']}")
+            stale = sorted({"weight", "tier", "quality"} & set(meta))
+            if stale:  # contract 2: weights live in weight versions only
+                faults.append(f"{where}: json holds weight fields {', '.join(stale)}")
             if meta.get("key") != key:
                 faults.append(f"{where}: json key {meta.get('key')!r} != {key!r}")
         except (ValueError, TypeError) as exc:
             faults.append(f"{where}: json does not parse ({exc})")
+    return faults
+
+
+def verify_weights(layout: Layout, keys: pa.ChunkedArray) -> list[str]:
+    """Every weight version matches the manifest row for row, has usable weights; one is active."""
+    faults = []
+    names = list_versions(layout)
+    if not names:
+        return [f"{WEIGHTS_DIR}/: no weight version"]
+    try:
+        active = active_name(layout)
+        if active not in names:
+            faults.append(f"{WEIGHTS_DIR}/{WEIGHTS_ACTIVE}: active version {active!r} is not stored")
+    except WeightsVersionError as exc:
+        faults.append(str(exc))
+    for name in names:
+        try:
+            _, table, _ = read_version(layout, name, keys=keys)
+        except WeightsVersionError as exc:
+            faults.append(f"{WEIGHTS_DIR}/{name}.parquet: {exc}")
+            continue
+        w = table["weight"].to_numpy(zero_copy_only=False)
+        if len(w) and (not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0):
+            faults.append(f"{WEIGHTS_DIR}/{name}.parquet: weights must be finite, >= 0 and not all 0")
+        elif len(w) and abs(w.mean() - 1) > 1e-6:
+            faults.append(f"{WEIGHTS_DIR}/{name}.parquet: mean weight {w.mean():.6g}, want 1")
     return faults
 
 
@@ -141,10 +172,11 @@ def verify_build(out: Layout | str) -> list[str]:
     shards = layout.read_json(layout.shards_json)["shards"]
     manifest = layout.read_parquet(
         layout.manifest,
-        columns=["key", "shard", "bucket_w", "bucket_h", "weight", "extractors"],
-    ).to_pylist()
+        columns=["key", "shard", "bucket_w", "bucket_h", "extractors"],
+    )
+    faults = verify_weights(layout, manifest["key"])
+    manifest = manifest.to_pylist()
     by_shard: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    faults = []
     for row in manifest:
         if row["key"] in by_shard[row["shard"]]:
             faults.append(f"manifest: key {row['key']} appears twice")

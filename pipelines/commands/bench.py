@@ -19,6 +19,7 @@ SECTIONS = {
     "lineart_nets": "pipelines.benches.lineart_nets",
     "wnet": "pipelines.benches.wnet",
     "quality": "pipelines.benches.quality",
+    "reweight": "pipelines.benches.reweight",
 }
 
 

@@ -24,6 +24,15 @@ def add_parser(sub) -> None:
     p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else an embedded Ray)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_storage_option(p)
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add the inputs OUT has not seen (new sources, new files or posts) as new shards; old shards untouched",
+    )
+    p.add_argument(
+        "--retry", metavar="REASON[,REASON]",
+        help="re-scan only the inputs rejected for these reasons (e.g. missing_file), or 'all'",
+    )  # fmt: skip
     p.set_defaults(handler=run)
 
 
@@ -40,9 +49,14 @@ def run(args: argparse.Namespace) -> int:
         sources = [source_from_table(t) for t in config.sources] + [parse_source(s) for s in args.sources]
         if not sources:
             raise UsageError("no sources: give SOURCE arguments or [[sources]] tables in --config")
+        from ..increment import parse_reasons
+
+        retry = parse_reasons(args.retry) if args.retry is not None else ()
         layout = open_out(args.out, args)
-        req = BuildRequest(sources, args.out, config, address=args.address, show_progress=not args.quiet,
-                           layout=layout)  # fmt: skip
+        req = BuildRequest(
+            sources, args.out, config, address=args.address, show_progress=not args.quiet,
+            layout=layout, append=args.append, retry=retry,
+        )  # fmt: skip
         summary = run_build(req)
     except (ConfigError, SourceError, BuildRefused) as exc:
         raise UsageError(str(exc)) from None
