@@ -315,7 +315,11 @@ def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSetting
     cols = ["source", "score", "fav_count"]
     parts = [layout.read_parquet(layout.records_part(c), columns=cols) for c in range(chunks)]
     records = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.float64()) for c in cols})
-    cfg = req.config
+    return settings_from_records(req.config, records)
+
+
+def settings_from_records(cfg: BuildConfig, records: pa.Table) -> ScanSettings:
+    """The scan settings of ``cfg`` with the quantile tables of these records (source, score, fav_count)."""
     return make_settings(
         scan=cfg.scan, filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
         sources=records["source"].to_pylist(),

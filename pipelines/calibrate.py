@@ -23,11 +23,12 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pyarrow as pa
 
 from curation import artmodel
 from curation.metrics import failed_metric
 from curation.quality import quality_score
-from curation.scan import ScanSettings, make_settings, scan_rows
+from curation.scan import ScanSettings, scan_rows
 from curation.sources.folder import iter_folder
 from curation.weighting import HIGH, compute_weights
 
@@ -55,14 +56,14 @@ def read_labels(path: str) -> dict[str, str]:
 
 def settings_for(cfg: BuildConfig, records: Sequence[Mapping[str, Any]]) -> ScanSettings:
     """The scan settings a build of these records with ``cfg`` would use."""
-    nan = np.nan
-    return make_settings(
-        max_pixels=cfg.scan.max_pixels, min_side=cfg.scan.min_side, max_aspect=cfg.scan.max_aspect,
-        filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
-        sources=[r["source"] for r in records],
-        scores=np.array([nan if r.get("score") is None else r["score"] for r in records], np.float64),
-        favs=np.array([nan if r.get("fav_count") is None else r["fav_count"] for r in records], np.float64),
-    )  # fmt: skip
+    from .build import settings_from_records
+
+    cols = {
+        "source": pa.array([r["source"] for r in records], pa.string()),
+        "score": pa.array([r.get("score") for r in records], pa.float64()),
+        "fav_count": pa.array([r.get("fav_count") for r in records], pa.float64()),
+    }
+    return settings_from_records(cfg, pa.table(cols))
 
 
 def scan_labelled(

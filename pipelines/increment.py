@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 from curation.dedup import resolve
 from curation.records import REJECT_REASONS
-from curation.scan import ScanSettings, make_settings
+from curation.scan import ScanSettings
 from curation.sources import iter_records
 from curation.weighting import WeightError
 from sharding.layout import BUILD_JSON, MANIFEST, REJECTS, REJECTS_HISTORY, SHARDS_JSON, Layout
@@ -263,14 +263,9 @@ def increment_settings(req, layout: Layout, first_chunk: int, end_chunk: int) ->
         )
         parts.append(new_t.filter(pc.invert(pc.is_in(new_t["source"], old_sources))))
     records = pa.concat_tables(parts)
-    cfg = req.config
-    return make_settings(
-        max_pixels=cfg.scan.max_pixels, min_side=cfg.scan.min_side, max_aspect=cfg.scan.max_aspect,
-        filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
-        sources=records["source"].to_pylist(),
-        scores=records["score"].to_numpy(zero_copy_only=False).astype(np.float64),
-        favs=records["fav_count"].to_numpy(zero_copy_only=False).astype(np.float64),
-    )  # fmt: skip
+    from .build import settings_from_records
+
+    return settings_from_records(req.config, records)
 
 
 def _scan_table(layout: Layout, first: int, end: int, columns: list[str] | None = None) -> pa.Table | None:
