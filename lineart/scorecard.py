@@ -131,7 +131,9 @@ def drop_sets(shared: str) -> dict[str, list[str]]:
     ]
     calib = os.path.join(corpus, "calibration")
     with open(os.path.join(calib, "LABELS.csv"), encoding="utf-8", newline="") as fh:
-        keep = sorted(os.path.join(calib, r["file"]) for r in csv.DictReader(fh) if r["label"].startswith("keep"))
+        keep = sorted(
+            os.path.join(calib, r["file"]) for r in csv.DictReader(fh) if r["label"].startswith("keep")
+        )
     return {"shared_illustrations": illustrations, "calibration_keep": keep}
 
 
@@ -236,7 +238,9 @@ def _summary(per_pair: dict[str, dict[str, float]], drops: dict[str, dict[str, A
         "precision": mean("precision"),
         "recall": mean("recall"),
         "chamfer": mean("chamfer"),
-        "ink_ratio": statistics.median(s["ink_ratio"] for s in per_pair.values()) if per_pair else float("nan"),
+        "ink_ratio": statistics.median(s["ink_ratio"] for s in per_pair.values())
+        if per_pair
+        else float("nan"),
         "drop_rate": dropped / total if total else 0.0,
         **{f"drop_rate_{k}": d["rate"] for k, d in drops.items()},
     }
@@ -297,7 +301,8 @@ def write_sheet(card: Scorecard, out_dir: str) -> str:
     for name, r in card.rows.items():
         vals = [name, r["kind"]] + (
             [f"{r['f1']:.3f}", f"{r['chamfer']:.2f}", f"{r['ink_ratio']:.2f}", f"{r['drop_rate']:.1%}"]
-            if "f1" in r else ["—"] * 4  # fmt: skip
+            if "f1" in r
+            else ["—"] * 4  # fmt: skip
         )
         out.append("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in [*vals, r.get("note", "")]) + "</tr>")
     out.append("</table>")
