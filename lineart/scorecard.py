@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import html
 import os
+import re
 import statistics
 import sys
 from collections.abc import Callable, Iterable
@@ -283,7 +284,7 @@ def write_sheet(card: Scorecard, out_dir: str) -> str:
     esc = html.escape
 
     def png(name: str, img: np.ndarray) -> str:
-        fname = f"{name}.png"
+        fname = re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".png"  # names are free text; file names are not
         bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
         if not cv2.imwrite(os.path.join(img_dir, fname), bgr):
             raise OSError(f"cannot write {os.path.join(img_dir, fname)}")
