@@ -49,15 +49,17 @@ def canny_image(
     gray = _gray(rgb)
     if blur > 0:
         gray = _to_uint8(_blur(gray.astype(np.float32), blur))
-    stat = 0.0
-    if mode == "median":
-        stat = float(np.median(gray))
-    elif mode == "gradient":  # the magnitude cv2.Canny thresholds: L1 of the 3x3 Sobel, replicated border
-        dx = cv2.Sobel(gray, cv2.CV_16S, 1, 0, ksize=3, borderType=cv2.BORDER_REPLICATE)
-        dy = cv2.Sobel(gray, cv2.CV_16S, 0, 1, ksize=3, borderType=cv2.BORDER_REPLICATE)
-        stat = order_statistic(np.abs(dx.astype(np.int32)) + np.abs(dy.astype(np.int32)), 1.0 - edge_share)
+    if mode != "gradient":
+        lo, hi = canny_thresholds(low, high, mode, sigma, float(np.median(gray)) if mode == "median" else 0.0)
+        return 255 - cv2.Canny(gray, lo, hi)
+    # The derivatives cv2.Canny computes itself (3x3 Sobel, replicated border), computed once: their L1
+    # magnitude sets the thresholds and Canny runs on them (same edges as cv2.Canny(gray, ...)).
+    dx = cv2.Sobel(gray, cv2.CV_16S, 1, 0, ksize=3, borderType=cv2.BORDER_REPLICATE)
+    dy = cv2.Sobel(gray, cv2.CV_16S, 0, 1, ksize=3, borderType=cv2.BORDER_REPLICATE)
+    mag = cv2.add(cv2.absdiff(dx, 0).astype(np.uint16), cv2.absdiff(dy, 0).astype(np.uint16))
+    stat = order_statistic(mag, 1.0 - edge_share)
     lo, hi = canny_thresholds(low, high, mode, sigma, stat, ratio, min_high)
-    return 255 - cv2.Canny(gray, lo, hi)
+    return 255 - cv2.Canny(dx, dy, lo, hi)
 
 
 def xdog_image(

@@ -90,6 +90,9 @@ def order_statistic(values: np.ndarray, q: float) -> float:
     an element of the data, so the OpenCV and torch paths agree exactly."""
     flat = np.asarray(values).ravel()
     k = math.floor(q * (flat.size - 1))
+    if flat.dtype.kind in "ui" and flat.size and 0 <= flat.min() and flat.max() < 1 << 16:
+        # small non-negative integers (gray levels, L1 gradients): a histogram is several times faster
+        return float(np.searchsorted(np.cumsum(np.bincount(flat)), k + 1))
     return float(np.partition(flat, k)[k])
 
 
