@@ -17,6 +17,7 @@ SECTIONS = {
     "loader": "pipelines.benches.loader",
     "dedup": "pipelines.benches.dedup",
     "lineart_nets": "pipelines.benches.lineart_nets",
+    "lineart_quality": "pipelines.benches.lineart_quality",
     "wnet": "pipelines.benches.wnet",
     "quality": "pipelines.benches.quality",
     "reweight": "pipelines.benches.reweight",
