@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
-from sharding.loader import Batch, BatchStream, batches
+from sharding.loader import Batch, BatchStream, ShardError, batches
 
 from .config import WnetConfig
 from .space import space_stride
@@ -144,17 +144,19 @@ class DecodeCache:
 
 
 def decode_batch(batch: Batch, keep: list[int], size: tuple[int, int], cache: DecodeCache) -> Batch:
-    """The samples ``keep`` of an encoded batch (``decode=False``), decoded at ``size``."""
+    """The samples ``keep`` of an encoded batch (``decode=False``), decoded at ``size``.
+
+    A member that does not decode is a ShardError naming the sample (as the loader's own decode)."""
     stored = batch.bucket
-    images = [
-        cache.get((batch.keys[i], "image", size), lambda i=i: decode_at(batch.image_bytes[i], stored, size, True))
-        for i in keep
-    ]  # fmt: skip
-    lines = [
-        cache.get((batch.keys[i], f"lines.{batch.extractors[i]}", size),
-                  lambda i=i: decode_at(batch.line_bytes[i], stored, size, False))
-        for i in keep
-    ]  # fmt: skip
+
+    def member(i: int, name: str, data: bytes, color: bool) -> np.ndarray:
+        try:
+            return cache.get((batch.keys[i], name, size), lambda: decode_at(data, stored, size, color))
+        except ValueError as exc:
+            raise ShardError(f"sample {batch.keys[i]}: {exc}") from None
+
+    images = [member(i, "image", batch.image_bytes[i], True) for i in keep]
+    lines = [member(i, f"lines.{batch.extractors[i]}", batch.line_bytes[i], False) for i in keep]
     return replace(
         batch,
         keys=[batch.keys[i] for i in keep],
