@@ -161,7 +161,7 @@ def check_record(
     letter, era = row.get("rating"), row.get("rating_era")
     cls = rating_class(letter, era)
     if cls is None:
-        return "unknown_rating", f"rating {letter!r} is not one of g/s/q/e"
+        return "bad_rating", f"rating {letter!r} is not one of g/s/q/e"
     if cls not in cfg.ratings:
         return "rating", f"rating {letter!r} ({era or 'unknown'} era) = {cls}, not in {list(cfg.ratings)}"
     for flag, on in (("is_deleted", cfg.exclude_deleted), ("is_banned", cfg.exclude_banned),

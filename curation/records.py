@@ -7,6 +7,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .decode import path_location
+
 TAG_CATEGORIES = ("general", "artist", "character", "copyright", "meta")
 
 # stage -> reasons. Every reject row carries one of these; docs/rejects.md explains each.
@@ -18,10 +20,11 @@ REJECT_REASONS: dict[str, tuple[str, ...]] = {
         "missing_file",  # no image for the post on disk / in the tars, or it could not be read
         "no_metadata",  # a tar member that no metadata row describes
         "unsafe_member",  # a tar member that is a link, a device, absolute, or reaches outside with '..'
+        "outside_source",  # a file (or tar) whose links resolve outside the source folder: never read
         "bad_archive",  # a tar that cannot be read to the end (members before the fault are kept)
         "unsupported_format",  # video, ugoira, flash: not a still image
         # the declarative [filters], applied before any pixel is read
-        "unknown_rating",  # a rating letter outside g/s/q/e
+        "bad_rating",  # a rating that is missing, malformed or unknown (fail closed: never "unrated")
         "rating",  # the rating (read with the era of the dump) is not in filters.ratings
         "low_score",  # under filters.min_score or the source's min_score_percentile
         "low_fav_count",  # under filters.min_fav_count or the source's min_fav_percentile
@@ -35,6 +38,10 @@ REJECT_REASONS: dict[str, tuple[str, ...]] = {
         "aspect_out_of_range",  # metadata size: long/short side over scan.max_aspect
     ),
     "decode": (
+        "not_a_file",  # a FIFO, device, socket or folder with an image's name: never opened
+        "too_many_bytes",  # over scan.max_bytes (the byte twin of the pixel guard), checked before reading
+        "too_slow",  # one input took longer than scan.max_seconds
+        "scan_error",  # any other failure on this one input; the detail names it
         "empty_file",
         "decode_error",  # not an image, truncated, or corrupt
         "too_many_pixels",  # over the pixel-count bomb guard, checked before decoding
@@ -103,12 +110,28 @@ class Record:
         return sample_key(self.source, self.source_id)
 
     def to_row(self) -> dict[str, Any]:
-        row = asdict(self)
+        """The record as a row of ``sharding.schema.RECORD_SCHEMA`` (which is derived from this class)."""
+        row = {k: text(v) if isinstance(v, str) else v for k, v in asdict(self).items()}
         tags = row.pop("tags")
         for cat in TAG_CATEGORIES:
-            row[f"tags_{cat}"] = list(tags.get(cat, []))
+            row[f"tags_{cat}"] = [text(t) for t in tags.get(cat, [])]
+        row["location"] = path_location(self.location) if self.location else self.location
         row["key"] = self.key
         return row
+
+
+def text(value: str) -> str:
+    """Valid UTF-8 for a parquet string: file names that are not UTF-8 (and lone surrogates from
+    JSON escapes) show their bad bytes as ``\\xNN``."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:  # a name read from disk: its undecodable bytes came in as surrogate escapes
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # other lone surrogates
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")

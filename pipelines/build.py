@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import lineart
 from curation.records import TAG_CATEGORIES
 from curation.scan import ScanSettings, make_settings
-from curation.sources import SourceSpec, check_unique_names, iter_records
+from curation.sources import SourceError, SourceSpec, check_unique_names, iter_records
 from curation.weighting import WeightError, check_sources, compute_weights, weight_summary
 from sharding.layout import Layout
 from sharding.plan import make_plan
@@ -177,7 +177,16 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
             )
         if layout.exists(layout.build_json):
             done = layout.read_json(layout.build_json)
-            if done.get("complete"):
+            damaged = damaged_shards(layout) if done.get("complete") else {}
+            if damaged:
+                # A finished build whose shards changed is not complete: the damaged ones are
+                # rewritten from the plan (materialize checks each shard's size and sha256).
+                listed = "; ".join(f"{p}: {why}" for p, why in sorted(damaged.items())[:5])
+                print(
+                    f"linepairs: {len(damaged)} damaged shard(s), rewriting them: {listed}", file=sys.stderr
+                )
+                layout.remove(layout.build_json)
+            elif done.get("complete"):
                 return BuildSummary(
                     req.out,
                     done["counts"],
@@ -209,18 +218,23 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
             layout.write_parquet(path, pa.Table.from_pylist(rows, schema=RECORD_SCHEMA))
         chunk, rows = chunk + 1, []
 
-    for spec in req.sources:
-        for rec in iter_records(spec):
-            row = rec.to_row()
-            row["seq"] = seq
-            seq += 1
-            rows.append(row)
-            progress.update(1)
-            if len(rows) == size:
-                flush()
-    if rows:
-        flush()
-    progress.close()
+    try:
+        for spec in req.sources:
+            before = seq
+            for rec in iter_records(spec):
+                row = rec.to_row()
+                row["seq"] = seq
+                seq += 1
+                rows.append(row)
+                progress.update(1)
+                if len(rows) == size:
+                    flush()
+            if seq == before:  # an ordinary mistake (wrong or empty folder), not an empty build
+                raise SourceError(f"source {spec.describe()} holds no images or posts")
+        if rows:
+            flush()
+    finally:
+        progress.close()
     layout.write_json(layout.enumerated, {"chunks": chunk, "inputs": seq})
     return chunk
 
@@ -236,6 +250,9 @@ def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
 
         shared = {"layout": layout, "settings": scan_settings(req, layout, chunks)}
         for _, row in map_tasks(scan_chunk, pending, shared=shared):
+            if row["error"]:
+                progress.close()
+                raise OSError(row["errno"], row["error"], row["filename"] or None)
             progress.update(row["rows"], kept=row["kept"])
     progress.close()
 
@@ -247,8 +264,7 @@ def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSetting
     records = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.float64()) for c in cols})
     cfg = req.config
     return make_settings(
-        max_pixels=cfg.scan.max_pixels, min_side=cfg.scan.min_side, max_aspect=cfg.scan.max_aspect,
-        filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
+        scan=cfg.scan, filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
         sources=records["source"].to_pylist(),
         scores=records["score"].to_numpy(zero_copy_only=False).astype(np.float64),
         favs=records["fav_count"].to_numpy(zero_copy_only=False).astype(np.float64),
@@ -309,9 +325,32 @@ def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
     if not layout.exists(state_path):
         return None
     state = layout.read_json(state_path)
-    if layout.size(layout.shard(shard)) != state["stats"]["bytes"]:
-        return None
-    return state
+    return state if _shard_intact(layout, state["stats"]) is None else None
+
+
+def _shard_intact(layout: Layout, stats: dict[str, Any]) -> str | None:
+    """What is wrong with a written shard (None: its size and sha256 are the recorded ones).
+
+    Both: a same-size bit flip is as damaged as a truncation. Hashing every shard is cheap next
+    to building it.
+    """
+    path = layout.shard(stats["path"])
+    size = layout.size(path)
+    if size is None:
+        return "missing"
+    if size != stats["bytes"]:
+        return f"{size} bytes, {stats['bytes']} recorded"
+    if layout.sha256(path) != stats["sha256"]:
+        return "sha256 differs from the recorded one"
+    return None
+
+
+def damaged_shards(layout: Layout) -> dict[str, str]:
+    """Shards of a finished build that no longer match shards.json: path -> what is wrong."""
+    shards = layout.read_json(layout.shards_json)["shards"] if layout.exists(layout.shards_json) else None
+    if shards is None:
+        return {layout.shards_json: "missing"}
+    return {s["path"]: why for s in shards if (why := _shard_intact(layout, s)) is not None}
 
 
 def shard_spans(plan_table: pa.Table) -> dict[str, tuple[int, int]]:

@@ -16,6 +16,7 @@ from curation.dedup import DedupConfig
 from curation.filters import FilterConfig
 from curation.metrics import MetricThresholds
 from curation.quality import QualityConfig
+from curation.scan import ScanConfig
 from curation.weighting import WeightConfig
 from lineart.augment import AugmentPolicy
 from lineart.quality import PairQuality
@@ -24,14 +25,6 @@ from sharding.buckets import BucketRule
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the key and the problem."""
-
-
-@dataclass(frozen=True)
-class ScanConfig:
-    max_pixels: int = 64_000_000  # decompression-bomb guard, checked on the header before decoding
-    min_side: int = 256  # shorter side in pixels, after EXIF rotation
-    max_aspect: float = 4.0  # long side / short side
-    chunk_size: int = 32  # inputs per scan task: the unit of parallelism and of resume
 
 
 @dataclass(frozen=True)
@@ -93,7 +86,7 @@ def _section(cls, data: Any, where: str):
         raise ConfigError(str(exc)) from None
 
 
-def _extractors(data: Any) -> tuple[ExtractorSpec, ...]:
+def _extractors(data: Any, base_dir: str | None = None) -> tuple[ExtractorSpec, ...]:
     if not isinstance(data, list) or not data:
         raise ConfigError("[[extractors]] must be a non-empty list of tables with a 'name'")
     specs = []
@@ -115,7 +108,14 @@ def _extractors(data: Any) -> tuple[ExtractorSpec, ...]:
             lineart.check_options(name, options)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"extractors[{i}] ({name}): {exc}") from None
-        specs.append(ExtractorSpec(name, item.get("weights"), dict(options)))
+        weights = item.get("weights")
+        if weights is not None and not isinstance(weights, str):
+            raise ConfigError(f"extractors[{i}] ({name}): weights must be a path string, got {weights!r}")
+        if weights is not None:  # like [[sources]] paths: relative to the config file's folder
+            weights = os.path.expanduser(weights)
+            if base_dir is not None and not os.path.isabs(weights):
+                weights = os.path.abspath(os.path.join(base_dir, weights))
+        specs.append(ExtractorSpec(name, weights, dict(options)))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"an extractor is listed twice: {names}")
@@ -154,7 +154,7 @@ def config_from_dict(data: dict[str, Any], base_dir: str | None = None) -> Build
         buckets=_section(BucketRule, data.get("buckets", {}), "buckets"),
         weights=_section(WeightConfig, data.get("weights", {}), "weights"),
         shards=_section(ShardConfig, data.get("shards", {}), "shards"),
-        extractors=_extractors(data["extractors"]) if "extractors" in data else DEFAULT_EXTRACTORS,
+        extractors=_extractors(data["extractors"], base_dir) if "extractors" in data else DEFAULT_EXTRACTORS,
         materialize=_section(MaterializeConfig, data.get("materialize", {}), "materialize"),
         augment=_section(AugmentPolicy, data.get("augment", {}), "augment"),
         pair_quality=_section(PairQuality, data.get("pair_quality", {}), "pair_quality"),
@@ -175,6 +175,8 @@ def _check(cfg: BuildConfig) -> None:
         raise ConfigError(str(exc)) from None
     if (
         cfg.scan.max_pixels <= 0
+        or cfg.scan.max_bytes <= 0
+        or cfg.scan.max_seconds < 0
         or cfg.scan.min_side < 1
         or cfg.scan.max_aspect < 1
         or cfg.scan.chunk_size < 1

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.dedup import DedupConfig, DedupResult, as_unsigned, near_pairs, resolve
+from sharding.schema import REJECT_ID_COLUMNS
 
 ROUTE_LOCAL, ROUTE_RAY = "local", "ray"
 
@@ -55,7 +56,7 @@ def deduplicate(kept: pa.Table, cfg: DedupConfig) -> tuple[pa.Table, list[dict[s
     result: DedupResult = resolve((i, j), sha, score, pixels, seq)
     dropped = np.flatnonzero(result.dropped)
     keys = kept["key"].to_pylist()
-    ids = kept.select(["seq", "source", "source_id", "key", "location"]).to_pylist()
+    ids = kept.select(list(REJECT_ID_COLUMNS)).to_pylist()
     h = as_unsigned(phash)
     rejects = []
     for d in dropped.tolist():

@@ -49,10 +49,17 @@ def scorer_for(settings: ScanSettings) -> Any:
 def scan_chunk(chunk: int, layout: Layout, settings: ScanSettings) -> dict[str, Any]:
     """Scan every record of one records chunk into its scan part (``Layout.scan_part``)."""
     chunk = int(chunk)
-    records = layout.read_parquet(layout.records_part(chunk)).to_pylist()
-    rows = scan_rows(records, settings, scorer_for(settings))
-    layout.write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
-    return {"chunk": chunk, "rows": len(rows), "kept": sum(r["status"] == "kept" for r in rows)}
+    try:
+        records = layout.read_parquet(layout.records_part(chunk)).to_pylist()
+        rows = scan_rows(records, settings, scorer_for(settings))
+        layout.write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
+    except OSError as exc:
+        # Disk full, read-only OUT: returned, not raised, so the driver reports it in one line
+        # (a raised OSError would be wrapped in Ray's own error block).
+        return {"chunk": chunk, "rows": 0, "kept": 0, "errno": exc.errno or 0,
+                "error": exc.strerror or str(exc), "filename": str(exc.filename or "")}  # fmt: skip
+    return {"chunk": chunk, "rows": len(rows), "kept": sum(r["status"] == "kept" for r in rows),
+            "errno": 0, "error": "", "filename": ""}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class MaterializeSettings:
     image_format: str
     quality: int  # of image_format
     max_pixels: int
+    max_bytes: int  # per input read, as in the scan
     seed: int
     augment: AugmentPolicy
     pair_quality: PairQuality
@@ -77,6 +85,7 @@ class MaterializeSettings:
             image_format=fmt,
             quality=cfg.shards.jpeg_quality if fmt == "jpg" else cfg.shards.webp_quality,
             max_pixels=cfg.scan.max_pixels,
+            max_bytes=cfg.scan.max_bytes,
             seed=cfg.seed,
             augment=cfg.augment,
             pair_quality=cfg.pair_quality,
@@ -104,6 +113,7 @@ class ShardMaterializer:
             image_format=s.image_format,
             quality=s.quality,
             max_pixels=s.max_pixels,
+            max_bytes=s.max_bytes,
             augment_policy=s.augment,
             pair_quality=s.pair_quality,
             seed=s.seed,

@@ -16,6 +16,7 @@ build killed at any moment resumes from the last finished unit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -170,11 +171,16 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to local ``path`` so that a crash leaves the old file or the new one, never half."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # disk full, read-only, interrupted: leave no half file behind
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
     fsync_dir(os.path.dirname(path) or ".")
 
 
@@ -263,7 +269,23 @@ class Layout:
         return self.path(SHARDS_JSON)
 
     def shard(self, rel_path: str) -> str:
-        """A shard tar; ``rel_path`` as in shards.json and the manifest (``shards/WxH/tier-N.tar``)."""
+        """A shard tar; ``rel_path`` as in shards.json and the manifest (``shards/WxH/tier-N.tar``).
+
+        OUT's own files are data too: a path that is absolute, uses ``..`` or lies outside
+        ``shards/`` is refused (StorageError), never opened.
+        """
+        parts = rel_path.replace("\\", "/").split("/")
+        if (
+            not rel_path
+            or rel_path.startswith("/")
+            or (len(rel_path) > 1 and rel_path[1] == ":")
+            or parts[0] != SHARDS_DIR
+            or any(p in ("", ".", "..") for p in parts)
+            or "://" in rel_path
+        ):
+            raise StorageError(
+                f"shard path {rel_path[:200]!r} in OUT's files leaves {SHARDS_DIR}/ of OUT; refused"
+            )
         return self.path(rel_path)
 
     # private progress

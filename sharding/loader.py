@@ -180,6 +180,11 @@ def load_population(
             f"{out} is not a finished build (no manifest.parquet / shards.json): {exc}"
         ) from None
     shards = json.loads(shards_raw)["shards"]
+    try:  # a manifest or shards.json naming ../elsewhere/x.tar is refused before anything is opened
+        for rel in {s["path"] for s in shards} | set(table["shard"].unique().to_pylist()):
+            layout.shard(rel)
+    except StorageError as exc:
+        raise LoaderError(f"{out}: {exc}") from None
     problems = shard_problems(layout, shards)
     if problems and not skip_bad_shards:
         listed = "; ".join(f"{p}: {why}" for p, why in sorted(problems.items()))

@@ -16,13 +16,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from curation.decode import DecodeReject, decode_image, read_location
+from curation.decode import DEFAULT_MAX_BYTES, DecodeReject, decode_image, read_location
 from curation.metrics import METRIC_COLUMNS
 from curation.records import TAG_CATEGORIES
 from lineart.augment import AugmentPolicy, augment, sample_seed
 from lineart.quality import PairQuality, judge
 
 from .layout import Layout
+from .schema import REJECT_ID_COLUMNS
 from .writer import ShardStats, write_shard
 
 EXTRACT_CHUNK = 16  # images per extractor call: bounds memory for large buckets
@@ -115,6 +116,7 @@ def materialize_shard(
     image_format: str,
     quality: int,
     max_pixels: int,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     augment_policy: AugmentPolicy | None = None,
     pair_quality: PairQuality | None = None,
     seed: int = 0,
@@ -130,7 +132,7 @@ def materialize_shard(
     images, good, rejects = [], [], []
     for row in rows:
         try:
-            data = read_location(row["location"])
+            data = read_location(row["location"], max_bytes)
             if row.get("sha256"):
                 if hashlib.sha256(data).hexdigest() != row["sha256"]:
                     raise DecodeReject("materialize_error", "file changed since the scan")
@@ -191,4 +193,4 @@ def materialize_shard(
 
 
 def _reject_ids(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in ("seq", "source", "source_id", "key", "location")}
+    return {k: row.get(k) for k in REJECT_ID_COLUMNS}

@@ -2,40 +2,48 @@
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
+
 import pyarrow as pa
 
 from curation.metrics import METRIC_COLUMNS
-from curation.records import TAG_CATEGORIES
+from curation.records import TAG_CATEGORIES, Record
 
-_TAGS = [pa.field(f"tags_{c}", pa.list_(pa.string())) for c in TAG_CATEGORIES]
+_ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+
+
+def _record_fields() -> list[pa.Field]:
+    """One column per ``Record`` field, typed from its annotation (the tags dict -> one list per
+    category): a field added to Record is a column here, never silently dropped by pyarrow."""
+    hints = typing.get_type_hints(Record)
+    fields = []
+    for f in dataclasses.fields(Record):
+        if f.name == "tags":
+            continue
+        hint = hints[f.name]
+        args = (
+            [a for a in typing.get_args(hint) if a is not type(None)]
+            if isinstance(hint, types.UnionType)
+            else [hint]
+        )
+        if len(args) != 1 or args[0] not in _ARROW:
+            raise TypeError(f"Record.{f.name}: no parquet type for {hint!r}")
+        fields.append(pa.field(f.name, _ARROW[args[0]]))
+    return fields + [pa.field(f"tags_{c}", pa.list_(pa.string())) for c in TAG_CATEGORIES]
+
 
 RECORD_SCHEMA = pa.schema(
     [
         pa.field("seq", pa.int64()),  # position of the input in the enumeration of all sources
         pa.field("key", pa.string()),
-        pa.field("source", pa.string()),
-        pa.field("source_id", pa.string()),
-        pa.field("location", pa.string()),
-        pa.field("post_id", pa.int64()),
-        pa.field("md5", pa.string()),
-        pa.field("ext", pa.string()),
-        pa.field("width", pa.int64()),
-        pa.field("height", pa.int64()),
-        pa.field("rating", pa.string()),
-        pa.field("score", pa.float64()),
-        pa.field("fav_count", pa.int64()),
-        pa.field("is_deleted", pa.bool_()),
-        pa.field("is_banned", pa.bool_()),
-        pa.field("is_pending", pa.bool_()),
-        pa.field("is_flagged", pa.bool_()),
-        pa.field("rating_era", pa.string()),  # "old" (s = safe) / "new" (g/s = general/sensitive) / null
-        pa.field("reject_reason", pa.string()),
-        pa.field("reject_detail", pa.string()),
-        *_TAGS,
+        *_record_fields(),
     ]
 )
 
-SCAN_SCHEMA = RECORD_SCHEMA
+# The scan moves a source's reject_reason/detail into reason/detail: the scan table does not repeat them.
+SCAN_SCHEMA = pa.schema([f for f in RECORD_SCHEMA if f.name not in ("reject_reason", "reject_detail")])
 for _f in (
     pa.field("status", pa.string()),  # "kept" or "rejected"
     pa.field("stage", pa.string()),
@@ -52,17 +60,9 @@ for _f in (
 ):
     SCAN_SCHEMA = SCAN_SCHEMA.append(_f)
 
-REJECT_COLUMNS = [
-    "seq",
-    "source",
-    "source_id",
-    "key",
-    "location",
-    "stage",
-    "reason",
-    "detail",
-    "duplicate_of",
-]
+# What names an input in every reject row (scan, dedup and materialize rejects alike).
+REJECT_ID_COLUMNS = ("seq", "source", "source_id", "key", "location")
+REJECT_COLUMNS = [*REJECT_ID_COLUMNS, "stage", "reason", "detail", "duplicate_of"]
 REJECT_SCHEMA = pa.schema([SCAN_SCHEMA.field(c) for c in REJECT_COLUMNS])
 
 PLAN_EXTRA = [

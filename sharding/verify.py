@@ -10,13 +10,18 @@ from typing import Any
 
 from PIL import Image
 
-from .layout import Layout
+from .layout import Layout, StorageError
 
 IMAGE_EXTS = ("jpg", "webp")
+MEMBER_MAX_BYTES = 256 * 1024 * 1024  # far above any bucket's image or drawing
 
 
-def _decode(data: bytes) -> Image.Image:
+def _decode(data: bytes | None) -> Image.Image:
+    if data is None:
+        raise ValueError("member too large to read")
     im = Image.open(io.BytesIO(data))
+    if im.size[0] * im.size[1] > 1 << 28:  # a header claiming a huge picture is not decoded
+        raise ValueError(f"claims {im.size[0]}x{im.size[1]} pixels")
     im.load()
     return im
 
@@ -34,9 +39,26 @@ def verify_shard(out: Layout | str, entry: dict[str, Any], rows: dict[str, dict[
         faults.append(f"{rel}: {size} bytes, shards.json says {entry['bytes']}")
     if layout.sha256(path) != entry["sha256"]:
         faults.append(f"{rel}: sha256 differs from shards.json")
-    members: dict[str, dict[str, bytes]] = defaultdict(dict)
+    # Stream: a sample's members are adjacent in the tar, so each sample is checked as soon as its
+    # last member is read and only one sample is in memory; a member over MEMBER_MAX_BYTES is a
+    # fault and is never read (a 7 MB shard can claim a 1.5 GiB member).
+    seen: set[str] = set()
+    current: tuple[str | None, dict[str, bytes | None]] = (None, {})
+
+    def finish() -> None:
+        key, files = current
+        if key is None:
+            return
+        if key in seen:
+            faults.append(f"{rel}: sample {key} appears twice (its members are not adjacent)")
+        seen.add(key)
+        if key not in rows:
+            faults.append(f"{rel}: sample {key} is not in the manifest")
+        else:
+            faults.extend(_check_sample(rel, key, files, rows[key]))
+
     try:
-        with layout.open_input_file(path) as fh, tarfile.open(fileobj=fh) as tar:
+        with layout.open_input_file(path) as fh, tarfile.open(fileobj=fh, mode="r:") as tar:
             for info in tar:
                 if not info.isfile():
                     faults.append(f"{rel}: member {info.name} is not a regular file")
@@ -45,22 +67,27 @@ def verify_shard(out: Layout | str, entry: dict[str, Any], rows: dict[str, dict[
                 if not dot or "/" in info.name:
                     faults.append(f"{rel}: unexpected member name {info.name!r}")
                     continue
-                members[key][ext] = tar.extractfile(info).read()
-    except (tarfile.TarError, OSError) as exc:
+                if key != current[0]:
+                    finish()
+                    current = (key, {})
+                if info.size > MEMBER_MAX_BYTES:
+                    faults.append(
+                        f"{rel}: member {info.name} is {info.size} bytes (> {MEMBER_MAX_BYTES}), not read"
+                    )
+                    current[1][ext] = None
+                    continue
+                current[1][ext] = tar.extractfile(info).read()
+            finish()
+    except (tarfile.TarError, OSError, EOFError) as exc:
         return faults + [f"{rel}: unreadable tar ({exc})"]
-    if len(members) != entry["samples"]:
-        faults.append(f"{rel}: {len(members)} samples, shards.json says {entry['samples']}")
-    for key in sorted(set(members) - set(rows)):
-        faults.append(f"{rel}: sample {key} is not in the manifest")
-    for key, row in sorted(rows.items()):
-        if key not in members:
-            faults.append(f"{rel}: manifest sample {key} is missing from the shard")
-            continue
-        faults += _check_sample(rel, key, members[key], row)
+    if len(seen) != entry["samples"]:
+        faults.append(f"{rel}: {len(seen)} samples, shards.json says {entry['samples']}")
+    for key in sorted(set(rows) - seen):
+        faults.append(f"{rel}: manifest sample {key} is missing from the shard")
     return faults
 
 
-def _check_sample(rel: str, key: str, files: dict[str, bytes], row: dict[str, Any]) -> list[str]:
+def _check_sample(rel: str, key: str, files: dict[str, bytes | None], row: dict[str, Any]) -> list[str]:
     faults = []
     where = f"{rel}: {key}"
     image_ext = next((e for e in IMAGE_EXTS if e in files), None)
@@ -100,7 +127,7 @@ def _check_sample(rel: str, key: str, files: dict[str, bytes], row: dict[str, An
                 faults.append(f"{where}: json weight {meta.get('weight')} != manifest weight {row['weight']}")
             if meta.get("key") != key:
                 faults.append(f"{where}: json key {meta.get('key')!r} != {key!r}")
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             faults.append(f"{where}: json does not parse ({exc})")
     return faults
 
@@ -126,5 +153,14 @@ def verify_build(out: Layout | str) -> list[str]:
     for shard in sorted(set(by_shard) - listed):
         faults.append(f"manifest: shard {shard} is not in shards.json")
     for entry in shards:
-        faults += verify_shard(layout, entry, by_shard.get(entry["path"], {}))
+        try:
+            faults += verify_shard(layout, entry, by_shard.get(entry["path"], {}))
+        except StorageError as exc:  # a shard path leaving OUT is a fault, and is not opened
+            faults.append(f"shards.json: {exc}")
     return faults
+
+
+def sample_count(out: Layout | str) -> int:
+    """Samples in the manifest (a finished build that kept nothing has 0)."""
+    layout = out if isinstance(out, Layout) else Layout(out)
+    return layout.parquet_rows(layout.manifest)

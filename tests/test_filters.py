@@ -39,7 +39,7 @@ def test_rating_eras():
     assert reason(post(rating="s", rating_era="new"), safe_only) == "rating"
     assert reason(post(rating="s", rating_era=None), safe_only) == "rating"
     assert reason(post(rating="q")) == "rating"
-    assert reason(post(rating="z")) == "unknown_rating"
+    assert reason(post(rating="z")) == "bad_rating"
     assert reason(post(rating=None)) is None  # folder images have no rating: "unrated" is kept by default
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from ..errors import UsageError
 from .storage import add_storage_option, open_out
@@ -31,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from ..build import BuildRefused, BuildRequest, run_build
     from ..config import ConfigError, load_config
 
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} exists and is not a folder; choose another --out")
     try:
         config = load_config(args.config)
         sources = [source_from_table(t) for t in config.sources] + [parse_source(s) for s in args.sources]
@@ -46,4 +50,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{summary.out} is already complete: nothing to do.")
     for line in summary.lines():
         print(line)
+    if summary.counts["samples"] == 0:  # exit 0 (the build did what it was asked), but never quietly
+        print(
+            f"linepairs build: warning: the build is EMPTY: all {summary.counts['inputs']} input(s) were "
+            f"rejected (reasons above; rows in rejects.parquet)",
+            file=sys.stderr,
+        )
     return 0
