@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..records import Record, source_name_ok
-from ..storage import SourceStorage, is_remote, local_path, storage_or_default
-from .common import dirname, is_file, leaves_root
+from ..storage import SourceStorage, dirname, is_remote, local_path, storage_or_default
+from .common import is_file, leaves_root
 from .danbooru_api import iter_api_posts
 from .folder import iter_folder
 from .gwern import iter_gwern, looks_like_gwern
