@@ -91,14 +91,23 @@ class SourceStorage:
         return sorted(found)
 
     def open(self, url: str) -> BinaryIO:
-        """A seekable binary file: reads are ranged requests, nothing is downloaded whole."""
+        """A seekable binary file whose reads are ranged requests of exactly the bytes asked for.
+
+        fsspec files read ahead in 5 MB blocks by default: indexing a tar's headers would fetch
+        nearly the whole archive, and one member would cost 5 MB. So no cache: a tar index costs a
+        small GET per header and a member one GET of its own bytes.
+        """
         fs, path = self.resolve(url)
+        inner = getattr(getattr(fs, "handler", None), "fs", None)  # the fsspec filesystem, if any
+        if inner is not None:
+            return inner.open(path, "rb", cache_type="none")
         return fs.open_input_file(path)
 
     def read_range(self, url: str, offset: int, size: int) -> bytes:
         """``size`` bytes from ``offset``: one ranged GET on an object store."""
         with self.open(url) as fh:
-            return fh.read_at(size, offset)
+            fh.seek(offset)
+            return fh.read(size)
 
 
 # URL reads without a build's options (a command given only the AWS_* variables).

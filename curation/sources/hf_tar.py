@@ -17,6 +17,7 @@ file with the tars below its folder. Directory members are structure, not inputs
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import posixpath
@@ -126,13 +127,18 @@ def _rows(
         ) from None
 
 
-def _open_tar(tar_path: str, storage: SourceStorage | None) -> tuple[tarfile.TarFile, int]:
+@contextlib.contextmanager
+def _open_tar(tar_path: str, storage: SourceStorage | None) -> Iterator[tuple[tarfile.TarFile, int]]:
     """The archive and its size. On a store only the headers are read (tarfile seeks past each
     member's data), as ranged reads; the members are read later by offset (curation.decode)."""
     if not is_remote(tar_path):
-        return tarfile.open(tar_path, "r:"), os.path.getsize(tar_path)
+        with tarfile.open(tar_path, "r:") as tf:
+            yield tf, os.path.getsize(tar_path)
+        return
     store = storage_or_default(storage)
-    return tarfile.open(fileobj=store.open(tar_path), mode="r:"), store.size(tar_path)
+    size = store.size(tar_path)
+    with store.open(tar_path) as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
+        yield tf, size
 
 
 def index_tars(
@@ -148,8 +154,7 @@ def index_tars(
             problems.append(Record(source, rel, None, reject_reason="outside_source", reject_detail=outside))
             continue
         try:
-            opened, archive_size = _open_tar(tar_path, storage)
-            with opened as tf:  # uncompressed only: members are read by offset
+            with _open_tar(tar_path, storage) as (tf, archive_size):  # uncompressed: members read by offset
                 for info in tf:
                     if info.isdir():
                         continue
