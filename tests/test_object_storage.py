@@ -62,6 +62,7 @@ def s3(tmp_path_factory):
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    env = {**env, "log": log.name}  # the server's request log (one line per request, with its status)
     import boto3
 
     boto3.client("s3").create_bucket(Bucket=BUCKET)
@@ -237,6 +238,10 @@ def test_sources_on_s3_equal_the_same_sources_on_disk(s3, corpus, ray_cluster, t
     assert manifest == ref_manifest
     assert shards == ref_shards  # byte-identical tars: same sizes and sha256
     assert len(manifest) >= 3
+    # The tar was read in place: every GET of it was a ranged one (206 Partial Content), none whole.
+    with open(s3["log"]) as fh:
+        tar_gets = [line for line in fh if "GET /" in line and "0000.tar" in line]
+    assert tar_gets and all('" 206 ' in line for line in tar_gets), tar_gets[:5]
     assert f"s3://{BUCKET}/sources/art/z.jpg" in [r["location"] for r in rejects]
     # the kind is detected on the store too, and a missing URL is one line
     res = _cli("build", f"s3://{BUCKET}/sources/nothing", "--out", str(tmp_path / "x"), "--config", cfg)
