@@ -240,7 +240,7 @@ def test_sources_on_s3_equal_the_same_sources_on_disk(s3, corpus, ray_cluster, t
     assert len(manifest) >= 3
     # The tar was read in place: every GET of it was a ranged one (206 Partial Content), none whole.
     with open(s3["log"]) as fh:
-        tar_gets = [line for line in fh if "GET /" in line and "0000.tar" in line]
+        tar_gets = [line for line in fh if "GET /" in line and "/sources/hf/images/0000.tar" in line]
     assert tar_gets and all('" 206 ' in line for line in tar_gets), tar_gets[:5]
     assert f"s3://{BUCKET}/sources/art/z.jpg" in [r["location"] for r in rejects]
     # the kind is detected on the store too, and a missing URL is one line
