@@ -28,7 +28,9 @@ def add_parser(sub) -> None:
         help="run line extractors on one image",
         description="Run one line extractor (--extractor NAME) or all of them (--all, a contact sheet) on IMAGE.",
     )
-    p.add_argument("image", metavar="IMAGE", nargs="?", help="the image (not needed with --list or --compare)")
+    p.add_argument(
+        "image", metavar="IMAGE", nargs="?", help="the image (not needed with --list or --compare)"
+    )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--extractor", metavar="NAME", help="an extractor name (see --list)")
     what.add_argument("--all", action="store_true", help="every extractor, side by side in one contact sheet")
