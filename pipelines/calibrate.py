@@ -57,8 +57,7 @@ def settings_for(cfg: BuildConfig, records: Sequence[Mapping[str, Any]]) -> Scan
     """The scan settings a build of these records with ``cfg`` would use."""
     nan = np.nan
     return make_settings(
-        max_pixels=cfg.scan.max_pixels, min_side=cfg.scan.min_side, max_aspect=cfg.scan.max_aspect,
-        filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
+        scan=cfg.scan, filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
         sources=[r["source"] for r in records],
         scores=np.array([nan if r.get("score") is None else r["score"] for r in records], np.float64),
         favs=np.array([nan if r.get("fav_count") is None else r["fav_count"] for r in records], np.float64),
