@@ -14,7 +14,7 @@ Components:
 * ``aesthetic``: the scan column ``aesthetic`` (LAION improved aesthetic predictor, 1..10), 4 -> 0 and
   7 -> 1 (LAION's filtered sets start near 5; above 7 is rare); null when no scorer is configured;
 * ``learned``: a TorchScript model's score (``LearnedScorer``), sigmoid of its output when ``scorer_logits``;
-* ``illustration``: P(drawn illustration) of curation/artmodel.py, 0.45 (the reject cut) -> 0 and 1 -> 1;
+* ``illustration``: P(drawn illustration) of curation/artmodel.py, 0.5 (the reject cut) -> 0 and 1 -> 1;
 * ``fills``: share of flat (gradient-free) content, 0.05 -> 0 and 0.4 -> 1: drawn art has flat fills,
   photographs, renders and degraded copies have grain everywhere;
 * ``sharpness``: log10 of the median-filtered Laplacian variance, 400 -> 0 and 10 000 -> 1, times
@@ -135,7 +135,7 @@ def components(row: Mapping[str, Any], quantiles: Mapping[str, Sequence[float]])
         "fav": percentile_from_quantiles(row.get("fav_count"), quantiles.get("fav_count", [])),
         "aesthetic": _clip01((aesthetic - 4.0) / 3.0) if not math.isnan(aesthetic) else math.nan,
         "learned": _num(row, "learned_score"),
-        "illustration": _clip01((art - 0.45) / 0.55) if not math.isnan(art) else math.nan,
+        "illustration": _clip01((art - 0.5) / 0.5) if not math.isnan(art) else math.nan,
         "fills": _clip01((fills - 0.05) / 0.35) if not math.isnan(fills) else math.nan,
         "sharpness": detail,
         "resolution": _clip01((side - 256.0) / 768.0) if not math.isnan(side) else math.nan,
