@@ -41,7 +41,7 @@ METRIC_COLUMNS = (
     "flat_share",  # share of content pixels with ~no gradient: drawn art has flat fills, photos grain
     "line_share",  # share of content pixels on thin dark strokes (line art)
     "colour_count",  # distinct 18-bit (6 bits a channel) colours / content pixels: photos, GAN texture high
-    "edge_sharpness",  # median edge gradient / local contrast at the detail's own scale: ink ~0.74, photos ~0.6
+    "edge_sharpness",  # median edge gradient / local contrast at the detail's own scale: ink ~0.73, photos ~0.6
     "illustration",  # P(drawn illustration) from the classical features (curation/artmodel.py)
 )
 

@@ -21,7 +21,7 @@ import lineart
 from curation.records import TAG_CATEGORIES
 from curation.scan import ScanSettings, make_settings
 from curation.sources import SourceError, SourceSpec, check_unique_names, iter_records
-from curation.weighting import WeightError, check_sources, compute_weights, weight_summary
+from curation.weighting import WeightError, check_sources, compute_weights, high_tier_eligible, weight_summary
 from sharding.layout import Layout
 from sharding.plan import make_plan, split_too_small
 from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA
@@ -279,6 +279,13 @@ def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSetting
     )  # fmt: skip
 
 
+def _column(table: pa.Table, name: str) -> np.ndarray:
+    """A float scan column (NaN where null; all NaN when the scan has no such column)."""
+    if name not in table.column_names:
+        return np.full(table.num_rows, np.nan)
+    return np.asarray([np.nan if v is None else v for v in table[name].to_pylist()], np.float64)
+
+
 def read_scan(layout: Layout, chunks: int, columns: list[str] | None = None) -> pa.Table:
     parts = [layout.read_parquet(layout.scan_part(c), columns=columns) for c in range(chunks)]
     return pa.concat_tables(parts) if parts else pa.table({})
@@ -294,7 +301,9 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
     _log(
         req, f"dedup: {stats['dropped']} duplicates dropped ({stats['pairs']} pairs, route {stats['route']})"
     )
-    kept, small_rejects, bucket_up = split_too_small(kept, cfg.buckets)  # before the tiers: they see the upscale
+    kept, small_rejects, bucket_up = split_too_small(
+        kept, cfg.buckets
+    )  # before the tiers: they see the upscale
     layout.write_parquet(
         layout.dedup_rejects, pa.Table.from_pylist(dup_rejects + small_rejects, schema=REJECT_SCHEMA)
     )
@@ -309,6 +318,7 @@ def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
             quality_scores=kept[quality_column].to_numpy(zero_copy_only=False).astype(np.float64)
             / np.maximum(1.0, bucket_up),
             tags=_tags_of(kept, cfg.weights.tag_categories) if cfg.weights.tag_balance else None,
+            eligible=high_tier_eligible(cfg.weights, _column(kept, "illustration"), _column(kept, "upscale")),
         )
     except WeightError as exc:
         raise ConfigError(

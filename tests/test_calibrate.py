@@ -54,8 +54,8 @@ def test_calibrate_cross_validated_figures(cv_report):
         assert labels[label]["kept"] == 0
     assert labels["keep_cutout"]["reasons"].get("letterboxed", 0) == 0  # plain backgrounds are not bars
     assert labels["keep_lowsat"]["reasons"].get("monochrome", 0) == 0  # a muted palette is colour
-    assert report["quality_auc"] > 0.7
-    assert report["high_tier_reject_share"] <= 0.5
+    assert report["quality_auc"] > 0.75  # 0.801-0.814 over fold seeds
+    assert report["high_tier"] > 0 and report["high_tier_rejects"] == []
 
 
 def test_contact_sheet_lists_every_wrong_decision_escaped(cv_report):
