@@ -14,9 +14,11 @@ Components:
 * ``aesthetic``: the scan column ``aesthetic`` (LAION improved aesthetic predictor, 1..10), 4 -> 0 and
   7 -> 1 (LAION's filtered sets start near 5; above 7 is rare); null when no scorer is configured;
 * ``learned``: a TorchScript model's score (``LearnedScorer``), sigmoid of its output when ``scorer_logits``;
-* ``illustration``: P(drawn illustration) of curation/artmodel.py, 0.45 (the reject cut) -> 0 and 1 -> 1;
-* ``fills``: share of flat (gradient-free) content, 0.05 -> 0 and 0.4 -> 1: drawn art has flat fills,
-  photographs, renders and degraded copies have grain everywhere;
+* ``illustration``: P(drawn illustration) of curation/artmodel.py, 0.5 (the reject cut) -> 0 and 1 -> 1;
+* ``fills``: share of flat (gradient-free) content, 0.05 -> 0 and 0.4 -> 1 (weight 0 by default: it is
+  already inside ``illustration``, and alone it ranks 3D renders and photos on white near the top);
+* ``edge``: edge sharpness at the detail's own scale (``metrics.edge_sharpness``), 0.6 -> 0 and 0.85 -> 1:
+  inked edges are abrupt, photographs' and renders' are spread;
 * ``sharpness``: log10 of the median-filtered Laplacian variance, 400 -> 0 and 10 000 -> 1, times
   (1 - noise / max_noise) and (2 - blockiness), so grain and JPEG blocks never read as detail;
 * ``resolution``: effective short side (short side / upscale factor, the detail it holds), 256 -> 0 and
@@ -53,12 +55,15 @@ class QualityConfig:
     aesthetic_weight: float = 0.5  # counts only where the scan has an ``aesthetic`` value
     learned_weight: float = 0.5  # counts only when a TorchScript scorer is configured
     illustration_weight: float = 0.2
-    fills_weight: float = 0.2
+    fills_weight: float = (
+        0.0  # off: flat share is inside ``illustration``; alone it ranks renders and photos on white high
+    )
     sharpness_weight: float = 0.1
     resolution_weight: float = 0.2
     colorfulness_weight: float = 0.2
     jpeg_weight: float = 0.1
     clean_weight: float = 0.2
+    edge_weight: float = 0.2
     scorer: str = ""  # path of a TorchScript model: N x 3 x S x S float -> N scores ("" = none)
     scorer_size: int = 224
     scorer_mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # ImageNet statistics, RGB order
@@ -118,6 +123,7 @@ def components(row: Mapping[str, Any], quantiles: Mapping[str, Sequence[float]])
     border, text, lines = _num(row, "border_fraction"), _num(row, "text_density"), _num(row, "straight_lines")
     grain, blocks = _num(row, "noise"), _num(row, "blockiness")
     art, aesthetic, fills = _num(row, "illustration"), _num(row, "aesthetic"), _num(row, "flat_share")
+    edge = _num(row, "edge_sharpness")
     side = min(_num(row, "width"), _num(row, "height")) / max(
         1.0, _num(row, "upscale") if row.get("upscale") else 1.0
     )
@@ -135,9 +141,10 @@ def components(row: Mapping[str, Any], quantiles: Mapping[str, Sequence[float]])
         "fav": percentile_from_quantiles(row.get("fav_count"), quantiles.get("fav_count", [])),
         "aesthetic": _clip01((aesthetic - 4.0) / 3.0) if not math.isnan(aesthetic) else math.nan,
         "learned": _num(row, "learned_score"),
-        "illustration": _clip01((art - 0.45) / 0.55) if not math.isnan(art) else math.nan,
+        "illustration": _clip01((art - 0.5) / 0.5) if not math.isnan(art) else math.nan,
         "fills": _clip01((fills - 0.05) / 0.35) if not math.isnan(fills) else math.nan,
         "sharpness": detail,
+        "edge": _clip01((edge - 0.6) / 0.25) if not math.isnan(edge) else math.nan,
         "resolution": _clip01((side - 256.0) / 768.0) if not math.isnan(side) else math.nan,
         "colorfulness": _clip01(colour / 80.0) if not math.isnan(colour) else math.nan,
         "jpeg": _clip01((jpeg - 40.0) / 55.0) if not math.isnan(jpeg) else math.nan,

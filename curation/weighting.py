@@ -36,6 +36,10 @@ class WeightConfig:
     high_fraction: float = 0.125  # top share by quality score that forms the high-frequency tier
     high_weight: float = 4.0  # tier weights: relative, before the source factor
     low_weight: float = 1.0
+    # The high tier repeats a sample 4x: only on strong evidence. A sample reaches it only when it is
+    # confidently drawn art and holds detail at its own size; a missing measure does not block.
+    high_min_illustration: float = 0.8  # P(drawn illustration) (scan column ``illustration``)
+    high_max_upscale: float = 1.5  # estimated upscale factor (scan column ``upscale``): soft images stay low
     tier_scope: str = "source"  # quality quantiles within each "source", or over "global"
     shares: dict[str, float] = field(default_factory=dict)  # empty: every source keeps its natural share
     tag_balance: bool = False  # repeat-factor sampling over rare character/artist tags
@@ -54,6 +58,8 @@ class WeightConfig:
         for key in ("high_weight", "low_weight"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"weights.{key} must be > 0, got {getattr(self, key)}")
+        if self.high_max_upscale < 1:
+            raise ValueError(f"weights.high_max_upscale must be >= 1, got {self.high_max_upscale}")
         if self.tier_scope not in ("source", "global"):
             raise ValueError(f"weights.tier_scope must be 'source' or 'global', got {self.tier_scope!r}")
         if not isinstance(self.shares, Mapping):
@@ -153,15 +159,31 @@ def percentile_within(groups: np.ndarray, values: np.ndarray, keys: np.ndarray) 
     return out
 
 
-def quality_tiers(groups: np.ndarray, quality: np.ndarray, high_fraction: float) -> np.ndarray:
-    """The top ``round(high_fraction * scored)`` samples of each group by quantile are HIGH; unscored are LOW."""
+def quality_tiers(
+    groups: np.ndarray, quality: np.ndarray, high_fraction: float, eligible: np.ndarray | None = None
+) -> np.ndarray:
+    """The top ``round(high_fraction * scored)`` samples of each group by quantile are HIGH; unscored are LOW.
+
+    ``eligible`` (bool per sample, default all): a top sample that is not eligible stays LOW and its
+    place is not handed down, so the tier shrinks rather than admit a doubtful sample.
+    """
     tier = np.full(len(quality), LOW, dtype=object)
     for group in np.unique(groups):
         idx = np.flatnonzero((groups == group) & ~np.isnan(quality))
         n_high = int(round(high_fraction * len(idx)))
         if n_high:
             tier[idx[np.argsort(quality[idx], kind="stable")[len(idx) - n_high :]]] = HIGH
+    if eligible is not None:
+        tier[~np.asarray(eligible, bool)] = LOW
     return tier
+
+
+def high_tier_eligible(cfg: WeightConfig, illustration: np.ndarray, upscale: np.ndarray) -> np.ndarray:
+    """Per sample, whether the evidence allows the high tier (NaN = not measured: does not block)."""
+    illustration = np.asarray(illustration, np.float64)
+    upscale = np.asarray(upscale, np.float64)
+    with np.errstate(invalid="ignore"):
+        return ~(illustration < cfg.high_min_illustration) & ~(upscale > cfg.high_max_upscale)
 
 
 def tag_factors(
@@ -231,12 +253,14 @@ def compute_weights(
     keys: np.ndarray,
     quality_scores: np.ndarray,
     tags: Sequence[Sequence[str] | None] | None = None,
+    eligible: np.ndarray | None = None,
 ) -> Weighted:
     """Weights of the kept samples.
 
     ``quality_scores``: float per sample, NaN where unknown (the curation quality score, or the
     Danbooru score); only its order within ``cfg.tier_scope`` matters. ``tags``: per sample, the
-    tags of ``cfg.tag_categories`` (needed only with ``tag_balance``).
+    tags of ``cfg.tag_categories`` (needed only with ``tag_balance``). ``eligible``: which samples may
+    enter the high tier (``high_tier_eligible``); default all.
     """
     n = len(keys)
     if n == 0 and not cfg.shares:  # every input was rejected: an empty build, not an error
@@ -246,7 +270,7 @@ def compute_weights(
     keys = np.asarray(keys, dtype=object)
     scope = sources if cfg.tier_scope == "source" else np.zeros(n, dtype=object)
     quality = percentile_within(scope, np.asarray(quality_scores, np.float64), keys)
-    tier = quality_tiers(scope, quality, cfg.high_fraction)
+    tier = quality_tiers(scope, quality, cfg.high_fraction, eligible)
     tier_weight = np.where(tier == HIGH, cfg.high_weight, cfg.low_weight).astype(np.float64)
     if cfg.tag_balance:
         if tags is None:

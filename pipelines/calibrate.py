@@ -30,7 +30,7 @@ from curation.metrics import failed_metric
 from curation.quality import quality_score
 from curation.scan import ScanSettings, scan_rows
 from curation.sources.folder import iter_folder
-from curation.weighting import HIGH, compute_weights
+from curation.weighting import HIGH, compute_weights, high_tier_eligible
 
 from .config import BuildConfig
 from .errors import UsageError
@@ -171,6 +171,11 @@ def tiers_of(rows: Sequence[dict], cfg: BuildConfig) -> None:
         sources=np.array([r["source"] for r in kept], dtype=object),
         keys=np.array([r["key"] for r in kept], dtype=object),
         quality_scores=np.array([np.nan if r["quality_score"] is None else r["quality_score"] for r in kept]),
+        eligible=high_tier_eligible(
+            cfg.weights,
+            np.array([np.nan if r.get("illustration") is None else r["illustration"] for r in kept]),
+            np.array([np.nan if r.get("upscale") is None else r["upscale"] for r in kept]),
+        ),
     )
     for r, tier in zip(kept, weighted.tier, strict=True):
         r["tier"] = str(tier)

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.weighting import WeightConfig, WeightError, compute_weights, weight_summary
+from curation.weighting import WeightConfig, WeightError, compute_weights, high_tier_eligible, weight_summary
 from sharding.layout import Layout
 from sharding.weights import (
     FIRST_VERSION,
@@ -48,6 +48,13 @@ def manifest_inputs(cfg: WeightConfig) -> list[str]:
     return ["key", "source", "quality_score", "score", "bucket_w", "bucket_h", *tags]
 
 
+def _floats(table: pa.Table, name: str) -> np.ndarray:
+    """A float column as numpy (NaN where null; all NaN when the table has no such column)."""
+    if name not in table.column_names:
+        return np.full(table.num_rows, np.nan)
+    return table[name].to_numpy(zero_copy_only=False).astype(np.float64)
+
+
 def solve(manifest: pa.Table, cfg: WeightConfig) -> pa.Table:
     """One row per manifest row (same order): key, weight, tier, quality and the factors.
 
@@ -70,6 +77,7 @@ def solve(manifest: pa.Table, cfg: WeightConfig) -> pa.Table:
         keys=keys,
         quality_scores=quality,
         tags=tags,
+        eligible=high_tier_eligible(cfg, _floats(manifest, "illustration"), _floats(manifest, "upscale")),
     )
     return pa.table(
         {

@@ -224,3 +224,17 @@ def test_learned_scorer_torchscript_batched(tmp_path, art, small_corpus):
         assert (row["learned_score"] is not None) == (row["status"] == "kept")
     with pytest.raises(ValueError, match="TorchScript"):
         LearnedScorer(QualityConfig(scorer=str(tmp_path / "missing.pt")))
+
+
+def test_edge_sharpness_tells_inked_edges_from_lens_spread_ones(art):
+    """A drawn edge crosses its contrast within a pixel; the same picture through a lens blur does not;
+    an illustration upscaled 2x is judged at its own detail scale, so it is not taken for a photo."""
+    inked = m.edge_sharpness(art)
+    blurred = m.edge_sharpness(cv2.GaussianBlur(art, (0, 0), 1.2))
+    assert inked > 0.7 and blurred < 0.62
+    h, w = art.shape[:2]
+    half = cv2.resize(art, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    up = cv2.resize(half, (w, h), interpolation=cv2.INTER_CUBIC)
+    assert m.edge_sharpness(up, 2.0) > m.edge_sharpness(up) + 0.03  # 0.67 against 0.63
+    # flat fill: too few edges to judge, neutral
+    assert m.edge_sharpness(np.full((64, 64, 3), 200, np.uint8)) == 0.5

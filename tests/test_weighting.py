@@ -16,6 +16,7 @@ from curation.weighting import (
     check_sources,
     compute_weights,
     effective_sample_size,
+    high_tier_eligible,
     shares,
     solve_scale,
     tag_factors,
@@ -78,6 +79,24 @@ def test_quality_tiers_are_the_top_quantile_of_each_source():
     # Global scope: quantiles over all samples together.
     g = compute_weights(WeightConfig(tier_scope="global"), sources=sources, keys=keys, quality_scores=scores)
     assert (g.tier == HIGH).sum() == round(0.125 * 1200)
+
+
+def test_high_tier_needs_strong_evidence():
+    """A top-scoring sample that is doubtfully drawn art, or soft, stays low; its place is not handed down."""
+    sources, keys, scores = _population(800, 0)
+    cfg = WeightConfig(high_fraction=0.125)
+    top = np.argsort(scores)[-100:]
+    illustration = np.full(800, 0.95)
+    upscale = np.ones(800)
+    illustration[top[:10]] = 0.6  # doubtful: stays low
+    upscale[top[10:20]] = 1.8  # soft: stays low
+    illustration[top[20:30]] = np.nan  # not measured: does not block
+    eligible = high_tier_eligible(cfg, illustration, upscale)
+    w = compute_weights(cfg, sources=sources, keys=keys, quality_scores=scores, eligible=eligible)
+    assert (w.tier == HIGH).sum() == 80 and set(w.tier[top[:20]]) == {LOW}
+    assert set(w.tier[top[20:]]) == {HIGH}
+    plain = compute_weights(cfg, sources=sources, keys=keys, quality_scores=scores)
+    assert set(plain.tier[top]) == {HIGH}
 
 
 def test_unscored_samples_get_a_constant_weight():
@@ -171,6 +190,7 @@ def test_shares_for_sources_without_samples_or_without_shares():
         ({"high_weight": -1.0}, r"weights.high_weight must be > 0, got -1.0"),
         ({"low_weight": 0}, r"weights.low_weight must be > 0"),
         ({"high_fraction": 1.5}, r"weights.high_fraction must be in \[0, 1\]"),
+        ({"high_max_upscale": 0.5}, r"weights.high_max_upscale must be >= 1"),
         ({"max_weight": 0.5}, r"must contain 1"),
         ({"min_weight": -1.0}, r"must be >= 0"),
         ({"tier_scope": "planet"}, r"tier_scope"),
