@@ -17,19 +17,17 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import lineart
-from curation.records import TAG_CATEGORIES
 from curation.scan import ScanSettings, make_settings
 from curation.sources import SourceSpec, check_unique_names, iter_records
-from curation.weighting import WeightError, check_sources, compute_weights, weight_summary
-from sharding.plan import make_plan
-from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA
+from curation.weighting import WeightError, check_sources, weight_summary
+from sharding.schema import RECORD_SCHEMA
 
 from .config import BuildConfig, ConfigError, diff_dicts
-from .dedup import deduplicate
+from .finalize import write_manifest, write_rejects
+from .planphase import PlanReader, PlanSettings, write_plan
 from .progress import Progress
 from .state import Layout, read_json, write_json, write_parquet
 
@@ -194,11 +192,26 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
     return None
 
 
+RECORDS_PART = 4096  # inputs per records part (private) and the largest scan part
+
+
+def scan_unit(inputs: int, chunk_size: int) -> int:
+    """Inputs per scan task and scan part: ``scan.chunk_size``, or with 0 a power of two from 32 to
+    RECORDS_PART giving ~64 tasks, so a small build still spreads over every core and a large one
+    writes parts of thousands of rows (resume loses at most the parts in flight)."""
+    if chunk_size:
+        return chunk_size
+    unit = 32
+    while unit * 2 <= min(RECORDS_PART, inputs // 64):
+        unit *= 2
+    return unit
+
+
 def enumerate_records(req: BuildRequest, layout: Layout) -> int:
-    """Stream every source into fixed-size records chunks; returns the chunk count."""
+    """Stream every source into records parts; returns the number of scan units (scan parts)."""
     if os.path.exists(layout.enumerated):
         return read_json(layout.enumerated)["chunks"]
-    size = req.config.scan.chunk_size
+    size = req.config.scan.chunk_size or RECORDS_PART
     chunk, rows, seq = 0, [], 0
     progress = Progress("enumerate", total=None, unit="inputs", enabled=req.show_progress)
 
@@ -221,8 +234,19 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
     if rows:
         flush()
     progress.close()
-    write_json(layout.enumerated, {"chunks": chunk, "inputs": seq})
-    return chunk
+    unit = scan_unit(seq, req.config.scan.chunk_size)
+    units = -(-seq // unit)
+    write_json(
+        layout.enumerated,
+        {"chunks": units, "inputs": seq, "records_parts": chunk, "records_rows": size, "unit": unit},
+    )
+    return units
+
+
+def _units(layout: Layout) -> tuple[int, int, int]:
+    """(records parts, rows per records part, inputs per scan unit) of an enumerated build."""
+    e = read_json(layout.enumerated)
+    return e.get("records_parts", e["chunks"]), e.get("records_rows", 0), e.get("unit", 0)
 
 
 def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
@@ -239,10 +263,16 @@ def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
         from .tasks import scan_chunk
 
         quiet_ray_data()
+        _, records_rows, unit = _units(layout)
         ds = ray.data.from_items([{"chunk": c} for c in pending], override_num_blocks=len(pending))
         ds = ds.map(
-            scan_chunk, fn_kwargs={"out": req.out, "settings": scan_settings(req, layout, chunks)}, num_cpus=1
-        )
+            scan_chunk,
+            fn_kwargs={
+                "out": req.out, "settings": scan_settings(req, layout, chunks),
+                "unit": unit, "records_rows": records_rows,
+            },
+            num_cpus=1,
+        )  # fmt: skip
         for row in ds.iter_rows():
             progress.update(row["rows"], kept=row["kept"])
     progress.close()
@@ -251,7 +281,7 @@ def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
 def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSettings:
     """Per-source score cuts and quantiles come from all enumerated records: the same for every task."""
     cols = ["source", "score", "fav_count"]
-    parts = [pq.read_table(layout.records_part(c), columns=cols) for c in range(chunks)]
+    parts = [pq.read_table(layout.records_part(r), columns=cols) for r in range(_units(layout)[0])]
     records = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.float64()) for c in cols})
     cfg = req.config
     return make_settings(
@@ -263,57 +293,26 @@ def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSetting
     )  # fmt: skip
 
 
-def read_scan(layout: Layout, chunks: int, columns: list[str] | None = None) -> pa.Table:
-    parts = [pq.read_table(layout.scan_part(c), columns=columns) for c in range(chunks)]
-    return pa.concat_tables(parts) if parts else pa.table({})
+def plan(req: BuildRequest, layout: Layout, chunks: int) -> PlanReader:
+    """Dedup, weights and the shard plan (pipelines/planphase.py); streamed, so memory is per part."""
+    if not os.path.exists(layout.plan):
+        cfg = req.config
+        settings = PlanSettings(cfg.dedup, cfg.weights, cfg.buckets, cfg.shards.samples_per_shard, cfg.seed)
+        try:
+            write_plan(
+                [layout.scan_part(c) for c in range(chunks)], layout.plan, _early_rejects(layout),
+                layout.path("_state", "plan-spill"), settings, log=lambda msg: _log(req, msg),
+            )  # fmt: skip
+        except WeightError as exc:
+            raise ConfigError(
+                f"{exc}. Fix [weights] and run the same command again: nothing is planned yet, so the scan is reused."
+            ) from None
+    return PlanReader(layout.plan)
 
 
-def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
-    if os.path.exists(layout.plan):
-        return pq.read_table(layout.plan)
-    table = read_scan(layout, chunks)
-    kept = table.filter(pc.equal(table["status"], "kept"))
-    cfg = req.config
-    kept, dup_rejects, stats = deduplicate(kept, cfg.dedup)
-    _log(
-        req, f"dedup: {stats['dropped']} duplicates dropped ({stats['pairs']} pairs, route {stats['route']})"
-    )
-    write_parquet(_dedup_rejects(layout), pa.Table.from_pylist(dup_rejects, schema=REJECT_SCHEMA))
-    # The curation quality score when the scan has one, else the Danbooru score (NaN: unscored).
-    quality_column = "quality_score" if "quality_score" in kept.column_names else "score"
-    try:
-        weighted = compute_weights(
-            cfg.weights,
-            sources=np.asarray(kept["source"].to_pylist(), dtype=object),
-            keys=np.asarray(kept["key"].to_pylist(), dtype=object),
-            quality_scores=kept[quality_column].to_numpy(zero_copy_only=False).astype(np.float64),
-            tags=_tags_of(kept, cfg.weights.tag_categories) if cfg.weights.tag_balance else None,
-        )
-    except WeightError as exc:
-        raise ConfigError(
-            f"{exc}. Fix [weights] and run the same command again: nothing is planned yet, so the scan is reused."
-        ) from None
-    table = make_plan(
-        kept,
-        rule=cfg.buckets,
-        tier=weighted.tier,
-        weight=weighted.weight,
-        quality=weighted.quality,
-        factors=weighted.factors(),
-        samples_per_shard=cfg.shards.samples_per_shard,
-        seed=cfg.seed,
-    )
-    write_parquet(layout.plan, table)
-    return table
-
-
-def _tags_of(table: pa.Table, categories) -> list[list[str]]:
-    columns = [table[f"tags_{c}"].to_pylist() for c in categories]
-    return [[t for tags in row for t in (tags or [])] for row in zip(*columns)]
-
-
-def _dedup_rejects(layout: Layout) -> str:
-    return layout.path("_state", "dedup_rejects.parquet")
+def _early_rejects(layout: Layout) -> str:
+    """Scan and dedup rejects, sorted by seq: written with the plan, merged with the late ones by finalize."""
+    return layout.path("_state", "early_rejects.parquet")
 
 
 def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
@@ -325,16 +324,6 @@ def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
     if not os.path.exists(tar) or os.path.getsize(tar) != state["stats"]["bytes"]:
         return None
     return state
-
-
-def shard_spans(plan_table: pa.Table) -> dict[str, tuple[int, int]]:
-    """(offset, length) of each shard's rows in a plan sorted by shard."""
-    shards = np.asarray(plan_table["shard"].to_pylist(), dtype=object)
-    if len(shards) == 0:
-        return {}
-    starts = np.concatenate([[0], np.flatnonzero(shards[1:] != shards[:-1]) + 1])
-    ends = np.concatenate([starts[1:], [len(shards)]])
-    return {str(shards[a]): (int(a), int(b - a)) for a, b in zip(starts, ends)}
 
 
 def _actor_pool_shape(mat, resources: dict[str, float], shards: int) -> tuple[int, dict[str, Any], str]:
@@ -350,15 +339,20 @@ def _actor_pool_shape(mat, resources: dict[str, float], shards: int) -> tuple[in
     return max(1, min(n, cpus, shards)), opts, device
 
 
-def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict[str, dict[str, Any]]:
+def _small_state(state: dict[str, Any]) -> dict[str, Any]:
+    """What the driver keeps of a shard's state: not the written keys (the plan minus the late
+    rejects gives them), so its memory grows with shards and rejects, not with samples."""
+    return {k: v for k, v in state.items() if k != "written"}
+
+
+def materialize(req: BuildRequest, layout: Layout, plan: PlanReader) -> dict[str, dict[str, Any]]:
     """Write every missing shard on a pool of ShardMaterializer actors (extractors loaded once per actor)."""
     import ray
 
     from .tasks import ShardMaterializer
 
-    # The plan is sorted by shard: keep (start, length) per shard and turn only the shards in
-    # flight into Python rows, so the driver's memory does not grow with the dataset.
-    spans = shard_spans(plan_table)
+    # The plan is read shard by shard (PlanReader): only the shards in flight become Python rows.
+    spans = plan.spans
     states: dict[str, dict[str, Any]] = {}
     todo = []
     for shard in sorted(spans):
@@ -366,8 +360,8 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
         if state is None:
             todo.append(shard)
         else:
-            states[shard] = state
-    progress = Progress("materialize", total=plan_table.num_rows, unit="samples", enabled=req.show_progress)
+            states[shard] = _small_state(state)
+    progress = Progress("materialize", total=plan.num_rows, unit="samples", enabled=req.show_progress)
     progress.update(sum(spans[s][1] for s in states))
     if todo:
         n, opts, device = _actor_pool_shape(req.config.materialize, ray.cluster_resources(), len(todo))
@@ -382,14 +376,13 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
                 while queue and min(load) < per_actor:
                     a = load.index(min(load))
                     shard = queue.popleft()
-                    rows = plan_table.slice(*spans[shard]).to_pylist()
-                    in_flight[actors[a].materialize.remote(rows)] = (shard, a)
+                    in_flight[actors[a].materialize.remote(plan.rows(shard))] = (shard, a)
                     load[a] += 1
                 done, _ = ray.wait(list(in_flight), num_returns=1)
                 for ref in done:
                     shard, a = in_flight.pop(ref)
                     load[a] -= 1
-                    states[shard] = ray.get(ref)
+                    states[shard] = _small_state(ray.get(ref))
                     progress.update(spans[shard][1])
         finally:
             for actor in actors:  # give their CPUs/GPUs back now, not at ray.shutdown
@@ -399,31 +392,20 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
 
 
 def finalize(
-    req: BuildRequest, layout: Layout, chunks: int, plan_table: pa.Table, states: dict[str, dict[str, Any]],
+    req: BuildRequest, layout: Layout, chunks: int, plan: PlanReader, states: dict[str, dict[str, Any]],
     timings: dict[str, float], extractor_records: dict[str, dict[str, Any]],
 ) -> BuildSummary:  # fmt: skip
-    written = {key for s in states.values() for key in s["written"]}
-    extractors = [e.name for e in req.config.extractors]
+    """manifest.parquet, rejects.parquet, shards.json, build.json: streamed row group by row group."""
+    late = sorted((r for s in states.values() for r in s["rejects"]), key=lambda r: r["seq"])
     dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
-    manifest = plan_table.filter(pa.array([k in written for k in plan_table["key"].to_pylist()], pa.bool_()))
-    per_category = [manifest[f"tags_{c}"].to_pylist() for c in TAG_CATEGORIES]
-    all_tags = [[t for tags in row for t in (tags or [])] for row in zip(*per_category)]
-    manifest = manifest.append_column("tags", pa.array(all_tags, pa.list_(pa.string())))
-    stored = [[e for e in extractors if e not in dropped.get(key, {})] for key in manifest["key"].to_pylist()]
-    manifest = manifest.append_column("extractors", pa.array(stored, pa.list_(pa.string())))
-    manifest = manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
-    write_parquet(layout.manifest, manifest)
-
-    scan_rejects = read_scan(layout, chunks, columns=REJECT_COLUMNS + ["status"])
-    scan_rejects = scan_rejects.filter(pc.equal(scan_rejects["status"], "rejected")).select(REJECT_COLUMNS)
-    late = [r for s in states.values() for r in s["rejects"]]
-    dedup = pq.read_table(_dedup_rejects(layout)) if os.path.exists(_dedup_rejects(layout)) else None
-    rejects = pa.concat_tables(
-        [scan_rejects.cast(REJECT_SCHEMA), *([dedup.cast(REJECT_SCHEMA)] if dedup is not None else []),
-         pa.Table.from_pylist(late, schema=REJECT_SCHEMA)]
-    )  # fmt: skip
-    rejects = rejects.sort_by("seq")
-    write_parquet(layout.rejects, rejects)
+    tally = write_manifest(
+        layout.plan,
+        layout.manifest,
+        {r["key"] for r in late},
+        [e.name for e in req.config.extractors],
+        dropped,
+    )
+    reasons = write_rejects(_early_rejects(layout), layout.rejects, late)
 
     shards = sorted((s["stats"] for s in states.values()), key=lambda s: s["path"])
     write_json(layout.shards_json, {"shards": shards})
@@ -431,17 +413,13 @@ def finalize(
     inputs = read_json(layout.enumerated)["inputs"]
     counts = {
         "inputs": inputs,
-        "samples": manifest.num_rows,
-        "rejected": rejects.num_rows,
-        "rejects_by_reason": dict(Counter(rejects["reason"].to_pylist())),
+        "samples": tally.samples,
+        "rejected": sum(reasons.values()),
+        "rejects_by_reason": reasons,
         "shards": len(shards),
         "bytes": sum(s["bytes"] for s in shards),
-        "buckets": dict(
-            Counter(
-                f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist())
-            )
-        ),
-        "tiers": dict(Counter(manifest["tier"].to_pylist())),
+        "buckets": tally.counts("bucket"),
+        "tiers": tally.counts("tier"),
         "drawings_dropped": dict(Counter(name for why in dropped.values() for name in why)),
     }
     if counts["samples"] + counts["rejected"] != inputs:
@@ -449,12 +427,10 @@ def finalize(
             f"accounting error: {counts['samples']} kept + {counts['rejected']} rejected != {inputs} inputs"
         )
     weights = weight_summary(
-        manifest["weight"].to_numpy(),
-        sources=manifest["source"].to_pylist(),
-        tiers=manifest["tier"].to_pylist(),
-        buckets=[
-            f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist())
-        ],
+        tally.weight(),
+        sources=tally.labels("source"),
+        tiers=tally.labels("tier"),
+        buckets=tally.labels("bucket"),
         training_samples=req.config.weights.training_samples,
     )
     build = {
@@ -528,13 +504,13 @@ def run_build(req: BuildRequest) -> BuildSummary:
         scan(req, layout, chunks)
         timings["scan"] = time.perf_counter() - t
         t = time.perf_counter()
-        plan_table = plan(req, layout, chunks)
+        planned = plan(req, layout, chunks)
         timings["plan"] = time.perf_counter() - t
         t = time.perf_counter()
-        states = materialize(req, layout, plan_table)
+        states = materialize(req, layout, planned)
         timings["materialize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
-    summary = finalize(req, layout, chunks, plan_table, states, timings, extractor_records)
+    summary = finalize(req, layout, chunks, planned, states, timings, extractor_records)
     for tmp in glob.glob(layout.path("**", "*.tmp-*"), recursive=True):  # leftovers of killed writers
         os.remove(tmp)
     return summary

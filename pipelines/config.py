@@ -31,7 +31,9 @@ class ScanConfig:
     max_pixels: int = 64_000_000  # decompression-bomb guard, checked on the header before decoding
     min_side: int = 256  # shorter side in pixels, after EXIF rotation
     max_aspect: float = 4.0  # long side / short side
-    chunk_size: int = 32  # inputs per scan task: the unit of parallelism and of resume
+    # inputs per scan task and scan part: the unit of parallelism and of resume; 0 = from the input
+    # count (32 to 4096, ~64 tasks), so large builds write few big parts
+    chunk_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,7 @@ def _check(cfg: BuildConfig) -> None:
         cfg.scan.max_pixels <= 0
         or cfg.scan.min_side < 1
         or cfg.scan.max_aspect < 1
-        or cfg.scan.chunk_size < 1
+        or cfg.scan.chunk_size < 0
     ):
         raise ConfigError(f"bad [scan] values: {cfg.scan}")
     try:

@@ -45,11 +45,21 @@ def scorer_for(settings: ScanSettings) -> Any:
     return _SCORERS[cache_key]
 
 
-def scan_chunk(item: dict[str, Any], out: str, settings: ScanSettings) -> dict[str, Any]:
-    """Scan every record of one records chunk into ``scan/part-NNNNNN.parquet``."""
+def scan_chunk(
+    item: dict[str, Any], out: str, settings: ScanSettings, unit: int = 0, records_rows: int = 0
+) -> dict[str, Any]:
+    """Scan the ``unit`` records from ``chunk * unit`` into ``scan/part-NNNNNN.parquet``.
+
+    A unit lies inside one records part of ``records_rows`` (0: units and records parts are the same).
+    """
     layout = Layout(out)
     chunk = int(item["chunk"])
-    records = pq.read_table(layout.records_part(chunk)).to_pylist()
+    if unit and records_rows:
+        first = chunk * unit
+        table = pq.read_table(layout.records_part(first // records_rows))
+        records = table.slice(first % records_rows, unit).to_pylist()
+    else:
+        records = pq.read_table(layout.records_part(chunk)).to_pylist()
     rows = scan_rows(records, settings, scorer_for(settings))
     write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
     return {"chunk": chunk, "rows": len(rows), "kept": sum(r["status"] == "kept" for r in rows)}

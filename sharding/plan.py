@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .buckets import BucketRule, crop_box, make_buckets, nearest_bucket
 from .schema import PLAN_COLUMNS, PLAN_SCHEMA
@@ -18,6 +20,91 @@ def shard_path(bucket: tuple[int, int], tier: str, index: int) -> str:
 def _rng(seed: int, *parts: object) -> np.random.Generator:
     material = ":".join(str(p) for p in (seed, *parts)).encode()
     return np.random.default_rng(int.from_bytes(hashlib.sha256(material).digest()[:8], "little"))
+
+
+@dataclass(frozen=True)
+class ShardAssignment:
+    """Per sample: bucket, crop box, shard (code into ``shard_names``) and position; plus the sort order."""
+
+    bucket_w: np.ndarray  # int32
+    bucket_h: np.ndarray  # int32
+    crops: np.ndarray  # int32, n x 4 (left, top, right, bottom)
+    shard: np.ndarray  # int32 code into shard_names
+    shard_names: list[str]
+    pos: np.ndarray  # int32 position inside the shard
+    order: np.ndarray  # int64: the samples sorted by (shard path, position), as the plan lists them
+
+
+def assign_shards(
+    widths: np.ndarray, heights: np.ndarray, key_rank: np.ndarray, tier: np.ndarray, *,
+    rule: BucketRule, samples_per_shard: int, seed: int,
+) -> ShardAssignment:  # fmt: skip
+    """The shard plan from columns: ``key_rank`` orders the samples as their keys sort (any ints that do)."""
+    n = len(widths)
+    widths = np.asarray(widths, np.int64)
+    heights = np.asarray(heights, np.int64)
+    buckets = make_buckets(rule)
+    # nearest_bucket / crop_box once per distinct original size (far fewer than samples), in Python
+    # so that every float rounds exactly as the per-sample rule does.
+    sizes, inverse = np.unique(np.stack([widths, heights], 1), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    per_size = np.zeros((len(sizes), 6), np.int32)
+    for k, (w, h) in enumerate(sizes.tolist()):
+        b = nearest_bucket(w, h, buckets)
+        per_size[k] = (*b, *crop_box(w, h, b))
+    bw, bh, crops = per_size[inverse, 0], per_size[inverse, 1], per_size[inverse, 2:]
+
+    tier_names, tier_code = np.unique(np.asarray(tier, dtype=object).astype(str), return_inverse=True)
+    tier_code = tier_code.reshape(-1)
+    bucket_index = {b: i for i, b in enumerate(buckets)}
+    bcode = np.asarray(
+        [bucket_index[b] for b in zip(per_size[:, 0].tolist(), per_size[:, 1].tolist())], np.int64
+    )
+    group = (bcode[inverse] if n else np.zeros(0, np.int64)) * len(tier_names) + tier_code
+    # members of each (bucket, tier) group in key order: order independent of scan completion order
+    by_group = np.lexsort((np.asarray(key_rank), group))
+    starts = (
+        np.flatnonzero(np.r_[True, group[by_group][1:] != group[by_group][:-1]]) if n else np.zeros(0, int)
+    )
+    ends = np.r_[starts[1:], n].astype(np.int64)
+    shard = np.zeros(n, np.int32)
+    pos = np.zeros(n, np.int32)
+    shard_names: list[str] = []
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        members = by_group[a:b]
+        i0 = members[0]
+        w, h, t = int(bw[i0]), int(bh[i0]), str(tier_names[tier_code[i0]])
+        order = _rng(seed, w, h, t).permutation(len(members))
+        j = np.arange(len(members))
+        pos[members[order]] = j % samples_per_shard
+        shard[members[order]] = len(shard_names) + j // samples_per_shard
+        shard_names += [shard_path((w, h), t, k) for k in range((len(members) - 1) // samples_per_shard + 1)]
+    name_rank = np.empty(len(shard_names), np.int64)
+    name_rank[np.argsort(np.asarray(shard_names, dtype=object), kind="stable")] = np.arange(len(shard_names))
+    sort_key = name_rank[shard] * max(samples_per_shard, 1) + pos if n else np.zeros(0, np.int64)
+    return ShardAssignment(bw, bh, crops, shard, shard_names, pos, np.argsort(sort_key, kind="stable"))
+
+
+def plan_columns(
+    a: ShardAssignment, *, tier: np.ndarray, weight: np.ndarray, quality: np.ndarray,
+    factors: dict[str, np.ndarray] | None = None,
+) -> dict[str, pa.Array]:  # fmt: skip
+    """The PLAN_EXTRA columns of every sample (in the samples' order, not sorted)."""
+    n = len(a.pos)
+    names = pa.array(a.shard_names, pa.string())
+    values = {
+        "bucket_w": a.bucket_w, "bucket_h": a.bucket_h,
+        "crop_left": a.crops[:, 0], "crop_top": a.crops[:, 1], "crop_right": a.crops[:, 2], "crop_bottom": a.crops[:, 3],
+        "quality": np.asarray(quality, np.float64),
+        "tier": np.asarray(tier, dtype=object).astype(str) if n else np.array([], dtype=str),
+        "weight": np.asarray(weight, np.float64),
+        **{name: (factors or {}).get(name, np.ones(n)) for name in ("tier_weight", "tag_factor", "source_factor")},
+    }  # fmt: skip
+    # from_pandas: NaN (no score) becomes null, which readers and equality treat sanely
+    out = {k: pa.array(v, type=PLAN_SCHEMA.field(k).type, from_pandas=True) for k, v in values.items()}
+    out["shard"] = names.take(pa.array(a.shard)) if n else pa.array([], pa.string())
+    out["shard_pos"] = pa.array(a.pos, pa.int32())
+    return out
 
 
 def make_plan(
@@ -34,53 +121,21 @@ def make_plan(
     """``kept``: scan rows that passed every filter (any order). Returns rows sorted by shard, position.
 
     ``factors``: the weight's factors by column name (see schema.PLAN_EXTRA); missing ones are 1.
+    The build plans through ``assign_shards`` / ``plan_columns`` directly, streaming the rows.
     """
     kept = kept.select(PLAN_COLUMNS)
-    buckets = make_buckets(rule)
-    widths = kept["width"].to_numpy()
-    heights = kept["height"].to_numpy()
-    keys = np.asarray(kept["key"].to_pylist(), dtype=object)
-    n = kept.num_rows
-    bw, bh = np.zeros(n, np.int32), np.zeros(n, np.int32)
-    crops = np.zeros((n, 4), np.int32)
-    for i in range(n):  # per sample, not per pixel: a few microseconds each
-        b = nearest_bucket(int(widths[i]), int(heights[i]), buckets)
-        bw[i], bh[i] = b
-        crops[i] = crop_box(int(widths[i]), int(heights[i]), b)
+    a = assign_shards(
+        kept["width"].to_numpy(), kept["height"].to_numpy(), _key_rank(kept["key"]), tier,
+        rule=rule, samples_per_shard=samples_per_shard, seed=seed,
+    )  # fmt: skip
+    table = kept
+    for name, column in plan_columns(a, tier=tier, weight=weight, quality=quality, factors=factors).items():
+        table = table.append_column(name, column)
+    return table.cast(PLAN_SCHEMA).take(pa.array(a.order, pa.int64()))
 
-    shard = np.empty(n, dtype=object)
-    pos = np.zeros(n, np.int32)
-    groups: dict[tuple[int, int, str], list[int]] = {}
-    for i in range(n):
-        groups.setdefault((int(bw[i]), int(bh[i]), str(tier[i])), []).append(i)
-    for (w, h, t), members in sorted(groups.items()):
-        members = sorted(members, key=lambda i: keys[i])  # order independent of scan completion order
-        order = _rng(seed, w, h, t).permutation(len(members))
-        for j, k in enumerate(order):
-            i = members[k]
-            shard[i] = shard_path((w, h), t, j // samples_per_shard)
-            pos[i] = j % samples_per_shard
 
-    table = kept.append_column("bucket_w", pa.array(bw))
-    for name, values in (
-        ("bucket_h", bh),
-        ("crop_left", crops[:, 0]),
-        ("crop_top", crops[:, 1]),
-        ("crop_right", crops[:, 2]),
-        ("crop_bottom", crops[:, 3]),
-        ("quality", quality.astype(np.float64)),
-        ("tier", tier.astype(str)),
-        ("weight", weight.astype(np.float64)),
-        *(
-            (name, (factors or {}).get(name, np.ones(n)))
-            for name in ("tier_weight", "tag_factor", "source_factor")
-        ),
-        ("shard", shard.astype(str) if n else np.array([], dtype=str)),
-        ("shard_pos", pos),
-    ):
-        # from_pandas: NaN (no score) becomes null, which readers and equality treat sanely
-        table = table.append_column(
-            name, pa.array(values, type=PLAN_SCHEMA.field(name).type, from_pandas=True)
-        )
-    table = table.cast(PLAN_SCHEMA)
-    return table.sort_by([("shard", "ascending"), ("shard_pos", "ascending")])
+def _key_rank(keys: pa.ChunkedArray) -> np.ndarray:
+    order = pc.sort_indices(keys).to_numpy()
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
