@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .buckets import BucketRule, crop_box, make_buckets, nearest_bucket
+from .buckets import BucketRule, make_buckets, nearest_bucket
 from .schema import PLAN_COLUMNS, PLAN_SCHEMA
 
 
@@ -35,6 +35,38 @@ class ShardAssignment:
     order: np.ndarray  # int64: the samples sorted by (shard path, position), as the plan lists them
 
 
+def bucket_and_crop(widths: np.ndarray, heights: np.ndarray, buckets: list[tuple[int, int]]) -> np.ndarray:
+    """``nearest_bucket`` and ``crop_box`` for many sizes at once: rows (bw, bh, left, top, right, bottom).
+
+    Vectorised but exact: where NumPy's log could order two buckets differently from ``math.log``
+    (distances within 1e-9 of each other), the size goes through ``nearest_bucket`` itself; the crop
+    uses the same IEEE divisions and round-half-even as ``crop_box``.
+    """
+    out = np.zeros((len(widths), 6), np.int32)
+    if len(widths) == 0:
+        return out
+    w = np.asarray(widths, np.int64)
+    h = np.asarray(heights, np.int64)
+    b = np.asarray(buckets, np.int64)
+    dist = np.abs(np.log(b[:, 0] / b[:, 1])[None, :] - np.log(w / h)[:, None])
+    # min of (distance, -area, -width): buckets are few, so rank them once by (-area, -width)
+    pref = np.lexsort((-b[:, 0], -b[:, 0] * b[:, 1]))
+    d = dist[:, pref]
+    best = pref[np.argmin(d, axis=1)]  # argmin takes the first minimum: the preferred one of a tie
+    two = np.partition(dist, 1, axis=1)[:, :2] if len(buckets) > 1 else np.c_[dist, dist + 1]
+    unsure = np.flatnonzero(two[:, 1] - two[:, 0] < 1e-9)
+    index = {bucket: i for i, bucket in enumerate(buckets)}
+    for k in unsure.tolist():
+        best[k] = index[nearest_bucket(int(w[k]), int(h[k]), buckets)]
+    bw, bh = b[best, 0], b[best, 1]
+    scale = np.maximum(bw / w, bh / h)
+    cw = np.minimum(w, np.maximum(1, np.rint(bw / scale).astype(np.int64)))
+    ch = np.minimum(h, np.maximum(1, np.rint(bh / scale).astype(np.int64)))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    out[:] = np.stack([bw, bh, left, top, left + cw, top + ch], 1)
+    return out
+
+
 def assign_shards(
     widths: np.ndarray, heights: np.ndarray, key_rank: np.ndarray, tier: np.ndarray, *,
     rule: BucketRule, samples_per_shard: int, seed: int,
@@ -44,14 +76,9 @@ def assign_shards(
     widths = np.asarray(widths, np.int64)
     heights = np.asarray(heights, np.int64)
     buckets = make_buckets(rule)
-    # nearest_bucket / crop_box once per distinct original size (far fewer than samples), in Python
-    # so that every float rounds exactly as the per-sample rule does.
     sizes, inverse = np.unique(np.stack([widths, heights], 1), axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
-    per_size = np.zeros((len(sizes), 6), np.int32)
-    for k, (w, h) in enumerate(sizes.tolist()):
-        b = nearest_bucket(w, h, buckets)
-        per_size[k] = (*b, *crop_box(w, h, b))
+    per_size = bucket_and_crop(sizes[:, 0], sizes[:, 1], buckets)
     bw, bh, crops = per_size[inverse, 0], per_size[inverse, 1], per_size[inverse, 2:]
 
     tier_names, tier_code = np.unique(np.asarray(tier, dtype=object).astype(str), return_inverse=True)
