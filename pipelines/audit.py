@@ -7,7 +7,6 @@ checks the very code the trainer uses.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections import Counter
 from typing import Any
@@ -15,11 +14,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from curation.weighting import effective_sample_size
-from sharding.loader import BatchStream, LoaderError, open_filesystem, shard_problems
+from sharding.layout import Layout
+from sharding.loader import BatchStream, LoaderError, shard_problems
 
 DIMENSIONS = ("source", "tier", "bucket")
 
@@ -67,9 +65,9 @@ def realised_draws(stream: BatchStream, draws: int) -> dict[str, Any]:
     return {"counts": counts, "draws": drawn, "batches": batches, "pure": pure, "first_rows": first}
 
 
-def _tag_table(fs, root: str, pop, top: int) -> dict[str, list]:
+def _tag_table(layout: Layout, pop, top: int) -> dict[str, list]:
     """Top tags by number of samples and by share of the weight (tag mass), vectorised in Arrow."""
-    table = pq.read_table(f"{root}/manifest.parquet", filesystem=fs, columns=["key", "tags"])
+    table = layout.read_parquet(layout.manifest, columns=["key", "tags"])
     row = pc.index_in(table["key"], value_set=pop.keys).to_numpy(zero_copy_only=False)
     keep = ~np.isnan(row.astype(np.float64))  # samples of skipped shards are not in play
     weight = np.zeros(table.num_rows)
@@ -90,9 +88,9 @@ def _tag_table(fs, root: str, pop, top: int) -> dict[str, list]:
     }
 
 
-def _rejects(fs, root: str) -> dict[str, int]:
+def _rejects(layout: Layout) -> dict[str, int]:
     try:
-        table = pq.read_table(f"{root}/rejects.parquet", filesystem=fs, columns=["reason"])
+        table = layout.read_parquet(layout.rejects, columns=["reason"])
     except (FileNotFoundError, OSError):
         return {}
     return dict(Counter(table["reason"].to_pylist()).most_common())
@@ -102,12 +100,12 @@ def audit(
     out: str, *, draws: int = 200_000, batch_size: int = 64, seed: int = 0, top_tags: int = 20
 ) -> dict[str, Any]:
     """The audit report as a JSON-serialisable dict (``realised`` comes from the loader)."""
-    fs, root = open_filesystem(out)
+    layout = Layout(out)
     with warnings.catch_warnings():  # bad shards are reported below, as part of the audit
         warnings.simplefilter("ignore")
         stream = BatchStream(out, batch_size, seed=seed, keys_only=True, skip_bad_shards=True)
-    shards = json.loads(fs.open_input_stream(f"{root}/shards.json").read())["shards"]
-    problems = shard_problems(fs, root, shards)
+    shards = layout.read_json(layout.shards_json)["shards"]
+    problems = shard_problems(layout, shards)
     pop = stream.pop
     w = pop.weights
     drawn = realised_draws(stream, draws)
@@ -119,7 +117,7 @@ def audit(
     hist_counts, hist_edges = (
         np.histogram(np.log10(w[w > 0]), bins=30) if np.any(w > 0) else (np.zeros(0), np.zeros(1))
     )
-    build = _build_json(fs, root)
+    build = layout.read_json(layout.build_json) if layout.exists(layout.build_json) else None
     return {
         "out": out,
         "samples": len(pop),
@@ -143,8 +141,8 @@ def audit(
         "intended": intended,
         "realised": realised,
         "max_abs_error": error,
-        "tags": _tag_table(fs, root, pop, top_tags),
-        "rejects_by_reason": _rejects(fs, root),
+        "tags": _tag_table(layout, pop, top_tags),
+        "rejects_by_reason": _rejects(layout),
         "intended_by_build": (build or {}).get("weights", {}).get("intended_share"),
         # distinct, in draw order: the contact sheet's samples
         "_first_keys": pop.keys.take(
@@ -165,16 +163,6 @@ def pair_samples(out: str, keys: list[str]) -> list[dict[str, Any]]:
         except (LoaderError, ValueError):  # a corrupt member: the audit names bad shards elsewhere
             continue
     return found
-
-
-def _exists(fs, path: str) -> bool:
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
-
-
-def _build_json(fs, root: str) -> dict[str, Any] | None:
-    if not _exists(fs, f"{root}/build.json"):
-        return None
-    return json.loads(fs.open_input_stream(f"{root}/build.json").read())
 
 
 def public(report: dict[str, Any]) -> dict[str, Any]:

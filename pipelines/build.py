@@ -1,13 +1,11 @@
 """``linepairs build``: enumerate -> scan (Ray Data) -> plan (driver) -> materialize (Ray) -> finalize.
 
-Each phase is resumable; see pipelines/state.py for what is kept where.
+Each phase is resumable; OUT's files and how they are committed: sharding/layout.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import glob
-import os
 import platform
 import sys
 import time
@@ -17,19 +15,18 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 import lineart
 from curation.scan import ScanSettings, make_settings
 from curation.sources import SourceSpec, check_unique_names, iter_records
 from curation.weighting import WeightError, check_sources, weight_summary
+from sharding.layout import Layout
 from sharding.schema import RECORD_SCHEMA
 
 from .config import BuildConfig, ConfigError, diff_dicts
 from .finalize import write_manifest, write_rejects
 from .planphase import PlanReader, PlanSettings, write_plan
 from .progress import Progress
-from .state import Layout, read_json, write_json, write_parquet
 
 CONTRACT_VERSION = 1
 
@@ -156,9 +153,9 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
     except WeightError as exc:
         raise ConfigError(str(exc)) from None
     identity = req.identity()
-    if os.path.exists(layout.request):
-        old = read_json(layout.request)
-        if old != identity and _plan_level_change(old, identity) and not os.path.exists(layout.plan):
+    if layout.exists(layout.request):
+        old = layout.read_json(layout.request)
+        if old != identity and _plan_level_change(old, identity) and not layout.exists(layout.plan):
             # Nothing downstream of the scan exists yet (e.g. the plan refused the weights):
             # a change to the plan's settings costs nothing, so take it instead of refusing.
             changes = diff_dicts(old, identity)
@@ -166,15 +163,15 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
                 req,
                 f"linepairs: {req.out} is not planned yet; taking the changed settings: {'; '.join(changes[:4])}",
             )
-            write_json(layout.request, identity)
+            layout.write_json(layout.request, identity)
         elif old != identity:
             changes = diff_dicts(old, identity)
             raise BuildRefused(
                 f"{req.out} was built with a different request; changed: {'; '.join(changes[:8])}"
                 f"{' ...' if len(changes) > 8 else ''}. Use a new --out, or delete {req.out} to rebuild."
             )
-        if os.path.exists(layout.build_json):
-            done = read_json(layout.build_json)
+        if layout.exists(layout.build_json):
+            done = layout.read_json(layout.build_json)
             if done.get("complete"):
                 return BuildSummary(
                     req.out,
@@ -183,12 +180,12 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
                     already_complete=True,
                     weights=done.get("weights"),
                 )
-    elif os.path.isdir(req.out) and os.listdir(req.out):
+    elif not layout.is_empty():
         raise BuildRefused(
             f"{req.out} exists, is not empty and is not a linepairs build; choose another --out"
         )
     else:
-        write_json(layout.request, identity)
+        layout.write_json(layout.request, identity)
     return None
 
 
@@ -209,8 +206,8 @@ def scan_unit(inputs: int, chunk_size: int) -> int:
 
 def enumerate_records(req: BuildRequest, layout: Layout) -> int:
     """Stream every source into records parts; returns the number of scan units (scan parts)."""
-    if os.path.exists(layout.enumerated):
-        return read_json(layout.enumerated)["chunks"]
+    if layout.exists(layout.enumerated):
+        return layout.read_json(layout.enumerated)["chunks"]
     size = req.config.scan.chunk_size or RECORDS_PART
     chunk, rows, seq = 0, [], 0
     progress = Progress("enumerate", total=None, unit="inputs", enabled=req.show_progress)
@@ -218,8 +215,8 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
     def flush():
         nonlocal chunk, rows
         path = layout.records_part(chunk)
-        if not os.path.exists(path):  # a re-enumeration after a crash yields the same chunks
-            write_parquet(path, pa.Table.from_pylist(rows, schema=RECORD_SCHEMA))
+        if not layout.exists(path):  # a re-enumeration after a crash yields the same chunks
+            layout.write_parquet(path, pa.Table.from_pylist(rows, schema=RECORD_SCHEMA))
         chunk, rows = chunk + 1, []
 
     for spec in req.sources:
@@ -236,7 +233,7 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
     progress.close()
     unit = scan_unit(seq, req.config.scan.chunk_size)
     units = -(-seq // unit)
-    write_json(
+    layout.write_json(
         layout.enumerated,
         {"chunks": units, "inputs": seq, "records_parts": chunk, "records_rows": size, "unit": unit},
     )
@@ -245,17 +242,15 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
 
 def _units(layout: Layout) -> tuple[int, int, int]:
     """(records parts, rows per records part, inputs per scan unit) of an enumerated build."""
-    e = read_json(layout.enumerated)
+    e = layout.read_json(layout.enumerated)
     return e.get("records_parts", e["chunks"]), e.get("records_rows", 0), e.get("unit", 0)
 
 
 def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
-    pending = [c for c in range(chunks) if not os.path.exists(layout.scan_part(c))]
-    inputs = read_json(layout.enumerated)["inputs"]
+    pending = [c for c in range(chunks) if not layout.exists(layout.scan_part(c))]
+    inputs = layout.read_json(layout.enumerated)["inputs"]
     progress = Progress("scan", total=inputs, unit="inputs", enabled=req.show_progress)
-    progress.update(
-        sum(pq.read_metadata(layout.scan_part(c)).num_rows for c in range(chunks) if c not in pending)
-    )
+    progress.update(sum(layout.parquet_rows(layout.scan_part(c)) for c in range(chunks) if c not in pending))
     if pending:
         import ray.data
 
@@ -268,7 +263,7 @@ def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
         ds = ds.map(
             scan_chunk,
             fn_kwargs={
-                "out": req.out, "settings": scan_settings(req, layout, chunks),
+                "layout": layout, "settings": scan_settings(req, layout, chunks),
                 "unit": unit, "records_rows": records_rows,
             },
             num_cpus=1,
@@ -281,7 +276,7 @@ def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
 def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSettings:
     """Per-source score cuts and quantiles come from all enumerated records: the same for every task."""
     cols = ["source", "score", "fav_count"]
-    parts = [pq.read_table(layout.records_part(r), columns=cols) for r in range(_units(layout)[0])]
+    parts = [layout.read_parquet(layout.records_part(r), columns=cols) for r in range(_units(layout)[0])]
     records = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.float64()) for c in cols})
     cfg = req.config
     return make_settings(
@@ -295,33 +290,24 @@ def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSetting
 
 def plan(req: BuildRequest, layout: Layout, chunks: int) -> PlanReader:
     """Dedup, weights and the shard plan (pipelines/planphase.py); streamed, so memory is per part."""
-    if not os.path.exists(layout.plan):
+    if not layout.exists(layout.plan):
         cfg = req.config
         settings = PlanSettings(cfg.dedup, cfg.weights, cfg.buckets, cfg.shards.samples_per_shard, cfg.seed)
         try:
-            write_plan(
-                [layout.scan_part(c) for c in range(chunks)], layout.plan, _early_rejects(layout),
-                layout.path("_state", "plan-spill"), settings, log=lambda msg: _log(req, msg),
-            )  # fmt: skip
+            write_plan(layout, chunks, settings, log=lambda msg: _log(req, msg))
         except WeightError as exc:
             raise ConfigError(
                 f"{exc}. Fix [weights] and run the same command again: nothing is planned yet, so the scan is reused."
             ) from None
-    return PlanReader(layout.plan)
-
-
-def _early_rejects(layout: Layout) -> str:
-    """Scan and dedup rejects, sorted by seq: written with the plan, merged with the late ones by finalize."""
-    return layout.path("_state", "early_rejects.parquet")
+    return PlanReader(layout, layout.plan)
 
 
 def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
     state_path = layout.shard_state(shard)
-    if not os.path.exists(state_path):
+    if not layout.exists(state_path):
         return None
-    state = read_json(state_path)
-    tar = layout.path(shard)
-    if not os.path.exists(tar) or os.path.getsize(tar) != state["stats"]["bytes"]:
+    state = layout.read_json(state_path)
+    if layout.size(layout.shard(shard)) != state["stats"]["bytes"]:
         return None
     return state
 
@@ -366,7 +352,7 @@ def materialize(req: BuildRequest, layout: Layout, plan: PlanReader) -> dict[str
     if todo:
         n, opts, device = _actor_pool_shape(req.config.materialize, ray.cluster_resources(), len(todo))
         cls = ray.remote(ShardMaterializer).options(max_restarts=2, max_task_retries=2, **opts)
-        actors = [cls.remote(req.out, req.config.to_dict(), device) for _ in range(n)]
+        actors = [cls.remote(layout, req.config.to_dict(), device) for _ in range(n)]
         per_actor = 2  # one running, one queued: bounded in-flight work, no idle gap between shards
         load = [0] * n
         in_flight: dict[Any, tuple[str, int]] = {}
@@ -405,12 +391,12 @@ def finalize(
         [e.name for e in req.config.extractors],
         dropped,
     )
-    reasons = write_rejects(_early_rejects(layout), layout.rejects, late)
+    reasons = write_rejects(layout, late)
 
     shards = sorted((s["stats"] for s in states.values()), key=lambda s: s["path"])
-    write_json(layout.shards_json, {"shards": shards})
+    layout.write_json(layout.shards_json, {"shards": shards})
 
-    inputs = read_json(layout.enumerated)["inputs"]
+    inputs = layout.read_json(layout.enumerated)["inputs"]
     counts = {
         "inputs": inputs,
         "samples": tally.samples,
@@ -443,7 +429,7 @@ def finalize(
         "extractors": extractor_records,
         "versions": _versions(),
     }
-    write_json(layout.build_json, build)
+    layout.write_json(layout.build_json, build)
     return BuildSummary(req.out, counts, timings, weights=weights)
 
 
@@ -484,9 +470,9 @@ def run_build(req: BuildRequest) -> BuildSummary:
     """Run or resume a build; safe to call again after a crash at any point."""
     from .raycluster import ray_session
 
-    req.out = os.path.abspath(req.out)
     layout = Layout(req.out)
-    os.makedirs(req.out, exist_ok=True)
+    req.out = layout.out  # absolute for a local OUT, the URL otherwise
+    layout.ensure_root()
     done = check_request(req, layout)
     if done is not None:
         return done
@@ -511,8 +497,7 @@ def run_build(req: BuildRequest) -> BuildSummary:
         timings["materialize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     summary = finalize(req, layout, chunks, planned, states, timings, extractor_records)
-    for tmp in glob.glob(layout.path("**", "*.tmp-*"), recursive=True):  # leftovers of killed writers
-        os.remove(tmp)
+    layout.remove_temp_files()  # leftovers of killed local writers
     return summary
 
 

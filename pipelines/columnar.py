@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sharding.writer import fsync_dir
+from sharding.layout import TMP_MARK, Layout, fsync_dir
 
 ROW_GROUP = 8192  # rows per row group of plan / manifest / rejects: the unit the driver reads back
 
@@ -59,18 +59,26 @@ def concat_lists(columns: Sequence[pa.Array | pa.ChunkedArray]) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), flat)
 
 
-def parquet_batches(path: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
-    """The file's row groups as tables, one at a time."""
-    f = pq.ParquetFile(path)
-    for i in range(f.num_row_groups):
-        yield f.read_row_group(i, columns=columns)
+def parquet_batches(layout: Layout, path: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """The file's row groups as tables, one at a time (ranged reads on an object store)."""
+    with layout.open_input_file(path) as fh:
+        f = pq.ParquetFile(fh)
+        for i in range(f.num_row_groups):
+            yield f.read_row_group(i, columns=columns)
 
 
 @contextmanager
-def atomic_parquet(path: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
-    """A ParquetWriter whose file appears at ``path`` only once closed without error (tmp + rename)."""
+def atomic_parquet(layout: Layout, path: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """A ParquetWriter whose file appears at ``path`` complete or not at all (the layout's commit rule):
+    locally a temporary name, fsync and rename; on an object store one upload completed on close."""
+    if not layout.local:
+        with layout.fs.open_output_stream(path) as stream:  # aborted (no object) if the body raises
+            writer = pq.ParquetWriter(stream, schema, compression="zstd")
+            yield writer
+            writer.close()
+        return
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     writer = pq.ParquetWriter(tmp, schema, compression="zstd")
     try:
         yield writer

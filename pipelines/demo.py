@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from curation.sources import parse_source
+from sharding.layout import Layout
 from sharding.verify import verify_build
 
 from .build import BuildRequest, run_build
@@ -54,7 +55,7 @@ def tiny_demo_build(corpus: str, root: str, n: int = 12) -> str:
     from .config import ExtractorSpec, ScanConfig, ShardConfig
 
     src, out = os.path.join(root, "src"), os.path.join(root, "out")
-    if os.path.isfile(os.path.join(out, "build.json")):
+    if os.path.isfile(Layout(out).build_json):
         return out
     os.makedirs(src, exist_ok=True)
     names = sorted(x for x in os.listdir(corpus) if x.lower().endswith((".jpg", ".png")))[:n]

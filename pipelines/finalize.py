@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curation.records import TAG_CATEGORIES
+from sharding.layout import Layout
 from sharding.schema import MANIFEST_SCHEMA, REJECT_SCHEMA
 
 from .columnar import ROW_GROUP, atomic_parquet, codes, concat_lists, parquet_batches
@@ -75,14 +75,14 @@ def _extractor_lists(
 
 
 def write_manifest(
-    plan_path: str, manifest_path: str, late_keys: set[str], extractors: list[str],
+    layout: Layout, late_keys: set[str], extractors: list[str],
     dropped: Mapping[str, Mapping[str, str]],
 ) -> Tally:  # fmt: skip
     """The plan rows minus the late rejects, plus ``tags`` (all categories) and ``extractors``."""
     tally = Tally()
     late = pa.array(sorted(late_keys), pa.string())
-    with atomic_parquet(manifest_path, MANIFEST_SCHEMA) as out:
-        for batch in parquet_batches(plan_path):
+    with atomic_parquet(layout, layout.manifest, MANIFEST_SCHEMA) as out:
+        for batch in parquet_batches(layout, layout.plan):
             if len(late):
                 batch = batch.filter(pc.invert(pc.is_in(batch["key"], value_set=late)))
             if batch.num_rows == 0:
@@ -102,7 +102,7 @@ def write_manifest(
     return tally
 
 
-def write_rejects(early_path: str, rejects_path: str, late: list[dict[str, Any]]) -> dict[str, int]:
+def write_rejects(layout: Layout, late: list[dict[str, Any]]) -> dict[str, int]:
     """Merge the early rejects with ``late`` (sorted by seq) into rejects.parquet; counts by reason."""
     reasons: Counter[str] = Counter()
     late_seq = np.asarray([r["seq"] for r in late], np.int64)
@@ -114,10 +114,9 @@ def write_rejects(early_path: str, rejects_path: str, late: list[dict[str, Any]]
             for item in pc.value_counts(table["reason"]).to_pylist():
                 reasons[item["values"]] += item["counts"]
 
-    with atomic_parquet(rejects_path, REJECT_SCHEMA) as out:
-        f = pq.ParquetFile(early_path)
-        for i in range(f.num_row_groups):
-            batch = f.read_row_group(i).cast(REJECT_SCHEMA)
+    with atomic_parquet(layout, layout.rejects, REJECT_SCHEMA) as out:
+        for batch in parquet_batches(layout, layout.early_rejects):
+            batch = batch.cast(REJECT_SCHEMA)
             if batch.num_rows == 0:
                 continue
             upto = int(np.searchsorted(late_seq, pc.max(batch["seq"]).as_py(), side="right"))

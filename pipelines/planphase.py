@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ import pyarrow.parquet as pq
 from curation.dedup import DedupConfig
 from curation.weighting import WeightConfig, compute_weights
 from sharding.buckets import BucketRule
+from sharding.layout import Layout
 from sharding.plan import assign_shards, plan_columns
 from sharding.schema import PLAN_COLUMNS, PLAN_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA, SCAN_SCHEMA
 
@@ -45,11 +47,11 @@ class PlanSettings:
     seed: int
 
 
-def _kept_columns(parts: list[str], columns: list[str]) -> tuple[pa.Table, list[int]]:
+def _kept_columns(layout: Layout, parts: list[str], columns: list[str]) -> tuple[pa.Table, list[int]]:
     """Pass A: ``columns`` of the kept rows of every part, and the kept count per part."""
     tables, per_part = [], []
     for path in parts:
-        t = pq.read_table(path, columns=["status", *columns])
+        t = layout.read_parquet(path, columns=["status", *columns])
         t = t.filter(pc.equal(t["status"], "kept")).drop_columns(["status"])
         tables.append(t.combine_chunks())
         per_part.append(t.num_rows)
@@ -59,14 +61,18 @@ def _kept_columns(parts: list[str], columns: list[str]) -> tuple[pa.Table, list[
 
 
 def write_plan(
-    parts: list[str], plan_path: str, rejects_path: str, spill_dir: str, s: PlanSettings,
-    log: Callable[[str], None] = lambda _: None, bin_rows: int = BIN_ROWS,
+    layout: Layout, chunks: int, s: PlanSettings, log: Callable[[str], None] = lambda _: None,
+    bin_rows: int = BIN_ROWS,
 ) -> dict[str, int]:  # fmt: skip
-    """Plan the kept rows of ``parts`` (scan parts in ``seq`` order) into ``plan_path``; early rejects into
-    ``rejects_path``. Raises WeightError when the weights cannot be met (nothing is written then)."""
+    """Plan the kept rows of the ``chunks`` scan parts into ``layout.plan``, the early rejects into
+    ``layout.early_rejects``. Raises WeightError when the weights cannot be met (nothing is written then).
+
+    Spill files are the driver's own scratch (a local temporary folder), read back by it alone.
+    """
+    parts = [layout.scan_part(c) for c in range(chunks)]
     cats = list(s.weights.tag_categories) if s.weights.tag_balance else []
     small = ["seq", "key", "source", "phash", "sha256", "quality_score", "width", "height"]
-    kept, per_part = _kept_columns(parts, small + [f"tags_{c}" for c in cats])
+    kept, per_part = _kept_columns(layout, parts, small + [f"tags_{c}" for c in cats])
     n = kept.num_rows
     phash = _np(kept, "phash", np.int64)
     score = _np(kept, "quality_score", np.float64)
@@ -109,58 +115,61 @@ def write_plan(
     spill_schema = PLAN_SCHEMA.append(pa.field(_DEST, pa.int64()))
     in_memory: list[pa.Table] = []
     spills: list[pq.ParquetWriter] = []
-    if bins > 1:
-        shutil.rmtree(spill_dir, ignore_errors=True)
-        os.makedirs(spill_dir)
-        spills = [pq.ParquetWriter(_bin_path(spill_dir, b), spill_schema) for b in range(bins)]
-    reject_count = 0
-    with atomic_parquet(rejects_path, REJECT_SCHEMA) as rejects:
-        offset = 0
-        for path, count in zip(parts, per_part, strict=True):
-            t = pq.read_table(path, columns=list(dict.fromkeys(["status", *PLAN_COLUMNS, *REJECT_COLUMNS])))
-            is_kept = pc.equal(t["status"], "kept")
-            early = [t.filter(pc.invert(is_kept)).select(REJECT_COLUMNS).cast(REJECT_SCHEMA)]
-            rows = t.filter(is_kept)
-            if rows.num_rows != count:
-                raise RuntimeError(f"{path} changed during the plan phase")
-            k = np.arange(offset, offset + count)
-            offset += count
-            gone = dropped[k]
-            if gone.any():
-                ids = rows.filter(pa.array(gone)).select(_IDS)
-                dup = reject_rows(ids, k[gone], keeper, exact, kept["key"], phash, score)
-                early.append(pa.Table.from_pylist(dup, schema=REJECT_SCHEMA))
-            part_rejects = pa.concat_tables(early).sort_by("seq")
-            reject_count += part_rejects.num_rows
-            if part_rejects.num_rows:
-                rejects.write_table(part_rejects, row_group_size=ROW_GROUP)
-            p = plan_index[k[~gone]]
-            if len(p) == 0:
-                continue
-            rows = rows.filter(pa.array(~gone)).select(PLAN_COLUMNS)
-            take = pa.array(p, pa.int64())
-            for name, column in extra.items():
-                rows = rows.append_column(name, column.take(take))
-            rows = rows.append_column(_DEST, pa.array(dest[p])).cast(spill_schema)
-            if not spills:
-                in_memory.append(rows)
-                continue
-            which = dest[p] // bin_rows
-            for b in np.unique(which).tolist():
-                spills[b].write_table(rows.filter(pa.array(which == b)))
-    for w in spills:
-        w.close()
-    with atomic_parquet(plan_path, PLAN_SCHEMA) as plan:
-        for b in range(bins):
-            if spills:
-                t = pq.read_table(_bin_path(spill_dir, b))
-            else:
-                t = pa.concat_tables(in_memory) if in_memory else spill_schema.empty_table()
-                in_memory = []
-            t = t.take(pc.sort_indices(t[_DEST])).drop_columns([_DEST])
-            plan.write_table(t, row_group_size=ROW_GROUP)
-    if spills:
-        shutil.rmtree(spill_dir, ignore_errors=True)
+    spill_dir = tempfile.mkdtemp(prefix="linepairs-plan-") if bins > 1 else ""
+    try:
+        if bins > 1:
+            spills = [pq.ParquetWriter(_bin_path(spill_dir, b), spill_schema) for b in range(bins)]
+        reject_count = 0
+        with atomic_parquet(layout, layout.early_rejects, REJECT_SCHEMA) as rejects:
+            offset = 0
+            for path, count in zip(parts, per_part, strict=True):
+                t = layout.read_parquet(
+                    path, columns=list(dict.fromkeys(["status", *PLAN_COLUMNS, *REJECT_COLUMNS]))
+                )
+                is_kept = pc.equal(t["status"], "kept")
+                early = [t.filter(pc.invert(is_kept)).select(REJECT_COLUMNS).cast(REJECT_SCHEMA)]
+                rows = t.filter(is_kept)
+                if rows.num_rows != count:
+                    raise RuntimeError(f"{path} changed during the plan phase")
+                k = np.arange(offset, offset + count)
+                offset += count
+                gone = dropped[k]
+                if gone.any():
+                    ids = rows.filter(pa.array(gone)).select(_IDS)
+                    dup = reject_rows(ids, k[gone], keeper, exact, kept["key"], phash, score)
+                    early.append(pa.Table.from_pylist(dup, schema=REJECT_SCHEMA))
+                part_rejects = pa.concat_tables(early).sort_by("seq")
+                reject_count += part_rejects.num_rows
+                if part_rejects.num_rows:
+                    rejects.write_table(part_rejects, row_group_size=ROW_GROUP)
+                p = plan_index[k[~gone]]
+                if len(p) == 0:
+                    continue
+                rows = rows.filter(pa.array(~gone)).select(PLAN_COLUMNS)
+                take = pa.array(p, pa.int64())
+                for name, column in extra.items():
+                    rows = rows.append_column(name, column.take(take))
+                rows = rows.append_column(_DEST, pa.array(dest[p])).cast(spill_schema)
+                if not spills:
+                    in_memory.append(rows)
+                    continue
+                which = dest[p] // bin_rows
+                for b in np.unique(which).tolist():
+                    spills[b].write_table(rows.filter(pa.array(which == b)))
+        for w in spills:
+            w.close()
+        with atomic_parquet(layout, layout.plan, PLAN_SCHEMA) as plan:
+            for b in range(bins):
+                if spills:
+                    t = pq.read_table(_bin_path(spill_dir, b))
+                else:
+                    t = pa.concat_tables(in_memory) if in_memory else spill_schema.empty_table()
+                    in_memory = []
+                t = t.take(pc.sort_indices(t[_DEST])).drop_columns([_DEST])
+                plan.write_table(t, row_group_size=ROW_GROUP)
+    finally:
+        if spill_dir:
+            shutil.rmtree(spill_dir, ignore_errors=True)
     return {"planned": m, "early_rejects": reject_count, **stats}
 
 
@@ -176,8 +185,8 @@ class PlanReader:
     """A finished plan.parquet read shard by shard: the driver holds (offset, length) per shard and at
     most the row groups of the shard in flight, never the whole plan."""
 
-    def __init__(self, path: str):
-        self.file = pq.ParquetFile(path)
+    def __init__(self, layout: Layout, path: str):
+        self.file = pq.ParquetFile(layout.open_input_file(path))
         meta = self.file.metadata
         sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)

@@ -11,17 +11,15 @@ import json
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 import lineart
 from curation.quality import LearnedScorer
 from curation.scan import ScanSettings, scan_rows
 from lineart.augment import AugmentPolicy
 from lineart.quality import PairQuality
+from sharding.layout import Layout
 from sharding.materialize import materialize_shard
 from sharding.schema import SCAN_SCHEMA
-
-from .state import Layout, write_json, write_parquet
 
 
 def make_extractors(specs: list[dict[str, Any]], device: str = "cpu") -> dict[str, Any]:
@@ -46,22 +44,21 @@ def scorer_for(settings: ScanSettings) -> Any:
 
 
 def scan_chunk(
-    item: dict[str, Any], out: str, settings: ScanSettings, unit: int = 0, records_rows: int = 0
+    item: dict[str, Any], layout: Layout, settings: ScanSettings, unit: int = 0, records_rows: int = 0
 ) -> dict[str, Any]:
     """Scan the ``unit`` records from ``chunk * unit`` into ``scan/part-NNNNNN.parquet``.
 
     A unit lies inside one records part of ``records_rows`` (0: units and records parts are the same).
     """
-    layout = Layout(out)
     chunk = int(item["chunk"])
     if unit and records_rows:
         first = chunk * unit
-        table = pq.read_table(layout.records_part(first // records_rows))
+        table = layout.read_parquet(layout.records_part(first // records_rows))
         records = table.slice(first % records_rows, unit).to_pylist()
     else:
-        records = pq.read_table(layout.records_part(chunk)).to_pylist()
+        records = layout.read_parquet(layout.records_part(chunk)).to_pylist()
     rows = scan_rows(records, settings, scorer_for(settings))
-    write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
+    layout.write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
     return {"chunk": chunk, "rows": len(rows), "kept": sum(r["status"] == "kept" for r in rows)}
 
 
@@ -69,8 +66,8 @@ class ShardMaterializer:
     """A Ray actor (see pipelines/build.py): builds the extractors once (models loaded once, on its
     device) and writes every shard it is given, each with its state file."""
 
-    def __init__(self, out: str, config: dict[str, Any], device: str):
-        self.out = out
+    def __init__(self, layout: Layout, config: dict[str, Any], device: str):
+        self.layout = layout
         self.device = device
         self.extractors = make_extractors(config["extractors"], device)
         self.shards = config["shards"]
@@ -83,7 +80,7 @@ class ShardMaterializer:
         """Write one shard and its state file; returns the state."""
         fmt = self.shards["image_format"]
         result = materialize_shard(
-            self.out,
+            self.layout,
             rows,
             self.extractors,
             image_format=fmt,
@@ -99,5 +96,5 @@ class ShardMaterializer:
             "rejects": result.rejects,
             "dropped": result.dropped,
         }
-        write_json(Layout(self.out).shard_state(result.stats.path), state)
+        self.layout.write_json(self.layout.shard_state(result.stats.path), state)
         return state

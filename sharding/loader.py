@@ -27,7 +27,6 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
-import os
 import sys
 import tarfile
 import threading
@@ -42,7 +41,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
+
+from .layout import Layout, StorageError
+from .layout import open_filesystem as _open_filesystem
 
 SCHEDULE_BLOCK = 64  # batches per bucket-schedule block
 STATE_VERSION = 1
@@ -88,28 +89,21 @@ class Batch:
 
 
 def open_filesystem(out: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, root path) for a local path or a URL pyarrow or fsspec understands."""
-    if "://" not in out:
-        return pafs.LocalFileSystem(), os.path.abspath(out)
+    """(filesystem, root path) for a local path or a URL (``sharding.layout.open_filesystem``)."""
     try:
-        fs, path = pafs.FileSystem.from_uri(out)
-        return fs, path.rstrip("/")
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    try:
-        import fsspec
-    except ImportError:
-        raise LoaderError(f"pyarrow does not understand {out!r} and fsspec is not installed") from None
-    try:
-        fs, path = fsspec.core.url_to_fs(out)
-    except (ImportError, ValueError) as exc:
-        raise LoaderError(f"cannot open {out!r}: {exc}") from None
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path.rstrip("/")
+        return _open_filesystem(out)
+    except StorageError as exc:
+        raise LoaderError(str(exc)) from None
 
 
-def _read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
-    with fs.open_input_stream(path) as fh:
-        return fh.read()
+def open_layout(out: Layout | str) -> Layout:
+    """OUT's layout; a URL that cannot be opened is a LoaderError."""
+    if isinstance(out, Layout):
+        return out
+    try:
+        return Layout(out)
+    except StorageError as exc:
+        raise LoaderError(str(exc)) from None
 
 
 # ---------------------------------------------------------------- population
@@ -159,33 +153,34 @@ def _codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[Any]]:
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32), encoded.dictionary.to_pylist()
 
 
-def shard_problems(fs: pafs.FileSystem, root: str, shards: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+def shard_problems(layout: Layout, shards: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """Shards that are missing or whose size differs from shards.json: path -> what is wrong."""
-    infos = fs.get_file_info([f"{root}/{s['path']}" for s in shards])
+    sizes = layout.sizes([layout.shard(s["path"]) for s in shards])
     problems = {}
-    for entry, info in zip(shards, infos, strict=True):
-        if info.type == pafs.FileType.NotFound:
+    for entry, size in zip(shards, sizes, strict=True):
+        if size is None:
             problems[entry["path"]] = "missing"
-        elif info.size != entry["bytes"]:
+        elif size != entry["bytes"]:
             problems[entry["path"]] = (
-                f"{info.size} bytes, shards.json says {entry['bytes']} (truncated or changed)"
+                f"{size} bytes, shards.json says {entry['bytes']} (truncated or changed)"
             )
     return problems
 
 
 def load_population(
-    out: str, *, weighted: bool = True, skip_bad_shards: bool = False
-) -> tuple[Population, pafs.FileSystem, str]:
-    fs, root = open_filesystem(out)
+    out: Layout | str, *, weighted: bool = True, skip_bad_shards: bool = False
+) -> tuple[Population, Layout]:
+    layout = open_layout(out)
+    out = layout.out
     try:
-        shards_raw = _read_bytes(fs, f"{root}/shards.json")
-        table = pq.read_table(f"{root}/manifest.parquet", filesystem=fs, columns=_MANIFEST_COLUMNS)
+        shards_raw = layout.read_bytes(layout.shards_json)
+        table = layout.read_parquet(layout.manifest, columns=_MANIFEST_COLUMNS)
     except (FileNotFoundError, OSError) as exc:
         raise LoaderError(
             f"{out} is not a finished build (no manifest.parquet / shards.json): {exc}"
         ) from None
     shards = json.loads(shards_raw)["shards"]
-    problems = shard_problems(fs, root, shards)
+    problems = shard_problems(layout, shards)
     if problems and not skip_bad_shards:
         listed = "; ".join(f"{p}: {why}" for p, why in sorted(problems.items()))
         raise ShardError(
@@ -235,7 +230,7 @@ def load_population(
         fingerprint=fingerprint,
         skipped=sorted(problems),
     )
-    return pop, fs, root
+    return pop, layout
 
 
 # ---------------------------------------------------------------- sampling
@@ -316,8 +311,8 @@ class ShardReader:
     expensive part, happens outside.
     """
 
-    def __init__(self, fs: pafs.FileSystem, root: str, max_open: int = 64) -> None:
-        self.fs, self.root, self.max_open = fs, root, max_open
+    def __init__(self, layout: Layout, max_open: int = 64) -> None:
+        self.layout, self.max_open = layout, max_open
         self._index: dict[str, dict[str, dict[str, tuple[int, int]]]] = {}
         self._files: OrderedDict[str, Any] = OrderedDict()
         self._locks: dict[str, threading.Lock] = {}
@@ -335,7 +330,7 @@ class ShardReader:
                 self._files.move_to_end(shard)
                 return fh
         try:
-            fh = self.fs.open_input_file(f"{self.root}/{shard}")
+            fh = self.layout.open_input_file(self.layout.shard(shard))
         except (FileNotFoundError, OSError) as exc:
             raise ShardError(f"shard {shard}: cannot open ({exc})") from None
         with self._lock:
@@ -419,7 +414,7 @@ def decode_gray(data: bytes) -> np.ndarray:
 class BatchStream:
     """Iterable of batches (or of key lists); see ``batches``. Re-iterating starts at ``state``."""
 
-    def __init__(self, out: str, batch_size: int, *, seed: int = 0, keys_only: bool = False, resampled: bool = True,
+    def __init__(self, out: Layout | str, batch_size: int, *, seed: int = 0, keys_only: bool = False, resampled: bool = True,
                  weighted: bool = True, epoch: int = 0, epoch_draws: int | None = None, drop_last: bool | None = None,
                  extractor: str | None = None, extractor_probs: Mapping[str, float] | None = None, decode: bool = True,
                  rank: int = 0, world_size: int = 1, state: Mapping[str, Any] | None = None,
@@ -436,9 +431,8 @@ class BatchStream:
         self.keys_only, self.decode, self.threads = keys_only, decode, max(1, threads)
         self.rank, self.world_size, self.skip_bad_shards = rank, world_size, skip_bad_shards
         self.resampled, self.epoch = resampled, epoch
-        self.pop, self.fs, self.root = load_population(
-            out, weighted=weighted, skip_bad_shards=skip_bad_shards
-        )
+        self.pop, self.layout = load_population(out, weighted=weighted, skip_bad_shards=skip_bad_shards)
+        self.out = self.layout.out
         drop_last = resampled if drop_last is None else drop_last
         self.plan = _Plan(self.pop, batch_size, seed, resampled, epoch, epoch_draws, drop_last)
         self._settings = {
@@ -545,7 +539,7 @@ class BatchStream:
 
     def reader(self) -> ShardReader:
         if self._reader is None:
-            self._reader = ShardReader(self.fs, self.root)
+            self._reader = ShardReader(self.layout)
         return self._reader
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from curation.records import TAG_CATEGORIES
 from lineart.augment import AugmentPolicy, augment, sample_seed
 from lineart.quality import PairQuality, judge
 
+from .layout import Layout
 from .writer import ShardStats, write_shard
 
 EXTRACT_CHUNK = 16  # images per extractor call: bounds memory for large buckets
@@ -107,7 +108,7 @@ def sample_json(
 
 
 def materialize_shard(
-    out: str,
+    out: Layout | str,
     rows: list[dict[str, Any]],
     extractors: Mapping[str, Any],
     *,

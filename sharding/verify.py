@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 from collections import defaultdict
 from typing import Any
 
-import pyarrow.parquet as pq
 from PIL import Image
 
-from curation.decode import sha256_file
+from .layout import Layout
 
 IMAGE_EXTS = ("jpg", "webp")
 
@@ -23,20 +21,22 @@ def _decode(data: bytes) -> Image.Image:
     return im
 
 
-def verify_shard(out: str, entry: dict[str, Any], rows: dict[str, dict[str, Any]]) -> list[str]:
+def verify_shard(out: Layout | str, entry: dict[str, Any], rows: dict[str, dict[str, Any]]) -> list[str]:
     """Faults of one shard; ``rows`` are its manifest rows by key."""
+    layout = out if isinstance(out, Layout) else Layout(out)
     rel = entry["path"]
-    path = os.path.join(out, rel)
-    if not os.path.isfile(path):
+    path = layout.shard(rel)
+    size = layout.size(path)
+    if size is None:
         return [f"{rel}: missing"]
     faults = []
-    if os.path.getsize(path) != entry["bytes"]:
-        faults.append(f"{rel}: {os.path.getsize(path)} bytes, shards.json says {entry['bytes']}")
-    if sha256_file(path) != entry["sha256"]:
+    if size != entry["bytes"]:
+        faults.append(f"{rel}: {size} bytes, shards.json says {entry['bytes']}")
+    if layout.sha256(path) != entry["sha256"]:
         faults.append(f"{rel}: sha256 differs from shards.json")
     members: dict[str, dict[str, bytes]] = defaultdict(dict)
     try:
-        with tarfile.open(path) as tar:
+        with layout.open_input_file(path) as fh, tarfile.open(fileobj=fh) as tar:
             for info in tar:
                 if not info.isfile():
                     faults.append(f"{rel}: member {info.name} is not a regular file")
@@ -105,15 +105,15 @@ def _check_sample(rel: str, key: str, files: dict[str, bytes], row: dict[str, An
     return faults
 
 
-def verify_build(out: str) -> list[str]:
-    """Every fault found in OUT; an empty list means the build is sound."""
-    for name in ("shards.json", "manifest.parquet"):
-        if not os.path.isfile(os.path.join(out, name)):
-            return [f"{out}: no {name} (not a finished build)"]
-    with open(os.path.join(out, "shards.json")) as fh:
-        shards = json.load(fh)["shards"]
-    manifest = pq.read_table(
-        os.path.join(out, "manifest.parquet"),
+def verify_build(out: Layout | str) -> list[str]:
+    """Every fault found in OUT (a path or URL); an empty list means the build is sound."""
+    layout = out if isinstance(out, Layout) else Layout(out)
+    for path in (layout.shards_json, layout.manifest):
+        if layout.size(path) is None:
+            return [f"{layout.out}: no {layout.rel(path)} (not a finished build)"]
+    shards = layout.read_json(layout.shards_json)["shards"]
+    manifest = layout.read_parquet(
+        layout.manifest,
         columns=["key", "shard", "bucket_w", "bucket_h", "weight", "extractors"],
     ).to_pylist()
     by_shard: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -126,5 +126,5 @@ def verify_build(out: str) -> list[str]:
     for shard in sorted(set(by_shard) - listed):
         faults.append(f"manifest: shard {shard} is not in shards.json")
     for entry in shards:
-        faults += verify_shard(out, entry, by_shard.get(entry["path"], {}))
+        faults += verify_shard(layout, entry, by_shard.get(entry["path"], {}))
     return faults

@@ -1,4 +1,4 @@
-"""Deterministic WebDataset tar writing: temporary name, fsync, atomic rename.
+"""Deterministic WebDataset tar bytes, committed into OUT through ``sharding.layout``.
 
 Headers are fixed (mtime 0, uid/gid 0, mode 0644, pax, no extended headers for short names) so that the same samples give the
 same bytes on every run and machine; members keep the order given.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tarfile
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from .layout import Layout, atomic_write_bytes, fsync_dir  # noqa: F401  (fsync_dir: wnet.checkpoint)
 
 
 @dataclass(frozen=True)
@@ -33,26 +33,6 @@ def _member(name: str, data: bytes) -> tarfile.TarInfo:
     return info
 
 
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never half."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(os.path.dirname(path) or ".")
-
-
 def tar_bytes(samples: Iterable[tuple[str, list[tuple[str, bytes]]]]) -> tuple[bytes, int]:
     """``(key, [(extension, data), ...])`` -> tar bytes and the sample count."""
     buf = io.BytesIO()
@@ -68,8 +48,10 @@ def tar_bytes(samples: Iterable[tuple[str, list[tuple[str, bytes]]]]) -> tuple[b
 
 
 def write_shard(
-    out: str, rel_path: str, samples: Iterable[tuple[str, list[tuple[str, bytes]]]]
+    out: Layout | str, rel_path: str, samples: Iterable[tuple[str, list[tuple[str, bytes]]]]
 ) -> ShardStats:
+    """Commit one shard (complete or absent); its size and sha256 are what the state file records."""
+    layout = out if isinstance(out, Layout) else Layout(out)
     data, count = tar_bytes(samples)
-    atomic_write_bytes(os.path.join(out, rel_path), data)
+    layout.write_bytes(layout.shard(rel_path), data)
     return ShardStats(rel_path, count, len(data), hashlib.sha256(data).hexdigest())

@@ -15,8 +15,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 
+from sharding.layout import Layout
 from sharding.loader import Batch, BatchStream, batches
 
 from .config import WnetConfig
@@ -31,7 +31,8 @@ def is_heldout(key: str, fraction: float) -> bool:
 
 
 def heldout_keys(build: str, fraction: float, buckets: list[tuple[int, int]] | None = None) -> list[str]:
-    table = pq.read_table(f"{build}/manifest.parquet", columns=["key", "bucket_w", "bucket_h"])
+    layout = Layout(build)
+    table = layout.read_parquet(layout.manifest, columns=["key", "bucket_w", "bucket_h"])
     wanted = set(buckets) if buckets else None
     return [
         k

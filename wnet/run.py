@@ -17,8 +17,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 import torch
+
+from sharding.layout import Layout, StorageError
 
 from .checkpoint import latest_checkpoint, open_checkpoint, save_checkpoint
 from .config import WnetConfig, WnetConfigError, check_same, config_from_dict, differences
@@ -72,12 +73,20 @@ def _write_json(path: str, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def open_build(build: str) -> Layout:
+    """The build's layout (a path or URL); one-line RunError when it cannot be opened."""
+    try:
+        return Layout(build)
+    except StorageError as exc:
+        raise RunError(str(exc)) from None
+
+
 def check_build(build: str, cfg: WnetConfig, multiple: int) -> dict[tuple[int, int], int]:
     """Samples per bucket of the build that the config trains on; errors name what is missing."""
-    manifest = os.path.join(build, "manifest.parquet")
-    if not os.path.isfile(manifest):
-        raise RunError(f"{build} is not a finished linepairs build (no manifest.parquet)")
-    table = pq.read_table(manifest, columns=["bucket_w", "bucket_h"])
+    layout = open_build(build)
+    if layout.size(layout.manifest) is None:
+        raise RunError(f"{build} is not a finished linepairs build (no {layout.rel(layout.manifest)})")
+    table = layout.read_parquet(layout.manifest, columns=["bucket_w", "bucket_h"])
     counts: dict[tuple[int, int], int] = {}
     for w, h in zip(table["bucket_w"].to_pylist(), table["bucket_h"].to_pylist(), strict=True):
         counts[(w, h)] = counts.get((w, h), 0) + 1
@@ -100,7 +109,7 @@ def prepare_run(req: TrainRequest) -> tuple[WnetConfig, TagVocab]:
     """Create ``RUN/run.json`` or check that it matches the request; returns the config and vocabulary."""
     os.makedirs(req.run, exist_ok=True)
     path = os.path.join(req.run, "run.json")
-    build = os.path.abspath(req.build)
+    build = open_build(req.build).out
     if os.path.exists(path):
         saved = _read_json(path)
         old_cfg, new_cfg = dict(saved["config"]), req.config.to_dict()
@@ -115,9 +124,8 @@ def prepare_run(req: TrainRequest) -> tuple[WnetConfig, TagVocab]:
         return req.config, TagVocab.from_json(saved["vocab"])
     if os.listdir(req.run):
         raise RunError(f"{req.run} exists, is not empty and is not a W-net run; choose another --run")
-    vocab = TagVocab.from_manifest(
-        os.path.join(build, "manifest.parquet"), req.config.model.vocab_per_category
-    )
+    layout = open_build(build)
+    vocab = TagVocab.from_manifest(layout.manifest, req.config.model.vocab_per_category, filesystem=layout.fs)
     _write_json(
         path, {"format": RUN_FORMAT, "build": build, "config": req.config.to_dict(), "vocab": vocab.to_json()}
     )
@@ -214,7 +222,7 @@ def train_loop(req: TrainRequest, rank: int = 0, world: int = 1, wrap=None) -> T
             req.run, trainer.step, **trainer.state_dicts(), keep=cfg.train.keep_checkpoints,
             state={"config": cfg.to_dict(), "vocab": vocab.to_json(), "loader_states": states,
                    "space": {"channels": trainer.space.channels, "stride": trainer.space.stride},
-                   "build": os.path.abspath(req.build), "world": world},
+                   "build": req.build, "world": world},
         )  # fmt: skip
 
     try:
@@ -306,7 +314,7 @@ def _progress(start: int, total: int, enabled: bool):
 
 def train(req: TrainRequest) -> TrainResult:
     """Prepare RUN, then run the loop here or on Ray Train workers."""
-    req.run, req.build = os.path.abspath(req.run), os.path.abspath(req.build)
+    req.run, req.build = os.path.abspath(req.run), open_build(req.build).out
     cfg = req.config
     check_build(req.build, cfg, 2 ** (len(cfg.model.channels) - 1) * _space_stride(cfg))
     prepare_run(req)

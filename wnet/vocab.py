@@ -47,8 +47,9 @@ class TagVocab:
         return cls(tuple(tokens))
 
     @classmethod
-    def from_manifest(cls, path: str, per_category: int) -> TagVocab:
-        table = pq.read_table(path, columns=[f"tags_{c}" for c in CATEGORY_ORDER])
+    def from_manifest(cls, path: str, per_category: int, filesystem=None) -> TagVocab:
+        """From ``path`` (a manifest.parquet; inside ``filesystem`` when given, e.g. a build on a store)."""
+        table = pq.read_table(path, columns=[f"tags_{c}" for c in CATEGORY_ORDER], filesystem=filesystem)
         columns = {c: table[f"tags_{c}"].to_pylist() for c in CATEGORY_ORDER}
         rows = ({c: columns[c][i] for c in CATEGORY_ORDER} for i in range(table.num_rows))
         return cls.build(rows, per_category)

@@ -108,19 +108,20 @@ def run(args) -> dict[str, Any]:
 
 def materialize_in_process(out: str, cfg: BuildConfig) -> float:
     """Samples/s writing every shard of ``out``'s plan again, in this process on one core."""
-    import pyarrow.parquet as pq
+    from sharding.layout import Layout
 
-    from ..build import shard_spans
+    from ..planphase import PlanReader
     from ..tasks import ShardMaterializer
 
-    plan = pq.read_table(os.path.join(out, "plan.parquet"))
+    built = Layout(out)
+    plan = PlanReader(built, built.plan)
     scratch = tempfile.mkdtemp(prefix="lp-bench-mat-")
     cv2.setNumThreads(1)
     try:
-        writer = ShardMaterializer(scratch, cfg.to_dict(), "cpu")
+        writer = ShardMaterializer(Layout(scratch), cfg.to_dict(), "cpu")
         start = time.perf_counter()
-        for offset, length in shard_spans(plan).values():
-            writer.materialize(plan.slice(offset, length).to_pylist())
+        for shard in sorted(plan.spans):
+            writer.materialize(plan.rows(shard))
         return plan.num_rows / (time.perf_counter() - start)
     finally:
         cv2.setNumThreads(-1)

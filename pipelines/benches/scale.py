@@ -127,24 +127,26 @@ def synth_part(first: int, count: int, phash: np.ndarray, file_id: np.ndarray, s
 
 def make_out(out: str, n: int, seed: int = 0) -> None:
     """A scratch OUT holding an enumerated, scanned build of ``n`` synthetic inputs."""
+    from sharding.layout import Layout
+
     from ..build import BuildRequest, scan_unit
     from ..config import BuildConfig
-    from ..state import Layout, write_json, write_parquet
 
     layout = Layout(out)
+    layout.ensure_root()
     unit = scan_unit(n, BuildConfig().scan.chunk_size)
     phash, file_id = synth_hashes(n, seed)
     chunks = -(-n // unit)
     for c in range(chunks):
-        write_parquet(
+        layout.write_parquet(
             layout.scan_part(c), synth_part(c * unit, min(unit, n - c * unit), phash, file_id, seed)
         )
-    write_json(
+    layout.write_json(
         layout.enumerated,
         {"chunks": chunks, "inputs": n, "records_parts": 0, "records_rows": 0, "unit": unit},
     )
     req = BuildRequest([], out, BuildConfig(), show_progress=False)
-    write_json(layout.request, req.identity())
+    layout.write_json(layout.request, req.identity())
 
 
 def _reset_peak() -> bool:
@@ -168,9 +170,12 @@ def _peak_mb() -> float:
 
 def _fake_states(out: str) -> dict[str, dict[str, Any]]:
     """Shard states as materialize leaves them; sparse shard files of the recorded size for the audit."""
+    from sharding.layout import Layout
+
     from ..planphase import PlanReader
 
-    reader = PlanReader(os.path.join(out, "plan.parquet"))
+    layout = Layout(out)
+    reader = PlanReader(layout, layout.plan)
     states = {}
     for i, (shard, (_, length)) in enumerate(sorted(reader.spans.items())):
         late = []
@@ -189,14 +194,15 @@ def _fake_states(out: str) -> dict[str, dict[str, Any]]:
 
 def phase(name: str, out: str) -> dict[str, float]:
     """Run one phase on ``out`` in this process; its seconds and this process's peak RSS during it."""
+    from sharding.layout import Layout
+
     from ..build import BuildRequest, finalize, plan
     from ..config import BuildConfig
-    from ..state import Layout, read_json
 
     layout = Layout(out)
     req = BuildRequest([], out, BuildConfig(), show_progress=False)
-    chunks = read_json(layout.enumerated)["chunks"]
-    states = read_json(os.path.join(out, "_bench_states.json")) if name == "finalize" else None
+    chunks = layout.read_json(layout.enumerated)["chunks"]
+    states = layout.read_json(layout.path("_bench_states.json")) if name == "finalize" else None
     if name in ("audit", "loader"):
         from pipelines.audit import audit
         from sharding.loader import load_population

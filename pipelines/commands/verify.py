@@ -15,11 +15,15 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sharding.layout import Layout, StorageError, is_url
     from sharding.verify import verify_build
 
-    if not os.path.isdir(args.out):
+    if not is_url(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"no such build directory: {args.out}")
-    faults = verify_build(args.out)
+    try:
+        faults = verify_build(Layout(args.out))
+    except (StorageError, OSError) as exc:
+        raise UsageError(f"cannot read {args.out}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
     if faults:
         print(f"{args.out}: {len(faults)} fault(s)")
         for fault in faults:

@@ -1,0 +1,367 @@
+"""The one owner of OUT's layout: every file name inside a build, and how it is written and read.
+
+OUT is a local path, ``file://`` URL or object-store URL (``s3://``, ``gs://``, anything pyarrow
+or fsspec opens). Everything goes through one ``pyarrow.fs`` filesystem: pyarrow already reads
+the manifest and the shards (one client for parquet, ranged reads and writes), has native S3 and
+GCS clients that take the standard ``AWS_*`` variables, and wraps any fsspec filesystem for the
+rest. A local OUT keeps the old behaviour byte for byte (temp name, fsync, rename).
+
+Commit rule: a file is complete or absent. Locally a write goes to a temporary name, is fsynced and
+renamed. Object stores have no rename, but an object only appears once its upload is complete (a
+single PUT or a completed multipart upload), so a write is one upload of the whole bytes. Every
+phase writes its outputs first and its marker (a state file, ``build.json``) after them, so a
+build killed at any moment resumes from the last finished unit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+# Public names inside OUT (the output contract, docs/output.md).
+BUILD_JSON = "build.json"
+MANIFEST = "manifest.parquet"
+REJECTS = "rejects.parquet"
+SHARDS_JSON = "shards.json"
+PLAN = "plan.parquet"
+SCAN_DIR = "scan"
+SHARDS_DIR = "shards"
+# Private progress (may change between versions).
+STATE_DIR = "_state"
+TMP_MARK = ".tmp-"
+READ_BLOCK = 1 << 20
+
+
+class StorageError(ValueError):
+    """OUT or a source cannot be opened as given; the message says which and why (never a secret)."""
+
+
+# ---------------------------------------------------------------- filesystem
+
+
+def is_url(location: str) -> bool:
+    return "://" in location
+
+
+def open_filesystem(
+    location: str, storage_options: Mapping[str, Any] | None = None
+) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a local path or a URL; ``storage_options`` configure the client."""
+    options = dict(storage_options or {})
+    if not is_url(location):
+        return pafs.LocalFileSystem(), os.path.abspath(location)
+    scheme = location.split("://", 1)[0].lower()
+    if scheme == "file":
+        return pafs.LocalFileSystem(), os.path.abspath(location.split("://", 1)[1] or "/")
+    if scheme == "s3":
+        return _s3(location, options)
+    if not options:
+        try:
+            fs, path = pafs.FileSystem.from_uri(location)
+            return fs, path.rstrip("/")
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
+            pass
+    return _fsspec(location, options)
+
+
+# fsspec/s3fs spellings of pyarrow's S3FileSystem options, so either user's habit works.
+_S3_ALIASES = {"key": "access_key", "secret": "secret_key", "token": "session_token", "region_name": "region"}
+
+
+def _s3(location: str, options: dict[str, Any]) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's S3 client: credentials, region and endpoint from ``AWS_*`` (``AWS_ENDPOINT_URL`` too)."""
+    path = location.split("://", 1)[1].strip("/")
+    kwargs = {_S3_ALIASES.get(k, k): v for k, v in options.items()}
+    endpoint = kwargs.pop("endpoint_url", None) or os.environ.get("AWS_ENDPOINT_URL_S3")
+    if endpoint:
+        kwargs["endpoint_override"] = endpoint
+    if "endpoint_override" in kwargs and str(kwargs["endpoint_override"]).startswith("http://"):
+        kwargs.setdefault("scheme", "http")
+    if "region" not in kwargs:
+        kwargs["region"] = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    for key, value in list(kwargs.items()):
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            kwargs[key] = value.lower() == "true"
+    try:
+        return pafs.S3FileSystem(**kwargs), path
+    except TypeError as exc:
+        raise StorageError(f"bad storage option for {location.split('/')[0]}//: {_first_line(exc)}") from None
+
+
+def _fsspec(location: str, options: dict[str, Any]) -> tuple[pafs.FileSystem, str]:
+    try:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(location, **options)
+    except ImportError as exc:
+        raise StorageError(f"cannot open {_redact(location)}: {_first_line(exc)}") from None
+    except (ValueError, TypeError) as exc:
+        raise StorageError(f"cannot open {_redact(location)}: {_first_line(exc)}") from None
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path.rstrip("/")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _redact(location: str) -> str:
+    """A URL without any ``user:password@`` part, for messages."""
+    scheme, sep, rest = location.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        rest = rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
+
+
+def parse_storage_options(items: list[str] | None) -> dict[str, str]:
+    """``--storage-option KEY=VALUE`` (repeatable) -> dict; a bad item is a one-line StorageError."""
+    options: dict[str, str] = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise StorageError(f"--storage-option wants KEY=VALUE, got {item.split('=')[0]!r}")
+        options[key.strip()] = value
+    return options
+
+
+# ---------------------------------------------------------------- local atomic writes
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to local ``path`` so that a crash leaves the old file or the new one, never half."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
+
+
+def json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- the layout
+
+
+class Layout:
+    """OUT: its file names (the public ones are the output contract, docs/output.md) and its I/O.
+
+    Paths returned here are paths inside ``fs`` (for a local OUT: absolute local paths). A Layout
+    pickles (Ray tasks and actors get one), so every node writes through the same filesystem.
+    """
+
+    def __init__(
+        self,
+        out: str,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        fs: pafs.FileSystem | None = None,
+        root: str | None = None,
+    ) -> None:
+        if fs is None:
+            fs, root = open_filesystem(out, storage_options)
+        self.fs: pafs.FileSystem = fs
+        self.root: str = (root or "").rstrip("/") or "/"
+        self.local = isinstance(fs, pafs.LocalFileSystem)
+        # What the user sees: the absolute path for a local OUT, else the URL (without credentials).
+        self.out = self.root if self.local else _redact(out).rstrip("/")
+
+    def __repr__(self) -> str:  # never the filesystem: its options may hold credentials
+        return f"Layout({self.out!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Layout) and (self.out, type(self.fs)) == (other.out, type(other.fs))
+
+    def __hash__(self) -> int:
+        return hash(self.out)
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts]) if parts else self.root
+
+    def rel(self, path: str) -> str:
+        """``path`` relative to OUT."""
+        return path[len(self.root.rstrip("/")) + 1 :] if path.startswith(self.root) else path
+
+    def display(self, path: str) -> str:
+        """``path`` as the user would write it (local path or URL), for messages."""
+        return path if self.local else f"{self.out}/{self.rel(path)}"
+
+    # public
+    @property
+    def build_json(self) -> str:
+        return self.path(BUILD_JSON)
+
+    @property
+    def scan_dir(self) -> str:
+        return self.path(SCAN_DIR)
+
+    def scan_part(self, chunk: int) -> str:
+        return self.path(SCAN_DIR, f"part-{chunk:06d}.parquet")
+
+    @property
+    def plan(self) -> str:
+        return self.path(PLAN)
+
+    @property
+    def manifest(self) -> str:
+        return self.path(MANIFEST)
+
+    @property
+    def rejects(self) -> str:
+        return self.path(REJECTS)
+
+    @property
+    def shards_json(self) -> str:
+        return self.path(SHARDS_JSON)
+
+    def shard(self, rel_path: str) -> str:
+        """A shard tar; ``rel_path`` as in shards.json and the manifest (``shards/WxH/tier-N.tar``)."""
+        return self.path(rel_path)
+
+    # private progress
+    @property
+    def request(self) -> str:
+        return self.path(STATE_DIR, "request.json")
+
+    def records_part(self, chunk: int) -> str:
+        return self.path(STATE_DIR, "records", f"part-{chunk:06d}.parquet")
+
+    @property
+    def enumerated(self) -> str:
+        return self.path(STATE_DIR, "enumerated.json")
+
+    @property
+    def dedup_rejects(self) -> str:
+        return self.path(STATE_DIR, "dedup_rejects.parquet")
+
+    @property
+    def early_rejects(self) -> str:
+        """Scan and dedup rejects sorted by seq: written with the plan, merged with the late ones at the end."""
+        return self.path(STATE_DIR, "early_rejects.parquet")
+
+    def shard_state(self, shard: str) -> str:
+        return self.path(STATE_DIR, "shards", shard.replace("/", "__") + ".json")
+
+    # ------------------------------------------------------------ reading
+
+    def exists(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def size(self, path: str) -> int | None:
+        """Bytes of the file at ``path``; None when it is missing."""
+        info = self.fs.get_file_info(path)
+        return None if info.type != pafs.FileType.File else int(info.size)
+
+    def sizes(self, paths: list[str]) -> list[int | None]:
+        """Sizes of many files in one listing call where the store allows it."""
+        infos = self.fs.get_file_info(paths)
+        return [None if i.type != pafs.FileType.File else int(i.size) for i in infos]
+
+    def read_bytes(self, path: str) -> bytes:
+        with self.fs.open_input_stream(path) as fh:
+            return fh.read()
+
+    def read_json(self, path: str) -> Any:
+        return json.loads(self.read_bytes(path))
+
+    def read_parquet(self, path: str, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(path, columns=columns, filesystem=self.fs)
+
+    def parquet_rows(self, path: str) -> int:
+        with self.fs.open_input_file(path) as fh:
+            return pq.read_metadata(fh).num_rows
+
+    def open_input_file(self, path: str):
+        """A seekable handle (ranged reads on object stores)."""
+        return self.fs.open_input_file(path)
+
+    def sha256(self, path: str) -> str:
+        digest = hashlib.sha256()
+        with self.fs.open_input_stream(path) as fh:
+            while block := fh.read(READ_BLOCK):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def is_empty(self) -> bool:
+        """True when OUT does not exist or holds nothing."""
+        info = self.fs.get_file_info(self.root)
+        if info.type == pafs.FileType.NotFound:
+            return True
+        if info.type == pafs.FileType.File:
+            return False
+        return not self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True, recursive=False))
+
+    def files(self, folder: str) -> Iterator[str]:
+        """Every file below ``folder`` (recursive), as paths inside the filesystem."""
+        selector = pafs.FileSelector(folder, allow_not_found=True, recursive=True)
+        for info in self.fs.get_file_info(selector):
+            if info.type == pafs.FileType.File:
+                yield info.path
+
+    # ------------------------------------------------------------ writing
+
+    def ensure_root(self) -> None:
+        if self.local:
+            os.makedirs(self.root, exist_ok=True)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Commit ``data`` at ``path``: complete or absent, never half (see the module doc)."""
+        if self.local:
+            atomic_write_bytes(path, data)
+            return
+        # One upload of the whole bytes: pyarrow's S3 stream completes its (multipart) upload on
+        # close and aborts it on error, so a killed writer leaves no object behind.
+        with self.fs.open_output_stream(path) as fh:
+            fh.write(data)
+
+    def write_json(self, path: str, data: Any) -> None:
+        self.write_bytes(path, json_bytes(data))
+
+    def write_parquet(self, path: str, table: pa.Table) -> None:
+        self.write_bytes(path, parquet_bytes(table))
+
+    def remove(self, path: str) -> None:
+        self.fs.delete_file(path)
+
+    def remove_temp_files(self) -> int:
+        """Delete leftovers of killed local writers (object stores never hold partial objects)."""
+        if not self.local or not os.path.isdir(self.root):
+            return 0
+        removed = 0
+        for path in self.files(self.root):
+            if TMP_MARK in os.path.basename(path):
+                os.remove(path)
+                removed += 1
+        return removed
+
+
+__all__ = [
+    "BUILD_JSON", "MANIFEST", "PLAN", "REJECTS", "SCAN_DIR", "SHARDS_DIR", "SHARDS_JSON", "STATE_DIR",
+    "Layout", "StorageError", "atomic_write_bytes", "fsync_dir", "is_url", "json_bytes", "open_filesystem",
+    "parquet_bytes", "parse_storage_options",
+]  # fmt: skip
