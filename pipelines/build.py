@@ -385,8 +385,7 @@ def finalize(
     late = sorted((r for s in states.values() for r in s["rejects"]), key=lambda r: r["seq"])
     dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
     tally = write_manifest(
-        layout.plan,
-        layout.manifest,
+        layout,
         {r["key"] for r in late},
         [e.name for e in req.config.extractors],
         dropped,
