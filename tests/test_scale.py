@@ -168,3 +168,41 @@ def test_scale_bench_reports_every_phase(tmp_path):
     report = json.loads(done.stdout.strip().splitlines()[-1])
     for phase in ("plan", "dispatch", "finalize", "audit", "loader"):
         assert report[phase]["peak_rss_mb"] > 10 and report[phase]["seconds"] >= 0
+
+
+def _big_jpeg(orientation: int | None = None) -> bytes:
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:1400, 0:2200]
+    rgb = np.stack([(xx // 7) % 256, (yy // 5) % 256, (xx + yy) % 256], -1).astype(np.uint8)
+    rgb[rng.integers(0, 1400, 500), rng.integers(0, 2200, 500)] = 0  # some detail
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    Image.fromarray(rgb).save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def test_draft_decode_keeps_the_true_size_and_catches_truncation():
+    from curation.decode import DecodeReject, decode_for_metrics, decode_image
+
+    for orientation in (None, 6):
+        data = _big_jpeg(orientation)
+        full = decode_image(data, 10**9).rgb
+        small, size = decode_for_metrics(data, 10**9, 1024)
+        assert size == (full.shape[1], full.shape[0])
+        assert max(small.shape[:2]) >= 1024 and small.shape[0] * full.shape[1] == small.shape[1] * full.shape[0]
+        assert max(small.shape[:2]) < max(full.shape[:2])  # drafted: decoded at 1/2 scale
+    data = _big_jpeg()
+    for cut in (len(data) // 2, len(data) - 200):
+        with pytest.raises(DecodeReject) as full_err:
+            decode_image(data[:cut], 10**9)
+        with pytest.raises(DecodeReject) as draft_err:
+            decode_for_metrics(data[:cut], 10**9, 1024)
+        assert draft_err.value.reason == full_err.value.reason == "decode_error"
+    with pytest.raises(DecodeReject, match="too_many_pixels"):
+        decode_for_metrics(data, 1000, 1024)
