@@ -23,6 +23,7 @@ from curation.weighting import WeightError, check_sources, weight_summary
 from sharding.layout import Layout
 from sharding.schema import RECORD_SCHEMA
 
+from .columnar import labels
 from .config import BuildConfig, ConfigError, diff_dicts
 from .finalize import write_manifest, write_rejects
 from .planphase import PlanReader, PlanSettings, write_plan
@@ -282,7 +283,7 @@ def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSetting
     return make_settings(
         max_pixels=cfg.scan.max_pixels, min_side=cfg.scan.min_side, max_aspect=cfg.scan.max_aspect,
         filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
-        sources=records["source"].to_pylist(),
+        sources=labels(records["source"]),  # one Python string per source, not per record
         scores=records["score"].to_numpy(zero_copy_only=False).astype(np.float64),
         favs=records["fav_count"].to_numpy(zero_copy_only=False).astype(np.float64),
     )  # fmt: skip
