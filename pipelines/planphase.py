@@ -109,7 +109,8 @@ def write_plan(
     dest[assignment.order] = np.arange(m)
     plan_index = np.full(n, -1, np.int64)  # kept row -> planned row (-1: dropped as a duplicate)
     plan_index[survivors] = np.arange(m)
-    del planned, weighted, assignment
+    kept_keys = kept["key"]  # the keepers' names for dedup reject rows; the rest of pass A is dropped
+    del kept, planned, weighted, assignment
 
     bins = max(1, -(-m // bin_rows))
     spill_schema = PLAN_SCHEMA.append(pa.field(_DEST, pa.int64()))
@@ -136,7 +137,7 @@ def write_plan(
                 gone = dropped[k]
                 if gone.any():
                     ids = rows.filter(pa.array(gone)).select(_IDS)
-                    dup = reject_rows(ids, k[gone], keeper, exact, kept["key"], phash, score)
+                    dup = reject_rows(ids, k[gone], keeper, exact, kept_keys, phash, score)
                     early.append(pa.Table.from_pylist(dup, schema=REJECT_SCHEMA))
                 part_rejects = pa.concat_tables(early).sort_by("seq")
                 reject_count += part_rejects.num_rows
