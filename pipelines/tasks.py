@@ -10,6 +10,7 @@ import dataclasses
 import json
 from typing import Any
 
+import cv2
 import pyarrow as pa
 
 import lineart
@@ -50,6 +51,7 @@ def scan_chunk(
 
     A unit lies inside one records part of ``records_rows`` (0: units and records parts are the same).
     """
+    cv2.setNumThreads(1)  # the task holds one CPU (num_cpus=1): OpenCV threads would oversubscribe it
     chunk = int(item["chunk"])
     if unit and records_rows:
         first = chunk * unit
@@ -67,6 +69,8 @@ class ShardMaterializer:
     device) and writes every shard it is given, each with its state file."""
 
     def __init__(self, layout: Layout, config: dict[str, Any], device: str):
+        if device == "cpu":
+            cv2.setNumThreads(1)  # one CPU per actor (num_cpus=1): one OpenCV thread, as the floor
         self.layout = layout
         self.device = device
         self.extractors = make_extractors(config["extractors"], device)
