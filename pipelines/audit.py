@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from curation.weighting import effective_sample_size
 from pipelines.columnar import parquet_batches
 from sharding.layout import Layout
-from sharding.loader import BatchStream, LoaderError, shard_problems
+from sharding.loader import BatchStream, LoaderError, open_layout, shard_problems
 
 DIMENSIONS = ("source", "tier", "bucket")
 
@@ -107,13 +107,13 @@ def _rejects(layout: Layout) -> dict[str, int]:
 
 
 def audit(
-    out: str, *, draws: int = 200_000, batch_size: int = 64, seed: int = 0, top_tags: int = 20
+    out: Layout | str, *, draws: int = 200_000, batch_size: int = 64, seed: int = 0, top_tags: int = 20
 ) -> dict[str, Any]:
     """The audit report as a JSON-serialisable dict (``realised`` comes from the loader)."""
-    layout = Layout(out)
+    layout = open_layout(out)
     with warnings.catch_warnings():  # bad shards are reported below, as part of the audit
         warnings.simplefilter("ignore")
-        stream = BatchStream(out, batch_size, seed=seed, keys_only=True, skip_bad_shards=True)
+        stream = BatchStream(layout, batch_size, seed=seed, keys_only=True, skip_bad_shards=True)
     shards = layout.read_json(layout.shards_json)["shards"]
     problems = shard_problems(layout, shards)
     pop = stream.pop
@@ -129,7 +129,7 @@ def audit(
     )
     build = layout.read_json(layout.build_json) if layout.exists(layout.build_json) else None
     return {
-        "out": out,
+        "out": layout.out,
         "samples": len(pop),
         "shards": len(shards),
         "shard_problems": problems,
@@ -161,7 +161,7 @@ def audit(
     }
 
 
-def pair_samples(out: str, keys: list[str]) -> list[dict[str, Any]]:
+def pair_samples(out: Layout | str, keys: list[str]) -> list[dict[str, Any]]:
     """Whole samples (illustration and every line drawing) for the contact sheet; unreadable ones are left out."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -1,4 +1,4 @@
-"""``linepairs build``: enumerate -> scan (Ray Data) -> plan (driver) -> materialize (Ray) -> finalize.
+"""``linepairs build``: enumerate -> scan (Ray tasks) -> plan (driver) -> materialize (Ray) -> finalize.
 
 Each phase is resumable; OUT's files and how they are committed: sharding/layout.py.
 """
@@ -9,7 +9,7 @@ import dataclasses
 import platform
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,9 @@ class BuildRequest:
     config: BuildConfig = field(default_factory=BuildConfig)
     address: str | None = None
     show_progress: bool = True
+    # OUT opened with its storage options (None: opened from ``out``); never part of the identity,
+    # so credentials given as options are not written into OUT.
+    layout: Layout | None = field(default=None, repr=False)
 
     def identity(self) -> dict[str, Any]:
         """What must match for a re-run to resume OUT instead of being refused."""
@@ -253,23 +256,15 @@ def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
     progress = Progress("scan", total=inputs, unit="inputs", enabled=req.show_progress)
     progress.update(sum(layout.parquet_rows(layout.scan_part(c)) for c in range(chunks) if c not in pending))
     if pending:
-        import ray.data
-
-        from .raycluster import quiet_ray_data
+        from .distribute import map_tasks
         from .tasks import scan_chunk
 
-        quiet_ray_data()
         _, records_rows, unit = _units(layout)
-        ds = ray.data.from_items([{"chunk": c} for c in pending], override_num_blocks=len(pending))
-        ds = ds.map(
-            scan_chunk,
-            fn_kwargs={
-                "layout": layout, "settings": scan_settings(req, layout, chunks),
-                "unit": unit, "records_rows": records_rows,
-            },
-            num_cpus=1,
-        )  # fmt: skip
-        for row in ds.iter_rows():
+        shared = {
+            "layout": layout, "settings": scan_settings(req, layout, chunks),
+            "unit": unit, "records_rows": records_rows,
+        }  # fmt: skip
+        for _, row in map_tasks(scan_chunk, pending, shared=shared):
             progress.update(row["rows"], kept=row["kept"])
     progress.close()
 
@@ -336,7 +331,7 @@ def materialize(req: BuildRequest, layout: Layout, plan: PlanReader) -> dict[str
     """Write every missing shard on a pool of ShardMaterializer actors (extractors loaded once per actor)."""
     import ray
 
-    from .tasks import ShardMaterializer
+    from .tasks import MaterializeSettings, ShardMaterializer
 
     # The plan is read shard by shard (PlanReader): only the shards in flight become Python rows.
     spans = plan.spans
@@ -351,29 +346,24 @@ def materialize(req: BuildRequest, layout: Layout, plan: PlanReader) -> dict[str
     progress = Progress("materialize", total=plan.num_rows, unit="samples", enabled=req.show_progress)
     progress.update(sum(spans[s][1] for s in states))
     if todo:
+        from .distribute import ActorPool
+
         n, opts, device = _actor_pool_shape(req.config.materialize, ray.cluster_resources(), len(todo))
-        cls = ray.remote(ShardMaterializer).options(max_restarts=2, max_task_retries=2, **opts)
-        actors = [cls.remote(layout, req.config.to_dict(), device) for _ in range(n)]
-        per_actor = 2  # one running, one queued: bounded in-flight work, no idle gap between shards
-        load = [0] * n
-        in_flight: dict[Any, tuple[str, int]] = {}
-        queue = deque(todo)
-        try:
-            while queue or in_flight:
-                while queue and min(load) < per_actor:
-                    a = load.index(min(load))
-                    shard = queue.popleft()
-                    in_flight[actors[a].materialize.remote(plan.rows(shard))] = (shard, a)
-                    load[a] += 1
-                done, _ = ray.wait(list(in_flight), num_returns=1)
-                for ref in done:
-                    shard, a = in_flight.pop(ref)
-                    load[a] -= 1
-                    states[shard] = _small_state(ray.get(ref))
-                    progress.update(spans[shard][1])
-        finally:
-            for actor in actors:  # give their CPUs/GPUs back now, not at ray.shutdown
-                ray.kill(actor)
+        # No Ray restarts: the pool replaces a lost actor and hands its shards to the living (distribute.py).
+        cls = ray.remote(ShardMaterializer).options(max_restarts=0, max_task_retries=0, **opts)
+        settings = MaterializeSettings.from_config(req.config, device)
+
+        def submit(actor, shard: str):
+            # Only the shards in flight become Python rows (PlanReader reads their row groups).
+            return actor.materialize.remote(plan.rows(shard))
+
+        # one running, one queued per actor: bounded in-flight work, no idle gap between shards
+        with ActorPool(lambda: cls.remote(layout, settings), n, per_actor=2) as pool:
+            for shard, state in pool.map(todo, submit):
+                states[shard] = _small_state(state)
+                progress.update(spans[shard][1])
+            if pool.lost:
+                _log(req, f"materialize: {pool.lost} actor(s) lost; their shards were redone on the others")
     progress.close()
     return states
 
@@ -470,7 +460,7 @@ def run_build(req: BuildRequest) -> BuildSummary:
     """Run or resume a build; safe to call again after a crash at any point."""
     from .raycluster import ray_session
 
-    layout = Layout(req.out)
+    layout = req.layout or Layout(req.out)
     req.out = layout.out  # absolute for a local OUT, the URL otherwise
     layout.ensure_root()
     done = check_request(req, layout)

@@ -21,23 +21,16 @@ ROUTE_LOCAL, ROUTE_RAY = "local", "ray"
 
 def ray_map(fn, hashes: np.ndarray, units: list[tuple[int, int]], **kwargs: Any) -> list[Any]:
     """Run ``fn(hashes, unit=u, **kwargs)`` for every unit as a Ray task; hashes go to the object store once."""
-    import ray
+    from .distribute import map_tasks
 
-    ref = ray.put(hashes)
-    remote = ray.remote(fn).options(num_cpus=1, max_retries=2)
-    window = max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)  # bounded in-flight tasks
-    pending = list(units)
-    in_flight: dict[Any, int] = {}
-    results: dict[int, Any] = {}
-    index = {u: n for n, u in enumerate(units)}
-    while pending or in_flight:
-        while pending and len(in_flight) < window:
-            unit = pending.pop(0)
-            in_flight[remote.remote(ref, unit=unit, **kwargs)] = index[unit]
-        done, _ = ray.wait(list(in_flight), num_returns=1)
-        for r in done:
-            results[in_flight.pop(r)] = ray.get(r)
+    results: dict[int, Any] = dict(
+        map_tasks(_unit_call, units, shared={"fn": fn, "hashes": hashes, "kwargs": kwargs})
+    )
     return [results[n] for n in range(len(units))]
+
+
+def _unit_call(unit: tuple[int, int], fn, hashes: np.ndarray, kwargs: dict[str, Any]) -> Any:
+    return fn(hashes, unit=unit, **kwargs)
 
 
 def find_pairs(phash: np.ndarray, cfg: DedupConfig) -> tuple[tuple[np.ndarray, np.ndarray], str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -21,6 +22,8 @@ from lineart.quality import PairQuality
 from sharding.layout import Layout
 from sharding.materialize import materialize_shard
 from sharding.schema import SCAN_SCHEMA
+
+from .config import BuildConfig, ExtractorSpec
 
 
 def make_extractors(specs: list[dict[str, Any]], device: str = "cpu") -> dict[str, Any]:
@@ -45,14 +48,14 @@ def scorer_for(settings: ScanSettings) -> Any:
 
 
 def scan_chunk(
-    item: dict[str, Any], layout: Layout, settings: ScanSettings, unit: int = 0, records_rows: int = 0
+    chunk: int, layout: Layout, settings: ScanSettings, unit: int = 0, records_rows: int = 0
 ) -> dict[str, Any]:
-    """Scan the ``unit`` records from ``chunk * unit`` into ``scan/part-NNNNNN.parquet``.
+    """Scan the ``unit`` records from ``chunk * unit`` into its scan part (``Layout.scan_part``).
 
     A unit lies inside one records part of ``records_rows`` (0: units and records parts are the same).
     """
     cv2.setNumThreads(1)  # the task holds one CPU (num_cpus=1): OpenCV threads would oversubscribe it
-    chunk = int(item["chunk"])
+    chunk = int(chunk)
     if unit and records_rows:
         first = chunk * unit
         table = layout.read_parquet(layout.records_part(first // records_rows))
@@ -64,35 +67,60 @@ def scan_chunk(
     return {"chunk": chunk, "rows": len(rows), "kept": sum(r["status"] == "kept" for r in rows)}
 
 
+@dataclass(frozen=True)
+class MaterializeSettings:
+    """What a shard actor needs, typed and frozen: made once on the driver, never re-parsed."""
+
+    extractors: tuple[ExtractorSpec, ...]
+    device: str
+    image_format: str
+    quality: int  # of image_format
+    max_pixels: int
+    seed: int
+    augment: AugmentPolicy
+    pair_quality: PairQuality
+
+    @classmethod
+    def from_config(cls, cfg: BuildConfig, device: str) -> MaterializeSettings:
+        fmt = cfg.shards.image_format
+        return cls(
+            extractors=tuple(cfg.extractors),
+            device=device,
+            image_format=fmt,
+            quality=cfg.shards.jpeg_quality if fmt == "jpg" else cfg.shards.webp_quality,
+            max_pixels=cfg.scan.max_pixels,
+            seed=cfg.seed,
+            augment=cfg.augment,
+            pair_quality=cfg.pair_quality,
+        )
+
+
 class ShardMaterializer:
     """A Ray actor (see pipelines/build.py): builds the extractors once (models loaded once, on its
-    device) and writes every shard it is given, each with its state file."""
+    device) and writes every shard it is given, each with its state file after the shard."""
 
-    def __init__(self, layout: Layout, config: dict[str, Any], device: str):
-        if device == "cpu":
+    def __init__(self, layout: Layout, settings: MaterializeSettings):
+        if settings.device == "cpu":
             cv2.setNumThreads(1)  # one CPU per actor (num_cpus=1): one OpenCV thread, as the floor
         self.layout = layout
-        self.device = device
-        self.extractors = make_extractors(config["extractors"], device)
-        self.shards = config["shards"]
-        self.max_pixels = config["scan"]["max_pixels"]
-        self.seed = config["seed"]
-        self.augment = AugmentPolicy.from_dict(config["augment"])
-        self.pair_quality = PairQuality.from_dict(config["pair_quality"])
+        self.settings = settings
+        self.extractors = make_extractors(
+            [dataclasses.asdict(spec) for spec in settings.extractors], settings.device
+        )
 
     def materialize(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """Write one shard and its state file; returns the state."""
-        fmt = self.shards["image_format"]
+        s = self.settings
         result = materialize_shard(
             self.layout,
             rows,
             self.extractors,
-            image_format=fmt,
-            quality=self.shards["jpeg_quality"] if fmt == "jpg" else self.shards["webp_quality"],
-            max_pixels=self.max_pixels,
-            augment_policy=self.augment,
-            pair_quality=self.pair_quality,
-            seed=self.seed,
+            image_format=s.image_format,
+            quality=s.quality,
+            max_pixels=s.max_pixels,
+            augment_policy=s.augment,
+            pair_quality=s.pair_quality,
+            seed=s.seed,
         )
         state = {
             "stats": dataclasses.asdict(result.stats),

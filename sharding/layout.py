@@ -1,10 +1,11 @@
 """The one owner of OUT's layout: every file name inside a build, and how it is written and read.
 
 OUT is a local path, ``file://`` URL or object-store URL (``s3://``, ``gs://``, anything pyarrow
-or fsspec opens). Everything goes through one ``pyarrow.fs`` filesystem: pyarrow already reads
-the manifest and the shards (one client for parquet, ranged reads and writes), has native S3 and
-GCS clients that take the standard ``AWS_*`` variables, and wraps any fsspec filesystem for the
-rest. A local OUT keeps the old behaviour byte for byte (temp name, fsync, rename).
+or fsspec opens). Everything goes through one ``pyarrow.fs`` filesystem interface, because pyarrow
+already reads the manifest and the shards (parquet, ranged reads) and wraps any fsspec filesystem.
+``s3://`` is s3fs behind that interface (botocore reads the standard ``AWS_*`` variables, endpoint
+included; see ``_s3``); ``gs://`` and the rest are pyarrow's own clients, else fsspec's. A local
+OUT keeps the old behaviour byte for byte (temp name, fsync, rename).
 
 Commit rule: a file is complete or absent. Locally a write goes to a temporary name, is fsynced and
 renamed. Object stores have no rename, but an object only appears once its upload is complete (a
@@ -73,28 +74,50 @@ def open_filesystem(
     return _fsspec(location, options)
 
 
-# fsspec/s3fs spellings of pyarrow's S3FileSystem options, so either user's habit works.
-_S3_ALIASES = {"key": "access_key", "secret": "secret_key", "token": "session_token", "region_name": "region"}
+# pyarrow's S3FileSystem spellings of s3fs options, so either habit works on the command line.
+_S3_ALIASES = {
+    "access_key": "key",
+    "secret_key": "secret",
+    "session_token": "token",
+    "endpoint_override": "endpoint_url",
+}
+
+
+_S3_ENV = {
+    "endpoint_url": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    "key": ("AWS_ACCESS_KEY_ID",),
+    "secret": ("AWS_SECRET_ACCESS_KEY",),
+    "token": ("AWS_SESSION_TOKEN",),
+}
 
 
 def _s3(location: str, options: dict[str, Any]) -> tuple[pafs.FileSystem, str]:
-    """pyarrow's S3 client: credentials, region and endpoint from ``AWS_*`` (``AWS_ENDPOINT_URL`` too)."""
-    path = location.split("://", 1)[1].strip("/")
-    kwargs = {_S3_ALIASES.get(k, k): v for k, v in options.items()}
-    endpoint = kwargs.pop("endpoint_url", None) or os.environ.get("AWS_ENDPOINT_URL_S3")
-    if endpoint:
-        kwargs["endpoint_override"] = endpoint
-    if "endpoint_override" in kwargs and str(kwargs["endpoint_override"]).startswith("http://"):
-        kwargs.setdefault("scheme", "http")
-    if "region" not in kwargs:
-        kwargs["region"] = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    for key, value in list(kwargs.items()):
+    """s3fs behind pyarrow.fs: botocore reads every ``AWS_*`` variable (``AWS_ENDPOINT_URL`` included).
+
+    Not pyarrow's own S3 client: it ignores ``AWS_ENDPOINT_URL`` and its multipart completion
+    fails against S3-compatible servers (moto) that s3fs handles.
+    """
+    kwargs: dict[str, Any] = {}
+    for key, value in options.items():
+        key = _S3_ALIASES.get(key, key)
         if isinstance(value, str) and value.lower() in ("true", "false"):
-            kwargs[key] = value.lower() == "true"
-    try:
-        return pafs.S3FileSystem(**kwargs), path
-    except TypeError as exc:
-        raise StorageError(f"bad storage option for {location.split('/')[0]}//: {_first_line(exc)}") from None
+            value = value.lower() == "true"
+        if key in ("region", "region_name"):
+            kwargs.setdefault("client_kwargs", {})["region_name"] = value
+        else:
+            kwargs[key] = value
+    # Settings given as AWS_* variables here travel with the (pickled) filesystem to every Ray
+    # worker, so only the driver's machine needs them; profiles and instance roles resolve per node.
+    for key, names in _S3_ENV.items():
+        value = next((os.environ[n] for n in names if os.environ.get(n)), None)
+        if value and key not in kwargs:
+            kwargs[key] = value
+    region = next((os.environ[n] for n in ("AWS_REGION", "AWS_DEFAULT_REGION") if os.environ.get(n)), None)
+    if region:
+        kwargs.setdefault("client_kwargs", {}).setdefault("region_name", region)
+    # Another process (a worker) may have written since we listed: never answer from a stale listing.
+    kwargs.setdefault("use_listings_cache", False)
+    return _fsspec(location, kwargs)
 
 
 def _fsspec(location: str, options: dict[str, Any]) -> tuple[pafs.FileSystem, str]:
@@ -319,7 +342,12 @@ class Layout:
     def files(self, folder: str) -> Iterator[str]:
         """Every file below ``folder`` (recursive), as paths inside the filesystem."""
         selector = pafs.FileSelector(folder, allow_not_found=True, recursive=True)
-        for info in self.fs.get_file_info(selector):
+        try:
+            infos = self.fs.get_file_info(selector)
+        except (NotADirectoryError, FileNotFoundError):
+            # fsspec answers "not a directory" when the folder appeared between two of its calls.
+            infos = self.fs.get_file_info(selector)
+        for info in infos:
             if info.type == pafs.FileType.File:
                 yield info.path
 

@@ -4,7 +4,8 @@ Ray Train starts the workers and their torch.distributed process group (gloo on 
 Each rank streams its own batches (the loader's ``rank``/``world_size`` split: batch j of the global
 stream goes to rank j mod K), gradients are averaged by DistributedDataParallel, and rank 0 alone
 writes RUN, which must therefore be a path rank 0 can reach (on one machine: any local path; on
-a cluster: shared storage). Needs ``ray[train]`` (``pip install 'linepairs[train]'``).
+a cluster: shared storage). Ray itself is started or joined by the caller (``linepairs train``
+chooses an embedded Ray or ``--address``), so ``wnet`` does not import ``pipelines``. Needs ``ray[train]`` (``pip install 'linepairs[train]'``).
 """
 
 from __future__ import annotations
@@ -43,23 +44,27 @@ def train_on_ray(req: TrainRequest) -> TrainResult:
         from ray.train.torch import TorchTrainer
     except ImportError as exc:
         raise RunError(f"--workers needs Ray Train: pip install 'linepairs[train]' ({exc})") from None
-    from pipelines.raycluster import ray_session
+    import ray
 
-    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "0")
-    with ray_session(req.address):
-        trainer = TorchTrainer(
-            _worker,
-            train_loop_config={"request": dataclasses.replace(req, workers=0)},
-            scaling_config=ScalingConfig(num_workers=req.workers, use_gpu=req.gpus),
-            run_config=RunConfig(name="ray-train", storage_path=os.path.join(req.run, "ray")),
+    if not ray.is_initialized():
+        # Which Ray (embedded or --address) is the caller's choice: `linepairs train --workers K` opens it.
+        raise RunError(
+            "--workers needs a Ray session: run `linepairs train --workers K`, or call ray.init() first"
         )
-        try:
-            trainer.fit()
-        except Exception as exc:  # Ray wraps the worker's error; surface its one-line cause
-            cause = _root_cause(exc)
-            if isinstance(cause, RunError | ValueError):
-                raise RunError(str(cause)) from None
-            raise
+    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "0")
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"request": dataclasses.replace(req, workers=0)},
+        scaling_config=ScalingConfig(num_workers=req.workers, use_gpu=req.gpus),
+        run_config=RunConfig(name="ray-train", storage_path=os.path.join(req.run, "ray")),
+    )
+    try:
+        trainer.fit()
+    except Exception as exc:  # Ray wraps the worker's error; surface its one-line cause
+        cause = _root_cause(exc)
+        if isinstance(cause, RunError | ValueError):
+            raise RunError(str(cause)) from None
+        raise
     # Rank 0 wrote RUN; read the outcome from there (Ray Train keeps reported metrics only with checkpoints).
     latest = latest_checkpoint(req.run)
     rows = read_metrics(req.run)

@@ -197,14 +197,14 @@ def materialize_in_process(out: str, cfg: BuildConfig) -> float:
     from sharding.layout import Layout
 
     from ..planphase import PlanReader
-    from ..tasks import ShardMaterializer
+    from ..tasks import MaterializeSettings, ShardMaterializer
 
     built = Layout(out)
     plan = PlanReader(built, built.plan)
     scratch = tempfile.mkdtemp(prefix="lp-bench-mat-")
     cv2.setNumThreads(1)
     try:
-        writer = ShardMaterializer(Layout(scratch), cfg.to_dict(), "cpu")
+        writer = ShardMaterializer(Layout(scratch), MaterializeSettings.from_config(cfg, "cpu"))
         start = time.perf_counter()
         for shard in sorted(plan.spans):
             writer.materialize(plan.rows(shard))

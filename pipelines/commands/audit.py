@@ -7,6 +7,7 @@ import json
 import sys
 
 from ..errors import UsageError
+from .storage import add_storage_option, open_out
 
 
 def add_parser(sub) -> None:
@@ -28,6 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="loader seed (default 0)")
     p.add_argument("--pairs", type=int, default=24, help="pairs on the HTML contact sheet (default 24)")
     p.add_argument("--top-tags", type=int, default=20, help="tags listed by count and by weight (default 20)")
+    add_storage_option(p)
     p.set_defaults(handler=run)
 
 
@@ -38,11 +40,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.draws < 1 or args.batch_size < 1 or args.pairs < 0 or args.top_tags < 0 or args.seed < 0:
         raise UsageError("--draws and --batch-size must be >= 1; --pairs, --top-tags and --seed >= 0")
+    layout = open_out(args.out, args)
     try:
         report = audit(
-            args.out, draws=args.draws, batch_size=args.batch_size, seed=args.seed, top_tags=args.top_tags
+            layout, draws=args.draws, batch_size=args.batch_size, seed=args.seed, top_tags=args.top_tags
         )
-        samples = pair_samples(args.out, report["_first_keys"][: args.pairs]) if args.html else []
+        samples = pair_samples(layout, report["_first_keys"][: args.pairs]) if args.html else []
     except LoaderError as exc:
         raise UsageError(str(exc)) from None
     if args.html:

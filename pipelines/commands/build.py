@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
+from .storage import add_storage_option, open_out
 
 
 def add_parser(sub) -> None:
@@ -13,10 +14,14 @@ def add_parser(sub) -> None:
         "sources", nargs="*", metavar="SOURCE",
         help="[NAME=][KIND:]PATH; KIND: folder, danbooru-api, gwern, hf-tar (and/or [[sources]] in the config)",
     )  # fmt: skip
-    p.add_argument("--out", required=True, help="output directory (resumed when it holds the same build)")
+    p.add_argument(
+        "--out", required=True,
+        help="output directory or URL (s3://bucket/pairs, file://...); resumed when it holds the same build",
+    )  # fmt: skip
     p.add_argument("--config", help="build.toml (every key and default: docs/config.md)")
     p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else an embedded Ray)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_storage_option(p)
     p.set_defaults(handler=run)
 
 
@@ -31,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
         sources = [source_from_table(t) for t in config.sources] + [parse_source(s) for s in args.sources]
         if not sources:
             raise UsageError("no sources: give SOURCE arguments or [[sources]] tables in --config")
-        req = BuildRequest(sources, args.out, config, address=args.address, show_progress=not args.quiet)
+        layout = open_out(args.out, args)
+        req = BuildRequest(sources, args.out, config, address=args.address, show_progress=not args.quiet,
+                           layout=layout)  # fmt: skip
         summary = run_build(req)
     except (ConfigError, SourceError, BuildRefused) as exc:
         raise UsageError(str(exc)) from None

@@ -10,7 +10,9 @@ from ..errors import UsageError
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train the bundled W-net on a build (re-run to resume)",
                        description="Train the W-net on the build in OUT; re-running on an existing RUN resumes it.")  # fmt: skip
-    p.add_argument("out", metavar="OUT", help="a finished linepairs build")
+    p.add_argument(
+        "out", metavar="OUT", help="a finished linepairs build (path or URL, e.g. s3://bucket/pairs)"
+    )
     p.add_argument("--config", default="tiny", help="preset (tiny, small, sd) or a TOML file (docs/wnet.md)")
     p.add_argument("--run", required=True, help="run folder: checkpoints, metrics.jsonl, samples/")
     p.add_argument("--steps", type=int, help="total steps of the run (default: the config's train.steps)")
@@ -44,7 +46,14 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
         req = TrainRequest(args.out, args.run, cfg, steps=args.steps, device=args.device, show_progress=not args.quiet,
                            workers=args.workers, gpus=args.gpus, address=args.address)  # fmt: skip
-        result = train(req)
+        if args.workers:
+            from ..raycluster import ray_session
+
+            # Ray Train or this process is chosen here: wnet itself never starts or joins Ray.
+            with ray_session(args.address):
+                result = train(req)
+        else:
+            result = train(req)
     except (WnetConfigError, RunError, CheckpointError, LoaderError, SpaceError) as exc:
         raise UsageError(str(exc)) from None
     loss = "n/a" if result.last_loss is None else f"{result.last_loss:.4f}"

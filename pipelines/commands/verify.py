@@ -6,23 +6,25 @@ import argparse
 import os
 
 from ..errors import UsageError
+from .storage import add_storage_option, open_out
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("verify", help="check every shard against shards.json and the manifest")
-    p.add_argument("out", metavar="OUT")
+    p.add_argument("out", metavar="OUT", help="a finished build (path or URL, e.g. s3://bucket/pairs)")
+    add_storage_option(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sharding.layout import Layout, StorageError, is_url
+    from sharding.layout import is_url
     from sharding.verify import verify_build
 
     if not is_url(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"no such build directory: {args.out}")
     try:
-        faults = verify_build(Layout(args.out))
-    except (StorageError, OSError) as exc:
+        faults = verify_build(open_out(args.out, args))
+    except OSError as exc:
         raise UsageError(f"cannot read {args.out}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
     if faults:
         print(f"{args.out}: {len(faults)} fault(s)")

@@ -1,0 +1,29 @@
+"""``--storage-option KEY=VALUE``: client settings for an OUT on object storage (shared by the commands).
+
+Credentials and endpoints normally come from the standard ``AWS_*`` variables (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ``AWS_REGION``); these options override them with
+fsspec's keyword names (``endpoint_url``, ``key``, ``secret``, ``anon``, ``region``). Never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UsageError
+
+
+def add_storage_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--storage-option", action="append", default=[], metavar="KEY=VALUE",
+        help="object-storage client option for a URL OUT (repeatable), e.g. endpoint_url=http://host:9000",
+    )  # fmt: skip
+
+
+def open_out(location: str, args: argparse.Namespace):
+    """OUT's Layout with the command's storage options; a bad URL or option is one line, exit 2."""
+    from sharding.layout import Layout, StorageError, parse_storage_options
+
+    try:
+        return Layout(location, parse_storage_options(getattr(args, "storage_option", None)))
+    except StorageError as exc:
+        raise UsageError(str(exc)) from None

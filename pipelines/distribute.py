@@ -1,0 +1,211 @@
+"""The one place that hands work to Ray: bounded task windows and an actor pool that survives losses.
+
+Ray re-runs a task whose worker or node died (``max_retries``), and this loop resubmits one whose
+retries ran out. Actors are different: an actor lost with its node, restarted by Ray, waits for
+resources the surviving actors hold, and the build hangs (issue 11). So pool actors never restart:
+when one dies, or cannot start within ``start_timeout``, the items it held go back to the queue and
+the living actors take them; work is only handed to actors that have started. Every ``ray.wait``
+has a timeout, so a lost unit is noticed, never waited on forever.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+POLL_S = 1.0  # ray.wait timeout: how often the loops look at lost actors and start deadlines
+ATTEMPTS = 4  # times one unit is handed out before the build gives up on it
+START_TIMEOUT_S = 300.0  # an actor not started by then is given up (its resources may never free)
+
+
+class DistributeError(RuntimeError):
+    """Work could not be placed or kept failing on lost workers; the message says which and why."""
+
+
+def _lost_errors() -> tuple[type[BaseException], ...]:
+    """Errors meaning "the worker, actor or node went away", not "the code failed"."""
+    from ray import exceptions as rx
+
+    return (
+        rx.RayActorError, rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError, rx.OwnerDiedError,
+        rx.TaskUnschedulableError, rx.ActorUnschedulableError, rx.LocalRayletDiedError,
+    )  # fmt: skip
+
+
+def cluster_cpus() -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def map_tasks(
+    fn: Callable[..., Any],
+    items: Sequence[Any],
+    *,
+    shared: dict[str, Any] | None = None,
+    num_cpus: float = 1,
+    window: int | None = None,
+    attempts: int = ATTEMPTS,
+) -> Iterator[tuple[int, Any]]:
+    """Run ``fn(item, **shared)`` for every item as a Ray task; yield ``(index, result)`` as each ends.
+
+    ``shared`` values go to the object store once (held by the driver's node, so they outlive any
+    worker). At most ``window`` tasks are in flight (default: two per CPU of the cluster).
+    """
+    import ray
+
+    lost = _lost_errors()
+    refs = {k: ray.put(v) for k, v in (shared or {}).items()}
+    remote = ray.remote(fn).options(num_cpus=num_cpus, max_retries=attempts)
+    window = window or 2 * cluster_cpus()
+    pending = deque(range(len(items)))
+    tries: Counter[int] = Counter()
+    in_flight: dict[Any, int] = {}
+    while pending or in_flight:
+        while pending and len(in_flight) < window:
+            i = pending.popleft()
+            tries[i] += 1
+            in_flight[remote.remote(items[i], **refs)] = i
+        done, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
+        for ref in done:
+            i = in_flight.pop(ref)
+            try:
+                result = ray.get(ref)
+            except lost as exc:
+                if tries[i] >= attempts:
+                    raise DistributeError(f"unit {i} was lost {tries[i]} times; last: {_why(exc)}") from None
+                pending.appendleft(i)
+                continue
+            yield i, result
+
+
+class ActorPool:
+    """Up to ``size`` actors from ``factory``, ``per_actor`` calls queued on each, replaced when lost.
+
+    ``factory()`` returns a new actor handle (created with ``max_restarts=0``: restarts are ours).
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        size: int,
+        *,
+        per_actor: int = 2,
+        start_timeout: float = START_TIMEOUT_S,
+        attempts: int = ATTEMPTS,
+    ) -> None:
+        self.factory, self.size, self.per_actor = factory, max(1, size), max(1, per_actor)
+        self.start_timeout, self.attempts = start_timeout, attempts
+        self.actors: dict[int, Any] = {}
+        self.born: dict[int, float] = {}
+        self.ready: set[int] = set()
+        self.load: Counter[int] = Counter()
+        self.spawned = 0
+        self.lost = 0
+        self._ready_refs: dict[Any, int] = {}  # an actor's start signal -> the actor
+
+    def _spawn(self) -> None:
+        n = self.spawned
+        self.spawned += 1
+        self.actors[n] = self.factory()
+        self.born[n] = time.monotonic()
+        self._ready_refs[self.actors[n].__ray_ready__.remote()] = n
+
+    def _drop(self, n: int) -> None:
+        import ray
+
+        actor = self.actors.pop(n, None)
+        self.ready.discard(n)
+        self.born.pop(n, None)
+        if actor is not None:
+            ray.kill(actor, no_restart=True)
+
+    def map(self, items: Sequence[Any], call: Callable[[Any, Any], Any]) -> Iterator[tuple[Any, Any]]:
+        """Yield ``(item, result)`` of ``call(actor, item)`` (an ObjectRef) for every item, as each ends."""
+        import ray
+
+        lost = _lost_errors()
+        queue = deque(items)
+        tries: Counter[Any] = Counter()
+        in_flight: dict[Any, tuple[Any, int]] = {}
+        for _ in range(min(self.size, len(items))):
+            self._spawn()
+        while queue or in_flight:
+            for n in sorted(self.ready, key=lambda a: self.load[a]):
+                while queue and self.load[n] < self.per_actor:
+                    item = queue.popleft()
+                    tries[item] += 1
+                    in_flight[call(self.actors[n], item)] = (item, n)
+                    self.load[n] += 1
+            waiting = list(in_flight) + list(self._ready_refs)
+            done, _ = ray.wait(waiting, num_returns=1, timeout=POLL_S) if waiting else ([], [])
+            for ref in done:
+                if ref in self._ready_refs:
+                    n = self._ready_refs.pop(ref)
+                    try:
+                        ray.get(ref)
+                        if n in self.actors:
+                            self.ready.add(n)
+                    except lost:
+                        self._lose(n, in_flight, queue)
+                    continue
+                item, n = in_flight.pop(ref)
+                self.load[n] -= 1
+                try:
+                    result = ray.get(ref)
+                except lost as exc:
+                    queue.appendleft(item)
+                    if tries[item] >= self.attempts:
+                        raise DistributeError(
+                            f"{item} was lost {tries[item]} times; last: {_why(exc)}"
+                        ) from None
+                    self._lose(n, in_flight, queue)
+                    continue
+                yield item, result
+            self._expire_unstarted(in_flight, queue)
+
+    def _lose(self, n: int, in_flight: dict[Any, tuple[Any, int]], queue: deque) -> None:
+        """Actor ``n`` is gone: requeue what it held and start a replacement (used if it can start)."""
+        if n not in self.actors:
+            return
+        self.lost += 1
+        for ref, (item, owner) in list(in_flight.items()):
+            if owner == n:
+                del in_flight[ref]
+                queue.appendleft(item)
+        self.load[n] = 0
+        self._drop(n)
+        if self.spawned < self.size * self.attempts:
+            self._spawn()
+
+    def _expire_unstarted(self, in_flight: dict[Any, tuple[Any, int]], queue: deque) -> None:
+        now = time.monotonic()
+        for ref, n in list(self._ready_refs.items()):
+            if n in self.actors and now - self.born[n] > self.start_timeout:
+                del self._ready_refs[ref]
+                self._drop(n)  # its resources are held by others or absent: give it up
+        if not self.actors and (queue or in_flight):
+            raise DistributeError(
+                f"no actor could start within {self.start_timeout:.0f} s ({self.lost} lost); "
+                "the cluster lacks the resources they ask for"
+            )
+
+    def close(self) -> None:
+        """Kill every actor now: their CPUs/GPUs go back at once, not at ray.shutdown."""
+        for n in list(self.actors):
+            self._drop(n)
+
+    def __enter__(self) -> ActorPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _why(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+__all__ = ["ActorPool", "DistributeError", "cluster_cpus", "map_tasks"]
