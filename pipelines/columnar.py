@@ -7,6 +7,7 @@ bounded by a part, not by the dataset.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -72,10 +73,21 @@ def atomic_parquet(layout: Layout, path: str, schema: pa.Schema) -> Iterator[pq.
     """A ParquetWriter whose file appears at ``path`` complete or not at all (the layout's commit rule):
     locally a temporary name, fsync and rename; on an object store one upload completed on close."""
     if not layout.local:
-        with layout.fs.open_output_stream(path) as stream:  # aborted (no object) if the body raises
-            writer = pq.ParquetWriter(stream, schema, compression="zstd")
-            yield writer
-            writer.close()
+        # Written to a local temporary file first and uploaded once complete, so that an error
+        # half-way leaves no object behind (closing a store's stream would commit what it holds).
+        fd, tmp = tempfile.mkstemp(prefix="linepairs-", suffix=".parquet")
+        os.close(fd)
+        try:
+            writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+            try:
+                yield writer
+            finally:
+                writer.close()
+            with open(tmp, "rb") as src, layout.fs.open_output_stream(path) as dst:
+                while block := src.read(8 << 20):
+                    dst.write(block)
+        finally:
+            os.remove(tmp)
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"

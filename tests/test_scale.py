@@ -195,7 +195,9 @@ def test_draft_decode_keeps_the_true_size_and_catches_truncation():
         full = decode_image(data, 10**9).rgb
         small, size = decode_for_metrics(data, 10**9, 1024)
         assert size == (full.shape[1], full.shape[0])
-        assert max(small.shape[:2]) >= 1024 and small.shape[0] * full.shape[1] == small.shape[1] * full.shape[0]
+        assert (
+            max(small.shape[:2]) >= 1024 and small.shape[0] * full.shape[1] == small.shape[1] * full.shape[0]
+        )
         assert max(small.shape[:2]) < max(full.shape[:2])  # drafted: decoded at 1/2 scale
     data = _big_jpeg()
     for cut in (len(data) // 2, len(data) - 200):
@@ -206,3 +208,17 @@ def test_draft_decode_keeps_the_true_size_and_catches_truncation():
         assert draft_err.value.reason == full_err.value.reason == "decode_error"
     with pytest.raises(DecodeReject, match="too_many_pixels"):
         decode_for_metrics(data, 1000, 1024)
+
+
+def test_streamed_parquet_on_a_store_is_complete_or_absent():
+    from pipelines.columnar import atomic_parquet, parquet_batches
+
+    layout = Layout("memory://scale-test/out")  # fsspec's in-memory store: no rename, like S3
+    table = pa.table({"a": list(range(20_000))})
+    with atomic_parquet(layout, layout.path("done.parquet"), table.schema) as writer:
+        writer.write_table(table, row_group_size=8192)
+    assert [b.num_rows for b in parquet_batches(layout, layout.path("done.parquet"))] == [8192, 8192, 3616]
+    with pytest.raises(RuntimeError), atomic_parquet(layout, layout.path("half.parquet"), table.schema) as w:
+        w.write_table(table)
+        raise RuntimeError("killed half-way")
+    assert not layout.exists(layout.path("half.parquet"))
