@@ -6,17 +6,33 @@ The pixel-count guard reads only the header before any pixel is decoded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import os
+import signal
+import stat
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Our own guard (max_pixels) replaces PIL's global one; PIL's is a process-wide setting.
 Image.MAX_IMAGE_PIXELS = None
+
+# The still-image formats the sources accept (IMAGE_EXTS); Pillow's other ~40 plugins (EPS runs
+# Ghostscript, PSD, FITS, ...) are attack surface we do not need. MPO is how Pillow names a
+# camera JPEG with a second picture.
+Image.init()  # register every plugin once, so the ``formats=`` filter below can name them
+SUPPORTED_FORMATS = tuple(
+    f for f in ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF") if f in Image.OPEN
+)
+# The byte twin of the pixel guard (scan.max_bytes): no input is read past this.
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 
 class DecodeReject(Exception):
@@ -69,7 +85,7 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
 def header_size(data: bytes) -> tuple[int, int] | None:
     """Width and height from the header alone, or None when it is not an image we can read."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS) as im:
             return im.size
     except Exception:
         return None
@@ -82,7 +98,7 @@ def decode_image(data: bytes, max_pixels: int) -> Decoded:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
             w, h = im.size
             if w * h > max_pixels:
                 raise DecodeReject("too_many_pixels", f"{w}x{h} = {w * h} pixels > {max_pixels}")
@@ -97,52 +113,76 @@ def decode_image(data: bytes, max_pixels: int) -> Decoded:
         raise
     except UnidentifiedImageError:
         raise DecodeReject("decode_error", "not a recognised image format") from None
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-        raise DecodeReject("decode_error", f"{type(exc).__name__}: {exc}"[:300]) from None
+    except Exception as exc:
+        # Pillow's plugins raise what they like on hostile bytes (struct.error from EXIF,
+        # TypeError from a TIFF without dimensions, RecursionError ...): all are one bad input.
+        raise DecodeReject("decode_error", fault(exc)) from None
     return Decoded(np.ascontiguousarray(rgb), mode, fmt)
 
 
-def decode_for_metrics(data: bytes, max_pixels: int, long_side: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """(RGB with a long side of at least ``long_side`` where the file allows, true (width, height)).
+def fault(exc: BaseException) -> str:
+    """One line naming an exception: ``struct.error: ...``, ``TypeError: ...``."""
+    kind = type(exc)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    return " ".join(f"{name}: {exc}".split())[:300]
 
-    A JPEG of more than twice ``long_side`` is decoded in draft mode: libjpeg scales the DCT blocks
-    by 1/2, 1/4 or 1/8 while decoding, so a 4000 px post costs a fraction of a full decode. Every
-    entropy-coded byte is still read, so a truncated or corrupt file fails here as in
-    ``decode_image``. The size is the full image's, after EXIF rotation. Anything else: ``decode_image``.
+
+def read_bytes(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``.
+
+    The type and size are checked before reading: a FIFO would block forever, a link to
+    ``/dev/zero`` or a sparse 8 GiB file would be read whole. Raises DecodeReject
+    (``not_a_file`` / ``too_many_bytes``) for those, OSError when the file cannot be read.
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as probe:
-                draft = probe.format == "JPEG" and max(probe.size) >= 2 * long_side
-                w, h = probe.size
-    except Exception:
-        draft = False
-    if not draft or w * h > max_pixels:
-        rgb = decode_image(data, max_pixels).rgb
-        return rgb, (rgb.shape[1], rgb.shape[0])
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            im = Image.open(io.BytesIO(data))
-            if getattr(im, "n_frames", 1) > 1:
-                raise DecodeReject("animated", f"{im.format} with {im.n_frames} frames")
-            scale = max(w, h) / long_side
-            im.draft("RGB", (int(w / scale), int(h / scale)))  # the smallest DCT scale still >= long_side
-            im.load()
-            rotated = ImageOps.exif_transpose(im)
-            swapped = rotated.size != im.size and rotated.size == im.size[::-1]
-            rgb = _to_rgb(rotated)
-    except DecodeReject:
-        raise
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-        raise DecodeReject("decode_error", f"{type(exc).__name__}: {exc}"[:300]) from None
-    return np.ascontiguousarray(rgb), ((h, w) if swapped else (w, h))
+    st = os.stat(path)  # follows links: a link to a device is a device
+    _check_regular(path, st, max_bytes)
+    # O_NONBLOCK: a FIFO swapped in after the stat cannot block the open
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        _check_regular(path, os.fstat(fh.fileno()), max_bytes)
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise DecodeReject("too_many_bytes", f"more than {max_bytes} bytes (scan.max_bytes)")
+    return data
 
 
-def read_bytes(path: str) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read()
+def _check_regular(path: str, st: os.stat_result, max_bytes: int) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = next(
+            (name for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+             if test(st.st_mode)), "not a regular file",
+        )  # fmt: skip
+        raise DecodeReject("not_a_file", f"{kind}, never opened for reading")
+    if st.st_size > max_bytes:
+        raise DecodeReject("too_many_bytes", f"{st.st_size} bytes > {max_bytes} (scan.max_bytes)")
+
+
+class InputTimeout(DecodeReject):
+    """One input took longer than ``scan.max_seconds``."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raise InputTimeout (a DecodeReject ``too_slow``) in this block after ``seconds``.
+
+    A SIGALRM timer: Python code (and Pillow between C calls) is interrupted, so no single input
+    can stall a scan chunk. Only the main thread can take signals; elsewhere this is a no-op.
+    """
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise InputTimeout("too_slow", f"took more than {seconds:g} s (scan.max_seconds)")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def sha256_file(path: str) -> str:
@@ -157,6 +197,33 @@ def sha256_file(path: str) -> str:
 TAR_SCHEME = "tar://"
 
 
+FILE_SCHEME = "file://"
+
+
+def quote_path(path: str) -> str:
+    """Percent-quote a path's bytes: file names need not be UTF-8 (Shift-JIS names from zips)."""
+    return quote(os.fsencode(path))
+
+
+def unquote_path(text: str) -> str:
+    return os.fsdecode(unquote_to_bytes(text))
+
+
+def path_location(path: str) -> str:
+    """The location text of a local file: the path itself, or ``file://<quoted bytes>`` when the
+    name is not valid UTF-8 (parquet strings must be)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return FILE_SCHEME + quote_path(path)
+    return path
+
+
+def tar_location(archive: str, offset: int, size: int, member: str) -> str:
+    """``tar://<quoted archive path>#<offset>:<size>:<quoted member name>``."""
+    return f"{TAR_SCHEME}{quote_path(archive)}#{offset}:{size}:{quote(os.fsencode(member), safe='')}"
+
+
 def parse_tar_location(location: str) -> tuple[str, int, int, str]:
     """``tar://<quoted path>#<offset>:<size>:<quoted member>`` -> (path, offset, size, member)."""
     body = location[len(TAR_SCHEME) :]
@@ -165,21 +232,29 @@ def parse_tar_location(location: str) -> tuple[str, int, int, str]:
     size, _, member = rest.partition(":")
     if not sep or not offset.isdigit() or not size.isdigit():
         raise ValueError(f"malformed tar location {location[:200]!r}")
-    return unquote(path), int(offset), int(size), unquote(member)
+    return unquote_path(path), int(offset), int(size), unquote(member, errors="replace")
 
 
-def read_location(location: str) -> bytes:
+def read_location(location: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     """The bytes of an input: a file path, or a member inside an uncompressed tar (read in place).
 
-    Raises OSError when the bytes cannot be read in full (the scan turns it into a reject).
+    Raises OSError when the bytes cannot be read in full (the scan turns it into a reject), and
+    DecodeReject when the input is not a regular file or is over ``max_bytes``.
     """
+    if location.startswith(FILE_SCHEME):
+        return read_bytes(unquote_path(location[len(FILE_SCHEME) :]), max_bytes)
     if not location.startswith(TAR_SCHEME):
-        return read_bytes(location)
+        return read_bytes(location, max_bytes)
     try:
         path, offset, size, member = parse_tar_location(location)
     except ValueError as exc:
         raise OSError(str(exc)) from None
+    if size > max_bytes:
+        raise DecodeReject(
+            "too_many_bytes", f"tar member {member!r}: {size} bytes > {max_bytes} (scan.max_bytes)"
+        )
     with open(path, "rb") as fh:
+        _check_regular(path, os.fstat(fh.fileno()), 1 << 62)
         fh.seek(offset)
         data = fh.read(size)
     if len(data) != size:

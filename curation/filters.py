@@ -56,7 +56,10 @@ class FilterConfig:
     min_fav_percentile: float = 0.0
     required_tags: tuple[str, ...] = ()  # every one of these must be present
     banned_tags: tuple[str, ...] = DEFAULT_BANNED_TAGS
-    min_tags: int = 5  # for records that carry tags (posts; folder files with a sidecar)
+    min_tags: int = 5  # tag count floor; applies to the records min_tags_for names
+    # "site": only records whose tags come from a tagging site (a post id: Danbooru dumps, API, tars);
+    # a folder's hand-written captions are not a tag list to count. "all": every record with tags.
+    min_tags_for: str = "site"
     extensions: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp")  # gif: mostly animations
     min_pixels: int = 0  # width * height; also checked after decoding
     exclude_deleted: bool = True
@@ -75,6 +78,8 @@ class FilterConfig:
         for key in ("min_score_percentile", "min_fav_percentile"):
             if not 0 <= getattr(cfg, key) <= 100:
                 raise ValueError(f"filters.{key} must be within 0..100")
+        if cfg.min_tags_for not in ("site", "all"):
+            raise ValueError(f"filters.min_tags_for must be 'site' or 'all', got {cfg.min_tags_for!r}")
         if cfg.min_tags < 0 or cfg.min_pixels < 0 or cfg.min_fav_count < 0:
             raise ValueError("filters.min_tags, min_pixels and min_fav_count must be >= 0")
         return cfg.normalised()
@@ -161,7 +166,7 @@ def check_record(
     letter, era = row.get("rating"), row.get("rating_era")
     cls = rating_class(letter, era)
     if cls is None:
-        return "unknown_rating", f"rating {letter!r} is not one of g/s/q/e"
+        return "bad_rating", f"rating {letter!r} is not one of g/s/q/e"
     if cls not in cfg.ratings:
         return "rating", f"rating {letter!r} ({era or 'unknown'} era) = {cls}, not in {list(cfg.ratings)}"
     for flag, on in (("is_deleted", cfg.exclude_deleted), ("is_banned", cfg.exclude_banned),
@@ -189,8 +194,9 @@ def check_record(
         missing = [t for t in cfg.required_tags if t not in tags]
         if missing:
             return "missing_tag", f"missing required tag(s): {', '.join(missing[:5])}"
-    has_tag_metadata = row.get("post_id") is not None or bool(tags)
-    if cfg.min_tags and has_tag_metadata and len(tags) < cfg.min_tags:
+    from_site = row.get("post_id") is not None
+    counted = from_site if cfg.min_tags_for == "site" else (from_site or bool(tags))
+    if cfg.min_tags and counted and len(tags) < cfg.min_tags:
         return "too_few_tags", f"{len(tags)} tags < {cfg.min_tags}"
     return check_size(
         row.get("width"),

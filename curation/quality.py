@@ -1,16 +1,29 @@
-"""One quality score per sample in [0, 1]: metadata popularity, pixel metrics, optionally a learned scorer.
+"""One quality score per sample in [0, 1]: metadata popularity, learned aesthetics, classical measures.
 
 ``quality_score`` is a weighted mean of components, each mapped to [0, 1]; a component the sample
-lacks (no Danbooru score for a folder image, no JPEG tables for a PNG, no learned scorer) drops out
-and the others are re-weighted, so samples from every source share one scale:
+lacks drops out and the others are re-weighted, so samples from every source share one scale.
+What each source has decides its formula (docs/curation.md, "Quality score"):
 
-* ``score`` / ``fav``: the Danbooru score and fav_count as a percentile within the sample's source
-  (from a quantile table of the source, computed once per build: ``source_quantiles``);
-* ``sharpness``: log10 of the Laplacian variance, 100 -> 0 and 31 600 -> 1;
+* a Danbooru source: ``score`` and ``fav`` percentiles within the source (quantile tables
+  computed once per build: ``source_quantiles``) plus every pixel component;
+* a folder: pixel components only, plus ``aesthetic`` when a learned scorer is configured.
+
+Components:
+
+* ``score`` / ``fav``: the Danbooru score and fav_count as a percentile within the sample's source;
+* ``aesthetic``: the scan column ``aesthetic`` (LAION improved aesthetic predictor, 1..10), 4 -> 0 and
+  7 -> 1 (LAION's filtered sets start near 5; above 7 is rare); null when no scorer is configured;
+* ``learned``: a TorchScript model's score (``LearnedScorer``), sigmoid of its output when ``scorer_logits``;
+* ``illustration``: P(drawn illustration) of curation/artmodel.py, 0.45 (the reject cut) -> 0 and 1 -> 1;
+* ``fills``: share of flat (gradient-free) content, 0.05 -> 0 and 0.4 -> 1: drawn art has flat fills,
+  photographs, renders and degraded copies have grain everywhere;
+* ``sharpness``: log10 of the median-filtered Laplacian variance, 400 -> 0 and 10 000 -> 1, times
+  (1 - noise / max_noise) and (2 - blockiness), so grain and JPEG blocks never read as detail;
+* ``resolution``: effective short side (short side / upscale factor, the detail it holds), 256 -> 0 and
+  1024 -> 1, divided by the bucket upscale when the plan knows it;
 * ``colorfulness``: Hasler-Suesstrunk M / 80 (their "extremely colourful" band starts near 80);
 * ``jpeg``: estimated JPEG quality, 40 -> 0 and 95 -> 1;
-* ``clean``: 1 - (border share / 0.5 + text density / 0.02), clipped: bars and lettering cost;
-* ``learned``: a model's score (``LearnedScorer``), sigmoid of its output when ``scorer_logits``.
+* ``clean``: 1 - (border share / 0.3 + text density / 0.015 + straight-line share / 0.12), clipped.
 
 The weights tiers (``curation.weighting``) read this score from the ``quality_score`` column.
 """
@@ -37,11 +50,15 @@ class QualityConfig:
 
     score_weight: float = 0.3
     fav_weight: float = 0.2
+    aesthetic_weight: float = 0.5  # counts only where the scan has an ``aesthetic`` value
+    learned_weight: float = 0.5  # counts only when a TorchScript scorer is configured
+    illustration_weight: float = 0.2
+    fills_weight: float = 0.2
     sharpness_weight: float = 0.1
-    colorfulness_weight: float = 0.1
+    resolution_weight: float = 0.2
+    colorfulness_weight: float = 0.2
     jpeg_weight: float = 0.1
     clean_weight: float = 0.2
-    learned_weight: float = 0.5  # counts only when a scorer is configured
     scorer: str = ""  # path of a TorchScript model: N x 3 x S x S float -> N scores ("" = none)
     scorer_size: int = 224
     scorer_mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # ImageNet statistics, RGB order
@@ -90,28 +107,41 @@ def _clip01(x: float) -> float:
     return float(min(1.0, max(0.0, x)))
 
 
+def _num(row: Mapping[str, Any], key: str) -> float:
+    v = row.get(key)
+    return math.nan if v is None else float(v)
+
+
 def components(row: Mapping[str, Any], quantiles: Mapping[str, Sequence[float]]) -> dict[str, float]:
     """Each component in [0, 1], NaN when the sample lacks it."""
-
-    def num(key: str) -> float:
-        v = row.get(key)
-        return math.nan if v is None else float(v)
-
-    sharp, colour, jpeg = num("sharpness"), num("colorfulness"), num("jpeg_quality")
-    border, text = num("border_fraction"), num("text_density")
-    learned = num("learned_score")
+    sharp, colour, jpeg = _num(row, "sharpness"), _num(row, "colorfulness"), _num(row, "jpeg_quality")
+    border, text, lines = _num(row, "border_fraction"), _num(row, "text_density"), _num(row, "straight_lines")
+    grain, blocks = _num(row, "noise"), _num(row, "blockiness")
+    art, aesthetic, fills = _num(row, "illustration"), _num(row, "aesthetic"), _num(row, "flat_share")
+    side = min(_num(row, "width"), _num(row, "height")) / max(
+        1.0, _num(row, "upscale") if row.get("upscale") else 1.0
+    )
+    side /= max(1.0, _num(row, "bucket_upscale") if row.get("bucket_upscale") else 1.0)
+    detail = math.nan
+    if not math.isnan(sharp):
+        detail = _clip01((math.log10(max(sharp, 1.0)) - math.log10(400.0)) / (4.0 - math.log10(400.0)))
+        detail *= 1.0 - _clip01(grain / 5.0) if not math.isnan(grain) else 1.0
+        detail *= _clip01(2.0 - blocks) if not math.isnan(blocks) else 1.0
+    clean = math.nan
+    if not (math.isnan(border) or math.isnan(text)):
+        clean = _clip01(1.0 - border / 0.3 - text / 0.015 - (0.0 if math.isnan(lines) else lines / 0.12))
     return {
         "score": percentile_from_quantiles(row.get("score"), quantiles.get("score", [])),
         "fav": percentile_from_quantiles(row.get("fav_count"), quantiles.get("fav_count", [])),
-        "sharpness": _clip01((math.log10(max(sharp, 1.0)) - 2.0) / 2.5)
-        if not math.isnan(sharp)
-        else math.nan,
+        "aesthetic": _clip01((aesthetic - 4.0) / 3.0) if not math.isnan(aesthetic) else math.nan,
+        "learned": _num(row, "learned_score"),
+        "illustration": _clip01((art - 0.45) / 0.55) if not math.isnan(art) else math.nan,
+        "fills": _clip01((fills - 0.05) / 0.35) if not math.isnan(fills) else math.nan,
+        "sharpness": detail,
+        "resolution": _clip01((side - 256.0) / 768.0) if not math.isnan(side) else math.nan,
         "colorfulness": _clip01(colour / 80.0) if not math.isnan(colour) else math.nan,
         "jpeg": _clip01((jpeg - 40.0) / 55.0) if not math.isnan(jpeg) else math.nan,
-        "clean": _clip01(1.0 - border / 0.5 - text / 0.02)
-        if not (math.isnan(border) or math.isnan(text))
-        else math.nan,
-        "learned": learned,
+        "clean": clean,
     }
 
 

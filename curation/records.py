@@ -7,6 +7,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .decode import path_location
+
 TAG_CATEGORIES = ("general", "artist", "character", "copyright", "meta")
 
 # stage -> reasons. Every reject row carries one of these; docs/rejects.md explains each.
@@ -18,10 +20,11 @@ REJECT_REASONS: dict[str, tuple[str, ...]] = {
         "missing_file",  # no image for the post on disk / in the tars, or it could not be read
         "no_metadata",  # a tar member that no metadata row describes
         "unsafe_member",  # a tar member that is a link, a device, absolute, or reaches outside with '..'
+        "outside_source",  # a file (or tar) whose links resolve outside the source folder: never read
         "bad_archive",  # a tar that cannot be read to the end (members before the fault are kept)
         "unsupported_format",  # video, ugoira, flash: not a still image
         # the declarative [filters], applied before any pixel is read
-        "unknown_rating",  # a rating letter outside g/s/q/e
+        "bad_rating",  # a rating that is missing, malformed or unknown (fail closed: never "unrated")
         "rating",  # the rating (read with the era of the dump) is not in filters.ratings
         "low_score",  # under filters.min_score or the source's min_score_percentile
         "low_fav_count",  # under filters.min_fav_count or the source's min_fav_percentile
@@ -35,6 +38,10 @@ REJECT_REASONS: dict[str, tuple[str, ...]] = {
         "aspect_out_of_range",  # metadata size: long/short side over scan.max_aspect
     ),
     "decode": (
+        "not_a_file",  # a FIFO, device, socket or folder with an image's name: never opened
+        "too_many_bytes",  # over scan.max_bytes (the byte twin of the pixel guard), checked before reading
+        "too_slow",  # one input took longer than scan.max_seconds
+        "scan_error",  # any other failure on this one input; the detail names it
         "empty_file",
         "decode_error",  # not an image, truncated, or corrupt
         "too_many_pixels",  # over the pixel-count bomb guard, checked before decoding
@@ -46,18 +53,31 @@ REJECT_REASONS: dict[str, tuple[str, ...]] = {
     # pixel metrics over [metrics] thresholds (curation/metrics.py)
     "metric": (
         "greyscale",  # chroma_p95 under min_chroma_p95
-        "monochrome",  # hue_spread under min_hue_spread: one tint only
+        "monochrome",  # hue_spread under min_hue_spread and saturation under max_tint_saturation: one weak tint
         "blank",  # intensity_std under min_intensity_std
         "low_entropy",  # entropy under min_entropy
         "low_colorfulness",  # colorfulness under min_colorfulness
+        "noisy",  # noise over max_noise: grain where the picture should be flat
         "blurry",  # sharpness under min_sharpness
         "low_jpeg_quality",  # estimated JPEG quality under min_jpeg_quality
+        "upscaled",  # short side / upscale factor under min_effective_side x scan.min_side
+        "jpeg_blocking",  # blockiness over max_blockiness (also in PNGs re-saved from a JPEG)
         "letterboxed",  # border_fraction over max_border_fraction
         "text_heavy",  # text_density over max_text_density
+        "panels",  # straight_lines over max_straight_lines: comic panels, UI screenshots
+        "not_illustration",  # illustration probability under min_illustration: photo or render
+    ),
+    # learned scorers' predictions, for records without tags / rating of their own (curation/scorers/apply.py)
+    "scorer": (
+        "predicted_banned_tag",  # wd_tagger predicts one of filters.banned_tags
+        "predicted_rating",  # wd_tagger's rating is not in filters.ratings
     ),
     "dedup": (
         "exact_duplicate",  # byte-identical to the kept sample named in duplicate_of
         "near_duplicate",  # perceptual hash within dedup.radius of a group whose best member is kept
+    ),
+    "plan": (
+        "too_small_for_bucket",  # would need more than buckets.max_upscale to fill even a min_side bucket
     ),
     "pair": (
         "materialize_error",  # the image changed or vanished between scan and materialize
@@ -103,12 +123,28 @@ class Record:
         return sample_key(self.source, self.source_id)
 
     def to_row(self) -> dict[str, Any]:
-        row = asdict(self)
+        """The record as a row of ``sharding.schema.RECORD_SCHEMA`` (which is derived from this class)."""
+        row = {k: text(v) if isinstance(v, str) else v for k, v in asdict(self).items()}
         tags = row.pop("tags")
         for cat in TAG_CATEGORIES:
-            row[f"tags_{cat}"] = list(tags.get(cat, []))
+            row[f"tags_{cat}"] = [text(t) for t in tags.get(cat, [])]
+        row["location"] = path_location(self.location) if self.location else self.location
         row["key"] = self.key
         return row
+
+
+def text(value: str) -> str:
+    """Valid UTF-8 for a parquet string: file names that are not UTF-8 (and lone surrogates from
+    JSON escapes) show their bad bytes as ``\\xNN``."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:  # a name read from disk: its undecodable bytes came in as surrogate escapes
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # other lone surrogates
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")

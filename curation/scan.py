@@ -13,13 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
-from .decode import DecodeReject, decode_for_metrics, read_location
+from .decode import DEFAULT_MAX_BYTES, DecodeReject, deadline, decode_image, fault, read_location
 from .dedup import phash64
 from .filters import FilterConfig, Thresholds, check_record, check_size
-from .metrics import METRIC_COLUMNS, WORK_SIDE, MetricThresholds, failed_metric, gray, measure, work_copy
+from .metrics import METRIC_COLUMNS, MetricThresholds, detail_crop, failed_metric, gray, measure, work_copy
 from .quality import QualityConfig, quality_score
 
 SCAN_COLUMNS = ("status", "stage", "reason", "detail", "file_bytes", "sha256", *METRIC_COLUMNS,
@@ -27,12 +26,30 @@ SCAN_COLUMNS = ("status", "stage", "reason", "detail", "file_bytes", "sha256", *
 
 
 @dataclass(frozen=True)
-class ScanSettings:
-    """Everything a scan task needs; built once per build by the driver (``settings_from``)."""
+class ScanConfig:
+    """The ``[scan]`` config section: the one place for these defaults (ScanSettings reads them)."""
 
-    max_pixels: int = 64_000_000
-    min_side: int = 256
-    max_aspect: float = 4.0
+    max_pixels: int = 64_000_000  # decompression-bomb guard, checked on the header before decoding
+    max_bytes: int = (
+        DEFAULT_MAX_BYTES  # the guard's byte twin: file size checked before reading, reads capped
+    )
+    max_seconds: float = 60.0  # deadline for one input (read, decode, measure); 0: none
+    min_side: int = 256  # shorter side in pixels, after EXIF rotation
+    max_aspect: float = 4.0  # long side / short side
+    # inputs per scan task and scan part: the unit of parallelism and of resume; 0 = from the input
+    # count (32 to 4096, ~64 tasks), so large builds write few big parts
+    chunk_size: int = 0
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """Everything a scan task needs; built once per build by the driver (``make_settings``)."""
+
+    max_pixels: int = ScanConfig.max_pixels
+    max_bytes: int = ScanConfig.max_bytes
+    max_seconds: float = ScanConfig.max_seconds
+    min_side: int = ScanConfig.min_side
+    max_aspect: float = ScanConfig.max_aspect
     filters: FilterConfig = field(default_factory=FilterConfig)
     metrics: MetricThresholds = field(default_factory=MetricThresholds)
     quality: QualityConfig = field(default_factory=QualityConfig)
@@ -48,12 +65,35 @@ def reject(row: dict[str, Any], stage: str, reason: str, detail: str) -> dict[st
 
 
 def scan_row(row: dict[str, Any], settings: ScanSettings) -> tuple[dict[str, Any], np.ndarray | None]:
-    """One record row -> its scan row, plus the downscaled pixels of a kept image (for a learned scorer)."""
+    """One record row -> its scan row, plus the downscaled pixels of a kept image (for a learned scorer).
+
+    No input can escape as an exception or stall the chunk: over ``max_seconds`` it is ``too_slow``,
+    anything unforeseen is ``scan_error``.
+    """
     row = dict(row)
+    source_reason, source_detail = row.pop("reject_reason", None), row.pop("reject_detail", None)
     row.update({c: None for c in SCAN_COLUMNS})
     row["status"] = "kept"
-    if row.get("reject_reason"):
-        return reject(row, "metadata", row["reject_reason"], row.get("reject_detail") or ""), None
+    if source_reason:
+        return reject(row, "metadata", source_reason, source_detail or ""), None
+    try:
+        with deadline(settings.max_seconds):
+            return _scan_input(row, settings)
+    except DecodeReject as rej:  # too_slow
+        return reject(_clear(row), "decode", rej.reason, rej.detail), None
+    except Exception as exc:
+        return reject(_clear(row), "decode", "scan_error", fault(exc)), None
+
+
+def _clear(row: dict[str, Any]) -> dict[str, Any]:
+    """Drop half-filled measurements of an input that failed midway."""
+    for c in SCAN_COLUMNS:
+        if c not in ("file_bytes", "sha256"):
+            row[c] = None
+    return row
+
+
+def _scan_input(row: dict[str, Any], settings: ScanSettings) -> tuple[dict[str, Any], np.ndarray | None]:
     source = row.get("source") or ""
     failed = check_record(
         row, settings.filters, settings.thresholds.get(source, Thresholds()),
@@ -64,38 +104,32 @@ def scan_row(row: dict[str, Any], settings: ScanSettings) -> tuple[dict[str, Any
     if not row.get("location"):
         return reject(row, "metadata", "missing_file", "the record has no image location"), None
     try:
-        data = read_location(row["location"])
+        data = read_location(row["location"], settings.max_bytes)
+    except DecodeReject as rej:  # not a regular file, or over max_bytes
+        return reject(row, "decode", rej.reason, rej.detail), None
     except OSError as exc:
         return reject(row, "metadata", "missing_file", f"{type(exc).__name__}: {exc}"[:300]), None
     row["file_bytes"] = len(data)
     row["sha256"] = hashlib.sha256(data).hexdigest()
     try:
-        # Large JPEGs decode in draft mode (DCT scaling) to >= 2 x the metrics' work size: a
-        # fraction of the cost, same verdict on truncated files (curation/decode.py).
-        img, (w, h) = decode_for_metrics(data, settings.max_pixels, 2 * WORK_SIDE)
+        img = decode_image(data, settings.max_pixels).rgb
     except DecodeReject as rej:
         return reject(row, "decode", rej.reason, rej.detail), None
+    h, w = img.shape[:2]
     row["width"], row["height"] = w, h
     failed = check_size(w, h, min_side=settings.min_side, max_aspect=settings.max_aspect,
                         min_pixels=settings.filters.min_pixels)  # fmt: skip
     if failed:
         return reject(row, "decode", *failed), None
-    small = _work_copy(img, w, h)
+    small = work_copy(img)
+    detail = detail_crop(img)  # full resolution: blocking and upscaling vanish in the work copy
     del img
-    row.update(measure(small, data))
+    row.update(measure(small, data, detail))
     row["phash"] = phash64(gray(small))
-    failed = failed_metric(row, settings.metrics)
+    failed = failed_metric(row, settings.metrics, settings.min_side)
     if failed:
         return reject(row, "metric", *failed), None
     return row, small
-
-
-def _work_copy(img: np.ndarray, w: int, h: int) -> np.ndarray:
-    """``work_copy`` of the full-size image, from ``img`` (the full image or its draft decode)."""
-    if img.shape[:2] == (h, w):
-        return work_copy(img)
-    scale = WORK_SIDE / max(w, h)  # the size work_copy gives the full image
-    return cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
 def finish_quality(row: dict[str, Any], settings: ScanSettings) -> None:
@@ -125,9 +159,7 @@ def scan_rows(
 
 def make_settings(
     *,
-    max_pixels: int,
-    min_side: int,
-    max_aspect: float,
+    scan: ScanConfig,
     filters: FilterConfig,
     metrics: MetricThresholds,
     quality: QualityConfig,
@@ -142,9 +174,11 @@ def make_settings(
     score_q = source_quantiles(sources, scores)
     fav_q = source_quantiles(sources, favs)
     return ScanSettings(
-        max_pixels=max_pixels,
-        min_side=min_side,
-        max_aspect=max_aspect,
+        max_pixels=scan.max_pixels,
+        max_bytes=scan.max_bytes,
+        max_seconds=scan.max_seconds,
+        min_side=scan.min_side,
+        max_aspect=scan.max_aspect,
         filters=filters,
         metrics=metrics,
         quality=quality,

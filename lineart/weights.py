@@ -3,9 +3,13 @@
 Resolution order for a network's file (``WeightsSpec.filename``):
 
 1. an explicit path (``lineart.create(name, weights=PATH)``);
-2. the cache directory: ``$LINEPAIRS_WEIGHTS`` if set, else ``~/.cache/linepairs``;
+2. the cache directory: ``$LINEPAIRS_WEIGHTS`` if set, else ``~/.cache/linepairs``; the file is
+   looked for in it and in its direct subfolders (checkpoints are often kept one folder per network).
+   A cached file of a spec that pins a sha256 is re-hashed before use: a damaged one is downloaded
+   again (or is an error naming it when offline);
 3. the pinned URL, downloaded into the cache and checked against the pinned sha256. Only when the
-   spec pins a sha256, and never when ``$LINEPAIRS_OFFLINE`` is set. A failed download is an error
+   spec pins a sha256, and never when ``$LINEPAIRS_OFFLINE`` is set. The download is capped at
+   ``MAX_DOWNLOAD_BYTES`` and ``DOWNLOAD_DEADLINE_S`` in all. A failed download is an error
    naming the file, the URL and the folder to put it in.
 
 Loading uses ``torch.load(weights_only=True)`` (a restricted unpickler that only rebuilds tensors
@@ -16,8 +20,8 @@ and containers) or safetensors. Wrappers are unwrapped: ``{"state_dict": ...}`` 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
+import time
 import urllib.request
 import zipfile
 from collections.abc import Mapping
@@ -41,8 +45,38 @@ class WeightsSpec:
     sha256: str | None = None  # None: no pinned hash, so no automatic download
 
 
+MAX_DOWNLOAD_BYTES = 2 << 30  # the largest public line-art checkpoint is ~700 MB
+DOWNLOAD_DEADLINE_S = 900.0  # for the whole download, not per read (a trickling server cannot stall a build)
+
+
 def cache_dir() -> str:
     return os.environ.get("LINEPAIRS_WEIGHTS") or os.path.join(os.path.expanduser("~"), ".cache", "linepairs")
+
+
+def find_cached(folder: str, filename: str) -> str | None:
+    """``folder/filename``, else ``folder/*/filename`` (first in sorted order)."""
+    direct = os.path.join(folder, filename)
+    if os.path.isfile(direct):
+        return direct
+    if not os.path.isdir(folder):
+        return None
+    for sub in sorted(os.listdir(folder)):
+        path = os.path.join(folder, sub, filename)
+        if not sub.startswith(".") and os.path.isfile(path):
+            return path
+    return None
+
+
+_HASHED: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256_once(path: str) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) within this process."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASHED:
+        _HASHED[key] = sha256_file(path)
+    return _HASHED[key]
 
 
 def resolve(spec: WeightsSpec, weights: str | os.PathLike | None = None) -> str:
@@ -55,10 +89,16 @@ def resolve(spec: WeightsSpec, weights: str | os.PathLike | None = None) -> str:
             raise WeightsError(f"weights file not found: {path}")
         return path
     folder = cache_dir()
-    cached = os.path.join(folder, spec.filename)
-    if os.path.isfile(cached):
-        return cached
     where = f"put {spec.filename} in {folder} (or set $LINEPAIRS_WEIGHTS, or pass weights=PATH)"
+    found = find_cached(folder, spec.filename)
+    damaged = None
+    if found is not None:
+        if spec.sha256 is None or _sha256_once(found) == spec.sha256:
+            return found
+        damaged = f"cached {found} has sha256 {_sha256_once(found)}, expected {spec.sha256}"
+    cached = os.path.join(folder, spec.filename) if damaged is None else found
+    if damaged and (spec.url is None or os.environ.get("LINEPAIRS_OFFLINE")):
+        raise WeightsError(f"{damaged}: damaged or a different file; replace it ({where})")
     if spec.url is None:
         raise WeightsError(f"no weights for {spec.filename}: {where}")
     if spec.sha256 is None:
@@ -77,8 +117,23 @@ def _download(spec: WeightsSpec, dest: str, where: str) -> str:
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=spec.filename + ".", suffix=".part", dir=os.path.dirname(dest))
     try:
+        started = time.monotonic()
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=30) as resp:  # noqa: S310
-            shutil.copyfileobj(resp, out, 1 << 20)
+            size = int(resp.headers.get("Content-Length") or 0)
+            if size > MAX_DOWNLOAD_BYTES:
+                raise WeightsError(f"{spec.url} offers {size} bytes, more than the {MAX_DOWNLOAD_BYTES} cap")
+            total = 0
+            while block := resp.read1(1 << 20):  # what has arrived: the deadline is checked often
+                total += len(block)
+                if total > MAX_DOWNLOAD_BYTES:
+                    raise WeightsError(
+                        f"{spec.url} sent more than the {MAX_DOWNLOAD_BYTES}-byte cap: stopped"
+                    )
+                if time.monotonic() - started > DOWNLOAD_DEADLINE_S:
+                    raise WeightsError(
+                        f"downloading {spec.filename} took over {DOWNLOAD_DEADLINE_S:g} s: stopped; {where}"
+                    )
+                out.write(block)
         got = sha256_file(tmp)
         if got != spec.sha256:
             raise WeightsError(

@@ -18,6 +18,7 @@ from curation.weighting import effective_sample_size
 from pipelines.columnar import parquet_batches
 from sharding.layout import Layout
 from sharding.loader import BatchStream, LoaderError, open_layout, shard_problems
+from sharding.weights import WeightsVersionError, read_version
 
 DIMENSIONS = ("source", "tier", "bucket")
 
@@ -107,13 +108,19 @@ def _rejects(layout: Layout) -> dict[str, int]:
 
 
 def audit(
-    out: Layout | str, *, draws: int = 200_000, batch_size: int = 64, seed: int = 0, top_tags: int = 20
-) -> dict[str, Any]:
-    """The audit report as a JSON-serialisable dict (``realised`` comes from the loader)."""
+    out: Layout | str, *, draws: int = 200_000, batch_size: int = 64, seed: int = 0, top_tags: int = 20,
+    weights: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The audit report as a JSON-serialisable dict (``realised`` comes from the loader).
+
+    ``weights``: the weight version to audit (None: the active one).
+    """
     layout = open_layout(out)
     with warnings.catch_warnings():  # bad shards are reported below, as part of the audit
         warnings.simplefilter("ignore")
-        stream = BatchStream(layout, batch_size, seed=seed, keys_only=True, skip_bad_shards=True)
+        stream = BatchStream(
+            layout, batch_size, seed=seed, keys_only=True, skip_bad_shards=True, weights=weights
+        )
     shards = layout.read_json(layout.shards_json)["shards"]
     problems = shard_problems(layout, shards)
     pop = stream.pop
@@ -128,8 +135,10 @@ def audit(
         np.histogram(np.log10(w[w > 0]), bins=30) if np.any(w > 0) else (np.zeros(0), np.zeros(1))
     )
     build = layout.read_json(layout.build_json) if layout.exists(layout.build_json) else None
+    first = list(dict.fromkeys(drawn["first_rows"]))
     return {
         "out": layout.out,
+        "weights_version": pop.weights_name,
         "samples": len(pop),
         "shards": len(shards),
         "shard_problems": problems,
@@ -155,14 +164,17 @@ def audit(
         "rejects_by_reason": _rejects(layout),
         "intended_by_build": (build or {}).get("weights", {}).get("intended_share"),
         # distinct, in draw order: the contact sheet's samples
-        "_first_keys": pop.keys.take(
-            pa.array(list(dict.fromkeys(drawn["first_rows"])), pa.int64())
-        ).to_pylist(),
+        "_first_keys": pop.keys.take(pa.array(first, pa.int64())).to_pylist(),
+        # their weight and tier (shards hold neither): key -> [weight, tier]
+        "_first_weights": {pop.key(r): [float(pop.weights[r]), pop.tier_names[pop.tiers[r]]] for r in first},
     }
 
 
-def pair_samples(out: Layout | str, keys: list[str]) -> list[dict[str, Any]]:
-    """Whole samples (illustration and every line drawing) for the contact sheet; unreadable ones are left out."""
+def pair_samples(
+    out: Layout | str, keys: list[str], weights: dict[str, list[Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Whole samples (illustration and every line drawing) for the contact sheet; unreadable ones are
+    left out. ``weights``: key -> [weight, tier] (the report's ``_first_weights``), added to each meta."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stream = BatchStream(out, 1, keys_only=True, skip_bad_shards=True)
@@ -172,6 +184,9 @@ def pair_samples(out: Layout | str, keys: list[str]) -> list[dict[str, Any]]:
             found += stream.samples([key])
         except (LoaderError, ValueError):  # a corrupt member: the audit names bad shards elsewhere
             continue
+    for s in found:
+        if weights and s["key"] in weights:
+            s["meta"] = {**s["meta"], "weight": weights[s["key"]][0], "tier": weights[s["key"]][1]}
     return found
 
 
@@ -185,7 +200,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         return f"{d.get(k, 0.0):6.1%}"
 
     lines = [
-        f"build        {report['out']}",
+        f"build        {report['out']} (weights {report.get('weights_version') or '?'})",
         f"samples      {report['samples']} in {report['shards']} shards; "
         f"effective sample size {report['effective_sample_size']:.0f}",
         f"weights      min {report['weight']['min']:.3g}  median {report['weight']['median']:.3g}  "
@@ -218,4 +233,77 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["audit", "pair_samples", "public", "realised_draws", "summary_lines"]
+# ---------------------------------------------------------------- compare two weight versions
+
+
+def compare(out: Layout | str, a: str, b: str, *, top_tags: int = 20) -> dict[str, Any]:
+    """Intended shares of draws per source, tier, bucket and top tags under versions ``a`` and ``b``.
+
+    Intended only (from the manifest and the two weight files): nothing is drawn or decoded.
+    """
+    layout = open_layout(out)
+    out = layout.out
+    try:
+        table = layout.read_parquet(
+            layout.manifest, columns=["key", "source", "bucket_w", "bucket_h", "tags"]
+        )
+    except (FileNotFoundError, OSError) as exc:
+        raise LoaderError(f"{out} is not a finished build (no manifest.parquet): {exc}") from None
+    buckets = pc.binary_join_element_wise(
+        pc.cast(table["bucket_w"], pa.string()), pc.cast(table["bucket_h"], pa.string()), "x"
+    )
+    tags = table["tags"].combine_chunks()
+    parents = pc.list_parent_indices(tags).to_numpy()
+    flat_tags = pc.list_flatten(tags)
+    versions, shares, tag_mass = {}, {}, {}
+    for name in (a, b):
+        try:
+            _, version, meta = read_version(layout, name, keys=table["key"])
+        except WeightsVersionError as exc:
+            raise LoaderError(str(exc)) from None
+        w = version["weight"].to_numpy(zero_copy_only=False).astype(np.float64)
+        versions[name] = {
+            "effective_sample_size": round(effective_sample_size(w), 3),
+            "weight": {"min": float(w.min()), "max": float(w.max())} if len(w) else {},
+            "policy": meta.get("weights"),
+        }
+        by = {"source": table["source"], "tier": version["tier"], "bucket": buckets}
+        shares[name] = {
+            d: _shares_of(w, *_codes_and_names(col)) for d, col in by.items()
+        }  # fmt: skip
+        mass = pa.table({"tag": flat_tags, "mass": (w / w.sum())[parents] if len(w) else []})
+        grouped = mass.group_by("tag").aggregate([("mass", "sum")]).to_pylist()
+        tag_mass[name] = {g["tag"]: g["mass_sum"] for g in grouped}
+    dims = {}
+    for d in DIMENSIONS:
+        labels = sorted(set(shares[a][d]) | set(shares[b][d]))
+        dims[d] = [[k, shares[a][d].get(k, 0.0), shares[b][d].get(k, 0.0)] for k in labels]
+    top = sorted(
+        set(tag_mass[a]) | set(tag_mass[b]),
+        key=lambda t: (-max(tag_mass[a].get(t, 0.0), tag_mass[b].get(t, 0.0)), t),
+    )[:top_tags]
+    dims["tags"] = [[t, round(tag_mass[a].get(t, 0.0), 6), round(tag_mass[b].get(t, 0.0), 6)] for t in top]
+    return {"out": out, "a": a, "b": b, "samples": table.num_rows, "versions": versions, "shares": dims}
+
+
+def _codes_and_names(column) -> tuple[np.ndarray, list[str]]:
+    encoded = pa.chunked_array(column).combine_chunks().dictionary_encode()
+    names = [str(x) for x in encoded.dictionary.to_pylist()]
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), names
+
+
+def compare_lines(report: dict[str, Any]) -> list[str]:
+    a, b = report["a"], report["b"]
+    va, vb = report["versions"][a], report["versions"][b]
+    lines = [
+        f"build        {report['out']}: {report['samples']} samples; intended share of draws",
+        f"effective    {a} {va['effective_sample_size']:.0f}   {b} {vb['effective_sample_size']:.0f}",
+    ]
+    for dim in (*DIMENSIONS, "tags"):
+        lines.append(f"{dim:<30} {a[:9]:>9} {b[:9]:>9} {'change':>8}")
+        for name, x, y in report["shares"][dim]:
+            lines.append(f"  {str(name)[:28]:<28} {x:>9.1%} {y:>9.1%} {y - x:>+8.1%}")
+    return lines
+
+
+__all__ = ["audit", "compare", "compare_lines", "pair_samples", "public", "realised_draws", "summary_lines"]

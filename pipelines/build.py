@@ -15,21 +15,27 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 import lineart
+from curation.records import TAG_CATEGORIES
 from curation.scan import ScanSettings, make_settings
-from curation.sources import SourceSpec, check_unique_names, iter_records
-from curation.weighting import WeightError, check_sources, weight_summary
+from curation.sources import SourceError, SourceSpec, check_unique_names, iter_records
+from curation.weighting import WeightConfig, WeightError, check_sources
 from sharding.layout import Layout
-from sharding.schema import RECORD_SCHEMA
+from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_SCHEMA
+from sharding.weights import FIRST_VERSION
 
-from .columnar import labels
+from .columnar import concat_lists, labels
 from .config import BuildConfig, ConfigError, diff_dicts
-from .finalize import write_manifest, write_rejects
+from .finalize import extractor_lists, write_manifest, write_rejects
 from .planphase import PlanReader, PlanSettings, write_plan
 from .progress import Progress
+from .reweight import manifest_inputs, solve, write_first_version
 
-CONTRACT_VERSION = 1
+# 2: weights, tiers and quality quantiles moved out of shards/manifest/plan into weight versions
+#    (OUT/weights/); shards are grouped by bucket only (docs/output.md, "Changes").
+CONTRACT_VERSION = 2
 
 
 class BuildRefused(Exception):
@@ -46,6 +52,8 @@ class BuildRequest:
     # OUT opened with its storage options (None: opened from ``out``); never part of the identity,
     # so credentials given as options are not written into OUT.
     layout: Layout | None = field(default=None, repr=False)
+    append: bool = False  # add the inputs not yet seen to the finished build (pipelines/increment.py)
+    retry: tuple[str, ...] = ()  # re-scan the rejects of these reasons ("all": every reject)
 
     def identity(self) -> dict[str, Any]:
         """What must match for a re-run to resume OUT instead of being refused."""
@@ -132,7 +140,7 @@ def merge_source_shares(req: BuildRequest) -> None:
 
 
 # Config sections read by the enumeration and the scan; every other section is used from the plan on.
-SCAN_SECTIONS = ("scan", "filters", "metrics", "quality")
+SCAN_SECTIONS = ("scan", "filters", "metrics", "quality", "scorers", "scoring")
 
 
 def _scan_identity(identity: dict[str, Any]) -> dict[str, Any]:
@@ -169,14 +177,19 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
             )
             layout.write_json(layout.request, identity)
         elif old != identity:
-            changes = diff_dicts(old, identity)
-            raise BuildRefused(
-                f"{req.out} was built with a different request; changed: {'; '.join(changes[:8])}"
-                f"{' ...' if len(changes) > 8 else ''}. Use a new --out, or delete {req.out} to rebuild."
-            )
+            refuse_changed_request(req, layout, old, identity)
         if layout.exists(layout.build_json):
             done = layout.read_json(layout.build_json)
-            if done.get("complete"):
+            damaged = damaged_shards(layout) if done.get("complete") else {}
+            if damaged:
+                # A finished build whose shards changed is not complete: the damaged ones are
+                # rewritten from the plan (materialize checks each shard's size and sha256).
+                listed = "; ".join(f"{p}: {why}" for p, why in sorted(damaged.items())[:5])
+                print(
+                    f"linepairs: {len(damaged)} damaged shard(s), rewriting them: {listed}", file=sys.stderr
+                )
+                layout.remove(layout.build_json)
+            elif done.get("complete"):
                 return BuildSummary(
                     req.out,
                     done["counts"],
@@ -208,6 +221,43 @@ def scan_unit(inputs: int, chunk_size: int) -> int:
     return unit
 
 
+def _without_weights(identity: dict[str, Any], sources: bool = False) -> dict[str, Any]:
+    config = {k: v for k, v in identity["config"].items() if k != "weights"}
+    kept = [] if sources else [{k: v for k, v in s.items() if k != "share"} for s in identity["sources"]]
+    return {"contract": identity["contract"], "config": config, "sources": kept}
+
+
+def refuse_changed_request(
+    req: BuildRequest, layout: Layout, old: dict[str, Any], new: dict[str, Any]
+) -> None:
+    """Raise BuildRefused naming what changed and the command that would do it.
+
+    Returns (accepts the request) only when just the weights changed and OUT already holds a
+    weight version of exactly that policy.
+    """
+    changes = diff_dicts(old, new)
+    shown = f"{'; '.join(changes[:8])}{' ...' if len(changes) > 8 else ''}"
+    finished = layout.exists(layout.build_json) and layout.read_json(layout.build_json).get("complete")
+    if finished and _without_weights(old) == _without_weights(new):
+        from .reweight import stored_policies
+
+        if req.config.weights in stored_policies(layout).values():
+            return
+        raise BuildRefused(
+            f"{req.out} is finished and only its weights changed ({shown}); weights change without "
+            f"rewriting a shard: `linepairs reweight {req.out} --config FILE --activate`"
+        )
+    if finished and _without_weights(old, sources=True) == _without_weights(new, sources=True):
+        raise BuildRefused(
+            f"{req.out} is finished and the sources changed ({shown}); add new inputs with "
+            f"`linepairs build SOURCE... --out {req.out} --append`"
+        )
+    raise BuildRefused(
+        f"{req.out} was built with a different request; changed: {shown}. That changes the shards: "
+        f"use a new --out, or delete {req.out} to rebuild."
+    )
+
+
 def enumerate_records(req: BuildRequest, layout: Layout) -> int:
     """Stream every source into records parts; returns the number of scan units (scan parts)."""
     if layout.exists(layout.enumerated):
@@ -223,18 +273,23 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
             layout.write_parquet(path, pa.Table.from_pylist(rows, schema=RECORD_SCHEMA))
         chunk, rows = chunk + 1, []
 
-    for spec in req.sources:
-        for rec in iter_records(spec):
-            row = rec.to_row()
-            row["seq"] = seq
-            seq += 1
-            rows.append(row)
-            progress.update(1)
-            if len(rows) == size:
-                flush()
-    if rows:
-        flush()
-    progress.close()
+    try:
+        for spec in req.sources:
+            before = seq
+            for rec in iter_records(spec):
+                row = rec.to_row()
+                row["seq"] = seq
+                seq += 1
+                rows.append(row)
+                progress.update(1)
+                if len(rows) == size:
+                    flush()
+            if seq == before:  # an ordinary mistake (wrong or empty folder), not an empty build
+                raise SourceError(f"source {spec.describe()} holds no images or posts")
+        if rows:
+            flush()
+    finally:
+        progress.close()
     unit = scan_unit(seq, req.config.scan.chunk_size)
     units = -(-seq // unit)
     layout.write_json(
@@ -250,21 +305,38 @@ def _units(layout: Layout) -> tuple[int, int, int]:
     return e.get("records_parts", e["chunks"]), e.get("records_rows", 0), e.get("unit", 0)
 
 
-def scan(req: BuildRequest, layout: Layout, chunks: int) -> None:
-    pending = [c for c in range(chunks) if not layout.exists(layout.scan_part(c))]
-    inputs = layout.read_json(layout.enumerated)["inputs"]
+def scan(
+    req: BuildRequest, layout: Layout, chunks: int, *, first: int = 0, settings: ScanSettings | None = None
+) -> None:
+    """Scan records chunks ``first`` .. ``chunks - 1`` that have no scan part yet (an append scans
+    only its own chunks, with the ``settings`` of ``pipelines.increment``)."""
+    pending = [c for c in range(first, chunks) if not layout.exists(layout.scan_part(c))]
+    if first == 0:
+        inputs = layout.read_json(layout.enumerated)["inputs"]
+    else:
+        inputs = sum(layout.parquet_rows(layout.records_part(c)) for c in range(first, chunks))
     progress = Progress("scan", total=inputs, unit="inputs", enabled=req.show_progress)
-    progress.update(sum(layout.parquet_rows(layout.scan_part(c)) for c in range(chunks) if c not in pending))
+    progress.update(
+        sum(layout.parquet_rows(layout.scan_part(c)) for c in range(first, chunks) if c not in pending)
+    )
     if pending:
         from .distribute import map_tasks
         from .tasks import scan_chunk
 
-        _, records_rows, unit = _units(layout)
-        shared = {
-            "layout": layout, "settings": scan_settings(req, layout, chunks),
-            "unit": unit, "records_rows": records_rows,
-        }  # fmt: skip
-        for _, row in map_tasks(scan_chunk, pending, shared=shared):
+        # A build's scan units may slice its records parts; an increment's chunks are its records parts.
+        _, records_rows, unit = _units(layout) if first == 0 else (0, 0, 0)
+        settings = settings or scan_settings(req, layout, chunks)
+        if req.config.scorers:  # decode tasks, then a Ray Data scorer actor pool (pipelines/scoring.py)
+            from .scoring import scored_scan
+
+            rows = scored_scan(layout, settings, req.config, pending, unit, records_rows)
+        else:
+            shared = {"layout": layout, "settings": settings, "unit": unit, "records_rows": records_rows}
+            rows = (r for _, r in map_tasks(scan_chunk, pending, shared=shared))
+        for row in rows:
+            if row.get("error"):  # disk full, read-only OUT: one line, not Ray's error block
+                progress.close()
+                raise OSError(row["errno"], row["error"], row["filename"] or None)
             progress.update(row["rows"], kept=row["kept"])
     progress.close()
 
@@ -274,10 +346,13 @@ def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSetting
     cols = ["source", "score", "fav_count"]
     parts = [layout.read_parquet(layout.records_part(r), columns=cols) for r in range(_units(layout)[0])]
     records = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.float64()) for c in cols})
-    cfg = req.config
+    return settings_from_records(req.config, records)
+
+
+def settings_from_records(cfg: BuildConfig, records: pa.Table) -> ScanSettings:
+    """The scan settings of ``cfg`` with the quantile tables of these records (source, score, fav_count)."""
     return make_settings(
-        max_pixels=cfg.scan.max_pixels, min_side=cfg.scan.min_side, max_aspect=cfg.scan.max_aspect,
-        filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
+        scan=cfg.scan, filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
         sources=labels(records["source"]),  # one Python string per source, not per record
         scores=records["score"].to_numpy(zero_copy_only=False).astype(np.float64),
         favs=records["fav_count"].to_numpy(zero_copy_only=False).astype(np.float64),
@@ -285,17 +360,27 @@ def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSetting
 
 
 def plan(req: BuildRequest, layout: Layout, chunks: int) -> PlanReader:
-    """Dedup, weights and the shard plan (pipelines/planphase.py); streamed, so memory is per part."""
+    """Dedup, bucket fit, a feasibility check of the weights and the shard plan
+    (pipelines/planphase.py); streamed, so memory is per part."""
     if not layout.exists(layout.plan):
         cfg = req.config
         settings = PlanSettings(cfg.dedup, cfg.weights, cfg.buckets, cfg.shards.samples_per_shard, cfg.seed)
-        try:
-            write_plan(layout, chunks, settings, log=lambda msg: _log(req, msg))
-        except WeightError as exc:
-            raise ConfigError(
-                f"{exc}. Fix [weights] and run the same command again: nothing is planned yet, so the scan is reused."
-            ) from None
+        write_plan(
+            layout, chunks, settings, log=lambda msg: _log(req, msg),
+            check_weights=lambda planned: check_weights(cfg.weights, planned),
+        )  # fmt: skip
     return PlanReader(layout, layout.plan)
+
+
+def check_weights(cfg: WeightConfig, kept: pa.Table) -> None:
+    """Refuse a policy these samples cannot meet before anything is planned (the weights proper are
+    solved at finalize, over the samples actually written)."""
+    try:
+        solve(kept, cfg)
+    except WeightError as exc:
+        raise ConfigError(
+            f"{exc}. Fix [weights] and run the same command again: nothing is planned yet, so the scan is reused."
+        ) from None
 
 
 def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
@@ -303,9 +388,32 @@ def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
     if not layout.exists(state_path):
         return None
     state = layout.read_json(state_path)
-    if layout.size(layout.shard(shard)) != state["stats"]["bytes"]:
-        return None
-    return state
+    return state if _shard_intact(layout, state["stats"]) is None else None
+
+
+def _shard_intact(layout: Layout, stats: dict[str, Any]) -> str | None:
+    """What is wrong with a written shard (None: its size and sha256 are the recorded ones).
+
+    Both: a same-size bit flip is as damaged as a truncation. Hashing every shard is cheap next
+    to building it.
+    """
+    path = layout.shard(stats["path"])
+    size = layout.size(path)
+    if size is None:
+        return "missing"
+    if size != stats["bytes"]:
+        return f"{size} bytes, {stats['bytes']} recorded"
+    if layout.sha256(path) != stats["sha256"]:
+        return "sha256 differs from the recorded one"
+    return None
+
+
+def damaged_shards(layout: Layout) -> dict[str, str]:
+    """Shards of a finished build that no longer match shards.json: path -> what is wrong."""
+    shards = layout.read_json(layout.shards_json)["shards"] if layout.exists(layout.shards_json) else None
+    if shards is None:
+        return {layout.shards_json: "missing"}
+    return {s["path"]: why for s in shards if (why := _shard_intact(layout, s)) is not None}
 
 
 def _actor_pool_shape(mat, resources: dict[str, float], shards: int) -> tuple[int, dict[str, Any], str]:
@@ -371,8 +479,10 @@ def materialize(req: BuildRequest, layout: Layout, plan: PlanReader) -> dict[str
 def finalize(
     req: BuildRequest, layout: Layout, chunks: int, plan: PlanReader, states: dict[str, dict[str, Any]],
     timings: dict[str, float], extractor_records: dict[str, dict[str, Any]],
+    scorer_records: dict[str, dict[str, Any]] | None = None,
 ) -> BuildSummary:  # fmt: skip
-    """manifest.parquet, rejects.parquet, shards.json, build.json: streamed row group by row group."""
+    """manifest.parquet, rejects.parquet, shards.json, build.json: streamed row group by row group;
+    then the first weight version, solved from the manifest's weight columns only."""
     late = sorted((r for s in states.values() for r in s["rejects"]), key=lambda r: r["seq"])
     dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
     tally = write_manifest(
@@ -387,40 +497,79 @@ def finalize(
     layout.write_json(layout.shards_json, {"shards": shards})
 
     inputs = layout.read_json(layout.enumerated)["inputs"]
-    counts = {
-        "inputs": inputs,
-        "samples": tally.samples,
-        "rejected": sum(reasons.values()),
-        "rejects_by_reason": reasons,
-        "shards": len(shards),
-        "bytes": sum(s["bytes"] for s in shards),
-        "buckets": tally.counts("bucket"),
-        "tiers": tally.counts("tier"),
-        "drawings_dropped": dict(Counter(name for why in dropped.values() for name in why)),
-    }
-    if counts["samples"] + counts["rejected"] != inputs:
-        raise RuntimeError(
-            f"accounting error: {counts['samples']} kept + {counts['rejected']} rejected != {inputs} inputs"
-        )
-    weights = weight_summary(
-        tally.weight(),
-        sources=tally.labels("source"),
-        tiers=tally.labels("tier"),
-        buckets=tally.labels("bucket"),
-        training_samples=req.config.weights.training_samples,
-    )
+    cfg = req.config.weights
+    columns = list(dict.fromkeys([*manifest_inputs(cfg), "bucket_upscale"]))
+    weights = write_first_version(layout, layout.read_parquet(layout.manifest, columns=columns), cfg)
+    counts = make_counts(tally.samples, reasons, tally.counts("bucket"), shards, inputs, dropped)
     build = {
         "complete": True,
         "contract": CONTRACT_VERSION,
         "request": req.identity(),
         "counts": counts,
         "weights": weights,
+        "weights_active": FIRST_VERSION,
         "timings": timings,
         "extractors": extractor_records,
+        "scorers": scorer_records or {},
         "versions": _versions(),
     }
     layout.write_json(layout.build_json, build)
     return BuildSummary(req.out, counts, timings, weights=weights)
+
+
+def manifest_of(req: BuildRequest, plan_table: pa.Table, states: dict[str, dict[str, Any]]) -> pa.Table:
+    """The manifest rows of the plan rows that were written (all but the late rejects), in plan order.
+
+    For an increment's small plan; the build streams its manifest (pipelines/finalize.py)."""
+    late = pa.array(sorted({r["key"] for s in states.values() for r in s["rejects"]}), pa.string())
+    extractors = [e.name for e in req.config.extractors]
+    dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
+    manifest = plan_table.filter(pc.invert(pc.is_in(plan_table["key"], value_set=late)))
+    manifest = manifest.append_column("tags", concat_lists([manifest[f"tags_{c}"] for c in TAG_CATEGORIES]))
+    manifest = manifest.append_column(
+        "extractors", extractor_lists(manifest["key"].combine_chunks(), extractors, dropped)
+    )
+    return manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
+
+
+def late_rejects(states: dict[str, dict[str, Any]]) -> pa.Table:
+    """Rejects of the materialize phase (pair quality, a file changed since the scan)."""
+    return pa.Table.from_pylist([r for s in states.values() for r in s["rejects"]], schema=REJECT_SCHEMA)
+
+
+def count(
+    manifest: pa.Table, rejects: pa.Table, shards: list[dict[str, Any]], inputs: int,
+    dropped: dict[str, dict[str, str]], weights: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """build.json's ``counts`` from whole tables (an increment's); see ``make_counts``."""
+    reasons = {r["values"]: r["counts"] for r in pc.value_counts(rejects["reason"]).to_pylist()}
+    buckets = pc.binary_join_element_wise(
+        pc.cast(manifest["bucket_w"], pa.string()), pc.cast(manifest["bucket_h"], pa.string()), "x"
+    )
+    by_bucket = {r["values"]: r["counts"] for r in pc.value_counts(buckets).to_pylist()}
+    return make_counts(manifest.num_rows, reasons, by_bucket, shards, inputs, dropped)
+
+
+def make_counts(
+    samples: int, reasons: dict[str, int], buckets: dict[str, int], shards: list[dict[str, Any]],
+    inputs: int, dropped: dict[str, dict[str, str]],
+) -> dict[str, Any]:  # fmt: skip
+    """build.json's ``counts``; refuses an input that is neither kept nor rejected."""
+    counts = {
+        "inputs": inputs,
+        "samples": samples,
+        "rejected": sum(reasons.values()),
+        "rejects_by_reason": reasons,
+        "shards": len(shards),
+        "bytes": sum(s["bytes"] for s in shards),
+        "buckets": buckets,
+        "drawings_dropped": dict(Counter(name for why in dropped.values() for name in why)),
+    }
+    if counts["samples"] + counts["rejected"] != inputs:
+        raise RuntimeError(
+            f"accounting error: {counts['samples']} kept + {counts['rejected']} rejected != {inputs} inputs"
+        )
+    return counts
 
 
 def check_extractors(req: BuildRequest) -> dict[str, dict[str, Any]]:
@@ -448,7 +597,7 @@ def _versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": platform.python_version()}
-    for dist in ("linepairs", "numpy", "opencv-python-headless", "pillow", "pyarrow", "ray", "torch"):
+    for dist in ("linepairs", "numpy", "opencv-python-headless", "pillow", "pyarrow", "ray", "torch", "timm"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -462,13 +611,25 @@ def run_build(req: BuildRequest) -> BuildSummary:
 
     layout = req.layout or Layout(req.out)
     req.out = layout.out  # absolute for a local OUT, the URL otherwise
-    layout.ensure_root()
+    if req.append and req.retry:
+        raise BuildRefused("--append and --retry are two runs: give one, then the other")
+    if (req.append or req.retry) and layout.exists(layout.request):
+        from .increment import APPEND, RETRY, run_increment
+
+        check_unique_names(req.sources)
+        return run_increment(req, APPEND if req.append else RETRY)
+    if req.retry:
+        raise BuildRefused(f"--retry needs a finished build in {req.out}")
+    layout.ensure_root()  # --append to an empty OUT is a plain build
     done = check_request(req, layout)
     if done is not None:
         return done
     # Build every extractor once here: missing or wrong weights are one clear error before any
     # work starts, and the checkpoint hashes go into build.json.
     extractor_records = check_extractors(req)
+    from .scoring import check_scorers
+
+    scorer_records = check_scorers(req.config)  # the same for the learned scorers
     timings: dict[str, float] = {}
     start = time.perf_counter()
     t = time.perf_counter()
@@ -486,7 +647,7 @@ def run_build(req: BuildRequest) -> BuildSummary:
         states = materialize(req, layout, planned)
         timings["materialize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
-    summary = finalize(req, layout, chunks, planned, states, timings, extractor_records)
+    summary = finalize(req, layout, chunks, planned, states, timings, extractor_records, scorer_records)
     layout.remove_temp_files()  # leftovers of killed local writers
     return summary
 

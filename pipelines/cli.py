@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import EXIT_USAGE, UsageError
+from .errors import EXIT_USAGE, UsageError, os_error_in, os_error_line
 
 # One module per command; each has ``add_parser(subparsers)`` that sets ``handler(args) -> int``.
 COMMANDS = (
@@ -14,9 +14,11 @@ COMMANDS = (
     "pipelines.commands.verify",
     "pipelines.commands.extract",
     "pipelines.commands.audit",
+    "pipelines.commands.reweight",
     "pipelines.commands.train",
     "pipelines.commands.eval",
     "pipelines.commands.sample",
+    "pipelines.commands.calibrate",
     "pipelines.commands.bench",
 )
 
@@ -44,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("linepairs: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # Disk full, read-only OUT, a vanished folder: one line, even when a Ray worker hit it.
+        err = os_error_in(exc)
+        if err is None:
+            raise
+        print(f"linepairs {args.command}: error: {os_error_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from curation.dedup import DedupConfig
 from curation.filters import FilterConfig
 from curation.metrics import MetricThresholds
 from curation.quality import QualityConfig
+from curation.scan import ScanConfig
 from curation.weighting import WeightConfig
 from lineart.augment import AugmentPolicy
 from lineart.quality import PairQuality
@@ -24,16 +25,6 @@ from sharding.buckets import BucketRule
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the key and the problem."""
-
-
-@dataclass(frozen=True)
-class ScanConfig:
-    max_pixels: int = 64_000_000  # decompression-bomb guard, checked on the header before decoding
-    min_side: int = 256  # shorter side in pixels, after EXIF rotation
-    max_aspect: float = 4.0  # long side / short side
-    # inputs per scan task and scan part: the unit of parallelism and of resume; 0 = from the input
-    # count (32 to 4096, ~64 tasks), so large builds write few big parts
-    chunk_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,6 +52,24 @@ DEFAULT_EXTRACTORS = (ExtractorSpec("canny"), ExtractorSpec("xdog"))
 
 
 @dataclass(frozen=True)
+class ScorerSpec:
+    """One ``[scorers.NAME]`` table: a learned scorer of curation.scorers, run in the scan."""
+
+    name: str
+    weights: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """``[scoring]``: the scan's scorer actors (used only when ``[scorers.*]`` names a scorer)."""
+
+    actors: int = 0  # 0: one per gpu_share of the GPUs, or one per 2 CPUs when the cluster has no GPU
+    gpu_share: float = 0.25  # share of one GPU each scorer actor asks Ray for when the cluster has GPUs
+    fill_tags: bool = True  # records without tags of their own take the predicted tags (tags_general)
+
+
+@dataclass(frozen=True)
 class BuildConfig:
     seed: int = 0
     scan: ScanConfig = ScanConfig()
@@ -68,6 +77,8 @@ class BuildConfig:
     weights: WeightConfig = WeightConfig()
     shards: ShardConfig = ShardConfig()
     extractors: tuple[ExtractorSpec, ...] = DEFAULT_EXTRACTORS
+    scorers: tuple[ScorerSpec, ...] = ()  # [scorers.NAME] tables (docs/curation.md, "Learned scorers")
+    scoring: ScoringConfig = ScoringConfig()
     materialize: MaterializeConfig = MaterializeConfig()
     augment: AugmentPolicy = AugmentPolicy()  # off by default; docs/lineart.md
     pair_quality: PairQuality = PairQuality()
@@ -95,7 +106,7 @@ def _section(cls, data: Any, where: str):
         raise ConfigError(str(exc)) from None
 
 
-def _extractors(data: Any) -> tuple[ExtractorSpec, ...]:
+def _extractors(data: Any, base_dir: str | None = None) -> tuple[ExtractorSpec, ...]:
     if not isinstance(data, list) or not data:
         raise ConfigError("[[extractors]] must be a non-empty list of tables with a 'name'")
     specs = []
@@ -117,10 +128,42 @@ def _extractors(data: Any) -> tuple[ExtractorSpec, ...]:
             lineart.check_options(name, options)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"extractors[{i}] ({name}): {exc}") from None
-        specs.append(ExtractorSpec(name, item.get("weights"), dict(options)))
+        weights = item.get("weights")
+        if weights is not None and not isinstance(weights, str):
+            raise ConfigError(f"extractors[{i}] ({name}): weights must be a path string, got {weights!r}")
+        if weights is not None:  # like [[sources]] paths: relative to the config file's folder
+            weights = os.path.expanduser(weights)
+            if base_dir is not None and not os.path.isabs(weights):
+                weights = os.path.abspath(os.path.join(base_dir, weights))
+        specs.append(ExtractorSpec(name, weights, dict(options)))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"an extractor is listed twice: {names}")
+    return tuple(specs)
+
+
+def _scorers(data: Any) -> tuple[ScorerSpec, ...]:
+    from curation import scorers
+
+    if not isinstance(data, dict):
+        raise ConfigError("[scorers] must hold one table per scorer, e.g. [scorers.wd_tagger]")
+    specs = []
+    for name, table in sorted(data.items()):
+        if name not in scorers.available():
+            raise ConfigError(
+                f"[scorers.{name}]: unknown scorer; available: {', '.join(scorers.available())}"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"[scorers.{name}] must be a table (weights = ..., options)")
+        options = {k: v for k, v in table.items() if k != "weights"}
+        weights = table.get("weights")
+        if weights is not None and not isinstance(weights, str):
+            raise ConfigError(f"scorers.{name}.weights must be a path string, got {weights!r}")
+        try:
+            scorers.check_options(name, options)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"[scorers.{name}]: {exc}") from None
+        specs.append(ScorerSpec(name, weights, options))
     return tuple(specs)
 
 
@@ -141,7 +184,7 @@ def _sources(data: Any, base_dir: str | None) -> tuple[dict[str, Any], ...]:
 
 def config_from_dict(data: dict[str, Any], base_dir: str | None = None) -> BuildConfig:
     known = {"seed", "scan", "buckets", "weights", "shards", "extractors", "materialize", "augment", "pair_quality",
-             "filters", "metrics", "quality", "dedup", "sources"}  # fmt: skip
+             "filters", "metrics", "quality", "dedup", "sources", "scorers", "scoring"}  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
@@ -156,7 +199,9 @@ def config_from_dict(data: dict[str, Any], base_dir: str | None = None) -> Build
         buckets=_section(BucketRule, data.get("buckets", {}), "buckets"),
         weights=_section(WeightConfig, data.get("weights", {}), "weights"),
         shards=_section(ShardConfig, data.get("shards", {}), "shards"),
-        extractors=_extractors(data["extractors"]) if "extractors" in data else DEFAULT_EXTRACTORS,
+        extractors=_extractors(data["extractors"], base_dir) if "extractors" in data else DEFAULT_EXTRACTORS,
+        scorers=_scorers(data["scorers"]) if "scorers" in data else (),
+        scoring=_section(ScoringConfig, data.get("scoring", {}), "scoring"),
         materialize=_section(MaterializeConfig, data.get("materialize", {}), "materialize"),
         augment=_section(AugmentPolicy, data.get("augment", {}), "augment"),
         pair_quality=_section(PairQuality, data.get("pair_quality", {}), "pair_quality"),
@@ -177,6 +222,8 @@ def _check(cfg: BuildConfig) -> None:
         raise ConfigError(str(exc)) from None
     if (
         cfg.scan.max_pixels <= 0
+        or cfg.scan.max_bytes <= 0
+        or cfg.scan.max_seconds < 0
         or cfg.scan.min_side < 1
         or cfg.scan.max_aspect < 1
         or cfg.scan.chunk_size < 0
@@ -190,6 +237,8 @@ def _check(cfg: BuildConfig) -> None:
         raise ConfigError(
             f"bad [materialize] values: {cfg.materialize}; need actors >= 0, 0 < gpu_share <= 1"
         )
+    if cfg.scoring.actors < 0 or not 0 < cfg.scoring.gpu_share <= 1:
+        raise ConfigError(f"bad [scoring] values: {cfg.scoring}; need actors >= 0, 0 < gpu_share <= 1")
     if cfg.shards.samples_per_shard < 1:
         raise ConfigError("shards.samples_per_shard must be >= 1")
     if cfg.shards.image_format not in ("jpg", "webp"):

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.dedup import DedupConfig, DedupResult, as_unsigned, near_pairs, resolve
+from sharding.schema import REJECT_ID_COLUMNS
 
 from .columnar import codes
 
@@ -56,8 +57,8 @@ def reject_rows(
     ids: pa.Table, dropped: np.ndarray, keeper: np.ndarray, exact: np.ndarray,
     keys: pa.Array | pa.ChunkedArray, phash: np.ndarray, score: np.ndarray,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """One reject row per dropped sample. ``ids``: the dropped samples' id columns (seq, source,
-    source_id, key, location), row k for ``dropped[k]``; the other arrays cover every kept sample."""
+    """One reject row per dropped sample. ``ids``: the dropped samples' id columns
+    (``REJECT_ID_COLUMNS``), row k for ``dropped[k]``; the other arrays cover every kept sample."""
     h = as_unsigned(phash)
     keeper_keys = pa.chunked_array(keys).take(pa.array(keeper[dropped], pa.int64())).to_pylist()
     rows = []
@@ -89,7 +90,7 @@ def deduplicate(kept: pa.Table, cfg: DedupConfig) -> tuple[pa.Table, list[dict[s
     seq = kept["seq"].to_numpy(zero_copy_only=False)
     result, stats = dedup_arrays(phash, codes(kept["sha256"])[0], score, pixels, seq, cfg)
     dropped = np.flatnonzero(result.dropped)
-    ids = kept.select(["seq", "source", "source_id", "key", "location"]).take(pa.array(dropped, pa.int64()))
+    ids = kept.select(list(REJECT_ID_COLUMNS)).take(pa.array(dropped, pa.int64()))
     rejects = reject_rows(ids, dropped, result.keeper, result.exact, kept["key"], phash, score)
     mask = np.ones(n, bool)
     mask[dropped] = False

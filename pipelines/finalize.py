@@ -1,8 +1,8 @@
 """The build's final tables, streamed: manifest.parquet from plan.parquet one row group at a time,
 rejects.parquet by merging the early rejects (already sorted by ``seq``) with the late ones.
 
-The driver keeps only small per-sample arrays (weight, and codes for source / tier / bucket) for
-the weight summary, never the rows or a Python object per tag.
+The driver keeps only a bucket code per sample for the counts, never the rows or a Python object
+per tag. Weights are not here (contract 2): the build solves its first version from the manifest.
 """
 
 from __future__ import annotations
@@ -22,29 +22,24 @@ from sharding.schema import MANIFEST_SCHEMA, REJECT_SCHEMA
 
 from .columnar import ROW_GROUP, atomic_parquet, codes, concat_lists, parquet_batches
 
-_LABELS = ("source", "tier", "bucket")
+_LABELS = ("bucket",)
 
 
 @dataclass
 class Tally:
-    """Per written sample: its weight and a code per label dimension (names shared across batches)."""
+    """Per written sample: a code per label dimension (names shared across batches)."""
 
     samples: int = 0
-    weights: list[np.ndarray] = field(default_factory=list)
     names: dict[str, dict[str, int]] = field(default_factory=lambda: {d: {} for d in _LABELS})
     codes: dict[str, list[np.ndarray]] = field(default_factory=lambda: {d: [] for d in _LABELS})
 
-    def add(self, weight: np.ndarray, columns: Mapping[str, pa.Array]) -> None:
-        self.samples += len(weight)
-        self.weights.append(weight)
+    def add(self, rows: int, columns: Mapping[str, pa.Array]) -> None:
+        self.samples += rows
         for dim, column in columns.items():
             local, values = codes(column)
             known = self.names[dim]
             remap = np.asarray([known.setdefault(v, len(known)) for v in values], np.int32)
             self.codes[dim].append(remap[local] if len(values) else local)
-
-    def weight(self) -> np.ndarray:
-        return np.concatenate(self.weights) if self.weights else np.zeros(0)
 
     def labels(self, dim: str) -> np.ndarray:
         """Object array of the label of every sample (one shared string per distinct label)."""
@@ -59,7 +54,7 @@ class Tally:
         return {name: int(per[i]) for name, i in self.names[dim].items() if per[i]}
 
 
-def _extractor_lists(
+def extractor_lists(
     keys: pa.Array, extractors: list[str], dropped: Mapping[str, Mapping[str, str]]
 ) -> pa.Array:
     """Per row the extractors whose drawing was stored: all of them except the dropped ones."""
@@ -89,16 +84,13 @@ def write_manifest(
                 continue
             batch = batch.append_column("tags", concat_lists([batch[f"tags_{c}"] for c in TAG_CATEGORIES]))
             keys = batch["key"].combine_chunks()
-            batch = batch.append_column("extractors", _extractor_lists(keys, extractors, dropped))
+            batch = batch.append_column("extractors", extractor_lists(keys, extractors, dropped))
             batch = batch.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
             out.write_table(batch, row_group_size=ROW_GROUP)
             bucket = pc.binary_join_element_wise(
                 pc.cast(batch["bucket_w"], pa.string()), pc.cast(batch["bucket_h"], pa.string()), "x"
             )
-            tally.add(
-                batch["weight"].to_numpy().astype(np.float64),
-                {"source": batch["source"], "tier": batch["tier"], "bucket": bucket},
-            )
+            tally.add(batch.num_rows, {"bucket": bucket})
     return tally
 
 

@@ -1,12 +1,13 @@
-"""The plan phase in bounded memory: dedup, weights and the shard plan from a few columns, then the
+"""The plan phase in bounded memory: dedup, bucket fit and the shard plan from a few columns, then the
 plan rows streamed from the scan parts into ``plan.parquet`` (sorted by shard) without ever holding
 the whole scan table.
 
 Pass A reads only the small columns of kept rows (hashes, sizes, scores, keys, sources: ~150 B a
-row) and computes every decision as arrays. Pass B reads the scan parts one at a time, takes the
+row) and computes every decision as arrays; the weight policy is only checked for feasibility
+there (contract 2: weights live in weight versions, solved at finalize). Pass B reads the scan parts one at a time, takes the
 planned rows, appends the plan columns and spills them into bins of ``bin_rows`` by final
 position; each bin is then sorted and appended to ``plan.parquet``. The same pass writes the early
-rejects (scan verdicts and dedup drops, sorted by ``seq``) that ``finalize`` merges with the late
+rejects (scan verdicts, dedup drops and ``too_small_for_bucket``, sorted by ``seq``) that ``finalize`` merges with the late
 ones, so nothing reads the scan again.
 """
 
@@ -24,18 +25,25 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.dedup import DedupConfig
-from curation.weighting import WeightConfig, compute_weights
+from curation.weighting import WeightConfig
 from sharding.buckets import BucketRule
 from sharding.layout import Layout
-from sharding.plan import assign_shards, plan_columns
-from sharding.schema import PLAN_COLUMNS, PLAN_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA, SCAN_SCHEMA
+from sharding.plan import assign_shards, plan_columns, split_too_small, too_small_mask
+from sharding.schema import (
+    PLAN_COLUMNS,
+    PLAN_SCHEMA,
+    REJECT_COLUMNS,
+    REJECT_ID_COLUMNS,
+    REJECT_SCHEMA,
+    SCAN_SCHEMA,
+)
 
-from .columnar import ROW_GROUP, atomic_parquet, codes, concat_lists, labels, ranks
+from .columnar import ROW_GROUP, atomic_parquet, codes, ranks
 from .dedup import dedup_arrays, reject_rows
 
 BIN_ROWS = 262_144  # plan rows sorted in memory at once (~1 KB each with tags)
 _DEST = "_dest"
-_IDS = ["seq", "source", "source_id", "key", "location"]
+_IDS = list(REJECT_ID_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -62,16 +70,17 @@ def _kept_columns(layout: Layout, parts: list[str], columns: list[str]) -> tuple
 
 def write_plan(
     layout: Layout, chunks: int, s: PlanSettings, log: Callable[[str], None] = lambda _: None,
-    bin_rows: int = BIN_ROWS,
+    bin_rows: int = BIN_ROWS, check_weights: Callable[[pa.Table], None] = lambda _: None,
 ) -> dict[str, int]:  # fmt: skip
     """Plan the kept rows of the ``chunks`` scan parts into ``layout.plan``, the early rejects into
-    ``layout.early_rejects``. Raises WeightError when the weights cannot be met (nothing is written then).
+        ``layout.early_rejects``. ``check_weights`` sees the planned samples' weight columns first and
+    may raise (nothing is written then).
 
-    Spill files are the driver's own scratch (a local temporary folder), read back by it alone.
+        Spill files are the driver's own scratch (a local temporary folder), read back by it alone.
     """
     parts = [layout.scan_part(c) for c in range(chunks)]
     cats = list(s.weights.tag_categories) if s.weights.tag_balance else []
-    small = ["seq", "key", "source", "phash", "sha256", "quality_score", "width", "height"]
+    small = ["seq", "key", "source", "phash", "sha256", "quality_score", "score", "width", "height"]
     kept, per_part = _kept_columns(layout, parts, small + [f"tags_{c}" for c in cats])
     n = kept.num_rows
     phash = _np(kept, "phash", np.int64)
@@ -87,30 +96,24 @@ def write_plan(
         stats = {"route": None, "pairs": 0, "dropped": 0}
     log(f"dedup: {stats['dropped']} duplicates dropped ({stats['pairs']} pairs, route {stats['route']})")
 
-    survivors = np.flatnonzero(~dropped)
+    # dedup first (over every kept sample), then the sizes no bucket fits (pipelines.build order)
+    small_size = too_small_mask(_np(kept, "width", np.int64), _np(kept, "height", np.int64), s.buckets)
+    too_small = small_size & ~dropped
+    survivors = np.flatnonzero(~dropped & ~small_size)
     planned = kept.drop_columns(["sha256"]).take(pa.array(survivors, pa.int64()))
-    weighted = compute_weights(
-        s.weights,
-        sources=labels(planned["source"]),
-        keys=ranks(planned["key"]),
-        quality_scores=_np(planned, "quality_score", np.float64),
-        tags=concat_lists([planned[f"tags_{c}"] for c in cats]) if cats else None,
-    )
     assignment = assign_shards(
-        _np(planned, "width", np.int64), _np(planned, "height", np.int64), ranks(planned["key"]), weighted.tier,
+        _np(planned, "width", np.int64), _np(planned, "height", np.int64), ranks(planned["key"]),
         rule=s.buckets, samples_per_shard=s.samples_per_shard, seed=s.seed,
     )  # fmt: skip
-    extra = plan_columns(
-        assignment, tier=weighted.tier, weight=weighted.weight, quality=weighted.quality,
-        factors=weighted.factors(),
-    )  # fmt: skip
+    extra = plan_columns(assignment)
+    check_weights(planned.append_column("bucket_upscale", extra["bucket_upscale"]))
     m = len(survivors)
     dest = np.empty(m, np.int64)
     dest[assignment.order] = np.arange(m)
     plan_index = np.full(n, -1, np.int64)  # kept row -> planned row (-1: dropped as a duplicate)
     plan_index[survivors] = np.arange(m)
     kept_keys = kept["key"]  # the keepers' names for dedup reject rows; the rest of pass A is dropped
-    del kept, planned, weighted, assignment
+    del kept, planned, assignment
 
     bins = max(1, -(-m // bin_rows))
     spill_schema = PLAN_SCHEMA.append(pa.field(_DEST, pa.int64()))
@@ -134,11 +137,14 @@ def write_plan(
                     raise RuntimeError(f"{path} changed during the plan phase")
                 k = np.arange(offset, offset + count)
                 offset += count
-                gone = dropped[k]
-                if gone.any():
-                    ids = rows.filter(pa.array(gone)).select(_IDS)
-                    dup = reject_rows(ids, k[gone], keeper, exact, kept_keys, phash, score)
+                duplicate, small_one = dropped[k], too_small[k]
+                if duplicate.any():
+                    ids = rows.filter(pa.array(duplicate)).select(_IDS)
+                    dup = reject_rows(ids, k[duplicate], keeper, exact, kept_keys, phash, score)
                     early.append(pa.Table.from_pylist(dup, schema=REJECT_SCHEMA))
+                if small_one.any():
+                    early.append(_too_small_rows(rows.filter(pa.array(small_one)), s.buckets))
+                gone = duplicate | small_one
                 part_rejects = pa.concat_tables(early).sort_by("seq")
                 reject_count += part_rejects.num_rows
                 if part_rejects.num_rows:
@@ -171,7 +177,13 @@ def write_plan(
     finally:
         if spill_dir:
             shutil.rmtree(spill_dir, ignore_errors=True)
-    return {"planned": m, "early_rejects": reject_count, **stats}
+    return {"planned": m, "early_rejects": reject_count, "too_small": int(too_small.sum()), **stats}
+
+
+def _too_small_rows(rows: pa.Table, rule: BucketRule) -> pa.Table:
+    """The ``too_small_for_bucket`` reject rows of these scan rows (``sharding.plan.split_too_small``)."""
+    _, rejects, _ = split_too_small(rows, rule)
+    return pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA)
 
 
 def _np(table: pa.Table, column: str, dtype) -> np.ndarray:

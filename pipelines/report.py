@@ -245,3 +245,29 @@ def render_html(report: dict[str, Any], samples: Sequence[dict[str, Any]]) -> st
         f"<title>linepairs audit: {_e(report['out'])}</title><style>{_STYLE}</style>"
         f"<script>{_CHECK_SCRIPT}</script></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
+
+
+def render_compare_html(report: dict[str, Any]) -> str:
+    """``audit --compare A B`` as a page: intended shares side by side (every label escaped)."""
+    a, b = report["a"], report["b"]
+    sections = []
+    for dim in ("source", "tier", "bucket", "tags"):
+        rows = [f"<tr><th>{_e(dim)}</th><th>{_e(a)}</th><th>{_e(b)}</th><th>change</th></tr>"]
+        for name, x, y in report["shares"][dim]:
+            rows.append(
+                f"<tr><td>{_e(name)}</td><td class=n>{x:.2%}</td><td class=n>{y:.2%}</td>"
+                f"<td class=n>{y - x:+.2%}</td></tr>"
+            )
+        title = "top tags (share of weight)" if dim == "tags" else f"share of draws per {dim}"
+        sections.append(f"<h2>{_e(title)}</h2><table>{''.join(rows)}</table>")
+    ess = " · ".join(
+        f"{_e(n)}: effective sample size {report['versions'][n]['effective_sample_size']:.0f}" for n in (a, b)
+    )
+    title = f"linepairs weights: {report['out']}: {a} vs {b}"
+    return (
+        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+        f"<title>{_e(title)}</title><style>{_STYLE}</style></head>\n<body>\n"
+        f"<h1>{_e(title)}</h1><p>{report['samples']} samples · {ess}</p>\n"
+        + "\n".join(sections)
+        + "\n</body></html>\n"
+    )

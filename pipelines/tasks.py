@@ -47,6 +47,16 @@ def scorer_for(settings: ScanSettings) -> Any:
     return _SCORERS[cache_key]
 
 
+def unit_records(layout: Layout, chunk: int, unit: int = 0, records_rows: int = 0) -> list[dict[str, Any]]:
+    """The records of scan unit ``chunk``: ``unit`` rows from ``chunk * unit``, inside one records part
+    of ``records_rows`` rows (0: units and records parts are the same)."""
+    if unit and records_rows:
+        first = chunk * unit
+        table = layout.read_parquet(layout.records_part(first // records_rows))
+        return table.slice(first % records_rows, unit).to_pylist()
+    return layout.read_parquet(layout.records_part(chunk)).to_pylist()
+
+
 def scan_chunk(
     chunk: int, layout: Layout, settings: ScanSettings, unit: int = 0, records_rows: int = 0
 ) -> dict[str, Any]:
@@ -56,15 +66,17 @@ def scan_chunk(
     """
     cv2.setNumThreads(1)  # the task holds one CPU (num_cpus=1): OpenCV threads would oversubscribe it
     chunk = int(chunk)
-    if unit and records_rows:
-        first = chunk * unit
-        table = layout.read_parquet(layout.records_part(first // records_rows))
-        records = table.slice(first % records_rows, unit).to_pylist()
-    else:
-        records = layout.read_parquet(layout.records_part(chunk)).to_pylist()
-    rows = scan_rows(records, settings, scorer_for(settings))
-    layout.write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
-    return {"chunk": chunk, "rows": len(rows), "kept": sum(r["status"] == "kept" for r in rows)}
+    try:
+        records = unit_records(layout, chunk, unit, records_rows)
+        rows = scan_rows(records, settings, scorer_for(settings))
+        layout.write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
+    except OSError as exc:
+        # Disk full, read-only OUT: returned, not raised, so the driver reports it in one line
+        # (a raised OSError would arrive wrapped in Ray's error block).
+        return {"chunk": chunk, "rows": 0, "kept": 0, "errno": exc.errno or 0,
+                "error": exc.strerror or str(exc), "filename": str(exc.filename or "")}  # fmt: skip
+    return {"chunk": chunk, "rows": len(rows), "kept": sum(r["status"] == "kept" for r in rows),
+            "errno": 0, "error": "", "filename": ""}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,7 @@ class MaterializeSettings:
     image_format: str
     quality: int  # of image_format
     max_pixels: int
+    max_bytes: int
     seed: int
     augment: AugmentPolicy
     pair_quality: PairQuality
@@ -89,6 +102,7 @@ class MaterializeSettings:
             image_format=fmt,
             quality=cfg.shards.jpeg_quality if fmt == "jpg" else cfg.shards.webp_quality,
             max_pixels=cfg.scan.max_pixels,
+            max_bytes=cfg.scan.max_bytes,
             seed=cfg.seed,
             augment=cfg.augment,
             pair_quality=cfg.pair_quality,
@@ -118,6 +132,7 @@ class ShardMaterializer:
             image_format=s.image_format,
             quality=s.quality,
             max_pixels=s.max_pixels,
+            max_bytes=s.max_bytes,
             augment_policy=s.augment,
             pair_quality=s.pair_quality,
             seed=s.seed,

@@ -4,6 +4,11 @@ The published rule (NovelAI, "Aspect ratio bucketing", 2022): walk one side from
 to ``max_side`` in steps of ``step``; the other side is the largest multiple of ``step`` that
 keeps the area within ``max_area`` (capped at ``max_side``); take both orientations, plus the
 largest square within the area.
+
+``max_upscale`` (kohya's ``bucket_no_upscale`` idea, relaxed): an image is never enlarged by more
+than this to fill its bucket. One that would need more gets a smaller bucket of the same shape,
+generated for it (sides floored to ``step``), or, when even ``min_side`` is too big, no bucket:
+the plan rejects it as ``too_small_for_bucket``.
 """
 
 from __future__ import annotations
@@ -18,10 +23,15 @@ class BucketRule:
     step: int = 64
     min_side: int = 256
     max_side: int = 1024
+    # 1.25: a bicubic x1.25 is invisible at training resolution, and the buckets stay the standard
+    # ones for every image of 0.8x the bucket or more (docs/curation.md); 0 = no limit (old behaviour).
+    max_upscale: float = 1.25
 
     def check(self) -> None:
         if self.step <= 0 or self.min_side <= 0 or self.max_side < self.min_side:
             raise ValueError(f"bad bucket rule {self}: need step > 0 and 0 < min_side <= max_side")
+        if self.max_upscale != 0 and self.max_upscale < 1:
+            raise ValueError(f"buckets.max_upscale must be 0 (no limit) or >= 1, got {self.max_upscale}")
         if self.min_side * self.min_side > self.max_area:
             raise ValueError(f"bad bucket rule {self}: min_side^2 exceeds max_area")
 
@@ -48,6 +58,26 @@ def nearest_bucket(width: int, height: int, buckets: list[tuple[int, int]]) -> t
     """The bucket nearest in log aspect ratio; ties go to the larger area, then the wider."""
     target = math.log(width / height)
     return min(buckets, key=lambda b: (abs(math.log(b[0] / b[1]) - target), -b[0] * b[1], -b[0]))
+
+
+def bucket_upscale(width: int, height: int, bucket: tuple[int, int]) -> float:
+    """How much the image is enlarged to cover ``bucket`` (< 1: it is reduced)."""
+    return max(bucket[0] / width, bucket[1] / height)
+
+
+def fit_bucket(
+    width: int, height: int, buckets: list[tuple[int, int]], rule: BucketRule
+) -> tuple[tuple[int, int], float] | None:
+    """(bucket, upscale) of an image under ``rule.max_upscale``; None when no bucket fits (too small)."""
+    bucket = nearest_bucket(width, height, buckets)
+    up = bucket_upscale(width, height, bucket)
+    if not rule.max_upscale or up <= rule.max_upscale * (1 + 1e-9):
+        return bucket, up
+    shrink = rule.max_upscale / up
+    smaller = tuple(int(side * shrink) // rule.step * rule.step for side in bucket)
+    if min(smaller) < rule.min_side:
+        return None
+    return (smaller[0], smaller[1]), bucket_upscale(width, height, smaller)
 
 
 def crop_box(width: int, height: int, bucket: tuple[int, int]) -> tuple[int, int, int, int]:

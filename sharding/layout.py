@@ -16,6 +16,7 @@ build killed at any moment resumes from the last finished unit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -36,6 +37,9 @@ SHARDS_JSON = "shards.json"
 PLAN = "plan.parquet"
 SCAN_DIR = "scan"
 SHARDS_DIR = "shards"
+WEIGHTS_DIR = "weights"  # weight versions: weights/<name>.parquet (sharding/weights.py)
+WEIGHTS_ACTIVE = "active.json"  # weights/active.json: {"name": NAME}, the version readers take by default
+REJECTS_HISTORY = "rejects_history.parquet"  # reject rows a --retry superseded
 # Private progress (may change between versions).
 STATE_DIR = "_state"
 TMP_MARK = ".tmp-"
@@ -170,11 +174,16 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to local ``path`` so that a crash leaves the old file or the new one, never half."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # disk full, read-only, interrupted: leave no half file behind
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
     fsync_dir(os.path.dirname(path) or ".")
 
 
@@ -262,8 +271,40 @@ class Layout:
     def shards_json(self) -> str:
         return self.path(SHARDS_JSON)
 
+    @property
+    def weights_dir(self) -> str:
+        return self.path(WEIGHTS_DIR)
+
+    def weights_version(self, name: str) -> str:
+        """Weight version ``name`` (checked by ``sharding.weights.check_name`` before it gets here)."""
+        return self.path(WEIGHTS_DIR, f"{name}.parquet")
+
+    @property
+    def weights_active(self) -> str:
+        return self.path(WEIGHTS_DIR, WEIGHTS_ACTIVE)
+
+    @property
+    def rejects_history(self) -> str:
+        return self.path(REJECTS_HISTORY)
+
     def shard(self, rel_path: str) -> str:
-        """A shard tar; ``rel_path`` as in shards.json and the manifest (``shards/WxH/tier-N.tar``)."""
+        """A shard tar; ``rel_path`` as in shards.json and the manifest (``shards/WxH/NNNNNN.tar``).
+
+        OUT's own files are data too: a path that is absolute, uses ``..`` or lies outside
+        ``shards/`` is refused (StorageError), never opened.
+        """
+        parts = rel_path.replace("\\", "/").split("/")
+        if (
+            not rel_path
+            or rel_path.startswith("/")
+            or (len(rel_path) > 1 and rel_path[1] == ":")
+            or parts[0] != SHARDS_DIR
+            or any(p in ("", ".", "..") for p in parts)
+            or "://" in rel_path
+        ):
+            raise StorageError(
+                f"shard path {rel_path[:200]!r} in OUT's files leaves {SHARDS_DIR}/ of OUT; refused"
+            )
         return self.path(rel_path)
 
     # private progress
@@ -289,6 +330,14 @@ class Layout:
 
     def shard_state(self, shard: str) -> str:
         return self.path(STATE_DIR, "shards", shard.replace("/", "__") + ".json")
+
+    def increment(self, number: int, *parts: str) -> str:
+        """State of append / retry ``number`` (pipelines/increment.py)."""
+        return self.path(STATE_DIR, "increments", f"{number:06d}", *parts)
+
+    @property
+    def records_dir(self) -> str:
+        return self.path(STATE_DIR, "records")
 
     # ------------------------------------------------------------ reading
 
@@ -389,7 +438,8 @@ class Layout:
 
 
 __all__ = [
-    "BUILD_JSON", "MANIFEST", "PLAN", "REJECTS", "SCAN_DIR", "SHARDS_DIR", "SHARDS_JSON", "STATE_DIR",
+    "BUILD_JSON", "MANIFEST", "PLAN", "REJECTS", "REJECTS_HISTORY", "SCAN_DIR", "SHARDS_DIR", "SHARDS_JSON",
+    "STATE_DIR", "WEIGHTS_ACTIVE", "WEIGHTS_DIR",
     "Layout", "StorageError", "atomic_write_bytes", "fsync_dir", "is_url", "json_bytes", "open_filesystem",
     "parquet_bytes", "parse_storage_options",
 ]  # fmt: skip

@@ -6,7 +6,7 @@ Sampling works on the manifest alone (no tar is opened to decide what to draw):
   schedule cut in blocks of ``SCHEDULE_BLOCK`` batches, each block allocated to buckets by
   systematic sampling over the bucket weights (so bucket counts are exact to one batch per block
   and unbiased), then draws ``batch_size`` samples with replacement within that bucket in
-  proportion to their weight. Equivalently: a (bucket, tier) shard group is picked in
+  proportion to their weight. Equivalently: a (bucket, tier) group of samples is picked in
   proportion to its total weight, then a sample within it by its residual weight; each draw
   lands on sample ``i`` with probability ``w_i / Σw``.
 * **One pass** (``resampled=False``): an epoch of ``epoch_draws`` draws whose per-sample counts
@@ -18,8 +18,8 @@ take ``j ≡ rank (mod world_size)``, DataLoader workers split a rank's batches 
 saved ``state`` resumes exactly where training stopped. Sampling is global (the whole manifest
 is the shuffle buffer), so no streaming shuffle buffer is needed.
 
-Reading: members are fetched by offset from an index of each tar's headers, through pyarrow's
-filesystem layer (local paths, any URL pyarrow understands, else fsspec).
+Reading: members are fetched by offset from an index of each tar's headers, through OUT's
+filesystem (``sharding.layout``: local paths, ``s3://`` and other URLs).
 """
 
 from __future__ import annotations
@@ -44,11 +44,12 @@ import pyarrow.fs as pafs
 
 from .layout import Layout, StorageError
 from .layout import open_filesystem as _open_filesystem
+from .weights import WeightsVersionError, read_version
 
 SCHEDULE_BLOCK = 64  # batches per bucket-schedule block
 STATE_VERSION = 1
 IMAGE_EXTS = ("jpg", "webp")
-_MANIFEST_COLUMNS = ["key", "source", "shard", "bucket_w", "bucket_h", "tier", "weight", "extractors"]
+_MANIFEST_COLUMNS = ["key", "source", "shard", "bucket_w", "bucket_h", "extractors"]
 # Stream tags of the counter-based RNG: rng([seed, TAG, j]) is independent for every (tag, j).
 _BLOCK, _BATCH, _EXTRACTOR, _EPOCH = 1, 2, 3, 4
 
@@ -134,6 +135,7 @@ class Population:
     bucket_weight: np.ndarray  # per bucket: total weight
     fingerprint: str  # identifies the build and the samples in play
     skipped: list[str]  # shards left out (skip_bad_shards)
+    weights_name: str = ""  # the weight version in play (sharding/weights.py)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -168,8 +170,9 @@ def shard_problems(layout: Layout, shards: Sequence[Mapping[str, Any]]) -> dict[
 
 
 def load_population(
-    out: Layout | str, *, weighted: bool = True, skip_bad_shards: bool = False
+    out: Layout | str, *, weighted: bool = True, skip_bad_shards: bool = False, weights: str | None = None
 ) -> tuple[Population, Layout]:
+    """The manifest joined with weight version ``weights`` (None: the active one) as a Population."""
     layout = open_layout(out)
     out = layout.out
     try:
@@ -180,6 +183,16 @@ def load_population(
             f"{out} is not a finished build (no manifest.parquet / shards.json): {exc}"
         ) from None
     shards = json.loads(shards_raw)["shards"]
+    try:  # a manifest or shards.json naming ../elsewhere/x.tar is refused before anything is opened
+        for rel in {s["path"] for s in shards} | set(table["shard"].unique().to_pylist()):
+            layout.shard(rel)
+    except StorageError as exc:
+        raise LoaderError(f"{out}: {exc}") from None
+    try:
+        weights_name, version, _ = read_version(layout, weights, keys=table["key"])
+    except WeightsVersionError as exc:
+        raise LoaderError(f"{out}: {exc}") from None
+    table = table.append_column("tier", version["tier"]).append_column("weight", version["weight"])
     problems = shard_problems(layout, shards)
     if problems and not skip_bad_shards:
         listed = "; ".join(f"{p}: {why}" for p, why in sorted(problems.items()))
@@ -208,9 +221,12 @@ def load_population(
     tiers, tier_names = _codes(table["tier"])
     shard_codes, shard_names = _codes(table["shard"])
     ex_sets, ex_names = _codes(pc.binary_join(table["extractors"], "\n"))
-    fingerprint = hashlib.sha256(shards_raw + json.dumps([weighted, sorted(problems)]).encode()).hexdigest()[
-        :16
-    ]
+    # The weights in play are part of the identity: a saved state does not resume onto other weights.
+    material = json.dumps([weighted, sorted(problems)] + ([weights_name] if weighted else [])).encode()
+    digest = hashlib.sha256(shards_raw + material)
+    if weighted:
+        digest.update(weights.tobytes())
+    fingerprint = digest.hexdigest()[:16]
     pop = Population(
         keys=table["key"].combine_chunks(),
         sources=sources,
@@ -229,6 +245,7 @@ def load_population(
         bucket_weight=np.asarray([c[-1] for c in cumulative]),
         fingerprint=fingerprint,
         skipped=sorted(problems),
+        weights_name=weights_name,
     )
     return pop, layout
 
@@ -418,7 +435,7 @@ class BatchStream:
                  weighted: bool = True, epoch: int = 0, epoch_draws: int | None = None, drop_last: bool | None = None,
                  extractor: str | None = None, extractor_probs: Mapping[str, float] | None = None, decode: bool = True,
                  rank: int = 0, world_size: int = 1, state: Mapping[str, Any] | None = None,
-                 skip_bad_shards: bool = False, threads: int = 4) -> None:  # fmt: skip
+                 skip_bad_shards: bool = False, threads: int = 4, weights: str | None = None) -> None:  # fmt: skip
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise LoaderError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(seed, int) or seed < 0:
@@ -431,7 +448,9 @@ class BatchStream:
         self.keys_only, self.decode, self.threads = keys_only, decode, max(1, threads)
         self.rank, self.world_size, self.skip_bad_shards = rank, world_size, skip_bad_shards
         self.resampled, self.epoch = resampled, epoch
-        self.pop, self.layout = load_population(out, weighted=weighted, skip_bad_shards=skip_bad_shards)
+        self.pop, self.layout = load_population(
+            out, weighted=weighted, skip_bad_shards=skip_bad_shards, weights=weights
+        )
         self.out = self.layout.out
         drop_last = resampled if drop_last is None else drop_last
         self.plan = _Plan(self.pop, batch_size, seed, resampled, epoch, epoch_draws, drop_last)
@@ -661,7 +680,8 @@ def batches(out: str, batch_size: int, seed: int = 0, keys_only: bool = False, *
     ``epoch_draws``, ``drop_last``, ``extractor`` (always this one) or ``extractor_probs``
     ({name: probability}), ``decode`` (False: encoded bytes), ``rank``/``world_size``,
     ``state`` (from ``Batch.state`` or ``BatchStream.state_dict()``), ``skip_bad_shards``,
-    ``threads`` (decode threads). See docs/loader.md.
+    ``threads`` (decode threads), ``weights`` (a weight version name; default: the active one).
+    See docs/loader.md.
     """
     return BatchStream(out, batch_size, seed=seed, keys_only=keys_only, **options)
 

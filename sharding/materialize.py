@@ -16,13 +16,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from curation.decode import DecodeReject, decode_image, read_location
+from curation.decode import DEFAULT_MAX_BYTES, DecodeReject, decode_image, read_location
 from curation.metrics import METRIC_COLUMNS
 from curation.records import TAG_CATEGORIES
 from lineart.augment import AugmentPolicy, augment, sample_seed
 from lineart.quality import PairQuality, judge
 
 from .layout import Layout
+from .schema import REJECT_ID_COLUMNS
 from .writer import ShardStats, write_shard
 
 EXTRACT_CHUNK = 16  # images per extractor call: bounds memory for large buckets
@@ -77,7 +78,10 @@ def sample_json(
     dropped: Mapping[str, str] | None = None,
 ) -> bytes:
     """``extractors``: name -> version of the drawings stored; ``augmented``: name -> augmentation
-    record (present when augmentation is on); ``dropped``: name -> why that drawing is not stored."""
+    record (present when augmentation is on); ``dropped``: name -> why that drawing is not stored.
+
+    Only facts that never change: no weight, tier or quality quantile (those are weight versions,
+    sharding/weights.py), so a reweight or an append never rewrites a shard."""
     meta = {
         "key": row["key"],
         # One JSON type per field (int or null, never a path string) so that schema-inferring
@@ -89,11 +93,8 @@ def sample_json(
         "rating": row.get("rating"),
         "score": _clean(row.get("score")),
         "fav_count": row.get("fav_count"),
-        "quality": _clean(row.get("quality")),
         "quality_score": _clean(row.get("quality_score")),
         "metrics": {c: _clean(row.get(c)) for c in METRIC_COLUMNS},
-        "weight": row["weight"],
-        "tier": row["tier"],
         "bucket": [row["bucket_w"], row["bucket_h"]],
         "extractors": dict(extractors),
         "original_size": [row["width"], row["height"]],
@@ -115,6 +116,7 @@ def materialize_shard(
     image_format: str,
     quality: int,
     max_pixels: int,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     augment_policy: AugmentPolicy | None = None,
     pair_quality: PairQuality | None = None,
     seed: int = 0,
@@ -130,7 +132,7 @@ def materialize_shard(
     images, good, rejects = [], [], []
     for row in rows:
         try:
-            data = read_location(row["location"])
+            data = read_location(row["location"], max_bytes)
             if row.get("sha256"):
                 if hashlib.sha256(data).hexdigest() != row["sha256"]:
                     raise DecodeReject("materialize_error", "file changed since the scan")
@@ -191,4 +193,4 @@ def materialize_shard(
 
 
 def _reject_ids(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in ("seq", "source", "source_id", "key", "location")}
+    return {k: row.get(k) for k in REJECT_ID_COLUMNS}

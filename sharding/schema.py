@@ -2,40 +2,56 @@
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
+
 import pyarrow as pa
 
 from curation.metrics import METRIC_COLUMNS
-from curation.records import TAG_CATEGORIES
+from curation.records import TAG_CATEGORIES, Record
 
-_TAGS = [pa.field(f"tags_{c}", pa.list_(pa.string())) for c in TAG_CATEGORIES]
+_ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+
+
+def _record_fields() -> list[pa.Field]:
+    """One column per ``Record`` field, typed from its annotation (the tags dict -> one list per
+    category): a field added to Record is a column here, never silently dropped by pyarrow."""
+    hints = typing.get_type_hints(Record)
+    fields = []
+    for f in dataclasses.fields(Record):
+        if f.name == "tags":
+            continue
+        hint = hints[f.name]
+        args = (
+            [a for a in typing.get_args(hint) if a is not type(None)]
+            if isinstance(hint, types.UnionType)
+            else [hint]
+        )
+        if len(args) != 1 or args[0] not in _ARROW:
+            raise TypeError(f"Record.{f.name}: no parquet type for {hint!r}")
+        fields.append(pa.field(f.name, _ARROW[args[0]]))
+    return fields + [pa.field(f"tags_{c}", pa.list_(pa.string())) for c in TAG_CATEGORIES]
+
+
+# Columns the learned scorers fill (curation/scorers); null when that scorer is not configured.
+SCORER_FIELDS = [
+    pa.field("aesthetic", pa.float32()),  # LAION improved aesthetic predictor, ~1..10
+    pa.field("pred_tags", pa.list_(pa.string())),  # wd_tagger general tags >= threshold, most likely first
+    pa.field("pred_tag_probs", pa.list_(pa.float32())),  # their probabilities, same order
+    pa.field("pred_rating", pa.string()),  # wd_tagger rating g/s/q/e
+]
 
 RECORD_SCHEMA = pa.schema(
     [
         pa.field("seq", pa.int64()),  # position of the input in the enumeration of all sources
         pa.field("key", pa.string()),
-        pa.field("source", pa.string()),
-        pa.field("source_id", pa.string()),
-        pa.field("location", pa.string()),
-        pa.field("post_id", pa.int64()),
-        pa.field("md5", pa.string()),
-        pa.field("ext", pa.string()),
-        pa.field("width", pa.int64()),
-        pa.field("height", pa.int64()),
-        pa.field("rating", pa.string()),
-        pa.field("score", pa.float64()),
-        pa.field("fav_count", pa.int64()),
-        pa.field("is_deleted", pa.bool_()),
-        pa.field("is_banned", pa.bool_()),
-        pa.field("is_pending", pa.bool_()),
-        pa.field("is_flagged", pa.bool_()),
-        pa.field("rating_era", pa.string()),  # "old" (s = safe) / "new" (g/s = general/sensitive) / null
-        pa.field("reject_reason", pa.string()),
-        pa.field("reject_detail", pa.string()),
-        *_TAGS,
+        *_record_fields(),
     ]
 )
 
-SCAN_SCHEMA = RECORD_SCHEMA
+# The scan moves a source's reject_reason/detail into reason/detail: the scan table does not repeat them.
+SCAN_SCHEMA = pa.schema([f for f in RECORD_SCHEMA if f.name not in ("reject_reason", "reject_detail")])
 for _f in (
     pa.field("status", pa.string()),  # "kept" or "rejected"
     pa.field("stage", pa.string()),
@@ -47,22 +63,15 @@ for _f in (
     *[pa.field(c, pa.float64()) for c in METRIC_COLUMNS],
     pa.field("phash", pa.int64()),  # 64-bit DCT perceptual hash (curation/dedup.py), as signed int
     pa.field("learned_score", pa.float64()),  # [quality] scorer output, null without a scorer
+    *SCORER_FIELDS,
     pa.field("quality_score", pa.float64()),  # curation/quality.py, in [0, 1]
     pa.field("duplicate_of", pa.string()),  # key of the kept sample, on dedup rejects only
 ):
     SCAN_SCHEMA = SCAN_SCHEMA.append(_f)
 
-REJECT_COLUMNS = [
-    "seq",
-    "source",
-    "source_id",
-    "key",
-    "location",
-    "stage",
-    "reason",
-    "detail",
-    "duplicate_of",
-]
+# What names an input in every reject row (scan, dedup and materialize rejects alike).
+REJECT_ID_COLUMNS = ("seq", "source", "source_id", "key", "location")
+REJECT_COLUMNS = [*REJECT_ID_COLUMNS, "stage", "reason", "detail", "duplicate_of"]
 REJECT_SCHEMA = pa.schema([SCAN_SCHEMA.field(c) for c in REJECT_COLUMNS])
 
 PLAN_EXTRA = [
@@ -72,12 +81,9 @@ PLAN_EXTRA = [
     pa.field("crop_top", pa.int32()),
     pa.field("crop_right", pa.int32()),
     pa.field("crop_bottom", pa.int32()),
-    pa.field("quality", pa.float64()),
-    pa.field("tier", pa.string()),
-    pa.field("weight", pa.float64()),  # = clip(tier_weight * tag_factor * source_factor); mean 1
-    pa.field("tier_weight", pa.float64()),
-    pa.field("tag_factor", pa.float64()),
-    pa.field("source_factor", pa.float64()),
+    pa.field("bucket_upscale", pa.float64()),  # enlargement to fill the bucket, <= buckets.max_upscale
+    # No weight, tier or quality quantile here: they change with the policy and the population, so
+    # they live in weight versions (sharding/weights.py), never in the plan, manifest or shards.
     pa.field("shard", pa.string()),  # path relative to OUT
     pa.field("shard_pos", pa.int32()),  # position of the sample inside its shard
 ]

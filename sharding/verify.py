@@ -1,4 +1,5 @@
-"""Check a finished build against its own records: shards.json, the manifest and every tar member."""
+"""Check a finished build against its own records: shards.json, the manifest, every tar member and
+every weight version."""
 
 from __future__ import annotations
 
@@ -8,15 +9,23 @@ import tarfile
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 from PIL import Image
 
-from .layout import Layout
+from .layout import WEIGHTS_ACTIVE, WEIGHTS_DIR, Layout, StorageError
+from .weights import WeightsVersionError, active_name, list_versions, read_version
 
 IMAGE_EXTS = ("jpg", "webp")
+MEMBER_MAX_BYTES = 256 * 1024 * 1024  # far above any bucket's image or drawing
 
 
-def _decode(data: bytes) -> Image.Image:
+def _decode(data: bytes | None) -> Image.Image:
+    if data is None:
+        raise ValueError("member too large to read")
     im = Image.open(io.BytesIO(data))
+    if im.size[0] * im.size[1] > 1 << 28:  # a header claiming a huge picture is not decoded
+        raise ValueError(f"claims {im.size[0]}x{im.size[1]} pixels")
     im.load()
     return im
 
@@ -34,9 +43,26 @@ def verify_shard(out: Layout | str, entry: dict[str, Any], rows: dict[str, dict[
         faults.append(f"{rel}: {size} bytes, shards.json says {entry['bytes']}")
     if layout.sha256(path) != entry["sha256"]:
         faults.append(f"{rel}: sha256 differs from shards.json")
-    members: dict[str, dict[str, bytes]] = defaultdict(dict)
+    # Stream: a sample's members are adjacent in the tar, so each sample is checked as soon as its
+    # last member is read and only one sample is in memory; a member over MEMBER_MAX_BYTES is a
+    # fault and is never read (a 7 MB shard can claim a 1.5 GiB member).
+    seen: set[str] = set()
+    current: tuple[str | None, dict[str, bytes | None]] = (None, {})
+
+    def finish() -> None:
+        key, files = current
+        if key is None:
+            return
+        if key in seen:
+            faults.append(f"{rel}: sample {key} appears twice (its members are not adjacent)")
+        seen.add(key)
+        if key not in rows:
+            faults.append(f"{rel}: sample {key} is not in the manifest")
+        else:
+            faults.extend(_check_sample(rel, key, files, rows[key]))
+
     try:
-        with layout.open_input_file(path) as fh, tarfile.open(fileobj=fh) as tar:
+        with layout.open_input_file(path) as fh, tarfile.open(fileobj=fh, mode="r:") as tar:
             for info in tar:
                 if not info.isfile():
                     faults.append(f"{rel}: member {info.name} is not a regular file")
@@ -45,22 +71,27 @@ def verify_shard(out: Layout | str, entry: dict[str, Any], rows: dict[str, dict[
                 if not dot or "/" in info.name:
                     faults.append(f"{rel}: unexpected member name {info.name!r}")
                     continue
-                members[key][ext] = tar.extractfile(info).read()
-    except (tarfile.TarError, OSError) as exc:
+                if key != current[0]:
+                    finish()
+                    current = (key, {})
+                if info.size > MEMBER_MAX_BYTES:
+                    faults.append(
+                        f"{rel}: member {info.name} is {info.size} bytes (> {MEMBER_MAX_BYTES}), not read"
+                    )
+                    current[1][ext] = None
+                    continue
+                current[1][ext] = tar.extractfile(info).read()
+            finish()
+    except (tarfile.TarError, OSError, EOFError) as exc:
         return faults + [f"{rel}: unreadable tar ({exc})"]
-    if len(members) != entry["samples"]:
-        faults.append(f"{rel}: {len(members)} samples, shards.json says {entry['samples']}")
-    for key in sorted(set(members) - set(rows)):
-        faults.append(f"{rel}: sample {key} is not in the manifest")
-    for key, row in sorted(rows.items()):
-        if key not in members:
-            faults.append(f"{rel}: manifest sample {key} is missing from the shard")
-            continue
-        faults += _check_sample(rel, key, members[key], row)
+    if len(seen) != entry["samples"]:
+        faults.append(f"{rel}: {len(seen)} samples, shards.json says {entry['samples']}")
+    for key in sorted(set(rows) - seen):
+        faults.append(f"{rel}: manifest sample {key} is missing from the shard")
     return faults
 
 
-def _check_sample(rel: str, key: str, files: dict[str, bytes], row: dict[str, Any]) -> list[str]:
+def _check_sample(rel: str, key: str, files: dict[str, bytes | None], row: dict[str, Any]) -> list[str]:
     faults = []
     where = f"{rel}: {key}"
     image_ext = next((e for e in IMAGE_EXTS if e in files), None)
@@ -96,12 +127,39 @@ def _check_sample(rel: str, key: str, files: dict[str, bytes], row: dict[str, An
     if "json" in files:
         try:
             meta = json.loads(files["json"])
-            if meta.get("weight") != row["weight"]:
-                faults.append(f"{where}: json weight {meta.get('weight')} != manifest weight {row['weight']}")
+            stale = sorted({"weight", "tier", "quality"} & set(meta))
+            if stale:  # contract 2: weights live in weight versions only
+                faults.append(f"{where}: json holds weight fields {', '.join(stale)}")
             if meta.get("key") != key:
                 faults.append(f"{where}: json key {meta.get('key')!r} != {key!r}")
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             faults.append(f"{where}: json does not parse ({exc})")
+    return faults
+
+
+def verify_weights(layout: Layout, keys: pa.ChunkedArray) -> list[str]:
+    """Every weight version matches the manifest row for row, has usable weights; one is active."""
+    faults = []
+    names = list_versions(layout)
+    if not names:
+        return [f"{WEIGHTS_DIR}/: no weight version"]
+    try:
+        active = active_name(layout)
+        if active not in names:
+            faults.append(f"{WEIGHTS_DIR}/{WEIGHTS_ACTIVE}: active version {active!r} is not stored")
+    except WeightsVersionError as exc:
+        faults.append(str(exc))
+    for name in names:
+        try:
+            _, table, _ = read_version(layout, name, keys=keys)
+        except WeightsVersionError as exc:
+            faults.append(f"{WEIGHTS_DIR}/{name}.parquet: {exc}")
+            continue
+        w = table["weight"].to_numpy(zero_copy_only=False)
+        if len(w) and (not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0):
+            faults.append(f"{WEIGHTS_DIR}/{name}.parquet: weights must be finite, >= 0 and not all 0")
+        elif len(w) and abs(w.mean() - 1) > 1e-6:
+            faults.append(f"{WEIGHTS_DIR}/{name}.parquet: mean weight {w.mean():.6g}, want 1")
     return faults
 
 
@@ -114,10 +172,11 @@ def verify_build(out: Layout | str) -> list[str]:
     shards = layout.read_json(layout.shards_json)["shards"]
     manifest = layout.read_parquet(
         layout.manifest,
-        columns=["key", "shard", "bucket_w", "bucket_h", "weight", "extractors"],
-    ).to_pylist()
+        columns=["key", "shard", "bucket_w", "bucket_h", "extractors"],
+    )
+    faults = verify_weights(layout, manifest["key"])
+    manifest = manifest.to_pylist()
     by_shard: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    faults = []
     for row in manifest:
         if row["key"] in by_shard[row["shard"]]:
             faults.append(f"manifest: key {row['key']} appears twice")
@@ -126,5 +185,14 @@ def verify_build(out: Layout | str) -> list[str]:
     for shard in sorted(set(by_shard) - listed):
         faults.append(f"manifest: shard {shard} is not in shards.json")
     for entry in shards:
-        faults += verify_shard(layout, entry, by_shard.get(entry["path"], {}))
+        try:
+            faults += verify_shard(layout, entry, by_shard.get(entry["path"], {}))
+        except StorageError as exc:  # a shard path leaving OUT is a fault, and is not opened
+            faults.append(f"shards.json: {exc}")
     return faults
+
+
+def sample_count(out: Layout | str) -> int:
+    """Samples in the manifest (a finished build that kept nothing has 0)."""
+    layout = out if isinstance(out, Layout) else Layout(out)
+    return layout.parquet_rows(layout.manifest)

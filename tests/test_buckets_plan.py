@@ -69,35 +69,23 @@ def _kept(n: int, seed: int = 0) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SCAN_SCHEMA)
 
 
-def test_plan_is_deterministic_and_groups_by_bucket_and_tier():
+def test_plan_is_deterministic_and_groups_by_bucket():
     kept = _kept(300)
-    tier = np.where(np.arange(300) % 8 == 0, "high", "low").astype(object)
-    weight = np.where(tier == "high", 4.0, 1.0)
-    args = dict(
-        rule=BucketRule(),
-        tier=tier,
-        weight=weight,
-        quality=np.full(300, np.nan),
-        samples_per_shard=16,
-        seed=3,
-    )
+    args = dict(rule=BucketRule(), samples_per_shard=16, seed=3)
     plan = make_plan(kept, **args)
     shuffled = kept.take(np.random.default_rng(1).permutation(300))  # scan order must not matter
-    perm_tier = tier[np.asarray(shuffled["seq"])]
-    again = make_plan(
-        shuffled, **{**args, "tier": perm_tier, "weight": np.where(perm_tier == "high", 4.0, 1.0)}
-    )
+    again = make_plan(shuffled, **args)
     assert plan.equals(again)
+    assert "weight" not in plan.column_names and "tier" not in plan.column_names  # weight versions only
     rows = plan.to_pylist()
     assert len({r["key"] for r in rows}) == 300
     for r in rows:
-        assert (
-            r["shard"]
-            == f"shards/{r['bucket_w']}x{r['bucket_h']}/{r['tier']}-{int(r['shard'][-10:-4]):06d}.tar"
-        )
+        assert r["shard"] == f"shards/{r['bucket_w']}x{r['bucket_h']}/{int(r['shard'][-10:-4]):06d}.tar"
     per_shard = {}
     for r in rows:
         per_shard.setdefault(r["shard"], []).append(r["shard_pos"])
     assert all(sorted(p) == list(range(len(p))) and len(p) <= 16 for p in per_shard.values())
+    later = make_plan(kept, **args, first_index={(r["bucket_w"], r["bucket_h"]): 7 for r in rows})
+    assert min(int(x[-10:-4]) for x in later["shard"].to_pylist()) == 7  # an append numbers after the old
     other_seed = make_plan(kept, **{**args, "seed": 4})
     assert other_seed["key"].to_pylist() != plan["key"].to_pylist()

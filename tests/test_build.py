@@ -62,7 +62,9 @@ def test_bad_inputs_all_accounted_for(tmp_path, corpus, ray_cluster):
     broken = next(r for r in manifest if r["source_id"] == "cmyk.jpg")
     assert broken["tags_general"][0] == "solo" and broken["tags_general"][-1] == "smile"
     assert rejected["blank white.png"]["reason"] in ("greyscale", "blank")  # first failing metric
-    assert len(kept_ids) >= 7  # all but the blank and the smooth 16-bit gradient
+    # all but the blank, the smooth 16-bit gradient and the half-transparent webp (flattened onto
+    # white it is washed out: sharpness 275 < metrics.min_sharpness 400)
+    assert len(kept_ids) >= 6
     assert cli("verify", out).returncode == 0
     for reason in set(filter(None, expected.values())):
         assert reason in res.stdout  # the summary counts rejects by reason
@@ -114,8 +116,8 @@ def test_independent_reader_validates_corpus_build(corpus_build, corpus):
                 paper[name].append(sum(hist[200:]) / (w * h))
                 assert sum(hist[:100]) > 0.001 * w * h  # some ink on every drawing
             meta = json.loads(files["json"])
-            assert meta["weight"] == row["weight"] and meta["bucket"] == [w, h]
-            assert meta["source_id"] == row["source_id"] and meta["tier"] == row["tier"]
+            assert meta["bucket"] == [w, h] and meta["source_id"] == row["source_id"]
+            assert not {"weight", "tier", "quality"} & set(meta)  # weight versions only (contract 2)
             left, top, right, bottom = meta["crop_box"]
             ow, oh = meta["original_size"]
             assert 0 <= left < right <= ow and 0 <= top < bottom <= oh

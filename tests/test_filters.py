@@ -39,7 +39,7 @@ def test_rating_eras():
     assert reason(post(rating="s", rating_era="new"), safe_only) == "rating"
     assert reason(post(rating="s", rating_era=None), safe_only) == "rating"
     assert reason(post(rating="q")) == "rating"
-    assert reason(post(rating="z")) == "unknown_rating"
+    assert reason(post(rating="z")) == "bad_rating"
     assert reason(post(rating=None)) is None  # folder images have no rating: "unrated" is kept by default
 
 
@@ -63,6 +63,14 @@ def test_rating_eras():
         (post(), FilterConfig(required_tags=("solo", "2girls")), "missing_tag"),
         (post(tags_general=["1girl"]), FilterConfig(), "too_few_tags"),
         (post(post_id=None, tags_general=[]), FilterConfig(), None),  # a folder image without a sidecar
+        # a folder caption with 2 tags is not a tagging site's tag list: min_tags is for posts...
+        (post(post_id=None, tags_general=["1girl", "solo"]), FilterConfig(), None),
+        # ...unless the config says every record with tags
+        (
+            post(post_id=None, tags_general=["1girl", "solo"]),
+            FilterConfig(min_tags_for="all"),
+            "too_few_tags",
+        ),
         (post(width=100, height=1000), FilterConfig(), "too_small"),
         (post(width=300, height=1300), FilterConfig(), "aspect_out_of_range"),
         (post(width=300, height=300), FilterConfig(min_pixels=300 * 301), "too_few_pixels"),
@@ -127,6 +135,6 @@ def test_filter_config_is_checked():
     )
     assert cfg.filters.extensions == ("png",) and cfg.filters.min_score == 3.0
     for bad in ({"ratings": ["nice"]}, {"min_score": "high"}, {"colour": 1}, {"min_score_percentile": 101},
-                {"banned_tags": "comic"}, {"min_tags": -1}):  # fmt: skip
+                {"banned_tags": "comic"}, {"min_tags": -1}, {"min_tags_for": "folders"}):  # fmt: skip
         with pytest.raises(ConfigError):
             config_from_dict({"filters": bad})

@@ -36,7 +36,7 @@ def test_plain_webdataset_reads_every_sample(build):
         assert sample["jpg"].shape == (h, w, 3) and sample["jpg"].dtype == np.uint8
         for name in row["extractors"]:
             assert sample[f"lineart.{name}.png"].shape[:2] == (h, w)
-        assert sample["json"]["key"] == key and sample["json"]["weight"] == row["weight"]
+        assert sample["json"]["key"] == key and sample["json"]["source_id"] == row["source_id"]
         seen.add(key)
     assert seen == set(manifest)
 
@@ -55,4 +55,7 @@ def test_hf_datasets_webdataset_loader_reads_every_sample(build, tmp_path, monke
         ref = manifest[row["__key__"]]
         assert row["jpg"].size == (ref["bucket_w"], ref["bucket_h"])  # PIL image
         assert row["lineart.xdog.png"].size == (ref["bucket_w"], ref["bucket_h"])
-        assert row["json"]["source"] == ref["source"] and row["json"]["tier"] == ref["tier"]
+        assert row["json"]["source"] == ref["source"] and row["json"]["bucket"] == [
+            ref["bucket_w"],
+            ref["bucket_h"],
+        ]

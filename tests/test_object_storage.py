@@ -106,7 +106,7 @@ def reference(corpus, ray_cluster, tmp_path_factory):
     return str(src), cfg, manifest, shards
 
 
-def test_build_on_s3_equals_local_and_reads_back(s3, reference, ray_cluster):
+def test_build_on_s3_equals_local_and_reads_back(s3, reference, ray_cluster, tmp_path):
     src, cfg, ref_manifest, ref_shards = reference
     out = f"s3://{BUCKET}/pairs"
     res = _cli("build", src, "--out", out, "--config", cfg, "--address", ray_cluster, "-q")
@@ -130,6 +130,22 @@ def test_build_on_s3_equals_local_and_reads_back(s3, reference, ray_cluster):
     batch = next(iter(stream))
     stream.close()
     assert batch.images.shape[0] == 2 and batch.images.shape[1:3] == (batch.bucket[1], batch.bucket[0])
+    # linepairs train reads the URL too (the tiny preset, two steps).
+    run = _cli(
+        "train",
+        out,
+        "--config",
+        "tiny",
+        "--run",
+        str(tmp_path / "run"),
+        "--steps",
+        "2",
+        "--threads",
+        "1",
+        "-q",
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.load(open(tmp_path / "run" / "run.json"))["build"] == out
     # Corrupt one shard object: verify names it.
     layout = Layout(out)
     first = layout.shard(ref_shards["shards"][0]["path"])

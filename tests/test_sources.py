@@ -113,7 +113,10 @@ def test_hf_tar_accounts_for_every_row_and_member(hostile_dump, tmp_path):
     recs = records(spec)
     reasons = by_reason(recs)
     kept = {r.source_id: r for r in reasons[None]}
-    assert set(kept) == {"1000", "1001", "1004", "1006", "1007"}
+    assert set(kept) == {"1000", "1001", "1006"}
+    # fail closed: a missing rating and an unknown letter are rejects, never "unrated" (their members count)
+    assert sorted(r.source_id for r in reasons["bad_rating"]) == ["1004", "1007"]
+    assert "'z'" in next(r.reject_detail for r in reasons["bad_rating"] if r.source_id == "1007")
     assert {r.source_id for r in reasons["missing_file"]} == {"1002"}
     assert len(reasons["bad_metadata"]) == 2  # the path-like id and the negative width
     assert any("etc/passwd" in r.reject_detail for r in reasons["bad_metadata"])
@@ -124,13 +127,11 @@ def test_hf_tar_accounts_for_every_row_and_member(hostile_dump, tmp_path):
     assert len(unsafe) == 3 and any("link" in d for d in unsafe) and any("../x.jpg" in d for d in unsafe)
     assert any("/abs.jpg" in d for d in unsafe)
     assert sorted(r.source_id for r in reasons["no_metadata"]) == ["2000", "images/0001.tar:notes.txt"]
-    # 10 rows + 12 members - 5 members claimed by kept rows - 1 claimed by the mp4 row's reject
+    # 10 rows + 12 members - 3 members claimed by kept rows - 3 claimed by rows' rejects (mp4, ratings)
     assert len(recs) == 10 + 12 - 6
     # tags survive byte for byte, ratings keep their era
     assert '<b>&amp;"quoted"' in kept["1000"].tags["general"] and "\U0001f600" in kept["1000"].tags["general"]
     assert (kept["1006"].rating, kept["1006"].rating_era) == ("e", "new")
-    assert kept["1007"].rating == "z"  # the filter rejects unknown letters, with the letter in the detail
-    assert kept["1004"].rating is None and kept["1004"].score is None
     # images are read in place, byte-exact
     assert read_location(kept["1000"].location) == img
     assert kept["1000"].location.startswith("tar://")

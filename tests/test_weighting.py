@@ -6,7 +6,6 @@ import json
 import os
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from curation.weighting import (
@@ -25,7 +24,7 @@ from pipelines.build import BuildRequest, run_build
 from pipelines.config import ConfigError, config_from_dict
 
 from .helpers import cli, write_config
-from .weighted_builds import make_sources, shared_build, small_config
+from .weighted_builds import make_sources, shared_build, small_config, weighted_manifest
 
 
 def _population(n_a: int, n_b: int, seed: int = 0):
@@ -194,7 +193,7 @@ def test_weight_config_from_toml_table():
 
 def test_build_records_factors_and_states_shares(tmp_path_factory, ray_cluster):
     out = shared_build(tmp_path_factory)
-    manifest = pq.read_table(os.path.join(out, "manifest.parquet")).to_pylist()
+    manifest = weighted_manifest(out)
     for row in manifest:
         assert row["weight"] == pytest.approx(row["tier_weight"] * row["tag_factor"] * row["source_factor"])
     w = np.asarray([r["weight"] for r in manifest])

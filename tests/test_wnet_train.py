@@ -168,6 +168,7 @@ def test_eval_and_sample_commands(resumed_run, tmp_path, capsys):
     ):
         assert key in scores
     assert 0 <= scores["edge_f1_matched"] <= 1 and scores["chamfer_mismatched"] >= 0
+    assert scores["samples"] == 4  # --limit counts samples, not batches
     assert os.path.isfile(os.path.join(killed, "eval", "contact.png"))
     sketch = np.full((40, 56), 255, np.uint8)
     sketch[10:30, 20] = 0
@@ -182,6 +183,15 @@ def test_eval_and_sample_commands(resumed_run, tmp_path, capsys):
         == 0
     )
     assert cv2.imread(out).shape == (40, 56, 3)
+    # An RGBA line layer: black everywhere, opaque only on the line. Flattened on white it is the
+    # same sketch, so the same painting (it used to read as all ink).
+    rgba = np.zeros((40, 56, 4), np.uint8)
+    rgba[..., 3] = 255 - sketch
+    cv2.imwrite(str(tmp_path / "layer.png"), rgba)
+    out2 = str(tmp_path / "o2.png")
+    args = ["--tags", "warm, portrait", "--steps", "3"]
+    assert main(["sample", killed, str(tmp_path / "layer.png"), "-o", out2, *args]) == 0
+    assert np.array_equal(cv2.imread(out2), cv2.imread(out))
 
 
 def test_bad_inputs_are_one_line_errors(build, resumed_run, tmp_path, capsys):

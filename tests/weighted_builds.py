@@ -89,3 +89,15 @@ def shared_build(tmp_path_factory) -> str:
     root = str(tmp_path_factory.getbasetemp() / "weighted-build")
     os.makedirs(root, exist_ok=True)
     return build_two_sources(root, os.path.join(root, "out"))
+
+
+def weighted_manifest(out: str, name: str | None = None) -> list[dict]:
+    """Manifest rows joined with a weight version (None: the active one): weight, tier, factors."""
+    import pyarrow.parquet as pq
+
+    from sharding.layout import Layout
+    from sharding.weights import read_version
+
+    manifest = pq.read_table(os.path.join(out, "manifest.parquet"))
+    _, version, _ = read_version(Layout(out), name, keys=manifest["key"])
+    return [{**m, **w} for m, w in zip(manifest.to_pylist(), version.to_pylist(), strict=True)]

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,20 +38,27 @@ def step_dir(run: str, step: int) -> str:
 
 
 def list_checkpoints(run: str) -> list[tuple[int, str]]:
+    """Every ``step-NNNNNNNN`` folder, usable or not (``usable_checkpoint`` tells which can be read)."""
     folder = os.path.join(run, "checkpoints")
     if not os.path.isdir(folder):
         return []
     found = []
     for name in os.listdir(folder):
         m = _STEP_DIR.match(name)
-        if m and os.path.isfile(os.path.join(folder, name, "state.json")):
+        if m and os.path.isdir(os.path.join(folder, name)):
             found.append((int(m.group(1)), os.path.join(folder, name)))
     return sorted(found)
 
 
 def latest_checkpoint(run: str) -> str | None:
-    found = list_checkpoints(run)
-    return found[-1][1] if found else None
+    """The newest checkpoint folder whose state.json reads (see ``usable_checkpoint`` for the weights)."""
+    for _, path in reversed(list_checkpoints(run)):
+        try:
+            _read_state(path)
+            return path
+        except CheckpointError:
+            continue
+    return None
 
 
 def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -92,30 +100,86 @@ class Checkpoint:
         return int(self.state["step"])
 
     def weights(self, which: str = "ema") -> dict[str, torch.Tensor]:
-        return load_file(os.path.join(self.path, f"{which}.safetensors"))
+        path = os.path.join(self.path, f"{which}.safetensors")
+        try:
+            return load_file(path)
+        except Exception as exc:  # safetensors raises its own types for a cut or foreign file
+            raise CheckpointError(f"{path}: unreadable weights ({_one_line(exc)})") from None
 
     def optimizer(self) -> dict[str, Any]:
-        return torch.load(os.path.join(self.path, "optimizer.pt"), map_location="cpu", weights_only=True)
+        path = os.path.join(self.path, "optimizer.pt")
+        try:
+            with warnings.catch_warnings():  # a foreign pickle also triggers a protocol warning
+                warnings.simplefilter("ignore")
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            # (PyTorch's own message suggests weights_only=False: never, for a file that failed this)
+            raise CheckpointError(f"{path}: not a readable optimizer state ({type(exc).__name__})") from None
 
 
-def open_checkpoint(path: str) -> Checkpoint:
-    """A checkpoint folder, or a run folder (its newest checkpoint)."""
-    if os.path.isdir(os.path.join(path, "checkpoints")):
-        latest = latest_checkpoint(path)
-        if latest is None:
-            raise CheckpointError(f"run {path} has no checkpoint yet")
-        path = latest
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+
+
+def _read_state(path: str) -> dict[str, Any]:
     state_path = os.path.join(path, "state.json")
     if not os.path.isfile(state_path):
         raise CheckpointError(f"{path} is neither a W-net checkpoint (no state.json) nor a run folder")
-    with open(state_path, encoding="utf-8") as fh:
-        state = json.load(fh)
+    try:
+        with open(state_path, encoding="utf-8") as fh:
+            state = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{state_path}: unreadable ({_one_line(exc)})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"{state_path}: not a checkpoint state (no integer step)")
     if state.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: checkpoint format {state.get('format')!r}, this version reads {FORMAT}"
         )
-    return Checkpoint(path, state)
+    return state
 
 
-__all__ = ["LINES", "Checkpoint", "CheckpointError", "latest_checkpoint", "list_checkpoints", "open_checkpoint",
-           "save_checkpoint", "step_dir"]  # fmt: skip
+def open_checkpoint(path: str) -> Checkpoint:
+    """A checkpoint folder, or a run folder (its newest checkpoint whose state.json reads)."""
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise CheckpointError(f"run {path} has no readable checkpoint yet")
+        path = latest
+    return Checkpoint(path, _read_state(path))
+
+
+@dataclass
+class Resumed:
+    """A checkpoint read in full: its state and every tensor, ready to load into a trainer."""
+
+    checkpoint: Checkpoint
+    model: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+
+
+def usable_checkpoint(run: str) -> tuple[Resumed | None, list[str]]:
+    """The newest checkpoint of ``run`` that reads in full, and one line per newer one that did not.
+
+    A cut ``model.safetensors``, a garbage ``optimizer.pt``, a torn or missing ``state.json``:
+    each is named and the previous checkpoint is tried. None (no checkpoint at all) starts from
+    step 0; checkpoints that all fail raise CheckpointError rather than silently start over.
+    """
+    skipped = []
+    found = list_checkpoints(run)
+    for _, path in reversed(found):
+        try:
+            ckpt = Checkpoint(path, _read_state(path))
+            return Resumed(ckpt, ckpt.weights("model"), ckpt.weights("ema"), ckpt.optimizer()), skipped
+        except CheckpointError as exc:
+            skipped.append(str(exc))
+    if found:
+        raise CheckpointError(
+            f"none of the {len(found)} checkpoint(s) of {run} is readable: {'; '.join(skipped[:3])}"
+        )
+    return None, skipped
+
+
+__all__ = ["LINES", "Checkpoint", "CheckpointError", "Resumed", "latest_checkpoint", "list_checkpoints",
+           "open_checkpoint", "save_checkpoint", "step_dir", "usable_checkpoint"]  # fmt: skip

@@ -64,6 +64,9 @@ class TrainConfig:
     sketch_dropout: float = 0.1  # the sketch switched off (independent of the tag dropouts)
     flip: float = 0.5  # probability of a horizontal flip (illustration and sketch together)
     extractor: str | None = None  # which line drawing to train on; None: the loader picks one per sample
+    weights: str | None = (
+        None  # the build's weight version to draw by (OUT/weights/NAME); None: the active one
+    )
     heldout: float = 0.1  # fraction of the keys (by hash) never trained on: eval's held-out loss
     buckets: tuple[tuple[int, int], ...] = ()  # (w, h) buckets to train on; empty: every bucket in the build
     grad_checkpointing: bool = False

@@ -118,7 +118,7 @@ def open_stream(
 ) -> TrainStream:  # fmt: skip
     t = cfg.train
     stream = batches(build, t.batch_size, seed=t.seed + seed_offset, extractor=t.extractor, rank=rank,
-                     world_size=world, state=state, threads=2)  # fmt: skip
+                     world_size=world, state=state, threads=2, weights=t.weights)  # fmt: skip
     return TrainStream(stream, buckets, t.heldout, cfg)
 
 

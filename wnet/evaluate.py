@@ -11,6 +11,7 @@ Writes ``RUN/eval/contact.png`` (sketch | generated | target | re-extracted) and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -26,12 +27,41 @@ from .run import RunError, grid_image, write_png
 from .trainer import fixed_loss
 
 
-def _extract(images: np.ndarray, extractors: list[str]) -> np.ndarray:
+def build_extractors(build: str) -> dict[str, Any]:
+    """The build's extractors as it recorded them in build.json (options and weights path), made once,
+    before any painting: a learned extractor without its weights fails here, in one line."""
+    from sharding.layout import Layout, StorageError
+
+    layout = Layout(build)
+    try:
+        records = layout.read_json(layout.build_json).get("extractors") or {}
+    except (OSError, ValueError, StorageError) as exc:
+        raise RunError(f"cannot read the build's build.json ({build}): {exc}") from None
+    made = {}
+    for name, rec in records.items():
+        try:
+            made[name] = lineart.create(name, weights=rec.get("weights"), **(rec.get("options") or {}))
+        except (ValueError, OSError, TypeError) as exc:  # WeightsError is a ValueError
+            raise RunError(f"extractor {name!r} of build {build}: {exc}") from None
+    return made
+
+
+def _extract(images: np.ndarray, extractors: list[str], made: dict[str, Any]) -> np.ndarray:
     out = np.empty(images.shape[:3], np.uint8)
     for name in sorted(set(extractors)):
         idx = [i for i, e in enumerate(extractors) if e == name]
-        out[idx] = lineart.create(name)(images[idx])
+        if name not in made:  # a build.json from before extractor records: the defaults
+            made[name] = lineart.create(name)
+        out[idx] = made[name](images[idx])
     return out
+
+
+def _head(batch, n: int):
+    """The first ``n`` samples of a batch (``--limit`` counts samples, not batches)."""
+    return dataclasses.replace(
+        batch, keys=batch.keys[:n], images=batch.images[:n], lines=batch.lines[:n],
+        extractors=batch.extractors[:n], meta=batch.meta[:n],
+    )  # fmt: skip
 
 
 def _alignment_batches(build: str, painter: Painter, limit: int, seed: int) -> list:
@@ -45,7 +75,9 @@ def _alignment_batches(build: str, painter: Painter, limit: int, seed: int) -> l
             if total >= limit:
                 break
             batch = next(stream)
-            if len(batch.keys) >= 2:
+            room = limit - total
+            if len(batch.keys) >= 2 and room >= 2:
+                batch = _head(batch, room) if len(batch.keys) > room else batch
                 out.append(batch)
                 total += len(batch.keys)
     finally:
@@ -62,12 +94,15 @@ def evaluate(run: str, limit: int = 16, seed: int = 0, device: str = "cpu") -> d
         build = json.load(fh)["build"]
     cfg = painter.cfg
     buckets = [tuple(b) for b in cfg.train.buckets] or None
+    if limit < 2:
+        raise RunError("--limit must be at least 2 (a mismatched sketch needs a partner)")
+    made = build_extractors(build)
 
     matched, mism, rows, n = [], [], [], 0
     for i, batch in enumerate(_alignment_batches(build, painter, limit, seed)):
         tags = [m.get("tags") or {} for m in batch.meta]
         generated = painter.paint(batch.lines, tags, seed=seed + i)
-        lines_back = _extract(generated, batch.extractors)
+        lines_back = _extract(generated, batch.extractors, made)
         k = len(batch.keys)
         matched.append((edge_scores(lines_back, batch.lines), k))
         mism.append((edge_scores(lines_back, mismatched(batch.lines)), k))

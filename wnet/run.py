@@ -21,7 +21,7 @@ import torch
 
 from sharding.layout import Layout, StorageError
 
-from .checkpoint import latest_checkpoint, open_checkpoint, save_checkpoint
+from .checkpoint import save_checkpoint, usable_checkpoint
 from .config import WnetConfig, WnetConfigError, check_same, config_from_dict, differences
 from .data import heldout_batch, open_stream, train_size
 from .space import SpaceError, space_stride
@@ -141,8 +141,8 @@ class Metrics:
     def __init__(self, run: str, resume_step: int):
         self.path = os.path.join(run, "metrics.jsonl")
         if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as fh:
-                keep = [ln for ln in fh if ln.strip() and json.loads(ln)["step"] <= resume_step]
+            keep = [json.dumps(row, sort_keys=True) + "\n" for row in _metric_rows(self.path)
+                    if row["step"] <= resume_step]  # fmt: skip
             with open(self.path, "w", encoding="utf-8") as fh:
                 fh.writelines(keep)
 
@@ -153,10 +153,21 @@ class Metrics:
 
 def read_metrics(run: str) -> list[dict[str, Any]]:
     path = os.path.join(run, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(ln) for ln in fh if ln.strip()]
+    return _metric_rows(path) if os.path.exists(path) else []
+
+
+def _metric_rows(path: str) -> list[dict[str, Any]]:
+    """The whole rows of metrics.jsonl: a line torn by a kill mid-write is dropped, not fatal."""
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows.append(row)
+    return rows
 
 
 def grid_image(*columns: np.ndarray) -> np.ndarray:
@@ -191,14 +202,19 @@ def train_loop(req: TrainRequest, rank: int = 0, world: int = 1, wrap=None) -> T
     trainer = Trainer(cfg, vocab, device, rank=rank)
     total = cfg.train.steps if req.steps is None else req.steps
     loader_state = None
-    latest = latest_checkpoint(req.run)
-    if latest is not None:
-        ckpt = open_checkpoint(latest)
+    resumed, skipped = usable_checkpoint(req.run)
+    for why in skipped if rank == 0 else ():
+        print(f"linepairs train: {why}; trying the checkpoint before it", file=sys.stderr, flush=True)
+    latest = resumed.checkpoint.path if resumed else None
+    if resumed is not None:
+        ckpt = resumed.checkpoint
+        if skipped and rank == 0:
+            print(f"linepairs train: resuming from {latest} (step {ckpt.step})", file=sys.stderr, flush=True)
         try:
             check_same(ckpt.state["config"], cfg)
         except WnetConfigError as exc:
             raise RunError(f"{latest}: {exc}") from None
-        trainer.load(ckpt.weights("model"), ckpt.weights("ema"), ckpt.optimizer(), ckpt.step)
+        trainer.load(resumed.model, resumed.ema, resumed.optimizer, ckpt.step)
         states = ckpt.state.get("loader_states") or []
         loader_state = states[rank] if rank < len(states) else None
         if len(states) != world:

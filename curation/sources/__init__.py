@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..records import Record, source_name_ok
+from .common import leaves_root
 from .danbooru_api import iter_api_posts
 from .folder import iter_folder
 from .gwern import iter_gwern, looks_like_gwern
@@ -150,24 +151,36 @@ def check_unique_names(specs: list[SourceSpec]) -> None:
 def iter_records(spec: SourceSpec) -> Iterator[Record]:
     """Every input of one source, in a stable order; repeated ids become ``duplicate_id`` rejects."""
     era = spec.era or DEFAULT_ERA.get(spec.kind)
+    root = spec.path
     if spec.kind == "folder":
         inner = iter_folder(spec.name, spec.path)
     elif spec.kind == "gwern":
         inner = iter_gwern(spec.name, spec.path, era)
     elif spec.kind == "hf-tar":
-        inner = iter_hf_tar(spec.name, spec.path, spec.images, era)
+        inner = iter_hf_tar(spec.name, spec.path, spec.images, era)  # checks its tars itself
     elif spec.kind == "danbooru-api":
         if os.path.isfile(spec.path):
-            files, folder = [spec.path], spec.images or os.path.dirname(spec.path)
+            files, root = [spec.path], spec.images or os.path.dirname(spec.path)
         else:
-            files, folder = _json_files(spec.path), spec.images or spec.path
-        inner = iter_api_posts(spec.name, files, folder, era)
+            files, root = _json_files(spec.path), spec.images or spec.path
+        inner = iter_api_posts(spec.name, files, root, era)
     else:
         raise SourceError(f"unknown source kind {spec.kind!r}; known: {', '.join(KINDS)}")
     try:
-        yield from _flag_repeats(inner)
+        yield from _flag_repeats(_contained(inner, root))
     except HfTarError as exc:
         raise SourceError(f"source {spec.name!r}: {exc}") from None
+
+
+def _contained(inner: Iterator[Record], root: str) -> Iterator[Record]:
+    """Symlink policy: an image whose links resolve outside the source folder is never read."""
+    for rec in inner:
+        loc = rec.location
+        if rec.reject_reason is None and loc and "://" not in loc:
+            outside = leaves_root(root, loc)
+            if outside:
+                rec.reject_reason, rec.reject_detail = "outside_source", outside
+        yield rec
 
 
 def _flag_repeats(inner: Iterator[Record]) -> Iterator[Record]:

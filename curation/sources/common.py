@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,17 +17,32 @@ NOT_STILL_EXTS = frozenset({"mp4", "webm", "zip", "swf", "mkv", "avi", "mov"})
 CATEGORY_BY_NUMBER = {0: "general", 1: "artist", 3: "copyright", 4: "character", 5: "meta"}
 
 
+INT64_MAX = 2**63 - 1
+
+
 def as_int(value: Any) -> int | None:
-    """Ints arrive as numbers or strings; ``"0"``-style nulls are the caller's business."""
+    """Ints arrive as numbers or strings; ``"0"``-style nulls are the caller's business.
+
+    The result is unbounded: ``out_of_range`` tells the caller it does not fit a 64-bit column.
+    """
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
+    if isinstance(value, str):
+        text = value.strip()
+        digits = text.removeprefix("-")
+        if digits.isascii() and digits.isdigit():
+            if len(digits) > 19:  # int() of thousands of digits is refused (or slow): out of range anyway
+                return -(INT64_MAX + 2) if text.startswith("-") else INT64_MAX + 1
+            return int(text)
     return None
+
+
+def out_of_range(value: int | None) -> bool:
+    return value is not None and not -INT64_MAX - 1 <= value <= INT64_MAX
 
 
 def as_bool(value: Any) -> bool | None:
@@ -65,19 +81,24 @@ def tags_from_post(post: dict[str, Any]) -> dict[str, list[str]]:
     return tags
 
 
+class Unreadable(str):
+    """Stands in for a post that cannot be parsed; the text says why (becomes ``bad_metadata``)."""
+
+
+# A JSON parse can fail with ValueError (JSONDecodeError, an int of too many digits) or
+# RecursionError (deeply nested brackets): either is one bad line, never the end of the source.
+_JSON_FAULTS = (ValueError, RecursionError)
+_WS = re.compile(r"\s*")
+
+
 def iter_json_posts(path: str) -> Iterator[tuple[int, Any]]:
-    """(position, object) for a JSON array file or JSON lines; a bad line yields (pos, None)."""
+    """(position, object) for a JSON array file or JSON lines; a bad line yields (pos, Unreadable)."""
     with open(path, "rb") as fh:
         head = fh.read(64).lstrip()
-    if head.startswith(b"["):
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            try:
-                data = json.load(fh)
-            except json.JSONDecodeError:
-                yield 0, None
-                return
-        items = data if isinstance(data, list) else [data]
-        yield from enumerate(items)
+    if head.startswith((b"[", b"\xef\xbb\xbf[")):
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            text = fh.read()
+        yield from _iter_array(text)
         return
     with open(path, encoding="utf-8", errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -85,8 +106,41 @@ def iter_json_posts(path: str) -> Iterator[tuple[int, Any]]:
                 continue
             try:
                 yield lineno, json.loads(line)
-            except json.JSONDecodeError:
-                yield lineno, None
+            except _JSON_FAULTS as exc:
+                yield lineno, Unreadable(f"line {lineno} is not JSON: {type(exc).__name__}: {exc}"[:200])
+
+
+def _iter_array(text: str) -> Iterator[tuple[int, Any]]:
+    """The items of a JSON array one by one, so a file cut short still yields every whole post
+    before the cut (then one Unreadable for the rest)."""
+    decoder = json.JSONDecoder()
+    i = _WS.match(text, text.index("[") + 1).end()
+    pos = 0
+    if text.startswith("]", i):
+        return
+    while True:
+        try:
+            item, i = decoder.raw_decode(text, i)
+        except _JSON_FAULTS as exc:
+            yield (
+                pos,
+                Unreadable(
+                    f"the JSON array is unreadable from item {pos} on: {type(exc).__name__}: {exc}"[:200]
+                ),
+            )
+            return
+        yield pos, item
+        pos += 1
+        i = _WS.match(text, i).end()
+        if text.startswith(",", i):
+            i = _WS.match(text, i + 1).end()
+        elif text.startswith("]", i):
+            if text[i + 1 :].strip():
+                yield pos, Unreadable(f"text after the end of the JSON array at character {i + 1}")
+            return
+        else:
+            yield pos, Unreadable(f"the JSON array is cut or malformed after item {pos - 1}")
+            return
 
 
 # Ratings: letters in every dump, numbers 0..3 in KBlueLeaf's danbooru2023 database, words in some tools.
@@ -97,8 +151,11 @@ RATING_BY_WORD = {"general": ("g", "new"), "sensitive": ("s", "new"), "safe": ("
 OLD_ERA_KEYS = ("is_note_locked", "is_rating_locked", "pool_string", "is_favorited")
 
 
+RATING_LETTERS = ("g", "s", "q", "e")
+
+
 def rating_and_era(post: dict[str, Any], era: str | None) -> tuple[str | None, str | None]:
-    """The rating letter (lowercase; unknown letters kept for the filter to reject) and its era.
+    """The rating letter (lowercase; None or an unknown letter is a ``bad_rating``) and its era.
 
     ``era`` is the source's setting ("old" / "new"); without it the record decides: ``g`` or a
     ``media_asset`` (2023+ API) mean new, a 2020-only key means old, otherwise the era stays unknown.
@@ -131,17 +188,25 @@ def record_from_post(source: str, post: Any, where: str, era: str | None = None)
     ``where`` identifies the line for rejects of posts without a usable id; ``era`` is the
     rating era of the dump when the source knows it.
     """
+    if isinstance(post, Unreadable):
+        return Record(source, where, None, reject_reason="bad_metadata", reject_detail=str(post))
     if not isinstance(post, dict):
         return Record(source, where, None, reject_reason="bad_metadata", reject_detail="not a JSON object")
     post_id = as_int(post.get("id"))
-    if post_id is None or post_id <= 0:
+    if post_id is None or post_id <= 0 or out_of_range(post_id):
         return Record(
             source,
             where,
             None,
             reject_reason="bad_metadata",
-            reject_detail=f"id is not a positive integer: {str(post.get('id'))[:60]!r}",
+            reject_detail=f"id is not a positive 64-bit integer: {str(post.get('id'))[:60]!r}",
         )
+    for key in ("image_width", "image_height", "fav_count", "score"):
+        if out_of_range(as_int(post.get(key))):
+            return Record(
+                source, str(post_id), None, post_id=post_id, reject_reason="bad_metadata",
+                reject_detail=f"{key} {str(post.get(key))[:40]!r} does not fit 64 bits",
+            )  # fmt: skip
     media = post.get("media_asset") if isinstance(post.get("media_asset"), dict) else {}
     width = as_int(post.get("image_width"))
     height = as_int(post.get("image_height"))
@@ -151,6 +216,12 @@ def record_from_post(source: str, post: Any, where: str, era: str | None = None)
             reject_detail=f"negative image size {width}x{height}",
         )  # fmt: skip
     rating, rating_era = rating_and_era(post, era)
+    if rating not in RATING_LETTERS:
+        # fail closed: a missing or malformed rating must not read as "unrated", which filters keep
+        return Record(
+            source, str(post_id), None, post_id=post_id, reject_reason="bad_rating",
+            reject_detail=f"rating {str(post.get('rating', '(missing)'))[:40]!r} is not one of g/s/q/e, 0-3 or a rating word",
+        )  # fmt: skip
     fav = as_int(post.get("fav_count"))
     if fav is None and isinstance(post.get("favs"), list):
         fav = len(post["favs"])
@@ -183,15 +254,35 @@ def record_from_post(source: str, post: Any, where: str, era: str | None = None)
     return rec
 
 
-def index_images(folder: str) -> dict[str, str]:
-    """Map file stem -> path for every image below ``folder`` (first in sorted order wins)."""
-    found: dict[str, str] = {}
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            stem, _, ext = name.rpartition(".")
-            if stem and ext.lower() in IMAGE_EXTS:
-                found.setdefault(stem, os.path.join(root, name))
+def walk_files(folder: str) -> list[str]:
+    """Every file below ``folder`` (hidden names skipped), sorted.
+
+    Symlink policy: links to folders are never followed (so a link loop cannot repeat the tree);
+    links to files are listed, and ``leaves_root`` rejects those that resolve outside the source.
+    """
+    found = []
+    for root, dirs, files in os.walk(folder):  # followlinks=False
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(root, n) for n in files if not n.startswith(".")]
+    return sorted(found)
+
+
+def leaves_root(root: str, path: str) -> str | None:
+    """Why ``path`` is outside the source folder ``root`` once links are resolved (None: inside)."""
+    base = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
+        return None
+    return f"{os.path.relpath(path, root)} is a link to {real}, outside the source folder {base}"
+
+
+def index_images(folder: str) -> dict[str, list[str]]:
+    """Map file stem -> every image path with that stem below ``folder``, in sorted order."""
+    found: dict[str, list[str]] = {}
+    for path in walk_files(folder):
+        stem, _, ext = os.path.basename(path).rpartition(".")
+        if stem and ext.lower() in IMAGE_EXTS:
+            found.setdefault(stem, []).append(path)
     return found
 
 

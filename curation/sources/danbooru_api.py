@@ -1,10 +1,12 @@
 """Danbooru API post JSON (a JSON array or JSON lines) next to a folder of images.
 
-Images are found as ``{id}.{ext}`` or ``{md5}.{ext}`` anywhere below the image folder.
+Images are found as ``{id}.{ext}`` or ``{md5}.{ext}`` anywhere below the image folder; an image
+that no post claims is reported as ``no_metadata`` (as hf-tar does), never silently ignored.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from ..records import Record
@@ -15,8 +17,18 @@ def iter_api_posts(
     source: str, metadata_files: list[str], image_folder: str, era: str | None = None
 ) -> Iterator[Record]:
     images = index_images(image_folder)
+    claimed: set[str] = set()
     for meta in metadata_files:
         for pos, post in iter_json_posts(meta):
             rec = record_from_post(source, post, f"{meta}:{pos}", era=era)
-            path = images.get(rec.source_id) or (images.get(rec.md5) if rec.md5 else None)
+            found = images.get(rec.source_id) or (images.get(rec.md5) if rec.md5 else None)
+            path = found[0] if found and rec.reject_reason is None else None
+            if found and (rec.reject_reason is None or rec.post_id is not None):
+                claimed.add(found[0])  # a post's own reject accounts for its image too
             yield attach_image(rec, path, f"no {rec.source_id}.* or {rec.md5}.* below {image_folder}")
+    for paths in images.values():
+        for path in paths:
+            if path not in claimed:
+                rel = os.path.relpath(path, image_folder).replace(os.sep, "/")
+                yield Record(source, rel, None, ext=path.rpartition(".")[2].lower(), reject_reason="no_metadata",
+                             reject_detail=f"{rel}: no post in the metadata names this image")  # fmt: skip

@@ -6,13 +6,15 @@ import os
 from collections.abc import Iterator
 
 from ..records import TAG_CATEGORIES, Record
-from .common import IMAGE_EXTS
+from .common import IMAGE_EXTS, leaves_root
+
+SIDECAR_MAX_BYTES = 1 << 20  # tags, not a novel: a larger (or sparse) .txt is read only this far
 
 
 def read_sidecar(path: str) -> list[str]:
     """Comma-separated tags; a BOM is dropped and invalid UTF-8 is replaced, never fatal."""
     with open(path, "rb") as fh:
-        raw = fh.read()
+        raw = fh.read(SIDECAR_MAX_BYTES)
     text = raw.decode("utf-8-sig", errors="replace").replace("\ufffd", "")
     return [t.strip() for t in text.replace("\n", ",").split(",") if t.strip()]
 
@@ -29,6 +31,7 @@ def iter_folder(source: str, folder: str) -> Iterator[Record]:
             rel = os.path.relpath(path, folder).replace(os.sep, "/")
             tags = {c: [] for c in TAG_CATEGORIES}
             sidecar = os.path.join(root, stem + ".txt")
-            if os.path.isfile(sidecar):
+            # isfile: a FIFO or device named .txt is never opened; a link leaving the folder is not read
+            if os.path.isfile(sidecar) and leaves_root(folder, sidecar) is None:
                 tags["general"] = read_sidecar(sidecar)
             yield Record(source, rel, path, ext=ext.lower(), tags=tags)

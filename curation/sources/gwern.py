@@ -5,23 +5,23 @@
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Iterator
 
 from ..records import Record
-from .common import IMAGE_EXTS, attach_image, iter_json_posts, record_from_post
+from .common import IMAGE_EXTS, attach_image, iter_json_posts, record_from_post, walk_files
 
 
 def metadata_files(root: str) -> list[str]:
     """Every JSON(L) metadata file of the dump: ``metadata/**`` first, else top-level files."""
     meta_dir = os.path.join(root, "metadata")
     base = meta_dir if os.path.isdir(meta_dir) else root
-    files = [
+    files = [  # walk_files: folder links are not followed, so a link loop cannot repeat the posts
         p
-        for pattern in ("**/*.json", "**/*.jsonl")
-        for p in glob.glob(os.path.join(base, pattern), recursive=True)
-        if os.path.isfile(p) and not os.path.basename(p).startswith(("tags", "artists", "notes", "pools"))
+        for p in walk_files(base)
+        if p.lower().endswith((".json", ".jsonl"))
+        and os.path.isfile(p)
+        and not os.path.basename(p).startswith(("tags", "artists", "notes", "pools"))
     ]
     if base == root:
         files = [p for p in files if os.path.dirname(p) == root]

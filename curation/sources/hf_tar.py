@@ -24,12 +24,12 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import pyarrow.parquet as pq
 
+from ..decode import tar_location as _tar_location
 from ..records import Record
-from .common import record_from_post
+from .common import leaves_root, record_from_post, walk_files
 
 REQUIRED_COLUMNS = ("id",)
 # Column names differ between scripts that write these dumps (FORMATS.md): map them onto the API's.
@@ -50,7 +50,7 @@ class Member:
 
 def tar_location(member: Member) -> str:
     """``tar://<quoted archive path>#<offset>:<size>:<quoted member name>``."""
-    return f"tar://{quote(member.tar)}#{member.offset}:{member.size}:{quote(member.name, safe='')}"
+    return _tar_location(member.tar, member.offset, member.size, member.name)
 
 
 def unsafe_reason(info: tarfile.TarInfo) -> str | None:
@@ -76,9 +76,8 @@ def metadata_files(path: str) -> list[str]:
 
 
 def tar_files(folder: str) -> list[str]:
-    return sorted(
-        p for p in glob.glob(os.path.join(folder, "**", "*.tar"), recursive=True) if os.path.isfile(p)
-    )
+    """Every ``*.tar`` below ``folder``; folder links are not followed (no loops, see walk_files)."""
+    return [p for p in walk_files(folder) if p.lower().endswith(".tar") and os.path.isfile(p)]
 
 
 def looks_like_hf_tar(path: str) -> bool:
@@ -125,6 +124,10 @@ def index_tars(source: str, root: str, tars: list[str]) -> tuple[dict[str, Membe
     problems: list[Record] = []
     for tar_path in tars:
         rel = os.path.relpath(tar_path, root).replace(os.sep, "/")
+        outside = leaves_root(root, tar_path)
+        if outside:
+            problems.append(Record(source, rel, None, reject_reason="outside_source", reject_detail=outside))
+            continue
         archive_size = os.path.getsize(tar_path)
         try:
             with tarfile.open(tar_path, "r:") as tf:  # uncompressed only: members are read by offset

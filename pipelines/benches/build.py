@@ -27,6 +27,7 @@ from ..build import BuildRequest, run_build
 from ..config import BuildConfig
 from ..errors import UsageError
 from ..paths import corpus_illustrations
+from . import link_or_copy
 
 
 def _images(folder: str, limit: int) -> list[str]:
@@ -145,7 +146,7 @@ def run(args) -> dict[str, Any]:
     paths = _images(folder, args.limit)
     src = tempfile.mkdtemp(prefix="lp-bench-src-")
     for p in paths:
-        os.symlink(p, os.path.join(src, os.path.basename(p)))
+        link_or_copy(p, os.path.join(src, os.path.basename(p)))
     cfg = BuildConfig()
     from curation.sources import parse_source
 

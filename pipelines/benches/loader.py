@@ -21,6 +21,7 @@ from ..build import BuildRequest, run_build
 from ..config import BuildConfig
 from ..errors import UsageError
 from ..paths import corpus_illustrations
+from . import link_or_copy
 
 KEYS_DRAWS = 200_000
 KEYS_BATCH = 64
@@ -49,7 +50,7 @@ def run(args) -> dict[str, Any]:
     src = tempfile.mkdtemp(prefix="lp-bench-loader-src-")
     out = os.path.join(tempfile.mkdtemp(prefix="lp-bench-loader-"), "out")
     for n in names[: args.limit] if args.limit else names:
-        os.symlink(os.path.join(folder, n), os.path.join(src, n))
+        link_or_copy(os.path.join(folder, n), os.path.join(src, n))
     repeats = max(1, args.repeats)
     try:
         summary = run_build(BuildRequest([parse_source(src)], out, BuildConfig(), show_progress=False))

@@ -30,7 +30,39 @@ def add_parser(sub) -> None:
     p.add_argument("--pairs", type=int, default=24, help="pairs on the HTML contact sheet (default 24)")
     p.add_argument("--top-tags", type=int, default=20, help="tags listed by count and by weight (default 20)")
     add_storage_option(p)
+    p.add_argument("--weights", metavar="NAME", help="the weight version to audit (default: the active one)")
+    p.add_argument(
+        "--compare", nargs=2, metavar=("A", "B"),
+        help="compare the intended shares of two weight versions (source, tier, bucket, top tags); no draws",
+    )  # fmt: skip
     p.set_defaults(handler=run)
+
+
+def run_compare(args: argparse.Namespace, layout) -> int:
+    from sharding.loader import LoaderError
+
+    from ..audit import compare, compare_lines
+
+    try:
+        report = compare(layout, *args.compare, top_tags=args.top_tags)
+    except LoaderError as exc:
+        raise UsageError(str(exc)) from None
+    if args.html:
+        from ..report import render_compare_html
+
+        try:
+            with open(args.html, "w", encoding="utf-8") as fh:
+                fh.write(render_compare_html(report))
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.html}: {exc}") from None
+    if args.json:
+        json.dump(report, sys.stdout, indent=2, sort_keys=True, ensure_ascii=False)
+        print()
+    else:
+        print("\n".join(compare_lines(report)))
+        if args.html:
+            print(f"report       {args.html}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,11 +73,17 @@ def run(args: argparse.Namespace) -> int:
     if args.draws < 1 or args.batch_size < 1 or args.pairs < 0 or args.top_tags < 0 or args.seed < 0:
         raise UsageError("--draws and --batch-size must be >= 1; --pairs, --top-tags and --seed >= 0")
     layout = open_out(args.out, args)
+    if args.compare:
+        if args.weights:
+            raise UsageError("--compare names both versions; leave out --weights")
+        return run_compare(args, layout)
     try:
         report = audit(
-            layout, draws=args.draws, batch_size=args.batch_size, seed=args.seed, top_tags=args.top_tags
-        )
-        samples = pair_samples(layout, report["_first_keys"][: args.pairs]) if args.html else []
+            layout, draws=args.draws, batch_size=args.batch_size, seed=args.seed, top_tags=args.top_tags,
+            weights=args.weights,
+        )  # fmt: skip
+        keys = report["_first_keys"][: args.pairs]
+        samples = pair_samples(layout, keys, report["_first_weights"]) if args.html else []
     except LoaderError as exc:
         raise UsageError(str(exc)) from None
     if args.html:

@@ -12,12 +12,15 @@ from ..errors import UsageError
 # One module per section; each has ``run(args) -> dict`` (JSON-serialisable).
 SECTIONS = {
     "build": "pipelines.benches.build",
+    "scorers": "pipelines.benches.scorers",  # learned scorers at their published sizes (docs/curation.md)
     "lineart_classical": "pipelines.benches.lineart_classical",
     "loader": "pipelines.benches.loader",
     "dedup": "pipelines.benches.dedup",
     "scale": "pipelines.benches.scale",
     "lineart_nets": "pipelines.benches.lineart_nets",
     "wnet": "pipelines.benches.wnet",
+    "quality": "pipelines.benches.quality",
+    "reweight": "pipelines.benches.reweight",
 }
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from ..errors import UsageError
 from .storage import add_storage_option, open_out
@@ -22,6 +24,15 @@ def add_parser(sub) -> None:
     p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else an embedded Ray)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_storage_option(p)
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add the inputs OUT has not seen (new sources, new files or posts) as new shards; old shards untouched",
+    )
+    p.add_argument(
+        "--retry", metavar="REASON[,REASON]",
+        help="re-scan only the inputs rejected for these reasons (e.g. missing_file), or 'all'",
+    )  # fmt: skip
     p.set_defaults(handler=run)
 
 
@@ -31,14 +42,21 @@ def run(args: argparse.Namespace) -> int:
     from ..build import BuildRefused, BuildRequest, run_build
     from ..config import ConfigError, load_config
 
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} exists and is not a folder; choose another --out")
     try:
         config = load_config(args.config)
         sources = [source_from_table(t) for t in config.sources] + [parse_source(s) for s in args.sources]
         if not sources:
             raise UsageError("no sources: give SOURCE arguments or [[sources]] tables in --config")
+        from ..increment import parse_reasons
+
+        retry = parse_reasons(args.retry) if args.retry is not None else ()
         layout = open_out(args.out, args)
-        req = BuildRequest(sources, args.out, config, address=args.address, show_progress=not args.quiet,
-                           layout=layout)  # fmt: skip
+        req = BuildRequest(
+            sources, args.out, config, address=args.address, show_progress=not args.quiet,
+            layout=layout, append=args.append, retry=retry,
+        )  # fmt: skip
         summary = run_build(req)
     except (ConfigError, SourceError, BuildRefused) as exc:
         raise UsageError(str(exc)) from None
@@ -46,4 +64,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{summary.out} is already complete: nothing to do.")
     for line in summary.lines():
         print(line)
+    if summary.counts["samples"] == 0:  # exit 0 (the build did what it was asked), but never quietly
+        print(
+            f"linepairs build: warning: the build is EMPTY: all {summary.counts['inputs']} input(s) were "
+            f"rejected (reasons above; rows in rejects.parquet)",
+            file=sys.stderr,
+        )
     return 0

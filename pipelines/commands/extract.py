@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
         help="run line extractors on one image",
         description="Run one line extractor (--extractor NAME) or all of them (--all, a contact sheet) on IMAGE.",
     )
-    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("image", metavar="IMAGE", nargs="?", help="the image (not needed with --list)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--extractor", metavar="NAME", help="an extractor name (see --list)")
     what.add_argument("--all", action="store_true", help="every extractor, side by side in one contact sheet")
@@ -119,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.all and (args.option or args.weights):
         raise UsageError("--option and --weights go with --extractor, not --all")
+    if args.image is None:
+        raise UsageError("IMAGE is required with --extractor and --all")
     image = load_image(args.image, args.max_side)
     batch = image[None]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def add_parser(sub) -> None:
@@ -43,9 +42,15 @@ def run(args: argparse.Namespace) -> int:
         painter = Painter.from_checkpoint(args.ckpt, device=args.device)
     except (CheckpointError, WnetConfigError, SpaceError) as exc:
         raise UsageError(str(exc)) from None
-    gray = cv2.imread(args.sketch, cv2.IMREAD_GRAYSCALE) if os.path.isfile(args.sketch) else None
-    if gray is None:
-        raise UsageError(f"cannot read the sketch {args.sketch!r} as an image")
+    # The scan's decoder: transparency is flattened onto white paper (an RGBA line layer with black
+    # under its transparent pixels is lines on white, not all ink), EXIF turns, 16-bit scales.
+    from curation.decode import DecodeReject, decode_image, read_bytes
+
+    try:
+        rgb = decode_image(read_bytes(args.sketch), 64_000_000).rgb
+    except (OSError, DecodeReject) as exc:
+        raise UsageError(f"cannot read the sketch {args.sketch!r} as an image ({exc})") from None
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     # At most the size the model was trained at; the UNet halves the size per level, so each side is
     # rounded to the nearest multiple it accepts.
     from wnet.data import train_size

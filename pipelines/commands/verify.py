@@ -18,12 +18,13 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sharding.layout import is_url
-    from sharding.verify import verify_build
+    from sharding.verify import sample_count, verify_build
 
     if not is_url(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"no such build directory: {args.out}")
     try:
-        faults = verify_build(open_out(args.out, args))
+        layout = open_out(args.out, args)
+        faults = verify_build(layout)
     except OSError as exc:
         raise UsageError(f"cannot read {args.out}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
     if faults:
@@ -31,5 +32,8 @@ def run(args: argparse.Namespace) -> int:
         for fault in faults:
             print(f"  {fault}")
         return 1
+    if sample_count(layout) == 0:
+        print(f"{args.out}: ok, but EMPTY: 0 samples (every input was rejected; see rejects.parquet)")
+        return 0
     print(f"{args.out}: ok")
     return 0

@@ -1,0 +1,169 @@
+"""``linepairs calibrate`` on the shared labelled set, and the measures it relies on, on real images."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from curation import metrics as m
+from curation.decode import decode_image, read_bytes
+from pipelines.cli import main
+from sharding.buckets import BucketRule, fit_bucket, make_buckets
+from sharding.plan import split_too_small
+
+
+@pytest.fixture(scope="module")
+def calibration(shared) -> str:
+    path = os.path.join(shared, "corpus", "calibration")
+    if not os.path.isfile(os.path.join(path, "LABELS.csv")):
+        pytest.skip("../shared/corpus/calibration is absent")
+    return path
+
+
+@pytest.fixture(scope="module")
+def cv_report(calibration, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cal")
+    sheet = out / "sheet.html"
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["calibrate", calibration, "--labels", os.path.join(calibration, "LABELS.csv"),
+                   "--cv", "5", "--json", "--html", str(sheet)])  # fmt: skip
+    assert rc == 0
+    return json.loads(buf.getvalue()), sheet.read_text(encoding="utf-8")
+
+
+def test_calibrate_cross_validated_figures(cv_report):
+    """Out of fold (the illustration model refitted 5 times): the figures docs/curation.md quotes."""
+    report, _ = cv_report
+    assert report["images"] == 115
+    assert isinstance(report["cross_validation"], dict) and report["cross_validation"]["folds"] == 5
+    assert report["keep_recall"] >= 0.95
+    # Issue 9 asks for 0.85; the classical measures reach 0.81-0.84 out of fold (photos and 3D renders pass:
+    # docs/curation.md, "What is left"). This bound keeps what was reached from sliding back.
+    assert report["reject_recall"] >= 0.8
+    assert not [f for f in report["kept_rejects"] if f.startswith("synthetic_")]
+    labels = report["labels"]
+    for label in ("reject_monochrome", "reject_sketch"):
+        assert labels[label]["kept"] == 0
+    assert labels["keep_cutout"]["reasons"].get("letterboxed", 0) == 0  # plain backgrounds are not bars
+    assert labels["keep_lowsat"]["reasons"].get("monochrome", 0) == 0  # a muted palette is colour
+    assert report["quality_auc"] > 0.6
+    assert report["high_tier_reject_share"] <= 0.5
+
+
+def test_contact_sheet_lists_every_wrong_decision_escaped(cv_report):
+    report, sheet = cv_report
+    wrong = report["kept_rejects"] + report["rejected_keeps"]
+    assert len(wrong) == report["wrong"] > 0
+    for name in wrong:
+        assert name in sheet
+    assert sheet.count("data:image/jpeg;base64,") >= len(wrong) - 2  # PIL-only formats have no thumbnail
+    assert "<script" not in sheet
+
+
+def test_calibrate_escapes_and_refuses_bad_labels(tmp_path, corpus, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    name = "style2paints_005.jpg"
+    (folder / name).write_bytes(read_bytes(os.path.join(corpus, name)))
+    (folder / "<b>x.png").write_bytes(read_bytes(os.path.join(corpus, "controlnet11_photo_001.png")))
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"file,label\n{name},reject_<i>\n<b>x.png,reject_<script>\n", encoding="utf-8")
+    sheet = tmp_path / "s.html"
+    assert main(["calibrate", str(folder), "--labels", str(labels), "--html", str(sheet)]) == 0
+    html = sheet.read_text(encoding="utf-8")
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;x.png" in html
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"file,label\n{name},maybe\n", encoding="utf-8")
+    assert main(["calibrate", str(folder), "--labels", str(bad)]) == 2
+    assert "must start with 'keep' or 'reject'" in capsys.readouterr().err
+    assert main(["calibrate", str(folder), "--labels", str(tmp_path / "none.csv")]) == 2
+
+
+def test_shared_illustrations_kept_and_photos_measured(corpus, tmp_path, capsys):
+    """Every illustration the old defaults kept is still kept (style2paints_021 is under min_side, as before)."""
+    names = sorted(os.listdir(corpus))
+    labels = tmp_path / "labels.csv"
+    lines = ["file,label"] + [f"{n},{'reject_photo' if 'photo' in n else 'keep'}" for n in names]
+    labels.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["calibrate", corpus, "--labels", str(labels), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rejected_keeps"] == ["style2paints_021.png"]
+    # Both controlnet11_photo_* still pass: a known gap (docs/curation.md, "What is left"); _001 scores
+    # 0.47 against sketchkeras_001's 0.46, so no illustration cut rejects it and keeps every illustration.
+    assert report["kept_rejects"] == ["controlnet11_photo_001.png", "controlnet11_photo_002.png"]
+
+
+@pytest.fixture(scope="module")
+def art(corpus) -> np.ndarray:
+    return decode_image(read_bytes(os.path.join(corpus, "style2paints_005.jpg")), 10**9).rgb
+
+
+def test_cutout_on_white_is_neither_letterbox_nor_low_entropy(art):
+    small = m.work_copy(art)
+    h, w = small.shape[:2]
+    page = np.full((h + 200, w + 400, 3), 255, np.uint8)  # wide white margins, as a cutout has
+    yy, xx = np.ogrid[:h, :w]
+    blob = ((yy - h / 2) / (h / 2)) ** 2 + ((xx - w / 2) / (w / 3)) ** 2 <= 1  # an oval figure
+    page[100 : 100 + h, 200 : 200 + w][blob] = small[blob]
+    values = m.measure(page)
+    assert values["background"] > 0.5 and values["border_fraction"] == 0
+    assert m.failed_metric(values, m.MetricThresholds(min_illustration=0)) is None
+    # a real letterbox: the picture cut straight against black bars on opposite sides
+    boxed = cv2.copyMakeBorder(small, h // 3, h // 3, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    assert m.border_fraction(m.gray(boxed)) > m.MetricThresholds().max_border_fraction
+    one_side = cv2.copyMakeBorder(small, h // 2, 0, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    assert m.border_fraction(m.gray(one_side)) == 0  # a bar on one side only is composition
+
+
+def test_pastel_two_hue_palette_is_colour(art):
+    hsv = cv2.cvtColor(m.work_copy(art), cv2.COLOR_RGB2HSV)
+    hsv[..., 1] //= 3  # pastel
+    hsv[..., 2] = np.maximum(hsv[..., 2], 150)
+    pastel = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    reason = m.failed_metric(m.measure(pastel), m.MetricThresholds(min_illustration=0))
+    assert reason is None or reason[0] not in ("greyscale", "monochrome")
+
+
+def test_noise_blocking_and_upscaling_are_measured_not_rewarded(art, tmp_path):
+    t = m.MetricThresholds()
+    clean = m.measure(art, None, m.detail_crop(art))
+    noisy_img = np.clip(art + np.random.default_rng(0).normal(0, 50, art.shape), 0, 255).astype(np.uint8)
+    noisy = m.measure(noisy_img, None, m.detail_crop(noisy_img))
+    assert clean["noise"] < 1 < t.max_noise < noisy["noise"]
+    ok, buf = cv2.imencode(".jpg", art[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 8])
+    blocky_img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]  # decoded pixels: a PNG re-save of a JPEG
+    assert m.blockiness(m.detail_crop(blocky_img)) > t.max_blockiness > clean["blockiness"]
+    small = cv2.resize(art, (art.shape[1] // 4, art.shape[0] // 4), interpolation=cv2.INTER_AREA)
+    up = cv2.resize(small, (art.shape[1], art.shape[0]), interpolation=cv2.INTER_CUBIC)
+    assert m.upscale_factor(m.detail_crop(up)) > 2.5 > 1.5 > m.upscale_factor(m.detail_crop(art))
+    # the quality score's detail component does not reward noise: it falls
+    from curation.quality import components
+
+    base = {"width": 800, "height": 800}
+    assert components({**base, **noisy}, {})["sharpness"] < components({**base, **clean}, {})["sharpness"]
+
+
+def test_max_upscale_smaller_bucket_or_reject():
+    rule = BucketRule()
+    buckets = make_buckets(rule)
+    bucket, up = fit_bucket(1000, 1000, buckets, rule)
+    assert bucket == (576, 576) and up < 1
+    bucket, up = fit_bucket(400, 279, buckets, rule)  # the issue's 1.84x case
+    assert up <= rule.max_upscale and bucket[0] / bucket[1] > 1 and min(bucket) >= rule.min_side
+    assert fit_bucket(210, 210, buckets, rule)[0] == (256, 256)  # 256 / 210 = 1.22: the smallest bucket
+    assert fit_bucket(200, 200, buckets, rule) is None  # 256 / 200 = 1.28 > max_upscale
+    assert fit_bucket(400, 279, buckets, BucketRule(max_upscale=0))[1] > 1.8  # off: the old behaviour
+    table = pa.table({"seq": [0, 1], "source": ["a", "a"], "source_id": ["x", "y"], "key": ["a_x", "a_y"],
+                      "location": ["/x", "/y"], "width": [1000, 150], "height": [800, 150]})  # fmt: skip
+    kept, rejects, upscale = split_too_small(table, rule)
+    assert kept["key"].to_pylist() == ["a_x"] and len(upscale) == 1
+    assert [r["reason"] for r in rejects] == ["too_small_for_bucket"] and rejects[0]["key"] == "a_y"

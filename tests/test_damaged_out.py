@@ -1,0 +1,150 @@
+"""Damaged OUT: a re-run checks size and sha256 of every shard and rewrites what changed; paths in
+OUT's files never leave OUT; verify streams members with a cap; an empty build is said out loud."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sharding.loader import LoaderError, load_population
+from sharding.verify import verify_shard
+
+from .helpers import cli, write_config
+
+CONFIG = "[shards]\nsamples_per_shard = 1\n[dedup]\nenabled = false\n[filters]\nmin_tags = 0\n"
+
+
+def sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def built(small_corpus_module, ray_cluster, tmp_path_factory):
+    base = tmp_path_factory.mktemp("damaged")
+    cfg = write_config(str(base / "c.toml"), CONFIG)
+    out = str(base / "out")
+    res = cli("build", small_corpus_module, "--out", out, "--config", cfg, "-q", address=ray_cluster)
+    assert res.returncode == 0, res.stderr[-3000:]
+    shards = json.load(open(os.path.join(out, "shards.json")))["shards"]
+    assert len(shards) >= 3
+    return small_corpus_module, cfg, out, {s["path"]: s["sha256"] for s in shards}
+
+
+@pytest.fixture(scope="module")
+def small_corpus_module(corpus, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("three")
+    for name in ("anime2sketch_001.jpg", "style2paints_004.jpg", "danbooregion_007.png"):
+        shutil.copy(os.path.join(corpus, name), folder / name)
+    return str(folder)
+
+
+def copy_out(built, tmp_path) -> str:
+    out = str(tmp_path / "out")
+    shutil.copytree(built[2], out)
+    return out
+
+
+def flip(path: str, at: int = 700) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(at)
+        b = fh.read(1)
+        fh.seek(at)
+        fh.write(bytes([b[0] ^ 0x01]))
+
+
+def test_rerun_rewrites_flipped_truncated_and_deleted_shards(built, ray_cluster, tmp_path):
+    src, cfg, _, good = built
+    out = copy_out(built, tmp_path)
+    flipped, cut, gone = sorted(good)[:3]
+    flip(os.path.join(out, flipped))
+    with open(os.path.join(out, cut), "r+b") as fh:
+        fh.truncate(1000)
+    os.remove(os.path.join(out, gone))
+    res = cli("build", src, "--out", out, "--config", cfg, "-q", address=ray_cluster)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "already complete" not in res.stdout
+    assert all(name in res.stderr for name in (flipped, cut, gone))  # each damaged shard is named
+    assert {p: sha(os.path.join(out, p)) for p in good} == good  # the same bytes as the first build
+    assert cli("verify", out).returncode == 0
+
+
+def test_same_size_flip_without_build_json_is_repaired(built, ray_cluster, tmp_path):
+    src, cfg, _, good = built
+    out = copy_out(built, tmp_path)
+    os.remove(os.path.join(out, "build.json"))
+    victim = sorted(good)[0]
+    flip(os.path.join(out, victim))
+    res = cli("build", src, "--out", out, "--config", cfg, "-q", address=ray_cluster)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sha(os.path.join(out, victim)) == good[victim]
+
+
+def test_shard_paths_leaving_out_are_refused(built, tmp_path):
+    out = copy_out(built, tmp_path)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    first = sorted(built[3])[0]
+    shutil.copy(os.path.join(out, first), outside / "x.tar")
+    manifest = pq.read_table(os.path.join(out, "manifest.parquet"))
+    shard = [("../elsewhere/x.tar" if s == first else s) for s in manifest["shard"].to_pylist()]
+    manifest = manifest.set_column(manifest.schema.get_field_index("shard"), "shard", pa.array(shard))
+    pq.write_table(manifest, os.path.join(out, "manifest.parquet"))
+    with pytest.raises(LoaderError, match="leaves"):
+        load_population(out)
+    shards = json.load(open(os.path.join(out, "shards.json")))
+    shards["shards"][0]["path"] = "/etc/passwd"
+    json.dump(shards, open(os.path.join(out, "shards.json"), "w"))
+    res = cli("verify", out)
+    assert res.returncode == 1 and "Traceback" not in res.stderr + res.stdout
+    assert "/etc/passwd" in res.stdout and "leaves" in res.stdout
+
+
+def test_verify_never_reads_a_huge_member_whole(tmp_path):
+    """A GNU sparse tar: 1.5 GiB member, a few KiB on disk. verify reports it without reading it."""
+    if shutil.which("tar") is None:
+        pytest.skip("needs GNU tar to write a sparse member")
+    work = tmp_path / "w"
+    work.mkdir()
+    with open(work / "k.jpg", "wb") as fh:
+        fh.truncate(3 << 29)
+    shard_dir = tmp_path / "out" / "shards" / "64x64"
+    shard_dir.mkdir(parents=True)
+    tar = shard_dir / "high-000000.tar"
+    subprocess.run(["tar", "--sparse", "-cf", str(tar), "-C", str(work), "k.jpg"], check=True)
+    assert tar.stat().st_size < 1 << 20
+    entry = {
+        "path": "shards/64x64/high-000000.tar",
+        "bytes": tar.stat().st_size,
+        "sha256": sha(tar),
+        "samples": 1,
+    }
+    row = {"key": "k", "bucket_w": 64, "bucket_h": 64, "weight": 1.0, "extractors": []}
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    faults = verify_shard(str(tmp_path / "out"), entry, {"k": row})
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert any("not read" in f for f in faults), faults
+    assert grown_mib < 200
+
+
+def test_empty_build_says_so_and_the_deadline_holds_in_ray_workers(
+    small_corpus_module, ray_cluster, tmp_path
+):
+    cfg = write_config(str(tmp_path / "c.toml"), "[scan]\nmax_seconds = 0.000001\n")
+    out = str(tmp_path / "out")
+    res = cli("build", small_corpus_module, "--out", out, "--config", cfg, "-q", address=ray_cluster)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "too_slow" in res.stdout  # the per-input deadline fires inside the Ray scan tasks
+    assert "EMPTY" in res.stderr and "Traceback" not in res.stderr
+    res = cli("verify", out)
+    assert res.returncode == 0 and "EMPTY" in res.stdout
+    rejects = pq.read_table(os.path.join(out, "rejects.parquet")).to_pylist()
+    assert {r["reason"] for r in rejects} == {"too_slow"} and len(rejects) == 3
