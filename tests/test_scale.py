@@ -1,7 +1,8 @@
 """Bounded-memory driver phases give exactly what the in-memory code gave.
 
 The streaming plan (pipelines/planphase.py) and finalize (pipelines/finalize.py) are compared with
-the plain whole-table path (``deduplicate`` + ``compute_weights`` on Python objects + ``make_plan``)
+the plain whole-table path (``deduplicate`` + ``split_too_small`` + ``make_plan``; weights are not in the
+plan, contract 2)
 on synthetic Danbooru-shaped scan rows with planted duplicates, with and without spilling.
 """
 
@@ -18,15 +19,16 @@ import pytest
 
 from curation.dedup import DedupConfig
 from curation.records import TAG_CATEGORIES
-from curation.weighting import WeightConfig, compute_weights
+from curation.weighting import WeightConfig
 from pipelines.benches.scale import synth_hashes, synth_part
 from pipelines.build import scan_unit
 from pipelines.dedup import deduplicate
 from pipelines.finalize import write_manifest, write_rejects
 from pipelines.planphase import PlanReader, PlanSettings, write_plan
-from sharding.buckets import BucketRule, crop_box, make_buckets, nearest_bucket
+from pipelines.reweight import solve
+from sharding.buckets import BucketRule, crop_box, fit_bucket, make_buckets
 from sharding.layout import Layout
-from sharding.plan import bucket_and_crop, make_plan
+from sharding.plan import fit_and_crop, make_plan, split_too_small
 from sharding.schema import MANIFEST_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA
 
 N, UNIT = 3000, 512
@@ -47,42 +49,42 @@ def _reference_plan(scan: pa.Table, s: PlanSettings) -> tuple[pa.Table, pa.Table
     """The whole-table plan and early rejects, as the build computed them before streaming."""
     kept = scan.filter(pc.equal(scan["status"], "kept"))
     kept, dup_rejects, _ = deduplicate(kept, s.dedup)
-    cats = s.weights.tag_categories
-    tags = [
-        [t for c in row for t in (c or [])] for row in zip(*[kept[f"tags_{c}"].to_pylist() for c in cats])
-    ]
-    w = compute_weights(
-        s.weights,
-        sources=np.asarray(kept["source"].to_pylist(), dtype=object),
-        keys=np.asarray(kept["key"].to_pylist(), dtype=object),
-        quality_scores=kept["quality_score"].to_numpy(zero_copy_only=False).astype(np.float64),
-        tags=tags if s.weights.tag_balance else None,
-    )
-    plan = make_plan(
-        kept, rule=s.buckets, tier=w.tier, weight=w.weight, quality=w.quality, factors=w.factors(),
-        samples_per_shard=s.samples_per_shard, seed=s.seed,
-    )  # fmt: skip
+    kept, small_rejects, _ = split_too_small(kept, s.buckets)
+    plan = make_plan(kept, rule=s.buckets, samples_per_shard=s.samples_per_shard, seed=s.seed)
     scan_rejects = (
         scan.filter(pc.equal(scan["status"], "rejected")).select(REJECT_COLUMNS).cast(REJECT_SCHEMA)
     )
-    early = pa.concat_tables([scan_rejects, pa.Table.from_pylist(dup_rejects, schema=REJECT_SCHEMA)])
+    early = pa.concat_tables(
+        [scan_rejects, pa.Table.from_pylist(dup_rejects + small_rejects, schema=REJECT_SCHEMA)]
+    )
     return plan, early.sort_by("seq")
 
 
 @pytest.mark.parametrize("tag_balance", [False, True])
 @pytest.mark.parametrize("bin_rows", [1 << 20, 700])  # everything in memory / spilled into 4 bins
-def test_streaming_plan_equals_whole_table_plan(tmp_path, bin_rows, tag_balance):
+# big buckets without enlargement: the smaller synthetic sizes are too_small_for_bucket
+@pytest.mark.parametrize("big", [False, True])
+def test_streaming_plan_equals_whole_table_plan(tmp_path, bin_rows, tag_balance, big):
     layout, chunks, scan = _scanned(tmp_path)
     s = PlanSettings(
-        DedupConfig(), WeightConfig(tag_balance=tag_balance, tag_threshold=0.01), BucketRule(), 64, 7
-    )
-    stats = write_plan(layout, chunks, s, bin_rows=bin_rows)
+        DedupConfig(), WeightConfig(tag_balance=tag_balance, tag_threshold=0.01),
+        BucketRule(max_area=2048 * 2048, min_side=1024, max_side=4096, max_upscale=1.0) if big else BucketRule(),
+        64, 7,
+    )  # fmt: skip
+    checked = []
+    stats = write_plan(layout, chunks, s, bin_rows=bin_rows, check_weights=checked.append)
     plan, early = _reference_plan(scan, s)
     assert stats["dropped"] > N * 0.005  # the planted duplicates were found
+    assert (stats["too_small"] > N * 0.05) == big
     assert layout.read_parquet(layout.plan).equals(plan)
     assert layout.read_parquet(layout.early_rejects).equals(early)
+    # the weight check saw exactly the planned samples, with what a weight version is solved from
+    by_key = plan.sort_by("key")
+    seen = checked[0].sort_by("key")
+    assert seen["key"].equals(by_key["key"]) and seen["bucket_upscale"].equals(by_key["bucket_upscale"])
+    assert solve(seen, s.weights).equals(solve(by_key, s.weights))
     if tag_balance:
-        assert pc.max(plan["tag_factor"]).as_py() > 1
+        assert pc.max(solve(seen, s.weights)["tag_factor"]).as_py() > 1
 
 
 def test_plan_reader_and_finalize_stream_what_the_tables_hold(tmp_path):
@@ -117,10 +119,9 @@ def test_plan_reader_and_finalize_stream_what_the_tables_hold(tmp_path):
     expected = expected.append_column("extractors", pa.array(exts, pa.list_(pa.string())))
     assert manifest.equals(expected.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA))
     assert tally.samples == manifest.num_rows
-    assert tally.counts("tier") == dict(
-        zip(*np.unique(manifest["tier"].to_pylist(), return_counts=True), strict=True)
-    )
-    assert list(tally.labels("source")) == manifest["source"].to_pylist()
+    buckets = [f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist())]
+    assert tally.counts("bucket") == dict(zip(*np.unique(buckets, return_counts=True), strict=True))
+    assert list(tally.labels("bucket")) == buckets
 
     rejects = layout.read_parquet(layout.rejects)
     early = layout.read_parquet(layout.early_rejects)
@@ -130,16 +131,24 @@ def test_plan_reader_and_finalize_stream_what_the_tables_hold(tmp_path):
     assert manifest.num_rows + rejects.num_rows == N
 
 
-def test_bucket_and_crop_is_the_per_sample_rule():
+def test_fit_and_crop_is_the_per_sample_rule():
     rng = np.random.default_rng(0)
-    for rule in (BucketRule(), BucketRule(max_area=64 * 96, step=32, min_side=32, max_side=128)):
+    rules = (
+        BucketRule(), BucketRule(max_upscale=1.5),
+        BucketRule(max_area=64 * 96, step=32, min_side=32, max_side=128, max_upscale=2.0),
+    )  # fmt: skip
+    for rule in rules:
         buckets = make_buckets(rule)
         w = np.r_[rng.integers(1, 6000, 5000), [b[0] * 2 for b in buckets]]
         h = np.r_[rng.integers(1, 6000, 5000), [b[1] * 2 for b in buckets]]  # exact bucket aspects too
-        got = bucket_and_crop(w, h, buckets)
+        got, up = fit_and_crop(w, h, rule)
         for i in range(len(w)):
-            b = nearest_bucket(int(w[i]), int(h[i]), buckets)
-            assert tuple(got[i]) == (*b, *crop_box(int(w[i]), int(h[i]), b))
+            fitted = fit_bucket(int(w[i]), int(h[i]), buckets, rule)
+            if fitted is None:
+                assert np.isnan(up[i]) and tuple(got[i]) == (0,) * 6
+                continue
+            b, upscale = fitted
+            assert tuple(got[i]) == (*b, *crop_box(int(w[i]), int(h[i]), b)) and up[i] == upscale
 
 
 def test_scan_parts_grow_with_the_input_count():
@@ -166,48 +175,8 @@ def test_scale_bench_reports_every_phase(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    for phase in ("plan", "dispatch", "finalize", "audit", "loader"):
+    for phase in ("plan", "dispatch", "finalize", "weights", "audit", "loader"):
         assert report[phase]["peak_rss_mb"] > 10 and report[phase]["seconds"] >= 0
-
-
-def _big_jpeg(orientation: int | None = None) -> bytes:
-    import io
-
-    from PIL import Image
-
-    rng = np.random.default_rng(3)
-    yy, xx = np.mgrid[0:1400, 0:2200]
-    rgb = np.stack([(xx // 7) % 256, (yy // 5) % 256, (xx + yy) % 256], -1).astype(np.uint8)
-    rgb[rng.integers(0, 1400, 500), rng.integers(0, 2200, 500)] = 0  # some detail
-    buf = io.BytesIO()
-    exif = Image.Exif()
-    if orientation:
-        exif[0x0112] = orientation
-    Image.fromarray(rgb).save(buf, "JPEG", quality=90, exif=exif.tobytes())
-    return buf.getvalue()
-
-
-def test_draft_decode_keeps_the_true_size_and_catches_truncation():
-    from curation.decode import DecodeReject, decode_for_metrics, decode_image
-
-    for orientation in (None, 6):
-        data = _big_jpeg(orientation)
-        full = decode_image(data, 10**9).rgb
-        small, size = decode_for_metrics(data, 10**9, 1024)
-        assert size == (full.shape[1], full.shape[0])
-        assert (
-            max(small.shape[:2]) >= 1024 and small.shape[0] * full.shape[1] == small.shape[1] * full.shape[0]
-        )
-        assert max(small.shape[:2]) < max(full.shape[:2])  # drafted: decoded at 1/2 scale
-    data = _big_jpeg()
-    for cut in (len(data) // 2, len(data) - 200):
-        with pytest.raises(DecodeReject) as full_err:
-            decode_image(data[:cut], 10**9)
-        with pytest.raises(DecodeReject) as draft_err:
-            decode_for_metrics(data[:cut], 10**9, 1024)
-        assert draft_err.value.reason == full_err.value.reason == "decode_error"
-    with pytest.raises(DecodeReject, match="too_many_pixels"):
-        decode_for_metrics(data, 1000, 1024)
 
 
 def test_streamed_parquet_on_a_store_is_complete_or_absent():

@@ -7,10 +7,13 @@ They are written as the scan would write them (parts of ``scan_unit`` rows) into
 the REAL phase code runs on them, each phase in a fresh child process whose peak RSS (VmHWM after the
 phase, the set-up excluded by resetting the high-water mark) is the phase's own:
 
-* ``plan``: dedup, weights, buckets, shard plan, plan.parquet + early rejects (``build.plan``);
+* ``plan``: dedup, bucket fit, the weights' feasibility check, shard plan, plan.parquet + early
+  rejects (``build.plan``; contract 2: no weight in the plan);
 * ``dispatch``: every shard's rows as the materialize loop hands them to the actors (``PlanReader``);
-* ``finalize``: manifest, rejects, shards.json, build.json (``build.finalize``), with shard states
-  as materialize leaves them (a few late rejects per shard);
+* ``finalize``: manifest, rejects, shards.json, weight version v1, build.json (``build.finalize``),
+  with shard states as materialize leaves them (a few late rejects per shard);
+* ``weights``: a second weight version solved from the manifest's columns alone
+  (``pipelines.reweight.reweight``, as ``linepairs reweight OUT --name bench``);
 * ``audit``: ``linepairs audit`` (shard files are sparse files of the recorded size);
 * ``loader``: the loader's start-up (``sharding.loader.load_population``).
 """
@@ -33,7 +36,7 @@ import pyarrow.compute as pc
 
 SIZES = (100_000, 1_000_000)
 FULL_SIZES = (*SIZES, 10_000_000)
-PHASES = ("plan", "dispatch", "finalize", "audit", "loader")
+PHASES = ("plan", "dispatch", "finalize", "weights", "audit", "loader")
 REJECTED, NEAR, EXACT = 0.05, 0.01, 0.002
 # Danbooru-like tag counts: (category, mean tags per post, vocabulary size)
 TAGS = (("general", 28, 200_000), ("artist", 1.05, 300_000), ("character", 1.4, 150_000),
@@ -216,6 +219,10 @@ def phase(name: str, out: str) -> dict[str, float]:
             reader.rows(shard)
     elif name == "finalize":
         finalize(req, layout, chunks, plan(req, layout, chunks), states, {"total": 1.0}, {})
+    elif name == "weights":
+        from ..reweight import reweight
+
+        reweight(out, name="bench")
     elif name == "audit":
         audit(out)
     elif name == "loader":
