@@ -16,6 +16,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, unquote, unquote_to_bytes
 
 import numpy as np
@@ -211,7 +212,11 @@ def unquote_path(text: str) -> str:
 
 def path_location(path: str) -> str:
     """The location text of a local file: the path itself, or ``file://<quoted bytes>`` when the
-    name is not valid UTF-8 (parquet strings must be)."""
+    name is not valid UTF-8 (parquet strings must be). A URL is already text."""
+    from .storage import is_remote
+
+    if is_remote(path):
+        return path
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
@@ -235,14 +240,28 @@ def parse_tar_location(location: str) -> tuple[str, int, int, str]:
     return unquote_path(path), int(offset), int(size), unquote(member, errors="replace")
 
 
-def read_location(location: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """The bytes of an input: a file path, or a member inside an uncompressed tar (read in place).
+def read_location(location: str, max_bytes: int = DEFAULT_MAX_BYTES, storage: Any = None) -> bytes:
+    """The bytes of an input: a file path or URL, or a member inside an uncompressed tar (read in place).
 
-    Raises OSError when the bytes cannot be read in full (the scan turns it into a reject), and
-    DecodeReject when the input is not a regular file or is over ``max_bytes``.
+    URLs (``s3://...``, also as a tar's path) are read through ``storage`` (a
+    ``curation.storage.SourceStorage``; default: the ``AWS_*`` variables alone); a tar member is
+    one ranged read of its bytes. Raises OSError when the bytes cannot be read in full (the scan
+    turns it into a reject), and DecodeReject when the input is not a regular file or is over
+    ``max_bytes``.
     """
+    from .storage import is_remote, storage_or_default
+
     if location.startswith(FILE_SCHEME):
         return read_bytes(unquote_path(location[len(FILE_SCHEME) :]), max_bytes)
+    if is_remote(location) and not location.startswith(TAR_SCHEME):
+        store = storage_or_default(storage)
+        try:
+            size = store.size(location)
+        except FileNotFoundError as exc:
+            raise OSError(f"{location} does not exist") from exc
+        if size > max_bytes:
+            raise DecodeReject("too_many_bytes", f"{size} bytes > {max_bytes} (scan.max_bytes)")
+        return _exact(store.read_range(location, 0, size), size, location)
     if not location.startswith(TAR_SCHEME):
         return read_bytes(location, max_bytes)
     try:
@@ -253,10 +272,18 @@ def read_location(location: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         raise DecodeReject(
             "too_many_bytes", f"tar member {member!r}: {size} bytes > {max_bytes} (scan.max_bytes)"
         )
+    if is_remote(path):  # a ranged read of the member on the store; the archive is never downloaded
+        return _exact(storage_or_default(storage).read_range(path, offset, size), size, f"{path}:{member}")
     with open(path, "rb") as fh:
         _check_regular(path, os.fstat(fh.fileno()), 1 << 62)
         fh.seek(offset)
         data = fh.read(size)
     if len(data) != size:
         raise OSError(f"tar member {member!r} of {path} is truncated ({len(data)} of {size} bytes)")
+    return data
+
+
+def _exact(data: bytes, size: int, what: str) -> bytes:
+    if len(data) != size:
+        raise OSError(f"{what} is truncated ({len(data)} of {size} bytes)")
     return data

@@ -85,6 +85,7 @@ REJECT_REASONS: dict[str, tuple[str, ...]] = {
         "lines_empty",  # every drawing had next to no ink
         "lines_drowned",  # every drawing was mostly ink
         "lines_speckled",  # every drawing was mostly isolated specks
+        "lines_framed",  # every drawing had a thin frame along an edge (padding residue)
         "lines_unusable",  # every drawing failed, for different reasons
     ),
 }

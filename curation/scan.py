@@ -57,6 +57,7 @@ class ScanSettings:
     quantiles: Mapping[str, Mapping[str, Sequence[float]]] = field(
         default_factory=dict
     )  # source -> column -> table
+    storage: Any = None  # curation.storage.SourceStorage of URL sources (None: AWS_* variables alone)
 
 
 def reject(row: dict[str, Any], stage: str, reason: str, detail: str) -> dict[str, Any]:
@@ -104,7 +105,7 @@ def _scan_input(row: dict[str, Any], settings: ScanSettings) -> tuple[dict[str, 
     if not row.get("location"):
         return reject(row, "metadata", "missing_file", "the record has no image location"), None
     try:
-        data = read_location(row["location"], settings.max_bytes)
+        data = read_location(row["location"], settings.max_bytes, settings.storage)
     except DecodeReject as rej:  # not a regular file, or over max_bytes
         return reject(row, "decode", rej.reason, rej.detail), None
     except OSError as exc:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from . import _lazy_torch_ops as T  # classical_torch on first call: OpenCV-only builds never load torch
-from .filters import canny_thresholds, gaussian_kernel, gray_numpy, gray_table
+from .filters import canny_thresholds, gaussian_kernel, gray_numpy, gray_table, order_statistic, xdog_epsilon
 from .registry import check_batch, register
 
 BACKENDS = ("auto", "opencv", "torch")
@@ -41,22 +41,44 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 
 
 def canny_image(
-    rgb: np.ndarray, *, low: float, high: float, mode: str, sigma: float, blur: float
-) -> np.ndarray:
-    """Canny (1986) edges as ink, OpenCV's implementation (L1 gradient, 3x3 Sobel)."""
+    rgb: np.ndarray, *, low: float, high: float, mode: str, sigma: float, blur: float, edge_share: float,
+    ratio: float, min_high: float,
+) -> np.ndarray:  # fmt: skip
+    """Canny (1986) edges as ink, OpenCV's implementation (L1 gradient, 3x3 Sobel); thresholds per
+    ``mode`` (filters.canny_thresholds)."""
     gray = _gray(rgb)
     if blur > 0:
         gray = _to_uint8(_blur(gray.astype(np.float32), blur))
-    median = float(np.median(gray)) if mode == "median" else 0.0
-    lo, hi = canny_thresholds(low, high, mode, sigma, median)
-    return 255 - cv2.Canny(gray, lo, hi)
+    if mode != "gradient":
+        lo, hi = canny_thresholds(low, high, mode, sigma, float(np.median(gray)) if mode == "median" else 0.0)
+        return 255 - cv2.Canny(gray, lo, hi)
+    # The derivatives cv2.Canny computes itself (3x3 Sobel, replicated border), computed once: their L1
+    # magnitude sets the thresholds and Canny runs on them (same edges as cv2.Canny(gray, ...)).
+    dx = cv2.Sobel(gray, cv2.CV_16S, 1, 0, ksize=3, borderType=cv2.BORDER_REPLICATE)
+    dy = cv2.Sobel(gray, cv2.CV_16S, 0, 1, ksize=3, borderType=cv2.BORDER_REPLICATE)
+    mag = cv2.add(cv2.absdiff(dx, 0).astype(np.uint16), cv2.absdiff(dy, 0).astype(np.uint16))
+    stat = order_statistic(mag, 1.0 - edge_share)
+    lo, hi = canny_thresholds(low, high, mode, sigma, stat, ratio, min_high)
+    return 255 - cv2.Canny(dx, dy, lo, hi)
 
 
 def xdog_image(
-    rgb: np.ndarray, *, sigma: float, k: float, p: float, epsilon: float, phi: float
+    rgb: np.ndarray,
+    *,
+    sigma: float,
+    k: float,
+    p: float,
+    epsilon: float,
+    phi: float,
+    mode: str,
+    quantile: float,
 ) -> np.ndarray:
-    """Winnemoeller et al. 2012 XDoG: sharpened DoG ``(1+p) G_sigma - p G_{k sigma}``, soft-thresholded with tanh."""
-    gray = _gray(rgb).astype(np.float32) / np.float32(255.0)
+    """Winnemoeller et al. 2012 XDoG: sharpened DoG ``(1+p) G_sigma - p G_{k sigma}``, soft-thresholded with
+    tanh; ``mode="quantile"`` lowers ``epsilon`` to the image's ``quantile`` gray level (filters.xdog_epsilon)."""
+    gray8 = _gray(rgb)
+    q = order_statistic(gray8, quantile) if mode == "quantile" else 0.0
+    epsilon = xdog_epsilon(epsilon, mode, q)
+    gray = gray8.astype(np.float32) / np.float32(255.0)
     d = (1.0 + p) * _blur(gray, sigma) - p * _blur(gray, sigma * k)
     out = np.where(d >= epsilon, np.float32(1.0), 1.0 + np.tanh(phi * (d - epsilon)))
     return _to_uint8(out * 255.0)
@@ -165,21 +187,38 @@ def _classical(name: str, version: str, summary: str, defaults: dict[str, Any], 
 
 
 def _check_canny(o):
-    if o["mode"] not in ("fixed", "median"):
-        raise ValueError(f"option mode must be 'fixed' or 'median', got {o['mode']!r}")
-    if o["low"] < 0 or o["high"] < 0 or o["sigma"] < 0 or o["blur"] < 0:
-        raise ValueError("options low, high, sigma and blur must be >= 0")
+    if o["mode"] not in ("fixed", "median", "gradient"):
+        raise ValueError(f"option mode must be 'fixed', 'median' or 'gradient', got {o['mode']!r}")
+    if min(o["low"], o["high"], o["sigma"], o["blur"], o["min_high"]) < 0:
+        raise ValueError("options low, high, sigma, blur and min_high must be >= 0")
+    if not 0 < o["edge_share"] < 1 or not 0 < o["ratio"] <= 1:
+        raise ValueError(
+            f"options need 0 < edge_share < 1 and 0 < ratio <= 1, got {o['edge_share']}, {o['ratio']}"
+        )
 
 
 _classical(
-    "canny", "2", "Canny edges (OpenCV's algorithm); fixed thresholds or median-derived (mode='median')",
-    {"low": 100.0, "high": 200.0, "mode": "fixed", "sigma": 0.33, "blur": 1.0},
+    "canny", "3", "Canny edges (OpenCV's algorithm); thresholds from the gradient's quantile (mode='gradient'), "
+    "the median ('median') or fixed ('fixed')",
+    {"low": 100.0, "high": 200.0, "mode": "gradient", "sigma": 0.33, "blur": 1.0, "edge_share": 0.1,
+     "ratio": 0.5, "min_high": 40.0},
     _check_canny, canny_image, T.canny,
 )  # fmt: skip
+
+
+def _check_xdog(o):
+    _positive(o, "sigma", "k", "phi")
+    if o["mode"] not in ("fixed", "quantile"):
+        raise ValueError(f"option mode must be 'fixed' or 'quantile', got {o['mode']!r}")
+    if not 0 <= o["quantile"] <= 1:
+        raise ValueError(f"option quantile must be in [0, 1], got {o['quantile']!r}")
+
+
 _classical(
-    "xdog", "2", "XDoG, Winnemoeller et al. 2012: sharpened DoG with a tanh soft threshold",
-    {"sigma": 0.8, "k": 1.6, "p": 20.0, "epsilon": 0.7, "phi": 10.0},
-    lambda o: _positive(o, "sigma", "k", "phi"), xdog_image, T.xdog,
+    "xdog", "3", "XDoG, Winnemoeller et al. 2012: sharpened DoG with a tanh soft threshold; "
+    "epsilon capped at the image's quantile gray level (mode='quantile'; 'fixed': as before)",
+    {"sigma": 0.8, "k": 1.6, "p": 20.0, "epsilon": 0.7, "phi": 10.0, "mode": "quantile", "quantile": 0.1},
+    _check_xdog, xdog_image, T.xdog,
 )  # fmt: skip
 _classical(
     "dog", "1", "Difference of Gaussians: ink where G(sigma) is darker than G(k*sigma)",

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .filters import canny_thresholds, gaussian_kernel, gray_table, opencv_block_kernel
+from .filters import canny_thresholds, gaussian_kernel, gray_table, opencv_block_kernel, xdog_epsilon
 
 # Canny's direction test in fixed point, as OpenCV does it (imgproc/canny.cpp): tan(22.5 deg) << 15.
 _CANNY_SHIFT = 15
@@ -85,19 +85,27 @@ def median(g: torch.Tensor) -> list[float]:
 
 
 def canny(
-    batch: torch.Tensor, *, low: float, high: float, mode: str, sigma: float, blur: float
-) -> torch.Tensor:
+    batch: torch.Tensor, *, low: float, high: float, mode: str, sigma: float, blur: float, edge_share: float,
+    ratio: float, min_high: float,
+) -> torch.Tensor:  # fmt: skip
     """OpenCV's Canny (L1 gradient, aperture 3) on a batch; hysteresis by repeated 3x3 dilation."""
     g = gray(batch).float()
     if blur > 0:
         g = torch.round(_blur(g, blur)).clamp_(0, 255)
-    medians = median(g) if mode == "median" else [0.0] * g.shape[0]
-    lows, highs = zip(*(canny_thresholds(low, high, mode, sigma, m) for m in medians), strict=True)
+    dx, dy = _sobel(g, "replicate")  # integers, exact in float32
+    mag = dx.abs() + dy.abs()
+    if mode == "median":
+        stats = median(g)
+    elif mode == "gradient":
+        stats = order_statistic(mag, 1.0 - edge_share)
+    else:
+        stats = [0.0] * g.shape[0]
+    lows, highs = zip(
+        *(canny_thresholds(low, high, mode, sigma, s, ratio, min_high) for s in stats), strict=True
+    )
     lo = torch.tensor(lows, dtype=torch.float32, device=g.device).view(-1, 1, 1, 1)
     hi = torch.tensor(highs, dtype=torch.float32, device=g.device).view(-1, 1, 1, 1)
 
-    dx, dy = _sobel(g, "replicate")  # integers, exact in float32
-    mag = dx.abs() + dy.abs()
     m = F.pad(mag, (1, 1, 1, 1))  # magnitudes outside the image are 0, as in OpenCV's ring buffer
 
     def at(oy: int, ox: int) -> torch.Tensor:
@@ -136,12 +144,32 @@ def canny(
     return (255 - edges.to(torch.uint8) * 255).squeeze(1)
 
 
+def order_statistic(g: torch.Tensor, q: float) -> list[float]:
+    """Per-image value at rank ``floor(q * (n - 1))`` of ``N x 1 x H x W`` (filters.order_statistic)."""
+    flat = g.flatten(1)
+    k = math.floor(q * (flat.shape[1] - 1))
+    return flat.kthvalue(k + 1, dim=1).values.double().tolist()
+
+
 def xdog(
-    batch: torch.Tensor, *, sigma: float, k: float, p: float, epsilon: float, phi: float
+    batch: torch.Tensor,
+    *,
+    sigma: float,
+    k: float,
+    p: float,
+    epsilon: float,
+    phi: float,
+    mode: str,
+    quantile: float,
 ) -> torch.Tensor:
-    g = gray(batch).float() / 255.0
+    g8 = gray(batch)
+    qs = order_statistic(g8, quantile) if mode == "quantile" else [0.0] * g8.shape[0]
+    eps = [xdog_epsilon(epsilon, mode, q) for q in qs]
+    # float64 thresholds rounded to float32 as numpy does when it compares a float32 array to a Python float
+    e = torch.tensor(eps, dtype=torch.float32, device=g8.device).view(-1, 1, 1, 1)
+    g = g8.float() / 255.0
     d = (1.0 + p) * _blur(g, sigma) - p * _blur(g, sigma * k)
-    out = torch.where(d >= epsilon, torch.ones_like(d), 1.0 + torch.tanh(phi * (d - epsilon)))
+    out = torch.where(d >= e, torch.ones_like(d), 1.0 + torch.tanh(phi * (d - e)))
     return _to_uint8(out * 255.0)
 
 

@@ -64,13 +64,41 @@ def opencv_block_kernel(ksize: int) -> np.ndarray:
     return k / k.sum()
 
 
-def canny_thresholds(low: float, high: float, mode: str, sigma: float, median: float) -> tuple[int, int]:
+def canny_thresholds(
+    low: float, high: float, mode: str, sigma: float, stat: float, ratio: float = 0.5, min_high: float = 40.0
+) -> tuple[int, int]:
     """Integer (low, high) as cv2.Canny uses them (it floors, and swaps them when low > high).
 
-    ``mode="median"`` derives them from the median intensity, ``(1 -/+ sigma) * median``: the usual
-    automatic-Canny recipe.
+    ``mode="fixed"`` uses ``low``/``high``. ``mode="median"`` derives them from ``stat``, the median
+    intensity: ``(1 -/+ sigma) * median``, the usual automatic-Canny recipe. ``mode="gradient"``
+    takes ``stat`` to be the image's L1 gradient magnitude at its ``1 - edge_share`` quantile, so
+    that about ``edge_share`` of the pixels are strong-edge candidates whatever the contrast:
+    ``high = max(stat, min_high)`` (the floor keeps flat images from turning noise into lines),
+    ``low = ratio * high``.
     """
     if mode == "median":
-        low, high = max(0.0, (1.0 - sigma) * median), min(255.0, (1.0 + sigma) * median)
+        low, high = max(0.0, (1.0 - sigma) * stat), min(255.0, (1.0 + sigma) * stat)
+    elif mode == "gradient":
+        high = max(stat, min_high)
+        low = ratio * high
     lo, hi = math.floor(low), math.floor(high)
     return (hi, lo) if lo > hi else (lo, hi)
+
+
+def order_statistic(values: np.ndarray, q: float) -> float:
+    """The value at rank ``floor(q * (n - 1))`` of the sorted ``values`` (numpy's "lower" quantile):
+    an element of the data, so the OpenCV and torch paths agree exactly."""
+    flat = np.asarray(values).ravel()
+    k = math.floor(q * (flat.size - 1))
+    if flat.dtype.kind in "ui" and flat.size and 0 <= flat.min() and flat.max() < 1 << 16:
+        # small non-negative integers (gray levels, L1 gradients): a histogram is several times faster
+        return float(np.searchsorted(np.cumsum(np.bincount(flat)), k + 1))
+    return float(np.partition(flat, k)[k])
+
+
+def xdog_epsilon(epsilon: float, mode: str, gray_quantile: float) -> float:
+    """XDoG's threshold on gray in [0, 1]. ``mode="quantile"`` caps ``epsilon`` at the image's
+    ``quantile`` gray level (``gray_quantile``, 0..255): in flat areas the sharpened DoG is the gray
+    itself, so at most about that share of a dark picture turns into solid fill, while a bright one
+    keeps ``epsilon``. ``mode="fixed"`` is the plain threshold."""
+    return min(epsilon, gray_quantile / 255.0) if mode == "quantile" else epsilon

@@ -2,7 +2,8 @@
 
 ``line_stats`` measures ink density and the connected components of the ink; ``verdict`` says
 whether a drawing is empty (next to no ink), drowned (ink everywhere: dark fills, texture, noise
-turned into ink) or speckled (ink that is mostly isolated dots), with a one-line reason.
+turned into ink), speckled (ink that is mostly isolated dots) or framed (a thin band of ink or grey
+along an edge: padding residue a model would learn), with a one-line reason.
 Pure functions over ``H x W uint8`` arrays (255 = paper, 0 = ink). Defaults: docs/lineart.md.
 """
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from curation.configtable import from_table
 
-VERDICTS = ("ok", "empty", "drowned", "speckled")
+VERDICTS = ("ok", "empty", "drowned", "speckled", "framed")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ class PairQuality:
     speck_area: int = 4  # components of at most this many pixels are specks
     max_speck_share: float = 0.7  # share of components that are specks ...
     min_specks_per_mpx: float = 10000.0  # ... when there are also this many specks per megapixel: speckled
+    frame_width: int = (
+        4  # a band of 1..frame_width marked lines along an edge is a frame (wider: a dark border)
+    )
+    frame_contrast: int = 48  # a pixel this much darker than the paper (the drawing's median) is marked ...
+    frame_share: float = 0.9  # ... and a line (row or column) with this share of marked pixels is marked
 
     def check(self) -> None:
         if not 0 < self.ink_level <= 255:
@@ -42,10 +48,30 @@ class PairQuality:
             raise ValueError(
                 "pair_quality: speck_area >= 1, 0 <= max_speck_share <= 1, min_specks_per_mpx >= 0"
             )
+        if self.frame_width < 0 or not 0 < self.frame_contrast <= 255 or not 0 < self.frame_share <= 1:
+            raise ValueError(
+                "pair_quality: frame_width >= 0 (0: no frame check), 0 < frame_contrast <= 255, 0 < frame_share <= 1"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PairQuality:
         return from_table(cls, data, "pair_quality")
+
+
+def frame_sides(lines: np.ndarray, width: int = 4, contrast: int = 48, share: float = 0.9) -> list[str]:
+    """The edges ("left", "top", "right", "bottom") along which 1..``width`` consecutive outer lines are
+    marked: at least ``share`` of their pixels ``contrast`` darker than the paper (the median)."""
+    if width <= 0 or min(lines.shape) <= 2 * width:
+        return []
+    dark = lines.astype(np.int16) < int(np.median(lines)) - contrast
+    found = []
+    for side, band in (("left", dark[:, : width + 1].T), ("top", dark[: width + 1]),
+                       ("right", dark[:, -width - 1 :].T[::-1]), ("bottom", dark[-width - 1 :][::-1])):  # fmt: skip
+        marked = band.mean(axis=1) >= share  # outer line first
+        run = int(np.argmin(marked)) if not marked.all() else len(marked)
+        if 1 <= run <= width:
+            found.append(side)
+    return found
 
 
 def line_stats(lines: np.ndarray, ink_level: int = 128, speck_area: int = 4) -> dict[str, float]:
@@ -72,8 +98,8 @@ def line_stats(lines: np.ndarray, ink_level: int = 128, speck_area: int = 4) -> 
     }
 
 
-def verdict(stats: dict[str, float], q: PairQuality) -> tuple[str, str]:
-    """``("ok", "")`` or ``(problem, reason)`` with problem one of "empty", "drowned", "speckled"."""
+def verdict(stats: dict[str, Any], q: PairQuality) -> tuple[str, str]:
+    """``("ok", "")`` or ``(problem, reason)`` with problem one of "empty", "drowned", "speckled", "framed"."""
     if stats["ink"] < q.min_ink:
         return "empty", f"ink {stats['ink']:.4f} < min_ink {q.min_ink}"
     if stats["ink"] > q.max_ink:
@@ -83,11 +109,17 @@ def verdict(stats: dict[str, float], q: PairQuality) -> tuple[str, str]:
             f"{stats['speck_share']:.0%} of components are specks of <= {q.speck_area} px "
             f"({stats['specks_per_mpx']:.0f}/Mpx)"
         )
+    if stats.get("frame_sides"):
+        return (
+            "framed",
+            f"a band of <= {q.frame_width} px along the {', '.join(stats['frame_sides'])} edge(s)",
+        )
     return "ok", ""
 
 
-def judge(lines: np.ndarray, q: PairQuality) -> tuple[str, str, dict[str, float]]:
-    """``verdict`` of ``line_stats``: (problem, reason, stats)."""
-    stats = line_stats(lines, q.ink_level, q.speck_area)
+def judge(lines: np.ndarray, q: PairQuality) -> tuple[str, str, dict[str, Any]]:
+    """``verdict`` of ``line_stats`` and ``frame_sides``: (problem, reason, stats)."""
+    stats: dict[str, Any] = dict(line_stats(lines, q.ink_level, q.speck_area))
+    stats["frame_sides"] = frame_sides(lines, q.frame_width, q.frame_contrast, q.frame_share)
     problem, reason = verdict(stats, q)
     return problem, reason, stats

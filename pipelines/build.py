@@ -21,6 +21,7 @@ import lineart
 from curation.records import TAG_CATEGORIES
 from curation.scan import ScanSettings, make_settings
 from curation.sources import SourceError, SourceSpec, check_unique_names, iter_records
+from curation.storage import SourceStorage
 from curation.weighting import WeightConfig, WeightError, check_sources
 from sharding.layout import Layout
 from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_SCHEMA
@@ -54,6 +55,8 @@ class BuildRequest:
     layout: Layout | None = field(default=None, repr=False)
     append: bool = False  # add the inputs not yet seen to the finished build (pipelines/increment.py)
     retry: tuple[str, ...] = ()  # re-scan the rejects of these reasons ("all": every reject)
+    # The filesystems of URL sources (curation.storage); like ``layout``, never part of the identity.
+    storage: SourceStorage | None = field(default=None, repr=False)
 
     def identity(self) -> dict[str, Any]:
         """What must match for a re-run to resume OUT instead of being refused."""
@@ -276,7 +279,7 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
     try:
         for spec in req.sources:
             before = seq
-            for rec in iter_records(spec):
+            for rec in iter_records(spec, req.storage):
                 row = rec.to_row()
                 row["seq"] = seq
                 seq += 1
@@ -346,17 +349,20 @@ def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSetting
     cols = ["source", "score", "fav_count"]
     parts = [layout.read_parquet(layout.records_part(r), columns=cols) for r in range(_units(layout)[0])]
     records = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.float64()) for c in cols})
-    return settings_from_records(req.config, records)
+    return settings_from_records(req.config, records, req.storage)
 
 
-def settings_from_records(cfg: BuildConfig, records: pa.Table) -> ScanSettings:
+def settings_from_records(
+    cfg: BuildConfig, records: pa.Table, storage: SourceStorage | None = None
+) -> ScanSettings:
     """The scan settings of ``cfg`` with the quantile tables of these records (source, score, fav_count)."""
-    return make_settings(
+    settings = make_settings(
         scan=cfg.scan, filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
         sources=labels(records["source"]),  # one Python string per source, not per record
         scores=records["score"].to_numpy(zero_copy_only=False).astype(np.float64),
         favs=records["fav_count"].to_numpy(zero_copy_only=False).astype(np.float64),
     )  # fmt: skip
+    return dataclasses.replace(settings, storage=storage)
 
 
 def plan(req: BuildRequest, layout: Layout, chunks: int) -> PlanReader:
@@ -459,7 +465,7 @@ def materialize(req: BuildRequest, layout: Layout, plan: PlanReader) -> dict[str
         n, opts, device = _actor_pool_shape(req.config.materialize, ray.cluster_resources(), len(todo))
         # No Ray restarts: the pool replaces a lost actor and hands its shards to the living (distribute.py).
         cls = ray.remote(ShardMaterializer).options(max_restarts=0, max_task_retries=0, **opts)
-        settings = MaterializeSettings.from_config(req.config, device)
+        settings = MaterializeSettings.from_config(req.config, device, req.storage)
 
         def submit(actor, shard: str):
             # Only the shards in flight become Python rows (PlanReader reads their row groups).

@@ -235,7 +235,7 @@ def enumerate_increment(req, layout: Layout, inc: Increment, meta: dict[str, Any
 
     taken: set[tuple[str, str]] = set()
     for spec in req.sources:
-        for rec in iter_records(spec):
+        for rec in iter_records(spec, req.storage):
             ident = (rec.source, rec.source_id)
             if ident in taken:  # the source itself repeats an id: the first one stands for it
                 continue
@@ -284,7 +284,7 @@ def increment_settings(req, layout: Layout, first_chunk: int, end_chunk: int) ->
     records = pa.concat_tables(parts)
     from .build import settings_from_records
 
-    return settings_from_records(req.config, records)
+    return settings_from_records(req.config, records, req.storage)
 
 
 def _scan_table(layout: Layout, first: int, end: int, columns: list[str] | None = None) -> pa.Table | None:

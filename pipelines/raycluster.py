@@ -26,7 +26,16 @@ def ray_session(address: str | None = None) -> Iterator[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if address:
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+            try:
+                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+            except ConnectionError as exc:  # one line, with the usual cause (README, Run on a cluster)
+                from .errors import UsageError
+
+                raise UsageError(
+                    f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]} (is the head "
+                    f"running? a head started by `ray start --head` wants token auth: set RAY_AUTH_MODE=token "
+                    f"and the head's ~/.ray/auth_token here)"
+                ) from None
             where = f"Ray cluster at {address}"
         else:
             # address="local" always starts a fresh instance: without it ray.init() joins any

@@ -72,7 +72,7 @@ def scan_chunk(
         layout.write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
     except OSError as exc:
         # Disk full, read-only OUT: returned, not raised, so the driver reports it in one line
-        # (a raised OSError would arrive wrapped in Ray's error block).
+        # (a raised OSError would be wrapped in Ray's own error block).
         return {"chunk": chunk, "rows": 0, "kept": 0, "errno": exc.errno or 0,
                 "error": exc.strerror or str(exc), "filename": str(exc.filename or "")}  # fmt: skip
     return {"chunk": chunk, "rows": len(rows), "kept": sum(r["status"] == "kept" for r in rows),
@@ -88,13 +88,14 @@ class MaterializeSettings:
     image_format: str
     quality: int  # of image_format
     max_pixels: int
-    max_bytes: int
+    max_bytes: int  # per input read, as in the scan
+    storage: Any  # curation.storage.SourceStorage of URL sources
     seed: int
     augment: AugmentPolicy
     pair_quality: PairQuality
 
     @classmethod
-    def from_config(cls, cfg: BuildConfig, device: str) -> MaterializeSettings:
+    def from_config(cls, cfg: BuildConfig, device: str, storage: Any = None) -> MaterializeSettings:
         fmt = cfg.shards.image_format
         return cls(
             extractors=tuple(cfg.extractors),
@@ -103,6 +104,7 @@ class MaterializeSettings:
             quality=cfg.shards.jpeg_quality if fmt == "jpg" else cfg.shards.webp_quality,
             max_pixels=cfg.scan.max_pixels,
             max_bytes=cfg.scan.max_bytes,
+            storage=storage,
             seed=cfg.seed,
             augment=cfg.augment,
             pair_quality=cfg.pair_quality,
@@ -133,6 +135,7 @@ class ShardMaterializer:
             quality=s.quality,
             max_pixels=s.max_pixels,
             max_bytes=s.max_bytes,
+            storage=s.storage,
             augment_policy=s.augment,
             pair_quality=s.pair_quality,
             seed=s.seed,

@@ -117,6 +117,7 @@ def materialize_shard(
     quality: int,
     max_pixels: int,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    storage: Any = None,
     augment_policy: AugmentPolicy | None = None,
     pair_quality: PairQuality | None = None,
     seed: int = 0,
@@ -132,7 +133,7 @@ def materialize_shard(
     images, good, rejects = [], [], []
     for row in rows:
         try:
-            data = read_location(row["location"], max_bytes)
+            data = read_location(row["location"], max_bytes, storage)
             if row.get("sha256"):
                 if hashlib.sha256(data).hexdigest() != row["sha256"]:
                     raise DecodeReject("materialize_error", "file changed since the scan")

@@ -152,6 +152,29 @@ def test_verdicts(drawing):
     assert verdict(line_stats(specks), PairQuality(max_speck_share=1.0))[0] == "ok"
 
 
+def test_a_frame_is_caught_and_a_dark_border_or_paper_tone_is_not(drawing):
+    """MTEED's residue (grey 128, 3 px left, 1 px top) is `framed`; a wide dark band (a letterboxed
+    picture's fill) and augmented paper are not."""
+    from lineart.quality import frame_sides
+
+    q = PairQuality()
+    framed = drawing.copy()
+    framed[:, :3] = 128
+    framed[:1, :] = 128
+    assert frame_sides(framed) == ["left", "top"]
+    problem, reason, stats = judge(framed, q)
+    assert problem == "framed" and "left, top" in reason and stats["frame_sides"] == ["left", "top"]
+    one = drawing.copy()
+    one[-1, :] = 0  # a single 1-px line along the bottom
+    assert judge(one, q)[0] == "framed"
+    band = drawing.copy()
+    band[:, -40:] = 0  # a wide dark band: part of the picture, not a frame
+    assert frame_sides(band) == [] and judge(band, q)[0] == "ok"
+    for augmented in (A.paper(drawing, 215, 6.0, 1), A.jpeg(drawing, 30), A.thickness(drawing, 1)):
+        assert frame_sides(augmented) == [] and judge(augmented, q)[0] == "ok"
+    assert judge(framed, PairQuality(frame_width=0))[0] == "ok"  # 0 turns the check off
+
+
 def test_pair_quality_from_config_table():
     assert PairQuality.from_dict({"max_ink": 0.3, "min_ink": 0}).max_ink == 0.3
     with pytest.raises(ValueError, match="min_ink < max_ink"):

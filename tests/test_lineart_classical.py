@@ -126,13 +126,63 @@ def test_canny_thresholds():
     assert canny_thresholds(200.0, 100.0, "fixed", 0.33, 0.0) == (100, 200)  # swapped, as cv2.Canny does
     assert canny_thresholds(0, 0, "median", 0.5, 100.0) == (50, 150)
     assert canny_thresholds(0, 0, "median", 0.5, 250.0) == (125, 255)
+    assert canny_thresholds(0, 0, "gradient", 0.33, 301.0, 0.5, 40.0) == (150, 301)
+    assert canny_thresholds(0, 0, "gradient", 0.33, 3.0, 0.4, 40.0) == (16, 40)  # the floor of a flat image
 
 
 def test_canny_median_mode_adapts_to_a_dark_image(real_batch):
     dark = (real_batch[:1] // 4).astype(np.uint8)  # contrast too low for the fixed 100/200
-    fixed = lineart.create("canny")(dark)
+    fixed = lineart.create("canny", mode="fixed")(dark)
     median = lineart.create("canny", mode="median")(dark)
     assert (median < 128).sum() > 5 * max(1, (fixed < 128).sum())
+
+
+def test_canny_gradient_mode_follows_the_contrast(real_batch):
+    """The default thresholds come from the gradient's 90 % quantile: a dark or pale copy of an image
+    gets about the same share of edges as the original, where fixed thresholds lose them."""
+    assert lineart.info("canny").defaults["mode"] == "gradient"
+    ext, fixed = lineart.create("canny"), lineart.create("canny", mode="fixed")
+    rgb = real_batch[:1]
+    dark = (rgb // 4).astype(np.uint8)
+    pale = (255 - (255 - rgb.astype(np.int16)) // 4).astype(np.uint8)
+    full = (ext(rgb) < 128).mean()
+    for img in (dark, pale):
+        share = (ext(img) < 128).mean()
+        assert 0.4 * full < share < 2.5 * full, (share, full)
+        assert share > 5 * max(1e-4, (fixed(img) < 128).mean())
+    flat = np.full((1, 64, 64, 3), 128, np.uint8)  # no gradient at all: no lines, not noise
+    assert (ext(flat) == 255).all()
+
+
+def test_xdog_quantile_mode_draws_dark_and_pale_images(real_batch):
+    """Fixed XDoG fills a dark picture with ink (dropped as drowned); the quantile mode draws it,
+    and still draws a pale one. mode='fixed' keeps the old output."""
+    from lineart.quality import PairQuality, judge
+
+    q = PairQuality()
+    rgb = real_batch[:1]
+    dark = (rgb // 3).astype(np.uint8)
+    pale = (255 - (255 - rgb.astype(np.int16)) // 4).astype(np.uint8)
+    fixed, adaptive = lineart.create("xdog", mode="fixed"), lineart.create("xdog")
+    assert judge(fixed(dark)[0], q)[0] == "drowned"
+    for img in (dark, pale, rgb):
+        problem, reason, stats = judge(adaptive(img)[0], q)
+        assert problem == "ok", reason
+        assert stats["ink"] > 0.01
+    # a bright image keeps epsilon (its 10 % gray level is above 0.7): both modes agree
+    bright = np.full((1, 64, 64, 3), 240, np.uint8)
+    bright[:, 20:24] = 30
+    np.testing.assert_array_equal(fixed(bright), adaptive(bright))
+
+
+def test_xdog_fixed_mode_is_the_old_operator(real_batch):
+    rgb = real_batch[0]
+    g = _gray(rgb)
+    o = {**lineart.info("xdog").defaults, "mode": "fixed"}
+    d = (1 + o["p"]) * _scipy_blur(g, o["sigma"]) - o["p"] * _scipy_blur(g, o["sigma"] * o["k"])
+    ref = np.where(d >= o["epsilon"], 1.0, 1.0 + np.tanh(o["phi"] * (d - o["epsilon"])))
+    out = lineart.create("xdog", mode="fixed")(rgb[None])[0].astype(np.float64)
+    assert np.abs(out - ref * 255).max() <= 2
 
 
 def _gray(rgb):
@@ -147,8 +197,13 @@ def test_xdog_and_dog_match_a_scipy_reference(real_batch):
     rgb = real_batch[0]
     g = _gray(rgb)
     o = lineart.info("xdog").defaults
+    assert o["mode"] == "quantile"
+    # the threshold follows the image: epsilon capped at its gray level of rank floor(q (n - 1))
+    eps = min(
+        o["epsilon"], np.quantile(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), o["quantile"], method="lower") / 255
+    )
     d = (1 + o["p"]) * _scipy_blur(g, o["sigma"]) - o["p"] * _scipy_blur(g, o["sigma"] * o["k"])
-    ref = np.where(d >= o["epsilon"], 1.0, 1.0 + np.tanh(o["phi"] * (d - o["epsilon"])))
+    ref = np.where(d >= eps, 1.0, 1.0 + np.tanh(o["phi"] * (d - eps)))
     out = lineart.create("xdog")(rgb[None])[0].astype(np.float64)
     # float32 in ours vs float64 in scipy; the steep tanh (phi * (1 + p) = 210 per unit) magnifies it
     assert np.abs(out - ref * 255).max() <= 2
@@ -189,8 +244,11 @@ def test_torch_path_agrees_with_opencv_on_real_images(name, real_batch):
     ("name", "options"),
     [
         ("canny", {"mode": "median", "sigma": 0.5}),
-        ("canny", {"blur": 0.0, "low": 30.0, "high": 90.0}),
+        ("canny", {"blur": 0.0, "low": 30.0, "high": 90.0, "mode": "fixed"}),
+        ("canny", {"edge_share": 0.25, "ratio": 0.3}),
         ("xdog", {"sigma": 1.4, "epsilon": 0.5, "p": 10.0}),
+        ("xdog", {"mode": "fixed"}),
+        ("xdog", {"quantile": 0.5, "epsilon": 0.9}),
         ("dog", {"sigma": 2.5, "k": 2.0}),
         ("sobel", {"blur": 0.0}),
         ("adaptive_threshold", {"block_size": 5, "c": 2.0}),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,6 +62,7 @@ def s3(tmp_path_factory):
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    env = {**env, "log": log.name}  # the server's request log (one line per request, with its status)
     import boto3
 
     boto3.client("s3").create_bucket(Bucket=BUCKET)
@@ -96,7 +98,7 @@ def reference(corpus, ray_cluster, tmp_path_factory):
     src = base / "src"
     src.mkdir()
     for name in IMAGES:
-        os.symlink(os.path.join(corpus, name), src / name)
+        shutil.copy(os.path.join(corpus, name), src / name)  # the sources refuse symlinks
     cfg = write_config(str(base / "cfg.toml"), CONFIG)
     out = str(base / "local")
     res = _cli("build", str(src), "--out", out, "--config", cfg, "--address", ray_cluster, "-q")
@@ -185,3 +187,62 @@ def test_bad_url_and_option_are_one_line_errors(s3, tmp_path):
     assert res.returncode == 1 and "not a finished build" in res.stdout
     res = _cli("verify", f"s3://{BUCKET}/x", "--storage-option", "novalue")
     assert res.returncode == 2 and "KEY=VALUE" in res.stderr and "Traceback" not in res.stderr
+
+
+def _upload(folder: str, bucket: str, prefix: str) -> None:
+    import boto3
+
+    client = boto3.client("s3")
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            key = f"{prefix}/{os.path.relpath(path, folder)}"
+            client.upload_file(path, bucket, key)
+
+
+def test_sources_on_s3_equal_the_same_sources_on_disk(s3, corpus, ray_cluster, tmp_path):
+    """A folder source and an hf-tar dump read from s3:// give the manifest rows and shard bytes of
+    the same sources on disk; the tar members are read in place on the store."""
+    from .dumps import hf_row, write_parquet, write_tar
+
+    art = tmp_path / "art"
+    (art / "sub").mkdir(parents=True)
+    shutil.copy(os.path.join(corpus, IMAGES[0]), art / "a.jpg")
+    shutil.copy(os.path.join(corpus, IMAGES[1]), art / "sub" / "b.jpg")
+    (art / "sub" / "b.txt").write_text("1girl, solo\n")
+    (art / "z.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")  # a reject on both sides
+    hf = tmp_path / "hf"
+    write_parquet(str(hf / "metadata.parquet"), [hf_row(7001), hf_row(7002), hf_row(7003)])
+    members = {f"{7001 + i}.{n.rsplit('.', 1)[1]}": open(os.path.join(corpus, n), "rb").read()
+               for i, n in enumerate(IMAGES[2:5])}  # fmt: skip
+    write_tar(str(hf / "images" / "0000.tar"), members)
+    cfg = write_config(str(tmp_path / "cfg.toml"), CONFIG)
+    local = str(tmp_path / "local")
+    res = _cli("build", f"art={art}", f"hf=hf-tar:{hf}", "--out", local, "--config", cfg,
+               "--address", ray_cluster, "-q")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    _upload(str(art), BUCKET, "sources/art")
+    _upload(str(hf), BUCKET, "sources/hf")
+    shutil.rmtree(art)  # the S3 build cannot fall back to the local copies
+    shutil.rmtree(hf)
+    out = str(tmp_path / "from-s3")
+    res = _cli("build", f"art=s3://{BUCKET}/sources/art", f"hf=s3://{BUCKET}/sources/hf", "--out", out,
+               "--config", cfg, "--address", ray_cluster, "-q")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    manifest, shards = _result(out)
+    ref_manifest, ref_shards = _result(local)
+    rejects = pq.read_table(os.path.join(out, "rejects.parquet")).to_pylist()
+    ref_rejects = pq.read_table(os.path.join(local, "rejects.parquet")).to_pylist()
+    why = lambda rows: sorted((r["key"], r["reason"], r["detail"]) for r in rows)  # noqa: E731
+    assert why(rejects) == why(ref_rejects)
+    assert manifest == ref_manifest
+    assert shards == ref_shards  # byte-identical tars: same sizes and sha256
+    assert len(manifest) >= 3
+    # The tar was read in place: every GET of it was a ranged one (206 Partial Content), none whole.
+    with open(s3["log"]) as fh:
+        tar_gets = [line for line in fh if "GET /" in line and "/sources/hf/images/0000.tar" in line]
+    assert tar_gets and all('" 206 ' in line for line in tar_gets), tar_gets[:5]
+    assert f"s3://{BUCKET}/sources/art/z.jpg" in [r["location"] for r in rejects]
+    # the kind is detected on the store too, and a missing URL is one line
+    res = _cli("build", f"s3://{BUCKET}/sources/nothing", "--out", str(tmp_path / "x"), "--config", cfg)
+    assert res.returncode == 2 and "does not exist" in res.stderr and "Traceback" not in res.stderr

@@ -60,6 +60,12 @@ def test_pair_quality_rejects_and_drops_in_a_build(ray_cluster, corpus_with_bad_
             "materialize": {"actors": 2},
             "metrics": {"enabled": False},
             "dedup": {"enabled": False},
+            # the fixed thresholds: the adaptive defaults draw the dark and noise images, this test
+            # needs drawings that fail in known ways
+            "extractors": [
+                {"name": "canny", "options": {"mode": "fixed"}},
+                {"name": "xdog", "options": {"mode": "fixed"}},
+            ],
         }  # fmt: skip
     )
     out = str(tmp_path / "out")
@@ -104,7 +110,7 @@ def test_pair_quality_rejects_and_drops_in_a_build(ray_cluster, corpus_with_bad_
     assert build["counts"]["rejects_by_reason"]["lines_empty"] == 1
     assert summary.counts["samples"] + summary.counts["rejected"] == summary.counts["inputs"] == 11
     assert (
-        build["extractors"]["canny"]["version"] == "2"
+        build["extractors"]["canny"]["version"] == "3"
         and build["extractors"]["canny"]["weights_sha256"] is None
     )
 

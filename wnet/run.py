@@ -256,7 +256,7 @@ def train_loop(req: TrainRequest, rank: int = 0, world: int = 1, wrap=None) -> T
             if writer and (step % cfg.train.log_every == 0 or step == total):
                 elapsed = time.perf_counter() - started
                 row = {"step": step, **out, "samples_per_s": seen / max(elapsed, 1e-9), "bucket": list(batch.bucket),
-                       "time": time.time()}  # fmt: skip
+                       "data_wait_s": stream.wait_s, "time": time.time()}  # fmt: skip
                 if heldout and step % cfg.train.eval_every == 0:
                     row["heldout_loss"] = heldout_loss(trainer, heldout)
                 metrics.log(row)
@@ -302,7 +302,7 @@ def _gather(state: Any, world: int) -> list[Any]:
 def _preview_batch(build: str, cfg: WnetConfig, buckets):
     """A fixed handful of samples for the periodic grid (its own stream, so training draws are unaffected)."""
     stream = open_stream(build, cfg.replace(train={"batch_size": min(4, cfg.train.batch_size)}), rank=0, world=1,
-                         state=None, buckets=buckets, seed_offset=7919)  # fmt: skip
+                         state=None, buckets=buckets, seed_offset=7919, prefetch=0)  # fmt: skip
     try:
         return next(stream)
     finally:

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..records import Record, source_name_ok
-from .common import leaves_root
+from ..storage import SourceStorage, dirname, is_remote, local_path, storage_or_default
+from .common import is_file, leaves_root
 from .danbooru_api import iter_api_posts
 from .folder import iter_folder
 from .gwern import iter_gwern, looks_like_gwern
@@ -50,22 +51,26 @@ class SourceSpec:
         return f"{self.name} ({self.kind}: {self.path})"
 
 
-def _json_files(folder: str) -> list[str]:
+def _json_files(folder: str, storage: SourceStorage | None = None) -> list[str]:
+    if is_remote(folder):
+        found = storage_or_default(storage).files(folder, recursive=False)
+        return [p for p in found if p.lower().endswith((".json", ".jsonl"))]
     return sorted(glob.glob(os.path.join(folder, "*.json")) + glob.glob(os.path.join(folder, "*.jsonl")))
 
 
-def detect_kind(path: str) -> str:
-    if os.path.isfile(path):
+def detect_kind(path: str, storage: SourceStorage | None = None) -> str:
+    remote = is_remote(path)
+    if storage_or_default(storage).isfile(path) if remote else os.path.isfile(path):
         if path.lower().endswith((".json", ".jsonl")):
             return "danbooru-api"
         if path.lower().endswith(".parquet"):
             return "hf-tar"
         raise SourceError(f"source {path!r} is a file but not .json/.jsonl/.parquet post metadata")
-    if looks_like_hf_tar(path):
+    if looks_like_hf_tar(path, storage):
         return "hf-tar"
-    if looks_like_gwern(path):
+    if looks_like_gwern(path, storage):
         return "gwern"
-    if _json_files(path):
+    if _json_files(path, storage):
         return "danbooru-api"
     return "folder"
 
@@ -73,31 +78,55 @@ def detect_kind(path: str) -> str:
 def _default_name(kind: str, path: str) -> str:
     if kind in ("danbooru-api", "gwern", "hf-tar"):
         return "danbooru"
-    slug = re.sub(r"[^a-z0-9-]+", "-", os.path.basename(os.path.normpath(path)).lower()).strip("-")
+    base = (
+        path.rstrip("/").rsplit("/", 1)[-1] if is_remote(path) else os.path.basename(os.path.normpath(path))
+    )
+    slug = re.sub(r"[^a-z0-9-]+", "-", base.lower()).strip("-")
     return slug or "folder"
 
 
+def _where(path: str) -> str:
+    """A local path made absolute; a URL (``s3://bucket/dump``) as given, without a trailing ``/``."""
+    path = local_path(path)
+    return path.rstrip("/") if is_remote(path) else os.path.abspath(os.path.expanduser(path))
+
+
+def _exists(path: str, storage: SourceStorage | None, folder: bool = False) -> bool:
+    if not is_remote(path):
+        return os.path.isdir(path) if folder else os.path.exists(path)
+    try:
+        store = storage_or_default(storage)
+        return store.isdir(path) if folder else (store.isfile(path) or store.isdir(path))
+    except OSError as exc:  # no credentials, unreachable endpoint: one line, never the secret
+        raise SourceError(f"cannot reach source {path}: {str(exc).strip().splitlines()[0][:300]}") from None
+
+
 def parse_source(
-    arg: str, images: str | None = None, *, share: float | None = None, era: str | None = None
+    arg: str,
+    images: str | None = None,
+    *,
+    share: float | None = None,
+    era: str | None = None,
+    storage: SourceStorage | None = None,
 ) -> SourceSpec:
-    """``[NAME=][KIND:]PATH`` -> a checked SourceSpec (path must exist)."""
+    """``[NAME=][KIND:]PATH`` -> a checked SourceSpec (path must exist); PATH may be a URL (``s3://``)."""
     name = None
-    if "=" in arg and not os.path.exists(arg):
+    if "=" in arg and not os.path.exists(arg) and not is_remote(arg):
         name, arg = arg.split("=", 1)
     kind = None
     prefix, sep, rest = arg.partition(":")
     if sep and prefix in KINDS:
         kind, arg = prefix, rest
-    path = os.path.abspath(os.path.expanduser(arg))
-    if not os.path.exists(path):
+    path = _where(arg)
+    if not _exists(path, storage):
         raise SourceError(f"source path does not exist: {arg}")
-    kind = kind or detect_kind(path)
+    kind = kind or detect_kind(path, storage)
     name = name or _default_name(kind, path)
     if not source_name_ok(name):
         raise SourceError(f"source name {name!r} must be lowercase letters, digits and '-'")
     if images is not None:
-        images = os.path.abspath(images)
-        if not os.path.isdir(images):
+        images = _where(images)
+        if not _exists(images, storage, folder=True):
             raise SourceError(f"image folder of source {name!r} does not exist: {images}")
     if share is not None and (
         isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1
@@ -108,7 +137,9 @@ def parse_source(
     return SourceSpec(name, kind, path, images, float(share) if share is not None else None, era)
 
 
-def source_from_table(table: dict, base_dir: str | None = None) -> SourceSpec:
+def source_from_table(
+    table: dict, base_dir: str | None = None, storage: SourceStorage | None = None
+) -> SourceSpec:
     """One ``[[sources]]`` config table (keys: SOURCE_KEYS; path relative to the config's folder)."""
     if not isinstance(table, dict):
         raise SourceError(f"[[sources]] entries must be tables, got {type(table).__name__}")
@@ -124,6 +155,8 @@ def source_from_table(table: dict, base_dir: str | None = None) -> SourceSpec:
         raise SourceError("[[sources]] entry needs a 'path'")
 
     def resolve(p: str) -> str:
+        if "://" in p:
+            return p
         p = os.path.expanduser(p)
         return p if os.path.isabs(p) or base_dir is None else os.path.join(base_dir, p)
 
@@ -134,7 +167,7 @@ def source_from_table(table: dict, base_dir: str | None = None) -> SourceSpec:
     if "name" in table:
         arg = f"{table['name']}={arg}"
     images = resolve(table["images"]) if "images" in table else None
-    return parse_source(arg, images, share=table.get("share"), era=table.get("era"))
+    return parse_source(arg, images, share=table.get("share"), era=table.get("era"), storage=storage)
 
 
 def check_unique_names(specs: list[SourceSpec]) -> None:
@@ -148,22 +181,25 @@ def check_unique_names(specs: list[SourceSpec]) -> None:
         seen[spec.name] = spec
 
 
-def iter_records(spec: SourceSpec) -> Iterator[Record]:
-    """Every input of one source, in a stable order; repeated ids become ``duplicate_id`` rejects."""
+def iter_records(spec: SourceSpec, storage: SourceStorage | None = None) -> Iterator[Record]:
+    """Every input of one source, in a stable order; repeated ids become ``duplicate_id`` rejects.
+
+    A URL source is listed and read through ``storage`` (curation.storage)."""
+    storage = storage_or_default(storage)
     era = spec.era or DEFAULT_ERA.get(spec.kind)
     root = spec.path
     if spec.kind == "folder":
-        inner = iter_folder(spec.name, spec.path)
+        inner = iter_folder(spec.name, spec.path, storage)
     elif spec.kind == "gwern":
-        inner = iter_gwern(spec.name, spec.path, era)
+        inner = iter_gwern(spec.name, spec.path, era, storage)
     elif spec.kind == "hf-tar":
-        inner = iter_hf_tar(spec.name, spec.path, spec.images, era)  # checks its tars itself
+        inner = iter_hf_tar(spec.name, spec.path, spec.images, era, storage)  # checks its tars itself
     elif spec.kind == "danbooru-api":
-        if os.path.isfile(spec.path):
-            files, root = [spec.path], spec.images or os.path.dirname(spec.path)
+        if is_file(spec.path, storage):
+            files, root = [spec.path], spec.images or dirname(spec.path)
         else:
-            files, root = _json_files(spec.path), spec.images or spec.path
-        inner = iter_api_posts(spec.name, files, root, era)
+            files, root = _json_files(spec.path, storage), spec.images or spec.path
+        inner = iter_api_posts(spec.name, files, root, era, storage)
     else:
         raise SourceError(f"unknown source kind {spec.kind!r}; known: {', '.join(KINDS)}")
     try:
@@ -176,7 +212,7 @@ def _contained(inner: Iterator[Record], root: str) -> Iterator[Record]:
     """Symlink policy: an image whose links resolve outside the source folder is never read."""
     for rec in inner:
         loc = rec.location
-        if rec.reject_reason is None and loc and "://" not in loc:
+        if rec.reject_reason is None and loc and "://" not in loc and not is_remote(root):
             outside = leaves_root(root, loc)
             if outside:
                 rec.reject_reason, rec.reject_detail = "outside_source", outside

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..records import TAG_CATEGORIES, Record
+from ..storage import SourceStorage, is_remote, storage_or_default
 
 IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "avif"})
 NOT_STILL_EXTS = frozenset({"mp4", "webm", "zip", "swf", "mkv", "avi", "mov"})
@@ -91,23 +93,47 @@ _JSON_FAULTS = (ValueError, RecursionError)
 _WS = re.compile(r"\s*")
 
 
-def iter_json_posts(path: str) -> Iterator[tuple[int, Any]]:
-    """(position, object) for a JSON array file or JSON lines; a bad line yields (pos, Unreadable)."""
+def is_file(path: str, storage: SourceStorage | None = None) -> bool:
+    """A regular file (local) or an object (URL)."""
+    return storage_or_default(storage).isfile(path) if is_remote(path) else os.path.isfile(path)
+
+
+def is_dir(path: str, storage: SourceStorage | None = None) -> bool:
+    return storage_or_default(storage).isdir(path) if is_remote(path) else os.path.isdir(path)
+
+
+def read_small(path: str, limit: int, storage: SourceStorage | None = None) -> bytes:
+    """At most ``limit`` bytes from the start of a file or object (sidecars, headers)."""
+    if is_remote(path):
+        with storage_or_default(storage).open(path) as fh:
+            return fh.read(limit)
     with open(path, "rb") as fh:
-        head = fh.read(64).lstrip()
-    if head.startswith((b"[", b"\xef\xbb\xbf[")):
-        with open(path, encoding="utf-8-sig", errors="replace") as fh:
-            text = fh.read()
-        yield from _iter_array(text)
+        return fh.read(limit)
+
+
+def _text_lines(path: str, storage: SourceStorage | None) -> Iterator[str]:
+    if is_remote(path):  # metadata files are read whole from a store (one GET), then split
+        with storage_or_default(storage).open(path) as fh:
+            yield from io.StringIO(fh.read().decode("utf-8", errors="replace"))
         return
     with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except _JSON_FAULTS as exc:
-                yield lineno, Unreadable(f"line {lineno} is not JSON: {type(exc).__name__}: {exc}"[:200])
+        yield from fh
+
+
+def iter_json_posts(path: str, storage: SourceStorage | None = None) -> Iterator[tuple[int, Any]]:
+    """(position, object) for a JSON array file or JSON lines; a bad line yields (pos, Unreadable)."""
+    head = read_small(path, 64, storage).lstrip()
+    if head.startswith((b"[", b"\xef\xbb\xbf[")):
+        text = "".join(_text_lines(path, storage)).removeprefix("\ufeff")
+        yield from _iter_array(text)
+        return
+    for lineno, line in enumerate(_text_lines(path, storage), 1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except _JSON_FAULTS as exc:
+            yield lineno, Unreadable(f"line {lineno} is not JSON: {type(exc).__name__}: {exc}"[:200])
 
 
 def _iter_array(text: str) -> Iterator[tuple[int, Any]]:
@@ -254,12 +280,14 @@ def record_from_post(source: str, post: Any, where: str, era: str | None = None)
     return rec
 
 
-def walk_files(folder: str) -> list[str]:
-    """Every file below ``folder`` (hidden names skipped), sorted.
+def walk_files(folder: str, storage: SourceStorage | None = None) -> list[str]:
+    """Every file below ``folder`` (hidden names skipped), sorted; a URL folder lists its objects.
 
     Symlink policy: links to folders are never followed (so a link loop cannot repeat the tree);
     links to files are listed, and ``leaves_root`` rejects those that resolve outside the source.
     """
+    if is_remote(folder):
+        return storage_or_default(storage).files(folder)
     found = []
     for root, dirs, files in os.walk(folder):  # followlinks=False
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -268,7 +296,11 @@ def walk_files(folder: str) -> list[str]:
 
 
 def leaves_root(root: str, path: str) -> str | None:
-    """Why ``path`` is outside the source folder ``root`` once links are resolved (None: inside)."""
+    """Why ``path`` is outside the source folder ``root`` once links are resolved (None: inside).
+
+    Object stores have no links: a URL is never outside."""
+    if is_remote(path):
+        return None
     base = os.path.realpath(root)
     real = os.path.realpath(path)
     if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
@@ -276,11 +308,11 @@ def leaves_root(root: str, path: str) -> str | None:
     return f"{os.path.relpath(path, root)} is a link to {real}, outside the source folder {base}"
 
 
-def index_images(folder: str) -> dict[str, list[str]]:
+def index_images(folder: str, storage: SourceStorage | None = None) -> dict[str, list[str]]:
     """Map file stem -> every image path with that stem below ``folder``, in sorted order."""
     found: dict[str, list[str]] = {}
-    for path in walk_files(folder):
-        stem, _, ext = os.path.basename(path).rpartition(".")
+    for path in walk_files(folder, storage):
+        stem, _, ext = path.rpartition("/")[2].rpartition(".")
         if stem and ext.lower() in IMAGE_EXTS:
             found.setdefault(stem, []).append(path)
     return found

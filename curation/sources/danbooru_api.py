@@ -6,20 +6,24 @@ that no post claims is reported as ``no_metadata`` (as hf-tar does), never silen
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 from ..records import Record
+from ..storage import SourceStorage, relpath
 from .common import attach_image, index_images, iter_json_posts, record_from_post
 
 
 def iter_api_posts(
-    source: str, metadata_files: list[str], image_folder: str, era: str | None = None
+    source: str,
+    metadata_files: list[str],
+    image_folder: str,
+    era: str | None = None,
+    storage: SourceStorage | None = None,
 ) -> Iterator[Record]:
-    images = index_images(image_folder)
+    images = index_images(image_folder, storage)
     claimed: set[str] = set()
     for meta in metadata_files:
-        for pos, post in iter_json_posts(meta):
+        for pos, post in iter_json_posts(meta, storage):
             rec = record_from_post(source, post, f"{meta}:{pos}", era=era)
             found = images.get(rec.source_id) or (images.get(rec.md5) if rec.md5 else None)
             path = found[0] if found and rec.reject_reason is None else None
@@ -29,6 +33,6 @@ def iter_api_posts(
     for paths in images.values():
         for path in paths:
             if path not in claimed:
-                rel = os.path.relpath(path, image_folder).replace(os.sep, "/")
+                rel = relpath(path, image_folder)
                 yield Record(source, rel, None, ext=path.rpartition(".")[2].lower(), reject_reason="no_metadata",
                              reject_detail=f"{rel}: no post in the metadata names this image")  # fmt: skip

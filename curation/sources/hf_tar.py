@@ -17,6 +17,7 @@ file with the tars below its folder. Directory members are structure, not inputs
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import posixpath
@@ -29,7 +30,8 @@ import pyarrow.parquet as pq
 
 from ..decode import tar_location as _tar_location
 from ..records import Record
-from .common import leaves_root, record_from_post, walk_files
+from ..storage import SourceStorage, dirname, is_remote, relpath, storage_or_default
+from .common import is_file, leaves_root, record_from_post, walk_files
 
 REQUIRED_COLUMNS = ("id",)
 # Column names differ between scripts that write these dumps (FORMATS.md): map them onto the API's.
@@ -42,7 +44,7 @@ class HfTarError(ValueError):
 
 @dataclass(frozen=True)
 class Member:
-    tar: str  # absolute path of the archive
+    tar: str  # absolute path or URL of the archive
     name: str  # member name as stored
     offset: int  # byte offset of the member's data in the archive
     size: int
@@ -69,26 +71,33 @@ def unsafe_reason(info: tarfile.TarInfo) -> str | None:
     return None
 
 
-def metadata_files(path: str) -> list[str]:
-    if os.path.isfile(path):
+def metadata_files(path: str, storage: SourceStorage | None = None) -> list[str]:
+    if is_file(path, storage):
         return [path]
+    if is_remote(path):
+        found = storage_or_default(storage).files(path, recursive=False)
+        return [p for p in found if p.endswith(".parquet")]
     return sorted(glob.glob(os.path.join(path, "*.parquet")))
 
 
-def tar_files(folder: str) -> list[str]:
+def tar_files(folder: str, storage: SourceStorage | None = None) -> list[str]:
     """Every ``*.tar`` below ``folder``; folder links are not followed (no loops, see walk_files)."""
+    if is_remote(folder):
+        return [p for p in walk_files(folder, storage) if p.lower().endswith(".tar")]
     return [p for p in walk_files(folder) if p.lower().endswith(".tar") and os.path.isfile(p)]
 
 
-def looks_like_hf_tar(path: str) -> bool:
-    if os.path.isfile(path):
+def looks_like_hf_tar(path: str, storage: SourceStorage | None = None) -> bool:
+    if is_file(path, storage):
         return path.lower().endswith(".parquet")
-    return bool(metadata_files(path)) and bool(tar_files(path))
+    return bool(metadata_files(path, storage)) and bool(tar_files(path, storage))
 
 
-def _rows(path: str, batch_size: int = 4096) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        pf = pq.ParquetFile(path)
+def _rows(
+    path: str, storage: SourceStorage | None = None, batch_size: int = 4096
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:  # on a store, parquet reads its footer and row groups with ranged reads
+        pf = pq.ParquetFile(storage_or_default(storage).open(path) if is_remote(path) else path)
     except Exception as exc:  # pyarrow raises several types for a file that is not parquet
         raise HfTarError(f"cannot read parquet metadata {path}: {type(exc).__name__}: {exc}") from None
     names = pf.schema_arrow.names
@@ -118,19 +127,34 @@ def _rows(path: str, batch_size: int = 4096) -> Iterator[tuple[int, dict[str, An
         ) from None
 
 
-def index_tars(source: str, root: str, tars: list[str]) -> tuple[dict[str, Member], list[Record]]:
+@contextlib.contextmanager
+def _open_tar(tar_path: str, storage: SourceStorage | None) -> Iterator[tuple[tarfile.TarFile, int]]:
+    """The archive and its size. On a store only the headers are read (tarfile seeks past each
+    member's data), as ranged reads; the members are read later by offset (curation.decode)."""
+    if not is_remote(tar_path):
+        with tarfile.open(tar_path, "r:") as tf:
+            yield tf, os.path.getsize(tar_path)
+        return
+    store = storage_or_default(storage)
+    size = store.size(tar_path)
+    with store.open(tar_path) as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
+        yield tf, size
+
+
+def index_tars(
+    source: str, root: str, tars: list[str], storage: SourceStorage | None = None
+) -> tuple[dict[str, Member], list[Record]]:
     """id -> its member, plus the records of members that cannot be used (unsafe, duplicate, bad tar)."""
     by_id: dict[str, Member] = {}
     problems: list[Record] = []
     for tar_path in tars:
-        rel = os.path.relpath(tar_path, root).replace(os.sep, "/")
+        rel = relpath(tar_path, root)
         outside = leaves_root(root, tar_path)
         if outside:
             problems.append(Record(source, rel, None, reject_reason="outside_source", reject_detail=outside))
             continue
-        archive_size = os.path.getsize(tar_path)
         try:
-            with tarfile.open(tar_path, "r:") as tf:  # uncompressed only: members are read by offset
+            with _open_tar(tar_path, storage) as (tf, archive_size):  # uncompressed: members read by offset
                 for info in tf:
                     if info.isdir():
                         continue
@@ -148,13 +172,14 @@ def index_tars(source: str, root: str, tars: list[str]) -> tuple[dict[str, Membe
                         ))  # fmt: skip
                         continue
                     stem, _, ext = posixpath.basename(info.name).rpartition(".")
-                    member = Member(os.path.abspath(tar_path), info.name, info.offset_data, info.size)
+                    where_tar = tar_path if is_remote(tar_path) else os.path.abspath(tar_path)
+                    member = Member(where_tar, info.name, info.offset_data, info.size)
                     key = stem if stem.isdigit() else where
                     if key in by_id:
                         first = by_id[key]
                         problems.append(Record(
                             source, where, None, reject_reason="duplicate_id",
-                            reject_detail=f"{rel}:{info.name} repeats id {key} of {os.path.basename(first.tar)}:{first.name}",
+                            reject_detail=f"{rel}:{info.name} repeats id {key} of {first.tar.rpartition('/')[2]}:{first.name}",
                         ))  # fmt: skip
                         continue
                     by_id[key] = member
@@ -165,18 +190,22 @@ def index_tars(source: str, root: str, tars: list[str]) -> tuple[dict[str, Membe
 
 
 def iter_hf_tar(
-    source: str, path: str, images: str | None = None, era: str | None = "new"
+    source: str,
+    path: str,
+    images: str | None = None,
+    era: str | None = "new",
+    storage: SourceStorage | None = None,
 ) -> Iterator[Record]:
     """Every parquet row and every tar member of one dump, as records (see the module docstring)."""
-    root = images or (os.path.dirname(path) if os.path.isfile(path) else path)
-    metas = metadata_files(path)
+    root = images or (dirname(path) if is_file(path, storage) else path)
+    metas = metadata_files(path, storage)
     if not metas:
         raise HfTarError(f"no *.parquet metadata in {path}")
-    by_id, problems = index_tars(source, root, tar_files(root))
+    by_id, problems = index_tars(source, root, tar_files(root, storage), storage)
     claimed: set[str] = set()
     for meta in metas:
-        for pos, row in _rows(meta):
-            rec = record_from_post(source, row, f"{os.path.basename(meta)}:{pos}", era=era)
+        for pos, row in _rows(meta, storage):
+            rec = record_from_post(source, row, f"{meta.rpartition('/')[2]}:{pos}", era=era)
             if rec.reject_reason is not None:
                 if rec.post_id is not None and rec.source_id in by_id:
                     claimed.add(rec.source_id)  # the row's reject accounts for its member too
@@ -194,7 +223,7 @@ def iter_hf_tar(
     for key, member in by_id.items():
         if key in claimed:
             continue
-        rel = os.path.relpath(member.tar, root).replace(os.sep, "/")
+        rel = relpath(member.tar, root)
         source_id = key if key.isdigit() else f"{rel}:{member.name}"
         yield Record(source, source_id, None, ext=member.name.rpartition(".")[2].lower() or None,
                      reject_reason="no_metadata",

@@ -11,7 +11,12 @@ uint8 RGB into its input, and its raw output into uint8 ink-on-paper) and regist
   shrinking, Lanczos when enlarging), runs, and resizes the drawing back (linear);
 * sizes the network cannot take are padded (edge or reflect) to its multiple and cropped back;
 * micro-batches of ``batch_size`` under ``torch.inference_mode``, channels_last, and autocast when
-  ``precision`` asks for it ("auto": fp32 on CPU, fp16 on CUDA).
+  ``precision`` asks for it ("auto": fp32 on CPU, fp16 on CUDA);
+* no frame: the networks zero-pad their convolutions, which draws a border the reference keeps
+  (TEED/MTEED: a grey 128 frame, 3 px left and 1 px top, even on a blank page). The input is
+  mirrored by ``MARGIN`` px on every side and the margin cropped off, so the image's edges are
+  interior to the network. ``reference_exact=True`` skips that and keeps the reference's pixels
+  (the fidelity tests and the speed bench compare at equal output that way).
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "batch_size": 4,
     "precision": "auto",
     "channels_last": True,
+    "reference_exact": False,
 }
+MARGIN = 16  # px mirrored around the input (a multiple of every network's size multiple up to 16)
 
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -122,9 +129,14 @@ class NetExtractor:
         n, h, w = batch.shape[:3]
         res = self.options["detect_resolution"]
         work = np.stack([resize_short_side(img, int(res)) for img in batch]) if res else batch
+        m = 0 if self.options["reference_exact"] else MARGIN
+        if m:  # numpy's "reflect" is reflect-101 and repeats for images smaller than the margin
+            work = np.pad(work, ((0, 0), (m, m), (m, m), (0, 0)), mode="reflect")
         step = int(self.options["batch_size"])
         infer = self.spec.infer or standard_infer
         out = np.concatenate([infer(self, work[i : i + step]) for i in range(0, n, step)])
+        if m:
+            out = np.ascontiguousarray(out[:, m:-m, m:-m])
         if res and out.shape[1:] != (h, w):
             out = np.stack([cv2.resize(o, (w, h), interpolation=cv2.INTER_LINEAR) for o in out])
         return out

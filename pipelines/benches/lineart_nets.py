@@ -133,7 +133,7 @@ def _time(fn: Callable[[], Any]) -> float:
 
 def _bench_one(name: str, imgs: np.ndarray, repeats: int, device: str, folder: str) -> dict[str, Any]:
     path, det = _reference(name, folder)
-    ours = lineart.create(name, weights=path, device=device)
+    ours = lineart.create(name, weights=path, device=device, reference_exact=True)  # equal output: no margin
     ref_fn = _reference_fn(det, device) if det is not None else None
     n = len(imgs)
     ours(imgs[:1])  # warm-up (allocator, oneDNN primitives, cuDNN autotune)

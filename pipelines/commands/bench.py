@@ -18,6 +18,7 @@ SECTIONS = {
     "dedup": "pipelines.benches.dedup",
     "scale": "pipelines.benches.scale",
     "lineart_nets": "pipelines.benches.lineart_nets",
+    "lineart_quality": "pipelines.benches.lineart_quality",
     "wnet": "pipelines.benches.wnet",
     "quality": "pipelines.benches.quality",
     "reweight": "pipelines.benches.reweight",

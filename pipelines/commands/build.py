@@ -38,6 +38,8 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from curation.sources import SourceError, parse_source, source_from_table
+    from curation.storage import SourceStorage
+    from sharding.layout import StorageError, parse_storage_options
 
     from ..build import BuildRefused, BuildRequest, run_build
     from ..config import ConfigError, load_config
@@ -46,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out} exists and is not a folder; choose another --out")
     try:
         config = load_config(args.config)
-        sources = [source_from_table(t) for t in config.sources] + [parse_source(s) for s in args.sources]
+        # URL sources (s3://...) are read with the same --storage-option settings as a URL OUT.
+        storage = SourceStorage(parse_storage_options(args.storage_option))
+        sources = [source_from_table(t, storage=storage) for t in config.sources]
+        sources += [parse_source(s, storage=storage) for s in args.sources]
         if not sources:
             raise UsageError("no sources: give SOURCE arguments or [[sources]] tables in --config")
         from ..increment import parse_reasons
@@ -55,10 +60,10 @@ def run(args: argparse.Namespace) -> int:
         layout = open_out(args.out, args)
         req = BuildRequest(
             sources, args.out, config, address=args.address, show_progress=not args.quiet,
-            layout=layout, append=args.append, retry=retry,
+            layout=layout, storage=storage, append=args.append, retry=retry,
         )  # fmt: skip
         summary = run_build(req)
-    except (ConfigError, SourceError, BuildRefused) as exc:
+    except (ConfigError, SourceError, BuildRefused, StorageError) as exc:
         raise UsageError(str(exc)) from None
     if summary.already_complete:
         print(f"{summary.out} is already complete: nothing to do.")

@@ -22,8 +22,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not is_url(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"no such build directory: {args.out}")
+    layout = open_out(args.out, args)
     try:
-        layout = open_out(args.out, args)
         faults = verify_build(layout)
     except OSError as exc:
         raise UsageError(f"cannot read {args.out}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
