@@ -191,3 +191,20 @@ def test_streamed_parquet_on_a_store_is_complete_or_absent():
         w.write_table(table)
         raise RuntimeError("killed half-way")
     assert not layout.exists(layout.path("half.parquet"))
+
+
+def test_increment_chunks_follow_every_records_and_scan_part(tmp_path):
+    """A build's scan units slice its records parts (here 1 records part, 3 scan parts): an append's
+    chunks, one records part and one scan part each, must not reuse a scan part number."""
+    from pipelines.increment import _records_chunks, _records_parts
+    from sharding.schema import RECORD_SCHEMA, SCAN_SCHEMA
+
+    layout = Layout(str(tmp_path / "out"))
+    assert _records_chunks(layout) == 0
+    layout.write_parquet(layout.records_part(0), RECORD_SCHEMA.empty_table())
+    for c in range(3):
+        layout.write_parquet(layout.scan_part(c), SCAN_SCHEMA.empty_table())
+    assert _records_chunks(layout) == 3 and _records_parts(layout, 3) == [0]
+    layout.write_parquet(layout.records_part(3), RECORD_SCHEMA.empty_table())  # a first append's chunk
+    layout.write_parquet(layout.scan_part(3), SCAN_SCHEMA.empty_table())
+    assert _records_chunks(layout) == 4 and _records_parts(layout, 4) == [0, 3]
