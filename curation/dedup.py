@@ -324,18 +324,23 @@ def resolve(
     pixels: np.ndarray,
     seq: np.ndarray,
 ) -> DedupResult:
-    """Groups from the near pairs plus byte-identical files, then one keeper per group."""
+    """Groups from the near pairs plus byte-identical files, then one keeper per group.
+
+    ``sha256``: the content hashes as strings, or as integer codes (equal code = equal hash).
+    """
     n = len(sha256)
     i, j = pairs
-    # exact duplicates by content hash join their group even when a hash was missing
-    _, first, inverse = np.unique(
-        np.asarray(sha256, dtype=object).astype(str), return_index=True, return_inverse=True
-    )
+    # Integer codes (one per distinct sha256, e.g. an Arrow dictionary's indices) are used as they
+    # are; strings are coded here. Exact duplicates join their group even when a hash was missing.
+    sha = np.asarray(sha256)
+    if not np.issubdtype(sha.dtype, np.integer):
+        sha = np.unique(np.asarray(sha256, dtype=object).astype(str), return_inverse=True)[1].reshape(-1)
+    _, first, inverse = np.unique(sha, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
     same = np.flatnonzero(first[inverse] != np.arange(n))
     i = np.concatenate([i, first[inverse[same]]])
     j = np.concatenate([j, same])
     groups = components(n, i, j)
     keeper = choose_keepers(groups, score, pixels, seq)
-    sha = np.asarray(sha256, dtype=object)
     exact = sha == sha[keeper]
     return DedupResult(keeper, exact, len(pairs[0]))

@@ -36,7 +36,9 @@ class ScanConfig:
     max_seconds: float = 60.0  # deadline for one input (read, decode, measure); 0: none
     min_side: int = 256  # shorter side in pixels, after EXIF rotation
     max_aspect: float = 4.0  # long side / short side
-    chunk_size: int = 32  # inputs per scan task: the unit of parallelism and of resume
+    # inputs per scan task and scan part: the unit of parallelism and of resume; 0 = from the input
+    # count (32 to 4096, ~64 tasks), so large builds write few big parts
+    chunk_size: int = 0
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .records import TAG_CATEGORIES
 
@@ -147,6 +149,17 @@ class Weighted:
         }
 
 
+def _group_codes(values: np.ndarray) -> np.ndarray:
+    """One integer per distinct value, in the values' sorted order (so group order is unchanged)."""
+    if len(values) == 0:
+        return np.zeros(0, np.int64)
+    encoded = _as_strings(values).dictionary_encode(null_encoding="encode")
+    order = np.argsort(np.asarray(encoded.dictionary.to_pylist(), dtype=object))
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[encoded.indices.to_numpy()]
+
+
 def percentile_within(groups: np.ndarray, values: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Rank of each value within its group, scaled to [0, 1]; NaN values stay NaN; ties broken by key."""
     out = np.full(len(values), np.nan)
@@ -193,6 +206,8 @@ def tag_factors(
     ``max(1, (threshold / f) ** power)``; a sample takes the largest factor of its tags, capped."""
     n = len(tags)
     out = np.ones(n)
+    if isinstance(tags, pa.Array | pa.ChunkedArray):
+        return _tag_factors_arrow(pa.chunked_array(tags).combine_chunks(), threshold, power, cap)
     unique = [set(t or ()) for t in tags]  # a tag listed twice on one sample counts once
     owner = np.repeat(np.arange(n), [len(t) for t in unique])
     flat = np.asarray([t for ts in unique for t in ts], dtype=object)
@@ -201,6 +216,22 @@ def tag_factors(
     _, inverse, counts = np.unique(flat.astype(str), return_inverse=True, return_counts=True)
     factor = np.maximum(1.0, (threshold / (counts / n)) ** power)
     np.maximum.at(out, owner, factor[inverse])
+    return np.minimum(out, cap)
+
+
+def _tag_factors_arrow(tags: pa.ListArray, threshold: float, power: float, cap: float) -> np.ndarray:
+    """``tag_factors`` on an Arrow list column: integer codes, no Python object per tag."""
+    n = len(tags)
+    out = np.ones(n)
+    owner = pc.list_parent_indices(tags).to_numpy().astype(np.int64)
+    if len(owner) == 0:
+        return out
+    code = pc.list_flatten(tags).dictionary_encode(null_encoding="encode").indices.to_numpy().astype(np.int64)
+    pairs = np.unique(owner * (int(code.max()) + 1) + code)  # a tag listed twice on one sample counts once
+    owner, code = pairs // (int(code.max()) + 1), pairs % (int(code.max()) + 1)
+    counts = np.bincount(code)
+    factor = np.maximum(1.0, (threshold / (counts / n)) ** power)
+    np.maximum.at(out, owner, factor[code])
     return np.minimum(out, cap)
 
 
@@ -268,7 +299,8 @@ def compute_weights(
         return Weighted(empty, np.zeros(0, dtype=object), empty, empty, empty, empty)
     sources = np.asarray(sources, dtype=object)
     keys = np.asarray(keys, dtype=object)
-    scope = sources if cfg.tier_scope == "source" else np.zeros(n, dtype=object)
+    # integer codes per scope: the per-group loops below compare ints, not strings
+    scope = _group_codes(sources) if cfg.tier_scope == "source" else np.zeros(n, np.int64)
     quality = percentile_within(scope, np.asarray(quality_scores, np.float64), keys)
     tier = quality_tiers(scope, quality, cfg.high_fraction, eligible)
     tier_weight = np.where(tier == HIGH, cfg.high_weight, cfg.low_weight).astype(np.float64)
@@ -317,12 +349,25 @@ def compute_weights(
 
 def shares(weight: np.ndarray, labels: Sequence[object]) -> dict[str, float]:
     """Share of the total weight (= expected share of draws) per label."""
-    labels = np.asarray([str(x) for x in labels], dtype=object)
+    weight = np.asarray(weight, np.float64)
+    if len(weight) == 0:
+        return {}
+    encoded = _as_strings(labels).dictionary_encode()
+    code = encoded.indices.to_numpy()
     total = float(np.sum(weight))
-    out = {}
-    for label in sorted(set(labels.tolist())):
-        out[label] = float(np.sum(weight[labels == label]) / total) if total > 0 else 0.0
-    return out
+    names = encoded.dictionary.to_pylist()
+    return {  # np.sum per label (pairwise summation), as before: the same floats to the last bit
+        name: float(np.sum(weight[code == i]) / total) if total > 0 else 0.0
+        for i, name in sorted(enumerate(names), key=lambda x: x[1])
+    }
+
+
+def _as_strings(values: Sequence[object]) -> pa.Array:
+    arr = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
+    try:
+        return pa.array(arr, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pa.array([str(x) for x in arr], pa.string())
 
 
 def effective_sample_size(weight: np.ndarray) -> float:

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from . import classical_torch as T
+from . import _lazy_torch_ops as T  # classical_torch on first call: OpenCV-only builds never load torch
 from .filters import canny_thresholds, gaussian_kernel, gray_numpy, gray_table, order_statistic, xdog_epsilon
 from .registry import check_batch, register
 

@@ -9,6 +9,7 @@ says so; ``extract_each`` groups a list of images by size and returns one drawin
 
 from __future__ import annotations
 
+import importlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,10 +57,18 @@ def register(name: str, *, kind: str, summary: str, defaults: dict[str, Any] | N
 
 def available(kind: str | None = None) -> list[str]:
     """Names of every registered extractor (or of one ``kind``: "classical", "learned"), sorted."""
+    _register_nets()
     return sorted(n for n, e in _REGISTRY.items() if kind is None or e.kind == kind)
 
 
+def _register_nets() -> None:
+    """Import lineart.nets (torch) once, only when a learned network is asked for or listed."""
+    importlib.import_module("lineart.nets")
+
+
 def info(name: str) -> ExtractorInfo:
+    if name not in _REGISTRY:
+        _register_nets()
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -8,7 +8,6 @@ checks the very code the trainer uses.
 from __future__ import annotations
 
 import warnings
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.weighting import effective_sample_size
+from pipelines.columnar import parquet_batches
 from sharding.layout import Layout
 from sharding.loader import BatchStream, LoaderError, open_layout, shard_problems
 from sharding.weights import WeightsVersionError, read_version
@@ -67,25 +67,34 @@ def realised_draws(stream: BatchStream, draws: int) -> dict[str, Any]:
 
 
 def _tag_table(layout: Layout, pop, top: int) -> dict[str, list]:
-    """Top tags by number of samples and by share of the weight (tag mass), vectorised in Arrow."""
-    table = layout.read_parquet(layout.manifest, columns=["key", "tags"])
-    row = pc.index_in(table["key"], value_set=pop.keys).to_numpy(zero_copy_only=False)
-    keep = ~np.isnan(row.astype(np.float64))  # samples of skipped shards are not in play
-    weight = np.zeros(table.num_rows)
-    weight[keep] = pop.weights[row[keep].astype(np.int64)] / pop.weights.sum()
-    tags = table["tags"].combine_chunks()
-    parents = pc.list_parent_indices(tags).to_numpy()
-    flat = pa.table(
-        {"tag": pc.list_flatten(tags), "mass": weight[parents], "one": keep[parents].astype(np.int64)}
-    )
-    grouped = flat.group_by("tag").aggregate([("mass", "sum"), ("one", "sum")]).to_pylist()
-    grouped = [g for g in grouped if g["one_sum"] > 0]
+    """Top tags by number of samples and by share of the weight (tag mass), in Arrow: the manifest is
+    read one row group at a time and each group's tags are summed before the next is read."""
+    total = pop.weights.sum()
+    partial = []
+    for batch in parquet_batches(layout, layout.manifest, columns=["key", "tags"]):
+        row = pc.index_in(batch["key"], value_set=pop.keys).to_numpy(zero_copy_only=False)
+        keep = ~np.isnan(row.astype(np.float64))  # samples of skipped shards are not in play
+        weight = np.zeros(batch.num_rows)
+        weight[keep] = pop.weights[row[keep].astype(np.int64)] / total
+        tags = batch["tags"].combine_chunks()
+        parents = pc.list_parent_indices(tags).to_numpy()
+        flat = pa.table(
+            {"tag": pc.list_flatten(tags), "mass": weight[parents], "one": keep[parents].astype(np.int64)}
+        )
+        partial.append(flat.group_by("tag").aggregate([("mass", "sum"), ("one", "sum")]))
+    if not partial:
+        return {"by_count": [], "by_weight": []}
+    grouped = pa.concat_tables(partial).group_by("tag").aggregate([("mass_sum", "sum"), ("one_sum", "sum")])
+    grouped = grouped.rename_columns(["tag", "mass", "count"]).filter(pc.greater(pc.field("count"), 0))
     n = len(pop)
-    by_count = sorted(grouped, key=lambda g: (-g["one_sum"], g["tag"]))[:top]
-    by_mass = sorted(grouped, key=lambda g: (-g["mass_sum"], g["tag"]))[:top]
+
+    def top_by(column: str) -> list[dict]:
+        order = pc.sort_indices(grouped, sort_keys=[(column, "descending"), ("tag", "ascending")])
+        return grouped.take(order[:top]).to_pylist()
+
     return {
-        "by_count": [[g["tag"], g["one_sum"], round(g["one_sum"] / n, 6)] for g in by_count],
-        "by_weight": [[g["tag"], g["one_sum"], round(g["mass_sum"], 6)] for g in by_mass],
+        "by_count": [[g["tag"], g["count"], round(g["count"] / n, 6)] for g in top_by("count")],
+        "by_weight": [[g["tag"], g["count"], round(g["mass"], 6)] for g in top_by("mass")],
     }
 
 
@@ -94,7 +103,8 @@ def _rejects(layout: Layout) -> dict[str, int]:
         table = layout.read_parquet(layout.rejects, columns=["reason"])
     except (FileNotFoundError, OSError):
         return {}
-    return dict(Counter(table["reason"].to_pylist()).most_common())
+    counts = [(c["values"], c["counts"]) for c in pc.value_counts(table["reason"]).to_pylist()]
+    return dict(sorted(counts, key=lambda rc: -rc[1]))  # stable: ties in order of first appearance
 
 
 def audit(

@@ -24,14 +24,15 @@ from curation.sources import SourceError, SourceSpec, check_unique_names, iter_r
 from curation.storage import SourceStorage
 from curation.weighting import WeightConfig, WeightError, check_sources
 from sharding.layout import Layout
-from sharding.plan import make_plan, split_too_small
-from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA
+from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_SCHEMA
 from sharding.weights import FIRST_VERSION
 
+from .columnar import concat_lists, labels
 from .config import BuildConfig, ConfigError, diff_dicts
-from .dedup import deduplicate
+from .finalize import extractor_lists, write_manifest, write_rejects
+from .planphase import PlanReader, PlanSettings, write_plan
 from .progress import Progress
-from .reweight import solve, write_first_version
+from .reweight import manifest_inputs, solve, write_first_version
 
 # 2: weights, tiers and quality quantiles moved out of shards/manifest/plan into weight versions
 #    (OUT/weights/); shards are grouped by bucket only (docs/output.md, "Changes").
@@ -208,6 +209,21 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
     return None
 
 
+RECORDS_PART = 4096  # inputs per records part (private) and the largest scan part
+
+
+def scan_unit(inputs: int, chunk_size: int) -> int:
+    """Inputs per scan task and scan part: ``scan.chunk_size``, or with 0 a power of two from 32 to
+    RECORDS_PART giving ~64 tasks, so a small build still spreads over every core and a large one
+    writes parts of thousands of rows (resume loses at most the parts in flight)."""
+    if chunk_size:
+        return chunk_size
+    unit = 32
+    while unit * 2 <= min(RECORDS_PART, inputs // 64):
+        unit *= 2
+    return unit
+
+
 def _without_weights(identity: dict[str, Any], sources: bool = False) -> dict[str, Any]:
     config = {k: v for k, v in identity["config"].items() if k != "weights"}
     kept = [] if sources else [{k: v for k, v in s.items() if k != "share"} for s in identity["sources"]]
@@ -246,10 +262,10 @@ def refuse_changed_request(
 
 
 def enumerate_records(req: BuildRequest, layout: Layout) -> int:
-    """Stream every source into fixed-size records chunks; returns the chunk count."""
+    """Stream every source into records parts; returns the number of scan units (scan parts)."""
     if layout.exists(layout.enumerated):
         return layout.read_json(layout.enumerated)["chunks"]
-    size = req.config.scan.chunk_size
+    size = req.config.scan.chunk_size or RECORDS_PART
     chunk, rows, seq = 0, [], 0
     progress = Progress("enumerate", total=None, unit="inputs", enabled=req.show_progress)
 
@@ -277,8 +293,19 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
             flush()
     finally:
         progress.close()
-    layout.write_json(layout.enumerated, {"chunks": chunk, "inputs": seq})
-    return chunk
+    unit = scan_unit(seq, req.config.scan.chunk_size)
+    units = -(-seq // unit)
+    layout.write_json(
+        layout.enumerated,
+        {"chunks": units, "inputs": seq, "records_parts": chunk, "records_rows": size, "unit": unit},
+    )
+    return units
+
+
+def _units(layout: Layout) -> tuple[int, int, int]:
+    """(records parts, rows per records part, inputs per scan unit) of an enumerated build."""
+    e = layout.read_json(layout.enumerated)
+    return e.get("records_parts", e["chunks"]), e.get("records_rows", 0), e.get("unit", 0)
 
 
 def scan(
@@ -287,7 +314,10 @@ def scan(
     """Scan records chunks ``first`` .. ``chunks - 1`` that have no scan part yet (an append scans
     only its own chunks, with the ``settings`` of ``pipelines.increment``)."""
     pending = [c for c in range(first, chunks) if not layout.exists(layout.scan_part(c))]
-    inputs = sum(layout.parquet_rows(layout.records_part(c)) for c in range(first, chunks))
+    if first == 0:
+        inputs = layout.read_json(layout.enumerated)["inputs"]
+    else:
+        inputs = sum(layout.parquet_rows(layout.records_part(c)) for c in range(first, chunks))
     progress = Progress("scan", total=inputs, unit="inputs", enabled=req.show_progress)
     progress.update(
         sum(layout.parquet_rows(layout.scan_part(c)) for c in range(first, chunks) if c not in pending)
@@ -296,15 +326,16 @@ def scan(
         from .distribute import map_tasks
         from .tasks import scan_chunk
 
+        # A build's scan units may slice its records parts; an increment's chunks are its records parts.
+        _, records_rows, unit = _units(layout) if first == 0 else (0, 0, 0)
         settings = settings or scan_settings(req, layout, chunks)
         if req.config.scorers:  # decode tasks, then a Ray Data scorer actor pool (pipelines/scoring.py)
             from .scoring import scored_scan
 
-            rows = scored_scan(layout, settings, req.config, pending)
+            rows = scored_scan(layout, settings, req.config, pending, unit, records_rows)
         else:
-            rows = (
-                r for _, r in map_tasks(scan_chunk, pending, shared={"layout": layout, "settings": settings})
-            )
+            shared = {"layout": layout, "settings": settings, "unit": unit, "records_rows": records_rows}
+            rows = (r for _, r in map_tasks(scan_chunk, pending, shared=shared))
         for row in rows:
             if row.get("error"):  # disk full, read-only OUT: one line, not Ray's error block
                 progress.close()
@@ -316,7 +347,7 @@ def scan(
 def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSettings:
     """Per-source score cuts and quantiles come from all enumerated records: the same for every task."""
     cols = ["source", "score", "fav_count"]
-    parts = [layout.read_parquet(layout.records_part(c), columns=cols) for c in range(chunks)]
+    parts = [layout.read_parquet(layout.records_part(r), columns=cols) for r in range(_units(layout)[0])]
     records = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.float64()) for c in cols})
     return settings_from_records(req.config, records, req.storage)
 
@@ -327,36 +358,24 @@ def settings_from_records(
     """The scan settings of ``cfg`` with the quantile tables of these records (source, score, fav_count)."""
     settings = make_settings(
         scan=cfg.scan, filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
-        sources=records["source"].to_pylist(),
+        sources=labels(records["source"]),  # one Python string per source, not per record
         scores=records["score"].to_numpy(zero_copy_only=False).astype(np.float64),
         favs=records["fav_count"].to_numpy(zero_copy_only=False).astype(np.float64),
     )  # fmt: skip
     return dataclasses.replace(settings, storage=storage)
 
 
-def read_scan(layout: Layout, chunks: int, columns: list[str] | None = None) -> pa.Table:
-    parts = [layout.read_parquet(layout.scan_part(c), columns=columns) for c in range(chunks)]
-    return pa.concat_tables(parts) if parts else pa.table({})
-
-
-def plan(req: BuildRequest, layout: Layout, chunks: int) -> pa.Table:
-    if layout.exists(layout.plan):
-        return layout.read_parquet(layout.plan)
-    table = read_scan(layout, chunks)
-    kept = table.filter(pc.equal(table["status"], "kept"))
-    cfg = req.config
-    kept, dup_rejects, stats = deduplicate(kept, cfg.dedup)
-    _log(
-        req, f"dedup: {stats['dropped']} duplicates dropped ({stats['pairs']} pairs, route {stats['route']})"
-    )
-    kept, small_rejects, _ = split_too_small(kept, cfg.buckets)  # bucket_upscale: a plan column
-    layout.write_parquet(
-        layout.dedup_rejects, pa.Table.from_pylist(dup_rejects + small_rejects, schema=REJECT_SCHEMA)
-    )
-    check_weights(cfg.weights, kept)
-    table = make_plan(kept, rule=cfg.buckets, samples_per_shard=cfg.shards.samples_per_shard, seed=cfg.seed)
-    layout.write_parquet(layout.plan, table)
-    return table
+def plan(req: BuildRequest, layout: Layout, chunks: int) -> PlanReader:
+    """Dedup, bucket fit, a feasibility check of the weights and the shard plan
+    (pipelines/planphase.py); streamed, so memory is per part."""
+    if not layout.exists(layout.plan):
+        cfg = req.config
+        settings = PlanSettings(cfg.dedup, cfg.weights, cfg.buckets, cfg.shards.samples_per_shard, cfg.seed)
+        write_plan(
+            layout, chunks, settings, log=lambda msg: _log(req, msg),
+            check_weights=lambda planned: check_weights(cfg.weights, planned),
+        )  # fmt: skip
+    return PlanReader(layout, layout.plan)
 
 
 def check_weights(cfg: WeightConfig, kept: pa.Table) -> None:
@@ -403,16 +422,6 @@ def damaged_shards(layout: Layout) -> dict[str, str]:
     return {s["path"]: why for s in shards if (why := _shard_intact(layout, s)) is not None}
 
 
-def shard_spans(plan_table: pa.Table) -> dict[str, tuple[int, int]]:
-    """(offset, length) of each shard's rows in a plan sorted by shard."""
-    shards = np.asarray(plan_table["shard"].to_pylist(), dtype=object)
-    if len(shards) == 0:
-        return {}
-    starts = np.concatenate([[0], np.flatnonzero(shards[1:] != shards[:-1]) + 1])
-    ends = np.concatenate([starts[1:], [len(shards)]])
-    return {str(shards[a]): (int(a), int(b - a)) for a, b in zip(starts, ends)}
-
-
 def _actor_pool_shape(mat, resources: dict[str, float], shards: int) -> tuple[int, dict[str, Any], str]:
     """(actors, Ray resource options per actor, device): GPU shares when the cluster has GPUs."""
     cpus = max(1, int(resources.get("CPU", 1)))
@@ -426,15 +435,20 @@ def _actor_pool_shape(mat, resources: dict[str, float], shards: int) -> tuple[in
     return max(1, min(n, cpus, shards)), opts, device
 
 
-def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict[str, dict[str, Any]]:
+def _small_state(state: dict[str, Any]) -> dict[str, Any]:
+    """What the driver keeps of a shard's state: not the written keys (the plan minus the late
+    rejects gives them), so its memory grows with shards and rejects, not with samples."""
+    return {k: v for k, v in state.items() if k != "written"}
+
+
+def materialize(req: BuildRequest, layout: Layout, plan: PlanReader) -> dict[str, dict[str, Any]]:
     """Write every missing shard on a pool of ShardMaterializer actors (extractors loaded once per actor)."""
     import ray
 
     from .tasks import MaterializeSettings, ShardMaterializer
 
-    # The plan is sorted by shard: keep (start, length) per shard and turn only the shards in
-    # flight into Python rows, so the driver's memory does not grow with the dataset.
-    spans = shard_spans(plan_table)
+    # The plan is read shard by shard (PlanReader): only the shards in flight become Python rows.
+    spans = plan.spans
     states: dict[str, dict[str, Any]] = {}
     todo = []
     for shard in sorted(spans):
@@ -442,8 +456,8 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
         if state is None:
             todo.append(shard)
         else:
-            states[shard] = state
-    progress = Progress("materialize", total=plan_table.num_rows, unit="samples", enabled=req.show_progress)
+            states[shard] = _small_state(state)
+    progress = Progress("materialize", total=plan.num_rows, unit="samples", enabled=req.show_progress)
     progress.update(sum(spans[s][1] for s in states))
     if todo:
         from .distribute import ActorPool
@@ -454,13 +468,13 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
         settings = MaterializeSettings.from_config(req.config, device, req.storage)
 
         def submit(actor, shard: str):
-            # Only the shards in flight become Python rows (the plan is sorted by shard).
-            return actor.materialize.remote(plan_table.slice(*spans[shard]).to_pylist())
+            # Only the shards in flight become Python rows (PlanReader reads their row groups).
+            return actor.materialize.remote(plan.rows(shard))
 
         # one running, one queued per actor: bounded in-flight work, no idle gap between shards
         with ActorPool(lambda: cls.remote(layout, settings), n, per_actor=2) as pool:
             for shard, state in pool.map(todo, submit):
-                states[shard] = state
+                states[shard] = _small_state(state)
                 progress.update(spans[shard][1])
             if pool.lost:
                 _log(req, f"materialize: {pool.lost} actor(s) lost; their shards were redone on the others")
@@ -469,30 +483,30 @@ def materialize(req: BuildRequest, layout: Layout, plan_table: pa.Table) -> dict
 
 
 def finalize(
-    req: BuildRequest, layout: Layout, chunks: int, plan_table: pa.Table, states: dict[str, dict[str, Any]],
+    req: BuildRequest, layout: Layout, chunks: int, plan: PlanReader, states: dict[str, dict[str, Any]],
     timings: dict[str, float], extractor_records: dict[str, dict[str, Any]],
     scorer_records: dict[str, dict[str, Any]] | None = None,
 ) -> BuildSummary:  # fmt: skip
-    manifest = manifest_of(req, plan_table, states)
-    layout.write_parquet(layout.manifest, manifest)
-
-    scan_rejects = read_scan(layout, chunks, columns=REJECT_COLUMNS + ["status"])
-    scan_rejects = scan_rejects.filter(pc.equal(scan_rejects["status"], "rejected")).select(REJECT_COLUMNS)
-    dedup = layout.read_parquet(layout.dedup_rejects) if layout.exists(layout.dedup_rejects) else None
-    rejects = pa.concat_tables(
-        [scan_rejects.cast(REJECT_SCHEMA), *([dedup.cast(REJECT_SCHEMA)] if dedup is not None else []),
-         late_rejects(states)]
-    )  # fmt: skip
-    rejects = rejects.sort_by("seq")
-    layout.write_parquet(layout.rejects, rejects)
+    """manifest.parquet, rejects.parquet, shards.json, build.json: streamed row group by row group;
+    then the first weight version, solved from the manifest's weight columns only."""
+    late = sorted((r for s in states.values() for r in s["rejects"]), key=lambda r: r["seq"])
+    dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
+    tally = write_manifest(
+        layout,
+        {r["key"] for r in late},
+        [e.name for e in req.config.extractors],
+        dropped,
+    )
+    reasons = write_rejects(layout, late)
 
     shards = sorted((s["stats"] for s in states.values()), key=lambda s: s["path"])
     layout.write_json(layout.shards_json, {"shards": shards})
 
     inputs = layout.read_json(layout.enumerated)["inputs"]
-    dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
-    weights = write_first_version(layout, manifest, req.config.weights)
-    counts = count(manifest, rejects, shards, inputs, dropped, weights)
+    cfg = req.config.weights
+    columns = list(dict.fromkeys([*manifest_inputs(cfg), "bucket_upscale"]))
+    weights = write_first_version(layout, layout.read_parquet(layout.manifest, columns=columns), cfg)
+    counts = make_counts(tally.samples, reasons, tally.counts("bucket"), shards, inputs, dropped)
     build = {
         "complete": True,
         "contract": CONTRACT_VERSION,
@@ -510,16 +524,17 @@ def finalize(
 
 
 def manifest_of(req: BuildRequest, plan_table: pa.Table, states: dict[str, dict[str, Any]]) -> pa.Table:
-    """The manifest rows of the plan rows that were written, in plan order."""
-    written = {key for s in states.values() for key in s["written"]}
+    """The manifest rows of the plan rows that were written (all but the late rejects), in plan order.
+
+    For an increment's small plan; the build streams its manifest (pipelines/finalize.py)."""
+    late = pa.array(sorted({r["key"] for s in states.values() for r in s["rejects"]}), pa.string())
     extractors = [e.name for e in req.config.extractors]
     dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
-    manifest = plan_table.filter(pa.array([k in written for k in plan_table["key"].to_pylist()], pa.bool_()))
-    per_category = [manifest[f"tags_{c}"].to_pylist() for c in TAG_CATEGORIES]
-    all_tags = [[t for tags in row for t in (tags or [])] for row in zip(*per_category)]
-    manifest = manifest.append_column("tags", pa.array(all_tags, pa.list_(pa.string())))
-    stored = [[e for e in extractors if e not in dropped.get(key, {})] for key in manifest["key"].to_pylist()]
-    manifest = manifest.append_column("extractors", pa.array(stored, pa.list_(pa.string())))
+    manifest = plan_table.filter(pc.invert(pc.is_in(plan_table["key"], value_set=late)))
+    manifest = manifest.append_column("tags", concat_lists([manifest[f"tags_{c}"] for c in TAG_CATEGORIES]))
+    manifest = manifest.append_column(
+        "extractors", extractor_lists(manifest["key"].combine_chunks(), extractors, dropped)
+    )
     return manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
 
 
@@ -530,21 +545,30 @@ def late_rejects(states: dict[str, dict[str, Any]]) -> pa.Table:
 
 def count(
     manifest: pa.Table, rejects: pa.Table, shards: list[dict[str, Any]], inputs: int,
-    dropped: dict[str, dict[str, str]], weights: dict[str, Any],
+    dropped: dict[str, dict[str, str]], weights: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """build.json's ``counts`` from whole tables (an increment's); see ``make_counts``."""
+    reasons = {r["values"]: r["counts"] for r in pc.value_counts(rejects["reason"]).to_pylist()}
+    buckets = pc.binary_join_element_wise(
+        pc.cast(manifest["bucket_w"], pa.string()), pc.cast(manifest["bucket_h"], pa.string()), "x"
+    )
+    by_bucket = {r["values"]: r["counts"] for r in pc.value_counts(buckets).to_pylist()}
+    return make_counts(manifest.num_rows, reasons, by_bucket, shards, inputs, dropped)
+
+
+def make_counts(
+    samples: int, reasons: dict[str, int], buckets: dict[str, int], shards: list[dict[str, Any]],
+    inputs: int, dropped: dict[str, dict[str, str]],
 ) -> dict[str, Any]:  # fmt: skip
     """build.json's ``counts``; refuses an input that is neither kept nor rejected."""
     counts = {
         "inputs": inputs,
-        "samples": manifest.num_rows,
-        "rejected": rejects.num_rows,
-        "rejects_by_reason": dict(Counter(rejects["reason"].to_pylist())),
+        "samples": samples,
+        "rejected": sum(reasons.values()),
+        "rejects_by_reason": reasons,
         "shards": len(shards),
         "bytes": sum(s["bytes"] for s in shards),
-        "buckets": dict(
-            Counter(
-                f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist())
-            )
-        ),
+        "buckets": buckets,
         "drawings_dropped": dict(Counter(name for why in dropped.values() for name in why)),
     }
     if counts["samples"] + counts["rejected"] != inputs:
@@ -623,13 +647,13 @@ def run_build(req: BuildRequest) -> BuildSummary:
         scan(req, layout, chunks)
         timings["scan"] = time.perf_counter() - t
         t = time.perf_counter()
-        plan_table = plan(req, layout, chunks)
+        planned = plan(req, layout, chunks)
         timings["plan"] = time.perf_counter() - t
         t = time.perf_counter()
-        states = materialize(req, layout, plan_table)
+        states = materialize(req, layout, planned)
         timings["materialize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
-    summary = finalize(req, layout, chunks, plan_table, states, timings, extractor_records, scorer_records)
+    summary = finalize(req, layout, chunks, planned, states, timings, extractor_records, scorer_records)
     layout.remove_temp_files()  # leftovers of killed local writers
     return summary
 

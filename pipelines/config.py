@@ -226,7 +226,7 @@ def _check(cfg: BuildConfig) -> None:
         or cfg.scan.max_seconds < 0
         or cfg.scan.min_side < 1
         or cfg.scan.max_aspect < 1
-        or cfg.scan.chunk_size < 1
+        or cfg.scan.chunk_size < 0
     ):
         raise ConfigError(f"bad [scan] values: {cfg.scan}")
     try:

@@ -15,6 +15,8 @@ import pyarrow as pa
 from curation.dedup import DedupConfig, DedupResult, as_unsigned, near_pairs, resolve
 from sharding.schema import REJECT_ID_COLUMNS
 
+from .columnar import codes
+
 ROUTE_LOCAL, ROUTE_RAY = "local", "ray"
 
 
@@ -40,40 +42,58 @@ def find_pairs(phash: np.ndarray, cfg: DedupConfig) -> tuple[tuple[np.ndarray, n
     return near_pairs(phash, cfg.radius, cfg.parts), ROUTE_LOCAL
 
 
+def dedup_arrays(
+    phash: np.ndarray, sha_codes: np.ndarray, score: np.ndarray, pixels: np.ndarray, seq: np.ndarray,
+    cfg: DedupConfig,
+) -> tuple[DedupResult, dict[str, Any]]:  # fmt: skip
+    """Keeper of every kept sample from its columns alone (no per-sample Python objects), and stats."""
+    (i, j), route = find_pairs(phash, cfg)
+    result = resolve((i, j), sha_codes, score, pixels, seq)
+    stats = {"route": route, "pairs": int(len(i)), "dropped": int(result.dropped.sum())}
+    return result, stats
+
+
+def reject_rows(
+    ids: pa.Table, dropped: np.ndarray, keeper: np.ndarray, exact: np.ndarray,
+    keys: pa.Array | pa.ChunkedArray, phash: np.ndarray, score: np.ndarray,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """One reject row per dropped sample. ``ids``: the dropped samples' id columns
+    (``REJECT_ID_COLUMNS``), row k for ``dropped[k]``; the other arrays cover every kept sample."""
+    h = as_unsigned(phash)
+    keeper_keys = pa.chunked_array(keys).take(pa.array(keeper[dropped], pa.int64())).to_pylist()
+    rows = []
+    for row, d, kept_key in zip(ids.to_pylist(), dropped.tolist(), keeper_keys, strict=True):
+        k = int(keeper[d])
+        dist = int(np.bitwise_count(h[d] ^ h[k]))
+        same = bool(exact[d])
+        rows.append({
+            **row,
+            "stage": "dedup",
+            "reason": "exact_duplicate" if same else "near_duplicate",
+            "detail": ("same sha256 as " if same else f"phash {dist} bits from ") + kept_key
+            + f" (quality {_fmt(score[k])} kept over {_fmt(score[d])})",
+            "duplicate_of": kept_key,
+        })  # fmt: skip
+    return rows
+
+
 def deduplicate(kept: pa.Table, cfg: DedupConfig) -> tuple[pa.Table, list[dict[str, Any]], dict[str, Any]]:
     """(kept samples without duplicates, one reject row per dropped sample, stats)."""
     n = kept.num_rows
     if not cfg.enabled or n == 0:
         return kept, [], {"route": None, "pairs": 0, "dropped": 0}
     phash = kept["phash"].to_numpy(zero_copy_only=False).astype(np.int64)
-    (i, j), route = find_pairs(phash, cfg)
     score = kept["quality_score"].to_numpy(zero_copy_only=False).astype(np.float64)
     pixels = (
         kept["width"].to_numpy(zero_copy_only=False) * kept["height"].to_numpy(zero_copy_only=False)
     ).astype(np.float64)
     seq = kept["seq"].to_numpy(zero_copy_only=False)
-    sha = np.asarray(kept["sha256"].to_pylist(), dtype=object)
-    result: DedupResult = resolve((i, j), sha, score, pixels, seq)
+    result, stats = dedup_arrays(phash, codes(kept["sha256"])[0], score, pixels, seq, cfg)
     dropped = np.flatnonzero(result.dropped)
-    keys = kept["key"].to_pylist()
-    ids = kept.select(list(REJECT_ID_COLUMNS)).to_pylist()
-    h = as_unsigned(phash)
-    rejects = []
-    for d in dropped.tolist():
-        k = int(result.keeper[d])
-        dist = int(np.bitwise_count(h[d] ^ h[k]))
-        exact = bool(result.exact[d])
-        rejects.append({
-            **ids[d],
-            "stage": "dedup",
-            "reason": "exact_duplicate" if exact else "near_duplicate",
-            "detail": ("same sha256 as " if exact else f"phash {dist} bits from ") + keys[k]
-            + f" (quality {_fmt(score[k])} kept over {_fmt(score[d])})",
-            "duplicate_of": keys[k],
-        })  # fmt: skip
+    ids = kept.select(list(REJECT_ID_COLUMNS)).take(pa.array(dropped, pa.int64()))
+    rejects = reject_rows(ids, dropped, result.keeper, result.exact, kept["key"], phash, score)
     mask = np.ones(n, bool)
     mask[dropped] = False
-    stats = {"route": route, "pairs": int(len(i)), "dropped": int(len(dropped))}
     return kept.filter(pa.array(mask)), rejects, stats
 
 

@@ -175,11 +175,26 @@ def check_increment(req, layout: Layout, kind: str) -> tuple[dict[str, Any], dic
 # ---------------------------------------------------------------- phases
 
 
+def _part_numbers(layout: Layout, folder: str) -> list[int]:
+    names = (os.path.basename(p) for p in layout.files(folder))
+    return sorted(
+        int(n[5:11]) for n in names if n.startswith("part-") and n.endswith(".parquet") and ".tmp-" not in n
+    )
+
+
 def _records_chunks(layout: Layout) -> int:
-    return sum(1 for p in layout.files(layout.records_dir) if p.endswith(".parquet") and ".tmp-" not in p)
+    """The first chunk number free in both records and scan parts: a build's scan units may slice
+    its records parts (more scan parts than records parts); an increment's chunks are one of each."""
+    used = _part_numbers(layout, layout.records_dir) + _part_numbers(layout, layout.scan_dir)
+    return max(used) + 1 if used else 0
 
 
-def _seen_ids(layout: Layout, chunks: range) -> set[tuple[str, str]]:
+def _records_parts(layout: Layout, below: int) -> list[int]:
+    """The records parts numbered below ``below`` (numbers may skip: see ``_records_chunks``)."""
+    return [c for c in _part_numbers(layout, layout.records_dir) if c < below]
+
+
+def _seen_ids(layout: Layout, chunks: list[int]) -> set[tuple[str, str]]:
     seen: set[tuple[str, str]] = set()
     for c in chunks:
         t = layout.read_parquet(layout.records_part(c), columns=["source", "source_id"])
@@ -193,7 +208,7 @@ def enumerate_increment(req, layout: Layout, inc: Increment, meta: dict[str, Any
         return layout.read_json(inc.enumerated)
     first_chunk, first_seq = meta["first_chunk"], meta["first_seq"]
     if meta["kind"] == APPEND:
-        seen = _seen_ids(layout, range(first_chunk))
+        seen = _seen_ids(layout, _records_parts(layout, first_chunk))
         targets: dict[tuple[str, str], int] = {}
     else:
         seen = set()
@@ -206,7 +221,9 @@ def enumerate_increment(req, layout: Layout, inc: Increment, meta: dict[str, Any
                 rejects["seq"].to_pylist(), rejects["source"].to_pylist(), rejects["source_id"].to_pylist()
             )
         }
-    size = req.config.scan.chunk_size
+    from .build import RECORDS_PART
+
+    size = req.config.scan.chunk_size or RECORDS_PART
     chunk, rows, seq, count = first_chunk, [], first_seq, 0
 
     def flush() -> None:
@@ -252,7 +269,9 @@ def enumerate_increment(req, layout: Layout, inc: Increment, meta: dict[str, Any
 def increment_settings(req, layout: Layout, first_chunk: int, end_chunk: int) -> ScanSettings:
     """Score cuts of each source from its original records: old sources keep theirs."""
     cols = ["source", "score", "fav_count"]
-    old = [layout.read_parquet(layout.records_part(c), columns=cols) for c in range(first_chunk)]
+    old = [
+        layout.read_parquet(layout.records_part(c), columns=cols) for c in _records_parts(layout, first_chunk)
+    ]
     new = [layout.read_parquet(layout.records_part(c), columns=cols) for c in range(first_chunk, end_chunk)]
     old_t = pa.concat_tables(old) if old else None
     parts = [old_t] if old_t is not None else []
@@ -451,6 +470,7 @@ def finalize_increment(
 def run_increment(req, kind: str) -> Any:
     """Run or resume one append / retry on the finished build in ``req.out``."""
     from .build import _log, check_extractors, materialize, scan
+    from .planphase import PlanReader
     from .raycluster import ray_session
 
     layout = Layout(req.out)
@@ -491,7 +511,7 @@ def run_increment(req, kind: str) -> Any:
         settings = increment_settings(req, layout, enumerated["first_chunk"], enumerated["chunks"])
         scan(req, layout, enumerated["chunks"], first=enumerated["first_chunk"], settings=settings)
         plan = plan_increment(req, layout, inc, enumerated)
-        states = materialize(req, layout, plan)
+        states = materialize(req, layout, PlanReader(layout, inc.plan))  # plan_increment wrote it
     summary = finalize_increment(
         req, layout, inc, meta, enumerated, plan, states, time.perf_counter() - start
     )

@@ -73,10 +73,14 @@ def pool_shape(cfg: BuildConfig, resources: dict[str, float], chunks: int) -> tu
     return max(1, min(n, cpus, chunks)), {"num_cpus": 1}, "cpu"
 
 
-def decode_chunk(item: dict[str, Any], layout: Layout, settings: ScanSettings) -> dict[str, Any]:
+def decode_chunk(
+    item: dict[str, Any], layout: Layout, settings: ScanSettings, unit: int = 0, records_rows: int = 0
+) -> dict[str, Any]:
     """Stage 1: scan one chunk up to (not including) the quality score; rows and pixels as bytes."""
+    from .tasks import unit_records
+
     chunk = int(item["chunk"])
-    records = layout.read_parquet(layout.records_part(chunk)).to_pylist()
+    records = unit_records(layout, chunk, unit, records_rows)
     rows, index, shapes, pixels = [], [], [], []
     for record in records:
         row, small = scan_row(record, settings)
@@ -153,8 +157,9 @@ class ScanScorer:
 
 
 def scored_scan(
-    layout: Layout, settings: ScanSettings, cfg: BuildConfig, pending: list[int]
-) -> Iterator[dict]:
+    layout: Layout, settings: ScanSettings, cfg: BuildConfig, pending: list[int], unit: int = 0,
+    records_rows: int = 0,
+) -> Iterator[dict]:  # fmt: skip
     """Scan the ``pending`` chunks through both stages; yields ``{"chunk", "rows", "kept"}`` per chunk written."""
     import ray
     import ray.data
@@ -165,7 +170,11 @@ def scored_scan(
     n, opts, device = pool_shape(cfg, ray.cluster_resources(), len(pending))
     specs = [{"name": s.name, "weights": s.weights, "options": dict(s.options)} for s in cfg.scorers]
     ds = ray.data.from_items([{"chunk": c} for c in pending], override_num_blocks=len(pending))
-    ds = ds.map(decode_chunk, fn_kwargs={"layout": layout, "settings": settings}, num_cpus=1)
+    ds = ds.map(
+        decode_chunk,
+        fn_kwargs={"layout": layout, "settings": settings, "unit": unit, "records_rows": records_rows},
+        num_cpus=1,
+    )
     ds = ds.map_batches(
         ScanScorer,
         fn_constructor_kwargs={"layout": layout, "settings": settings, "specs": specs,

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import pyarrow as pa
 
 import lineart
@@ -46,11 +47,27 @@ def scorer_for(settings: ScanSettings) -> Any:
     return _SCORERS[cache_key]
 
 
-def scan_chunk(chunk: int, layout: Layout, settings: ScanSettings) -> dict[str, Any]:
-    """Scan every record of one records chunk into its scan part (``Layout.scan_part``)."""
+def unit_records(layout: Layout, chunk: int, unit: int = 0, records_rows: int = 0) -> list[dict[str, Any]]:
+    """The records of scan unit ``chunk``: ``unit`` rows from ``chunk * unit``, inside one records part
+    of ``records_rows`` rows (0: units and records parts are the same)."""
+    if unit and records_rows:
+        first = chunk * unit
+        table = layout.read_parquet(layout.records_part(first // records_rows))
+        return table.slice(first % records_rows, unit).to_pylist()
+    return layout.read_parquet(layout.records_part(chunk)).to_pylist()
+
+
+def scan_chunk(
+    chunk: int, layout: Layout, settings: ScanSettings, unit: int = 0, records_rows: int = 0
+) -> dict[str, Any]:
+    """Scan the ``unit`` records from ``chunk * unit`` into its scan part (``Layout.scan_part``).
+
+    A unit lies inside one records part of ``records_rows`` (0: units and records parts are the same).
+    """
+    cv2.setNumThreads(1)  # the task holds one CPU (num_cpus=1): OpenCV threads would oversubscribe it
     chunk = int(chunk)
     try:
-        records = layout.read_parquet(layout.records_part(chunk)).to_pylist()
+        records = unit_records(layout, chunk, unit, records_rows)
         rows = scan_rows(records, settings, scorer_for(settings))
         layout.write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
     except OSError as exc:
@@ -99,6 +116,8 @@ class ShardMaterializer:
     device) and writes every shard it is given, each with its state file after the shard."""
 
     def __init__(self, layout: Layout, settings: MaterializeSettings):
+        if settings.device == "cpu":
+            cv2.setNumThreads(1)  # one CPU per actor (num_cpus=1): one OpenCV thread, as the floor
         self.layout = layout
         self.settings = settings
         self.extractors = make_extractors(

@@ -323,6 +323,11 @@ class Layout:
     def dedup_rejects(self) -> str:
         return self.path(STATE_DIR, "dedup_rejects.parquet")
 
+    @property
+    def early_rejects(self) -> str:
+        """Scan and dedup rejects sorted by seq: written with the plan, merged with the late ones at the end."""
+        return self.path(STATE_DIR, "early_rejects.parquet")
+
     def shard_state(self, shard: str) -> str:
         return self.path(STATE_DIR, "shards", shard.replace("/", "__") + ".json")
 

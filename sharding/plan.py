@@ -7,12 +7,14 @@ so it is not part of where the sample lives.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from .buckets import BucketRule, crop_box, fit_bucket, make_buckets
-from .schema import PLAN_COLUMNS, PLAN_SCHEMA
+from .buckets import BucketRule, fit_bucket, make_buckets, nearest_bucket
+from .schema import PLAN_COLUMNS, PLAN_SCHEMA, REJECT_ID_COLUMNS
 
 
 def shard_path(bucket: tuple[int, int], index: int) -> str:
@@ -31,23 +33,167 @@ def _rng(seed: int, *parts: object) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(hashlib.sha256(material).digest()[:8], "little"))
 
 
+@dataclass(frozen=True)
+class ShardAssignment:
+    """Per sample: bucket, crop box, upscale, shard (code into ``shard_names``) and position; the sort order."""
+
+    bucket_w: np.ndarray  # int32
+    bucket_h: np.ndarray  # int32
+    crops: np.ndarray  # int32, n x 4 (left, top, right, bottom)
+    upscale: np.ndarray  # float64: enlargement to fill the bucket
+    shard: np.ndarray  # int32 code into shard_names
+    shard_names: list[str]
+    pos: np.ndarray  # int32 position inside the shard
+    order: np.ndarray  # int64: the samples sorted by (shard path, position), as the plan lists them
+
+
+def _nearest(w: np.ndarray, h: np.ndarray, buckets: list[tuple[int, int]]) -> np.ndarray:
+    """Index into ``buckets`` of ``nearest_bucket`` for many sizes at once.
+
+    Vectorised but exact: where NumPy's log could order two buckets differently from ``math.log``
+    (distances within 1e-9 of each other), the size goes through ``nearest_bucket`` itself.
+    """
+    b = np.asarray(buckets, np.int64)
+    dist = np.abs(np.log(b[:, 0] / b[:, 1])[None, :] - np.log(w / h)[:, None])
+    # min of (distance, -area, -width): buckets are few, so rank them once by (-area, -width)
+    pref = np.lexsort((-b[:, 0], -b[:, 0] * b[:, 1]))
+    best = pref[
+        np.argmin(dist[:, pref], axis=1)
+    ]  # argmin takes the first minimum: the preferred one of a tie
+    two = np.partition(dist, 1, axis=1)[:, :2] if len(buckets) > 1 else np.c_[dist, dist + 1]
+    index = {bucket: i for i, bucket in enumerate(buckets)}
+    for k in np.flatnonzero(two[:, 1] - two[:, 0] < 1e-9).tolist():
+        best[k] = index[nearest_bucket(int(w[k]), int(h[k]), buckets)]
+    return best
+
+
+def fit_and_crop(widths: np.ndarray, heights: np.ndarray, rule: BucketRule) -> tuple[np.ndarray, np.ndarray]:
+    """``fit_bucket`` and ``crop_box`` for many sizes at once.
+
+    Returns (rows (bw, bh, left, top, right, bottom) int64, upscale float64); a size that fits no
+    bucket (too small under ``rule.max_upscale``) has bucket 0 x 0 and upscale NaN. The nearest bucket
+    is vectorised (``_nearest``); the few sizes over ``max_upscale`` go through ``fit_bucket``; the crop
+    uses the same IEEE divisions and round-half-even as ``crop_box``.
+    """
+    out = np.zeros((len(widths), 6), np.int64)
+    up = np.full(len(widths), np.nan)
+    if len(widths) == 0:
+        return out, up
+    buckets = make_buckets(rule)
+    w = np.asarray(widths, np.int64)
+    h = np.asarray(heights, np.int64)
+    b = np.asarray(buckets, np.int64)[_nearest(w, h, buckets)]
+    bw, bh = b[:, 0].copy(), b[:, 1].copy()
+    up = np.maximum(bw / w, bh / h)
+    if rule.max_upscale:
+        for k in np.flatnonzero(up > rule.max_upscale * (1 + 1e-9)).tolist():
+            fitted = fit_bucket(int(w[k]), int(h[k]), buckets, rule)
+            (bw[k], bh[k]), up[k] = fitted if fitted is not None else ((0, 0), np.nan)
+    ok = bw > 0
+    scale = np.maximum(bw / w, bh / h)
+    cw = np.where(ok, np.minimum(w, np.maximum(1, np.rint(bw / np.where(ok, scale, 1)).astype(np.int64))), 0)
+    ch = np.where(ok, np.minimum(h, np.maximum(1, np.rint(bh / np.where(ok, scale, 1)).astype(np.int64))), 0)
+    left, top = (w - cw) // 2, (h - ch) // 2
+    out[:] = np.stack([bw, bh, left, top, left + cw, top + ch], 1)
+    out[~ok] = 0
+    return out, up
+
+
+def too_small_mask(widths: np.ndarray, heights: np.ndarray, rule: BucketRule) -> np.ndarray:
+    """True where no bucket fits the size under ``rule.max_upscale``; one pass per distinct size."""
+    w, h = np.asarray(widths, np.int64), np.asarray(heights, np.int64)
+    if len(w) == 0:
+        return np.zeros(0, bool)
+    sizes, inverse = np.unique(np.stack([w, h], 1), axis=0, return_inverse=True)
+    _, up = fit_and_crop(sizes[:, 0], sizes[:, 1], rule)
+    return np.isnan(up)[inverse.reshape(-1)]
+
+
 def split_too_small(kept: pa.Table, rule: BucketRule) -> tuple[pa.Table, list[dict], np.ndarray]:
     """(rows that fit a bucket, a ``too_small_for_bucket`` reject row per other one, their bucket upscale).
 
-    Run before the weights, so the tiers can see the upscale (``pipelines.build``).
+    Run before the plan (``pipelines.build``); the reject rows are few, so they are Python dicts.
     """
-    buckets = make_buckets(rule)
     widths, heights = kept["width"].to_numpy(), kept["height"].to_numpy()
-    fits = [fit_bucket(int(w), int(h), buckets, rule) for w, h in zip(widths, heights)]
-    ok = np.array([f is not None for f in fits], bool)
+    small = too_small_mask(widths, heights, rule)
     rejects = []
-    for i in np.flatnonzero(~ok):
-        row = {c: kept[c][int(i)].as_py() for c in ("seq", "source", "source_id", "key", "location")}
+    bad = np.flatnonzero(small)
+    ids = kept.select(list(REJECT_ID_COLUMNS)).take(pa.array(bad, pa.int64())).to_pylist()
+    for i, row in zip(bad.tolist(), ids, strict=True):
         rejects.append({**row, "stage": "plan", "reason": "too_small_for_bucket", "duplicate_of": None,
                         "detail": f"{widths[i]}x{heights[i]}: even a {rule.min_side}px bucket needs more than "
                                   f"x{rule.max_upscale:g} (buckets.max_upscale)"})  # fmt: skip
-    upscale = np.array([f[1] for f in fits if f is not None], np.float64)
-    return kept.filter(pa.array(ok)), rejects, upscale
+    fits = kept.filter(pa.array(~small))
+    _, upscale = fit_and_crop(fits["width"].to_numpy(), fits["height"].to_numpy(), rule)
+    return fits, rejects, upscale
+
+
+def assign_shards(
+    widths: np.ndarray, heights: np.ndarray, key_rank: np.ndarray, *,
+    rule: BucketRule, samples_per_shard: int, seed: int,
+    first_index: dict[tuple[int, int], int] | None = None,
+) -> ShardAssignment:  # fmt: skip
+    """The shard plan from columns: ``key_rank`` orders the samples as their keys sort (any ints that do).
+
+    Shards are grouped by bucket only. ``first_index``: per bucket, the first shard number (appends).
+    Every size must fit a bucket (``split_too_small`` first).
+    """
+    n = len(widths)
+    widths = np.asarray(widths, np.int64)
+    heights = np.asarray(heights, np.int64)
+    sizes, inverse = np.unique(np.stack([widths, heights], 1), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    per_size, up_size = fit_and_crop(sizes[:, 0], sizes[:, 1], rule)
+    if np.isnan(up_size).any():
+        k = int(np.flatnonzero(np.isnan(up_size))[0])
+        raise ValueError(
+            f"{sizes[k, 0]}x{sizes[k, 1]}: too small for any bucket; drop it first (split_too_small)"
+        )
+    bw, bh = per_size[inverse, 0].astype(np.int32), per_size[inverse, 1].astype(np.int32)
+    crops, upscale = per_size[inverse, 2:].astype(np.int32), up_size[inverse]
+
+    # group = the bucket, coded by its (w, h) order so groups come out sorted like the main plan
+    group = (bw.astype(np.int64) << 32) | bh.astype(np.int64)
+    # members of each bucket in key order: order independent of scan completion order
+    by_group = np.lexsort((np.asarray(key_rank), group))
+    starts = (
+        np.flatnonzero(np.r_[True, group[by_group][1:] != group[by_group][:-1]]) if n else np.zeros(0, int)
+    )
+    ends = np.r_[starts[1:], n].astype(np.int64)
+    shard = np.zeros(n, np.int32)
+    pos = np.zeros(n, np.int32)
+    shard_names: list[str] = []
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        members = by_group[a:b]
+        w, h = int(bw[members[0]]), int(bh[members[0]])
+        order = _rng(seed, w, h).permutation(len(members))
+        j = np.arange(len(members))
+        first = (first_index or {}).get((w, h), 0)
+        pos[members[order]] = j % samples_per_shard
+        shard[members[order]] = len(shard_names) + j // samples_per_shard
+        count = (len(members) - 1) // samples_per_shard + 1
+        shard_names += [shard_path((w, h), first + k) for k in range(count)]
+    name_rank = np.empty(len(shard_names), np.int64)
+    name_rank[np.argsort(np.asarray(shard_names, dtype=object), kind="stable")] = np.arange(len(shard_names))
+    sort_key = name_rank[shard] * max(samples_per_shard, 1) + pos if n else np.zeros(0, np.int64)
+    return ShardAssignment(
+        bw, bh, crops, upscale, shard, shard_names, pos, np.argsort(sort_key, kind="stable")
+    )
+
+
+def plan_columns(a: ShardAssignment) -> dict[str, pa.Array]:
+    """The PLAN_EXTRA columns of every sample (in the samples' order, not sorted)."""
+    n = len(a.pos)
+    names = pa.array(a.shard_names, pa.string())
+    values = {
+        "bucket_w": a.bucket_w, "bucket_h": a.bucket_h,
+        "crop_left": a.crops[:, 0], "crop_top": a.crops[:, 1], "crop_right": a.crops[:, 2], "crop_bottom": a.crops[:, 3],
+        "bucket_upscale": np.asarray(a.upscale, np.float64),
+    }  # fmt: skip
+    out = {k: pa.array(v, type=PLAN_SCHEMA.field(k).type) for k, v in values.items()}
+    out["shard"] = names.take(pa.array(a.shard)) if n else pa.array([], pa.string())
+    out["shard_pos"] = pa.array(a.pos, pa.int32())
+    return out
 
 
 def make_plan(
@@ -61,53 +207,22 @@ def make_plan(
     """``kept``: scan rows that passed every filter (any order). Returns rows sorted by shard, position.
 
     ``first_index``: per bucket, the first shard number to use (an append numbers its shards after
-    the ones already written); default 0.
+    the ones already written); default 0. The build plans through ``assign_shards`` /
+    ``plan_columns`` directly, streaming the rows.
     """
     kept = kept.select(PLAN_COLUMNS)
-    buckets = make_buckets(rule)
-    widths = kept["width"].to_numpy()
-    heights = kept["height"].to_numpy()
-    keys = np.asarray(kept["key"].to_pylist(), dtype=object)
-    n = kept.num_rows
-    bw, bh = np.zeros(n, np.int32), np.zeros(n, np.int32)
-    crops = np.zeros((n, 4), np.int32)
-    upscale = np.zeros(n, np.float64)
-    for i in range(n):  # per sample, not per pixel: a few microseconds each
-        fitted = fit_bucket(int(widths[i]), int(heights[i]), buckets, rule)
-        if fitted is None:
-            raise ValueError(f"{keys[i]}: too small for any bucket; drop it first (split_too_small)")
-        b, upscale[i] = fitted
-        bw[i], bh[i] = b
-        crops[i] = crop_box(int(widths[i]), int(heights[i]), b)
+    a = assign_shards(
+        kept["width"].to_numpy(), kept["height"].to_numpy(), _key_rank(kept["key"]),
+        rule=rule, samples_per_shard=samples_per_shard, seed=seed, first_index=first_index,
+    )  # fmt: skip
+    table = kept
+    for name, column in plan_columns(a).items():
+        table = table.append_column(name, column)
+    return table.cast(PLAN_SCHEMA).take(pa.array(a.order, pa.int64()))
 
-    shard = np.empty(n, dtype=object)
-    pos = np.zeros(n, np.int32)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i in range(n):
-        groups.setdefault((int(bw[i]), int(bh[i])), []).append(i)
-    for (w, h), members in sorted(groups.items()):
-        members = sorted(members, key=lambda i: keys[i])  # order independent of scan completion order
-        order = _rng(seed, w, h).permutation(len(members))
-        first = (first_index or {}).get((w, h), 0)
-        for j, k in enumerate(order):
-            i = members[k]
-            shard[i] = shard_path((w, h), first + j // samples_per_shard)
-            pos[i] = j % samples_per_shard
 
-    table = kept.append_column("bucket_w", pa.array(bw))
-    for name, values in (
-        ("bucket_h", bh),
-        ("crop_left", crops[:, 0]),
-        ("crop_top", crops[:, 1]),
-        ("crop_right", crops[:, 2]),
-        ("crop_bottom", crops[:, 3]),
-        ("bucket_upscale", upscale),
-        ("shard", shard.astype(str) if n else np.array([], dtype=str)),
-        ("shard_pos", pos),
-    ):
-        # from_pandas: NaN (no score) becomes null, which readers and equality treat sanely
-        table = table.append_column(
-            name, pa.array(values, type=PLAN_SCHEMA.field(name).type, from_pandas=True)
-        )
-    table = table.cast(PLAN_SCHEMA)
-    return table.sort_by([("shard", "ascending"), ("shard_pos", "ascending")])
+def _key_rank(keys: pa.ChunkedArray) -> np.ndarray:
+    order = pc.sort_indices(keys).to_numpy()
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank

@@ -7,6 +7,7 @@ end-to-end samples/s / floor samples/s; on N cores a perfect pipeline approaches
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import statistics
@@ -15,6 +16,7 @@ import time
 from typing import Any
 
 import cv2
+import numpy as np
 
 import lineart
 from curation.decode import decode_image, read_bytes
@@ -53,6 +55,88 @@ def kernel_floor(paths: list[str], cfg: BuildConfig) -> float:
         cv2.setNumThreads(-1)
 
 
+STEADY_VARIANTS = 15  # x 41 corpus images = 615 distinct inputs
+
+
+def augmented_corpus(paths: list[str], folder: str, variants: int = STEADY_VARIANTS) -> list[str]:
+    """Distinct inputs made deterministically from the corpus: flips, crops, rescales, channel shifts."""
+    out = []
+    for i, path in enumerate(paths):
+        rgb = decode_image(read_bytes(path), 10**9).rgb
+        for v in range(variants):
+            img = rgb[:, ::-1] if v % 2 else rgb
+            h, w = img.shape[:2]
+            cut = (v % 5) * 0.03  # crop up to 12 % off two edges
+            img = img[int(h * cut) :, : w - int(w * cut)]
+            scale = 0.8 + 0.05 * (v % 9)
+            img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            img = np.clip(img.astype(np.int16) + (v % 7 - 3) * 4, 0, 255).astype(np.uint8)
+            name = os.path.join(folder, f"{i:03d}_{v:02d}.jpg")
+            cv2.imwrite(name, cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+            out.append(name)
+    return out
+
+
+def scan_floor(paths: list[str], cfg: BuildConfig) -> float:
+    """Seconds per input of the scan's own work (read, sha256, decode for metrics, metrics, hash) on one core."""
+    from curation.scan import make_settings, scan_row
+
+    settings = make_settings(
+        max_pixels=cfg.scan.max_pixels, min_side=cfg.scan.min_side, max_aspect=cfg.scan.max_aspect,
+        filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
+        sources=["bench"] * len(paths), scores=np.full(len(paths), np.nan), favs=np.full(len(paths), np.nan),
+    )  # fmt: skip
+    cv2.setNumThreads(1)
+    try:
+        start = time.perf_counter()
+        for path in paths:
+            scan_row({"source": "bench", "source_id": path, "location": path}, settings)
+        return (time.perf_counter() - start) / len(paths)
+    finally:
+        cv2.setNumThreads(-1)
+
+
+def steady(paths: list[str]) -> dict[str, Any]:
+    """Steady state: >= 600 distinct inputs, dedup off, one build on every core beside the floor of
+    the same inputs (scan work + materialize kernel, one core, times the cores) measured in this run."""
+    from curation.dedup import DedupConfig
+    from curation.sources import parse_source
+
+    cfg = dataclasses.replace(BuildConfig(), dedup=DedupConfig(enabled=False))
+    src = tempfile.mkdtemp(prefix="lp-bench-steady-")
+    out = tempfile.mkdtemp(prefix="lp-bench-steady-out-")
+    shutil.rmtree(out)
+    try:
+        inputs = augmented_corpus(paths, src)
+        summary = run_build(BuildRequest([parse_source(src)], out, cfg, show_progress=False))
+        samples = summary.counts["samples"]
+        kept = sorted(os.path.join(src, os.path.basename(p)) for p in _kept_locations(out))
+        per_sample = scan_floor(inputs, cfg) * len(inputs) / max(samples, 1) + kernel_floor(kept, cfg)
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+    cores = os.cpu_count() or 1
+    floor = cores / per_sample
+    end_to_end = samples / summary.timings["total"]
+    return {
+        "inputs": len(inputs),
+        "samples": samples,
+        "cores": cores,
+        "end_to_end_samples_per_s": round(end_to_end, 3),
+        # one core's scan (over every input) + materialize kernel (over the kept ones), times the cores
+        "floor_samples_per_s": round(floor, 3),
+        "ratio_end_to_end_to_floor": round(end_to_end / floor, 3),
+        "phase_s": {k: round(v, 3) for k, v in summary.timings.items()},
+    }
+
+
+def _kept_locations(out: str) -> list[str]:
+    from sharding.layout import Layout
+
+    layout = Layout(out)
+    return layout.read_parquet(layout.plan, columns=["location"])["location"].to_pylist()
+
+
 def run(args) -> dict[str, Any]:
     folder = args.corpus or corpus_illustrations()
     if not folder or not os.path.isdir(folder):
@@ -83,6 +167,7 @@ def run(args) -> dict[str, Any]:
     finally:
         shutil.rmtree(src, ignore_errors=True)
     floor_rate = 1.0 / statistics.median(floors)
+    steady_state = steady(paths)
     end_to_end = samples / statistics.median(walls)
     return {
         "images": len(paths),
@@ -100,6 +185,7 @@ def run(args) -> dict[str, Any]:
         # without Ray, actor start-up (~1.6 s importing torch) or a second core
         "materialize_in_process_one_core_samples_per_s": round(statistics.median(in_process), 3),
         "ratio_in_process_to_floor": round(statistics.median(in_process) / floor_rate, 3),
+        "steady": steady_state,
         "phase_s_median": {
             k: round(statistics.median(p[k] for p in phases), 3)
             for k in ("enumerate", "scan", "plan", "materialize", "total")
@@ -109,19 +195,20 @@ def run(args) -> dict[str, Any]:
 
 def materialize_in_process(out: str, cfg: BuildConfig) -> float:
     """Samples/s writing every shard of ``out``'s plan again, in this process on one core."""
-    import pyarrow.parquet as pq
+    from sharding.layout import Layout
 
-    from ..build import shard_spans
-    from ..tasks import ShardMaterializer
+    from ..planphase import PlanReader
+    from ..tasks import MaterializeSettings, ShardMaterializer
 
-    plan = pq.read_table(os.path.join(out, "plan.parquet"))
+    built = Layout(out)
+    plan = PlanReader(built, built.plan)
     scratch = tempfile.mkdtemp(prefix="lp-bench-mat-")
     cv2.setNumThreads(1)
     try:
-        writer = ShardMaterializer(scratch, cfg.to_dict(), "cpu")
+        writer = ShardMaterializer(Layout(scratch), MaterializeSettings.from_config(cfg, "cpu"))
         start = time.perf_counter()
-        for offset, length in shard_spans(plan).values():
-            writer.materialize(plan.slice(offset, length).to_pylist())
+        for shard in sorted(plan.spans):
+            writer.materialize(plan.rows(shard))
         return plan.num_rows / (time.perf_counter() - start)
     finally:
         cv2.setNumThreads(-1)

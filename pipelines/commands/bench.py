@@ -16,6 +16,7 @@ SECTIONS = {
     "lineart_classical": "pipelines.benches.lineart_classical",
     "loader": "pipelines.benches.loader",
     "dedup": "pipelines.benches.dedup",
+    "scale": "pipelines.benches.scale",
     "lineart_nets": "pipelines.benches.lineart_nets",
     "lineart_quality": "pipelines.benches.lineart_quality",
     "wnet": "pipelines.benches.wnet",
@@ -31,6 +32,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--corpus", help="folder of illustrations (default: ../shared/corpus/illustrations)")
     p.add_argument("--limit", type=int, default=0, help="use at most this many images (0: all)")
+    p.add_argument("--full", action="store_true", help="scale: also 10 million records (slow, ~4 GB)")
     p.add_argument("--repeats", type=int, default=3, help="repeats per timing; medians are reported")
     p.set_defaults(handler=run)
 

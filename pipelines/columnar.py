@@ -1,0 +1,106 @@
+"""Arrow column helpers for the driver-side phases: no per-sample Python objects.
+
+Parquet files are read and written one row group / one part at a time, so the driver's memory is
+bounded by a part, not by the dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sharding.layout import TMP_MARK, Layout, fsync_dir
+
+ROW_GROUP = 8192  # rows per row group of plan / manifest / rejects: the unit the driver reads back
+
+
+def codes(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list]:
+    """(int32 code per row, distinct values): a string column as small integers. Nulls get a code too."""
+    encoded = pa.chunked_array(column).combine_chunks().dictionary_encode(null_encoding="encode")
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32), encoded.dictionary.to_pylist()
+
+
+def labels(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Object array of a string column that shares one Python string per distinct value (8 B a row)."""
+    code, names = codes(column)
+    table = np.empty(len(names), dtype=object)
+    table[:] = names
+    return table[code]
+
+
+def ranks(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Rank of each value in the column's sort order (stable): sorts like the Python strings do."""
+    order = pc.sort_indices(column).to_numpy()
+    out = np.empty(len(order), np.int64)
+    out[order] = np.arange(len(order))
+    return out
+
+
+def concat_lists(columns: Sequence[pa.Array | pa.ChunkedArray]) -> pa.ListArray:
+    """Row-wise concatenation of list columns (row i = columns[0][i] + columns[1][i] + ...); null = []."""
+    arrays = [pa.chunked_array(c).combine_chunks() for c in columns]
+    n = len(arrays[0]) if arrays else 0
+    parents, values = [], []
+    for arr in arrays:
+        parents.append(pc.list_parent_indices(arr).to_numpy().astype(np.int64))
+        values.append(pc.list_flatten(arr))
+    parent = np.concatenate(parents) if parents else np.zeros(0, np.int64)
+    order = np.argsort(parent, kind="stable")  # by row; within a row, column order, then list order
+    flat = pa.chunked_array(values, type=arrays[0].type.value_type).combine_chunks().take(pa.array(order))
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(np.bincount(parent, minlength=n), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), flat)
+
+
+def parquet_batches(layout: Layout, path: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """The file's row groups as tables, one at a time (ranged reads on an object store)."""
+    with layout.open_input_file(path) as fh:
+        f = pq.ParquetFile(fh)
+        for i in range(f.num_row_groups):
+            yield f.read_row_group(i, columns=columns)
+
+
+@contextmanager
+def atomic_parquet(layout: Layout, path: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """A ParquetWriter whose file appears at ``path`` complete or not at all (the layout's commit rule):
+    locally a temporary name, fsync and rename; on an object store one upload completed on close."""
+    if not layout.local:
+        # Written to a local temporary file first and uploaded once complete, so that an error
+        # half-way leaves no object behind (closing a store's stream would commit what it holds).
+        fd, tmp = tempfile.mkstemp(prefix="linepairs-", suffix=".parquet")
+        os.close(fd)
+        try:
+            writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+            try:
+                yield writer
+            finally:
+                writer.close()
+            with open(tmp, "rb") as src, layout.fs.open_output_stream(path) as dst:
+                while block := src.read(8 << 20):
+                    dst.write(block)
+        finally:
+            os.remove(tmp)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+    try:
+        yield writer
+        writer.close()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(os.path.dirname(path))
+    except BaseException:
+        writer.close()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,239 @@
+"""The plan phase in bounded memory: dedup, bucket fit and the shard plan from a few columns, then the
+plan rows streamed from the scan parts into ``plan.parquet`` (sorted by shard) without ever holding
+the whole scan table.
+
+Pass A reads only the small columns of kept rows (hashes, sizes, scores, keys, sources: ~150 B a
+row) and computes every decision as arrays; the weight policy is only checked for feasibility
+there (contract 2: weights live in weight versions, solved at finalize). Pass B reads the scan parts one at a time, takes the
+planned rows, appends the plan columns and spills them into bins of ``bin_rows`` by final
+position; each bin is then sorted and appended to ``plan.parquet``. The same pass writes the early
+rejects (scan verdicts, dedup drops and ``too_small_for_bucket``, sorted by ``seq``) that ``finalize`` merges with the late
+ones, so nothing reads the scan again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation.dedup import DedupConfig
+from curation.weighting import WeightConfig
+from sharding.buckets import BucketRule
+from sharding.layout import Layout
+from sharding.plan import assign_shards, plan_columns, split_too_small, too_small_mask
+from sharding.schema import (
+    PLAN_COLUMNS,
+    PLAN_SCHEMA,
+    REJECT_COLUMNS,
+    REJECT_ID_COLUMNS,
+    REJECT_SCHEMA,
+    SCAN_SCHEMA,
+)
+
+from .columnar import ROW_GROUP, atomic_parquet, codes, ranks
+from .dedup import dedup_arrays, reject_rows
+
+BIN_ROWS = 262_144  # plan rows sorted in memory at once (~1 KB each with tags)
+_DEST = "_dest"
+_IDS = list(REJECT_ID_COLUMNS)
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    dedup: DedupConfig
+    weights: WeightConfig
+    buckets: BucketRule
+    samples_per_shard: int
+    seed: int
+
+
+def _kept_columns(layout: Layout, parts: list[str], columns: list[str]) -> tuple[pa.Table, list[int]]:
+    """Pass A: ``columns`` of the kept rows of every part, and the kept count per part."""
+    tables, per_part = [], []
+    for path in parts:
+        t = layout.read_parquet(path, columns=["status", *columns])
+        t = t.filter(pc.equal(t["status"], "kept")).drop_columns(["status"])
+        tables.append(t.combine_chunks())
+        per_part.append(t.num_rows)
+    if not tables:
+        return SCAN_SCHEMA.empty_table().select(columns), per_part
+    return pa.concat_tables(tables).combine_chunks(), per_part
+
+
+def write_plan(
+    layout: Layout, chunks: int, s: PlanSettings, log: Callable[[str], None] = lambda _: None,
+    bin_rows: int = BIN_ROWS, check_weights: Callable[[pa.Table], None] = lambda _: None,
+) -> dict[str, int]:  # fmt: skip
+    """Plan the kept rows of the ``chunks`` scan parts into ``layout.plan``, the early rejects into
+        ``layout.early_rejects``. ``check_weights`` sees the planned samples' weight columns first and
+    may raise (nothing is written then).
+
+        Spill files are the driver's own scratch (a local temporary folder), read back by it alone.
+    """
+    parts = [layout.scan_part(c) for c in range(chunks)]
+    cats = list(s.weights.tag_categories) if s.weights.tag_balance else []
+    small = ["seq", "key", "source", "phash", "sha256", "quality_score", "score", "width", "height"]
+    kept, per_part = _kept_columns(layout, parts, small + [f"tags_{c}" for c in cats])
+    n = kept.num_rows
+    phash = _np(kept, "phash", np.int64)
+    score = _np(kept, "quality_score", np.float64)
+    if s.dedup.enabled and n:
+        pixels = (_np(kept, "width", np.int64) * _np(kept, "height", np.int64)).astype(np.float64)
+        result, stats = dedup_arrays(
+            phash, codes(kept["sha256"])[0], score, pixels, _np(kept, "seq", np.int64), s.dedup
+        )
+        keeper, exact, dropped = result.keeper, result.exact, result.dropped
+    else:
+        keeper, exact, dropped = np.arange(n), np.zeros(n, bool), np.zeros(n, bool)
+        stats = {"route": None, "pairs": 0, "dropped": 0}
+    log(f"dedup: {stats['dropped']} duplicates dropped ({stats['pairs']} pairs, route {stats['route']})")
+
+    # dedup first (over every kept sample), then the sizes no bucket fits (pipelines.build order)
+    small_size = too_small_mask(_np(kept, "width", np.int64), _np(kept, "height", np.int64), s.buckets)
+    too_small = small_size & ~dropped
+    survivors = np.flatnonzero(~dropped & ~small_size)
+    planned = kept.drop_columns(["sha256"]).take(pa.array(survivors, pa.int64()))
+    assignment = assign_shards(
+        _np(planned, "width", np.int64), _np(planned, "height", np.int64), ranks(planned["key"]),
+        rule=s.buckets, samples_per_shard=s.samples_per_shard, seed=s.seed,
+    )  # fmt: skip
+    extra = plan_columns(assignment)
+    check_weights(planned.append_column("bucket_upscale", extra["bucket_upscale"]))
+    m = len(survivors)
+    dest = np.empty(m, np.int64)
+    dest[assignment.order] = np.arange(m)
+    plan_index = np.full(n, -1, np.int64)  # kept row -> planned row (-1: dropped as a duplicate)
+    plan_index[survivors] = np.arange(m)
+    kept_keys = kept["key"]  # the keepers' names for dedup reject rows; the rest of pass A is dropped
+    del kept, planned, assignment
+
+    bins = max(1, -(-m // bin_rows))
+    spill_schema = PLAN_SCHEMA.append(pa.field(_DEST, pa.int64()))
+    in_memory: list[pa.Table] = []
+    spills: list[pq.ParquetWriter] = []
+    spill_dir = tempfile.mkdtemp(prefix="linepairs-plan-") if bins > 1 else ""
+    try:
+        if bins > 1:
+            spills = [pq.ParquetWriter(_bin_path(spill_dir, b), spill_schema) for b in range(bins)]
+        reject_count = 0
+        with atomic_parquet(layout, layout.early_rejects, REJECT_SCHEMA) as rejects:
+            offset = 0
+            for path, count in zip(parts, per_part, strict=True):
+                t = layout.read_parquet(
+                    path, columns=list(dict.fromkeys(["status", *PLAN_COLUMNS, *REJECT_COLUMNS]))
+                )
+                is_kept = pc.equal(t["status"], "kept")
+                early = [t.filter(pc.invert(is_kept)).select(REJECT_COLUMNS).cast(REJECT_SCHEMA)]
+                rows = t.filter(is_kept)
+                if rows.num_rows != count:
+                    raise RuntimeError(f"{path} changed during the plan phase")
+                k = np.arange(offset, offset + count)
+                offset += count
+                duplicate, small_one = dropped[k], too_small[k]
+                if duplicate.any():
+                    ids = rows.filter(pa.array(duplicate)).select(_IDS)
+                    dup = reject_rows(ids, k[duplicate], keeper, exact, kept_keys, phash, score)
+                    early.append(pa.Table.from_pylist(dup, schema=REJECT_SCHEMA))
+                if small_one.any():
+                    early.append(_too_small_rows(rows.filter(pa.array(small_one)), s.buckets))
+                gone = duplicate | small_one
+                part_rejects = pa.concat_tables(early).sort_by("seq")
+                reject_count += part_rejects.num_rows
+                if part_rejects.num_rows:
+                    rejects.write_table(part_rejects, row_group_size=ROW_GROUP)
+                p = plan_index[k[~gone]]
+                if len(p) == 0:
+                    continue
+                rows = rows.filter(pa.array(~gone)).select(PLAN_COLUMNS)
+                take = pa.array(p, pa.int64())
+                for name, column in extra.items():
+                    rows = rows.append_column(name, column.take(take))
+                rows = rows.append_column(_DEST, pa.array(dest[p])).cast(spill_schema)
+                if not spills:
+                    in_memory.append(rows)
+                    continue
+                which = dest[p] // bin_rows
+                for b in np.unique(which).tolist():
+                    spills[b].write_table(rows.filter(pa.array(which == b)))
+        for w in spills:
+            w.close()
+        with atomic_parquet(layout, layout.plan, PLAN_SCHEMA) as plan:
+            for b in range(bins):
+                if spills:
+                    t = pq.read_table(_bin_path(spill_dir, b))
+                else:
+                    t = pa.concat_tables(in_memory) if in_memory else spill_schema.empty_table()
+                    in_memory = []
+                t = t.take(pc.sort_indices(t[_DEST])).drop_columns([_DEST])
+                plan.write_table(t, row_group_size=ROW_GROUP)
+    finally:
+        if spill_dir:
+            shutil.rmtree(spill_dir, ignore_errors=True)
+    return {"planned": m, "early_rejects": reject_count, "too_small": int(too_small.sum()), **stats}
+
+
+def _too_small_rows(rows: pa.Table, rule: BucketRule) -> pa.Table:
+    """The ``too_small_for_bucket`` reject rows of these scan rows (``sharding.plan.split_too_small``)."""
+    _, rejects, _ = split_too_small(rows, rule)
+    return pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA)
+
+
+def _np(table: pa.Table, column: str, dtype) -> np.ndarray:
+    return table[column].to_numpy().astype(dtype) if table.num_rows else np.zeros(0, dtype)
+
+
+def _bin_path(spill_dir: str, b: int) -> str:
+    return os.path.join(spill_dir, f"bin-{b:05d}.parquet")
+
+
+class PlanReader:
+    """A finished plan.parquet read shard by shard: the driver holds (offset, length) per shard and at
+    most the row groups of the shard in flight, never the whole plan."""
+
+    def __init__(self, layout: Layout, path: str):
+        self.file = pq.ParquetFile(layout.open_input_file(path))
+        meta = self.file.metadata
+        sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.num_rows = int(self.starts[-1])
+        self.spans: dict[str, tuple[int, int]] = {}
+        prev, start, at = None, 0, 0
+        for i in range(meta.num_row_groups):
+            column = self.file.read_row_group(i, columns=["shard"])["shard"]
+            code, names = codes(column)
+            change = np.flatnonzero(np.r_[True, code[1:] != code[:-1]]) if len(code) else []
+            for c in change:
+                name = names[code[c]]
+                if name != prev:
+                    if prev is not None:
+                        self.spans[prev] = (start, at + int(c) - start)
+                    prev, start = name, at + int(c)
+            at += len(code)
+        if prev is not None:
+            self.spans[prev] = (start, at - start)
+        self._cache: dict[int, pa.Table] = {}
+
+    def _group(self, i: int) -> pa.Table:
+        if i not in self._cache:
+            if len(self._cache) >= 2:  # shards are asked for in plan order: keep the last two groups
+                self._cache.pop(min(self._cache))
+            self._cache[i] = self.file.read_row_group(i)
+        return self._cache[i]
+
+    def table(self, shard: str) -> pa.Table:
+        offset, length = self.spans[shard]
+        first = int(np.searchsorted(self.starts, offset, side="right")) - 1
+        last = int(np.searchsorted(self.starts, offset + length - 1, side="right")) - 1
+        groups = [self._group(i) for i in range(first, last + 1)]
+        return pa.concat_tables(groups).slice(offset - int(self.starts[first]), length)
+
+    def rows(self, shard: str) -> list[dict]:
+        return self.table(shard).to_pylist()
