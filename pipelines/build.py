@@ -504,8 +504,9 @@ def finalize(
 
     inputs = layout.read_json(layout.enumerated)["inputs"]
     cfg = req.config.weights
-    columns = list(dict.fromkeys([*manifest_inputs(cfg), "bucket_upscale"]))
-    weights = write_first_version(layout, layout.read_parquet(layout.manifest, columns=columns), cfg)
+    weights = write_first_version(
+        layout, layout.read_parquet(layout.manifest, columns=manifest_inputs(cfg)), cfg
+    )
     counts = make_counts(tally.samples, reasons, tally.counts("bucket"), shards, inputs, dropped)
     build = {
         "complete": True,

@@ -45,7 +45,11 @@ class ReweightRefused(Exception):
 def manifest_inputs(cfg: WeightConfig) -> list[str]:
     """The manifest columns a version of policy ``cfg`` is solved from."""
     tags = [f"tags_{c}" for c in cfg.tag_categories] if cfg.tag_balance else []
-    return ["key", "source", "quality_score", "score", "bucket_w", "bucket_h", *tags]
+    # bucket_upscale divides the quality; illustration and upscale gate the high tier (curation.md)
+    return [
+        "key", "source", "quality_score", "score", "bucket_w", "bucket_h", "bucket_upscale",
+        "illustration", "upscale", *tags,
+    ]  # fmt: skip
 
 
 def _floats(table: pa.Table, name: str) -> np.ndarray:
