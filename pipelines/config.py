@@ -245,17 +245,21 @@ def _check(cfg: BuildConfig) -> None:
         raise ConfigError(f"shards.image_format must be 'jpg' or 'webp', got {cfg.shards.image_format!r}")
 
 
-def load_config(path: str | None) -> BuildConfig:
-    if path is None:
-        return BuildConfig()
+def read_toml(path: str) -> dict[str, Any]:
+    """A config file's tables; a missing or malformed file is a one-line ConfigError."""
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
-    return config_from_dict(data, os.path.dirname(os.path.abspath(path)))
+
+
+def load_config(path: str | None) -> BuildConfig:
+    if path is None:
+        return BuildConfig()
+    return config_from_dict(read_toml(path), os.path.dirname(os.path.abspath(path)))
 
 
 def diff_dicts(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import time
-import tomllib
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +31,7 @@ from sharding.weights import (
     write_version,
 )
 
-from .config import ConfigError, config_from_dict, diff_dicts
+from .config import config_from_dict, diff_dicts, read_toml
 
 # Config sections whose change is a change of weights only; every other one changes the shards.
 WEIGHT_SECTIONS = ("weights",)
@@ -152,13 +151,7 @@ def recorded_config(layout: Layout) -> dict[str, Any]:
 
 def weights_from_toml(path: str, recorded: dict[str, Any]) -> WeightConfig:
     """``[weights]`` of a TOML file; refuses a file whose other settings differ from the build's."""
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    data = read_toml(path)
     cfg = config_from_dict(data, os.path.dirname(os.path.abspath(path)))
     given = cfg.to_dict()
     others = sorted(set(data) - set(WEIGHT_SECTIONS) - {"sources"})
