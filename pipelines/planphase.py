@@ -80,7 +80,9 @@ def write_plan(
     """
     parts = [layout.scan_part(c) for c in range(chunks)]
     cats = list(s.weights.tag_categories) if s.weights.tag_balance else []
-    small = ["seq", "key", "source", "phash", "sha256", "quality_score", "score", "width", "height"]
+    # + what a weight version is solved from (reweight.manifest_inputs: the high-tier gate's measures)
+    small = ["seq", "key", "source", "phash", "sha256", "quality_score", "score", "width", "height",
+             "illustration", "upscale"]  # fmt: skip
     kept, per_part = _kept_columns(layout, parts, small + [f"tags_{c}" for c in cats])
     n = kept.num_rows
     phash = _np(kept, "phash", np.int64)
