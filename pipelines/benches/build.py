@@ -82,8 +82,7 @@ def scan_floor(paths: list[str], cfg: BuildConfig) -> float:
     from curation.scan import make_settings, scan_row
 
     settings = make_settings(
-        max_pixels=cfg.scan.max_pixels, min_side=cfg.scan.min_side, max_aspect=cfg.scan.max_aspect,
-        filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
+        scan=cfg.scan, filters=cfg.filters, metrics=cfg.metrics, quality=cfg.quality,
         sources=["bench"] * len(paths), scores=np.full(len(paths), np.nan), favs=np.full(len(paths), np.nan),
     )  # fmt: skip
     cv2.setNumThreads(1)
