@@ -20,6 +20,8 @@ from sharding.layout import Layout
 from sharding.loader import BatchStream, LoaderError, open_layout, shard_problems
 from sharding.weights import WeightsVersionError, read_version
 
+from .columnar import bucket_labels
+
 DIMENSIONS = ("source", "tier", "bucket")
 
 
@@ -249,9 +251,7 @@ def compare(out: Layout | str, a: str, b: str, *, top_tags: int = 20) -> dict[st
         )
     except (FileNotFoundError, OSError) as exc:
         raise LoaderError(f"{out} is not a finished build (no manifest.parquet): {exc}") from None
-    buckets = pc.binary_join_element_wise(
-        pc.cast(table["bucket_w"], pa.string()), pc.cast(table["bucket_h"], pa.string()), "x"
-    )
+    buckets = bucket_labels(table)
     tags = table["tags"].combine_chunks()
     parents = pc.list_parent_indices(tags).to_numpy()
     flat_tags = pc.list_flatten(tags)

@@ -18,18 +18,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import lineart
-from curation.records import TAG_CATEGORIES
 from curation.scan import ScanSettings, make_settings
 from curation.sources import SourceError, SourceSpec, check_unique_names, iter_records
 from curation.storage import SourceStorage
 from curation.weighting import WeightConfig, WeightError, check_sources
 from sharding.layout import Layout
-from sharding.schema import MANIFEST_SCHEMA, RECORD_SCHEMA, REJECT_SCHEMA
+from sharding.schema import RECORD_SCHEMA, REJECT_SCHEMA
 from sharding.weights import FIRST_VERSION
 
-from .columnar import concat_lists, labels
+from .columnar import bucket_labels, labels
 from .config import BuildConfig, ConfigError, diff_dicts
-from .finalize import extractor_lists, write_manifest, write_rejects
+from .finalize import manifest_rows, write_manifest, write_rejects
 from .planphase import PlanReader, PlanSettings, write_plan
 from .progress import Progress
 from .reweight import manifest_inputs, solve, write_first_version
@@ -529,14 +528,8 @@ def manifest_of(req: BuildRequest, plan_table: pa.Table, states: dict[str, dict[
 
     For an increment's small plan; the build streams its manifest (pipelines/finalize.py)."""
     late = pa.array(sorted({r["key"] for s in states.values() for r in s["rejects"]}), pa.string())
-    extractors = [e.name for e in req.config.extractors]
     dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
-    manifest = plan_table.filter(pc.invert(pc.is_in(plan_table["key"], value_set=late)))
-    manifest = manifest.append_column("tags", concat_lists([manifest[f"tags_{c}"] for c in TAG_CATEGORIES]))
-    manifest = manifest.append_column(
-        "extractors", extractor_lists(manifest["key"].combine_chunks(), extractors, dropped)
-    )
-    return manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
+    return manifest_rows(plan_table, late, [e.name for e in req.config.extractors], dropped)
 
 
 def late_rejects(states: dict[str, dict[str, Any]]) -> pa.Table:
@@ -550,9 +543,7 @@ def count(
 ) -> dict[str, Any]:  # fmt: skip
     """build.json's ``counts`` from whole tables (an increment's); see ``make_counts``."""
     reasons = {r["values"]: r["counts"] for r in pc.value_counts(rejects["reason"]).to_pylist()}
-    buckets = pc.binary_join_element_wise(
-        pc.cast(manifest["bucket_w"], pa.string()), pc.cast(manifest["bucket_h"], pa.string()), "x"
-    )
+    buckets = bucket_labels(manifest)
     by_bucket = {r["values"]: r["counts"] for r in pc.value_counts(buckets).to_pylist()}
     return make_counts(manifest.num_rows, reasons, by_bucket, shards, inputs, dropped)
 

@@ -104,3 +104,10 @@ def atomic_parquet(layout: Layout, path: str, schema: pa.Schema) -> Iterator[pq.
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def bucket_labels(table: pa.Table | pa.RecordBatch) -> pa.Array:
+    """``"{bucket_w}x{bucket_h}"`` per row: the one spelling of a bucket in counts and reports."""
+    return pc.binary_join_element_wise(
+        pc.cast(table["bucket_w"], pa.string()), pc.cast(table["bucket_h"], pa.string()), "x"
+    )

@@ -20,7 +20,7 @@ from curation.records import TAG_CATEGORIES
 from sharding.layout import Layout
 from sharding.schema import MANIFEST_SCHEMA, REJECT_SCHEMA
 
-from .columnar import ROW_GROUP, atomic_parquet, codes, concat_lists, parquet_batches
+from .columnar import ROW_GROUP, atomic_parquet, bucket_labels, codes, concat_lists, parquet_batches
 
 _LABELS = ("bucket",)
 
@@ -69,6 +69,21 @@ def extractor_lists(
     return pa.ListArray.from_arrays(offsets, pa.array(extractors * n, pa.string()))
 
 
+def manifest_rows(
+    plan_rows: pa.Table, late: pa.Array, extractors: list[str], dropped: Mapping[str, Mapping[str, str]]
+) -> pa.Table:
+    """Manifest rows of these plan rows: the late rejects (keys ``late``) left out, plus ``tags`` (all
+    categories) and ``extractors`` (the drawings stored)."""
+    if len(late):
+        plan_rows = plan_rows.filter(pc.invert(pc.is_in(plan_rows["key"], value_set=late)))
+    plan_rows = plan_rows.append_column(
+        "tags", concat_lists([plan_rows[f"tags_{c}"] for c in TAG_CATEGORIES])
+    )
+    keys = plan_rows["key"].combine_chunks()
+    plan_rows = plan_rows.append_column("extractors", extractor_lists(keys, extractors, dropped))
+    return plan_rows.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
+
+
 def write_manifest(
     layout: Layout, late_keys: set[str], extractors: list[str],
     dropped: Mapping[str, Mapping[str, str]],
@@ -78,18 +93,11 @@ def write_manifest(
     late = pa.array(sorted(late_keys), pa.string())
     with atomic_parquet(layout, layout.manifest, MANIFEST_SCHEMA) as out:
         for batch in parquet_batches(layout, layout.plan):
-            if len(late):
-                batch = batch.filter(pc.invert(pc.is_in(batch["key"], value_set=late)))
+            batch = manifest_rows(batch, late, extractors, dropped)
             if batch.num_rows == 0:
                 continue
-            batch = batch.append_column("tags", concat_lists([batch[f"tags_{c}"] for c in TAG_CATEGORIES]))
-            keys = batch["key"].combine_chunks()
-            batch = batch.append_column("extractors", extractor_lists(keys, extractors, dropped))
-            batch = batch.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
             out.write_table(batch, row_group_size=ROW_GROUP)
-            bucket = pc.binary_join_element_wise(
-                pc.cast(batch["bucket_w"], pa.string()), pc.cast(batch["bucket_h"], pa.string()), "x"
-            )
+            bucket = bucket_labels(batch)
             tally.add(batch.num_rows, {"bucket": bucket})
     return tally
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from curation.weighting import WeightConfig, WeightError, compute_weights, high_tier_eligible, weight_summary
 from sharding.layout import Layout
@@ -31,6 +30,7 @@ from sharding.weights import (
     write_version,
 )
 
+from .columnar import bucket_labels
 from .config import config_from_dict, diff_dicts, read_toml
 
 # Config sections whose change is a change of weights only; every other one changes the shards.
@@ -97,9 +97,7 @@ def solve(manifest: pa.Table, cfg: WeightConfig) -> pa.Table:
 
 def summarize(manifest: pa.Table, version: pa.Table, training_samples: int) -> dict[str, Any]:
     """build.json's ``weights``: intended shares, effective sample size, expected draws."""
-    buckets = pc.binary_join_element_wise(
-        pc.cast(manifest["bucket_w"], pa.string()), pc.cast(manifest["bucket_h"], pa.string()), "x"
-    ).to_numpy(zero_copy_only=False)
+    buckets = bucket_labels(manifest).to_numpy(zero_copy_only=False)
     return weight_summary(
         version["weight"].to_numpy(zero_copy_only=False),
         sources=manifest["source"].to_pylist(),
