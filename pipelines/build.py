@@ -23,6 +23,7 @@ from curation.sources import SourceError, SourceSpec, check_unique_names, iter_r
 from curation.storage import SourceStorage
 from curation.weighting import WeightConfig, WeightError, check_sources
 from sharding.layout import Layout
+from sharding.samplejson import dataset_card
 from sharding.schema import RECORD_SCHEMA, REJECT_SCHEMA
 from sharding.weights import FIRST_VERSION
 
@@ -35,7 +36,7 @@ from .reweight import manifest_inputs, solve, write_first_version
 
 # 2: weights, tiers and quality quantiles moved out of shards/manifest/plan into weight versions
 #    (OUT/weights/); shards are grouped by bucket only (docs/output.md, "Changes").
-CONTRACT_VERSION = 2
+CONTRACT_VERSION = 3  # 3: sample JSON without nulls, tags as strings (docs/output.md)
 
 
 class BuildRefused(Exception):
@@ -507,6 +508,10 @@ def finalize(
         layout, layout.read_parquet(layout.manifest, columns=manifest_inputs(cfg)), cfg
     )
     counts = make_counts(tally.samples, reasons, tally.counts("bucket"), shards, inputs, dropped)
+    # README.md (an HF dataset card) before build.json, the marker that says the build is complete
+    conf = req.config
+    card = dataset_card([e.name for e in conf.extractors], conf.shards.image_format, conf.augment.enabled)
+    layout.write_bytes(layout.dataset_card, card.encode("utf-8"))
     build = {
         "complete": True,
         "contract": CONTRACT_VERSION,

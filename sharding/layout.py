@@ -40,6 +40,7 @@ SHARDS_DIR = "shards"
 WEIGHTS_DIR = "weights"  # weight versions: weights/<name>.parquet (sharding/weights.py)
 WEIGHTS_ACTIVE = "active.json"  # weights/active.json: {"name": NAME}, the version readers take by default
 REJECTS_HISTORY = "rejects_history.parquet"  # reject rows a --retry superseded
+DATASET_CARD = "README.md"  # an HF dataset card: the shards and their exact features (sharding/samplejson.py)
 # Private progress (may change between versions).
 STATE_DIR = "_state"
 TMP_MARK = ".tmp-"
@@ -286,6 +287,10 @@ class Layout:
     @property
     def rejects_history(self) -> str:
         return self.path(REJECTS_HISTORY)
+
+    @property
+    def dataset_card(self) -> str:
+        return self.path(DATASET_CARD)
 
     def shard(self, rel_path: str) -> str:
         """A shard tar; ``rel_path`` as in shards.json and the manifest (``shards/WxH/NNNNNN.tar``).
