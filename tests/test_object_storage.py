@@ -154,6 +154,19 @@ def test_build_on_s3_equals_local_and_reads_back(s3, reference, ray_cluster, tmp
     layout.write_bytes(first, layout.read_bytes(first)[:-512])
     bad = _cli("verify", out)
     assert bad.returncode == 1 and ref_shards["shards"][0]["path"] in bad.stdout
+    # The resume check lists sizes once and hashes the rest: a truncation, then a same-size flip.
+    from pipelines.shardcheck import damage
+
+    rel = ref_shards["shards"][0]["path"]
+    assert damage(layout, ref_shards["shards"]) == {
+        rel: f"{ref_shards['shards'][0]['bytes'] - 512} bytes, {ref_shards['shards'][0]['bytes']} recorded"
+    }
+    good = open(os.path.join(os.path.dirname(src), "local", rel), "rb").read()
+    layout.write_bytes(first, good[:100] + bytes([good[100] ^ 1]) + good[101:])
+    assert damage(layout, ref_shards["shards"]) == {rel: "sha256 differs from the recorded one"}
+    res = _cli("build", src, "--out", out, "--config", cfg, "--address", ray_cluster, "-q")
+    assert res.returncode == 0 and "damaged shard" in res.stderr, res.stderr
+    assert _result(out) == (ref_manifest, ref_shards)  # repaired to the same bytes
 
 
 def test_sigkill_mid_materialize_on_s3_resumes_to_same_bytes(s3, reference, ray_cluster):
