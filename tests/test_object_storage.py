@@ -259,3 +259,14 @@ def test_sources_on_s3_equal_the_same_sources_on_disk(s3, corpus, ray_cluster, t
     # the kind is detected on the store too, and a missing URL is one line
     res = _cli("build", f"s3://{BUCKET}/sources/nothing", "--out", str(tmp_path / "x"), "--config", cfg)
     assert res.returncode == 2 and "does not exist" in res.stderr and "Traceback" not in res.stderr
+    # [[sources]] URLs in the config are opened with the command's --storage-option settings (the
+    # endpoint given only there), not at config load with the AWS_* variables alone.
+    env = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"}
+    tables = CONFIG + f'\n[[sources]]\nname = "art"\npath = "s3://{BUCKET}/sources/art"\n'
+    cfg2 = write_config(str(tmp_path / "cfg-sources.toml"), tables)
+    out2 = str(tmp_path / "from-config")
+    res = _cli("build", "--out", out2, "--config", cfg2, "--address", ray_cluster, "-q",
+               "--storage-option", f"endpoint_url={s3['AWS_ENDPOINT_URL']}", env=env)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    art_rows = [r for r in ref_manifest if r["source"] == "art"]
+    assert sorted(r["key"] for r in _result(out2)[0]) == sorted(r["key"] for r in art_rows)
