@@ -7,8 +7,10 @@ import os
 import re
 import shutil
 import subprocess
+from collections import Counter
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -130,7 +132,15 @@ def test_bad_shard_is_named_and_exit_1(build, tmp_path):
     assert res.returncode == 1
     assert f"BAD SHARD    {gone}: missing" in res.stdout
     res = cli("audit", out, "--json", "--draws", "5000")
-    assert json.loads(res.stdout)["shard_problems"] == {gone: "missing"}
+    report = json.loads(res.stdout)
+    assert report["shard_problems"] == {gone: "missing"}
+    # tag counts cover exactly the samples in play: the manifest less the missing shard's rows
+    rows = pq.read_table(os.path.join(out, "manifest.parquet"), columns=["shard", "tags"]).to_pylist()
+    expected = Counter(t for r in rows if r["shard"] != gone for t in r["tags"])
+    assert {t: n for t, n, _ in report["tags"]["by_count"]} == {
+        t: expected[t] for t, _, _ in report["tags"]["by_count"]
+    }
+    assert report["tags"]["by_count"][0][1] == max(expected.values())
 
 
 def test_not_a_build(tmp_path):
