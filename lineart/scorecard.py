@@ -21,7 +21,7 @@ import os
 import re
 import statistics
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,16 +138,20 @@ def drop_sets(shared: str) -> dict[str, list[str]]:
     return {"shared_illustrations": illustrations, "calibration_keep": keep}
 
 
-def candidates(names: Iterable[str], shared: str | None) -> list[Candidate]:
-    """Each extractor built at its defaults; a learned one with the real checkpoint from ``shared``
-    or the weights cache (never downloaded here), else a note saying there are no weights."""
+def candidates(
+    names: Iterable[str], shared: str | None, options: Mapping[str, Any] | None = None
+) -> list[Candidate]:
+    """Each extractor built at its defaults plus ``options`` (each must suit every one); a learned
+    one with the real checkpoint from ``shared`` or the weights cache (never downloaded here), else
+    a note saying there are no weights."""
+    options = dict(options or {})
     from .weights import cache_dir
 
     out = []
     for name in names:
         entry = info(name)
         if entry.kind == "classical":
-            out.append(Candidate(name, entry.kind, create(name)))
+            out.append(Candidate(name, entry.kind, create(name, **options)))
             continue
         filename = _weights_filename(name)
         paths = [os.path.join(cache_dir(), filename)] if filename else []
@@ -157,7 +161,7 @@ def candidates(names: Iterable[str], shared: str | None) -> list[Candidate]:
         if path is None:
             out.append(Candidate(name, entry.kind, None, f"no weights here ({filename or 'unknown file'})"))
             continue
-        out.append(Candidate(name, entry.kind, create(name, weights=path), os.path.basename(path)))
+        out.append(Candidate(name, entry.kind, create(name, weights=path, **options), os.path.basename(path)))
     return out
 
 

@@ -103,6 +103,10 @@ def test_extract_compare_writes_table_json_and_escaped_sheet(shared, tmp_path, c
         (["--compare", "--only", "cany"], "unknown extractor(s) cany"),
         (["--compare", "--limit", "-1"], "--limit must be >= 0"),
         (["--compare", "some.png"], "takes no IMAGE"),
+        (
+            ["--compare", "--only", "canny,xdog", "--option", "mode='median'"],
+            "--option: ",
+        ),  # xdog has no mode
         (["--extractor", "canny", "--limit", "3"], "go with --compare"),
         (["--extractor", "canny"], "needs an IMAGE"),
     ],
@@ -111,3 +115,16 @@ def test_compare_usage_errors_are_one_line(shared, args, message, capsys):
     assert main(["extract", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_compare_options_apply_to_the_compared_extractor(shared, tmp_path, capsys):
+    """``--option`` with --compare builds the extractor that way: fixed thresholds score differently."""
+    f1 = {}
+    for label, extra in (("default", []), ("fixed", ["--option", "mode='fixed'"])):
+        out = tmp_path / label
+        rc = main(["extract", "--compare", "--only", "canny", "--limit", "1", "--max-side", "256",
+                   "--shared", shared, "-o", str(out), *extra])  # fmt: skip
+        assert rc == 0
+        f1[label] = json.loads((out / "compare.json").read_text())["extractors"]["canny"]["f1"]
+    capsys.readouterr()
+    assert f1["default"] != f1["fixed"]

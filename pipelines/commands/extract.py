@@ -50,7 +50,8 @@ def add_parser(sub) -> None:
     p.add_argument("--weights", help="checkpoint for a learned --extractor")
     p.add_argument("--device", default="cpu", help="cpu (OpenCV path for classical ones), cuda, cuda:1, ...")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="extractor option (TOML value: 0.5, 'median', true); repeatable; only with --extractor")  # fmt: skip
+                   help="extractor option (TOML value: 0.5, 'median', true); repeatable; with --extractor, "
+                        "or with --compare for every extractor compared")  # fmt: skip
     p.add_argument("--max-side", type=int, default=None,
                    help="shrink images so that their longer side is at most this "
                         "(0: keep; default 1024, 768 with --compare)")  # fmt: skip
@@ -180,10 +181,9 @@ def run_compare(args: argparse.Namespace) -> int:
 
     from ..paths import shared_dir
 
-    if args.image or args.option or args.weights:
-        raise UsageError(
-            "--compare takes no IMAGE, --option or --weights (it scores every extractor at its defaults)"
-        )
+    if args.image or args.weights:
+        raise UsageError("--compare takes no IMAGE or --weights (learned ones use the shared checkpoints)")
+    options = dict(_parse_option(o) for o in args.option)
     shared = args.shared or shared_dir()
     if not shared or not os.path.isdir(os.path.join(shared, "corpus")):
         raise UsageError(
@@ -197,9 +197,13 @@ def run_compare(args: argparse.Namespace) -> int:
         )
     if args.limit < 0:
         raise UsageError("--limit must be >= 0")
+    try:  # every option must suit every extractor compared (e.g. --only pidinet --option reference_exact=true)
+        cands = scorecard.candidates(names, shared, options)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--option: {exc}") from None
     max_side = scorecard.MAX_SIDE if args.max_side is None else args.max_side
     card = scorecard.score(
-        scorecard.candidates(names, shared), shared, max_side=max_side, limit=args.limit,
+        cands, shared, max_side=max_side, limit=args.limit,
         progress=lambda n: print(f"compare: {n} ...", file=sys.stderr, flush=True),
     )  # fmt: skip
     out = args.output or "compare"
