@@ -7,8 +7,8 @@ training size drawn by the same extractor (tolerant edge F-score and Chamfer dis
 ``wnet.metrics``). A model that follows the sketch scores clearly better matched than mismatched.
 
 The scored units are (sample, extractor) pairs: every line drawing of every sample, held-out samples
-first, then the rest in a fixed hash order, up to ``limit`` units; a unit with no partner of its size
-and extractor is left out (``unpaired``). Each unit is painted with ``seeds`` noise seeds. The spread
+first, then the rest in a fixed hash order, up to ``limit`` units; a unit whose sketch has no ink at
+training size (``no_ink``) or no partner of its size and extractor (``unpaired``) is left out. Each unit is painted with ``seeds`` noise seeds. The spread
 of the gap is reported two ways: a bootstrap over units (95% interval) and the gap per seed, so a
 gap is judged against its own noise.
 Held-out loss: the EMA model's fixed-noise loss on the run's held-out keys (never trained on).
@@ -67,54 +67,51 @@ def _order(key: str) -> bytes:
     return hashlib.blake2b(key.encode(), digest_size=8, person=b"wnet-eval").digest()
 
 
-def alignment_groups(build: str, painter: Painter, limit: int) -> tuple[list[Batch], int]:
+def alignment_groups(build: str, painter: Painter, limit: int) -> tuple[list[Batch], int, int]:
     """The scored units grouped by (training size, extractor), each group one Batch of >= 2 samples;
-    and how many units were left out for want of a partner."""
+    how many units were left out for want of a partner; and how many for having no ink at training
+    size (a thin line area-resized 8x is grey, not ink: such a reference scores every painting alike)."""
     cfg = painter.cfg
     layout = Layout(build)
     table = layout.read_parquet(layout.manifest, columns=["key", "bucket_w", "bucket_h", "extractors"])
     wanted = {tuple(b) for b in cfg.train.buckets} or None
     rows = [
-        (k, names)
+        (k, [n for n in names if cfg.train.extractor in (None, n)])
         for k, w, h, names in zip(*(table[c].to_pylist() for c in table.column_names), strict=True)
         if wanted is None or (w, h) in wanted
     ]
     rows.sort(key=lambda r: (not is_heldout(r[0], cfg.train.heldout), _order(r[0])))
-    chosen, units = [], 0
-    for key, names in rows:
-        names = [n for n in names if cfg.train.extractor in (None, n)]
-        if names and units < limit:
-            chosen.append((key, names[: limit - units]))
-            units += len(chosen[-1][1])
     reader = batches(build, 1, seed=cfg.train.seed, extractor=cfg.train.extractor)
-    groups: dict[tuple, list[tuple[dict, str]]] = {}
-    for start in range(0, len(chosen), 16):
-        part = chosen[start : start + 16]
+    groups: dict[tuple, list[Batch]] = {}
+    units = no_ink = 0
+    for start in range(0, len(rows), 16):
+        if units >= limit:
+            break
+        part = rows[start : start + 16]
         for sample, (_, names) in zip(reader.samples([k for k, _ in part]), part, strict=True):
-            bucket = tuple(sample["meta"]["bucket"])
             for name in names:
-                groups.setdefault((bucket, name), []).append((sample, name))
-    # Samples of different buckets may share a training size: group by that size.
-    by_size: dict[tuple, list[Batch]] = {}
-    for (bucket, name), members in sorted(groups.items()):
-        batch = fit_batch(Batch(
-            keys=[s["key"] for s, _ in members], bucket=bucket,
-            images=np.stack([s["image"] for s, _ in members]),
-            lines=np.stack([s["lines"][n] for s, n in members]),
-            extractors=[n for _, n in members], meta=[s["meta"] for s, _ in members],
-        ), cfg)  # fmt: skip
-        by_size.setdefault((batch.images.shape[1:3], name), []).append(batch)
+                if units >= limit:
+                    break
+                one = fit_batch(Batch(
+                    keys=[sample["key"]], bucket=tuple(sample["meta"]["bucket"]), images=sample["image"][None],
+                    lines=sample["lines"][name][None], extractors=[name], meta=[sample["meta"]],
+                ), cfg)  # fmt: skip
+                if not (one.lines < 128).any():
+                    no_ink += 1
+                    continue
+                groups.setdefault((one.lines.shape[1:], name), []).append(one)
+                units += 1
     out, unpaired = [], 0
-    for (_, name), parts in sorted(by_size.items()):
-        if sum(len(b.keys) for b in parts) < 2:
-            unpaired += sum(len(b.keys) for b in parts)
+    for (_, name), parts in sorted(groups.items()):
+        if len(parts) < 2:
+            unpaired += len(parts)
             continue
         out.append(Batch(
-            keys=[k for b in parts for k in b.keys], bucket=parts[0].bucket,
+            keys=[b.keys[0] for b in parts], bucket=parts[0].bucket,
             images=np.concatenate([b.images for b in parts]), lines=np.concatenate([b.lines for b in parts]),
-            extractors=[name] * sum(len(b.keys) for b in parts), meta=[m for b in parts for m in b.meta],
+            extractors=[name] * len(parts), meta=[b.meta[0] for b in parts],
         ))  # fmt: skip
-    return out, unpaired
+    return out, unpaired, no_ink
 
 
 def _paint(painter: Painter, group: Batch, seed: int) -> np.ndarray:
@@ -161,7 +158,7 @@ def evaluate(run: str, limit: int = 48, seed: int = 0, device: str = "cpu", seed
         raise RunError("--seeds must be at least 1")
     made = build_extractors(build)
 
-    groups, unpaired = alignment_groups(build, painter, limit)
+    groups, unpaired, no_ink = alignment_groups(build, painter, limit)
     if not groups:
         raise RunError(f"no two samples of one size and extractor in {build} for the alignment scores")
     per_seed, rows = [], []  # per_seed[s]: units x 4
@@ -187,6 +184,7 @@ def evaluate(run: str, limit: int = 48, seed: int = 0, device: str = "cpu", seed
         "step": painter.step,
         "samples": len(units),
         "unpaired": unpaired,
+        "no_ink": no_ink,
         "seeds": seeds,
         "edge_f1_matched": float(units[:, 0].mean()),
         "edge_f1_mismatched": float(units[:, 2].mean()),

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from types import SimpleNamespace
@@ -49,6 +52,7 @@ from ..errors import UsageError
 from ..paths import corpus_illustrations
 
 STEPS = 300
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLOOR_STEPS = 10  # random-array steps per floor timing
 
 
@@ -131,10 +135,13 @@ def _real_build(folder: str, root: str, args, steps: int | None = None) -> dict[
     ckpt = open_checkpoint(latest_checkpoint(run_dir))
     trainer.load(ckpt.weights("model"), ckpt.weights("ema"), ckpt.optimizer(), ckpt.step)
     loss_after = float(np.mean([trainer.fixed_loss(b, seed=i) for i, b in enumerate(fixed)]))
-    scores = evaluate(run_dir, limit=16)
+    cli = _cli_train(out, os.path.join(root, "real", "cli"), steps)
     return {
         "build": "shared illustrations, default build config", "samples": _samples(out),
         "build_s": build_s, "config": "tiny", "max_side": cfg.train.max_side, "batch": cfg.train.batch_size,
+        "model": {"channels": list(cfg.model.channels), "attn_levels": list(cfg.model.attn_levels),
+                  "sketch_channels": list(cfg.model.sketch_channels), "prediction": cfg.diffusion.prediction,
+                  "parameters": sum(p.numel() for p in trainer.model.parameters())},
         "torch_threads": 1, "steps": result.step,
         "train_wall_s": wall, "steps_per_s": result.step / wall,
         # CPU seconds barely depend on what else the machine runs: on a quiet machine wall ~ CPU.
@@ -147,9 +154,43 @@ def _real_build(folder: str, root: str, args, steps: int | None = None) -> dict[
         "loop_over_floor": loop_step_s / floor_step_s,
         "fixed_loss_before": loss_before, "fixed_loss_after": loss_after,
         "loss_ratio": loss_after / loss_before,
-        "edge_f1_matched": scores["edge_f1_matched"], "edge_f1_mismatched": scores["edge_f1_mismatched"],
-        "edge_f1_gap": scores["edge_f1_gap"], "heldout_loss": scores["heldout_loss"],
+        "logged_loss_first_last": [first["loss"], last["loss"]],
+        "cli": cli,
         "decode_ms_per_sample": _decode_costs(out, cfg, args.repeats),
+    }  # fmt: skip
+
+
+def _cli_train(build: str, run_dir: str, steps: int | None) -> dict[str, Any]:
+    """The goal as a user meets it: ``linepairs train OUT --config tiny`` in its own process, torch's
+    default threads, wall and CPU seconds with the load average around it; then ``linepairs eval``
+    (every unit of the build, two noise seeds) for the edge-F1 gap and its spread."""
+    cmd = [sys.executable, "-m", "pipelines.cli", "train", build, "--config", "tiny", "--run", run_dir, "-q"]
+    cmd += ["--steps", str(steps)] if steps is not None else []
+    load_before = os.getloadavg()
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=_REPO)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"linepairs train failed: {done.stderr.strip()[-2000:]}")
+    rows = read_metrics(run_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a busy 2-core machine paints faster on one thread
+    try:
+        scores = evaluate(run_dir, limit=48, seeds=2)
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "command": "linepairs train OUT --config tiny (default threads)", "cpus": os.cpu_count(),
+        "steps": rows[-1]["step"], "wall_s": wall,
+        "cpu_s": (after.ru_utime + after.ru_stime) - (used.ru_utime + used.ru_stime),
+        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "loss_first_last": [rows[0]["loss"], rows[-1]["loss"]], "data_wait_s": rows[-1].get("data_wait_s"),
+        "eval": {k: scores[k] for k in (
+            "samples", "unpaired", "seeds", "edge_f1_matched", "edge_f1_mismatched", "edge_f1_gap",
+            "edge_f1_gap_ci95", "edge_f1_gap_per_seed", "edge_f1_gap_heldout", "heldout_units",
+            "chamfer_matched", "chamfer_mismatched", "heldout_loss")},
     }  # fmt: skip
 
 
