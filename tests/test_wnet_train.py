@@ -199,7 +199,7 @@ def test_bad_inputs_are_one_line_errors(build, resumed_run, tmp_path, capsys):
     # The same RUN with another model: refused, naming the key.
     other = tmp_path / "other.toml"
     other.write_text(
-        open(cfg).read().replace('name = "tiny-test"', 'name = "tiny-test"\n[model]\nchannels = [32, 32]')
+        open(cfg).read().replace('name = "tiny-test"', 'name = "tiny-test"\n[model]\nchannels = [16, 32, 32]')
     )
     assert main(["train", build, "--config", str(other), "--run", killed, "-q"]) == 2
     assert "model.channels" in capsys.readouterr().err
@@ -209,7 +209,10 @@ def test_bad_inputs_are_one_line_errors(build, resumed_run, tmp_path, capsys):
     shutil.copytree(os.path.join(killed, "checkpoints"), os.path.join(run2, "checkpoints"))
     assert main(["train", build, "--config", str(other), "--run", run2, "--steps", "20", "-q"]) == 2
     err = capsys.readouterr().err
-    assert "model.channels: [32, 64] (checkpoint) vs [32, 32] (requested)" in err and "Traceback" not in err
+    assert (
+        "model.channels: [16, 32, 64] (checkpoint) vs [16, 32, 32] (requested)" in err
+        and "Traceback" not in err
+    )
     # A bucket the build does not have.
     wide = tmp_path / "wide.toml"
     wide.write_text(open(cfg).read() + "buckets = [[64, 64]]\n")
