@@ -58,7 +58,9 @@ def test_loss_on_a_fixed_batch_drops_by_half(build):
     fixed = _eight(build)
     before = trainer.fixed_loss(fixed)
     stream = open_stream(build, trainer.cfg)
-    for _ in range(40):
+    # 120 steps: tiny's unweighted v-loss keeps the pure-noise end (the target there is the image
+    # itself), which falls slower than the old min-SNR-weighted epsilon loss did in 40 (~0.41 here).
+    for _ in range(120):
         trainer.train_step(next(stream))
     after = trainer.fixed_loss(fixed)
     assert after <= 0.5 * before, (before, after)
@@ -66,14 +68,16 @@ def test_loss_on_a_fixed_batch_drops_by_half(build):
 
 @pytest.mark.slow
 def test_overfits_eight_pairs_and_follows_the_sketch(build):
-    """Slow (~1 min): 200 steps on 8 pairs; then paint from their sketches and re-extract the lines."""
+    """Slow (~1 min): 300 steps (the preset's) on 8 pairs; then paint from their sketches and re-extract
+    the lines. The loss bound is 0.3 (it was 0.1 with the old epsilon preset): tiny's unweighted
+    v-loss includes the pure-noise end, where even memorised pairs leave more (~0.19 here)."""
     trainer = _trainer(build, flip=0.0, warmup=10)
     pairs = _eight(build)
     before = trainer.fixed_loss(pairs)
-    for _ in range(200):
+    for _ in range(300):
         trainer.train_step(pairs)
     after = trainer.fixed_loss(pairs)
-    assert after < 0.1 * before, (before, after)
+    assert after < 0.3 * before, (before, after)
 
     painter = trainer.painter()
     tags = [m["tags"] for m in pairs.meta]
