@@ -286,3 +286,16 @@ def test_batches_larger_than_max_side_are_resized_to_the_training_size():
     w, h = train_size((512, 768), TINY.train.max_side, mult)
     assert fitted.images.shape == (2, h, w, 3) and fitted.lines.shape == (2, h, w)
     assert fitted.lines.min() == 0 and fitted.keys == batch.keys
+
+
+def test_gap_interval_is_a_seeded_bootstrap_of_the_mean():
+    import numpy as np
+
+    from wnet.evaluate import gap_interval
+
+    gaps = np.random.default_rng(3).normal(0.1, 0.05, 40)
+    lo, hi = gap_interval(gaps)
+    assert lo < gaps.mean() < hi and (lo, hi) == gap_interval(gaps)
+    se = gaps.std(ddof=1) / np.sqrt(len(gaps))
+    assert 2.5 * se < hi - lo < 5.5 * se  # about 2 x 1.96 standard errors
+    assert gap_interval(np.full(10, 0.07)) == pytest.approx((0.07, 0.07))

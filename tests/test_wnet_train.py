@@ -161,8 +161,13 @@ def test_a_killed_and_resumed_run_equals_a_straight_run(resumed_run):
 
 def test_eval_and_sample_commands(resumed_run, tmp_path, capsys):
     killed, _, _ = resumed_run
-    assert main(["eval", killed, "--json", "--limit", "4"]) == 0
+    assert main(["eval", killed, "--json", "--limit", "4", "--seeds", "2"]) == 0
     scores = json.loads(capsys.readouterr().out)
+    lo, hi = scores["edge_f1_gap_ci95"]
+    assert lo <= scores["edge_f1_gap"] <= hi and len(scores["edge_f1_gap_per_seed"]) == scores["seeds"] == 2
+    per_seed = scores["edge_f1_gap_per_seed"]
+    assert scores["edge_f1_gap"] == pytest.approx(sum(per_seed) / 2)  # units averaged over the seeds
+    assert scores["no_ink"] == 0 and scores["unpaired"] == 0  # 32-px canny lines trained at bucket size
     for key in (
         "edge_f1_matched",
         "edge_f1_mismatched",
