@@ -22,6 +22,16 @@ import numpy as np
 from curation.configtable import from_table
 
 OPS = ("thickness", "dropout", "jitter", "binarize", "paper", "jpeg")
+# Each operation's parameters and their types, as ``draw`` records them (the sample JSON's
+# `augment` features, sharding/samplejson.py, are made from this table).
+OP_PARAMS: dict[str, dict[str, type]] = {
+    "thickness": {"delta": int},
+    "dropout": {"fraction": float, "blob": int, "seed": int},
+    "jitter": {"alpha": float, "grid": int, "seed": int},
+    "binarize": {"threshold": int},
+    "paper": {"tone": int, "noise": float, "seed": int},
+    "jpeg": {"quality": int},
+}
 
 
 # ---------------------------------------------------------------- operations

@@ -23,6 +23,7 @@ from curation.sources import SourceError, SourceSpec, check_unique_names, iter_r
 from curation.storage import SourceStorage
 from curation.weighting import WeightConfig, WeightError, check_sources
 from sharding.layout import Layout
+from sharding.samplejson import dataset_card
 from sharding.schema import RECORD_SCHEMA, REJECT_SCHEMA
 from sharding.weights import FIRST_VERSION
 
@@ -32,10 +33,11 @@ from .finalize import manifest_rows, write_manifest, write_rejects
 from .planphase import PlanReader, PlanSettings, write_plan
 from .progress import Progress
 from .reweight import manifest_inputs, solve, write_first_version
+from .shardcheck import damage, intact_states
 
 # 2: weights, tiers and quality quantiles moved out of shards/manifest/plan into weight versions
 #    (OUT/weights/); shards are grouped by bucket only (docs/output.md, "Changes").
-CONTRACT_VERSION = 2
+CONTRACT_VERSION = 3  # 3: sample JSON without nulls, tags as strings (docs/output.md)
 
 
 class BuildRefused(Exception):
@@ -388,37 +390,12 @@ def check_weights(cfg: WeightConfig, kept: pa.Table) -> None:
         ) from None
 
 
-def _shard_done(layout: Layout, shard: str) -> dict[str, Any] | None:
-    state_path = layout.shard_state(shard)
-    if not layout.exists(state_path):
-        return None
-    state = layout.read_json(state_path)
-    return state if _shard_intact(layout, state["stats"]) is None else None
-
-
-def _shard_intact(layout: Layout, stats: dict[str, Any]) -> str | None:
-    """What is wrong with a written shard (None: its size and sha256 are the recorded ones).
-
-    Both: a same-size bit flip is as damaged as a truncation. Hashing every shard is cheap next
-    to building it.
-    """
-    path = layout.shard(stats["path"])
-    size = layout.size(path)
-    if size is None:
-        return "missing"
-    if size != stats["bytes"]:
-        return f"{size} bytes, {stats['bytes']} recorded"
-    if layout.sha256(path) != stats["sha256"]:
-        return "sha256 differs from the recorded one"
-    return None
-
-
 def damaged_shards(layout: Layout) -> dict[str, str]:
     """Shards of a finished build that no longer match shards.json: path -> what is wrong."""
     shards = layout.read_json(layout.shards_json)["shards"] if layout.exists(layout.shards_json) else None
     if shards is None:
         return {layout.shards_json: "missing"}
-    return {s["path"]: why for s in shards if (why := _shard_intact(layout, s)) is not None}
+    return damage(layout, shards)
 
 
 def _actor_pool_shape(mat, resources: dict[str, float], shards: int) -> tuple[int, dict[str, Any], str]:
@@ -448,14 +425,9 @@ def materialize(req: BuildRequest, layout: Layout, plan: PlanReader) -> dict[str
 
     # The plan is read shard by shard (PlanReader): only the shards in flight become Python rows.
     spans = plan.spans
-    states: dict[str, dict[str, Any]] = {}
-    todo = []
-    for shard in sorted(spans):
-        state = _shard_done(layout, shard)
-        if state is None:
-            todo.append(shard)
-        else:
-            states[shard] = _small_state(state)
+    # a shard is done when its state is there and its tar has the recorded size and sha256
+    states = {shard: _small_state(st) for shard, st in intact_states(layout, sorted(spans)).items()}
+    todo = [shard for shard in sorted(spans) if shard not in states]
     progress = Progress("materialize", total=plan.num_rows, unit="samples", enabled=req.show_progress)
     progress.update(sum(spans[s][1] for s in states))
     if todo:
@@ -507,6 +479,10 @@ def finalize(
         layout, layout.read_parquet(layout.manifest, columns=manifest_inputs(cfg)), cfg
     )
     counts = make_counts(tally.samples, reasons, tally.counts("bucket"), shards, inputs, dropped)
+    # README.md (an HF dataset card) before build.json, the marker that says the build is complete
+    conf = req.config
+    card = dataset_card([e.name for e in conf.extractors], conf.shards.image_format, conf.augment.enabled)
+    layout.write_bytes(layout.dataset_card, card.encode("utf-8"))
     build = {
         "complete": True,
         "contract": CONTRACT_VERSION,

@@ -168,13 +168,17 @@ def _scorers(data: Any) -> tuple[ScorerSpec, ...]:
 
 
 def _sources(data: Any, base_dir: str | None) -> tuple[dict[str, Any], ...]:
-    from curation.sources import SourceError, source_from_table
+    from curation.sources import SourceError, check_table, is_remote_table, source_from_table
 
     if not isinstance(data, list):
         raise ConfigError("[[sources]] must be an array of tables")
     out = []
     for i, table in enumerate(data):
         try:
+            if is_remote_table(table):  # opened by the command, with its --storage-option settings
+                check_table(table)
+                out.append(dict(table))
+                continue
             spec = source_from_table(table, base_dir)
         except SourceError as exc:
             raise ConfigError(f"sources[{i}]: {exc}") from None

@@ -5,8 +5,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import warnings
 from collections.abc import Iterator
+
+PROBE_TIMEOUT_S = 5.0  # a head that does not accept a TCP connection in this long is not there
+
+
+def unreachable(address: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why ``host:port`` (or ``ray://host:port``) takes no connection; None when it does.
+
+    Ray's own client retries a dead head for minutes, printing C++ warnings; one TCP connect
+    answers first. ``auto`` (the machine's running cluster) is left to Ray."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -26,6 +45,14 @@ def ray_session(address: str | None = None) -> Iterator[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if address:
+            why = unreachable(address)
+            if why is not None:
+                from .errors import UsageError
+
+                raise UsageError(
+                    f"cannot join the Ray cluster at {address}: nothing answers there ({why}); start the "
+                    f"head with `ray start --head` or give its address (README, Run on a cluster)"
+                )
             try:
                 ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
             except ConnectionError as exc:  # one line, with the usual cause (README, Run on a cluster)

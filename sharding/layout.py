@@ -40,6 +40,7 @@ SHARDS_DIR = "shards"
 WEIGHTS_DIR = "weights"  # weight versions: weights/<name>.parquet (sharding/weights.py)
 WEIGHTS_ACTIVE = "active.json"  # weights/active.json: {"name": NAME}, the version readers take by default
 REJECTS_HISTORY = "rejects_history.parquet"  # reject rows a --retry superseded
+DATASET_CARD = "README.md"  # an HF dataset card: the shards and their exact features (sharding/samplejson.py)
 # Private progress (may change between versions).
 STATE_DIR = "_state"
 TMP_MARK = ".tmp-"
@@ -287,6 +288,10 @@ class Layout:
     def rejects_history(self) -> str:
         return self.path(REJECTS_HISTORY)
 
+    @property
+    def dataset_card(self) -> str:
+        return self.path(DATASET_CARD)
+
     def shard(self, rel_path: str) -> str:
         """A shard tar; ``rel_path`` as in shards.json and the manifest (``shards/WxH/NNNNNN.tar``).
 
@@ -331,6 +336,14 @@ class Layout:
     def shard_state(self, shard: str) -> str:
         return self.path(STATE_DIR, "shards", shard.replace("/", "__") + ".json")
 
+    @property
+    def shard_states_dir(self) -> str:
+        return self.path(STATE_DIR, "shards")
+
+    @property
+    def shards_dir(self) -> str:
+        return self.path(SHARDS_DIR)
+
     def increment(self, number: int, *parts: str) -> str:
         """State of append / retry ``number`` (pipelines/increment.py)."""
         return self.path(STATE_DIR, "increments", f"{number:06d}", *parts)
@@ -353,6 +366,16 @@ class Layout:
         """Sizes of many files in one listing call where the store allows it."""
         infos = self.fs.get_file_info(paths)
         return [None if i.type != pafs.FileType.File else int(i.size) for i in infos]
+
+    def listed_sizes(self, folder: str) -> dict[str, int]:
+        """Every file below ``folder`` with its size, from one (paginated) listing: on an object
+        store one LIST request per 1000 files instead of one HEAD request per file."""
+        selector = pafs.FileSelector(folder, allow_not_found=True, recursive=True)
+        try:
+            infos = self.fs.get_file_info(selector)
+        except (NotADirectoryError, FileNotFoundError):
+            infos = self.fs.get_file_info(selector)  # fsspec: the folder appeared between two calls
+        return {i.path: int(i.size) for i in infos if i.type == pafs.FileType.File}
 
     def read_bytes(self, path: str) -> bytes:
         with self.fs.open_input_stream(path) as fh:
@@ -390,15 +413,7 @@ class Layout:
 
     def files(self, folder: str) -> Iterator[str]:
         """Every file below ``folder`` (recursive), as paths inside the filesystem."""
-        selector = pafs.FileSelector(folder, allow_not_found=True, recursive=True)
-        try:
-            infos = self.fs.get_file_info(selector)
-        except (NotADirectoryError, FileNotFoundError):
-            # fsspec answers "not a directory" when the folder appeared between two of its calls.
-            infos = self.fs.get_file_info(selector)
-        for info in infos:
-            if info.type == pafs.FileType.File:
-                yield info.path
+        yield from self.listed_sizes(folder)
 
     # ------------------------------------------------------------ writing
 

@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from . import samplejson
 from .layout import Layout, StorageError
 from .layout import open_filesystem as _open_filesystem
 from .weights import WeightsVersionError, read_version
@@ -579,7 +580,7 @@ class BatchStream:
             try:
                 files = reader.read(shard, key, (IMAGE_EXTS, "json", f"lineart.{extractors[i]}.png"))
                 image_ext = next(e for e in IMAGE_EXTS if e in files)
-                meta = json.loads(files["json"])
+                meta = samplejson.decode(files["json"])
                 if not self.decode:
                     return key, meta, files[image_ext], files[f"lineart.{extractors[i]}.png"]
                 return (
@@ -631,7 +632,7 @@ class BatchStream:
                 "key": key,
                 "image": decode_rgb(image),
                 "lines": {n: decode_gray(files[f"lineart.{n}.png"]) for n in names},
-                "meta": json.loads(files["json"]),
+                "meta": samplejson.decode(files["json"]),
             })  # fmt: skip
         return out
 

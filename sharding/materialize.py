@@ -7,8 +7,6 @@ Pure with respect to its inputs: the same plan rows and extractors give the same
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,11 +15,10 @@ import cv2
 import numpy as np
 
 from curation.decode import DEFAULT_MAX_BYTES, DecodeReject, decode_image, read_location
-from curation.metrics import METRIC_COLUMNS
-from curation.records import TAG_CATEGORIES
 from lineart.augment import AugmentPolicy, augment, sample_seed
 from lineart.quality import PairQuality, judge
 
+from . import samplejson
 from .layout import Layout
 from .schema import REJECT_ID_COLUMNS
 from .writer import ShardStats, write_shard
@@ -63,49 +60,6 @@ def encode_lines(gray: np.ndarray) -> bytes:
     if not ok:
         raise RuntimeError("could not encode png")
     return buf.tobytes()
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def sample_json(
-    row: Mapping[str, Any],
-    extractors: Mapping[str, str],
-    augmented: Mapping[str, Any] | None = None,
-    dropped: Mapping[str, str] | None = None,
-) -> bytes:
-    """``extractors``: name -> version of the drawings stored; ``augmented``: name -> augmentation
-    record (present when augmentation is on); ``dropped``: name -> why that drawing is not stored.
-
-    Only facts that never change: no weight, tier or quality quantile (those are weight versions,
-    sharding/weights.py), so a reweight or an append never rewrites a shard."""
-    meta = {
-        "key": row["key"],
-        # One JSON type per field (int or null, never a path string) so that schema-inferring
-        # readers such as HF datasets accept a shard that mixes sources; source_id is the text id.
-        "id": row.get("post_id"),
-        "source": row["source"],
-        "source_id": row["source_id"],
-        "tags": {c: list(row.get(f"tags_{c}") or []) for c in TAG_CATEGORIES},
-        "rating": row.get("rating"),
-        "score": _clean(row.get("score")),
-        "fav_count": row.get("fav_count"),
-        "quality_score": _clean(row.get("quality_score")),
-        "metrics": {c: _clean(row.get(c)) for c in METRIC_COLUMNS},
-        "bucket": [row["bucket_w"], row["bucket_h"]],
-        "extractors": dict(extractors),
-        "original_size": [row["width"], row["height"]],
-        "crop_box": [row["crop_left"], row["crop_top"], row["crop_right"], row["crop_bottom"]],
-        "original_sha256": row.get("sha256"),
-    }
-    if augmented is not None:
-        meta["augment"] = dict(augmented)
-    if dropped:
-        meta["dropped_lines"] = dict(dropped)
-    return json.dumps(meta, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def materialize_shard(
@@ -181,9 +135,7 @@ def materialize_shard(
             continue
         if why:
             dropped[row["key"]] = why
-        meta = sample_json(
-            row, {n: versions[n] for n in kept}, {n: records[n] for n in kept} if augmenting else None, why
-        )
+        meta = samplejson.encode(row, versions, {n: records[n] for n in kept} if augmenting else None, why)
         members = [(image_format, encode_image(images[i], image_format, quality)), ("json", meta)]
         members += [(f"lineart.{name}.png", encode_lines(d)) for name, d in kept.items()]
         members_of[row["key"]] = members

@@ -3,21 +3,24 @@ every weight version."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import hashlib
 import io
 import json
 import tarfile
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image
 
-from .layout import WEIGHTS_ACTIVE, WEIGHTS_DIR, Layout, StorageError
+from .layout import READ_BLOCK, WEIGHTS_ACTIVE, WEIGHTS_DIR, Layout, StorageError
 from .weights import WeightsVersionError, active_name, list_versions, read_version
 
 IMAGE_EXTS = ("jpg", "webp")
 MEMBER_MAX_BYTES = 256 * 1024 * 1024  # far above any bucket's image or drawing
+VERIFY_THREADS = 4  # shards checked at once
 
 
 def _decode(data: bytes | None) -> Image.Image:
@@ -30,22 +33,36 @@ def _decode(data: bytes | None) -> Image.Image:
     return im
 
 
+class _HashingReader:
+    """A forward-only reader that hashes and counts every byte it passes on: the shard is read
+    once, for its sha256 and its members together."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw, self.digest, self.size = raw, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n) if n is not None and n >= 0 else self.raw.read()
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(READ_BLOCK):
+            pass
+
+
 def verify_shard(out: Layout | str, entry: dict[str, Any], rows: dict[str, dict[str, Any]]) -> list[str]:
-    """Faults of one shard; ``rows`` are its manifest rows by key."""
+    """Faults of one shard; ``rows`` are its manifest rows by key. The tar is read once, as a
+    stream (its sha256 and size come from the same bytes the members do)."""
     layout = out if isinstance(out, Layout) else Layout(out)
     rel = entry["path"]
     path = layout.shard(rel)
-    size = layout.size(path)
-    if size is None:
+    if layout.size(path) is None:
         return [f"{rel}: missing"]
-    faults = []
-    if size != entry["bytes"]:
-        faults.append(f"{rel}: {size} bytes, shards.json says {entry['bytes']}")
-    if layout.sha256(path) != entry["sha256"]:
-        faults.append(f"{rel}: sha256 differs from shards.json")
+    faults: list[str] = []
     # Stream: a sample's members are adjacent in the tar, so each sample is checked as soon as its
     # last member is read and only one sample is in memory; a member over MEMBER_MAX_BYTES is a
-    # fault and is never read (a 7 MB shard can claim a 1.5 GiB member).
+    # fault and is never kept (a 7 MB shard can claim a 1.5 GiB member).
     seen: set[str] = set()
     current: tuple[str | None, dict[str, bytes | None]] = (None, {})
 
@@ -61,29 +78,41 @@ def verify_shard(out: Layout | str, entry: dict[str, Any], rows: dict[str, dict[
         else:
             faults.extend(_check_sample(rel, key, files, rows[key]))
 
-    try:
-        with layout.open_input_file(path) as fh, tarfile.open(fileobj=fh, mode="r:") as tar:
-            for info in tar:
-                if not info.isfile():
-                    faults.append(f"{rel}: member {info.name} is not a regular file")
-                    continue
-                key, dot, ext = info.name.partition(".")
-                if not dot or "/" in info.name:
-                    faults.append(f"{rel}: unexpected member name {info.name!r}")
-                    continue
-                if key != current[0]:
-                    finish()
-                    current = (key, {})
-                if info.size > MEMBER_MAX_BYTES:
-                    faults.append(
-                        f"{rel}: member {info.name} is {info.size} bytes (> {MEMBER_MAX_BYTES}), not read"
-                    )
-                    current[1][ext] = None
-                    continue
-                current[1][ext] = tar.extractfile(info).read()
-            finish()
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        return faults + [f"{rel}: unreadable tar ({exc})"]
+    unreadable = None
+    with layout.fs.open_input_stream(path) as raw:
+        reader = _HashingReader(raw)
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as tar:
+                for info in tar:
+                    if not info.isfile():
+                        faults.append(f"{rel}: member {info.name} is not a regular file")
+                        continue
+                    key, dot, ext = info.name.partition(".")
+                    if not dot or "/" in info.name:
+                        faults.append(f"{rel}: unexpected member name {info.name!r}")
+                        continue
+                    if key != current[0]:
+                        finish()
+                        current = (key, {})
+                    if info.size > MEMBER_MAX_BYTES:
+                        faults.append(
+                            f"{rel}: member {info.name} is {info.size} bytes (> {MEMBER_MAX_BYTES}), not read"
+                        )
+                        current[1][ext] = None
+                        continue  # the stream skips it block by block, never whole in memory
+                    current[1][ext] = tar.extractfile(info).read()
+                finish()
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            unreadable = f"{rel}: unreadable tar ({exc})"
+        reader.drain()  # the end-of-archive padding counts in the size and the sha256
+    head = []
+    if reader.size != entry["bytes"]:
+        head.append(f"{rel}: {reader.size} bytes, shards.json says {entry['bytes']}")
+    if reader.digest.hexdigest() != entry["sha256"]:
+        head.append(f"{rel}: sha256 differs from shards.json")
+    faults = head + faults
+    if unreadable:
+        return faults + [unreadable]
     if len(seen) != entry["samples"]:
         faults.append(f"{rel}: {len(seen)} samples, shards.json says {entry['samples']}")
     for key in sorted(set(rows) - seen):
@@ -175,20 +204,31 @@ def verify_build(out: Layout | str) -> list[str]:
         columns=["key", "shard", "bucket_w", "bucket_h", "extractors"],
     )
     faults = verify_weights(layout, manifest["key"])
-    manifest = manifest.to_pylist()
-    by_shard: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for row in manifest:
-        if row["key"] in by_shard[row["shard"]]:
-            faults.append(f"manifest: key {row['key']} appears twice")
-        by_shard[row["shard"]][row["key"]] = row
+    counts = pc.value_counts(manifest["key"])
+    for key in pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1)).to_pylist():
+        faults.append(f"manifest: key {key} appears twice")
+    # Rows grouped by shard as index arrays: only the shard being checked becomes Python rows, so
+    # memory stays flat at Danbooru scale (a Python dict per manifest row would not).
+    codes = pc.dictionary_encode(manifest["shard"]).combine_chunks()
+    names = codes.dictionary.to_pylist()
+    order = np.argsort(codes.indices.to_numpy(zero_copy_only=False), kind="stable")
+    bounds = np.searchsorted(codes.indices.to_numpy(zero_copy_only=False)[order], np.arange(len(names) + 1))
+    rows_of = {name: order[bounds[i] : bounds[i + 1]] for i, name in enumerate(names)}
     listed = {e["path"] for e in shards}
-    for shard in sorted(set(by_shard) - listed):
+    for shard in sorted(set(rows_of) - listed):
         faults.append(f"manifest: shard {shard} is not in shards.json")
-    for entry in shards:
+
+    def check(entry: dict[str, Any]) -> list[str]:
+        taken = manifest.take(pa.array(rows_of.get(entry["path"], np.zeros(0, np.int64)))).to_pylist()
         try:
-            faults += verify_shard(layout, entry, by_shard.get(entry["path"], {}))
+            return verify_shard(layout, entry, {r["key"]: r for r in taken})
         except StorageError as exc:  # a shard path leaving OUT is a fault, and is not opened
-            faults.append(f"shards.json: {exc}")
+            return [f"shards.json: {exc}"]
+
+    # a few shards at a time: a store's latency, not the CPU, bounds one reader
+    with concurrent.futures.ThreadPoolExecutor(VERIFY_THREADS) as pool:
+        for found in pool.map(check, shards):
+            faults += found
     return faults
 
 

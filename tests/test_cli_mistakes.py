@@ -120,3 +120,18 @@ def test_embedded_build_ignores_stale_and_running_local_ray(small_corpus, ray_cl
         assert "Traceback" not in res.stderr
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_address_where_no_head_runs_is_one_line_at_once(tmp_path, small_corpus):
+    """Ray's client would retry a dead head for minutes, printing C++ warnings."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on once the socket is closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = time.monotonic()
+    res = cli(
+        "build", small_corpus, "--out", str(tmp_path / "out"), "-q", address=f"127.0.0.1:{port}", timeout=120
+    )
+    assert res.returncode == 2 and f"cannot join the Ray cluster at 127.0.0.1:{port}" in one_line(res)
+    assert time.monotonic() - start < 60  # Ray alone took over 5 minutes

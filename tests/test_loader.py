@@ -83,6 +83,9 @@ def test_decoded_batches(build, manifest):
             assert meta["key"] == key and tuple(meta["bucket"]) == (w, h)
             assert ex in manifest[key]["extractors"]
             assert meta["key"] == key and "weight" not in meta  # weights live in weight versions
+            # the JSON holds tag strings (contract 3); the loader gives lists, as the manifest has
+            assert all(isinstance(v, list) for v in meta["tags"].values())
+            assert sorted(t for v in meta["tags"].values() for t in v) == sorted(manifest[key]["tags"])
         assert (batch.lines == 255).mean() > 0.3  # white paper, dark lines
     # decode=False gives the members' bytes; keys are the same as in keys_only mode.
     raw = next(iter(batches(build, 6, seed=1, decode=False)))

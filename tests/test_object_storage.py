@@ -154,6 +154,19 @@ def test_build_on_s3_equals_local_and_reads_back(s3, reference, ray_cluster, tmp
     layout.write_bytes(first, layout.read_bytes(first)[:-512])
     bad = _cli("verify", out)
     assert bad.returncode == 1 and ref_shards["shards"][0]["path"] in bad.stdout
+    # The resume check lists sizes once and hashes the rest: a truncation, then a same-size flip.
+    from pipelines.shardcheck import damage
+
+    rel = ref_shards["shards"][0]["path"]
+    assert damage(layout, ref_shards["shards"]) == {
+        rel: f"{ref_shards['shards'][0]['bytes'] - 512} bytes, {ref_shards['shards'][0]['bytes']} recorded"
+    }
+    good = open(os.path.join(os.path.dirname(src), "local", rel), "rb").read()
+    layout.write_bytes(first, good[:100] + bytes([good[100] ^ 1]) + good[101:])
+    assert damage(layout, ref_shards["shards"]) == {rel: "sha256 differs from the recorded one"}
+    res = _cli("build", src, "--out", out, "--config", cfg, "--address", ray_cluster, "-q")
+    assert res.returncode == 0 and "damaged shard" in res.stderr, res.stderr
+    assert _result(out) == (ref_manifest, ref_shards)  # repaired to the same bytes
 
 
 def test_sigkill_mid_materialize_on_s3_resumes_to_same_bytes(s3, reference, ray_cluster):
@@ -246,3 +259,14 @@ def test_sources_on_s3_equal_the_same_sources_on_disk(s3, corpus, ray_cluster, t
     # the kind is detected on the store too, and a missing URL is one line
     res = _cli("build", f"s3://{BUCKET}/sources/nothing", "--out", str(tmp_path / "x"), "--config", cfg)
     assert res.returncode == 2 and "does not exist" in res.stderr and "Traceback" not in res.stderr
+    # [[sources]] URLs in the config are opened with the command's --storage-option settings (the
+    # endpoint given only there), not at config load with the AWS_* variables alone.
+    env = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"}
+    tables = CONFIG + f'\n[[sources]]\nname = "art"\npath = "s3://{BUCKET}/sources/art"\n'
+    cfg2 = write_config(str(tmp_path / "cfg-sources.toml"), tables)
+    out2 = str(tmp_path / "from-config")
+    res = _cli("build", "--out", out2, "--config", cfg2, "--address", ray_cluster, "-q",
+               "--storage-option", f"endpoint_url={s3['AWS_ENDPOINT_URL']}", env=env)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    art_rows = [r for r in ref_manifest if r["source"] == "art"]
+    assert sorted(r["key"] for r in _result(out2)[0]) == sorted(r["key"] for r in art_rows)

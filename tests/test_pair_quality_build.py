@@ -88,23 +88,25 @@ def test_pair_quality_rejects_and_drops_in_a_build(ray_cluster, corpus_with_bad_
     for row in manifest.values():  # the manifest, the json and the tar agree on what each sample holds
         files = members[row["key"]]
         meta = json.loads(files["json"])
-        assert list(meta["extractors"]) == row["extractors"]
+        # contract 3: every extractor in both maps (one JSON shape per build); "" = drawing stored
+        assert set(meta["extractors"]) == set(meta["dropped_lines"]) == {"canny", "xdog"}
+        assert [n for n in ("canny", "xdog") if not meta["dropped_lines"][n]] == row["extractors"]
         assert {f"lineart.{n}.png" for n in row["extractors"]} == {
             f for f in files if f.startswith("lineart.")
         }
-        assert set(meta.get("dropped_lines", {})) == {"canny", "xdog"} - set(row["extractors"])
         both += row["extractors"] == ["canny", "xdog"]
     assert both >= 4  # most real illustrations keep both drawings
     noise = members[_key(members, "noise")]
     assert "lineart.canny.png" in noise and "lineart.xdog.png" not in noise
     meta = json.loads(noise["json"])
-    assert list(meta["extractors"]) == ["canny"]
+    assert meta["dropped_lines"]["canny"] == ""
     assert meta["dropped_lines"]["xdog"].startswith("drowned: ink")
     assert "augment" not in meta  # augmentation is off by default
 
     build = json.load(open(os.path.join(out, "build.json")))
     dropped = sum(
-        len(json.loads(members[r["key"]]["json"]).get("dropped_lines", {})) for r in manifest.values()
+        sum(map(bool, json.loads(members[r["key"]]["json"])["dropped_lines"].values()))
+        for r in manifest.values()
     )
     assert sum(build["counts"]["drawings_dropped"].values()) == dropped >= 1
     assert build["counts"]["rejects_by_reason"]["lines_empty"] == 1

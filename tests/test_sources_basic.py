@@ -21,11 +21,12 @@ def _copy(corpus: str, name: str, dest: str) -> None:
 def test_folder_with_sidecars(corpus, tmp_path):
     _copy(corpus, "style2paints_004.jpg", str(tmp_path / "a" / "one.jpg"))
     _copy(corpus, "style2paints_005.jpg", str(tmp_path / "a" / "b" / "two.jpg"))
-    (tmp_path / "a" / "one.txt").write_bytes("\ufeff1girl, solo,  long_hair ,\n smile".encode())
+    (tmp_path / "a" / "one.txt").write_bytes("\ufeff1girl, solo,  long_hair ,\n smile, blue  hair".encode())
     (tmp_path / "a" / "notes.md").write_text("not an image")
     recs = list(iter_records(parse_source(str(tmp_path / "a"))))
     assert [r.source_id for r in recs] == ["one.jpg", "b/two.jpg"]  # a folder's files, then its subfolders
-    assert recs[0].tags["general"] == ["1girl", "solo", "long_hair", "smile"]
+    # Danbooru's spelling: whitespace inside a tag becomes "_" (a tag string stays lossless)
+    assert recs[0].tags["general"] == ["1girl", "solo", "long_hair", "smile", "blue_hair"]
     assert recs[1].tags["general"] == []
     assert recs[0].source == "a" and all(r.reject_reason is None for r in recs)
     assert "." not in recs[0].key and recs[0].key.startswith("a_one_jpg_")

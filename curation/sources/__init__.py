@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from ..records import Record, source_name_ok
 from ..storage import SourceStorage, dirname, is_remote, local_path, storage_or_default
@@ -141,6 +142,30 @@ def source_from_table(
     table: dict, base_dir: str | None = None, storage: SourceStorage | None = None
 ) -> SourceSpec:
     """One ``[[sources]]`` config table (keys: SOURCE_KEYS; path relative to the config's folder)."""
+    check_table(table)
+
+    def resolve(p: str) -> str:
+        if "://" in p:
+            return p
+        p = os.path.expanduser(p)
+        return p if os.path.isabs(p) or base_dir is None else os.path.join(base_dir, p)
+
+    kind = table.get("kind")
+    arg = (f"{kind}:" if kind else "") + resolve(table["path"])
+    if "name" in table:
+        arg = f"{table['name']}={arg}"
+    images = resolve(table["images"]) if "images" in table else None
+    return parse_source(arg, images, share=table.get("share"), era=table.get("era"), storage=storage)
+
+
+def is_remote_table(table: Any) -> bool:
+    """A ``[[sources]]`` table whose path or images is a URL: opened only where the command's
+    ``--storage-option`` settings are known, never at config load."""
+    return isinstance(table, dict) and any("://" in str(table.get(k) or "") for k in ("path", "images"))
+
+
+def check_table(table: Any) -> None:
+    """The shape of a ``[[sources]]`` table (keys, types, kind), without opening anything."""
     if not isinstance(table, dict):
         raise SourceError(f"[[sources]] entries must be tables, got {type(table).__name__}")
     unknown = sorted(set(table) - set(SOURCE_KEYS))
@@ -153,21 +178,9 @@ def source_from_table(
             raise SourceError(f"[[sources]] {key} must be a string, got {table[key]!r}")
     if "path" not in table:
         raise SourceError("[[sources]] entry needs a 'path'")
-
-    def resolve(p: str) -> str:
-        if "://" in p:
-            return p
-        p = os.path.expanduser(p)
-        return p if os.path.isabs(p) or base_dir is None else os.path.join(base_dir, p)
-
     kind = table.get("kind")
     if kind is not None and kind not in KINDS:
         raise SourceError(f"[[sources]] kind {kind!r} is unknown; known: {', '.join(KINDS)}")
-    arg = (f"{kind}:" if kind else "") + resolve(table["path"])
-    if "name" in table:
-        arg = f"{table['name']}={arg}"
-    images = resolve(table["images"]) if "images" in table else None
-    return parse_source(arg, images, share=table.get("share"), era=table.get("era"), storage=storage)
 
 
 def check_unique_names(specs: list[SourceSpec]) -> None:

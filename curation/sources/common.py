@@ -64,6 +64,12 @@ def split_tags(value: Any) -> list[str]:
     return value.split() if isinstance(value, str) else []
 
 
+def tag_name(text: str) -> str:
+    """A tag in Danbooru's spelling: inner whitespace runs become ``_`` ("blue hair" -> "blue_hair"),
+    so a tag never holds whitespace and a sample's tags are a lossless tag string (sharding/samplejson.py)."""
+    return "_".join(text.split())
+
+
 def tags_from_post(post: dict[str, Any]) -> dict[str, list[str]]:
     tags = {c: [] for c in TAG_CATEGORIES}
     if isinstance(post.get("tags"), list):  # gwern 2017-2020: list of {name, category}
@@ -71,7 +77,8 @@ def tags_from_post(post: dict[str, Any]) -> dict[str, list[str]]:
             if not isinstance(tag, dict) or not isinstance(tag.get("name"), str):
                 continue
             cat = CATEGORY_BY_NUMBER.get(as_int(tag.get("category")) or 0, "general")
-            tags[cat].append(tag["name"])
+            if name := tag_name(tag["name"]):
+                tags[cat].append(name)
         return tags
     found = False
     for cat in TAG_CATEGORIES:

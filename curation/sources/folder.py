@@ -7,16 +7,17 @@ from collections.abc import Iterator
 
 from ..records import TAG_CATEGORIES, Record
 from ..storage import SourceStorage, is_remote, relpath
-from .common import IMAGE_EXTS, leaves_root, read_small, walk_files
+from .common import IMAGE_EXTS, leaves_root, read_small, tag_name, walk_files
 
 SIDECAR_MAX_BYTES = 1 << 20  # tags, not a novel: a larger (or sparse) .txt is read only this far
 
 
 def read_sidecar(path: str, storage: SourceStorage | None = None) -> list[str]:
-    """Comma-separated tags; a BOM is dropped and invalid UTF-8 is replaced, never fatal."""
+    """Comma-separated tags (inner spaces become ``_``, Danbooru's spelling: "blue hair" is the tag
+    blue_hair); a BOM is dropped and invalid UTF-8 is replaced, never fatal."""
     raw = read_small(path, SIDECAR_MAX_BYTES, storage)
     text = raw.decode("utf-8-sig", errors="replace").replace("\ufffd", "")
-    return [t.strip() for t in text.replace("\n", ",").split(",") if t.strip()]
+    return [tag for t in text.replace("\n", ",").split(",") if (tag := tag_name(t))]
 
 
 def iter_folder(source: str, folder: str, storage: SourceStorage | None = None) -> Iterator[Record]:

@@ -41,6 +41,7 @@ def _tags(rng: np.random.Generator, n: int, vocab: int, prefix: str) -> pa.Array
 def make_build(out: str, n: int, seed: int = 0) -> None:
     """A finished-looking OUT with only what reweight reads: build.json and manifest.parquet."""
     from curation.records import TAG_CATEGORIES
+    from pipelines.build import CONTRACT_VERSION
     from pipelines.config import BuildConfig
     from sharding.layout import Layout
 
@@ -63,7 +64,7 @@ def make_build(out: str, n: int, seed: int = 0) -> None:
         else:
             columns[f"tags_{cat}"] = pa.array([[]] * n, pa.list_(pa.string()))
     layout.write_parquet(layout.manifest, pa.table(columns))
-    identity = {"contract": 2, "config": BuildConfig().to_dict(), "sources": []}
+    identity = {"contract": CONTRACT_VERSION, "config": BuildConfig().to_dict(), "sources": []}
     layout.write_json(layout.build_json, {"complete": True, "request": identity})
 
 
