@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from wnet.checkpoint import CheckpointError, list_checkpoints, open_checkpoint, save_checkpoint
-from wnet.config import PRESETS, WnetConfigError, check_same, config_from_dict, load_config
+from wnet.config import PRESETS, DiffusionConfig, WnetConfigError, check_same, config_from_dict, load_config
 from wnet.diffusion import Schedule, guided, sample, timesteps_for
 from wnet.metrics import edge_scores, pair_scores
 from wnet.model import WNet
@@ -80,7 +80,9 @@ def test_tags_reach_the_output():
 @pytest.mark.parametrize("schedule", ["scaled_linear", "cosine"])
 @pytest.mark.parametrize("prediction", ["epsilon", "v"])
 def test_schedules_targets_and_recovery(schedule, prediction):
-    cfg = TINY.diffusion.__class__(schedule=schedule, prediction=prediction)
+    cfg = DiffusionConfig(
+        schedule=schedule, prediction=prediction, zero_terminal_snr=False, min_snr_gamma=5.0
+    )
     s = Schedule.create(cfg)
     ab = s.alpha_bar
     assert len(ab) == 1000 and torch.all(ab[1:] < ab[:-1]) and 0 < ab[-1] < 0.01 and ab[0] > 0.99
@@ -100,13 +102,15 @@ def test_schedules_targets_and_recovery(schedule, prediction):
 
 
 def test_zero_terminal_snr():
-    base = Schedule.create(TINY.diffusion.__class__(schedule="scaled_linear", prediction="v"))
+    base = Schedule.create(DiffusionConfig(schedule="scaled_linear", prediction="v", zero_terminal_snr=False))
     z = Schedule.create(
-        TINY.diffusion.__class__(schedule="scaled_linear", prediction="v", zero_terminal_snr=True)
+        DiffusionConfig(schedule="scaled_linear", prediction="v", zero_terminal_snr=True, min_snr_gamma=5.0)
     )
     assert float(z.alpha_bar[-1]) == pytest.approx(0.0, abs=1e-12)
     assert float(z.alpha_bar[0]) == pytest.approx(float(base.alpha_bar[0]), rel=1e-9)
     assert float(z.loss_weight(torch.tensor([999]))[0]) == 0.0  # v-prediction at SNR 0: weight 0, not NaN
+    unweighted = Schedule.create(DiffusionConfig(prediction="v", zero_terminal_snr=True, min_snr_gamma=0.0))
+    assert torch.equal(unweighted.loss_weight(torch.tensor([0, 999])), torch.ones(2))  # tiny's: no weighting
     with pytest.raises(WnetConfigError, match="zero_terminal_snr"):
         config_from_dict({"diffusion": {"zero_terminal_snr": True, "prediction": "epsilon"}})
 
@@ -180,7 +184,7 @@ def test_vocabulary():
 
 def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(WnetConfigError, match="model.sketch_channels"):
-        config_from_dict({"model": {"channels": [32, 64, 64]}})
+        config_from_dict({"model": {"channels": [32, 64]}})  # 3 sketch widths
     with pytest.raises(WnetConfigError, match=r"unknown key\(s\) in \[train\]: stepz"):
         config_from_dict({"train": {"stepz": 3}})
     with pytest.raises(WnetConfigError, match="train.lr must be float"):
@@ -193,7 +197,7 @@ def test_config_errors_name_the_key(tmp_path):
     assert cfg.train.steps == 7 and cfg.model == TINY.model and cfg.name == "c"
     assert {"tiny", "small", "sd"} <= set(PRESETS)
     with pytest.raises(
-        WnetConfigError, match=r"model.channels: \[32, 64\] \(checkpoint\) vs \[64, 128, 256, 256\]"
+        WnetConfigError, match=r"model.channels: \[16, 32, 64\] \(checkpoint\) vs \[64, 128, 256, 256\]"
     ):
         check_same(TINY.to_dict(), PRESETS["small"])
 
@@ -282,3 +286,16 @@ def test_batches_larger_than_max_side_are_resized_to_the_training_size():
     w, h = train_size((512, 768), TINY.train.max_side, mult)
     assert fitted.images.shape == (2, h, w, 3) and fitted.lines.shape == (2, h, w)
     assert fitted.lines.min() == 0 and fitted.keys == batch.keys
+
+
+def test_gap_interval_is_a_seeded_bootstrap_of_the_mean():
+    import numpy as np
+
+    from wnet.evaluate import gap_interval
+
+    gaps = np.random.default_rng(3).normal(0.1, 0.05, 40)
+    lo, hi = gap_interval(gaps)
+    assert lo < gaps.mean() < hi and (lo, hi) == gap_interval(gaps)
+    se = gaps.std(ddof=1) / np.sqrt(len(gaps))
+    assert 2.5 * se < hi - lo < 5.5 * se  # about 2 x 1.96 standard errors
+    assert gap_interval(np.full(10, 0.07)) == pytest.approx((0.07, 0.07))

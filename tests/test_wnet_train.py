@@ -58,7 +58,9 @@ def test_loss_on_a_fixed_batch_drops_by_half(build):
     fixed = _eight(build)
     before = trainer.fixed_loss(fixed)
     stream = open_stream(build, trainer.cfg)
-    for _ in range(40):
+    # 120 steps: tiny's unweighted v-loss keeps the pure-noise end (the target there is the image
+    # itself), which falls slower than the old min-SNR-weighted epsilon loss did in 40 (~0.41 here).
+    for _ in range(120):
         trainer.train_step(next(stream))
     after = trainer.fixed_loss(fixed)
     assert after <= 0.5 * before, (before, after)
@@ -66,14 +68,16 @@ def test_loss_on_a_fixed_batch_drops_by_half(build):
 
 @pytest.mark.slow
 def test_overfits_eight_pairs_and_follows_the_sketch(build):
-    """Slow (~1 min): 200 steps on 8 pairs; then paint from their sketches and re-extract the lines."""
+    """Slow (~1 min): 300 steps (the preset's) on 8 pairs; then paint from their sketches and re-extract
+    the lines. The loss bound is 0.3 (it was 0.1 with the old epsilon preset): tiny's unweighted
+    v-loss includes the pure-noise end, where even memorised pairs leave more (~0.19 here)."""
     trainer = _trainer(build, flip=0.0, warmup=10)
     pairs = _eight(build)
     before = trainer.fixed_loss(pairs)
-    for _ in range(200):
+    for _ in range(300):
         trainer.train_step(pairs)
     after = trainer.fixed_loss(pairs)
-    assert after < 0.1 * before, (before, after)
+    assert after < 0.3 * before, (before, after)
 
     painter = trainer.painter()
     tags = [m["tags"] for m in pairs.meta]
@@ -157,8 +161,13 @@ def test_a_killed_and_resumed_run_equals_a_straight_run(resumed_run):
 
 def test_eval_and_sample_commands(resumed_run, tmp_path, capsys):
     killed, _, _ = resumed_run
-    assert main(["eval", killed, "--json", "--limit", "4"]) == 0
+    assert main(["eval", killed, "--json", "--limit", "4", "--seeds", "2"]) == 0
     scores = json.loads(capsys.readouterr().out)
+    lo, hi = scores["edge_f1_gap_ci95"]
+    assert lo <= scores["edge_f1_gap"] <= hi and len(scores["edge_f1_gap_per_seed"]) == scores["seeds"] == 2
+    per_seed = scores["edge_f1_gap_per_seed"]
+    assert scores["edge_f1_gap"] == pytest.approx(sum(per_seed) / 2)  # units averaged over the seeds
+    assert scores["no_ink"] == 0 and scores["unpaired"] == 0  # 32-px canny lines trained at bucket size
     for key in (
         "edge_f1_matched",
         "edge_f1_mismatched",
@@ -199,7 +208,7 @@ def test_bad_inputs_are_one_line_errors(build, resumed_run, tmp_path, capsys):
     # The same RUN with another model: refused, naming the key.
     other = tmp_path / "other.toml"
     other.write_text(
-        open(cfg).read().replace('name = "tiny-test"', 'name = "tiny-test"\n[model]\nchannels = [32, 32]')
+        open(cfg).read().replace('name = "tiny-test"', 'name = "tiny-test"\n[model]\nchannels = [16, 32, 32]')
     )
     assert main(["train", build, "--config", str(other), "--run", killed, "-q"]) == 2
     assert "model.channels" in capsys.readouterr().err
@@ -209,7 +218,10 @@ def test_bad_inputs_are_one_line_errors(build, resumed_run, tmp_path, capsys):
     shutil.copytree(os.path.join(killed, "checkpoints"), os.path.join(run2, "checkpoints"))
     assert main(["train", build, "--config", str(other), "--run", run2, "--steps", "20", "-q"]) == 2
     err = capsys.readouterr().err
-    assert "model.channels: [32, 64] (checkpoint) vs [32, 32] (requested)" in err and "Traceback" not in err
+    assert (
+        "model.channels: [16, 32, 64] (checkpoint) vs [16, 32, 32] (requested)" in err
+        and "Traceback" not in err
+    )
     # A bucket the build does not have.
     wide = tmp_path / "wide.toml"
     wide.write_text(open(cfg).read() + "buckets = [[64, 64]]\n")

@@ -2,16 +2,22 @@
 
 Alignment: paint each sample from its own sketch and tags, re-extract lines from the painting with
 the project's own extractor (``lineart.create``: the extractor that drew that sketch), and score them
-against the input sketch and, as the chance baseline, against another sample's sketch of the same
-bucket (tolerant edge F-score and Chamfer distance, ``wnet.metrics``). A model that follows the
-sketch scores clearly better matched than mismatched.
+against the input sketch and, as the chance baseline, against other samples' sketches of the same
+training size drawn by the same extractor (tolerant edge F-score and Chamfer distance,
+``wnet.metrics``). A model that follows the sketch scores clearly better matched than mismatched.
+
+The scored units are (sample, extractor) pairs: every line drawing of every sample, held-out samples
+first, then the rest in a fixed hash order, up to ``limit`` units; a unit whose sketch has no ink at
+training size (``no_ink``) or no partner of its size and extractor (``unpaired``) is left out. Each unit is painted with ``seeds`` noise seeds. The spread
+of the gap is reported two ways: a bootstrap over units (95% interval) and the gap per seed, so a
+gap is judged against its own noise.
 Held-out loss: the EMA model's fixed-noise loss on the run's held-out keys (never trained on).
 Writes ``RUN/eval/contact.png`` (sketch | generated | target | re-extracted) and ``RUN/eval/scores.json``.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import json
 import os
 from typing import Any
@@ -19,18 +25,23 @@ from typing import Any
 import numpy as np
 
 import lineart
+from sharding.layout import Layout
+from sharding.loader import Batch, batches
 
-from .data import heldout_batch, open_stream
-from .metrics import edge_scores, mismatched
+from .data import fit_batch, heldout_batch, is_heldout
+from .metrics import pair_scores
 from .painter import Painter
 from .run import RunError, grid_image, write_png
 from .trainer import fixed_loss
+
+PARTNERS = 3  # mismatched sketches per unit (the next ones of its group, cyclically)
+BOOTSTRAP = 2000  # resamples of the units for the gap's interval
 
 
 def build_extractors(build: str) -> dict[str, Any]:
     """The build's extractors as it recorded them in build.json (options and weights path), made once,
     before any painting: a learned extractor without its weights fails here, in one line."""
-    from sharding.layout import Layout, StorageError
+    from sharding.layout import StorageError
 
     layout = Layout(build)
     try:
@@ -46,46 +57,93 @@ def build_extractors(build: str) -> dict[str, Any]:
     return made
 
 
-def _extract(images: np.ndarray, extractors: list[str], made: dict[str, Any]) -> np.ndarray:
-    out = np.empty(images.shape[:3], np.uint8)
-    for name in sorted(set(extractors)):
-        idx = [i for i, e in enumerate(extractors) if e == name]
-        if name not in made:  # a build.json from before extractor records: the defaults
-            made[name] = lineart.create(name)
-        out[idx] = made[name](images[idx])
-    return out
+def _extract(images: np.ndarray, name: str, made: dict[str, Any]) -> np.ndarray:
+    if name not in made:  # a build.json from before extractor records: the defaults
+        made[name] = lineart.create(name)
+    return made[name](images)
 
 
-def _head(batch, n: int):
-    """The first ``n`` samples of a batch (``--limit`` counts samples, not batches)."""
-    return dataclasses.replace(
-        batch, keys=batch.keys[:n], images=batch.images[:n], lines=batch.lines[:n],
-        extractors=batch.extractors[:n], meta=batch.meta[:n],
-    )  # fmt: skip
+def _order(key: str) -> bytes:
+    return hashlib.blake2b(key.encode(), digest_size=8, person=b"wnet-eval").digest()
 
 
-def _alignment_batches(build: str, painter: Painter, limit: int, seed: int) -> list:
-    """Batches of at least two samples (a mismatched sketch needs a partner) from the run's buckets."""
+def alignment_groups(build: str, painter: Painter, limit: int) -> tuple[list[Batch], int, int]:
+    """The scored units grouped by (training size, extractor), each group one Batch of >= 2 samples;
+    how many units were left out for want of a partner; and how many for having no ink at training
+    size (a thin line area-resized 8x is grey, not ink: such a reference scores every painting alike)."""
     cfg = painter.cfg
-    buckets = [tuple(b) for b in cfg.train.buckets] or None
-    stream = open_stream(build, cfg, buckets=buckets, seed_offset=104_729 + seed)
-    out, total = [], 0
-    try:
-        for _ in range(200):
-            if total >= limit:
-                break
-            batch = next(stream)
-            room = limit - total
-            if len(batch.keys) >= 2 and room >= 2:
-                batch = _head(batch, room) if len(batch.keys) > room else batch
-                out.append(batch)
-                total += len(batch.keys)
-    finally:
-        stream.close()
+    layout = Layout(build)
+    table = layout.read_parquet(layout.manifest, columns=["key", "bucket_w", "bucket_h", "extractors"])
+    wanted = {tuple(b) for b in cfg.train.buckets} or None
+    rows = [
+        (k, [n for n in names if cfg.train.extractor in (None, n)])
+        for k, w, h, names in zip(*(table[c].to_pylist() for c in table.column_names), strict=True)
+        if wanted is None or (w, h) in wanted
+    ]
+    rows.sort(key=lambda r: (not is_heldout(r[0], cfg.train.heldout), _order(r[0])))
+    reader = batches(build, 1, seed=cfg.train.seed, extractor=cfg.train.extractor)
+    groups: dict[tuple, list[Batch]] = {}
+    units = no_ink = 0
+    for start in range(0, len(rows), 16):
+        if units >= limit:
+            break
+        part = rows[start : start + 16]
+        for sample, (_, names) in zip(reader.samples([k for k, _ in part]), part, strict=True):
+            for name in names:
+                if units >= limit:
+                    break
+                one = fit_batch(Batch(
+                    keys=[sample["key"]], bucket=tuple(sample["meta"]["bucket"]), images=sample["image"][None],
+                    lines=sample["lines"][name][None], extractors=[name], meta=[sample["meta"]],
+                ), cfg)  # fmt: skip
+                if not (one.lines < 128).any():
+                    no_ink += 1
+                    continue
+                groups.setdefault((one.lines.shape[1:], name), []).append(one)
+                units += 1
+    out, unpaired = [], 0
+    for (_, name), parts in sorted(groups.items()):
+        if len(parts) < 2:
+            unpaired += len(parts)
+            continue
+        out.append(Batch(
+            keys=[b.keys[0] for b in parts], bucket=parts[0].bucket,
+            images=np.concatenate([b.images for b in parts]), lines=np.concatenate([b.lines for b in parts]),
+            extractors=[name] * len(parts), meta=[b.meta[0] for b in parts],
+        ))  # fmt: skip
+    return out, unpaired, no_ink
+
+
+def _paint(painter: Painter, group: Batch, seed: int) -> np.ndarray:
+    """The group painted in chunks of the training batch size (each chunk its own noise from ``seed``)."""
+    size = painter.cfg.train.batch_size
+    out = []
+    for i, start in enumerate(range(0, len(group.keys), size)):
+        tags = [m.get("tags") or {} for m in group.meta[start : start + size]]
+        out.append(painter.paint(group.lines[start : start + size], tags, seed=seed * 7919 + i))
+    return np.concatenate(out)
+
+
+def _unit_scores(back: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """Per unit: matched F1, matched Chamfer, mismatched F1, mismatched Chamfer (mean over partners)."""
+    n = len(lines)
+    out = np.empty((n, 4))
+    for i in range(n):
+        out[i, :2] = pair_scores(back[i], lines[i])
+        others = [pair_scores(back[i], lines[(i + d) % n]) for d in range(1, min(PARTNERS, n - 1) + 1)]
+        out[i, 2:] = np.mean(others, axis=0)
     return out
 
 
-def evaluate(run: str, limit: int = 16, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+def gap_interval(gaps: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval (percentile) of the mean per-unit gap."""
+    rng = np.random.default_rng(seed)
+    means = gaps[rng.integers(0, len(gaps), (BOOTSTRAP, len(gaps)))].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def evaluate(run: str, limit: int = 48, seed: int = 0, device: str = "cpu", seeds: int = 1) -> dict[str, Any]:
     painter = Painter.from_checkpoint(run, device=device)
     run_json = os.path.join(run, "run.json")
     if not os.path.isfile(run_json):
@@ -96,42 +154,50 @@ def evaluate(run: str, limit: int = 16, seed: int = 0, device: str = "cpu") -> d
     buckets = [tuple(b) for b in cfg.train.buckets] or None
     if limit < 2:
         raise RunError("--limit must be at least 2 (a mismatched sketch needs a partner)")
+    if seeds < 1:
+        raise RunError("--seeds must be at least 1")
     made = build_extractors(build)
 
-    matched, mism, rows, n = [], [], [], 0
-    for i, batch in enumerate(_alignment_batches(build, painter, limit, seed)):
-        tags = [m.get("tags") or {} for m in batch.meta]
-        generated = painter.paint(batch.lines, tags, seed=seed + i)
-        lines_back = _extract(generated, batch.extractors, made)
-        k = len(batch.keys)
-        matched.append((edge_scores(lines_back, batch.lines), k))
-        mism.append((edge_scores(lines_back, mismatched(batch.lines)), k))
-        n += k
-        if sum(len(r[0]) for r in rows) < 8:
-            rows.append((batch.lines, generated, batch.images, lines_back))
-    if n == 0:
-        raise RunError(
-            f"no batch of two or more samples could be drawn from {build} for the alignment scores"
-        )
+    groups, unpaired, no_ink = alignment_groups(build, painter, limit)
+    if not groups:
+        raise RunError(f"no two samples of one size and extractor in {build} for the alignment scores")
+    per_seed, rows = [], []  # per_seed[s]: units x 4
+    for s in range(seeds):
+        scores = []
+        for group in groups:
+            generated = _paint(painter, group, seed + s)
+            back = _extract(generated, group.extractors[0], made)
+            scores.append(_unit_scores(back, group.lines))
+            if s == 0 and sum(len(r[0]) for r in rows) < 8:
+                rows.append((group.lines[:8], generated[:8], group.images[:8], back[:8]))
+        per_seed.append(np.concatenate(scores))
+    units = np.mean(per_seed, axis=0)  # each unit's scores averaged over the seeds
+    held = np.array([is_heldout(k, cfg.train.heldout) for g in groups for k in g.keys])
+    gaps = units[:, 0] - units[:, 2]
+    lo, hi = gap_interval(gaps, seed)
 
-    def mean(scores, key):
-        return sum(s[key] * k for s, k in scores) / sum(k for _, k in scores)
-
-    heldout = heldout_batch(build, cfg, limit, buckets)
-    held = sum(fixed_loss(painter.model, painter, b, seed=j) * len(b.keys) for j, b in enumerate(heldout))
+    heldout = heldout_batch(build, cfg, 16, buckets)
+    loss = sum(fixed_loss(painter.model, painter, b, seed=j) * len(b.keys) for j, b in enumerate(heldout))
     held_n = sum(len(b.keys) for b in heldout)
     result = {
         "run": run,
         "step": painter.step,
-        "samples": n,
-        "edge_f1_matched": mean(matched, "f1"),
-        "edge_f1_mismatched": mean(mism, "f1"),
-        "chamfer_matched": mean(matched, "chamfer"),
-        "chamfer_mismatched": mean(mism, "chamfer"),
-        "heldout_loss": held / held_n if held_n else None,
+        "samples": len(units),
+        "unpaired": unpaired,
+        "no_ink": no_ink,
+        "seeds": seeds,
+        "edge_f1_matched": float(units[:, 0].mean()),
+        "edge_f1_mismatched": float(units[:, 2].mean()),
+        "edge_f1_gap": float(gaps.mean()),
+        "edge_f1_gap_ci95": [lo, hi],
+        "edge_f1_gap_per_seed": [float((p[:, 0] - p[:, 2]).mean()) for p in per_seed],
+        "edge_f1_gap_heldout": float(gaps[held].mean()) if held.any() else None,
+        "heldout_units": int(held.sum()),
+        "chamfer_matched": float(units[:, 1].mean()),
+        "chamfer_mismatched": float(units[:, 3].mean()),
+        "heldout_loss": loss / held_n if held_n else None,
         "heldout_samples": held_n,
     }
-    result["edge_f1_gap"] = result["edge_f1_matched"] - result["edge_f1_mismatched"]
     os.makedirs(os.path.join(run, "eval"), exist_ok=True)
     sheet = [grid_image(*r) for r in rows]
     width = max(p.shape[1] for p in sheet)
@@ -142,4 +208,4 @@ def evaluate(run: str, limit: int = 16, seed: int = 0, device: str = "cpu") -> d
     return result
 
 
-__all__ = ["evaluate"]
+__all__ = ["alignment_groups", "evaluate", "gap_interval"]

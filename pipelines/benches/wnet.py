@@ -9,18 +9,24 @@ thread gains; the prefetch thread has the other core):
   (edge F1 / Chamfer against their own vs a mismatched sketch) and the effect of swapping a tag.
 * ``real_build``: the corpus built with the default config (512-832 px buckets, canny + xdog), then
   exactly what ``linepairs train OUT --config tiny`` runs (300 steps at 64 px: data decoded at
-  training size, prefetched, previews, held-out loss, checkpoints) and ``linepairs eval``. Beside it,
-  the floor: the same Trainer stepping on random arrays of the same shapes (no data at all),
-  measured in the same run before and after, so the ratio holds on a shared machine. Also the
-  per-sample decode cost of the three ways to get a sample at 64 px.
+  training size, prefetched, previews, held-out loss, checkpoints), in this process on one thread,
+  and ``linepairs eval`` (every scoreable unit, two noise seeds: the gap with its bootstrap interval
+  and per-seed values). Beside it, the floor: the same Trainer stepping on random arrays of the same
+  shapes (no data at all), measured in the same run before and after, so the ratio holds on a
+  shared machine (CPU seconds, too). Then ``cli``: the same command in its own process with torch's
+  default threads (the goal's setting: wall, CPU, load average). Also the per-sample decode cost of
+  the three ways to get a sample at 64 px.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from types import SimpleNamespace
@@ -49,7 +55,12 @@ from ..errors import UsageError
 from ..paths import corpus_illustrations
 
 STEPS = 300
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLOOR_STEPS = 10  # random-array steps per floor timing
+CLI_LIMIT_S = 600  # the default-threads CLI run stops here (a busy machine)
+EVAL_KEYS = ("samples", "unpaired", "no_ink", "seeds", "edge_f1_matched", "edge_f1_mismatched", "edge_f1_gap",
+             "edge_f1_gap_ci95", "edge_f1_gap_per_seed", "edge_f1_gap_heldout", "heldout_units",
+             "chamfer_matched", "chamfer_mismatched", "heldout_loss")  # fmt: skip
 
 
 def run(args) -> dict[str, Any]:
@@ -114,9 +125,11 @@ def _real_build(folder: str, root: str, args, steps: int | None = None) -> dict[
     shapes = [(len(b.keys), b.images.shape[1], b.images.shape[2]) for b in _fixed_batches(out, cfg, 20)]
     floor_before = _floor(cfg, vocab, shapes, args.repeats)
 
+    load_before = os.getloadavg()[0]
     start, cpu = time.perf_counter(), time.process_time()
     result = train(TrainRequest(out, run_dir, cfg, steps=steps, show_progress=False))
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    load_after = os.getloadavg()[0]
     floor_after = _floor(cfg, vocab, shapes, args.repeats)
     rows = read_metrics(run_dir)
     first, last = rows[0], rows[-1]
@@ -131,12 +144,17 @@ def _real_build(folder: str, root: str, args, steps: int | None = None) -> dict[
     ckpt = open_checkpoint(latest_checkpoint(run_dir))
     trainer.load(ckpt.weights("model"), ckpt.weights("ema"), ckpt.optimizer(), ckpt.step)
     loss_after = float(np.mean([trainer.fixed_loss(b, seed=i) for i, b in enumerate(fixed)]))
-    scores = evaluate(run_dir, limit=16)
+    scores = evaluate(run_dir, limit=48, seeds=2)
+    cli = _cli_train(out, os.path.join(root, "real", "cli"), steps)
     return {
         "build": "shared illustrations, default build config", "samples": _samples(out),
         "build_s": build_s, "config": "tiny", "max_side": cfg.train.max_side, "batch": cfg.train.batch_size,
+        "model": {"channels": list(cfg.model.channels), "attn_levels": list(cfg.model.attn_levels),
+                  "sketch_channels": list(cfg.model.sketch_channels), "prediction": cfg.diffusion.prediction,
+                  "parameters": sum(p.numel() for p in trainer.model.parameters())},
         "torch_threads": 1, "steps": result.step,
         "train_wall_s": wall, "steps_per_s": result.step / wall,
+        "load_average_before_after": [round(load_before, 2), round(load_after, 2)],
         # CPU seconds barely depend on what else the machine runs: on a quiet machine wall ~ CPU.
         "train_cpu_s": cpu, "cpu_step_s": cpu / max(1, result.step),
         "floor_cpu_step_s": floor_cpu_step_s, "cpu_over_floor": cpu / max(1, result.step) / floor_cpu_step_s,
@@ -147,9 +165,39 @@ def _real_build(folder: str, root: str, args, steps: int | None = None) -> dict[
         "loop_over_floor": loop_step_s / floor_step_s,
         "fixed_loss_before": loss_before, "fixed_loss_after": loss_after,
         "loss_ratio": loss_after / loss_before,
-        "edge_f1_matched": scores["edge_f1_matched"], "edge_f1_mismatched": scores["edge_f1_mismatched"],
-        "edge_f1_gap": scores["edge_f1_gap"], "heldout_loss": scores["heldout_loss"],
+        "logged_loss_first_last": [first["loss"], last["loss"]],
+        "eval": {k: scores[k] for k in EVAL_KEYS},
+        "cli": cli,
         "decode_ms_per_sample": _decode_costs(out, cfg, args.repeats),
+    }  # fmt: skip
+
+
+def _cli_train(build: str, run_dir: str, steps: int | None) -> dict[str, Any]:
+    """The goal as a user meets it: ``linepairs train OUT --config tiny`` in its own process with
+    torch's default threads: wall and CPU seconds and the load average around them. On a busy
+    machine OpenMP barriers make that run crawl (seconds per step), so it stops after CLI_LIMIT_S
+    and says how far it got."""
+    cmd = [sys.executable, "-m", "pipelines.cli", "train", build, "--config", "tiny", "--run", run_dir, "-q"]
+    cmd += ["--steps", str(steps)] if steps is not None else []
+    load_before = os.getloadavg()[0]
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=_REPO, timeout=CLI_LIMIT_S)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if not timed_out and done.returncode != 0:
+        raise RuntimeError(f"linepairs train failed: {done.stderr.strip()[-2000:]}")
+    rows = read_metrics(run_dir) if os.path.isdir(run_dir) else []
+    return {
+        "command": "linepairs train OUT --config tiny (default threads)", "cpus": os.cpu_count(),
+        "steps": rows[-1]["step"] if rows else 0, "wall_s": wall, "timed_out": timed_out,
+        "cpu_s": (after.ru_utime + after.ru_stime) - (used.ru_utime + used.ru_stime),
+        "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "loss_first_last": [rows[0]["loss"], rows[-1]["loss"]] if rows else None,
     }  # fmt: skip
 
 

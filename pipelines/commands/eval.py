@@ -12,7 +12,10 @@ def add_parser(sub) -> None:
     )
     p.add_argument("run", metavar="RUN")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
-    p.add_argument("--limit", type=int, default=16, help="samples to paint and score (default 16)")
+    p.add_argument(
+        "--limit", type=int, default=48, help="(sample, extractor) units to paint and score (default 48)"
+    )
+    p.add_argument("--seeds", type=int, default=1, help="noise seeds per unit (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(handler=run)
@@ -28,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
 
     try:
-        scores = evaluate(args.run, limit=args.limit, seed=args.seed, device=args.device)
+        scores = evaluate(args.run, limit=args.limit, seed=args.seed, device=args.device, seeds=args.seeds)
     except (CheckpointError, RunError, LoaderError, WnetConfigError) as exc:
         raise UsageError(str(exc)) from None
     if args.json:
@@ -38,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"run         {scores['run']} (step {scores['step']}, {scores['samples']} samples)")
     print(f"edge F1     matched {fmt(scores['edge_f1_matched'])}  mismatched {fmt(scores['edge_f1_mismatched'])}"
           f"  gap {fmt(scores['edge_f1_gap'])}")  # fmt: skip
+    lo, hi = scores["edge_f1_gap_ci95"]
+    per_seed = ", ".join(fmt(g) for g in scores["edge_f1_gap_per_seed"])
+    print(f"gap spread  95% bootstrap interval [{fmt(lo)}, {fmt(hi)}]; per seed {per_seed}")
     print(
         f"chamfer     matched {fmt(scores['chamfer_matched'])}  mismatched {fmt(scores['chamfer_mismatched'])} (px)"
     )
