@@ -298,7 +298,7 @@ def compute_weights(
         empty = np.zeros(0)
         return Weighted(empty, np.zeros(0, dtype=object), empty, empty, empty, empty)
     sources = np.asarray(sources, dtype=object)
-    keys = np.asarray(keys, dtype=object)
+    keys = np.asarray(keys)  # strings, or int ranks that sort like them (pipelines.columnar.ranks)
     # integer codes per scope: the per-group loops below compare ints, not strings
     scope = _group_codes(sources) if cfg.tier_scope == "source" else np.zeros(n, np.int64)
     quality = percentile_within(scope, np.asarray(quality_scores, np.float64), keys)

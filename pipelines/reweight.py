@@ -30,7 +30,7 @@ from sharding.weights import (
     write_version,
 )
 
-from .columnar import bucket_labels
+from .columnar import bucket_labels, labels, ranks
 from .config import config_from_dict, diff_dicts, read_toml
 
 # Config sections whose change is a change of weights only; every other one changes the shards.
@@ -73,11 +73,12 @@ def solve(manifest: pa.Table, cfg: WeightConfig) -> pa.Table:
     if cfg.tag_balance:
         columns = [manifest[f"tags_{c}"].to_pylist() for c in cfg.tag_categories]
         tags = [[t for part in row for t in (part or [])] for row in zip(*columns)]
-    keys = manifest["key"].to_numpy(zero_copy_only=False).astype(object)
+    # Key ranks and shared source strings, not a Python string per sample: at 10M samples those
+    # were ~1.4 GB and a lexsort of Python strings (the ranks sort exactly like the keys).
     w = compute_weights(
         cfg,
-        sources=manifest["source"].to_numpy(zero_copy_only=False).astype(object),
-        keys=keys,
+        sources=labels(manifest["source"]),
+        keys=ranks(manifest["key"]),
         quality_scores=quality,
         tags=tags,
         eligible=high_tier_eligible(cfg, _floats(manifest, "illustration"), _floats(manifest, "upscale")),
@@ -86,7 +87,7 @@ def solve(manifest: pa.Table, cfg: WeightConfig) -> pa.Table:
         {
             "key": manifest["key"],
             "weight": pa.array(w.weight, pa.float64()),
-            "tier": pa.array(w.tier.astype(str) if len(w.tier) else [], pa.string()),
+            "tier": pa.array(w.tier if len(w.tier) else [], pa.string()),  # shared "high"/"low"
             "quality": pa.array(w.quality, pa.float64(), from_pandas=True),  # NaN -> null
             "tier_weight": pa.array(w.tier_weight, pa.float64()),
             "tag_factor": pa.array(w.tag_factor, pa.float64()),
@@ -100,8 +101,8 @@ def summarize(manifest: pa.Table, version: pa.Table, training_samples: int) -> d
     buckets = bucket_labels(manifest).to_numpy(zero_copy_only=False)
     return weight_summary(
         version["weight"].to_numpy(zero_copy_only=False),
-        sources=manifest["source"].to_pylist(),
-        tiers=version["tier"].to_pylist(),
+        sources=labels(manifest["source"]),
+        tiers=labels(version["tier"]),
         buckets=buckets,
         training_samples=training_samples,
     )
