@@ -13,6 +13,7 @@ ones, so nothing reads the scan again.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -55,17 +56,57 @@ class PlanSettings:
     seed: int
 
 
-def _kept_columns(layout: Layout, parts: list[str], columns: list[str]) -> tuple[pa.Table, list[int]]:
-    """Pass A: ``columns`` of the kept rows of every part, and the kept count per part."""
-    tables, per_part = [], []
+_HEX = np.full(256, 255, np.uint8)
+_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16)
+_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
+
+
+def _words_slow(values: list[str | None]) -> np.ndarray:
+    """The same words for any strings: a hex digest decoded, anything else (or null) hashed."""
+    out = bytearray()
+    for v in values:
+        if v is not None and len(v) == 64 and all(c in "0123456789abcdefABCDEF" for c in v):
+            out += bytes.fromhex(v)
+        else:
+            out += hashlib.sha256(b"\0" + (v or "").encode("utf-8", "surrogatepass")).digest()
+    return np.frombuffer(bytes(out), np.uint64).reshape(-1, 4)
+
+
+def sha_words(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """SHA-256 hex strings as 4 uint64 words a row (n x 4, exact: all 256 bits), 32 B a row instead
+    of a 64-character string and its dictionary entry. Equal strings give equal words."""
+    arr = pa.chunked_array(column, pa.string()).combine_chunks()
+    n = len(arr)
+    if n == 0:
+        return np.zeros((0, 4), np.uint64)
+    offsets = np.frombuffer(arr.buffers()[1], np.int32, n + 1, arr.offset * 4)
+    if not arr.null_count and np.all(np.diff(offsets) == 64):
+        text = np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0] : offsets[-1]].reshape(n, 64)
+        nibbles = _HEX[text]
+        if not (nibbles == 255).any():
+            return np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).view(np.uint64)
+    return _words_slow(arr.to_pylist())  # not all hex digests (hand-made parts): the slow, same map
+
+
+def _kept_columns(
+    layout: Layout, parts: list[str], columns: list[str]
+) -> tuple[pa.Table, np.ndarray, list[int]]:
+    """Pass A: ``columns`` of the kept rows of every part, an exact-duplicate code per kept row
+    (equal codes: equal sha256), and the kept count per part.
+
+    The sha256 text becomes 32 bytes a row part by part and is never held as strings: at 10M rows
+    the strings and their dictionary were ~1.4 GB of the plan's peak."""
+    tables, words, per_part = [], [], []
     for path in parts:
-        t = layout.read_parquet(path, columns=["status", *columns])
+        t = layout.read_parquet(path, columns=["status", *columns, "sha256"])
         t = t.filter(pc.equal(t["status"], "kept")).drop_columns(["status"])
-        tables.append(t.combine_chunks())
+        words.append(sha_words(t["sha256"]))
+        tables.append(t.drop_columns(["sha256"]).combine_chunks())
         per_part.append(t.num_rows)
     if not tables:
-        return SCAN_SCHEMA.empty_table().select(columns), per_part
-    return pa.concat_tables(tables).combine_chunks(), per_part
+        return SCAN_SCHEMA.empty_table().select(columns), np.zeros(0, np.int64), per_part
+    sha_codes = np.unique(np.concatenate(words), axis=0, return_inverse=True)[1].reshape(-1)
+    return pa.concat_tables(tables).combine_chunks(), sha_codes.astype(np.int64), per_part
 
 
 def write_plan(
@@ -81,17 +122,15 @@ def write_plan(
     parts = [layout.scan_part(c) for c in range(chunks)]
     cats = list(s.weights.tag_categories) if s.weights.tag_balance else []
     # + what a weight version is solved from (reweight.manifest_inputs: the high-tier gate's measures)
-    small = ["seq", "key", "source", "phash", "sha256", "quality_score", "score", "width", "height",
+    small = ["seq", "key", "source", "phash", "quality_score", "score", "width", "height",
              "illustration", "upscale"]  # fmt: skip
-    kept, per_part = _kept_columns(layout, parts, small + [f"tags_{c}" for c in cats])
+    kept, sha_codes, per_part = _kept_columns(layout, parts, small + [f"tags_{c}" for c in cats])
     n = kept.num_rows
     phash = _np(kept, "phash", np.int64)
     score = _np(kept, "quality_score", np.float64)
     if s.dedup.enabled and n:
         pixels = (_np(kept, "width", np.int64) * _np(kept, "height", np.int64)).astype(np.float64)
-        result, stats = dedup_arrays(
-            phash, codes(kept["sha256"])[0], score, pixels, _np(kept, "seq", np.int64), s.dedup
-        )
+        result, stats = dedup_arrays(phash, sha_codes, score, pixels, _np(kept, "seq", np.int64), s.dedup)
         keeper, exact, dropped = result.keeper, result.exact, result.dropped
     else:
         keeper, exact, dropped = np.arange(n), np.zeros(n, bool), np.zeros(n, bool)
@@ -102,7 +141,10 @@ def write_plan(
     small_size = too_small_mask(_np(kept, "width", np.int64), _np(kept, "height", np.int64), s.buckets)
     too_small = small_size & ~dropped
     survivors = np.flatnonzero(~dropped & ~small_size)
-    planned = kept.drop_columns(["sha256"]).take(pa.array(survivors, pa.int64()))
+    del sha_codes
+    planned = kept.drop_columns(["seq", "phash"]).take(pa.array(survivors, pa.int64()))
+    kept_keys = kept["key"]  # the keepers' names for dedup reject rows; the rest of pass A is dropped
+    del kept  # before the weights are solved: that is the plan's peak
     assignment = assign_shards(
         _np(planned, "width", np.int64), _np(planned, "height", np.int64), ranks(planned["key"]),
         rule=s.buckets, samples_per_shard=s.samples_per_shard, seed=s.seed,
@@ -114,8 +156,7 @@ def write_plan(
     dest[assignment.order] = np.arange(m)
     plan_index = np.full(n, -1, np.int64)  # kept row -> planned row (-1: dropped as a duplicate)
     plan_index[survivors] = np.arange(m)
-    kept_keys = kept["key"]  # the keepers' names for dedup reject rows; the rest of pass A is dropped
-    del kept, planned, assignment
+    del planned, assignment
 
     bins = max(1, -(-m // bin_rows))
     spill_schema = PLAN_SCHEMA.append(pa.field(_DEST, pa.int64()))

@@ -208,3 +208,24 @@ def test_increment_chunks_follow_every_records_and_scan_part(tmp_path):
     layout.write_parquet(layout.records_part(3), RECORD_SCHEMA.empty_table())  # a first append's chunk
     layout.write_parquet(layout.scan_part(3), SCAN_SCHEMA.empty_table())
     assert _records_chunks(layout) == 4 and _records_parts(layout, 4) == [0, 3]
+
+
+def test_sha_words_are_exact_and_the_slow_path_agrees():
+    """The plan's exact-duplicate codes come from sha256 digests as 4 uint64 words (no strings held)."""
+    import hashlib
+
+    from pipelines.planphase import _words_slow, sha_words
+
+    digests = [hashlib.sha256(bytes([i % 7])).hexdigest() for i in range(40)]
+    fast = sha_words(pa.array(digests))
+    assert fast.shape == (40, 4) and fast.dtype == np.uint64
+    assert np.array_equal(fast, _words_slow(digests))
+    assert fast[0].tobytes() == bytes.fromhex(digests[0])  # all 256 bits, in order
+    codes = np.unique(fast, axis=0, return_inverse=True)[1].reshape(-1)
+    assert len(set(codes.tolist())) == 7 and all(codes[i] == codes[i % 7] for i in range(40))
+    # not all hex digests (a hand-made part): the same map for the digests, others hashed apart
+    mixed = sha_words(pa.array([digests[1], None, "x", digests[1].upper(), "x"]))
+    assert np.array_equal(mixed[0], fast[1]) and np.array_equal(mixed[3], fast[1])
+    assert np.array_equal(mixed[2], mixed[4]) and not np.array_equal(mixed[1], mixed[2])
+    sliced = sha_words(pa.array(digests).slice(5, 3))  # an array with an offset
+    assert np.array_equal(sliced, fast[5:8])
