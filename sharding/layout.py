@@ -385,7 +385,10 @@ class Layout:
         return json.loads(self.read_bytes(path))
 
     def read_parquet(self, path: str, columns: list[str] | None = None) -> pa.Table:
-        return pq.read_table(path, columns=columns, filesystem=self.fs)
+        # An fsspec store (s3fs behind pyarrow's PyFileSystem) is read on this thread: pre-buffered
+        # reads run on Arrow's I/O threads, which call into Python and can abort the process at
+        # exit ("terminate called without an active exception", apache/arrow#39162, #34314).
+        return pq.read_table(path, columns=columns, filesystem=self.fs, pre_buffer=self.local)
 
     def parquet_rows(self, path: str) -> int:
         with self.fs.open_input_file(path) as fh:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from curation.records import TAG_CATEGORIES
@@ -49,7 +50,10 @@ class TagVocab:
     @classmethod
     def from_manifest(cls, path: str, per_category: int, filesystem=None) -> TagVocab:
         """From ``path`` (a manifest.parquet; inside ``filesystem`` when given, e.g. a build on a store)."""
-        table = pq.read_table(path, columns=[f"tags_{c}" for c in CATEGORY_ORDER], filesystem=filesystem)
+        table = pq.read_table(
+            path, columns=[f"tags_{c}" for c in CATEGORY_ORDER], filesystem=filesystem,
+            pre_buffer=filesystem is None or isinstance(filesystem, pafs.LocalFileSystem),  # see Layout.read_parquet
+        )  # fmt: skip
         columns = {c: table[f"tags_{c}"].to_pylist() for c in CATEGORY_ORDER}
         rows = ({c: columns[c][i] for c in CATEGORY_ORDER} for i in range(table.num_rows))
         return cls.build(rows, per_category)
