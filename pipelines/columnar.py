@@ -60,6 +60,21 @@ def concat_lists(columns: Sequence[pa.Array | pa.ChunkedArray]) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), flat)
 
 
+def give_back_memory() -> None:
+    """Return freed memory to the OS between a phase's steps: Arrow's allocator keeps freed buffers
+    and glibc's heap keeps freed small blocks (numpy's per-part arrays), so the process's peak would
+    otherwise be the sum of its steps, not the largest of them (1M plan: 608 -> 345 MB here)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): Arrow's release is all there is
+        pass
+
+
 def parquet_batches(layout: Layout, path: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
     """The file's row groups as tables, one at a time (ranged reads on an object store)."""
     with layout.open_input_file(path) as fh:

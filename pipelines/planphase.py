@@ -39,7 +39,7 @@ from sharding.schema import (
     SCAN_SCHEMA,
 )
 
-from .columnar import ROW_GROUP, atomic_parquet, codes, ranks
+from .columnar import ROW_GROUP, atomic_parquet, codes, give_back_memory, ranks
 from .dedup import dedup_arrays, reject_rows
 
 BIN_ROWS = 262_144  # plan rows sorted in memory at once (~1 KB each with tags)
@@ -157,6 +157,7 @@ def write_plan(
     plan_index = np.full(n, -1, np.int64)  # kept row -> planned row (-1: dropped as a duplicate)
     plan_index[survivors] = np.arange(m)
     del planned, assignment
+    give_back_memory()  # pass A's freed buffers, before pass B's bins (the phase's peak at 10M)
 
     bins = max(1, -(-m // bin_rows))
     spill_schema = PLAN_SCHEMA.append(pa.field(_DEST, pa.int64()))
@@ -217,6 +218,8 @@ def write_plan(
                     in_memory = []
                 t = t.take(pc.sort_indices(t[_DEST])).drop_columns([_DEST])
                 plan.write_table(t, row_group_size=ROW_GROUP)
+                del t
+                give_back_memory()  # one bin's buffers at a time
     finally:
         if spill_dir:
             shutil.rmtree(spill_dir, ignore_errors=True)
