@@ -77,8 +77,7 @@ def read_version(
     """
     name = active_name(layout) if name is None else check_name(name)
     try:
-        with layout.open_input_file(layout.weights_version(name)) as fh:
-            table = pq.read_table(fh, pre_buffer=False)  # a small file; no I/O threads (layout.read_parquet)
+        table = layout.read_parquet(layout.weights_version(name))
     except (FileNotFoundError, OSError) as exc:
         have = ", ".join(list_versions(layout)) or "none"
         raise WeightsVersionError(

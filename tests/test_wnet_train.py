@@ -47,7 +47,7 @@ def _eight(build: str):
 
 
 def _trainer(build: str, **train) -> Trainer:
-    vocab = TagVocab.from_manifest(os.path.join(build, "manifest.parquet"), 100)
+    vocab = TagVocab.from_manifest(build, 100)
     return Trainer(TINY.replace(train={"batch_size": 8, **train}), vocab)
 
 

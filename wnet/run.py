@@ -125,7 +125,7 @@ def prepare_run(req: TrainRequest) -> tuple[WnetConfig, TagVocab]:
     if os.listdir(req.run):
         raise RunError(f"{req.run} exists, is not empty and is not a W-net run; choose another --run")
     layout = open_build(build)
-    vocab = TagVocab.from_manifest(layout.manifest, req.config.model.vocab_per_category, filesystem=layout.fs)
+    vocab = TagVocab.from_manifest(layout, req.config.model.vocab_per_category)
     _write_json(
         path, {"format": RUN_FORMAT, "build": build, "config": req.config.to_dict(), "vocab": vocab.to_json()}
     )

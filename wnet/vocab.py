@@ -15,10 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from curation.records import TAG_CATEGORIES
+from sharding.layout import Layout
 
 PAD, NULL = 0, 1
 # Most identifying first, so truncation to max_tags drops general/meta tags before characters.
@@ -48,12 +47,10 @@ class TagVocab:
         return cls(tuple(tokens))
 
     @classmethod
-    def from_manifest(cls, path: str, per_category: int, filesystem=None) -> TagVocab:
-        """From ``path`` (a manifest.parquet; inside ``filesystem`` when given, e.g. a build on a store)."""
-        table = pq.read_table(
-            path, columns=[f"tags_{c}" for c in CATEGORY_ORDER], filesystem=filesystem,
-            pre_buffer=filesystem is None or isinstance(filesystem, pafs.LocalFileSystem),  # see Layout.read_parquet
-        )  # fmt: skip
+    def from_manifest(cls, build: Layout | str, per_category: int) -> TagVocab:
+        """From the manifest of ``build`` (an OUT path or URL, or its Layout)."""
+        layout = build if isinstance(build, Layout) else Layout(build)
+        table = layout.read_parquet(layout.manifest, columns=[f"tags_{c}" for c in CATEGORY_ORDER])
         columns = {c: table[f"tags_{c}"].to_pylist() for c in CATEGORY_ORDER}
         rows = ({c: columns[c][i] for c in CATEGORY_ORDER} for i in range(table.num_rows))
         return cls.build(rows, per_category)

@@ -82,7 +82,7 @@ def run(args) -> dict[str, Any]:
 def _toy(folder: str, root: str, args) -> dict[str, Any]:
     build = tiny_demo_build(folder, os.path.join(root, "toy"), n=8)
     pairs = next(iter(batches(build, 8, seed=0, resampled=False, weighted=False)))
-    vocab = TagVocab.from_manifest(os.path.join(build, "manifest.parquet"), 100)
+    vocab = TagVocab.from_manifest(build, 100)
     trainer = Trainer(PRESETS["tiny"].replace(train={"batch_size": 8, "flip": 0.0, "warmup": 10}), vocab)
     before = trainer.fixed_loss(pairs)
     timings = []
@@ -120,7 +120,7 @@ def _real_build(folder: str, root: str, args, steps: int | None = None) -> dict[
     run_build(BuildRequest([parse_source(f"demo={folder}")], out, BuildConfig(), show_progress=False))
     build_s = time.perf_counter() - start
     cfg = PRESETS["tiny"]
-    vocab = TagVocab.from_manifest(os.path.join(out, "manifest.parquet"), cfg.model.vocab_per_category)
+    vocab = TagVocab.from_manifest(out, cfg.model.vocab_per_category)
     fixed = _fixed_batches(out, cfg, 4)
     shapes = [(len(b.keys), b.images.shape[1], b.images.shape[2]) for b in _fixed_batches(out, cfg, 20)]
     floor_before = _floor(cfg, vocab, shapes, args.repeats)
