@@ -67,16 +67,22 @@ def spec(url: str, name: str = "net.pth") -> WeightsSpec:
     return WeightsSpec(name, url, hashlib.sha256(PAYLOAD).hexdigest())
 
 
+def flip_first_byte(path) -> None:
+    """Same size, the first byte changed. (Writing a fixed byte was a no-op 1 time in 256: PAYLOAD is random.)"""
+    with open(path, "r+b") as fh:
+        first = fh.read(1)[0]
+        fh.seek(0)
+        fh.write(bytes([first ^ 0xFF]))
+
+
 def test_download_then_a_damaged_cache_is_rehashed_and_fetched_again(server, cache, monkeypatch):
     path = resolve(spec(f"{server}/good"))
     assert open(path, "rb").read() == PAYLOAD
-    with open(path, "r+b") as fh:  # same size, one byte changed
-        fh.write(b"\xff")
+    flip_first_byte(path)
     time.sleep(0.01)
     os.utime(path)
     assert open(resolve(spec(f"{server}/good")), "rb").read() == PAYLOAD  # re-hashed, downloaded again
-    with open(path, "r+b") as fh:
-        fh.write(b"\xfe")
+    flip_first_byte(path)
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 1000))
     monkeypatch.setenv("LINEPAIRS_OFFLINE", "1")
     with pytest.raises(WeightsError, match="damaged"):
