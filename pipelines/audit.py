@@ -189,9 +189,11 @@ def pair_samples(
         warnings.simplefilter("ignore")
         stream = BatchStream(out, 1, keys_only=True, skip_bad_shards=True)
     found = []
-    for key in keys:
+    for row in stream.rows_of(keys):  # one key lookup for all (each hashes the population's keys)
+        if row is None:
+            continue
         try:
-            found += stream.samples([key])
+            found.append(stream.sample_at(row))
         except (LoaderError, ValueError):  # a corrupt member: the audit names bad shards elsewhere
             continue
     for s in found:

@@ -616,25 +616,32 @@ class BatchStream:
         lines = np.stack([x[3] for x in loaded]) if loaded else np.zeros((0, h, w), np.uint8)
         return Batch(images=images, lines=lines, **common)
 
+    def rows_of(self, keys: Sequence[str]) -> list[int | None]:
+        """The population row of each key (None: not in the build). One hash of the population's
+        keys per call, so look many keys up at once."""
+        return pc.index_in(pa.array(list(keys), pa.string()), value_set=self.pop.keys).to_pylist()
+
+    def sample_at(self, row: int) -> dict[str, Any]:
+        """The whole sample of population row ``row`` (see ``samples``)."""
+        key, names = self.pop.key(row), self.pop.extractors(row)
+        files = self.reader().read(
+            self.pop.shard(row), key, (IMAGE_EXTS, "json", *[f"lineart.{n}.png" for n in names])
+        )
+        image = next(files[e] for e in IMAGE_EXTS if e in files)
+        return {
+            "key": key,
+            "image": decode_rgb(image),
+            "lines": {n: decode_gray(files[f"lineart.{n}.png"]) for n in names},
+            "meta": samplejson.decode(files["json"]),
+        }
+
     def samples(self, keys: Sequence[str]) -> list[dict[str, Any]]:
         """Whole samples by key: {"key", "image" (RGB), "lines" {extractor: gray}, "meta"} (for audits)."""
-        rows = pc.index_in(pa.array(list(keys), pa.string()), value_set=self.pop.keys).to_pylist()
-        out = []
+        rows = self.rows_of(keys)
         for key, r in zip(keys, rows, strict=True):
             if r is None:
                 raise LoaderError(f"no sample {key} in {self.out}")
-            names = self.pop.extractors(r)
-            files = self.reader().read(
-                self.pop.shard(r), key, (IMAGE_EXTS, "json", *[f"lineart.{n}.png" for n in names])
-            )
-            image = next(files[e] for e in IMAGE_EXTS if e in files)
-            out.append({
-                "key": key,
-                "image": decode_rgb(image),
-                "lines": {n: decode_gray(files[f"lineart.{n}.png"]) for n in names},
-                "meta": samplejson.decode(files["json"]),
-            })  # fmt: skip
-        return out
+        return [self.sample_at(r) for r in rows]
 
     def torch_dataset(self):
         """This stream as a ``torch.utils.data.IterableDataset``: ``DataLoader(ds, batch_size=None, num_workers=K)``."""
