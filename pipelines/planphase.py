@@ -6,7 +6,9 @@ Pass A reads only the small columns of kept rows (hashes, sizes, scores, keys, s
 row) and computes every decision as arrays; the weight policy is only checked for feasibility
 there (contract 2: weights live in weight versions, solved at finalize). Pass B reads the scan parts one at a time, takes the
 planned rows, appends the plan columns and spills them into bins of ``bin_rows`` by final
-position; each bin is then sorted and appended to ``plan.parquet``. The same pass writes the early
+position; each bin is then sorted and appended to ``plan.parquet``. The bins are Arrow IPC streams,
+not parquet: every part adds a piece to every bin, and a parquet writer keeps each piece's row-group
+metadata until it closes (parts x bins ~ N^2 pieces: ~95,000 at 10M, GBs), a stream keeps none. The same pass writes the early
 rejects (scan verdicts, dedup drops and ``too_small_for_bucket``, sorted by ``seq``) that ``finalize`` merges with the late
 ones, so nothing reads the scan again.
 """
@@ -44,6 +46,8 @@ from .dedup import dedup_arrays, reject_rows
 
 BIN_ROWS = 262_144  # plan rows sorted in memory at once (~1 KB each with tags)
 _DEST = "_dest"
+# spill bins: zstd keeps the scratch near parquet's size (tags compress well); lz4 if zstd is absent
+_SPILL_IPC = pa.ipc.IpcWriteOptions(compression="zstd" if pa.Codec.is_available("zstd") else "lz4")
 _IDS = list(REJECT_ID_COLUMNS)
 
 
@@ -162,11 +166,12 @@ def write_plan(
     bins = max(1, -(-m // bin_rows))
     spill_schema = PLAN_SCHEMA.append(pa.field(_DEST, pa.int64()))
     in_memory: list[pa.Table] = []
-    spills: list[pq.ParquetWriter] = []
+    spills: list[pa.ipc.RecordBatchStreamWriter] = []
     spill_dir = tempfile.mkdtemp(prefix="linepairs-plan-") if bins > 1 else ""
     try:
         if bins > 1:
-            spills = [pq.ParquetWriter(_bin_path(spill_dir, b), spill_schema) for b in range(bins)]
+            spills = [pa.ipc.new_stream(_bin_path(spill_dir, b), spill_schema, options=_SPILL_IPC)
+                      for b in range(bins)]  # fmt: skip
         reject_count = 0
         with atomic_parquet(layout, layout.early_rejects, REJECT_SCHEMA) as rejects:
             offset = 0
@@ -205,14 +210,18 @@ def write_plan(
                     in_memory.append(rows)
                     continue
                 which = dest[p] // bin_rows
-                for b in np.unique(which).tolist():
-                    spills[b].write_table(rows.filter(pa.array(which == b)))
+                order = np.argsort(which, kind="stable")  # one take, then a slice per bin
+                rows, which = rows.take(pa.array(order, pa.int64())), which[order]
+                edges = np.flatnonzero(np.diff(which)) + 1
+                for lo, hi in zip([0, *edges.tolist()], [*edges.tolist(), len(which)], strict=True):
+                    spills[int(which[lo])].write_table(rows.slice(lo, hi - lo))
         for w in spills:
             w.close()
         with atomic_parquet(layout, layout.plan, PLAN_SCHEMA) as plan:
             for b in range(bins):
                 if spills:
-                    t = pq.read_table(_bin_path(spill_dir, b))
+                    with pa.ipc.open_stream(_bin_path(spill_dir, b)) as stream:
+                        t = stream.read_all().combine_chunks()
                 else:
                     t = pa.concat_tables(in_memory) if in_memory else spill_schema.empty_table()
                     in_memory = []
@@ -237,7 +246,7 @@ def _np(table: pa.Table, column: str, dtype) -> np.ndarray:
 
 
 def _bin_path(spill_dir: str, b: int) -> str:
-    return os.path.join(spill_dir, f"bin-{b:05d}.parquet")
+    return os.path.join(spill_dir, f"bin-{b:05d}.arrows")
 
 
 class PlanReader:
