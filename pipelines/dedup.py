@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.dedup import DedupConfig, DedupResult, as_unsigned, near_pairs, resolve
-from sharding.schema import REJECT_ID_COLUMNS
+from sharding.schema import REJECT_ID_COLUMNS, REJECT_SCHEMA
 
 from .columnar import codes
 
@@ -53,28 +53,39 @@ def dedup_arrays(
     return result, stats
 
 
-def reject_rows(
-    ids: pa.Table, dropped: np.ndarray, keeper: np.ndarray, exact: np.ndarray,
+def duplicate_notes(
+    dropped: np.ndarray, keeper: np.ndarray, exact: np.ndarray,
     keys: pa.Array | pa.ChunkedArray, phash: np.ndarray, score: np.ndarray,
-) -> list[dict[str, Any]]:  # fmt: skip
-    """One reject row per dropped sample. ``ids``: the dropped samples' id columns
-    (``REJECT_ID_COLUMNS``), row k for ``dropped[k]``; the other arrays cover every kept sample."""
+) -> pa.Table:  # fmt: skip
+    """``stage``, ``reason``, ``detail`` and ``duplicate_of`` of the reject row of each dropped sample
+    (``dropped``: kept-row indices; the other arrays cover every kept sample). One small row per
+    duplicate, so the plan makes them once and frees the per-sample arrays before it streams."""
     h = as_unsigned(phash)
     keeper_keys = pa.chunked_array(keys).take(pa.array(keeper[dropped], pa.int64())).to_pylist()
-    rows = []
-    for row, d, kept_key in zip(ids.to_pylist(), dropped.tolist(), keeper_keys, strict=True):
+    reasons, details = [], []
+    for d, kept_key in zip(dropped.tolist(), keeper_keys, strict=True):
         k = int(keeper[d])
-        dist = int(np.bitwise_count(h[d] ^ h[k]))
         same = bool(exact[d])
-        rows.append({
-            **row,
-            "stage": "dedup",
-            "reason": "exact_duplicate" if same else "near_duplicate",
-            "detail": ("same sha256 as " if same else f"phash {dist} bits from ") + kept_key
-            + f" (quality {_fmt(score[k])} kept over {_fmt(score[d])})",
-            "duplicate_of": kept_key,
-        })  # fmt: skip
-    return rows
+        reasons.append("exact_duplicate" if same else "near_duplicate")
+        details.append(
+            ("same sha256 as " if same else f"phash {int(np.bitwise_count(h[d] ^ h[k]))} bits from ")
+            + kept_key + f" (quality {_fmt(score[k])} kept over {_fmt(score[d])})"
+        )  # fmt: skip
+    return pa.table({
+        "stage": pa.array(["dedup"] * len(reasons), pa.string()),
+        "reason": pa.array(reasons, pa.string()),
+        "detail": pa.array(details, pa.string()),
+        "duplicate_of": pa.array(keeper_keys, pa.string()),
+    })  # fmt: skip
+
+
+def reject_rows(ids: pa.Table, notes: pa.Table) -> pa.Table:
+    """The dedup reject rows (``REJECT_SCHEMA``): ``ids`` (``REJECT_ID_COLUMNS``) row k is the sample
+    of ``notes`` row k (``duplicate_notes``)."""
+    table = ids.select(list(REJECT_ID_COLUMNS))
+    for name in notes.column_names:
+        table = table.append_column(name, notes[name])
+    return table.select(REJECT_SCHEMA.names).cast(REJECT_SCHEMA)
 
 
 def deduplicate(kept: pa.Table, cfg: DedupConfig) -> tuple[pa.Table, list[dict[str, Any]], dict[str, Any]]:
@@ -91,7 +102,8 @@ def deduplicate(kept: pa.Table, cfg: DedupConfig) -> tuple[pa.Table, list[dict[s
     result, stats = dedup_arrays(phash, codes(kept["sha256"])[0], score, pixels, seq, cfg)
     dropped = np.flatnonzero(result.dropped)
     ids = kept.select(list(REJECT_ID_COLUMNS)).take(pa.array(dropped, pa.int64()))
-    rejects = reject_rows(ids, dropped, result.keeper, result.exact, kept["key"], phash, score)
+    notes = duplicate_notes(dropped, result.keeper, result.exact, kept["key"], phash, score)
+    rejects = reject_rows(ids, notes).to_pylist()
     mask = np.ones(n, bool)
     mask[dropped] = False
     return kept.filter(pa.array(mask)), rejects, stats

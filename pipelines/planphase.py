@@ -42,7 +42,7 @@ from sharding.schema import (
 )
 
 from .columnar import ROW_GROUP, atomic_parquet, codes, give_back_memory, ranks
-from .dedup import dedup_arrays, reject_rows
+from .dedup import dedup_arrays, duplicate_notes, reject_rows
 
 BIN_ROWS = 262_144  # plan rows sorted in memory at once (~1 KB each with tags)
 _DEST = "_dest"
@@ -136,6 +136,7 @@ def write_plan(
         pixels = (_np(kept, "width", np.int64) * _np(kept, "height", np.int64)).astype(np.float64)
         result, stats = dedup_arrays(phash, sha_codes, score, pixels, _np(kept, "seq", np.int64), s.dedup)
         keeper, exact, dropped = result.keeper, result.exact, result.dropped
+        del result, pixels
     else:
         keeper, exact, dropped = np.arange(n), np.zeros(n, bool), np.zeros(n, bool)
         stats = {"route": None, "pairs": 0, "dropped": 0}
@@ -147,20 +148,21 @@ def write_plan(
     survivors = np.flatnonzero(~dropped & ~small_size)
     del sha_codes
     planned = kept.drop_columns(["seq", "phash"]).take(pa.array(survivors, pa.int64()))
-    kept_keys = kept["key"]  # the keepers' names for dedup reject rows; the rest of pass A is dropped
-    del kept  # before the weights are solved: that is the plan's peak
+    duplicates = np.flatnonzero(dropped)  # their reject rows' notes now, so pass B holds no keys
+    notes = duplicate_notes(duplicates, keeper, exact, kept["key"], phash, score)
+    del kept, keeper, exact, phash, score  # before the weights are solved and pass B streams
     assignment = assign_shards(
         _np(planned, "width", np.int64), _np(planned, "height", np.int64), ranks(planned["key"]),
         rule=s.buckets, samples_per_shard=s.samples_per_shard, seed=s.seed,
     )  # fmt: skip
-    extra = plan_columns(assignment)
-    check_weights(planned.append_column("bucket_upscale", extra["bucket_upscale"]))
+    check_weights(planned.append_column("bucket_upscale", pa.array(assignment.upscale, pa.float64())))
+    extra = plan_columns(assignment)  # after the check: the weight solve is the peak of pass A
     m = len(survivors)
     dest = np.empty(m, np.int64)
     dest[assignment.order] = np.arange(m)
     plan_index = np.full(n, -1, np.int64)  # kept row -> planned row (-1: dropped as a duplicate)
     plan_index[survivors] = np.arange(m)
-    del planned, assignment
+    del planned, assignment, survivors, small_size
     give_back_memory()  # pass A's freed buffers, before pass B's bins (the phase's peak at 10M)
 
     bins = max(1, -(-m // bin_rows))
@@ -189,8 +191,8 @@ def write_plan(
                 duplicate, small_one = dropped[k], too_small[k]
                 if duplicate.any():
                     ids = rows.filter(pa.array(duplicate)).select(_IDS)
-                    dup = reject_rows(ids, k[duplicate], keeper, exact, kept_keys, phash, score)
-                    early.append(pa.Table.from_pylist(dup, schema=REJECT_SCHEMA))
+                    at = np.searchsorted(duplicates, k[duplicate])
+                    early.append(reject_rows(ids, notes.take(pa.array(at, pa.int64()))))
                 if small_one.any():
                     early.append(_too_small_rows(rows.filter(pa.array(small_one)), s.buckets))
                 gone = duplicate | small_one

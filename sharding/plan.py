@@ -183,7 +183,6 @@ def assign_shards(
 
 def plan_columns(a: ShardAssignment) -> dict[str, pa.Array]:
     """The PLAN_EXTRA columns of every sample (in the samples' order, not sorted)."""
-    n = len(a.pos)
     names = pa.array(a.shard_names, pa.string())
     values = {
         "bucket_w": a.bucket_w, "bucket_h": a.bucket_h,
@@ -191,7 +190,8 @@ def plan_columns(a: ShardAssignment) -> dict[str, pa.Array]:
         "bucket_upscale": np.asarray(a.upscale, np.float64),
     }  # fmt: skip
     out = {k: pa.array(v, type=PLAN_SCHEMA.field(k).type) for k, v in values.items()}
-    out["shard"] = names.take(pa.array(a.shard)) if n else pa.array([], pa.string())
+    # dictionary-encoded (a few thousand names for millions of rows); casting to PLAN_SCHEMA decodes it
+    out["shard"] = pa.DictionaryArray.from_arrays(pa.array(a.shard, pa.int32()), names)
     out["shard_pos"] = pa.array(a.pos, pa.int32())
     return out
 
