@@ -96,13 +96,13 @@ class _Lookup:
 
     def __init__(self, table_keys: np.ndarray, table_ids: np.ndarray, bits: int):
         order = np.argsort(table_keys, kind="stable")
-        self.sorted_keys = table_keys[order]
         self.ids = table_ids[order]
         self.direct = bits <= 24
-        if self.direct:
-            counts = np.bincount(self.sorted_keys.astype(np.int64), minlength=1 << bits)
+        if self.direct:  # the offsets replace the sorted keys (8 B an item less held per search unit)
+            counts = np.bincount(table_keys.astype(np.int64), minlength=1 << bits)
             self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         else:
+            self.sorted_keys = table_keys[order]
             # 256 slots per table key keep false hits rare
             self.bm_bits = min(bits, max(6, int(np.ceil(np.log2(len(order) + 1))) + 8))
             self.bm_mask = np.uint64((1 << self.bm_bits) - 1)
@@ -151,15 +151,18 @@ def unit_pairs(
     sub = radius // parts
     low_bits = part.bits - prefix_bits
     keys = part.keys(hashes)
-    q_prefix = keys >> np.uint64(low_bits)
     low_mask = np.uint64((1 << low_bits) - 1)
-
-    table = np.flatnonzero(q_prefix == np.uint64(prefix))
+    if prefix_bits:
+        q_prefix = keys >> np.uint64(low_bits)
+        table = np.flatnonzero(q_prefix == np.uint64(prefix))
+        prefix_flips = np.bitwise_count(q_prefix ^ np.uint64(prefix))  # uint8: 1 B an item
+        del q_prefix
+    else:  # one unit per substring: every item is in the table and its prefix costs no flip
+        table = np.arange(len(keys))
+        prefix_flips = np.zeros(len(keys), np.uint8)
     if len(table) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     lookup = _Lookup(keys[table] & low_mask, table, low_bits)
-
-    prefix_flips = np.bitwise_count(q_prefix ^ np.uint64(prefix)).astype(np.int64)
     out_i, out_j = [], []
     for budget in range(sub + 1):  # queries whose prefix already costs (sub - budget) flips
         queries = np.flatnonzero(prefix_flips == sub - budget)
