@@ -238,3 +238,24 @@ def test_bad_arguments(build, tmp_path):
         batches(build, 0)
     with pytest.raises(LoaderError, match="rank 3"):
         batches(build, 4, rank=3, world_size=2)
+
+
+def test_samples_by_key_and_the_contact_sheet_lookup(build, manifest):
+    from pipelines.audit import pair_samples
+
+    stream = batches(build, 1, keys_only=True)
+    keys = sorted(manifest)[:3]
+    rows = stream.rows_of([keys[2], "no/such-key", keys[0]])
+    assert rows[1] is None and stream.pop.key(rows[0]) == keys[2] and stream.pop.key(rows[2]) == keys[0]
+    got = stream.samples(keys)
+    assert [s["key"] for s in got] == keys
+    for s in got:
+        row = manifest[s["key"]]
+        assert s["meta"]["key"] == s["key"] and s["image"].shape[:2] == (row["bucket_h"], row["bucket_w"])
+        assert set(s["lines"]) and all(line.shape == s["image"].shape[:2] for line in s["lines"].values())
+    with pytest.raises(LoaderError, match="no sample no/such-key"):
+        stream.samples([keys[0], "no/such-key"])
+    # the audit's contact sheet: one lookup for all keys, unknown keys left out, order kept
+    sheet = pair_samples(build, [keys[1], "no/such-key", keys[0]], {keys[0]: [2.5, "high"]})
+    assert [s["key"] for s in sheet] == [keys[1], keys[0]]
+    assert sheet[1]["meta"]["weight"] == 2.5 and "weight" not in sheet[0]["meta"]
