@@ -156,14 +156,14 @@ def write_plan(
         rule=s.buckets, samples_per_shard=s.samples_per_shard, seed=s.seed,
     )  # fmt: skip
     check_weights(planned.append_column("bucket_upscale", pa.array(assignment.upscale, pa.float64())))
-    extra = plan_columns(assignment)  # after the check: the weight solve is the peak of pass A
+    extra = plan_columns(assignment)  # after the check, so the two never hold memory together
     m = len(survivors)
     dest = np.empty(m, np.int64)
     dest[assignment.order] = np.arange(m)
     plan_index = np.full(n, -1, np.int64)  # kept row -> planned row (-1: dropped as a duplicate)
     plan_index[survivors] = np.arange(m)
     del planned, assignment, survivors, small_size
-    give_back_memory()  # pass A's freed buffers, before pass B's bins (the phase's peak at 10M)
+    give_back_memory()  # pass A's freed buffers, before pass B's bins
 
     bins = max(1, -(-m // bin_rows))
     spill_schema = PLAN_SCHEMA.append(pa.field(_DEST, pa.int64()))
