@@ -190,7 +190,7 @@ def write_plan(
                 offset += count
                 duplicate, small_one = dropped[k], too_small[k]
                 if duplicate.any():
-                    ids = rows.filter(pa.array(duplicate)).select(_IDS)
+                    ids = rows.select(_IDS).filter(pa.array(duplicate))  # only the id columns copied
                     at = np.searchsorted(duplicates, k[duplicate])
                     early.append(reject_rows(ids, notes.take(pa.array(at, pa.int64()))))
                 if small_one.any():
