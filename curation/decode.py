@@ -253,6 +253,10 @@ def read_location(location: str, max_bytes: int = DEFAULT_MAX_BYTES, storage: An
 
     if location.startswith(FILE_SCHEME):
         return read_bytes(unquote_path(location[len(FILE_SCHEME) :]), max_bytes)
+    if location.startswith(("zip://", "tgz://", "parquet://")):  # archive members (curation/sources)
+        from .sources.locations import read
+
+        return read(location, max_bytes, storage)
     if is_remote(location) and not location.startswith(TAR_SCHEME):
         store = storage_or_default(storage)
         try:

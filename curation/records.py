@@ -15,7 +15,7 @@ TAG_CATEGORIES = ("general", "artist", "character", "copyright", "meta")
 REJECT_REASONS: dict[str, tuple[str, ...]] = {
     "metadata": (
         # what the source reader found
-        "bad_metadata",  # the record could not be parsed, lacks a usable id, or has a negative size
+        "bad_metadata",  # the record could not be parsed, lacks a usable id, has a negative size or a tag that cannot be cleaned
         "duplicate_id",  # the same (source, id) was seen earlier in the dump
         "missing_file",  # no image for the post on disk / in the tars, or it could not be read
         "no_metadata",  # a tar member that no metadata row describes
@@ -116,6 +116,10 @@ class Record:
     is_pending: bool | None = None
     is_flagged: bool | None = None
     rating_era: str | None = None  # "old" (s = safe, before ~2022) or "new" (g/s = general/sensitive)
+    caption: str | None = None  # prose written beside the image (a folder's .txt/.caption sentence), verbatim
+    # tags that came without a category (a caption, a flat tag list) and no tag table knew: filed as
+    # general; None where the source gives every tag its category (Danbooru metadata)
+    uncategorised_tags: int | None = None
     reject_reason: str | None = None  # set by a source reader for metadata-level rejects
     reject_detail: str | None = None
 

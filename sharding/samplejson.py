@@ -25,6 +25,7 @@ NO_ID = -1  # `id` of a sample whose source has no post id (a folder); post ids 
 NO_COUNT = -1  # `fav_count` without one
 NOT_MEASURED = -1.0  # a metric or quality_score that was not measured (every one is >= 0)
 NO_RATING = ""  # `rating` without one (Danbooru's are g, s, q, e)
+NO_CAPTION = ""  # `caption` of a sample without prose (every Danbooru post)
 
 
 def _float(value: Any) -> float:
@@ -75,6 +76,7 @@ def encode(
         "source": row["source"],
         "source_id": row["source_id"],
         "tags": {c: tag_string(row.get(f"tags_{c}")) for c in TAG_CATEGORIES},
+        "caption": row.get("caption") or NO_CAPTION,  # prose beside the tags (a folder's sentence)
         "rating": row.get("rating") or NO_RATING,
         "score": float(score) if has_score else 0.0,
         "has_score": has_score,  # Danbooru scores can be negative: no sentinel is out of range
@@ -115,6 +117,7 @@ def json_features(extractors: Sequence[str], augment: bool) -> dict[str, Any]:
         _value("source", "string"),
         _value("source_id", "string"),
         _struct("tags", [_value(c, "string") for c in TAG_CATEGORIES]),
+        _value("caption", "string"),
         _value("rating", "string"),
         _value("score", "float64"),
         _value("has_score", "bool"),

@@ -50,6 +50,8 @@ def out_of_range(value: int | None) -> bool:
 def as_bool(value: Any) -> bool | None:
     if isinstance(value, bool):
         return value
+    if isinstance(value, int) and value in (0, 1):  # SQLite has no boolean type
+        return bool(value)
     if isinstance(value, str) and value.lower() in ("true", "false", "t", "f"):
         return value.lower() in ("true", "t")
     return None
@@ -215,11 +217,15 @@ def rating_and_era(post: dict[str, Any], era: str | None) -> tuple[str | None, s
     return letter, era
 
 
-def record_from_post(source: str, post: Any, where: str, era: str | None = None) -> Record:
+def record_from_post(
+    source: str, post: Any, where: str, era: str | None = None, *, rating_required: bool = True
+) -> Record:
     """Normalise one Danbooru post (API, gwern 2017-20 or 2021 flat rows, parquet) into a Record.
 
     ``where`` identifies the line for rejects of posts without a usable id; ``era`` is the
-    rating era of the dump when the source knows it.
+    rating era of the dump when the source knows it. ``rating_required=False``: the source has no
+    rating at all (its mapping was checked against the filters before the scan), so a post
+    without one is unrated rather than ``bad_rating``.
     """
     if isinstance(post, Unreadable):
         return Record(source, where, None, reject_reason="bad_metadata", reject_detail=str(post))
@@ -249,7 +255,9 @@ def record_from_post(source: str, post: Any, where: str, era: str | None = None)
             reject_detail=f"negative image size {width}x{height}",
         )  # fmt: skip
     rating, rating_era = rating_and_era(post, era)
-    if rating not in RATING_LETTERS:
+    if rating is None and not rating_required:
+        rating_era = None
+    elif rating not in RATING_LETTERS:
         # fail closed: a missing or malformed rating must not read as "unrated", which filters keep
         return Record(
             source, str(post_id), None, post_id=post_id, reject_reason="bad_rating",

@@ -1,4 +1,10 @@
-"""A plain folder of images (recursive) with optional kohya-style ``.txt`` tag sidecars."""
+"""A plain folder of images (recursive) with optional kohya-style caption sidecars.
+
+``name.txt`` or ``name.caption`` beside ``name.png`` (``[sidecars] caption_extensions``, the first
+that exists wins) holds comma-separated tags, a prose caption, or tags then prose; the rule that
+tells them apart is in ``sidecars.py``. Tags get their Danbooru category from the tag table when one
+is given (``[sidecars] tag_table``), ``general`` otherwise (counted in ``uncategorised_tags``).
+"""
 
 from __future__ import annotations
 
@@ -7,41 +13,52 @@ from collections.abc import Iterator
 
 from ..records import TAG_CATEGORIES, Record
 from ..storage import SourceStorage, is_remote, relpath
-from .common import IMAGE_EXTS, leaves_root, read_small, tag_name, walk_files
-
-SIDECAR_MAX_BYTES = 1 << 20  # tags, not a novel: a larger (or sparse) .txt is read only this far
-
-
-def read_sidecar(path: str, storage: SourceStorage | None = None) -> list[str]:
-    """Comma-separated tags (inner spaces become ``_``, Danbooru's spelling: "blue hair" is the tag
-    blue_hair); a BOM is dropped and invalid UTF-8 is replaced, never fatal."""
-    raw = read_small(path, SIDECAR_MAX_BYTES, storage)
-    text = raw.decode("utf-8-sig", errors="replace").replace("\ufffd", "")
-    return [tag for t in text.replace("\n", ",").split(",") if (tag := tag_name(t))]
+from .common import IMAGE_EXTS, leaves_root, read_small, walk_files
+from .dump import DEFAULT_OPTIONS, ReadOptions
+from .sidecars import SIDECAR_MAX_BYTES, decode_text, parse_caption
 
 
-def iter_folder(source: str, folder: str, storage: SourceStorage | None = None) -> Iterator[Record]:
+def read_sidecar(path: str, storage: SourceStorage | None = None, options: ReadOptions = DEFAULT_OPTIONS) -> tuple[dict[str, list[str]], str | None, int]:
+    """(tags by category, prose caption, tags without a category) of one caption file; a BOM is
+    dropped and invalid UTF-8 replaced, never fatal."""
+    text = decode_text(read_small(path, SIDECAR_MAX_BYTES, storage))
+    return parse_caption(text, options.tag_table)
+
+
+def _record(source: str, rel: str, path: str, ext: str, sidecar: str | None, storage, options: ReadOptions) -> Record:
+    rec = Record(source, rel, path, ext=ext.lower(), tags={c: [] for c in TAG_CATEGORIES})
+    if sidecar is not None:
+        rec.tags, rec.caption, rec.uncategorised_tags = read_sidecar(sidecar, storage, options)
+    return rec
+
+
+def iter_folder(
+    source: str, folder: str, storage: SourceStorage | None = None, options: ReadOptions = DEFAULT_OPTIONS
+) -> Iterator[Record]:
     if is_remote(folder):
-        yield from _iter_objects(source, folder, storage)
+        yield from _iter_objects(source, folder, storage, options)
         return
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         dirs[:] = [d for d in dirs if not d.startswith(".")]
+        present = set(files)
         for name in sorted(files):
             stem, dot, ext = name.rpartition(".")
             if not dot or ext.lower() not in IMAGE_EXTS or name.startswith("."):
                 continue
             path = os.path.join(root, name)
             rel = os.path.relpath(path, folder).replace(os.sep, "/")
-            tags = {c: [] for c in TAG_CATEGORIES}
-            sidecar = os.path.join(root, stem + ".txt")
-            # isfile: a FIFO or device named .txt is never opened; a link leaving the folder is not read
-            if os.path.isfile(sidecar) and leaves_root(folder, sidecar) is None:
-                tags["general"] = read_sidecar(sidecar)
-            yield Record(source, rel, path, ext=ext.lower(), tags=tags)
+            sidecar = None
+            for cap in options.captions:
+                candidate = os.path.join(root, stem + cap)
+                # isfile: a FIFO or device with a caption's name is never opened; a link leaving the folder is not read
+                if stem + cap in present and os.path.isfile(candidate) and leaves_root(folder, candidate) is None:
+                    sidecar = candidate
+                    break
+            yield _record(source, rel, path, ext, sidecar, None, options)
 
 
-def _iter_objects(source: str, folder: str, storage: SourceStorage | None) -> Iterator[Record]:
+def _iter_objects(source: str, folder: str, storage: SourceStorage | None, options: ReadOptions) -> Iterator[Record]:
     """The same records for a folder on object storage: one listing, sidecars found in it."""
     files = walk_files(folder, storage)
     present = set(files)
@@ -50,11 +67,9 @@ def _iter_objects(source: str, folder: str, storage: SourceStorage | None) -> It
         stem, dot, ext = name.rpartition(".")
         if not dot or ext.lower() not in IMAGE_EXTS:
             continue
-        tags = {c: [] for c in TAG_CATEGORIES}
-        sidecar = f"{path.rpartition('/')[0]}/{stem}.txt"
-        if sidecar in present:
-            tags["general"] = read_sidecar(sidecar, storage)
-        yield Record(source, relpath(path, folder), path, ext=ext.lower(), tags=tags)
+        base = f"{path.rpartition('/')[0]}/{stem}"
+        sidecar = next((base + cap for cap in options.captions if base + cap in present), None)
+        yield _record(source, relpath(path, folder), path, ext, sidecar, storage, options)
 
 
 def _walk_order(rel: str) -> tuple[tuple[int, str], ...]:

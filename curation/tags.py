@@ -1,0 +1,195 @@
+"""Tag hygiene, in one place: every source reader's tags pass through ``clean_tags`` (through
+``curation.sources.iter_records``), so no reader can let a control character or an empty tag into
+the manifest, the sample JSON or the audit page.
+
+The rules (docs/sources.md, "Tag hygiene"):
+
+* whitespace inside a tag (spaces, tabs, newlines, no-break and ideographic spaces) becomes one
+  ``_``, Danbooru's spelling (``blue hair`` is ``blue_hair``); whitespace at the ends goes;
+* invisible format characters (zero-width space, BOM, soft hyphen, word joiner, bidirectional
+  overrides) are removed: they make two spellings of one tag and, in HTML, can reorder text;
+* a tag that is empty after that is dropped; a tag repeated (in its category or another) is kept
+  once, in the most specific category (character, copyright, artist, meta, then general);
+* a tag that cannot be cleaned rejects its post (``bad_metadata``): one holding a control
+  character (NUL, ESC, the C1 range that mis-decoded text produces ...), a lone surrogate, or more
+  than ``MAX_TAG_CHARS`` characters (Danbooru's own limit is 170).
+
+``categorise`` files tags that came without a category (a folder's caption, a flat tag list) by a
+tag table (``TagTable``: a Danbooru tags export or a tagger's ``selected_tags.csv``), ``general``
+when the table does not know them, and counts those.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .records import TAG_CATEGORIES
+
+MAX_TAG_CHARS = 256
+# Tab, newline and carriage return are whitespace (a separator); every other control character
+# (C0, DEL, C1) means the text is damaged.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_INVISIBLE = re.compile(r"[\u00ad\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# A repeated tag keeps its most specific category.
+PRECEDENCE = ("character", "copyright", "artist", "meta", "general")
+
+# Danbooru's tag category numbers (tags.json / the public dump); a tagger's selected_tags.csv uses
+# the same numbers plus 9 for its rating labels (not a Danbooru category: such a tag stays general).
+CATEGORY_BY_NUMBER = {0: "general", 1: "artist", 3: "copyright", 4: "character", 5: "meta"}
+
+
+class TagProblem(ValueError):
+    """A tag that cannot be cleaned; the message names it (escaped) and why."""
+
+
+def shown(text: str, limit: int = 60) -> str:
+    """A tag as a reject detail shows it: escaped, so control characters are visible, and cut."""
+    return ascii(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+def clean_tag(text: str) -> str:
+    """One tag in Danbooru's spelling ("" when nothing is left); TagProblem when it cannot be cleaned."""
+    if _CONTROL.search(text):
+        bad = _CONTROL.search(text).group()
+        raise TagProblem(f"tag {shown(text)} holds the control character U+{ord(bad):04X}")
+    if _SURROGATE.search(text):
+        raise TagProblem(f"tag {shown(text)} holds a lone surrogate (not text)")
+    tag = "_".join(_INVISIBLE.sub("", text).split())
+    if len(tag) > MAX_TAG_CHARS:
+        raise TagProblem(f"tag {shown(tag)} is {len(tag)} characters long (more than {MAX_TAG_CHARS})")
+    return tag
+
+
+def clean_tags(tags: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Every category cleaned: empty tags dropped, a repeated tag kept once in its most specific
+    category, each category's order kept. Raises TagProblem naming the first tag that cannot be
+    cleaned."""
+    cleaned = {c: [clean_tag(t) for t in tags.get(c) or ()] for c in TAG_CATEGORIES}
+    seen: set[str] = set()
+    out = {c: [] for c in TAG_CATEGORIES}
+    for cat in PRECEDENCE:
+        for tag in cleaned[cat]:
+            if tag and tag not in seen:
+                seen.add(tag)
+                out[cat].append(tag)
+    return out
+
+
+def clean_caption(text: str | None) -> str | None:
+    """A prose caption kept as written, except: invisible characters and control characters other
+    than line breaks removed, line breaks and runs of whitespace around them made one space (a
+    caption is one line in every consumer), ends stripped. None when nothing is left."""
+    if text is None:
+        return None
+    text = _SURROGATE.sub("", _CONTROL.sub("", _INVISIBLE.sub("", text)))
+    text = re.sub(r"\s*[\r\n]+\s*", " ", text).strip()
+    return text or None
+
+
+# ---------------------------------------------------------------- tag tables
+
+
+class TagTableError(ValueError):
+    """A tag table that cannot be read; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class TagTable:
+    """Tag name (Danbooru spelling) -> category, from a Danbooru tags export or a tagger's
+    ``selected_tags.csv``."""
+
+    path: str
+    categories: Mapping[str, str]
+
+    def __len__(self) -> int:
+        return len(self.categories)
+
+
+def _category(value: object) -> str | None:
+    if isinstance(value, str) and value.strip().lower() in TAG_CATEGORIES:
+        return value.strip().lower()
+    try:
+        return CATEGORY_BY_NUMBER.get(int(str(value).strip()))
+    except ValueError:
+        return None
+
+
+def _rows_of(path: str, data: bytes) -> Iterable[tuple[object, object]]:
+    """(name, category) pairs of a CSV (header ``name,category``, or headerless
+    ``name,category[,count,aliases]`` as the a1111 tag-complete lists), a JSON array / JSON lines
+    of ``{name, category}`` objects (Danbooru's /tags.json, the public dump), or a parquet file."""
+    lower = path.lower()
+    if lower.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(io.BytesIO(data), columns=["name", "category"])
+        return zip(table["name"].to_pylist(), table["category"].to_pylist(), strict=True)
+    text = data.decode("utf-8-sig", errors="replace")
+    if lower.endswith((".json", ".jsonl")):
+        stripped = text.lstrip()
+        items = json.loads(stripped) if stripped.startswith("[") else [json.loads(x) for x in text.splitlines() if x.strip()]
+        return ((o.get("name"), o.get("category")) for o in items if isinstance(o, dict))
+    rows = list(csv.reader(io.StringIO(text)))
+    if rows and {"name", "category"} <= {c.strip().lower() for c in rows[0]}:
+        head = [c.strip().lower() for c in rows[0]]
+        n, c = head.index("name"), head.index("category")
+        return ((r[n], r[c]) for r in rows[1:] if len(r) > max(n, c))
+    return ((r[0], r[1]) for r in rows if len(r) >= 2)
+
+
+def read_tag_table(path: str) -> TagTable:
+    """A tag table from a local file (CSV, JSON / JSON lines, parquet); TagTableError when it holds
+    no usable (name, category) row."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        pairs = list(_rows_of(path, data))
+    except OSError as exc:
+        raise TagTableError(f"tag table {path}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:  # JSON, parquet without the columns, ...
+        raise TagTableError(f"tag table {path} is not a name/category table: {str(exc)[:200]}") from None
+    categories: dict[str, str] = {}
+    for name, cat in pairs:
+        category = _category(cat)
+        if not isinstance(name, str) or category is None:
+            continue
+        try:
+            tag = clean_tag(name)
+        except TagProblem:
+            continue
+        if tag:
+            categories.setdefault(tag, category)
+    if not categories:
+        raise TagTableError(
+            f"tag table {path} has no (name, category) row with a Danbooru category "
+            f"(0 general, 1 artist, 3 copyright, 4 character, 5 meta)"
+        )
+    return TagTable(path, categories)
+
+
+def categorise(names: Iterable[str], table: TagTable | None) -> tuple[dict[str, list[str]], int]:
+    """Tags without a category filed by ``table`` (``general`` when it does not know them, or when
+    there is no table); also returns how many had no category."""
+    out = {c: [] for c in TAG_CATEGORIES}
+    missing = 0
+    known = table.categories if table is not None else {}
+    for name in names:
+        tag = "_".join(name.split())
+        category = known.get(tag)
+        if category is None:
+            missing += 1
+            category = "general"
+        out[category].append(name)
+    return out, missing
+
+
+__all__ = [
+    "CATEGORY_BY_NUMBER", "MAX_TAG_CHARS", "TagProblem", "TagTable", "TagTableError", "categorise",
+    "clean_caption", "clean_tag", "clean_tags", "read_tag_table", "shown",
+]  # fmt: skip
