@@ -133,7 +133,11 @@ def _rows_of(path: str, data: bytes) -> Iterable[tuple[object, object]]:
     text = data.decode("utf-8-sig", errors="replace")
     if lower.endswith((".json", ".jsonl")):
         stripped = text.lstrip()
-        items = json.loads(stripped) if stripped.startswith("[") else [json.loads(x) for x in text.splitlines() if x.strip()]
+        items = (
+            json.loads(stripped)
+            if stripped.startswith("[")
+            else [json.loads(x) for x in text.splitlines() if x.strip()]
+        )
         return ((o.get("name"), o.get("category")) for o in items if isinstance(o, dict))
     rows = list(csv.reader(io.StringIO(text)))
     if rows and {"name", "category"} <= {c.strip().lower() for c in rows[0]}:

@@ -43,7 +43,17 @@ from .parquet_images import iter_parquet_images, looks_like_parquet_images
 from .seen import SeenIds
 from .tables import TableError, is_duckdb, is_sqlite
 
-KINDS = ("folder", "danbooru-api", "gwern", "hf-tar", "webdataset", "sqlite", "duckdb", "parquet-images", "linepairs")
+KINDS = (
+    "folder",
+    "danbooru-api",
+    "gwern",
+    "hf-tar",
+    "webdataset",
+    "sqlite",
+    "duckdb",
+    "parquet-images",
+    "linepairs",
+)
 ERAS = ("old", "new")
 # Rating era each kind implies when neither the config nor the record says: gwern's dumps end in
 # 2021 (old letters), the HF parquet and database dumps are 2023+ (new letters); API records,
@@ -135,7 +145,11 @@ def detect_kind(path: str, storage: SourceStorage | None = None) -> str:
     loose = [p for p in files if p.rpartition(".")[2].lower() in IMAGE_EXTS]
     if archives and not loose:
         return "webdataset"
-    if not loose and any(p.lower().endswith(".parquet") for p in files) and looks_like_parquet_images(path, storage):
+    if (
+        not loose
+        and any(p.lower().endswith(".parquet") for p in files)
+        and looks_like_parquet_images(path, storage)
+    ):
         return "parquet-images"
     return "folder"
 
@@ -334,7 +348,9 @@ def _raw_records(spec: SourceSpec, storage: SourceStorage, notes: Notes) -> tupl
             archives, root = [spec.path], dirname(spec.path)
         else:
             archives = archives_below(spec.path, storage)
-        return iter_webdataset(spec.name, archives, root, era=era, options=options, storage=storage, notes=notes), root
+        return iter_webdataset(
+            spec.name, archives, root, era=era, options=options, storage=storage, notes=notes
+        ), root
     if kind in ("sqlite", "duckdb"):
         return _iter_database(spec, era, options, storage, notes), root
     if kind == "parquet-images":
@@ -356,7 +372,9 @@ def database_file(spec: SourceSpec) -> str:
     return found[0]
 
 
-def _iter_database(spec: SourceSpec, era: str | None, options: ReadOptions, storage: SourceStorage, notes: Notes) -> Iterator[Record]:
+def _iter_database(
+    spec: SourceSpec, era: str | None, options: ReadOptions, storage: SourceStorage, notes: Notes
+) -> Iterator[Record]:
     from .archives import collect
     from .database import DbSource
 
@@ -364,7 +382,9 @@ def _iter_database(spec: SourceSpec, era: str | None, options: ReadOptions, stor
     db = DbSource(path, spec.kind)
     try:
         root = spec.images or os.path.dirname(path)
-        samples = collect(spec.name, archives_below(root, storage), root, storage, sidecars=options.sidecar_suffixes)
+        samples = collect(
+            spec.name, archives_below(root, storage), root, storage, sidecars=options.sidecar_suffixes
+        )
         yield from iter_joined(spec.name, [(db.mapping, db.rows())], samples, era=era, root=root, options=options,
                                storage=storage, notes=notes)  # fmt: skip
     finally:

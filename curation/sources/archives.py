@@ -135,9 +135,7 @@ def _where_of(path: str) -> str:
     return path if is_remote(path) else os.path.abspath(path)
 
 
-def list_archive(
-    source: str, path: str, root: str, storage: SourceStorage | None = None
-) -> Listing:
+def list_archive(source: str, path: str, root: str, storage: SourceStorage | None = None) -> Listing:
     """The regular-file members of one archive; problems become records (never an exception)."""
     out = Listing()
     rel = relpath(path, root)
@@ -155,7 +153,13 @@ def list_archive(
             _list_zip(source, path, rel, storage, out)
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, gzip.BadGzipFile, ValueError) as exc:
         out.problems.append(
-            Record(source, rel, None, reject_reason="bad_archive", reject_detail=f"{type(exc).__name__}: {exc}"[:300])
+            Record(
+                source,
+                rel,
+                None,
+                reject_reason="bad_archive",
+                reject_detail=f"{type(exc).__name__}: {exc}"[:300],
+            )
         )
     return out
 
@@ -200,7 +204,13 @@ def _list_tar(source: str, path: str, rel: str, storage: SourceStorage | None, o
             reason = unsafe_reason(info)
             if reason is not None:
                 out.problems.append(
-                    Record(source, f"{rel}:{info.name}", None, reject_reason="unsafe_member", reject_detail=reason)
+                    Record(
+                        source,
+                        f"{rel}:{info.name}",
+                        None,
+                        reject_reason="unsafe_member",
+                        reject_detail=reason,
+                    )
                 )
                 continue
             if info.offset_data + info.size > archive_size:
@@ -210,7 +220,9 @@ def _list_tar(source: str, path: str, rel: str, storage: SourceStorage | None, o
                 ))  # fmt: skip
                 continue
             out.members.append(
-                Member(where, info.name, info.size, tar_location(where, info.offset_data, info.size, info.name))
+                Member(
+                    where, info.name, info.size, tar_location(where, info.offset_data, info.size, info.name)
+                )
             )
 
 
@@ -241,7 +253,9 @@ def _from_index(
         if not isinstance(files, dict) or not files:
             raise ValueError("no 'files' table")
         if index.get("filesize") != archive_size:
-            raise ValueError(f"it describes a tar of {index.get('filesize')} bytes, this one has {archive_size}")
+            raise ValueError(
+                f"it describes a tar of {index.get('filesize')} bytes, this one has {archive_size}"
+            )
         entries = []
         for name, meta in files.items():
             offset, length = meta.get("offset"), meta.get("size", meta.get("length"))
@@ -258,14 +272,18 @@ def _from_index(
     except (ValueError, OSError, AttributeError, TypeError) as exc:
         why = str(exc)[:200]
     if why is not None:
-        out.notes.append(f"{relpath(ipath, path.rpartition('/')[0])} is not a usable index of {rel} ({why}): its headers were read instead")
+        out.notes.append(
+            f"{relpath(ipath, path.rpartition('/')[0])} is not a usable index of {rel} ({why}): its headers were read instead"
+        )
         return None
     where = _where_of(path)
     members = []
     for offset, name, length in entries:
         reason = unsafe_name(name)
         if reason is not None:
-            out.problems.append(Record(source, f"{rel}:{name}", None, reject_reason="unsafe_member", reject_detail=reason))
+            out.problems.append(
+                Record(source, f"{rel}:{name}", None, reject_reason="unsafe_member", reject_detail=reason)
+            )
             continue
         members.append(Member(where, name, length, tar_location(where, offset, length, name)))
     return members
@@ -311,7 +329,13 @@ def _list_tgz(source: str, path: str, rel: str, storage: SourceStorage | None, o
             reason = unsafe_reason(info)
             if reason is not None:
                 out.problems.append(
-                    Record(source, f"{rel}:{info.name}", None, reject_reason="unsafe_member", reject_detail=reason)
+                    Record(
+                        source,
+                        f"{rel}:{info.name}",
+                        None,
+                        reject_reason="unsafe_member",
+                        reject_detail=reason,
+                    )
                 )
                 continue
             loc = f"tgz://{quote_path(where)}#{info.offset_data}:{info.size}:{quote(os.fsencode(info.name), safe='')}"
@@ -357,7 +381,13 @@ def _list_zip(source: str, path: str, rel: str, storage: SourceStorage | None, o
                 continue
             if reason is not None:
                 out.problems.append(
-                    Record(source, f"{rel}:{info.filename}", None, reject_reason="unsafe_member", reject_detail=reason)
+                    Record(
+                        source,
+                        f"{rel}:{info.filename}",
+                        None,
+                        reject_reason="unsafe_member",
+                        reject_detail=reason,
+                    )
                 )
                 continue
             loc = (
@@ -387,7 +417,9 @@ class Samples:
     by_key: dict[str, Sample] = field(default_factory=dict)
     problems: list[Record] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    strays: Counter = field(default_factory=Counter)  # "*.lineart.canny.png" -> members neither image nor sidecar
+    strays: Counter = field(
+        default_factory=Counter
+    )  # "*.lineart.canny.png" -> members neither image nor sidecar
     archives: int = 0
 
 

@@ -52,7 +52,9 @@ class DbSource:
             if RELATION in tables or self._relation_table(tables):
                 self.tag_mode = "relation"
                 self.relation = RELATION if RELATION in tables else self._relation_table(tables)
-                self.mapping.extra.append((RELATION_COLUMN, "tags", f"{self.relation} joined to tag; tag.type as category"))
+                self.mapping.extra.append(
+                    (RELATION_COLUMN, "tags", f"{self.relation} joined to tag; tag.type as category")
+                )
             elif self.tag_list_columns:
                 self.tag_mode = "tag_list"
                 self.mapping.extra.append((TAG_LIST_COLUMN, "tags", "tag ids in base 36 between $ and #"))
@@ -94,14 +96,20 @@ class DbSource:
         ``category`` number)."""
         cols = {c.name for c in self.db.columns("tag")}
         if "name" not in cols or not ({"type", "category"} & cols):
-            raise TableError(f"{self.path}: table tag has no name and type/category columns ({', '.join(sorted(cols))})")
+            raise TableError(
+                f"{self.path}: table tag has no name and type/category columns ({', '.join(sorted(cols))})"
+            )
         kind = "type" if "type" in cols else "category"
         names: dict[int, tuple[str, str]] = {}
         for tag_id, name, value in self.db.stream(f"SELECT id, name, {_quote(kind)} FROM tag"):
             if not isinstance(name, str):
                 continue
             if kind == "type":
-                cat = KBLUELEAF_TYPES[value] if isinstance(value, int) and 0 <= value < len(KBLUELEAF_TYPES) else "general"
+                cat = (
+                    KBLUELEAF_TYPES[value]
+                    if isinstance(value, int) and 0 <= value < len(KBLUELEAF_TYPES)
+                    else "general"
+                )
             else:
                 cat = CATEGORY_BY_NUMBER.get(value if isinstance(value, int) else -1, "general")
             names[int(tag_id)] = (name, cat)
@@ -142,11 +150,17 @@ class DbSource:
         yield from self._merged(posts, names, where, limit)
 
     def _merged(
-        self, posts: Iterator[dict[str, Any]], names: dict[int, tuple[str, str]], where: str, limit: int | None
+        self,
+        posts: Iterator[dict[str, Any]],
+        names: dict[int, tuple[str, str]],
+        where: str,
+        limit: int | None,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         rel_cols = {c.name for c in self.db.columns(self.relation)}
         order = "post_id, id" if "id" in rel_cols else "post_id"
-        sql = f"SELECT post_id, tag_id FROM {_quote(self.relation)} WHERE post_id IS NOT NULL ORDER BY {order}"
+        sql = (
+            f"SELECT post_id, tag_id FROM {_quote(self.relation)} WHERE post_id IS NOT NULL ORDER BY {order}"
+        )
         pairs = self.db.stream(sql)
         pending = next(pairs, None)
         for n, row in enumerate(posts):
@@ -168,7 +182,9 @@ def _identity(value: Any) -> Any:
     return value
 
 
-def _from_tag_lists(texts: dict[str, Any], columns: list[str], names: dict[int, tuple[str, str]]) -> dict[str, list[str]]:
+def _from_tag_lists(
+    texts: dict[str, Any], columns: list[str], names: dict[int, tuple[str, str]]
+) -> dict[str, list[str]]:
     """KBlueLeaf's first schema: ``$<base36 id>#`` tokens; per-type columns win over ``tag_list``."""
     tags = {c: [] for c in TAG_CATEGORIES}
     typed = [c for c in columns if c != "tag_list"]
@@ -184,7 +200,11 @@ def _from_tag_lists(texts: dict[str, Any], columns: list[str], names: dict[int, 
             except ValueError:
                 raise ValueError(f"{col} holds {token!r}, not a base-36 tag id") from None
             if hit is not None:
-                cat = col[len("tag_list_") :] if col.startswith("tag_list_") and col[9:] in TAG_CATEGORIES else hit[1]
+                cat = (
+                    col[len("tag_list_") :]
+                    if col.startswith("tag_list_") and col[9:] in TAG_CATEGORIES
+                    else hit[1]
+                )
                 tags[cat].append(hit[0])
     return tags
 

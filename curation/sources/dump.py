@@ -191,7 +191,9 @@ def _joined_rows(
         try:
             post, tags, uncategorised = post_of(row, mapping, options.tag_table)
         except ValueError as exc:
-            yield Record(source, where, None, reject_reason="bad_metadata", reject_detail=f"{where}: {exc}"[:300])
+            yield Record(
+                source, where, None, reject_reason="bad_metadata", reject_detail=f"{where}: {exc}"[:300]
+            )
             continue
         key = str(row.get("key") or "") if by == "key" else None
         sample = None

@@ -18,14 +18,18 @@ from .dump import DEFAULT_OPTIONS, ReadOptions
 from .sidecars import SIDECAR_MAX_BYTES, decode_text, parse_caption
 
 
-def read_sidecar(path: str, storage: SourceStorage | None = None, options: ReadOptions = DEFAULT_OPTIONS) -> tuple[dict[str, list[str]], str | None, int]:
+def read_sidecar(
+    path: str, storage: SourceStorage | None = None, options: ReadOptions = DEFAULT_OPTIONS
+) -> tuple[dict[str, list[str]], str | None, int]:
     """(tags by category, prose caption, tags without a category) of one caption file; a BOM is
     dropped and invalid UTF-8 replaced, never fatal."""
     text = decode_text(read_small(path, SIDECAR_MAX_BYTES, storage))
     return parse_caption(text, options.tag_table)
 
 
-def _record(source: str, rel: str, path: str, ext: str, sidecar: str | None, storage, options: ReadOptions) -> Record:
+def _record(
+    source: str, rel: str, path: str, ext: str, sidecar: str | None, storage, options: ReadOptions
+) -> Record:
     rec = Record(source, rel, path, ext=ext.lower(), tags={c: [] for c in TAG_CATEGORIES})
     if sidecar is not None:
         rec.tags, rec.caption, rec.uncategorised_tags = read_sidecar(sidecar, storage, options)
@@ -52,13 +56,19 @@ def iter_folder(
             for cap in options.captions:
                 candidate = os.path.join(root, stem + cap)
                 # isfile: a FIFO or device with a caption's name is never opened; a link leaving the folder is not read
-                if stem + cap in present and os.path.isfile(candidate) and leaves_root(folder, candidate) is None:
+                if (
+                    stem + cap in present
+                    and os.path.isfile(candidate)
+                    and leaves_root(folder, candidate) is None
+                ):
                     sidecar = candidate
                     break
             yield _record(source, rel, path, ext, sidecar, None, options)
 
 
-def _iter_objects(source: str, folder: str, storage: SourceStorage | None, options: ReadOptions) -> Iterator[Record]:
+def _iter_objects(
+    source: str, folder: str, storage: SourceStorage | None, options: ReadOptions
+) -> Iterator[Record]:
     """The same records for a folder on object storage: one listing, sidecars found in it."""
     files = walk_files(folder, storage)
     present = set(files)

@@ -82,7 +82,9 @@ def iter_hf_tar(
     tables = open_tables(path, storage)
     samples = collect(source, tar_files(root, storage), root, storage, sidecars=options.sidecar_suffixes)
     parts = [(mapping, _rows(table, mapping)) for table, mapping in tables]
-    yield from iter_joined(source, parts, samples, era=era, root=root, options=options, storage=storage, notes=notes)
+    yield from iter_joined(
+        source, parts, samples, era=era, root=root, options=options, storage=storage, notes=notes
+    )
 
 
 def _rows(table: ParquetTable, mapping: Mapping) -> Iterator[tuple[str, dict]]:
@@ -90,4 +92,12 @@ def _rows(table: ParquetTable, mapping: Mapping) -> Iterator[tuple[str, dict]]:
         yield f"{table.where}:{pos}", row
 
 
-__all__ = ["HfTarError", "image_root", "iter_hf_tar", "looks_like_hf_tar", "metadata_files", "open_tables", "tar_files"]
+__all__ = [
+    "HfTarError",
+    "image_root",
+    "iter_hf_tar",
+    "looks_like_hf_tar",
+    "metadata_files",
+    "open_tables",
+    "tar_files",
+]

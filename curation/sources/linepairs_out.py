@@ -39,7 +39,11 @@ def _names() -> tuple[str, str, str]:
 
 def looks_like_linepairs(path: str, storage: SourceStorage | None = None) -> bool:
     build_json, manifest, _ = _names()
-    return is_dir(path, storage) and is_file(join(path, build_json), storage) and is_file(join(path, manifest), storage)
+    return (
+        is_dir(path, storage)
+        and is_file(join(path, build_json), storage)
+        and is_file(join(path, manifest), storage)
+    )
 
 
 def open_manifest(path: str, storage: SourceStorage | None = None) -> tuple[ParquetTable, Mapping]:
@@ -49,7 +53,9 @@ def open_manifest(path: str, storage: SourceStorage | None = None) -> tuple[Parq
     except (OSError, ValueError) as exc:
         raise NotABuild(f"{path}/{build_json} is unreadable: {exc}") from None
     if not isinstance(build, dict) or not build.get("complete"):
-        raise NotABuild(f"{path} is an unfinished linepairs build: finish it (run its build again) before reading it")
+        raise NotABuild(
+            f"{path} is an unfinished linepairs build: finish it (run its build again) before reading it"
+        )
     table = ParquetTable(join(path, manifest), storage, where=manifest)
     return table, resolve("linepairs", table.columns(), manifest)
 
@@ -70,7 +76,9 @@ def iter_linepairs(
     samples = collect(source, shard_files(path, storage), path, storage, by="key", sidecars=("json", "txt"))
     for sample in samples.by_key.values():
         sample.sidecars = {}  # the manifest says what the JSON says
-    rows = ((f"{table.where}:{pos}", row) for pos, row in enumerate(table.rows([c for c, _, _ in mapping.mapped])))
+    rows = (
+        (f"{table.where}:{pos}", row) for pos, row in enumerate(table.rows([c for c, _, _ in mapping.mapped]))
+    )
     yield from iter_joined(
         source, [(mapping, rows)], samples, era=None, root=path, options=options, storage=storage, by="key",
         unrated_ok=True, notes=notes,

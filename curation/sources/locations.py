@@ -88,9 +88,13 @@ def _read_zip(location: str, max_bytes: int, storage: Any) -> bytes:
     else:
         raise DecodeReject("decode_error", f"zip member {name!r}: compression method {method} is not read")
     if len(out) > max_bytes:
-        raise DecodeReject("too_many_bytes", f"zip member {name!r} inflates past {max_bytes} bytes (scan.max_bytes)")
+        raise DecodeReject(
+            "too_many_bytes", f"zip member {name!r} inflates past {max_bytes} bytes (scan.max_bytes)"
+        )
     if len(out) != size or zlib.crc32(out) != crc:
-        raise OSError(f"zip member {name!r} of {path} is damaged (size or CRC differs from the zip's directory)")
+        raise OSError(
+            f"zip member {name!r} of {path} is damaged (size or CRC differs from the zip's directory)"
+        )
     return out
 
 

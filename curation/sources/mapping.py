@@ -81,6 +81,7 @@ MANIFEST_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 TABLES = {"danbooru": DANBOORU_COLUMNS, "kblueleaf": KBLUELEAF_COLUMNS, "linepairs": MANIFEST_COLUMNS}
 
+
 class MappingError(ValueError):
     """A metadata column that cannot be read as the field it maps to, or a needed field that maps
     from nothing; the message is one line naming the source, the column and a sample value."""

@@ -34,7 +34,11 @@ def image_column(table: ParquetTable) -> str | None:
         try:
             features = json.loads(raw).get("info", {}).get("features", {})
             for name, feature in features.items():
-                if isinstance(feature, dict) and feature.get("_type") == "Image" and name in table.schema.names:
+                if (
+                    isinstance(feature, dict)
+                    and feature.get("_type") == "Image"
+                    and name in table.schema.names
+                ):
                     return name
         except (ValueError, AttributeError):
             pass
@@ -73,7 +77,9 @@ def open_tables(path: str, storage: SourceStorage | None = None) -> list[tuple[P
         if column is None:
             from .hf_tar import HfTarError
 
-            raise HfTarError(f"parquet {file} has no image column (an HF Image struct or a binary 'image' column)")
+            raise HfTarError(
+                f"parquet {file} has no image column (an HF Image struct or a binary 'image' column)"
+            )
         out.append((table, column, resolve("danbooru", table.columns(skip=(column,)), table.where)))
     return out
 
@@ -96,11 +102,19 @@ def iter_parquet_images(
                 try:
                     post, tags, uncategorised = post_of(row, mapping, options.tag_table)
                 except ValueError as exc:
-                    yield Record(source, where, None, reject_reason="bad_metadata", reject_detail=f"{where}: {exc}"[:300])
+                    yield Record(
+                        source,
+                        where,
+                        None,
+                        reject_reason="bad_metadata",
+                        reject_detail=f"{where}: {exc}"[:300],
+                    )
                     continue
                 post_id = as_int(post.get("id"))
                 source_id = str(post_id) if post_id is not None and post_id > 0 else where
-                rec = record_from_fields(source, source_id, post, where, era, rating_required=mapping.gives("rating"))
+                rec = record_from_fields(
+                    source, source_id, post, where, era, rating_required=mapping.gives("rating")
+                )
                 _apply(rec, tags, post.get("caption"), uncategorised)
                 if rec.reject_reason is None:
                     rec.location = parquet_location(where_file, rg, i, column)

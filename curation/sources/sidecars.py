@@ -73,7 +73,9 @@ def parse_tag_file(text: str, table: TagTable | None = None) -> tuple[dict[str, 
     return categorise(names, table)
 
 
-def post_from_json(obj: Any, table: TagTable | None = None) -> tuple[dict[str, Any], dict[str, list[str]] | None, str | None, int | None]:
+def post_from_json(
+    obj: Any, table: TagTable | None = None
+) -> tuple[dict[str, Any], dict[str, list[str]] | None, str | None, int | None]:
     """(post fields for record_from_post, tags or None when the post's own tag fields say them,
     caption, uncategorised count) of a JSON sidecar. Raises ValueError for one that is not an object.
 
@@ -91,7 +93,11 @@ def post_from_json(obj: Any, table: TagTable | None = None) -> tuple[dict[str, A
         tags = {c: [] for c in TAG_CATEGORIES}
         for cat, value in raw.items():
             if cat in tags:
-                tags[cat] = value.split() if isinstance(value, str) else [t for t in value or () if isinstance(t, str)]
+                tags[cat] = (
+                    value.split()
+                    if isinstance(value, str)
+                    else [t for t in value or () if isinstance(t, str)]
+                )
         post.pop("tags")
     elif isinstance(raw, list) and all(isinstance(t, str) for t in raw):
         tags, missing = categorise(raw, table)
@@ -100,7 +106,9 @@ def post_from_json(obj: Any, table: TagTable | None = None) -> tuple[dict[str, A
         names = [p.strip() for p in raw.split(",")] if ", " in raw else raw.split()
         tags, missing = categorise([n for n in names if n], table)
         post.pop("tags")
-    elif not any(f"tag_string_{c}" in post for c in TAG_CATEGORIES) and isinstance(post.get("tag_string"), str):
+    elif not any(f"tag_string_{c}" in post for c in TAG_CATEGORIES) and isinstance(
+        post.get("tag_string"), str
+    ):
         tags, missing = categorise(post["tag_string"].split(), table)
     # linepairs' sentinels are absent values
     if (as_int(post.get("id")) or 0) <= 0:
@@ -111,7 +119,9 @@ def post_from_json(obj: Any, table: TagTable | None = None) -> tuple[dict[str, A
         post.pop("score", None)
     if post.get("rating") == "":
         post.pop("rating")
-    caption = next((post[k] for k in ("caption", "text") if isinstance(post.get(k), str) and post[k].strip()), None)
+    caption = next(
+        (post[k] for k in ("caption", "text") if isinstance(post.get(k), str) and post[k].strip()), None
+    )
     return post, tags, caption, missing
 
 
@@ -119,4 +129,11 @@ def load_json(raw: bytes) -> Any:
     return json.loads(decode_text(raw))
 
 
-__all__ = ["SIDECAR_MAX_BYTES", "decode_text", "load_json", "parse_caption", "parse_tag_file", "post_from_json"]
+__all__ = [
+    "SIDECAR_MAX_BYTES",
+    "decode_text",
+    "load_json",
+    "parse_caption",
+    "parse_tag_file",
+    "post_from_json",
+]

@@ -81,7 +81,9 @@ class ParquetTable:
             try:
                 table = self.file.read_row_group(rg, columns=columns)
             except Exception as exc:
-                raise TableError(f"parquet {self.path}: row group {rg} is unreadable: {_one_line(exc)}") from None
+                raise TableError(
+                    f"parquet {self.path}: row group {rg} is unreadable: {_one_line(exc)}"
+                ) from None
             yield rg, table.to_pylist()
 
 
@@ -169,7 +171,9 @@ class Database:
             else:
                 import duckdb
 
-                self.conn = duckdb.connect(path, read_only=True, config={"memory_limit": "512MB", "threads": 2})
+                self.conn = duckdb.connect(
+                    path, read_only=True, config={"memory_limit": "512MB", "threads": 2}
+                )
             self.tables()
         except TableError:
             raise
@@ -222,7 +226,9 @@ class Database:
         return False
 
     def sample(self, table: str, column: str) -> Any:
-        rows = self._query(f"SELECT {_quote(column)} FROM {_quote(table)} WHERE {_quote(column)} IS NOT NULL LIMIT 1")
+        rows = self._query(
+            f"SELECT {_quote(column)} FROM {_quote(table)} WHERE {_quote(column)} IS NOT NULL LIMIT 1"
+        )
         return rows[0][0] if rows else None
 
     def count(self, table: str) -> int:
