@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 import lineart
 from curation.scan import ScanSettings, make_settings
-from curation.sources import SourceError, SourceSpec, check_unique_names, iter_records
+from curation.sources import SourceError, SourceSpec, check_metadata, check_unique_names, iter_records
 from curation.storage import SourceStorage
 from curation.weighting import WeightConfig, WeightError, check_sources
 from sharding.layout import Layout
@@ -144,7 +144,7 @@ def merge_source_shares(req: BuildRequest) -> None:
 
 
 # Config sections read by the enumeration and the scan; every other section is used from the plan on.
-SCAN_SECTIONS = ("scan", "filters", "metrics", "quality", "scorers", "scoring")
+SCAN_SECTIONS = ("scan", "filters", "metrics", "quality", "scorers", "scoring", "sidecars")
 
 
 def _scan_identity(identity: dict[str, Any]) -> dict[str, Any]:
@@ -262,10 +262,16 @@ def refuse_changed_request(
     )
 
 
+def predicts_tags(config: BuildConfig) -> bool:
+    """A tagger fills tags and ratings for records without them ([scorers.wd_tagger])."""
+    return any(s.name == "wd_tagger" for s in config.scorers)
+
+
 def enumerate_records(req: BuildRequest, layout: Layout) -> int:
     """Stream every source into records parts; returns the number of scan units (scan parts)."""
     if layout.exists(layout.enumerated):
         return layout.read_json(layout.enumerated)["chunks"]
+    check_metadata(req.sources, req.config.filters, predicts_tags(req.config), req.storage)
     size = req.config.scan.chunk_size or RECORDS_PART
     chunk, rows, seq = 0, [], 0
     progress = Progress("enumerate", total=None, unit="inputs", enabled=req.show_progress)

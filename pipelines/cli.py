@@ -12,6 +12,7 @@ from .errors import EXIT_USAGE, UsageError, os_error_in, os_error_line
 COMMANDS = (
     "pipelines.commands.build",
     "pipelines.commands.verify",
+    "pipelines.commands.inspect",
     "pipelines.commands.extract",
     "pipelines.commands.audit",
     "pipelines.commands.reweight",

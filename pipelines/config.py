@@ -17,6 +17,7 @@ from curation.filters import FilterConfig
 from curation.metrics import MetricThresholds
 from curation.quality import QualityConfig
 from curation.scan import ScanConfig
+from curation.sources import SidecarConfig
 from curation.weighting import WeightConfig
 from lineart.augment import AugmentPolicy
 from lineart.quality import PairQuality
@@ -90,6 +91,8 @@ class BuildConfig:
     # [[sources]] tables (name, kind, path, images, share, era), paths made absolute; used with the
     # command line's SOURCE arguments (curation.sources.source_from_table)
     sources: tuple[dict[str, Any], ...] = ()
+    # [sidecars]: caption file extensions and the tag table of every source (docs/sources.md)
+    sidecars: SidecarConfig = SidecarConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -186,9 +189,27 @@ def _sources(data: Any, base_dir: str | None) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
+def _sidecars(data: Any, base_dir: str | None) -> SidecarConfig:
+    """``[sidecars]``, its tag table made absolute (relative to the config's folder) and read once."""
+    from curation.sources import SourceError, load_tag_table
+
+    cfg = _section(SidecarConfig, data, "sidecars")
+    if not cfg.tag_table:
+        return cfg
+    path = os.path.expanduser(cfg.tag_table)
+    if base_dir is not None and not os.path.isabs(path):
+        path = os.path.join(base_dir, path)
+    path = os.path.abspath(path)
+    try:
+        load_tag_table(path)
+    except SourceError as exc:
+        raise ConfigError(f"sidecars.tag_table: {exc}") from None
+    return dataclasses.replace(cfg, tag_table=path)
+
+
 def config_from_dict(data: dict[str, Any], base_dir: str | None = None) -> BuildConfig:
     known = {"seed", "scan", "buckets", "weights", "shards", "extractors", "materialize", "augment", "pair_quality",
-             "filters", "metrics", "quality", "dedup", "sources", "scorers", "scoring"}  # fmt: skip
+             "filters", "metrics", "quality", "dedup", "sources", "scorers", "scoring", "sidecars"}  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
@@ -214,6 +235,7 @@ def config_from_dict(data: dict[str, Any], base_dir: str | None = None) -> Build
         quality=_section(QualityConfig, data.get("quality", {}), "quality"),
         dedup=_section(DedupConfig, data.get("dedup", {}), "dedup"),
         sources=_sources(data["sources"], base_dir) if "sources" in data else (),
+        sidecars=_sidecars(data.get("sidecars", {}), base_dir),
     )
     _check(cfg)
     return cfg

@@ -284,6 +284,24 @@ def check_unique_names(specs: list[SourceSpec]) -> None:
 # ---------------------------------------------------------------- sidecar settings
 
 
+@dataclass(frozen=True)
+class SidecarConfig:
+    """``[sidecars]``: how caption files beside images (folders, archives) are read."""
+
+    caption_extensions: tuple[str, ...] = (".txt", ".caption")  # in order of preference (kohya: .caption)
+    tag_table: str = ""  # a Danbooru tags export or a tagger's selected_tags.csv; "": none
+
+    def check(self) -> None:
+        if not self.caption_extensions:
+            raise ValueError("sidecars.caption_extensions must name at least one extension (e.g. .txt)")
+        for ext in self.caption_extensions:
+            bare = ext.lower().lstrip(".")
+            if not ext.startswith(".") or not re.fullmatch(r"[a-z0-9_-]+", bare):
+                raise ValueError(f"sidecars.caption_extensions: {ext!r} is not an extension like '.txt'")
+            if bare in IMAGE_EXTS or bare in ("json", "tags"):
+                raise ValueError(f"sidecars.caption_extensions: {ext!r} is an image or metadata extension")
+
+
 def with_sidecars(spec: SourceSpec, captions: tuple[str, ...], tag_table: str | None) -> SourceSpec:
     """The spec with the build's ``[sidecars]`` settings (the tag table's sha256 included)."""
     digest = None
@@ -291,6 +309,11 @@ def with_sidecars(spec: SourceSpec, captions: tuple[str, ...], tag_table: str | 
         load_tag_table(tag_table)  # refuse an unreadable table before anything starts
         digest = _sha256(tag_table)
     return replace(spec, captions=tuple(captions), tag_table=tag_table or None, tag_table_sha256=digest)
+
+
+def with_config(spec: SourceSpec, config: Any) -> SourceSpec:
+    """The spec with a build config's ``[sidecars]`` (``pipelines.config.BuildConfig``)."""
+    return with_sidecars(spec, config.sidecars.caption_extensions, config.sidecars.tag_table or None)
 
 
 def _sha256(path: str) -> str:
@@ -391,6 +414,20 @@ def _iter_database(
         db.close()
 
 
+def check_metadata(
+    specs: list[SourceSpec], filters: Any, predicted: bool, storage: SourceStorage | None = None
+) -> None:
+    """Before the scan: SourceError when a source's metadata maps nothing to a field the filters
+    read (``curation.filters.needed_fields``; ``predicted``: a tagger fills tags and ratings)."""
+    from ..filters import needed_fields
+    from .needs import check_needs
+
+    try:
+        check_needs(specs, needed_fields(filters, predicted), storage)
+    except (ValueError, OSError) as exc:
+        raise SourceError(str(exc)) from None
+
+
 def iter_records(
     spec: SourceSpec, storage: SourceStorage | None = None, notes: Notes | None = None
 ) -> Iterator[Record]:
@@ -403,9 +440,14 @@ def iter_records(
     notes = notes or print_note(f"source {spec.name}")
     try:
         inner, root = _raw_records(spec, storage, notes)
-        yield from _flag_repeats(_hygiene(_contained(inner, root)))
+        yield from finish(inner, root)
     except (HfTarError, MappingError, TableError, NotABuild) as exc:
         raise SourceError(f"source {spec.name!r}: {exc}") from None
+
+
+def finish(inner: Iterator[Record], root: str) -> Iterator[Record]:
+    """What every reader's records go through: the symlink policy, the tag hygiene, repeated ids."""
+    return _flag_repeats(_hygiene(_contained(inner, root)))
 
 
 def _contained(inner: Iterator[Record], root: str) -> Iterator[Record]:
@@ -445,6 +487,6 @@ def _flag_repeats(inner: Iterator[Record]) -> Iterator[Record]:
 
 
 __all__ = [
-    "KINDS", "METADATA_KINDS", "SourceError", "SourceSpec", "check_unique_names", "detect_kind", "iter_records",
-    "load_tag_table", "parse_source", "read_options", "source_from_table", "with_sidecars",
+    "KINDS", "METADATA_KINDS", "SidecarConfig", "SourceError", "SourceSpec", "check_metadata", "check_unique_names", "detect_kind", "iter_records",
+    "load_tag_table", "parse_source", "read_options", "source_from_table", "with_config", "with_sidecars",
 ]  # fmt: skip

@@ -252,7 +252,9 @@ def post_of(
     post: dict[str, Any] = {}
     tags: dict[str, list[str]] | None = None
     uncategorised: int | None = None
-    for col, target, _ in mapping.mapped:
+    for col, target, _ in mapping.mapped + mapping.extra:
+        if col not in mapping.readers:
+            continue
         value = mapping.readers[col](row.get(col))
         if target == "tags":
             if isinstance(value, dict):  # gwern objects carry their categories
