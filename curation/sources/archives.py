@@ -224,6 +224,13 @@ def _list_tar(source: str, path: str, rel: str, storage: SourceStorage | None, o
                     where, info.name, info.size, tar_location(where, info.offset_data, info.size, info.name)
                 )
             )
+        stopped = tf.offset
+    # tarfile ends its walk quietly at a damaged header: the rest of the tar would be lost unseen
+    if stopped < archive_size and _read(path, stopped, 512, storage).strip(b"\0"):
+        out.problems.append(Record(
+            source, rel, None, reject_reason="bad_archive",
+            reject_detail=f"unreadable tar header at byte {stopped} of {archive_size}: the members after it are not read",
+        ))  # fmt: skip
 
 
 def index_path(tar_path: str) -> str:

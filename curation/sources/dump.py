@@ -187,13 +187,19 @@ def _joined_rows(
 ) -> Iterator[Record]:
     rating_required = mapping.gives("rating") and not unrated_ok
     use_sidecars = not (mapping.gives("tags") and mapping.gives("rating") and mapping.gives("caption"))
+    id_column = next((c for c, f, _ in mapping.mapped if f == "id"), None)
     for where, row in rows:
         try:
             post, tags, uncategorised = post_of(row, mapping, options.tag_table)
         except ValueError as exc:
-            yield Record(
-                source, where, None, reject_reason="bad_metadata", reject_detail=f"{where}: {exc}"[:300]
-            )
+            # the row's own reject accounts for its member, like any other rejected row
+            post_id = as_int(row.get(id_column)) if id_column else None
+            post_id = post_id if post_id is not None and post_id > 0 else None
+            joined = str(row.get("key") or "") if by == "key" else str(post_id or "")
+            if joined and samples.by_key.pop(joined, None) is not None:
+                claimed.add(joined)
+            yield Record(source, joined or where, None, post_id=post_id, reject_reason="bad_metadata",
+                         reject_detail=f"{where}: {exc}"[:300])  # fmt: skip
             continue
         key = str(row.get("key") or "") if by == "key" else None
         sample = None
