@@ -187,7 +187,7 @@ def test_zip_member_written_stored_and_deflated_round_trip(images, tmp_path):
         assert read_location(rec.location) == images[3]
 
 
-def test_hfutils_index_is_one_small_get_per_tar_on_a_store(s3, images, tmp_path):
+def test_hfutils_index_is_one_small_get_per_tar_on_a_store(s3, images, tmp_path):  # noqa: F811
     """On object storage the index replaces the header walk: one GET of the index, two 512-byte
     ranged GETs checking it against the tar, instead of one GET per member header."""
     import boto3
