@@ -153,15 +153,19 @@ def text(value: str) -> str:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_KEY_SAFE = re.compile(r"[a-z0-9][a-z0-9-]*_[A-Za-z0-9_-]{1,100}")  # a sample key: {source}_{id}
 
 
 def sample_key(source: str, source_id: str) -> str:
     """WebDataset key ``{source}_{id}``: no dots (webdataset splits on the first dot).
 
-    Numeric ids stay readable; anything else (paths) is sanitised and suffixed with a short
-    hash of the original so that two paths that sanitise alike still get distinct keys.
+    Numeric ids stay readable, and so do ids already made of key characters only (a linepairs
+    OUT's keys, read back as a source: ``old_danbooru_123``); anything else (paths) is sanitised
+    and suffixed with a short hash of the original so that two paths that sanitise alike still
+    get distinct keys. No other reader yields key-safe ids that are not numbers (paths have a dot,
+    tar members a colon), so the two forms never meet within one source.
     """
-    if source_id.isdigit():
+    if source_id.isdigit() or _KEY_SAFE.fullmatch(source_id):
         return f"{source}_{source_id}"
     slug = _UNSAFE.sub("_", source_id).strip("_")[:60]
     digest = hashlib.sha1(source_id.encode("utf-8", "surrogateescape")).hexdigest()[:8]

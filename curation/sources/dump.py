@@ -221,8 +221,9 @@ def _joined_rows(
                     tags, uncategorised = side.tags, side.uncategorised
                 if not post.get("caption") and side.caption:
                     post["caption"] = side.caption
-        if by == "key":
+        if by == "key":  # an older build's sample: its key is its id here, its post id stays the id
             rec = record_from_fields(source, key or where, post, where, era, rating_required=rating_required)
+            rec.source_id = key or rec.source_id
         else:
             rec = record_from_post(source, post, where, era, rating_required=rating_required)
         if rec.reject_reason is None and problem:
