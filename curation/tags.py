@@ -66,11 +66,32 @@ def clean_tag(text: str) -> str:
     return tag
 
 
+# Anything clean_tag would change or refuse: whitespace, controls, invisible characters, surrogates.
+_SUSPECT = re.compile(
+    r"[\s\x00-\x1f\x7f-\x9f\u00ad\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\ud800-\udfff]"
+)
+
+
+def _clean_list(tags: Sequence[str]) -> list[str]:
+    # one scan of the whole list first: Danbooru's tags are almost always clean already
+    joined = "".join(tags)
+    if (
+        tags
+        and not _SUSPECT.search(joined)
+        and (len(joined) <= MAX_TAG_CHARS or max(map(len, tags)) <= MAX_TAG_CHARS)
+    ):
+        return list(tags)
+    return [clean_tag(t) for t in tags]
+
+
 def clean_tags(tags: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """Every category cleaned: empty tags dropped, a repeated tag kept once in its most specific
     category, each category's order kept. Raises TagProblem naming the first tag that cannot be
     cleaned."""
-    cleaned = {c: [clean_tag(t) for t in tags.get(c) or ()] for c in TAG_CATEGORIES}
+    cleaned = {c: _clean_list(tags.get(c) or ()) for c in TAG_CATEGORIES}
+    flat = [t for c in TAG_CATEGORIES for t in cleaned[c]]
+    if all(flat) and len(set(flat)) == len(flat):  # nothing empty, nothing repeated
+        return cleaned
     seen: set[str] = set()
     out = {c: [] for c in TAG_CATEGORIES}
     for cat in PRECEDENCE:

@@ -6,6 +6,7 @@ Each phase is resumable; OUT's files and how they are committed: sharding/layout
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 import sys
 import time
@@ -64,7 +65,8 @@ class BuildRequest:
         return {
             "contract": CONTRACT_VERSION,
             "config": self.config.to_dict(),
-            "sources": [dataclasses.asdict(s) for s in self.sources],
+            # through JSON, as request.json holds it (tuples become lists)
+            "sources": json.loads(json.dumps([dataclasses.asdict(s) for s in self.sources])),
         }
 
 
