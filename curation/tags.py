@@ -5,7 +5,8 @@ the manifest, the sample JSON or the audit page.
 The rules (docs/sources.md, "Tag hygiene"):
 
 * whitespace inside a tag (spaces, tabs, newlines, no-break and ideographic spaces) becomes one
-  ``_``, Danbooru's spelling (``blue hair`` is ``blue_hair``); whitespace at the ends goes;
+  ``_`` and letters are lower case, Danbooru's spelling (``Blue Hair`` is ``blue_hair``, so a banned
+  tag matches however a caption wrote it); whitespace at the ends goes;
 * invisible format characters (zero-width space, BOM, soft hyphen, word joiner, bidirectional
   overrides) are removed: they make two spellings of one tag and, in HTML, can reorder text;
 * a tag that is empty after that is dropped; a tag repeated (in its category or another) is kept
@@ -60,7 +61,7 @@ def clean_tag(text: str) -> str:
         raise TagProblem(f"tag {shown(text)} holds the control character U+{ord(bad):04X}")
     if _SURROGATE.search(text):
         raise TagProblem(f"tag {shown(text)} holds a lone surrogate (not text)")
-    tag = "_".join(_INVISIBLE.sub("", text).split())
+    tag = "_".join(_INVISIBLE.sub("", text).split()).lower()
     if len(tag) > MAX_TAG_CHARS:
         raise TagProblem(f"tag {shown(tag)} is {len(tag)} characters long (more than {MAX_TAG_CHARS})")
     return tag
@@ -77,6 +78,7 @@ def _clean_list(tags: Sequence[str]) -> list[str]:
     joined = "".join(tags)
     if (
         tags
+        and joined == joined.lower()
         and not _SUSPECT.search(joined)
         and (len(joined) <= MAX_TAG_CHARS or max(map(len, tags)) <= MAX_TAG_CHARS)
     ):
@@ -206,7 +208,7 @@ def categorise(names: Iterable[str], table: TagTable | None) -> tuple[dict[str, 
     known = table.categories if table is not None else {}
     for name in names:
         tag = "_".join(name.split())
-        category = known.get(tag)
+        category = known.get(tag) or known.get(tag.lower())  # "Hatsune Miku" written in a caption
         if category is None:
             missing += 1
             category = "general"

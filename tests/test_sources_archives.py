@@ -116,9 +116,16 @@ def test_zip_of_a_kohya_folder_uses_the_folder_rule_and_caps_bombs(images, tmp_p
     write_zip(
         str(tmp_path / "set.zip"),
         {"train/img.001.png": images[3], "train/img.001.caption": b"1girl, solo, a girl on a bench.",
-         "train/zero.png": bomb, "../escape.png": images[0]},
+         "train/zero.png": bomb, "../escape.png": images[0],
+         "__MACOSX/train/._img.001.png": b"\0\5\26\7 AppleDouble", "train/.DS_Store": b"x"},
     )  # fmt: skip
-    recs = by_reason(iter_records(parse_source(str(tmp_path / "set.zip"))))
+    notes: list[str] = []
+    recs = by_reason(iter_records(parse_source(str(tmp_path / "set.zip")), notes=notes.append))
+    # macOS's resource-fork copies are not images (a folder walk skips hidden names too)
+    assert notes == [
+        "2 member(s) are neither images nor their metadata, skipped: 2 hidden (.name, __MACOSX/)"
+    ]
+    assert len(recs[None]) == 2
     (kept,) = [r for r in recs[None] if r.location and "img.001" in r.location]
     assert kept.tags["general"] == ["1girl", "solo"] and kept.caption == "a girl on a bench."
     assert read_location(kept.location) == images[3]

@@ -77,13 +77,24 @@ def test_folder_captions_read_through_the_source(corpus, tmp_path):
     assert a.caption == "a girl singing on a stage." and a.uncategorised_tags == 0
     assert b.tags["general"] == ["solo", "smile"] and b.uncategorised_tags == 2 and b.caption is None
     assert c.tags["general"] == ["from_caption"]  # the first extension of the setting wins
+    (folder / "b.caption").write_text("Hatsune Miku, Solo")  # Danbooru's spelling is lower case
+    b = next(r for r in iter_records(spec) if r.source_id == "b.jpg")
+    assert b.tags["character"] == ["hatsune_miku"] and b.tags["general"] == ["solo"]
+    # inspect names what the caption files map to
+    from curation.sources.inspect import inspect_source
+    from pipelines.config import BuildConfig
+
+    report = inspect_source(spec, BuildConfig(), limit=1, pixels=False).to_dict()
+    assert report["mappings"][0]["mapped"][0]["column"] == "NAME.caption"
+    assert "categories from tags.csv" in report["mappings"][0]["mapped"][0]["how"]
+    assert report["files"] == [{"what": "images", "count": 3}, {"what": "caption files", "count": 4}]
     plain = list(iter_records(parse_source(str(folder))))  # defaults: .txt first, no table
     assert plain[0].tags["general"] == ["1girl", "hatsune_miku"] and plain[0].uncategorised_tags == 2
     assert plain[2].tags["general"] == ["from_txt"]
 
 
 def test_tag_hygiene_rules():
-    assert clean_tag("  blue \t hair ") == "blue_hair"
+    assert clean_tag("  Blue \t Hair ") == "blue_hair"
     assert clean_tag("blue\u3000hair\u00a0ribbon") == "blue_hair_ribbon"  # ideographic and no-break spaces
     assert clean_tag("zero\u200bwidth\ufeff") == "zerowidth"
     assert clean_tag("\u202eevil") == "evil"  # a bidi override would reorder the audit page

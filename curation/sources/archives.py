@@ -463,6 +463,9 @@ def collect(
         out.notes += listing.notes
         rule = "folder" if archive_type(path) == "zip" else "webdataset"
         for member in listing.members:
+            if hidden(member.name):  # macOS's __MACOSX/ and ._name copies, editor and VCS files
+                out.strays["hidden (.name, __MACOSX/)"] += 1
+                continue
             key, suffix = split_key(member.name, rule)
             if not key:
                 out.strays[_pattern(suffix)] += 1
@@ -492,6 +495,14 @@ def collect(
         for suffix in out.by_key.pop(jk).sidecars:  # metadata of no image in these archives
             out.strays[f"*.{suffix} without an image"] += 1
     return out
+
+
+def hidden(name: str) -> bool:
+    """A member a folder walk would skip: a part starting with ``.`` (``._img.png``, ``.git/``) or
+    macOS's ``__MACOSX/`` resource-fork folder in zips."""
+    return any(
+        part.startswith(".") and part not in (".", "..") or part == "__MACOSX" for part in name.split("/")
+    )
 
 
 def _pattern(suffix: str) -> str:

@@ -211,7 +211,9 @@ def _files_and_records(
             for t, col, _ in tables
         ]
         out.mappings = [m.describe() for _, _, m in tables]
-    elif kind == "folder":
+    if kind in ("folder", "webdataset"):
+        out.mappings = [_sidecar_mapping(spec)]
+    if kind == "folder":
         files = walk_files(spec.path, storage)
         from . import read_options
         from .common import IMAGE_EXTS
@@ -241,6 +243,24 @@ def _files_and_records(
     records = list(itertools.islice(iter_records(spec, storage, notes=notes.append), limit))
     out.notes += notes
     return records
+
+
+def _sidecar_mapping(spec) -> dict[str, Any]:
+    """What a folder's or an archive's sidecars map to (docs/sources.md, "Archives", "Folder captions")."""
+    from . import read_options
+
+    options = read_options(spec)
+    table = (
+        f"; categories from {os.path.basename(spec.tag_table)}"
+        if spec.tag_table
+        else "; all general (no tag table)"
+    )
+    mapped = [{"column": f"NAME{ext}", "field": "tags, caption", "how": f"tags, then prose verbatim{table}"}
+              for ext in options.captions]  # fmt: skip
+    if spec.kind == "webdataset":
+        mapped = [{"column": "KEY.json", "field": "post fields, tags", "how": "Danbooru post / linepairs sample JSON"},
+                  *mapped, {"column": "KEY.tags", "field": "tags", "how": f"a tag per line or comma{table}"}]  # fmt: skip
+    return {"kind": "sidecars", "where": "beside each image", "mapped": mapped, "unmapped": [], "missing": []}
 
 
 def _location(rec: Record, root: str) -> str:
