@@ -241,3 +241,29 @@ def test_bad_metadata_rows_and_hostile_tags_never_end_the_stream(jpg, tmp_path):
     assert recs["3"].reject_reason == "bad_metadata" and "300 characters" in recs["3"].reject_detail
     assert recs["4"].reject_reason == "bad_metadata" and "\\x1b" in recs["4"].reject_detail
     assert all(not any(r.tags.values()) for k, r in recs.items() if k != "2")  # no bad tag reaches a table
+
+
+def test_inspect_peeks_a_database_without_reading_it_all(jpg, tmp_path):
+    from curation.sources.inspect import inspect_source
+    from pipelines.config import BuildConfig
+
+    kblueleaf_db(str(tmp_path / "danbooru2023.db"), KB_POSTS)
+    for n in range(6):  # the first rows' images are in the first archives; the rest is never listed
+        write_tar(str(tmp_path / "original" / f"data-000{n}.tar"), {f"{n}.jpg": jpg})
+    report = inspect_source(parse_source(str(tmp_path)), BuildConfig(), limit=2, max_archives=2, pixels=False)
+    assert report.files[0] == {
+        "what": "metadata",
+        "path": "danbooru2023.db",
+        "table": "post",
+        "rows": 4,
+        "tags": "relation",
+    }
+    assert report.files[1]["count"] == 6 and report.refused is None
+    one, two = report.records
+    assert one["tags"]["character"] == "hatsune_miku" and one["image"] == "original/data-0001.tar:1.jpg"
+    assert one["verdict"]["status"] == "kept (metadata only)"
+    # post 2's image is in none of the 2 archives read: said so, not called missing
+    assert (
+        two["verdict"]["reason"] == "missing_file"
+        and "not in the 2 archive(s) read of 6" in two["verdict"]["detail"]
+    )

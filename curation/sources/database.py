@@ -158,9 +158,13 @@ class DbSource:
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         rel_cols = {c.name for c in self.db.columns(self.relation)}
         order = "post_id, id" if "id" in rel_cols else "post_id"
-        sql = (
-            f"SELECT post_id, tag_id FROM {_quote(self.relation)} WHERE post_id IS NOT NULL ORDER BY {order}"
-        )
+        which = "post_id IS NOT NULL"
+        if limit is not None:  # a peek (inspect): these posts' pairs only, never a sort of the whole relation
+            peeked = list(posts)
+            ids = [r["id"] for r in peeked if isinstance(r.get("id"), int)]
+            posts = iter(peeked)
+            which = f"post_id IN ({', '.join(str(i) for i in ids) or 'NULL'})"
+        sql = f"SELECT post_id, tag_id FROM {_quote(self.relation)} WHERE {which} ORDER BY {order}"
         pairs = self.db.stream(sql)
         pending = next(pairs, None)
         for n, row in enumerate(posts):

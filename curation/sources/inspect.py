@@ -279,6 +279,7 @@ def inspect_source(spec, config: Any, storage: SourceStorage | None = None, limi
                    max_archives: int = MAX_ARCHIVES, pixels: bool = True) -> Inspection:  # fmt: skip
     """Everything ``linepairs inspect`` shows of one source. ``config``: the build config
     (``pipelines.config.BuildConfig``: filters, scan, metrics, quality)."""
+    from ..filters import Thresholds, check_record
     from ..scan import make_settings, scan_row
     from . import check_metadata
 
@@ -313,6 +314,11 @@ def inspect_source(spec, config: Any, storage: SourceStorage | None = None, limi
             verdict = {k: scanned.get(k) for k in ("status", "stage", "reason", "detail")}
             if scanned.get("width"):
                 verdict["size"] = [scanned["width"], scanned["height"]]
+        elif rec.reject_reason is None:  # --no-pixels: the metadata filters only
+            failed = check_record(row, config.filters, Thresholds(), min_side=config.scan.min_side,
+                                  max_aspect=config.scan.max_aspect)  # fmt: skip
+            verdict = {"status": "rejected", "stage": "metadata", "reason": failed[0], "detail": failed[1]} if failed \
+                else {"status": "kept (metadata only)", "stage": None, "reason": None, "detail": None}  # fmt: skip
         out.records.append({
             "key": rec.key, "id": rec.post_id, "source_id": rec.source_id, "rating": rec.rating,
             "rating_era": rec.rating_era, "tags": {c: " ".join(rec.tags.get(c, [])) for c in TAG_CATEGORIES},

@@ -113,7 +113,7 @@ def lines(report: dict[str, Any]) -> list[str]:
             if r["caption"]:
                 tags = f"{tags} | {r['caption']}" if tags else r["caption"]
             v = r["verdict"]
-            verdict = "kept" if v["status"] == "kept" else f"{v['reason']}: {v['detail'] or ''}"
+            verdict = v["status"] if v["status"] != "rejected" else f"{v['reason']}: {v['detail'] or ''}"
             rating = (r["rating"] or "-") + (f"/{r['rating_era']}" if r["rating_era"] else "")
             out.append(
                 f"  {_cut(r['key'], 28):<28} {r['id'] if r['id'] is not None else '-':>9} {rating:<7} "
