@@ -140,18 +140,28 @@ def detect_kind(path: str, storage: SourceStorage | None = None) -> str:
         return "gwern"
     if _json_files(path, storage):
         return "danbooru-api"
-    files = walk_files(path, storage)
-    archives = [p for p in files if archive_type(p)]
-    loose = [p for p in files if p.rpartition(".")[2].lower() in IMAGE_EXTS]
-    if archives and not loose:
+    archives = parquet = False
+    for p in _files_lazily(path, storage):  # the first loose image decides: a folder
+        if p.rpartition(".")[2].lower() in IMAGE_EXTS:
+            return "folder"
+        archives = archives or bool(archive_type(p))
+        parquet = parquet or p.lower().endswith(".parquet")
+    if archives:
         return "webdataset"
-    if (
-        not loose
-        and any(p.lower().endswith(".parquet") for p in files)
-        and looks_like_parquet_images(path, storage)
-    ):
+    if parquet and looks_like_parquet_images(path, storage):
         return "parquet-images"
     return "folder"
+
+
+def _files_lazily(path: str, storage: SourceStorage | None) -> Iterator[str]:
+    """The files below a folder, lazily on a disk (detection stops at the first image of a big
+    folder), from one listing on a store; hidden names and folder links skipped as walk_files does."""
+    if is_remote(path):
+        yield from walk_files(path, storage)
+        return
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield from (os.path.join(root, n) for n in sorted(files) if not n.startswith("."))
 
 
 def _default_name(kind: str, path: str) -> str:
