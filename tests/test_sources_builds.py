@@ -13,12 +13,15 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from .dumps import hf_row, write_parquet, write_tar
+from .dumps import hf_row, kblueleaf_db, write_parquet, write_tar, write_tgz, write_zip
 from .helpers import cli, write_config
 
 COLOURFUL = ["style2paints_004.jpg", "style2paints_005.jpg", "style2paints_009.jpg", "style2paints_012.jpg",
              "style2paints_017.jpg", "danbooregion_007.png", "style2paints_021.png", "style2paints_014.jpg",
              "style2paints_001.jpg", "style2paints_002.jpg", "style2paints_003.jpg"]  # fmt: skip
+# one more image per layout built end to end (indexes into MORE)
+MORE = ["style2paints_006.jpg", "style2paints_007.jpg", "style2paints_010.jpg", "style2paints_011.jpg",
+        "style2paints_013.jpg", "style2paints_015.jpg", "style2paints_019.jpg", "style2paints_020.jpg"]  # fmt: skip
 CONFIG = "[shards]\nsamples_per_shard = 4\n[dedup]\nradius = 0\n"
 
 
@@ -61,17 +64,50 @@ def dumps(corpus, tmp_path_factory):
     (root / "d").mkdir()
     shutil.copy(os.path.join(corpus, COLOURFUL[7]), root / "d" / "one.jpg")
     (root / "d" / "one.txt").write_text("1girl, hatsune miku, a girl singing on a stage.\n")
+    more = [open(os.path.join(corpus, n), "rb").read() for n in MORE]
+    tagged = dict(tag_string_general="1girl solo smile outdoors sky", rating="g")
+    # E: KBlueLeaf's SQLite database beside nyanko7-style archives (.tar, and a .zip for the second)
+    kblueleaf_db(str(root / "e" / "danbooru2023.db"),
+                 [(400, 0, "jpg", {"general": ["1girl", "solo", "smile", "sky", "tree"], "character": ["c_400"]}),
+                  (401, 1, "jpg", {"general": ["1boy", "solo", "smile", "sky", "tree"]})])  # fmt: skip
+    write_tar(str(root / "e" / "original" / "data-0400.tar"), {"400.jpg": more[0]})
+    write_zip(str(root / "e" / "original" / "data-0401.zip"), {"401.jpg": more[1]})
+    # F: a DuckDB file with the Danbooru columns, its images in a .tar.gz
+    import duckdb
+
+    (root / "f").mkdir()
+    con = duckdb.connect(str(root / "f" / "meta.duckdb"))
+    con.execute(
+        "CREATE TABLE posts (id BIGINT, rating VARCHAR, tag_string_general VARCHAR, file_ext VARCHAR)"
+    )
+    con.execute("INSERT INTO posts VALUES (500, 'g', '1girl solo smile sky tree', 'jpg')")
+    con.close()
+    write_tgz(str(root / "f" / "images.tar.gz"), {"500.jpg": more[2]})
+    # G: WebDataset shards (tar.gz) with Danbooru post JSON beside each image, no table
+    write_tgz(str(root / "g" / "shard-000000.tar.gz"),
+              {"600.jpg": more[3], "600.json": json.dumps({"id": 600, **tagged}).encode(),
+               "601.jpg": more[4], "601.json": json.dumps({"id": 601, **tagged}).encode()})  # fmt: skip
+    # H: parquet with the images inside, as HF datasets writes it
+    import datasets
+
+    (root / "h" / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict(
+        {"image": [{"bytes": more[5], "path": "a.jpg"}, {"bytes": more[6], "path": "b.jpg"}],
+         "id": [700, 701], "rating": ["g", "s"], "tags": ["1girl solo smile sky tree", "1girl solo hat sky tree"]}
+    ).cast_column("image", datasets.Image()).to_parquet(str(root / "h" / "data" / "train-00000-of-00001.parquet"))  # fmt: skip
     return root
 
 
 @pytest.fixture(scope="module")
 def first_build(dumps, ray_cluster, tmp_path_factory):
-    """OUT1: danbooru = the sidecar tar dump (A), tagstr = the tag-string parquet (B), art = D."""
+    """OUT1: danbooru = the sidecar tar dump (A), tagstr = the tag-string parquet (B), art = D, and
+    one source of every other layout (E-H)."""
     tmp = tmp_path_factory.mktemp("b1")
     cfg = write_config(str(tmp / "cfg.toml"), CONFIG)
     out = str(tmp / "out1")
-    res = cli("build", f"danbooru={dumps / 'a'}", f"tagstr={dumps / 'b'}", f"art={dumps / 'd'}", "--out", out,
-              "--config", cfg, "-q", address=ray_cluster)  # fmt: skip
+    res = cli("build", f"danbooru={dumps / 'a'}", f"tagstr={dumps / 'b'}", f"art={dumps / 'd'}",
+              f"kb={dumps / 'e'}", f"duck={dumps / 'f'}", f"wds={dumps / 'g'}", f"hfimg={dumps / 'h'}",
+              "--out", out, "--config", cfg, "-q", address=ray_cluster)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     return out, res
 
@@ -100,6 +136,21 @@ def test_sidecar_tar_keeps_all_six_and_tag_string_bans(first_build):
     assert meta["caption"] == "a girl singing on a stage."
     with tarfile.open(os.path.join(out, rows["danbooru_100"]["shard"])) as tf:
         assert json.load(tf.extractfile("danbooru_100.json"))["caption"] == ""  # never null
+
+
+def test_every_layout_builds_end_to_end(first_build):
+    """SQLite + .tar/.zip, DuckDB + .tar.gz, WebDataset .tar.gz, parquet images: read in place by the
+    scan and again by materialize on the Ray workers, tags and ratings as their metadata says."""
+    out, _ = first_build
+    rows, rej = manifest(out), rejects(out)
+    want = {"kb_400", "kb_401", "duck_500", "wds_600", "wds_601", "hfimg_700", "hfimg_701"}
+    assert want <= set(rows), (sorted(want - set(rows)), rej)
+    assert rows["kb_400"]["tags_character"] == ["c_400"] and rows["kb_401"]["rating"] == "s"
+    assert rows["duck_500"]["tags_general"][0] == "1girl" and rows["wds_600"]["rating"] == "g"
+    assert rows["hfimg_701"]["tags_general"] == ["1girl", "solo", "hat", "sky", "tree"]
+    from sharding.verify import verify_build
+
+    assert verify_build(out) == []
 
 
 def test_rating_filter_without_a_rating_column_is_refused_before_the_scan(dumps, ray_cluster, tmp_path):
