@@ -7,21 +7,25 @@ snapshot folders) score the same real images, and every value agrees to 1e-5.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from curation import scorers
-from curation.decode import decode_image, read_bytes
-from curation.metrics import MetricThresholds
+from curation.decode import decode_image, read_bytes, sha256_file
+from curation.metrics import MetricThresholds, work_copy
 from curation.scorers.apply import defer_illustration, judge
 from lineart.weights import WeightsError
 
+from .helpers import cli, write_config
 from .onnx_models import PUBLISHED, hub_cache, write_model
 
 pytest.importorskip("onnxruntime")
@@ -181,3 +185,58 @@ def test_verdicts_and_the_deferred_illustration_cut(hub):
     assert defer_illustration(cut, ["anime_real"]).min_illustration == pytest.approx(
         cut.min_illustration - cut.illustration_defer
     )
+
+
+def test_build_with_every_onnx_scorer_records_them_and_fills_their_columns(
+    small_corpus, hub, tmp_path, ray_cluster
+):
+    """A real build on CPU through the CLI and Ray: every deepghs scorer in the actor stage."""
+    # anime_real's threshold halves these images (random weights); the other verdicts stay off
+    images = [work_copy(decode_image(read_bytes(os.path.join(small_corpus, n)), 64_000_000).rgb)
+              for n in sorted(os.listdir(small_corpus))]  # fmt: skip
+    p_real = sorted(scorers.create("anime_real", weights=hub["anime_real"])(images)["p_real"])
+    cut = (p_real[len(p_real) // 2 - 1] + p_real[len(p_real) // 2]) / 2
+    options = {
+        "anime_real": f"threshold = {cut}\n",
+        "anime_classify": "threshold = 1.0\n",
+        "monochrome": "threshold = 1.0\n",
+    }
+    tables = "".join(
+        f'[scorers.{name}]\nweights = "{hub[name]}"\nbatch_size = 2\n{options.get(name, "")}'
+        for name in ONNX_SCORERS
+    )
+    cfg = write_config(str(tmp_path / "b.toml"), tables + "[shards]\nsamples_per_shard = 4\n")
+    out = str(tmp_path / "out")
+    res = cli("build", small_corpus, "--out", out, "--config", cfg, address=ray_cluster, timeout=600)
+    assert res.returncode == 0, res.stderr
+    rec = json.load(open(os.path.join(out, "build.json")))["scorers"]
+    assert set(rec) == set(ONNX_SCORERS)
+    for name in ONNX_SCORERS:
+        assert rec[name]["weights_sha256"] == sha256_file(os.path.join(hub[name], "model.onnx"))
+        assert rec[name]["files_sha256"]["meta.json"] == sha256_file(os.path.join(hub[name], "meta.json"))
+        assert rec[name]["model"] == PUBLISHED[name][1] and rec[name]["provider"] == "CPUExecutionProvider"
+    assert rec["dbaesthetic"]["files_sha256"]["samples.npz"] == sha256_file(
+        os.path.join(hub["dbaesthetic"], "samples.npz")
+    )
+    scan = pa.concat_tables(
+        [pq.read_table(p) for p in sorted(glob.glob(os.path.join(out, "scan", "*.parquet")))]
+    )
+    rows = scan.to_pylist()
+    scored = [r for r in rows if r["p_real"] is not None]
+    assert scored, "no image reached the scorers"
+    direct = scorers.create("dbaesthetic", weights=hub["dbaesthetic"])
+    for r in scored:
+        assert r["anime_class"] in PUBLISHED["anime_classify"][2] and r["dbrating"] in ("g", "s", "q", "e")
+        assert 0 <= r["dbaesthetic_percentile"] <= 1 and r["dbaesthetic_tier"]
+        if r["stage"] == "scorer":
+            assert r["reason"] in ("not_illustration", "comic", "monochrome") and ": P(" in r["detail"]
+    rgb = decode_image(read_bytes(scored[0]["location"]), 64_000_000).rgb
+    assert direct([work_copy(rgb)])["dbaesthetic_percentile"][0] == pytest.approx(
+        scored[0]["dbaesthetic_percentile"], abs=1e-6
+    )
+    fired = [r for r in scored if r["stage"] == "scorer"]
+    assert fired and all(r["reason"] == "not_illustration" and r["p_real"] >= cut for r in fired)
+    assert any(r["status"] == "kept" for r in scored)
+    rejects = pq.read_table(os.path.join(out, "rejects.parquet")).to_pylist()
+    assert {r["key"] for r in rejects if r["stage"] == "scorer"} == {r["key"] for r in fired}
+    assert cli("verify", out).returncode == 0
