@@ -48,8 +48,11 @@ def write_model(args: argparse.Namespace, cfg) -> None:
     source = os.path.join(os.path.basename(os.path.abspath(args.images)), os.path.basename(args.labels))
     model = fit_model(rows, settings, args.l2, source=source)
     model["fitted_on"]["command"] = (
-        f"linepairs calibrate {source.split(os.sep)[0]} --labels {args.labels} --fit-model JSON --l2 {args.l2:g}"
+        f"linepairs calibrate {args.images} --labels {args.labels} --fit-model {args.fit_model} --l2 {args.l2:g}"
     )
+    for row in rows:  # as a scan with this model would have them (the refits replace the judged ones)
+        if row.get("sharpness") is not None:
+            row["illustration"] = artmodel.illustration_probability(row, model)
     model["cross_validated"] = cross_validated(rows, settings, cfg, l2=args.l2)
     with open(args.fit_model, "w", encoding="utf-8") as fh:
         json.dump(model, fh, indent=1)
