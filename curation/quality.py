@@ -19,8 +19,8 @@ Components:
 * ``illustration``: P(drawn illustration) of curation/artmodel.py, 0.5 (the reject cut) -> 0 and 1 -> 1;
 * ``fills``: share of flat (gradient-free) content, 0.05 -> 0 and 0.4 -> 1 (weight 0 by default: it is
   already inside ``illustration``, and alone it ranks 3D renders and photos on white near the top);
-* ``edge``: edge sharpness at the detail's own scale (``metrics.edge_sharpness``), 0.6 -> 0 and 0.85 -> 1:
-  inked edges are abrupt, photographs' and renders' are spread;
+* ``edge``: edge sharpness at the detail's own scale (``metrics.edge_sharpness``, 7x7 window), 0.5 -> 0
+  and 0.75 -> 1: inked edges are abrupt (keeps' median 0.65), photographs' are spread (~0.48);
 * ``sharpness``: log10 of the median-filtered Laplacian variance, 400 -> 0 and 10 000 -> 1, times
   (1 - noise / max_noise) and (2 - blockiness), so grain and JPEG blocks never read as detail;
 * ``resolution``: effective short side (short side / upscale factor, the detail it holds), 256 -> 0 and
@@ -151,7 +151,7 @@ def components(row: Mapping[str, Any], quantiles: Mapping[str, Sequence[float]])
         "illustration": _clip01((art - 0.5) / 0.5) if not math.isnan(art) else math.nan,
         "fills": _clip01((fills - 0.05) / 0.35) if not math.isnan(fills) else math.nan,
         "sharpness": detail,
-        "edge": _clip01((edge - 0.6) / 0.25) if not math.isnan(edge) else math.nan,
+        "edge": _clip01((edge - 0.5) / 0.25) if not math.isnan(edge) else math.nan,
         "resolution": _clip01((side - 256.0) / 768.0) if not math.isnan(side) else math.nan,
         "colorfulness": _clip01(colour / 80.0) if not math.isnan(colour) else math.nan,
         "jpeg": _clip01((jpeg - 40.0) / 55.0) if not math.isnan(jpeg) else math.nan,
