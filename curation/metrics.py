@@ -560,7 +560,7 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist(), strict=True))
 
 
-def panel_count(grey: np.ndarray, tol: int = 16, gutter: int = 3, cover: float = 0.97, depth: int = 4) -> int:
+def panel_count(grey: np.ndarray, tol: int = 16, gutter: int = 2, cover: float = 0.97, depth: int = 4) -> int:
     """Rectangular panels separated by straight gutters: a comic page's grid (recursive XY cut).
 
     Paper is the edges' dominant grey (+-``tol``). A gutter is a run of >= ``gutter`` rows (or
