@@ -484,9 +484,16 @@ def _text_lines(boxes: np.ndarray, min_glyphs: int = 3) -> list[np.ndarray]:
     """Groups of >= ``min_glyphs`` boxes (x, y, w, h) that sit on one line, horizontal or vertical.
 
     Two glyphs share a line when they overlap by >= 60 % of the smaller across the line, differ in
-    size by at most 2x and are at most 0.8 glyph sizes apart along it (union-find over the pairs:
-    tens of boxes, not pixels).
+    size by at most 2x and are at most 0.8 glyph sizes apart along it: pair tests as NumPy arrays,
+    then union-find over the pairs that pass.
     """
+    x, y, w, h = (boxes[:, i][:, None] for i in range(4))
+    linked = np.zeros((len(boxes), len(boxes)), bool)
+    for p, s, q, t in ((y, h, x, w), (x, w, y, h)):  # horizontal line: overlap in y, gap in x; then vertical
+        overlap = np.minimum(p + s, (p + s).T) - np.maximum(p, p.T)
+        small, big = np.minimum(s, s.T), np.maximum(s, s.T)
+        gap = np.maximum(q, q.T) - np.minimum(q + t, (q + t).T)
+        linked |= (overlap >= 0.6 * small) & (big <= 2.0 * small) & (gap <= 0.8 * big)
     parent = list(range(len(boxes)))
 
     def root(a: int) -> int:
@@ -495,21 +502,8 @@ def _text_lines(boxes: np.ndarray, min_glyphs: int = 3) -> list[np.ndarray]:
             a = parent[a]
         return a
 
-    for a in range(len(boxes)):
-        for b in range(a + 1, len(boxes)):
-            for across, along in ((1, 0), (0, 1)):  # horizontal line: overlap in y, gap in x; then vertical
-                p0, s0, p1, s1 = (
-                    boxes[a, across],
-                    boxes[a, across + 2],
-                    boxes[b, across],
-                    boxes[b, across + 2],
-                )
-                overlap = min(p0 + s0, p1 + s1) - max(p0, p1)
-                if overlap < 0.6 * min(s0, s1) or max(s0, s1) > 2.0 * min(s0, s1):
-                    continue
-                q0, t0, q1, t1 = boxes[a, along], boxes[a, along + 2], boxes[b, along], boxes[b, along + 2]
-                if max(q0, q1) - min(q0 + t0, q1 + t1) <= 0.8 * max(s0, s1):
-                    parent[root(a)] = root(b)
+    for a, b in np.argwhere(np.triu(linked, 1)):
+        parent[root(int(a))] = root(int(b))
     groups: dict[int, list[int]] = {}
     for a in range(len(boxes)):
         groups.setdefault(root(a), []).append(a)
