@@ -129,7 +129,8 @@ def test_calibrate_escapes_and_refuses_bad_labels(tmp_path, corpus, capsys):
 
 def test_shared_illustrations_kept_and_photos_measured(corpus, tmp_path, capsys):
     """Every illustration the old defaults kept is still kept (style2paints_021 is under min_side, as
-    before): none of them was used to fit or tune anything, so this is the check on art we do not have."""
+    before). None of them fits anything; they were the check on art the model never saw when its
+    features were chosen (docs/curation.md, "The illustration model")."""
     names = sorted(os.listdir(corpus))
     labels = tmp_path / "labels.csv"
     lines = ["file,label"] + [f"{n},{'reject_photo' if 'photo' in n else 'keep'}" for n in names]
