@@ -377,6 +377,7 @@ def repair(req, layout: Layout, finished: Finished) -> list[str]:
         layout.write_bytes(target, json_bytes(record))
         repaired.append(f"{rel} ({why})")
     if repaired:
+        layout.remove_temp_files()  # leftovers of writers killed before the damage was found
         _log(f"repaired {layout.out}: " + "; ".join(repaired))
     return repaired
 
