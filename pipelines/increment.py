@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -530,8 +531,8 @@ def finalize_increment(
         raise ConfigError(f"{exc}; run `linepairs reweight {req.out} --config FILE --activate` with a policy "
                           "for every source, then the same command again") from None  # fmt: skip
     for name, what in versions.items():
-        if what.startswith("new"):
-            _log_line(req, f"linepairs: weights {name}: {what}")
+        if what.startswith("new"):  # said even with -q: the command's [weights] did not become active
+            print(f"linepairs: weights {name}: {what}", file=sys.stderr, flush=True)
 
     active_name, active, meta_w = read_version(layout, base_build.get("weights_active"), recorded=False)
     training = meta_w.get("weights", {}).get("training_samples", req.config.weights.training_samples)
@@ -570,12 +571,6 @@ def finalize_increment(
     return BuildSummary(req.out, counts, {"total": seconds}, weights=weights)
 
 
-def _log_line(req, msg: str) -> None:
-    from .build import _log
-
-    _log(req, msg)
-
-
 def run_increment(req, kind: str) -> Any:
     """Run or resume one append / retry on the finished build in ``req.out``."""
     from .build import _log, check_extractors, materialize, scan
@@ -588,8 +583,9 @@ def run_increment(req, kind: str) -> Any:
     build, finished = base_build(layout, kind)
     meta = check_increment(req, layout, kind, build)
     check_extractors(req)
+    repaired = []
     if finished is not None:  # OUT as its last commit left it, before anything is added (pipelines/repair.py)
-        repair_finished(req, layout, finished)
+        repaired = repair_finished(req, layout, finished).repaired
     number = len(build.get("appends", [])) + 1
     inc = Increment(layout, number)
     if layout.exists(inc.request):
@@ -617,8 +613,9 @@ def run_increment(req, kind: str) -> Any:
         from .build import BuildSummary
 
         return BuildSummary(
-            req.out, build["counts"], build["timings"], already_complete=True, weights=build.get("weights")
-        )
+            req.out, build["counts"], build["timings"], already_complete=True, weights=build.get("weights"),
+            repaired=repaired,
+        )  # fmt: skip
     with ray_session(req.address) as where:
         _log(req, f"linepairs: {kind} #{number} to {req.out} on {where}: {enumerated['scanned']} inputs")
         settings = increment_settings(req, layout, enumerated["first_chunk"], enumerated["chunks"])
@@ -628,6 +625,7 @@ def run_increment(req, kind: str) -> Any:
     summary = finalize_increment(
         req, layout, inc, meta, enumerated, plan, states, time.perf_counter() - start
     )
+    summary.repaired = repaired
     layout.remove_temp_files()
     return summary
 

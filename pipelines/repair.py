@@ -189,9 +189,10 @@ def repair_shards(
     wrong = [s for s, st in written.items() if s in want and st["stats"] != want[s]]
     if wrong:
         raise IntegrityError(
-            f"rewrote {', '.join(wrong[:5])} but the bytes differ from the recorded ones (did their "
-            "source files change since the build?); `linepairs verify` names them; restore the sources "
-            "and run the same command again"
+            f"rewrote {', '.join(wrong[:5])} from the plan but the bytes differ from shards.json's record: "
+            "either their source files changed since the build (restore them and run the same command "
+            "again) or shards.json and build.json were changed after the build (`linepairs verify` "
+            "compares them with the shards' state markers)"
         )
     states.update(written)
     return [f"{s} ({redo[s]})" for s in sorted(redo)]

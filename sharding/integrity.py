@@ -42,6 +42,9 @@ from .layout import (
 )
 
 FILES = "files"  # build.json key: relative path -> {bytes, sha256[, rows][, policy]}
+# build.json key: sha256 of build.json's own JSON without this key. A flipped digit in a count or a
+# hand edit makes that copy unusable, and the other copy (build.json or _state/build.json) wins.
+CHECKSUM = "checksum"
 # The public files a commit records besides the weight versions (present ones only: the history
 # exists after a retry, the plan after a build).
 TABLES = (MANIFEST, REJECTS, REJECTS_HISTORY, SHARDS_JSON, PLAN, DATASET_CARD)
@@ -70,7 +73,14 @@ def check_build(data: Any, where: str) -> dict[str, Any]:
             raise DamagedFileError(where, f"no {key!r} {kind.__name__}: not a build.json")
     if not isinstance(data.get(FILES, {}), dict):
         raise DamagedFileError(where, f"{FILES!r} is not an object")
+    if CHECKSUM in data and data[CHECKSUM] != self_checksum(data):
+        raise DamagedFileError(where, "its checksum does not match its content (changed after the commit)")
     return data
+
+
+def self_checksum(build: dict[str, Any]) -> str:
+    """The sha256 build.json records of itself (its JSON without the ``checksum`` key)."""
+    return digest(json_bytes({k: v for k, v in build.items() if k != CHECKSUM}))
 
 
 def read_build(layout: Layout, path: str | None = None) -> dict[str, Any] | None:
@@ -166,8 +176,8 @@ def record_files(layout: Layout, policies: Mapping[str, Mapping[str, Any]]) -> d
 
 
 def commit(layout: Layout, build: dict[str, Any]) -> None:
-    """Write build.json: the committed copy first, then the file itself (module doc)."""
-    data = json_bytes(build)
+    """Write build.json (with its own checksum): the committed copy first, then the file itself (module doc)."""
+    data = json_bytes({**build, CHECKSUM: self_checksum(build)})
     layout.write_bytes(layout.committed_copy, data)
     layout.write_bytes(layout.build_json, data)
 
@@ -239,7 +249,7 @@ def read_parquet_bytes(layout: Layout, rel: str, data: bytes, columns: list[str]
 
 
 __all__ = [
-    "ACTIVE", "FILES", "TABLES", "check_build", "check_bytes", "check_size", "commit", "committed", "digest",
+    "ACTIVE", "CHECKSUM", "FILES", "TABLES", "check_build", "check_bytes", "check_size", "commit", "committed", "digest",
     "fault_of", "file_faults", "file_record", "read_build", "read_parquet_bytes", "read_shards",
     "record_files", "recorded_files", "weight_file",
 ]  # fmt: skip

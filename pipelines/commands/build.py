@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, SourceError, BuildRefused, StorageError, IntegrityError) as exc:
         raise UsageError(str(exc)) from None
     if summary.repaired:  # each file is named on stderr (pipelines/repair.py)
-        print(f"{summary.out} is complete again: {len(summary.repaired)} file(s) repaired.")
+        print(f"{summary.out}: {len(summary.repaired)} file(s) repaired (named on stderr).")
     elif summary.already_complete:
         print(f"{summary.out} is already complete: nothing to do.")
     for line in summary.lines():
