@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.weighting import WeightConfig, WeightError, compute_weights, high_tier_eligible, weight_summary
-from sharding.integrity import FILES, commit, committed, record_files, weight_file
+from sharding.integrity import ACTIVE, FILES, commit, committed, file_record, weight_file
 from sharding.layout import MANIFEST, DamagedFileError, Layout
 from sharding.weights import (
     FIRST_VERSION,
@@ -234,7 +234,12 @@ def reweight(
     if activate_it:
         set_active(layout, name)
         build["weights"], build["weights_active"] = summary, name
-    build[FILES] = record_files(layout, policies)
+    if files:  # the commit records what this reweight wrote; every other record stays as it was
+        files = dict(files)
+        files[weight_file(name)] = {**file_record(layout, weight_file(name)), "policy": policies[name]}
+        if activate_it:
+            files[ACTIVE] = file_record(layout, ACTIVE)
+        build[FILES] = files
     commit(layout, build)
     is_active = active_name(layout) == name
     return ReweightResult(
@@ -246,7 +251,10 @@ def read_manifest(layout: Layout, columns: list[str], files: dict[str, Any]) -> 
     """The manifest's ``columns``, the whole file's sha256 checked against build.json first."""
     from sharding.integrity import check_bytes, read_parquet_bytes
 
-    data = layout.read_bytes(layout.manifest)
+    try:
+        data = layout.read_bytes(layout.manifest)
+    except FileNotFoundError:
+        raise DamagedFileError(layout.display(layout.manifest), "missing") from None
     check_bytes(layout, MANIFEST, data, files)
     return read_parquet_bytes(layout, MANIFEST, data, columns)
 
