@@ -145,10 +145,13 @@ def recorded_config(layout: Layout) -> dict[str, Any]:
     return finished_record(layout)["request"]["config"]
 
 
-def weights_from_toml(path: str, recorded: dict[str, Any]) -> WeightConfig:
-    """``[weights]`` of a TOML file; refuses a file whose other settings differ from the build's."""
+def weights_from_toml(path: str, recorded: dict[str, Any] | Layout) -> WeightConfig:
+    """``[weights]`` of a TOML file; refuses a file whose other settings differ from the build's
+    (``recorded``: its config, or OUT, whose config is read once the file itself is checked)."""
     data = read_toml(path)
-    cfg = config_from_dict(data, os.path.dirname(os.path.abspath(path)))
+    cfg = config_from_dict(data, os.path.dirname(os.path.abspath(path)))  # hostile numbers: refused here
+    if isinstance(recorded, Layout):
+        recorded = recorded_config(recorded)
     given = cfg.to_dict()
     others = sorted(set(data) - set(WEIGHT_SECTIONS) - {"sources"})
     changes = [

@@ -221,13 +221,18 @@ def iter_json_posts(
         head = fh.read(64)
         is_array = head.lstrip().startswith((b"[", b"\xef\xbb\xbf["))
         if is_array:
-            data = head + fh.read(METADATA_ARRAY_MAX_BYTES + 1 - len(head))
-            if len(data) > METADATA_ARRAY_MAX_BYTES:
+            size = _size(path, fh, storage)  # from the file's metadata: a sparse 8 GiB array is never read
+            data = (
+                head + fh.read(METADATA_ARRAY_MAX_BYTES + 1 - len(head))
+                if size <= METADATA_ARRAY_MAX_BYTES
+                else b""
+            )
+            if size > METADATA_ARRAY_MAX_BYTES or len(data) > METADATA_ARRAY_MAX_BYTES:  # (or it grew since)
                 yield (
                     0,
                     Refused(
-                        f"{path}: a JSON array over {METADATA_ARRAY_MAX_BYTES >> 20} MiB is not read whole; "
-                        "write it as JSON lines (one post per line), which are read line by line"
+                        f"{path}: a JSON array of {max(size, len(data))} bytes (over {METADATA_ARRAY_MAX_BYTES >> 20} "
+                        "MiB) is not read whole; write it as JSON lines (one post per line), which are read line by line"
                     ),
                 )
                 return
@@ -249,6 +254,12 @@ def iter_json_posts(
                 yield lineno, json.loads(line.decode("utf-8", errors="replace"))
             except _JSON_FAULTS as exc:
                 yield lineno, Unreadable(f"line {lineno} is not JSON: {type(exc).__name__}: {exc}"[:200])
+
+
+def _size(path: str, fh: Any, storage: SourceStorage | None) -> int:
+    if is_remote(path):
+        return storage_or_default(storage).size(path)
+    return os.fstat(fh.fileno()).st_size
 
 
 class _Prefixed:

@@ -32,11 +32,11 @@ def run(args: argparse.Namespace) -> int:
     from sharding.weights import WeightsVersionError
 
     from ..config import ConfigError
-    from ..reweight import ReweightRefused, recorded_config, reweight, weights_from_toml
+    from ..reweight import ReweightRefused, reweight, weights_from_toml
 
     try:
         layout = open_out(args.out, args)
-        cfg = weights_from_toml(args.config, recorded_config(layout)) if args.config else None
+        cfg = weights_from_toml(args.config, layout) if args.config else None
         result = reweight(layout, cfg, name=args.name, activate_it=args.activate)
     except (ConfigError, ReweightRefused, WeightsVersionError, StorageError) as exc:
         raise UsageError(str(exc)) from None
