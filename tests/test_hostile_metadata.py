@@ -127,15 +127,38 @@ def nested(top, depth: int) -> str:
     return path
 
 
-def test_a_folder_chain_a_thousand_deep_is_enumerated(tmp_path):
+def remove_nested(top: str) -> None:
+    """Remove a folder tree deepest first, without recursion (shutil.rmtree, and so pytest's own
+    clean-up of old temporary folders, recurses once per level)."""
+    order, stack = [], [top]
+    while stack:
+        path = stack.pop()
+        order.append(path)
+        stack += [e.path for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
+    for path in reversed(order):
+        for entry in os.scandir(path):
+            if not entry.is_dir(follow_symlinks=False):
+                os.unlink(entry.path)
+        os.rmdir(path)
+
+
+@pytest.fixture
+def deep_tmp(tmp_path):
+    yield tmp_path
+    for name in ("art", "api"):
+        if os.path.isdir(tmp_path / name):
+            remove_nested(str(tmp_path / name))
+
+
+def test_a_folder_chain_a_thousand_deep_is_enumerated(deep_tmp):
     """Was: RecursionError (a traceback) on every re-run."""
-    deep = tmp_path / "art"
+    deep = deep_tmp / "art"
     chain = nested(deep, 1000)
     image(os.path.join(chain, "bottom.png"))
     image(deep / "top.png")
     found = records(str(deep))
     assert len(found) == 2 and all(v == (None, None) for v in found.values())
-    api = tmp_path / "api"
+    api = deep_tmp / "api"
     chain = nested(api, 1000)
     (api / "posts.jsonl").write_text(json.dumps(post(5)) + "\n")
     image(os.path.join(chain, "5.png"))  # images are looked up anywhere below the API folder
