@@ -151,16 +151,13 @@ def read_shards(layout: Layout, data: bytes | None = None) -> list[dict[str, Any
 # ---------------------------------------------------------------- recording a commit
 
 
-def parquet_rows(data: bytes) -> int:
-    return pq.read_metadata(pa.BufferReader(data)).num_rows
-
-
 def file_record(layout: Layout, rel: str) -> dict[str, Any]:
-    """{bytes, sha256[, rows]} of OUT's file ``rel`` as it is now."""
-    data = layout.read_bytes(layout.path(rel))
-    entry: dict[str, Any] = {"bytes": len(data), "sha256": digest(data)}
+    """{bytes, sha256[, rows]} of OUT's file ``rel`` as it is now: hashed as a stream and the rows
+    from the footer, so a manifest of millions of rows is never held whole (docs/scale.md)."""
+    path = layout.path(rel)
+    entry: dict[str, Any] = {"bytes": layout.size(path), "sha256": layout.sha256(path)}
     if rel.endswith(".parquet"):
-        entry["rows"] = parquet_rows(data)
+        entry["rows"] = layout.parquet_rows(path)
     return entry
 
 
@@ -204,9 +201,9 @@ def file_faults(layout: Layout, files: Mapping[str, Mapping[str, Any]]) -> dict[
     for rel, entry in sorted(files.items()):
         path = layout.path(rel)
         size = layout.size(path)
-        why = fault_of(entry, None, size) if size is None or size != entry.get("bytes") else None
-        if why is None:
-            why = fault_of(entry, layout.read_bytes(path))
+        why = fault_of(entry, None, size)
+        if why is None and layout.sha256(path) != entry.get("sha256"):  # a stream: flat memory
+            why = "sha256 differs from the one recorded in build.json (changed since the commit)"
         if why:
             wrong[rel] = why
     return wrong
