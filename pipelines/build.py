@@ -265,9 +265,15 @@ def refuse_changed_request(
 
 
 def enumerate_records(req: BuildRequest, layout: Layout) -> int:
-    """Stream every source into records parts; returns the number of scan units (scan parts)."""
+    """Stream every source into records parts; returns the number of scan units (scan parts).
+
+    Done when ``_state/enumerated.json`` exists and so does every records part it counts: a part
+    deleted (it was damaged) is written again by enumerating again (the others are kept)."""
     if layout.exists(layout.enumerated):
-        return layout.read_json(layout.enumerated)["chunks"]
+        done = layout.read_json(layout.enumerated)
+        listed = layout.listed_sizes(layout.records_dir)
+        if all(layout.records_part(c) in listed for c in range(done.get("records_parts", done["chunks"]))):
+            return done["chunks"]
     size = req.config.scan.chunk_size or RECORDS_PART
     chunk, rows, seq = 0, [], 0
     progress = Progress("enumerate", total=None, unit="inputs", enabled=req.show_progress)
@@ -371,7 +377,7 @@ def settings_from_records(
 def plan(req: BuildRequest, layout: Layout, chunks: int) -> PlanReader:
     """Dedup, bucket fit, a feasibility check of the weights and the shard plan
     (pipelines/planphase.py); streamed, so memory is per part."""
-    if not layout.exists(layout.plan):
+    if not layout.exists(layout.plan) or not layout.exists(layout.early_rejects):  # (written first)
         cfg = req.config
         settings = PlanSettings(cfg.dedup, cfg.weights, cfg.buckets, cfg.shards.samples_per_shard, cfg.seed)
         write_plan(

@@ -227,7 +227,9 @@ SEED_MAX = 2**63 - 1
 def check_ranges(cfg: BuildConfig) -> None:
     """ConfigError naming the first number of ``cfg`` outside its range (``_RANGES``)."""
     if 0 < cfg.scan.max_seconds < 1e-6:  # setitimer rounds it to 0, which turns the deadline off
-        raise ConfigError(f"scan.max_seconds must be 0 (no deadline) or >= 1e-6, got {cfg.scan.max_seconds!r}")
+        raise ConfigError(
+            f"scan.max_seconds must be 0 (no deadline) or >= 1e-6, got {cfg.scan.max_seconds!r}"
+        )
     if not 0 <= cfg.seed <= SEED_MAX:
         raise ConfigError(f"seed must be an integer in [0, 2**63 - 1], got {cfg.seed}")
     for section, keys in _RANGES.items():

@@ -29,6 +29,9 @@ def fault_line(exc: BaseException, where: str | None = None) -> str | None:
         return f"{where}: {store}" if where else store
     damaged = next((e for e in causes(exc) if isinstance(e, DamagedFileError)), None)
     if damaged is not None:
+        if any(part in damaged.path.replace("\\", "/").split("/") for part in ("_state", "scan")):
+            # a unit of an unfinished build: made again when it is missing (docs/architecture.md, Resume)
+            return f"{damaged}; delete it and run the same command again: it is made again"
         return (
             f"{damaged}; run the build command again to repair it (`linepairs verify OUT` lists every fault)"
         )

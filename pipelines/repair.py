@@ -371,7 +371,10 @@ def repair(req, layout: Layout, finished: Finished) -> list[str]:
             _put(layout, rel, rebuilt[rel], files, "the plan, the state markers and the increments")
             repaired.append(f"{rel} ({found[rel]})")
     repaired += repair_weights(
-        req, layout, record, {r: w for r, w in found.items() if r in files and r not in (PLAN, SHARDS_JSON, *tables)}
+        req,
+        layout,
+        record,
+        {r: w for r, w in found.items() if r in files and r not in (PLAN, SHARDS_JSON, *tables)},
     )
     for rel, why in sorted(finished.problems.items()):  # build.json and its copy, last: the commit marker
         target = layout.build_json if rel == BUILD_JSON else layout.committed_copy

@@ -217,3 +217,19 @@ def test_a_garbled_active_marker_names_the_command_that_fixes_it(built, tmp_path
         load_population(out)
     res = cli("audit", out, "--draws", "50")
     assert res.returncode == 2 and "--name v1 --activate" in res.stderr and "rebuild" not in res.stderr
+
+
+def test_an_unfinished_build_heals_damaged_units_of_its_own(built, ray_cluster, tmp_path):
+    """A resume (nothing committed yet) whose shard state marker is garbled and whose records part
+    was deleted (as the one-line advice for a damaged unit says): both are made again."""
+    src, cfg, _, good = built
+    out = copy_out(built, tmp_path)
+    for name in ("build.json", "_state/build.json", "manifest.parquet", "rejects.parquet", "shards.json"):
+        os.remove(os.path.join(out, name))  # killed before the commit
+    state = sorted(os.listdir(os.path.join(out, "_state", "shards")))[0]
+    open(os.path.join(out, "_state", "shards", state), "w").write('{"stats": ')
+    os.remove(os.path.join(out, "_state", "records", "part-000000.parquet"))
+    res = cli("build", src, "--out", out, "--config", cfg, "-q", address=ray_cluster)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert {p: sha(os.path.join(out, p)) for p in good} == good
+    assert cli("verify", out).returncode == 0
