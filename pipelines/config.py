@@ -279,7 +279,6 @@ def config_from_dict(data: dict[str, Any], base_dir: str | None = None) -> Build
 
 
 def _check(cfg: BuildConfig) -> None:
-    check_ranges(cfg)
     try:
         cfg.buckets.check()
     except ValueError as exc:
@@ -307,6 +306,7 @@ def _check(cfg: BuildConfig) -> None:
         raise ConfigError("shards.samples_per_shard must be >= 1")
     if cfg.shards.image_format not in ("jpg", "webp"):
         raise ConfigError(f"shards.image_format must be 'jpg' or 'webp', got {cfg.shards.image_format!r}")
+    check_ranges(cfg)  # after the checks above, whose messages say more about the usual mistakes
 
 
 def read_toml(path: str) -> dict[str, Any]:

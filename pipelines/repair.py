@@ -47,7 +47,6 @@ from sharding.layout import (
     SHARDS_JSON,
     DamagedFileError,
     Layout,
-    StorageError,
     json_bytes,
     parquet_bytes,
 )
@@ -274,6 +273,12 @@ def replan(req, layout: Layout, record: dict[str, Any]) -> None:
         {k: given[k] for k in ("seed", "dedup", "weights", "buckets", "shards") if k in given}
     )
     chunks = layout.read_json(layout.enumerated)["chunks"]
+    if any(not layout.exists(layout.scan_part(c)) for c in range(chunks)):  # scanned again first
+        from .build import scan
+        from .raycluster import ray_session
+
+        with ray_session(req.address):
+            scan(req, layout, chunks)
     settings = PlanSettings(cfg.dedup, cfg.weights, cfg.buckets, cfg.shards.samples_per_shard, cfg.seed)
     plan_file = layout.plan
     if layout.exists(plan_file):
@@ -320,8 +325,12 @@ def repair_finished(req, layout: Layout, finished: Finished) -> Any:
     record = finished.record
     try:
         repaired = repair(req, layout, finished)
-    except (DamagedFileError, StorageError) as exc:  # a file the repair needs is damaged too
-        raise IntegrityError(f"cannot repair {layout.out}: {exc}") from None
+    except DamagedFileError as exc:  # a file the repair needs is damaged too
+        unit = any(part in exc.path.split("/") for part in ("_state", "scan"))
+        hint = "; delete it and run the same command again: it is made again" if unit else ""
+        raise IntegrityError(f"cannot repair {layout.out}: {exc}{hint}") from None
+    except FileNotFoundError as exc:  # ... or missing (a scan part is scanned again, a records part is not)
+        raise IntegrityError(f"cannot repair {layout.out}: {exc.filename or exc} is missing too") from None
     return BuildSummary(
         req.out, record["counts"], record.get("timings", {}), already_complete=True,
         weights=record.get("weights"), repaired=repaired,
