@@ -251,15 +251,16 @@ def reweight(
 
 
 def read_manifest(layout: Layout, columns: list[str], files: dict[str, Any]) -> pa.Table:
-    """The manifest's ``columns``, the whole file's sha256 checked against build.json first."""
-    from sharding.integrity import check_bytes, read_parquet_bytes
+    """The manifest's ``columns``, the whole file's size and sha256 checked against build.json
+    first (hashed as a stream: the manifest is never held whole, docs/scale.md)."""
+    from sharding.integrity import file_faults
 
-    try:
-        data = layout.read_bytes(layout.manifest)
-    except FileNotFoundError:
-        raise DamagedFileError(layout.display(layout.manifest), "missing") from None
-    check_bytes(layout, MANIFEST, data, files)
-    return read_parquet_bytes(layout, MANIFEST, data, columns)
+    if not layout.exists(layout.manifest):
+        raise DamagedFileError(layout.display(layout.manifest), "missing")
+    wrong = file_faults(layout, {MANIFEST: files[MANIFEST]}) if MANIFEST in files else {}
+    if wrong:
+        raise DamagedFileError(layout.display(layout.manifest), wrong[MANIFEST])
+    return layout.read_parquet(layout.manifest, columns=columns)
 
 
 def finished_record(layout: Layout) -> dict[str, Any]:
