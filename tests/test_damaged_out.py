@@ -233,3 +233,19 @@ def test_an_unfinished_build_heals_damaged_units_of_its_own(built, ray_cluster, 
     assert res.returncode == 0, res.stderr[-3000:]
     assert {p: sha(os.path.join(out, p)) for p in good} == good
     assert cli("verify", out).returncode == 0
+
+
+def test_a_reweight_killed_before_its_commit_leaves_nothing_that_counts(built, tmp_path, capsys):
+    """Its version file is written, build.json is not: verify names the file, the next reweight
+    or re-run removes it, and the same reweight run again succeeds."""
+    from pipelines.cli import main
+
+    src, cfg, _, _ = built
+    out = copy_out(built, tmp_path)
+    shutil.copy(os.path.join(out, "weights", "v1.parquet"), os.path.join(out, "weights", "v2.parquet"))
+    assert main(["verify", out]) == 1
+    assert "weights/v2.parquet: not recorded in build.json" in capsys.readouterr().out
+    assert main(["build", src, "--out", out, "--config", cfg, "-q"]) == 0
+    assert "weights/v2.parquet removed" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(out, "weights", "v2.parquet"))
+    assert main(["reweight", out, "--name", "v2"]) == 0 and main(["verify", out]) == 0
