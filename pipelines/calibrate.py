@@ -51,13 +51,39 @@ def read_labels(path: str) -> dict[str, str]:
             reader = csv.DictReader(fh)
             if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
                 raise UsageError(f"{path}: needs the columns 'file' and 'label', has {reader.fieldnames}")
-            labels = {r["file"]: r["label"] for r in reader if r.get("file")}
+            rows = [(reader.line_num, r["file"], r["label"]) for r in reader if r.get("file")]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UsageError(f"cannot read labels {path}: {exc}") from None
+    refuse_repeated_files(path, rows)
+    labels = {file: label for _, file, label in rows}
     bad = sorted({v for v in labels.values() if not v.startswith(("keep", "reject"))})
     if bad:
         raise UsageError(f"{path}: labels must start with 'keep' or 'reject', got {', '.join(bad[:5])}")
     return labels
+
+
+def refuse_repeated_files(path: str, rows: Sequence[tuple[int, str, str]]) -> None:
+    """One label per file: a file listed twice (even with the same label) is refused, naming its
+    lines, rather than the last row silently winning."""
+    lines: dict[str, list[int]] = {}
+    for line, file, _ in rows:
+        lines.setdefault(file, []).append(line)
+    repeated = [(f, ls) for f, ls in lines.items() if len(ls) > 1]
+    if repeated:
+        shown = "; ".join(f"{f!r} on lines {', '.join(map(str, ls))}" for f, ls in repeated[:5])
+        raise UsageError(
+            f"{path}: {len(repeated)} file(s) labelled more than once ({shown}); keep one row each"
+        )
+
+
+def refuse_links_out(images: str, locations: Mapping[str, str], labelled: Sequence[str]) -> None:
+    """The build's symlink policy for the labelled images: one whose links resolve outside the
+    folder is refused, never read."""
+    from curation.sources.common import leaves_root
+
+    outside = [why for f in labelled if (why := leaves_root(images, locations[f]))]
+    if outside:
+        raise UsageError(f"{len(outside)} labelled file(s) leave {images}: {'; '.join(outside[:3])}")
 
 
 def settings_for(cfg: BuildConfig, records: Sequence[Mapping[str, Any]]) -> ScanSettings:
@@ -78,10 +104,12 @@ def scan_labelled(
     """Scan rows of every labelled image (in label order), each with its ``label``."""
     if not os.path.isdir(images):
         raise UsageError(f"not a folder: {images}")
-    records = {r.source_id: r.to_row() for r in iter_folder(SOURCE, images)}
+    found = list(iter_folder(SOURCE, images))
+    records = {r.source_id: r.to_row() for r in found}
     missing = sorted(set(labels) - set(records))
     if missing:
         raise UsageError(f"{len(missing)} labelled file(s) not found in {images}: {', '.join(missing[:5])}")
+    refuse_links_out(images, {r.source_id: r.location for r in found}, list(labels))
     chosen = [records[f] for f in labels]
     settings = settings_for(cfg, chosen)
     rows, settings = scan_and_decide(chosen, settings, cfg, scorers)

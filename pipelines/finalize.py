@@ -86,12 +86,13 @@ def manifest_rows(
 
 def write_manifest(
     layout: Layout, late_keys: set[str], extractors: list[str],
-    dropped: Mapping[str, Mapping[str, str]],
+    dropped: Mapping[str, Mapping[str, str]], path: str | None = None,
 ) -> Tally:  # fmt: skip
-    """The plan rows minus the late rejects, plus ``tags`` (all categories) and ``extractors``."""
+    """The plan rows minus the late rejects, plus ``tags`` (all categories) and ``extractors``, into
+    ``path`` (default manifest.parquet; the repair writes the same bytes elsewhere first)."""
     tally = Tally()
     late = pa.array(sorted(late_keys), pa.string())
-    with atomic_parquet(layout, layout.manifest, MANIFEST_SCHEMA) as out:
+    with atomic_parquet(layout, path or layout.manifest, MANIFEST_SCHEMA) as out:
         for batch in parquet_batches(layout, layout.plan):
             batch = manifest_rows(batch, late, extractors, dropped)
             if batch.num_rows == 0:
@@ -102,8 +103,9 @@ def write_manifest(
     return tally
 
 
-def write_rejects(layout: Layout, late: list[dict[str, Any]]) -> dict[str, int]:
-    """Merge the early rejects with ``late`` (sorted by seq) into rejects.parquet; counts by reason."""
+def write_rejects(layout: Layout, late: list[dict[str, Any]], path: str | None = None) -> dict[str, int]:
+    """Merge the early rejects with ``late`` (sorted by seq) into ``path`` (default rejects.parquet);
+    counts by reason."""
     reasons: Counter[str] = Counter()
     late_seq = np.asarray([r["seq"] for r in late], np.int64)
     used = 0
@@ -114,7 +116,7 @@ def write_rejects(layout: Layout, late: list[dict[str, Any]]) -> dict[str, int]:
             for item in pc.value_counts(table["reason"]).to_pylist():
                 reasons[item["values"]] += item["counts"]
 
-    with atomic_parquet(layout, layout.rejects, REJECT_SCHEMA) as out:
+    with atomic_parquet(layout, path or layout.rejects, REJECT_SCHEMA) as out:
         for batch in parquet_batches(layout, layout.early_rejects):
             batch = batch.cast(REJECT_SCHEMA)
             if batch.num_rows == 0:

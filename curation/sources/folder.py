@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from ..records import TAG_CATEGORIES, Record
 from ..storage import SourceStorage, is_remote, relpath
-from .common import IMAGE_EXTS, leaves_root, read_small, tag_name, walk_files
+from .common import IMAGE_EXTS, leaves_root, read_small, tag_name, walk_files, walk_tree
 
 SIDECAR_MAX_BYTES = 1 << 20  # tags, not a novel: a larger (or sparse) .txt is read only this far
 
@@ -24,7 +24,7 @@ def iter_folder(source: str, folder: str, storage: SourceStorage | None = None) 
     if is_remote(folder):
         yield from _iter_objects(source, folder, storage)
         return
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in walk_tree(folder):  # os.walk without recursion (deep chains)
         dirs.sort()
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in sorted(files):

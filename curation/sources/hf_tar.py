@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from ..decode import tar_location as _tar_location
 from ..records import Record
 from ..storage import SourceStorage, dirname, is_remote, relpath, storage_or_default
-from .common import is_file, leaves_root, record_from_post, walk_files
+from .common import is_file, leaves_root, metadata_refusal, record_from_post, walk_files
 
 REQUIRED_COLUMNS = ("id",)
 # Column names differ between scripts that write these dumps (FORMATS.md): map them onto the API's.
@@ -96,6 +96,10 @@ def looks_like_hf_tar(path: str, storage: SourceStorage | None = None) -> bool:
 def _rows(
     path: str, storage: SourceStorage | None = None, batch_size: int = 4096
 ) -> Iterator[tuple[int, dict[str, Any]]]:
+    refused = metadata_refusal(path, storage=storage)  # a link out of the dump, a FIFO: never opened
+    if refused is not None:
+        yield 0, refused
+        return
     try:  # on a store, parquet reads its footer and row groups with ranged reads
         pf = pq.ParquetFile(storage_or_default(storage).open(path) if is_remote(path) else path)
     except Exception as exc:  # pyarrow raises several types for a file that is not parquet
