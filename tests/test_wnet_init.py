@@ -228,7 +228,7 @@ def test_sd2_and_sdxl_are_recognised_from_the_keys_and_load(tmp_path, family):
     time_ids = torch.tensor([[768.0, 512.0, 0.0, 16.0, 32.0, 32.0], [32.0, 32.0, 0.0, 0.0, 32.0, 32.0]])
     with torch.no_grad():
         got = model(x, t, Prompt(captions=captions, time_ids=time_ids), sketch)
-    assert (got - _plain(sd, x, t, captions, time_ids)).abs().max() <= 1e-5
+    assert (got - _plain(sd, x, t, captions, time_ids)).abs().max() <= 1e-6
     if family == "sdxl":  # the size ids reach the output
         with torch.no_grad():
             other = model(x, t, Prompt(captions=captions, time_ids=time_ids * 2), sketch)
@@ -250,3 +250,40 @@ def test_family_unets_match_the_published_configs():
     assert round(counts["sd1"] / 1e6, 1) == 859.5
     assert round(counts["sd2"] / 1e6, 1) == 865.9
     assert round(counts["sdxl"] / 1e6, 1) == 2567.5
+
+
+def test_ema_weights_of_a_single_file_and_a_trainable_text_encoder(models, tmp_path):
+    sd, single = models["a"]
+    from safetensors.torch import load_file
+
+    # an LDM file with an EMA copy (model_ema.<flattened key>), as training checkpoints carry
+    tensors = load_file(single)
+    ema = {
+        "model_ema." + "".join(k.split(".")[1:]): v * 2
+        for k, v in tensors.items()
+        if k.startswith("model.diffusion_model.")
+    }
+    save_file({**tensors, **ema}, str(tmp_path / "with-ema.safetensors"))
+    cfg = sd_config(base=str(tmp_path / "with-ema.safetensors"), ema=True).replace(
+        text={"tokenizer": sd.folder, "train_encoder": True}
+    )
+    trainer, record = trainer_for(cfg, str(tmp_path / "run"))
+    got = trainer.model.unet.state_dict()
+    assert all(torch.equal(got[k], 2 * v) for k, v in sd.unet.state_dict().items())
+    assert (
+        record["unet"]["conv_in.weight"]["from"][0]["key"] == "model_ema.diffusion_modelinput_blocks00weight"
+    )
+    # text.train_encoder: the text encoder trains and is saved with every checkpoint
+    assert any(n.startswith("text.") for n, _ in trainer.params) and any(
+        k.startswith("text.") for k in trainer.saved
+    )
+    frozen, _ = trainer_for(
+        sd_config(base=single).replace(text={"tokenizer": sd.folder}), str(tmp_path / "run2")
+    )
+    assert not any(n.startswith("text.") for n, _ in frozen.params) and not any(
+        k.startswith("text.") for k in frozen.saved
+    )
+    with pytest.raises(SourceError, match="init.ema reads a single file's EMA copy"):
+        open_source(sd.folder, ema=True)
+    with pytest.raises(SourceError, match="has no EMA weights"):
+        open_source(single, ema=True)

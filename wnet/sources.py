@@ -518,6 +518,10 @@ def open_source(path: str, ema: bool = False) -> ModelSource:
 def _open_source(path: str, ema: bool, mtime: float) -> ModelSource:
     _quiet_diffusers()
     if os.path.isdir(path):
+        if ema:
+            raise SourceError(
+                f"{path}: init.ema reads a single file's EMA copy; a diffusers folder holds one set of weights"
+            )
         return _diffusers_source(path)
     if not path.lower().endswith(SINGLE_FILE_SUFFIXES):
         raise SourceError(
