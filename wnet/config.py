@@ -200,10 +200,11 @@ PRESETS: dict[str, WnetConfig] = {
         ),
     ),  # fmt: skip
     # Stable Diffusion 1.x (Anything V3 and its kin) in the VAE's latent space, the seed's recipe:
-    # start from a checkpoint (--init), a sketch encoder wider and deeper than the UNet's levels.
+    # start from a checkpoint (--init); a sketch encoder of 5 blocks a level, so that the W-net has
+    # 1.42x SD 2's parameters in all, the extra ones in the sketch side, as the seed's has.
     "sd": WnetConfig(
         name="sd",
-        model=ModelConfig(unet="sd1", groups=32, sketch_channels=(320, 640, 1280, 1280), sketch_blocks=4),
+        model=ModelConfig(unet="sd1", groups=32, sketch_channels=(320, 640, 1280, 1280), sketch_blocks=5),
         diffusion=_SD_DIFFUSION,
         train=_SD_TRAIN,
         sample=_SD_SAMPLE,
@@ -211,7 +212,7 @@ PRESETS: dict[str, WnetConfig] = {
     # Stable Diffusion 2.x (768-v): v-prediction.
     "sd2": WnetConfig(
         name="sd2",
-        model=ModelConfig(unet="sd2", groups=32, sketch_channels=(320, 640, 1280, 1280), sketch_blocks=4),
+        model=ModelConfig(unet="sd2", groups=32, sketch_channels=(320, 640, 1280, 1280), sketch_blocks=5),
         diffusion=DiffusionConfig(prediction="v", zero_terminal_snr=False),
         train=_SD_TRAIN,
         sample=_SD_SAMPLE,

@@ -30,10 +30,14 @@ def fsdp_wrap(model):
     """Shard the W-net with FSDP2: one unit per UNet block, per sketch-encoder block, and the root."""
     from torch.distributed.fsdp import fully_shard
 
+    from .text import TextEncoders
+
     unet = model.unet
     sketch = [block for level in model.sketch_encoder.levels for block in level]
     for block in (*unet.down_blocks, unet.mid_block, *unet.up_blocks, *sketch):
         fully_shard(block)
+    if isinstance(model.text, TextEncoders):  # its own unit: frozen (or not) apart from the trained root
+        fully_shard(model.text)
     fully_shard(model)
     return model
 
@@ -41,8 +45,12 @@ def fsdp_wrap(model):
 def ddp_wrap(model, device):
     from torch.nn.parallel import DistributedDataParallel
 
+    from .text import TextEncoders
+
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
+    # A trained text encoder has tensors no loss reaches (SDXL reads the penultimate layers).
+    unused = isinstance(model.text, TextEncoders) and model.text.trainable
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
 
 
 def _worker(config: dict[str, Any]) -> None:
