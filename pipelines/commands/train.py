@@ -37,11 +37,13 @@ def add_parser(sub) -> None:
 
 
 def require_diffusers() -> None:
-    """The W-net's UNet and schedulers are diffusers'; say how to install it in one line."""
-    try:
-        import diffusers  # noqa: F401
-    except ImportError:
-        raise UsageError(f"the W-net needs diffusers, which is not installed: {INSTALL}") from None
+    """The W-net's UNet and schedulers are diffusers', its text encoders transformers'; a missing one
+    is one line naming the install command."""
+    import importlib.util
+
+    missing = [m for m in ("diffusers", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"the W-net needs {' and '.join(missing)}, not installed here: {INSTALL}")
 
 
 def config_for(args: argparse.Namespace):
