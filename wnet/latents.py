@@ -38,12 +38,12 @@ class LatentCacheError(ValueError):
 
 def vae_digest(vae_folder: str) -> str:
     """16 hex digits identifying a VAE by its config and weights."""
-    from .sources import _weight_files, sha256_file
+    from .sources import sha256_file, weight_files
 
     h = hashlib.sha256()
     with open(os.path.join(vae_folder, "config.json"), "rb") as fh:
         h.update(fh.read())
-    for f in _weight_files(vae_folder):
+    for f in weight_files(vae_folder):
         h.update(sha256_file(f).encode())
     return h.hexdigest()[:16]
 

@@ -123,7 +123,7 @@ def text_module(cfg: WnetConfig, parts: Parts, vocab_size: int, root: str | None
         if pooled and int(parts.unet.get("projection_class_embeddings_input_dim") or 0) != dim:
             raise WnetConfigError("the UNet's projection class embedding must take the tag width")
         return TagEmbedding(vocab_size, dim, pooled)
-    from .sources import _text_model, _tokenizer
+    from .sources import text_model_from, tokenizer_from
 
     if root is None:
         raise WnetConfigError(
@@ -131,8 +131,8 @@ def text_module(cfg: WnetConfig, parts: Parts, vocab_size: int, root: str | None
         )
     folder = os.path.join(root, parts.components)
     names = [""] if parts.text == "clip" else ["", "_2"]
-    tokenizers = [_tokenizer(os.path.join(folder, f"tokenizer{s}"), second=False) for s in names]
-    encoders = [_text_model(os.path.join(folder, f"text_encoder{s}")) for s in names]
+    tokenizers = [tokenizer_from(os.path.join(folder, f"tokenizer{s}"), second=False) for s in names]
+    encoders = [text_model_from(os.path.join(folder, f"text_encoder{s}")) for s in names]
     for tok, enc in zip(tokenizers, encoders, strict=True):
         enc.config.eos_token_id, enc.config.pad_token_id = tok.eos_token_id, tok.pad_token_id
     return TextEncoders(tokenizers, encoders, cfg.text, sdxl=parts.text == "sdxl")

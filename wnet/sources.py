@@ -195,7 +195,7 @@ class ModelSource:
                 vae = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32)
             except Exception as exc:
                 raise SourceError(f"{folder}: not a loadable AutoencoderKL ({_one_line(exc)})") from None
-            return vae.float(), _weight_files(folder)
+            return vae.float(), weight_files(folder)
         from diffusers.loaders.single_file_utils import (
             convert_ldm_vae_checkpoint,
             create_vae_diffusers_config_from_ldm,
@@ -221,7 +221,7 @@ class ModelSource:
         _quiet_diffusers()
         if self.layout == "diffusers":
             names = [n for n in ("text_encoder", "text_encoder_2") if n in self.parts]
-            encoders = [_text_model(self.parts[n]) for n in names]
+            encoders = [text_model_from(self.parts[n]) for n in names]
             tok_folders = [self.parts.get(n.replace("text_encoder", "tokenizer")) for n in names]
             if tokenizer_path:
                 tok_folders = _tokenizer_folders(tokenizer_path, len(names))
@@ -229,8 +229,8 @@ class ModelSource:
                 raise SourceError(
                     f"{self.path} has a text encoder but no tokenizer; set text.tokenizer to a tokenizer folder"
                 )
-            tokenizers = [_tokenizer(t, second=i == 1) for i, t in enumerate(tok_folders)]
-            files = [f for n in names for f in _weight_files(self.parts[n])]
+            tokenizers = [tokenizer_from(t, second=i == 1) for i, t in enumerate(tok_folders)]
+            files = [f for n in names for f in weight_files(self.parts[n])]
         else:
             if not tokenizer_path:
                 raise SourceError(
@@ -239,7 +239,7 @@ class ModelSource:
                 )
             encoders = _ldm_text_encoders(self._file(), self.family)
             tokenizers = [
-                _tokenizer(t, second=i == 1)
+                tokenizer_from(t, second=i == 1)
                 for i, t in enumerate(_tokenizer_folders(tokenizer_path, len(encoders)))
             ]
             files = [self.path]
@@ -276,7 +276,7 @@ def _drop_position_ids(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return {k: v for k, v in weights.items() if not k.endswith("position_ids")}
 
 
-def _weight_files(folder: str) -> list[str]:
+def weight_files(folder: str) -> list[str]:
     """The weight files of a diffusers component folder, in the order they are read."""
     names = sorted(os.listdir(folder))
     for stem in _WEIGHT_NAMES:
@@ -301,7 +301,7 @@ def _tokenizer_folders(path: str, n: int) -> list[str]:
     return [path] * n
 
 
-def _tokenizer(folder: str, second: bool):
+def tokenizer_from(folder: str, second: bool):
     from transformers import CLIPTokenizer
 
     try:
@@ -315,7 +315,7 @@ def _tokenizer(folder: str, second: bool):
     return tok
 
 
-def _text_model(folder: str) -> torch.nn.Module:
+def text_model_from(folder: str) -> torch.nn.Module:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     try:
@@ -327,7 +327,7 @@ def _text_model(folder: str) -> torch.nn.Module:
     except Exception as exc:
         raise SourceError(f"{folder}: not a CLIP text encoder folder ({_one_line(exc)})") from None
     weights: dict[str, torch.Tensor] = {}
-    for path in _weight_files(folder):
+    for path in weight_files(folder):
         weights.update(tensor_file(path).tensors(tensor_file(path).shapes))
     _load_strict(model, _match_wrapper(model, _drop_position_ids(weights)), folder)
     return model.eval()
@@ -568,7 +568,7 @@ def _diffusers_source(path: str) -> ModelSource:
     if config.get("_class_name") not in (None, "UNet2DConditionModel"):
         raise SourceError(f"{config_path}: a {config['_class_name']}, not a UNet2DConditionModel")
     refs: dict[str, TensorRef] = {}
-    for file in _weight_files(unet_dir):
+    for file in weight_files(unet_dir):
         for key in tensor_file(file).shapes:
             refs[key] = TensorRef(file, key)
     config = {k: v for k, v in config.items() if not k.startswith("_")}
@@ -581,4 +581,4 @@ def family_of(path: str) -> str:
 
 
 __all__ = ["ModelSource", "SourceError", "TensorRef", "family_of", "ldm_family", "open_source", "sha256_file",
-           "tensor_file"]  # fmt: skip
+           "tensor_file", "text_model_from", "tokenizer_from", "weight_files"]  # fmt: skip
