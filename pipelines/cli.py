@@ -18,6 +18,7 @@ COMMANDS = (
     "pipelines.commands.train",
     "pipelines.commands.eval",
     "pipelines.commands.sample",
+    "pipelines.commands.export_model",
     "pipelines.commands.calibrate",
     "pipelines.commands.bench",
 )
