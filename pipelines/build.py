@@ -23,13 +23,12 @@ from curation.sources import SourceError, SourceSpec, check_unique_names, iter_r
 from curation.storage import SourceStorage
 from curation.weighting import WeightConfig, WeightError, check_sources
 from sharding.layout import Layout
-from sharding.samplejson import dataset_card
 from sharding.schema import RECORD_SCHEMA, REJECT_SCHEMA
 from sharding.weights import FIRST_VERSION
 
 from .columnar import bucket_labels, labels
 from .config import BuildConfig, ConfigError, diff_dicts
-from .finalize import manifest_rows, write_manifest, write_rejects
+from .finalize import manifest_rows, write_dataset_card, write_manifest, write_rejects
 from .planphase import PlanReader, PlanSettings, write_plan
 from .progress import Progress
 from .reweight import manifest_inputs, solve, write_first_version
@@ -37,7 +36,8 @@ from .shardcheck import damage, intact_states
 
 # 2: weights, tiers and quality quantiles moved out of shards/manifest/plan into weight versions
 #    (OUT/weights/); shards are grouped by bucket only (docs/output.md, "Changes").
-CONTRACT_VERSION = 3  # 3: sample JSON without nulls, tags as strings (docs/output.md)
+# 3: sample JSON without nulls, tags as strings.
+CONTRACT_VERSION = 4  # 4: a `txt` caption member per sample; the HF card names the build (docs/output.md)
 
 
 class BuildRefused(Exception):
@@ -480,9 +480,7 @@ def finalize(
     )
     counts = make_counts(tally.samples, reasons, tally.counts("bucket"), shards, inputs, dropped)
     # README.md (an HF dataset card) before build.json, the marker that says the build is complete
-    conf = req.config
-    card = dataset_card([e.name for e in conf.extractors], conf.shards.image_format, conf.augment.enabled)
-    layout.write_bytes(layout.dataset_card, card.encode("utf-8"))
+    write_dataset_card(layout, req.config.to_dict(), CONTRACT_VERSION)
     build = {
         "complete": True,
         "contract": CONTRACT_VERSION,

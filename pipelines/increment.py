@@ -44,6 +44,7 @@ from sharding.weights import read_version
 
 from .config import ConfigError, diff_dicts
 from .dedup import find_pairs
+from .finalize import write_dataset_card
 
 APPEND, RETRY = "append", "retry"
 # Sections a retry may change: curation settings read by the scan ("all rejects after a curation change").
@@ -424,6 +425,8 @@ def finalize_increment(
     new_shards = [s["stats"] for s in states.values()]
     shards = sorted(layout.read_json(inc.base(SHARDS_JSON))["shards"] + new_shards, key=lambda s: s["path"])
     layout.write_json(layout.shards_json, {"shards": shards})
+    # the card names the grown build, so HF datasets never serves its cache of the old one
+    write_dataset_card(layout, base_build["request"]["config"], base_build["contract"])
 
     try:
         versions = resolve_all(layout, manifest)

@@ -227,10 +227,20 @@ def reweight(
     if activate_it:
         set_active(layout, name)
         _record_active(layout, name, summary)
+    refresh_card(layout)
     is_active = active_name(layout) == name
     return ReweightResult(
         layout.out, name, is_active, manifest.num_rows, time.perf_counter() - start, summary
     )
+
+
+def refresh_card(layout: Layout) -> None:
+    """Rewrite OUT's HF card for the build as it stands (a build of an older contract gets its
+    fingerprint too); its bytes change only when the shards did, so HF's cache stays valid."""
+    from .finalize import write_dataset_card
+
+    build = layout.read_json(layout.build_json)
+    write_dataset_card(layout, build["request"]["config"], int(build.get("contract", 0)))
 
 
 def _record_active(layout: Layout, name: str, summary: dict[str, Any]) -> None:

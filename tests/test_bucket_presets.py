@@ -35,4 +35,11 @@ def test_bad_presets_are_one_clear_error(table, message):
 
 
 def test_the_preset_that_reaches_a_training_resolution():
-    assert [preset_for(s) for s in (256, 512, 640, 768, 1024, 1536)] == ["sd15", "sd15", "sd2", "sd2", "sdxl", None]
+    assert [preset_for(s) for s in (256, 512, 640, 768, 1024, 1536)] == [
+        "sd15",
+        "sd15",
+        "sd2",
+        "sd2",
+        "sdxl",
+        None,
+    ]
