@@ -1,0 +1,139 @@
+"""DEST, the folder an export writes: its own file names, and how files get there.
+
+DEST is a local path or a URL (``s3://``, ``gs://``, ...), through the same filesystem layer as OUT
+(``sharding.layout``). A file is complete or absent: locally it is written under a temporary name
+and renamed, on a store it is one upload. Per-sample files are not fsynced one by one (millions of
+them); instead a shard's files are synced together before its marker is written, so a marker always
+stands for files that are on disk (docs/export.md, "Resume").
+
+Names here are DEST's (the export's contract); each target adds its own folders and config file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from sharding.layout import TMP_MARK, Layout, StorageError, atomic_write_bytes, json_bytes, parquet_bytes
+
+EXPORT_JSON = "export.json"  # written last: the export is complete when it says so
+SAMPLES = "samples.parquet"  # one row per manifest sample: its fate, drawing, repeats and files
+README = "README.md"  # the training command (for diffusers also the HF dataset card)
+STATE_DIR = "_export"  # resume bookkeeping (not part of the contract)
+
+
+class Dest:
+    """DEST's files, relative paths in, complete-or-absent writes out."""
+
+    def __init__(self, location: str, storage_options: Mapping[str, Any] | None = None) -> None:
+        self.io = Layout(location, storage_options)
+        self.local = self.io.local
+        self.out = self.io.out  # what the user sees: absolute path or URL (no credentials)
+        self._made: set[str] = set()
+
+    def path(self, rel: str) -> str:
+        return self.io.path(*rel.split("/"))
+
+    def display(self, rel: str = "") -> str:
+        return self.io.display(self.path(rel)) if rel else self.out
+
+    # ---------------------------------------------------------------- private progress
+
+    @property
+    def request(self) -> str:
+        return f"{STATE_DIR}/request.json"
+
+    def marker(self, shard: str) -> str:
+        """Written once every file of OUT's ``shard`` is in DEST."""
+        return f"{STATE_DIR}/shards/{shard.replace('/', '__')}.json"
+
+    def part(self, shard: str) -> str:
+        """The samples.parquet rows of OUT's ``shard``."""
+        return f"{STATE_DIR}/parts/{shard.replace('/', '__')}.parquet"
+
+    # ---------------------------------------------------------------- reading
+
+    def exists(self, rel: str) -> bool:
+        return self.io.exists(self.path(rel))
+
+    def read_json(self, rel: str) -> Any:
+        return self.io.read_json(self.path(rel))
+
+    def read_parquet(self, rel: str) -> pa.Table:
+        return self.io.read_parquet(self.path(rel))
+
+    def is_empty(self) -> bool:
+        return self.io.is_empty()
+
+    # ---------------------------------------------------------------- writing
+
+    def write_file(self, rel: str, data: bytes) -> None:
+        """A per-sample file: complete or absent (temp name + rename locally), synced with its shard."""
+        if not self.local:
+            self.io.write_bytes(self.path(rel), data)
+            return
+        path = self.path(rel)
+        folder = os.path.dirname(path)
+        if folder not in self._made:
+            os.makedirs(folder, exist_ok=True)
+            self._made.add(folder)
+        tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+
+    def sync(self) -> None:
+        """Make the per-sample files written so far durable before a marker names them (local only:
+        an object on a store is durable once its upload completed)."""
+        if self.local and hasattr(os, "sync"):
+            os.sync()
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """A marker or a config file: complete or absent, fsynced."""
+        if self.local:
+            atomic_write_bytes(self.path(rel), data)
+        else:
+            self.io.write_bytes(self.path(rel), data)
+
+    def write_json(self, rel: str, data: Any) -> None:
+        self.write_bytes(rel, json_bytes(data))
+
+    def write_parquet(self, rel: str, table: pa.Table) -> None:
+        self.write_bytes(rel, parquet_bytes(table))
+
+    @contextlib.contextmanager
+    def open_output(self, rel: str) -> Iterator[Any]:
+        """A large file written as a stream (a draw list): appears complete or not at all."""
+        path = self.path(rel)
+        if not self.local:
+            with self.io.fs.open_output_stream(path) as fh:
+                yield fh
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            with open(tmp, "wb") as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+
+    def remove_temp_files(self) -> int:
+        return self.io.remove_temp_files()
+
+
+__all__ = ["EXPORT_JSON", "README", "SAMPLES", "STATE_DIR", "Dest", "StorageError"]
