@@ -133,7 +133,17 @@ class Dest:
             raise
 
     def remove_temp_files(self) -> int:
-        return self.io.remove_temp_files()
+        """Delete half-written files of a killed run (local only: a store never holds a partial
+        object). A walk, folder by folder: DEST may hold millions of files, never listed at once."""
+        if not self.local or not os.path.isdir(self.io.root):
+            return 0
+        removed = 0
+        for root, _, names in os.walk(self.io.root):
+            for name in names:
+                if TMP_MARK in name:
+                    os.remove(os.path.join(root, name))
+                    removed += 1
+        return removed
 
 
 __all__ = ["EXPORT_JSON", "README", "SAMPLES", "STATE_DIR", "Dest", "StorageError"]

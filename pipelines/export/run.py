@@ -184,6 +184,11 @@ def plan_export(build: Build, req: ExportRequest, target: Target) -> Plan:
         fate[held] = VALIDATION
     labels = _labels(build)
     train = fate == TRAIN
+    if not train.any():
+        raise ExportError(
+            f"nothing to train on: {int(np.sum(case == LEFT_OUT))} of {n} samples have none of the drawings "
+            f"{', '.join(drawing.names)} and {int(np.sum(fate == VALIDATION))} are held out"
+        )
     # rounding errors are carried along source, tier, bucket (each group keeps its share) and, within
     # a group, by weight (samples that round between the same two counts sit together): repeats.py
     order = np.lexsort((np.arange(n), pop.weights, pop.bucket_of, pop.tiers, pop.sources))
