@@ -239,6 +239,8 @@ def refresh_card(layout: Layout) -> None:
     fingerprint too); its bytes change only when the shards did, so HF's cache stays valid."""
     from .finalize import write_dataset_card
 
+    if not layout.exists(layout.shards_json):  # a manifest-only OUT (the reweight and scale benches)
+        return
     build = layout.read_json(layout.build_json)
     write_dataset_card(layout, build["request"]["config"], int(build.get("contract", 0)))
 

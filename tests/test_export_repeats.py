@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pipelines.export.drawings import FALLBACK, FIRST, LEFT_OUT, DrawingChoice, DrawingError, key_uniforms
+from pipelines.export.plan import carried_weights
 from pipelines.export.repeats import MAX_DRAWS_PER_SAMPLE, MIN_DRAWS, grid, max_error, share_table, solve
-from pipelines.export.run import carried_weights
 
 
 def _policy(rng, n_a: int, n_b: int, share_a: float, tag_balance: bool = False):

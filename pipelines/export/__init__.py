@@ -3,8 +3,9 @@
 
 ``source`` reads the build (manifest + weight version as arrays, shards streamed once),
 ``drawings`` picks each sample's drawing and polarity, ``repeats`` turns weights into whole
-repeats, ``dest`` writes DEST, ``run`` drives and resumes; one module per target, sharing
-``target``. docs/export.md is the user guide.
+repeats, ``plan`` decides every sample's fate before a byte is written, ``shards`` writes a shard's
+samples, ``dest`` owns DEST's files, ``run`` drives, resumes and reports; one module per target,
+sharing ``target``. docs/export.md is the user guide.
 """
 
 from .run import ExportRefused, ExportRequest, ExportSummary, run_export

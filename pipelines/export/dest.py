@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from sharding.layout import TMP_MARK, Layout, StorageError, atomic_write_bytes, json_bytes, parquet_bytes
 
+EXPORT_VERSION = 1  # DEST's own contract (docs/export.md): recorded in its request and export.json
 EXPORT_JSON = "export.json"  # written last: the export is complete when it says so
 SAMPLES = "samples.parquet"  # one row per manifest sample: its fate, drawing, repeats and files
 README = "README.md"  # the training command (for diffusers also the HF dataset card)
