@@ -1,8 +1,9 @@
 """``linepairs export``: samples/s of a real export against reading the same shards raw, and peak
 memory exporting a 1M-sample build.
 
-- ``corpus``: a default build of the shared illustrations, exported (``--to kohya`` and
-  ``--to simpletuner``, which re-encodes every illustration as PNG) into a fresh DEST per repeat;
+- ``corpus``: a default build of the shared illustrations, exported (``--to kohya``, which inverts
+  every drawing, kohya ``--no-invert``, which copies the shards' bytes, and ``--to simpletuner``,
+  which also re-encodes every illustration as PNG) into a fresh DEST per repeat;
   beside it the same shards read raw (every member of every tar, streamed, as the export reads
   them). One worker each, so the ratio compares the same parallelism; the default ``--workers``
   rate is reported too. Medians of ``--repeats``.
@@ -34,6 +35,7 @@ from ..paths import corpus_illustrations
 from . import link_or_copy
 
 MILLION = 1_000_000
+CASES = (("kohya", "kohya", None), ("kohya_no_invert", "kohya", False), ("simpletuner", "simpletuner", None))
 SHARD_SAMPLES = 1000
 
 
@@ -51,7 +53,15 @@ def read_raw(out: str) -> int:
     return samples
 
 
+def _cpu_per_item(fn) -> float:
+    """CPU milliseconds per item of ``fn()``: unlike wall time, not inflated by a busy machine."""
+    start = time.process_time()
+    n = fn()
+    return (time.process_time() - start) * 1000 / n
+
+
 def _timed(fn) -> float:
+    """Items per second of ``fn()`` (which returns how many it did)."""
     start = time.perf_counter()
     n = fn()
     return n / (time.perf_counter() - start)
@@ -80,21 +90,40 @@ def corpus(args, tmp: str) -> dict[str, Any]:
     report: dict[str, Any] = {"samples": summary.counts["samples"], "repeats": repeats}
     raw = [_timed(lambda: read_raw(out)) for _ in range(repeats)]
     report["raw_read_samples_per_s"] = round(statistics.median(raw), 1)
-    for target in ("kohya", "simpletuner"):
-        rates = {}
+    raw_cpu = statistics.median(_cpu_per_item(lambda: read_raw(out)) for _ in range(repeats))
+    report["raw_read_cpu_ms_per_sample"] = round(raw_cpu, 3)
+    # kohya as is (drawings inverted: a PNG decode + encode each), kohya copying the shards' bytes
+    # (--no-invert), SimpleTuner (the illustration re-encoded as PNG too)
+    for name, target, invert in CASES:
+        rates: dict[int, list[tuple[float, float]]] = {}
         for workers in (1, min(4, os.cpu_count() or 1)):
-            runs = []
             for i in range(repeats):
-                dest = os.path.join(tmp, f"dest-{target}-{workers}-{i}")
-                req = ExportRequest(out, dest, target, workers=workers, show_progress=False)
-                runs.append(_timed(lambda req=req: run_export(req).report["counts"]["written"]))
+                dest = os.path.join(tmp, f"dest-{name}-{workers}-{i}")
+                req = ExportRequest(out, dest, target, invert=invert, workers=workers, show_progress=False)
+                summary = run_export(req)
+                written = summary.report["counts"]["written"]
+                # end to end, and the shard step alone (what grows with the build; the rest is the
+                # plan and a few config files, fixed costs that dominate a 40-sample build)
+                rates.setdefault(workers, []).append(
+                    (written / summary.seconds, written / summary.timings["shards"],
+                     summary.timings["shards_cpu"] * 1000 / written)
+                )  # fmt: skip
                 shutil.rmtree(dest)
-            rates[workers] = statistics.median(runs)
         one = rates[1]
-        report[target] = {
-            "samples_per_s_1_worker": round(one, 1),
-            f"samples_per_s_{max(rates)}_workers": round(rates[max(rates)], 1),
-            "ratio_to_raw_read": round(one / report["raw_read_samples_per_s"], 3),
+        most = max(rates)
+        end_to_end = statistics.median(r[0] for r in one)
+        shards = statistics.median(r[1] for r in one)
+        report[name] = {
+            "samples_per_s_1_worker": round(end_to_end, 1),
+            "samples_per_s_1_worker_shard_step": round(shards, 1),
+            f"samples_per_s_{most}_workers": round(statistics.median(r[0] for r in rates[most]), 1),
+            f"samples_per_s_{most}_workers_shard_step": round(
+                statistics.median(r[1] for r in rates[most]), 1
+            ),
+            "ratio_to_raw_read": round(end_to_end / report["raw_read_samples_per_s"], 3),
+            "ratio_to_raw_read_shard_step": round(shards / report["raw_read_samples_per_s"], 3),
+            "cpu_ms_per_sample_shard_step": round(statistics.median(r[2] for r in one), 3),
+            "cpu_ratio_raw_read_to_export": round(raw_cpu / statistics.median(r[2] for r in one), 3),
         }
     return report
 
@@ -170,7 +199,7 @@ seconds = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": seconds, "peak_rss_mib": peak / 1024, "baseline_rss_mib": before / 1024,
                   "written": summary.report["counts"]["written"], "draws": summary.report["repeats"]["draws"],
-                  "max_abs_error": summary.report["max_abs_error"]}))
+                  "max_abs_error": summary.report["max_abs_error"], "timings": summary.timings}))
 """
 
 
@@ -194,6 +223,8 @@ def million(tmp: str) -> dict[str, Any]:
         "raw_read_samples_per_s": round(raw, 1),
         "export_seconds": round(child["seconds"], 1),
         "export_samples_per_s": round(child["written"] / child["seconds"], 1),
+        "ratio_to_raw_read": round(child["written"] / child["seconds"] / raw, 3),
+        "step_seconds": {k: round(v, 1) for k, v in child["timings"].items()},
         "draws": child["draws"],
         "peak_rss_mib": round(child["peak_rss_mib"], 1),
         "baseline_rss_mib": round(child["baseline_rss_mib"], 1),

@@ -2,9 +2,10 @@
 
 DEST is a local path or a URL (``s3://``, ``gs://``, ...), through the same filesystem layer as OUT
 (``sharding.layout``). A file is complete or absent: locally it is written under a temporary name
-and renamed, on a store it is one upload. Per-sample files are not fsynced one by one (millions of
-them); instead a shard's files are synced together before its marker is written, so a marker always
-stands for files that are on disk (docs/export.md, "Resume").
+and renamed, on a store it is one upload. Per-sample files are not fsynced (millions of them, and
+a kill never loses what was written); a shard's marker lists its files with their sizes, and a
+re-run trusts a local marker only when they are all there at those sizes (``intact``), so even a
+machine crash that leaves a renamed file empty only costs that shard (docs/export.md, "Resume").
 
 Names here are DEST's (the export's contract); each target adds its own folders and config file.
 """
@@ -93,11 +94,18 @@ class Dest:
                 os.remove(tmp)
             raise
 
-    def sync(self) -> None:
-        """Make the per-sample files written so far durable before a marker names them (local only:
-        an object on a store is durable once its upload completed)."""
-        if self.local and hasattr(os, "sync"):
-            os.sync()
+    def intact(self, sizes: Mapping[str, int]) -> bool:
+        """Every file of ``sizes`` (relative path -> bytes) is there at its size. On a store an
+        object exists only once its upload completed, so only a local DEST is checked."""
+        if not self.local:
+            return True
+        for rel, size in sizes.items():
+            try:
+                if os.stat(self.path(rel)).st_size != size:
+                    return False
+            except OSError:
+                return False
+        return True
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """A marker or a config file: complete or absent, fsynced."""

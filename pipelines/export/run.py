@@ -14,7 +14,7 @@ import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,8 @@ class ExportSummary:
     report: dict[str, Any]
     already_complete: bool = False
     seconds: float = 0.0
+    # wall seconds of each step (not in export.json, whose bytes a re-run reproduces)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         r = self.report
@@ -139,6 +141,13 @@ def _levels_record(levels: tuple[int, ...]) -> Any:
     return list(levels) if len(levels) <= 32 else {"count": len(levels), "min": levels[0], "max": levels[-1]}
 
 
+def finished(dest: Dest, shard: str) -> bool:
+    """OUT's ``shard`` is in DEST: its marker is there and so are the files it lists, at their sizes."""
+    if not dest.exists(dest.marker(shard)):
+        return False
+    return dest.intact(dest.read_json(dest.marker(shard)).get("files", {}))
+
+
 def run_export(req: ExportRequest) -> ExportSummary:
     """Run or resume one export; safe to call again after a kill at any moment."""
     start = time.perf_counter()
@@ -159,6 +168,7 @@ def run_export(req: ExportRequest) -> ExportSummary:
             f"DEST {dest.out} is inside OUT {build.layout.out}; choose a DEST outside the build"
         )
     plan = plan_export(build, req, target)
+    timings = {"plan": time.perf_counter() - start}
     ident = identity(build, req, plan)
     if check_dest(dest, ident):
         return ExportSummary(dest.out, dest.read_json(EXPORT_JSON), already_complete=True)
@@ -168,15 +178,19 @@ def run_export(req: ExportRequest) -> ExportSummary:
 
     rows_of = build.rows_by_shard()
     shards = sorted(rows_of)
-    todo = [s for s in shards if not dest.exists(dest.marker(s))]
+    todo = [s for s in shards if not finished(dest, s)]
     progress = Progress("export", total=len(build.pop), unit="samples", enabled=req.show_progress)
     progress.update(sum(len(rows_of[s]) for s in shards if s not in todo))
     if len(todo) < len(shards) and dest.local:
         dest.remove_temp_files()  # a killed run's half-written names (never read by a trainer)
+    t, cpu = time.perf_counter(), time.process_time()
     try:
         write_shards(ShardJob(build, dest, target, plan), todo, rows_of, progress, req.workers)
     finally:
         progress.close()
+    timings["shards"] = time.perf_counter() - t
+    timings["shards_cpu"] = time.process_time() - cpu  # every thread's CPU: what a loaded machine hides
+    t = time.perf_counter()
 
     parts = _parts(dest, shards)
     tallies = _summarise_parts(parts, dest)
@@ -192,7 +206,8 @@ def run_export(req: ExportRequest) -> ExportSummary:
     dest.write_bytes(README, target.readme(ctx, command).encode("utf-8"))
     report = _report(build, req, plan, ctx, tallies, command, target)
     dest.write_json(EXPORT_JSON, report)  # last: the marker of a complete export
-    return ExportSummary(dest.out, report, seconds=time.perf_counter() - start)
+    timings["finish"] = time.perf_counter() - t
+    return ExportSummary(dest.out, report, seconds=time.perf_counter() - start, timings=timings)
 
 
 def _report(build: Build, req: ExportRequest, plan: Plan, ctx: Context, tallies: dict[str, Any], command: str,

@@ -53,24 +53,25 @@ class ShardJob:
     target: Target
     plan: Plan
 
-    def run(self, shard: str, rows: np.ndarray) -> pa.Table:
-        """Write the files of ``shard``'s exported samples; return its samples.parquet rows."""
+    def run(self, shard: str, rows: np.ndarray) -> tuple[pa.Table, dict[str, int]]:
+        """Write the files of ``shard``'s exported samples; return its samples.parquet rows and the
+        files written with their sizes (the shard's marker lists them)."""
         pop, plan = self.build.pop, self.plan
         keys = pop.keys.take(pa.array(rows)).to_pylist()
         todo = {k: int(r) for k, r in zip(keys, rows) if plan.fate[r] != LEFT}
         done: dict[int, dict[str, Any]] = {}
+        written: dict[str, int] = {}
         if todo:
             for key, files in stream_samples(self.build.layout, shard):
                 row = todo.pop(key, None)
                 if row is not None:
-                    done[row] = self.write_sample(shard, key, row, files)
+                    done[row] = self.write_sample(shard, key, row, files, written)
             if todo:
                 raise ExportError(
                     f"shard {shard}: sample(s) {', '.join(sorted(todo)[:3])} of the manifest are not in it"
                 )
-        self.dest.sync()
         records = [done.get(int(r)) or self.left_out(k, int(r)) for k, r in zip(keys, rows)]
-        return pa.Table.from_pylist(records, schema=SAMPLES_SCHEMA)
+        return pa.Table.from_pylist(records, schema=SAMPLES_SCHEMA), written
 
     def base(self, key: str, row: int) -> dict[str, Any]:
         pop, plan = self.build.pop, self.plan
@@ -85,7 +86,9 @@ class ShardJob:
         return {**self.base(key, row), "extractor": "", "repeats": 0, "group": "", "keep_tokens": 0,
                 "caption_tags": 0, "caption": "", "image": "", "conditioning": "", "caption_file": ""}  # fmt: skip
 
-    def write_sample(self, shard: str, key: str, row: int, files: dict[str, bytes]) -> dict[str, Any]:
+    def write_sample(
+        self, shard: str, key: str, row: int, files: dict[str, bytes], written: dict[str, int]
+    ) -> dict[str, Any]:
         plan, target = self.plan, self.target
         name = plan.drawing.names[plan.choice[row]]
         image_ext = next((e for e in ("jpg", "webp") if e in files), None)
@@ -110,11 +113,11 @@ class ShardJob:
         repeats = int(plan.counts[row])
         group = target.group(repeats, cap.keep_tokens) if split == TRAIN else ""
         place = target.place(key, split, group, out_ext)
-        self.dest.write_file(place.image, image)
-        self.dest.write_file(place.conditioning, drawing)
         caption_file = place.caption if place.caption and (cap.text or target.empty_caption_file) else ""
-        if caption_file:
-            self.dest.write_file(caption_file, cap.text.encode("utf-8"))
+        outputs = [(place.image, image), (place.conditioning, drawing)]
+        for rel, data in outputs + ([(caption_file, cap.text.encode("utf-8"))] if caption_file else []):
+            self.dest.write_file(rel, data)
+            written[rel] = len(data)
         return {
             **self.base(key, row), "extractor": name, "repeats": repeats, "group": group,
             "keep_tokens": cap.keep_tokens, "caption_tags": cap.tags, "caption": cap.text,
@@ -139,11 +142,10 @@ def write_shards(
     dest = job.dest
 
     def one(shard: str) -> int:
-        part = job.run(shard, rows_of[shard])
+        part, written = job.run(shard, rows_of[shard])
         dest.write_parquet(dest.part(shard), part)
-        dest.write_json(
-            dest.marker(shard), {"shard": shard, "samples": part.num_rows}
-        )  # last: the shard is done
+        # last: the shard is done; its files and sizes let a re-run check them (run.finished)
+        dest.write_json(dest.marker(shard), {"shard": shard, "samples": part.num_rows, "files": written})
         return len(rows_of[shard])
 
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
