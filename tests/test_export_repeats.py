@@ -124,3 +124,11 @@ def test_an_emptied_cell_hands_its_weight_to_the_next_coarser_group():
     kept = np.array([True, True, False, False, False])  # source 0's tier 1 is all gone; source 1 too
     carried = carried_weights(w, kept, [source, tier])
     assert carried.tolist() == [4.0, 4.0, 0.0, 0.0, 0.0]  # source 0 keeps its 8; source 1 has nobody
+
+
+def test_the_command_line_offers_every_target():
+    from pipelines.commands.export import TARGETS
+    from pipelines.export.target import MODULES, get
+
+    assert TARGETS == tuple(MODULES)  # the parser's choices, without importing the export at start-up
+    assert all(get(name).name == name for name in MODULES)

@@ -201,6 +201,12 @@ def run_export(req: ExportRequest) -> ExportSummary:
         polarity="white_on_black" if plan.invert else "black_on_white", parts=parts,
         notes=list(plan.warnings), validation_pairs=tallies["validation_pairs"],
     )  # fmt: skip
+    if not dest.local:
+        ctx.notes.append(
+            f"DEST is on object storage and its config names {dest.out}/...: the trainers read local "
+            f"folders, so copy DEST to a disk (e.g. `aws s3 sync {dest.out} /data/export`) and replace "
+            f"that prefix in {target.config_file}"
+        )
     target.finish(ctx)
     command = target.command(ctx)
     dest.write_bytes(README, target.readme(ctx, command).encode("utf-8"))

@@ -2,7 +2,7 @@
 
 A target is a small class (one module each: diffusers.py, kohya.py, simpletuner.py, aitoolkit.py)
 that names files and writes its trainer's config; reading the build, choosing drawings, solving
-repeats and resuming are the driver's (run.py).
+repeats, writing and resuming are the driver's (plan.py, shards.py, run.py).
 """
 
 from __future__ import annotations
