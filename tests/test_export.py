@@ -403,6 +403,19 @@ def test_not_a_build_and_dest_inside_out_are_refused(build, tmp_path):
     assert res.returncode == 2 and "is inside OUT" in res.stderr
 
 
+def test_a_truncated_shard_is_refused_by_name(build, tmp_path):
+    import shutil
+
+    copy = str(tmp_path / "out")
+    shutil.copytree(build, copy)
+    entry = json.load(open(os.path.join(copy, "shards.json")))["shards"][0]
+    with open(os.path.join(copy, entry["path"]), "r+b") as fh:
+        fh.truncate(entry["bytes"] // 2)
+    res = cli("export", copy, str(tmp_path / "dest"), "--to", "kohya", "-q")
+    assert res.returncode == 2 and entry["path"] in res.stderr and "truncated" in res.stderr, res.stderr
+    assert not os.path.exists(tmp_path / "dest")  # refused before DEST is touched
+
+
 def test_another_weight_version_is_exported_with_its_shares(build, tmp_path):
     from curation.weighting import WeightConfig
     from pipelines.reweight import reweight

@@ -5,6 +5,7 @@ each read once, front to back (one sequential read per tar, also on an object st
 from __future__ import annotations
 
 import hashlib
+import json
 import tarfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -61,15 +62,19 @@ def open_build(out: str, storage_options: Mapping[str, Any] | None, weights: str
         raise ExportError(f"{layout.out} is not a finished build (no complete build.json)")
     try:
         shards_raw = layout.read_bytes(layout.shards_json)
-        pop, _ = load_population(layout, weights=weights)
-    except LoaderError as exc:
-        raise ExportError(str(exc)) from None
-    problems = shard_problems(layout, [s for s in _entries(shards_raw)])
+    except OSError as exc:
+        raise ExportError(f"{layout.out}: no readable shards.json ({exc})") from None
+    shards = json.loads(shards_raw)["shards"]
+    problems = shard_problems(layout, shards)  # missing or truncated: refused, never a silent gap
     if problems:
         listed = "; ".join(f"{p}: {why}" for p, why in sorted(problems.items())[:5])
         raise ExportError(
             f"{len(problems)} bad shard(s) in {layout.out}: {listed} (`linepairs verify` says more)"
         )
+    try:
+        pop, _ = load_population(layout, weights=weights)
+    except LoaderError as exc:
+        raise ExportError(str(exc)) from None
     version = layout.weights_version(pop.weights_name)
     return Build(
         layout=layout,
@@ -77,14 +82,8 @@ def open_build(out: str, storage_options: Mapping[str, Any] | None, weights: str
         pop=pop,
         fingerprint=hashlib.sha256(shards_raw).hexdigest(),
         weights_sha256=layout.sha256(version),
-        shards=_entries(shards_raw),
+        shards=shards,
     )
-
-
-def _entries(shards_raw: bytes) -> list[dict[str, Any]]:
-    import json
-
-    return json.loads(shards_raw)["shards"]
 
 
 def stream_samples(layout: Layout, shard: str) -> Iterator[tuple[str, dict[str, bytes]]]:
