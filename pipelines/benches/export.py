@@ -190,14 +190,15 @@ def make_million(out: str, n: int = MILLION, per_shard: int = SHARD_SAMPLES, see
 
 
 _CHILD = """
-import json, resource, sys, time
+import json, sys, time
+from pipelines.benches.scale import _peak_mb, _reset_peak
 from pipelines.export import ExportRequest, run_export
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+_reset_peak()  # VmHWM from here: a forked child's ru_maxrss starts at its parent's size
+before = _peak_mb()
 t = time.perf_counter()
 summary = run_export(ExportRequest(sys.argv[1], sys.argv[2], sys.argv[3], show_progress=False))
 seconds = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": seconds, "peak_rss_mib": peak / 1024, "baseline_rss_mib": before / 1024,
+print(json.dumps({"seconds": seconds, "peak_rss_mib": _peak_mb(), "baseline_rss_mib": before,
                   "written": summary.report["counts"]["written"], "draws": summary.report["repeats"]["draws"],
                   "max_abs_error": summary.report["max_abs_error"], "timings": summary.timings}))
 """
