@@ -24,13 +24,12 @@ from curation.storage import SourceStorage
 from curation.weighting import WeightConfig, WeightError, check_sources
 from sharding.integrity import FILES, commit, record_files
 from sharding.layout import DamagedFileError, Layout
-from sharding.samplejson import dataset_card
 from sharding.schema import RECORD_SCHEMA, REJECT_SCHEMA
 from sharding.weights import FIRST_VERSION
 
 from .columnar import bucket_labels, labels
 from .config import BuildConfig, ConfigError, diff_dicts
-from .finalize import manifest_rows, write_manifest, write_rejects
+from .finalize import manifest_rows, write_dataset_card, write_manifest, write_rejects
 from .planphase import PlanReader, PlanSettings, write_plan
 from .progress import Progress
 from .repair import Finished, finished_build, repair_finished
@@ -39,7 +38,8 @@ from .shardcheck import intact_states
 
 # 2: weights, tiers and quality quantiles moved out of shards/manifest/plan into weight versions
 #    (OUT/weights/); shards are grouped by bucket only (docs/output.md, "Changes").
-CONTRACT_VERSION = 3  # 3: sample JSON without nulls, tags as strings (docs/output.md)
+# 3: sample JSON without nulls, tags as strings.
+CONTRACT_VERSION = 4  # 4: a `txt` caption member per sample; the HF card names the build (docs/output.md)
 
 
 class BuildRefused(Exception):
@@ -493,9 +493,7 @@ def finalize(
     )
     counts = make_counts(tally.samples, reasons, tally.counts("bucket"), shards, inputs, dropped)
     # README.md (an HF dataset card) before build.json, the marker that says the build is complete
-    conf = req.config
-    card = dataset_card([e.name for e in conf.extractors], conf.shards.image_format, conf.augment.enabled)
-    layout.write_bytes(layout.dataset_card, card.encode("utf-8"))
+    write_dataset_card(layout, req.config.to_dict(), CONTRACT_VERSION)
     build = {
         "complete": True,
         "contract": CONTRACT_VERSION,

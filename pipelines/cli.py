@@ -15,6 +15,7 @@ COMMANDS = (
     "pipelines.commands.extract",
     "pipelines.commands.audit",
     "pipelines.commands.reweight",
+    "pipelines.commands.export",
     "pipelines.commands.train",
     "pipelines.commands.eval",
     "pipelines.commands.sample",

@@ -7,6 +7,7 @@ per tag. Weights are not here (contract 2): the build solves its first version f
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 
 from curation.records import TAG_CATEGORIES
 from sharding.layout import Layout
+from sharding.samplejson import TXT_SINCE_CONTRACT, dataset_card
 from sharding.schema import MANIFEST_SCHEMA, REJECT_SCHEMA
 
 from .columnar import ROW_GROUP, atomic_parquet, bucket_labels, codes, concat_lists, parquet_batches
@@ -129,3 +131,23 @@ def write_rejects(layout: Layout, late: list[dict[str, Any]], path: str | None =
             emit(out, batch)
         emit(out, pa.Table.from_pylist(late[used:], schema=REJECT_SCHEMA))
     return dict(reasons)
+
+
+def dataset_card_bytes(layout: Layout, config: Mapping[str, Any], contract: int) -> bytes:
+    """OUT/README.md for the build as it stands: its features (``config``: the build's config as a
+    dict) and its fingerprint, the sha256 of shards.json (so HF never serves a cached other build)."""
+    fingerprint = hashlib.sha256(layout.read_bytes(layout.shards_json)).hexdigest()
+    card = dataset_card(
+        [e["name"] for e in config["extractors"]],
+        config.get("shards", {}).get("image_format", "jpg"),
+        bool(config.get("augment", {}).get("enabled", False)),  # older builds' configs may lack it
+        fingerprint,
+        txt=contract >= TXT_SINCE_CONTRACT,
+    )
+    return card.encode("utf-8")
+
+
+def write_dataset_card(layout: Layout, config: Mapping[str, Any], contract: int) -> None:
+    """Called after every write of shards.json: the build, each append and retry, and reweight (a
+    no-op there, as weights change no row); the repair rebuilds it with ``dataset_card_bytes``."""
+    layout.write_bytes(layout.dataset_card, dataset_card_bytes(layout, config, contract))

@@ -47,6 +47,7 @@ from sharding.weights import read_version
 
 from .config import ConfigError, diff_dicts
 from .dedup import find_pairs
+from .finalize import write_dataset_card
 
 APPEND, RETRY = "append", "retry"
 # Sections a retry may change: curation settings read by the scan ("all rejects after a curation change").
@@ -496,12 +497,14 @@ class _SnapshotView:
         return getattr(self._layout, name)
 
 
-def write_tables(layout: Layout, tables: IncrementTables) -> None:
+def write_tables(layout: Layout, tables: IncrementTables, base_build: dict[str, Any]) -> None:
     layout.write_parquet(layout.manifest, tables.manifest)
     layout.write_parquet(layout.rejects, tables.rejects)
     if tables.history.num_rows:
         layout.write_parquet(layout.rejects_history, tables.history)
     layout.write_json(layout.shards_json, {"shards": tables.shards})
+    # the card names the grown build, so HF datasets never serves its cache of the old one
+    write_dataset_card(layout, base_build["request"]["config"], base_build["contract"])
 
 
 def finalize_increment(
@@ -520,7 +523,7 @@ def finalize_increment(
     tables = increment_tables(
         layout, inc, meta, enumerated, plan, states, [e.name for e in req.config.extractors], before
     )
-    write_tables(layout, tables)
+    write_tables(layout, tables, base_build)
     manifest = tables.manifest
 
     policies = policies_of(layout, base_build)

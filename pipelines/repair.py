@@ -289,9 +289,9 @@ def replan(req, layout: Layout, record: dict[str, Any]) -> None:
 def repair_weights(req, layout: Layout, record: dict[str, Any], damaged: dict[str, str]) -> list[str]:
     """Weight versions solved again from the manifest and their recorded policy; the active marker
     and the card from build.json."""
-    from sharding.samplejson import dataset_card
     from sharding.weights import encode_version
 
+    from .finalize import dataset_card_bytes
     from .reweight import manifest_inputs, policy_meta, policy_of, solve
 
     files = record[FILES]
@@ -304,10 +304,9 @@ def repair_weights(req, layout: Layout, record: dict[str, Any], damaged: dict[st
             _put(layout, rel, encode_version(version, policy_meta(cfg)), files, "the manifest and its policy")
         elif rel == ACTIVE:
             _put(layout, rel, json_bytes({"name": record["weights_active"]}), files, "build.json")
-        elif rel == DATASET_CARD:
-            c = req.config
-            card = dataset_card(_extractors(req), c.shards.image_format, c.augment.enabled).encode("utf-8")
-            _put(layout, rel, card, files, "the build's config")
+        elif rel == DATASET_CARD:  # its config from build.json, its fingerprint from shards.json
+            card = dataset_card_bytes(layout, record["request"]["config"], int(record.get("contract", 0)))
+            _put(layout, rel, card, files, "the build's config and shards.json")
         else:
             continue
         done.append(f"{rel} ({damaged[rel]})")

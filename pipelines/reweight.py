@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from curation.weighting import WeightConfig, WeightError, compute_weights, high_tier_eligible, weight_summary
 from sharding.integrity import ACTIVE, FILES, commit, committed, file_record, weight_file
-from sharding.layout import MANIFEST, DamagedFileError, Layout
+from sharding.layout import DATASET_CARD, MANIFEST, DamagedFileError, Layout
 from sharding.weights import (
     FIRST_VERSION,
     WeightsVersionError,
@@ -237,11 +237,14 @@ def reweight(
     if activate_it:
         set_active(layout, name)
         build["weights"], build["weights_active"] = summary, name
+    refresh_card(layout, build)
     if files:  # the commit records what this reweight wrote; every other record stays as it was
         files = dict(files)
         files[weight_file(name)] = {**file_record(layout, weight_file(name)), "policy": policies[name]}
         if activate_it:
             files[ACTIVE] = file_record(layout, ACTIVE)
+        if DATASET_CARD in files and layout.exists(layout.dataset_card):
+            files[DATASET_CARD] = file_record(layout, DATASET_CARD)
         build[FILES] = files
     commit(layout, build)
     is_active = active_name(layout) == name
@@ -261,6 +264,17 @@ def read_manifest(layout: Layout, columns: list[str], files: dict[str, Any]) -> 
     if wrong:
         raise DamagedFileError(layout.display(layout.manifest), wrong[MANIFEST])
     return layout.read_parquet(layout.manifest, columns=columns)
+
+
+def refresh_card(layout: Layout, build: dict[str, Any]) -> None:
+    """Rewrite OUT's HF card for the build as it stands (``build``: its committed build.json; a build
+    of an older contract gets its fingerprint too); its bytes change only when the shards did, so
+    HF's cache stays valid."""
+    from .finalize import write_dataset_card
+
+    if not layout.exists(layout.shards_json):  # a manifest-only OUT (the reweight and scale benches)
+        return
+    write_dataset_card(layout, build["request"]["config"], int(build.get("contract", 0)))
 
 
 def finished_record(layout: Layout) -> dict[str, Any]:

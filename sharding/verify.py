@@ -15,8 +15,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
+from .captions import caption
 from .integrity import FILES, committed, file_faults, read_shards, weight_file
 from .layout import READ_BLOCK, WEIGHTS_ACTIVE, WEIGHTS_DIR, DamagedFileError, Layout, StorageError
+from .samplejson import TXT_SINCE_CONTRACT, tags_of
 from .weights import WeightsVersionError, active_name, list_versions, read_version
 
 IMAGE_EXTS = ("jpg", "webp")
@@ -52,9 +54,15 @@ class _HashingReader:
             pass
 
 
-def verify_shard(out: Layout | str, entry: dict[str, Any], rows: dict[str, dict[str, Any]]) -> list[str]:
-    """Faults of one shard; ``rows`` are its manifest rows by key. The tar is read once, as a
-    stream (its sha256 and size come from the same bytes the members do)."""
+def verify_shard(
+    out: Layout | str,
+    entry: dict[str, Any],
+    rows: dict[str, dict[str, Any]],
+    contract: int = TXT_SINCE_CONTRACT,
+) -> list[str]:
+    """Faults of one shard; ``rows`` are its manifest rows by key; ``contract``: the build's (a
+    ``txt`` caption member from 4 on). The tar is read once, as a stream (its sha256 and size come
+    from the same bytes the members do)."""
     layout = out if isinstance(out, Layout) else Layout(out)
     rel = entry["path"]
     path = layout.shard(rel)
@@ -77,7 +85,7 @@ def verify_shard(out: Layout | str, entry: dict[str, Any], rows: dict[str, dict[
         if key not in rows:
             faults.append(f"{rel}: sample {key} is not in the manifest")
         else:
-            faults.extend(_check_sample(rel, key, files, rows[key]))
+            faults.extend(_check_sample(rel, key, files, rows[key], contract >= TXT_SINCE_CONTRACT))
 
     unreadable = None
     with layout.fs.open_input_stream(path) as raw:
@@ -121,11 +129,13 @@ def verify_shard(out: Layout | str, entry: dict[str, Any], rows: dict[str, dict[
     return faults
 
 
-def _check_sample(rel: str, key: str, files: dict[str, bytes | None], row: dict[str, Any]) -> list[str]:
+def _check_sample(
+    rel: str, key: str, files: dict[str, bytes | None], row: dict[str, Any], txt: bool
+) -> list[str]:
     faults = []
     where = f"{rel}: {key}"
     image_ext = next((e for e in IMAGE_EXTS if e in files), None)
-    expected = {"json", *(f"lineart.{x}.png" for x in row["extractors"])}
+    expected = {"json", *(f"lineart.{x}.png" for x in row["extractors"]), *(["txt"] if txt else [])}
     missing = sorted(expected - set(files)) + ([] if image_ext else ["jpg|webp"])
     if missing:
         faults.append(f"{where}: missing {', '.join(missing)}")
@@ -162,7 +172,12 @@ def _check_sample(rel: str, key: str, files: dict[str, bytes | None], row: dict[
                 faults.append(f"{where}: json holds weight fields {', '.join(stale)}")
             if meta.get("key") != key:
                 faults.append(f"{where}: json key {meta.get('key')!r} != {key!r}")
-        except (ValueError, TypeError) as exc:
+            if txt and files.get("txt") is not None:
+                prose = meta.get("caption")
+                want = caption(tags_of(meta), prose=prose if isinstance(prose, str) else None).text
+                if files["txt"].decode("utf-8", "replace") != want:
+                    faults.append(f"{where}: txt is not the caption of its json's tags")
+        except (ValueError, TypeError, AttributeError) as exc:
             faults.append(f"{where}: json does not parse ({exc})")
     return faults
 
@@ -257,6 +272,8 @@ def verify_build(out: Layout | str) -> list[str]:
         return faults + [str(exc)]
     faults += state_faults(layout, shards)
     faults += verify_weights(layout, manifest["key"])
+    build, _ = committed(layout)
+    contract = int((build or {}).get("contract", TXT_SINCE_CONTRACT))
     counts = pc.value_counts(manifest["key"])
     for key in pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1)).to_pylist():
         faults.append(f"manifest: key {key} appears twice")
@@ -274,7 +291,7 @@ def verify_build(out: Layout | str) -> list[str]:
     def check(entry: dict[str, Any]) -> list[str]:
         taken = manifest.take(pa.array(rows_of.get(entry["path"], np.zeros(0, np.int64)))).to_pylist()
         try:
-            return verify_shard(layout, entry, {r["key"]: r for r in taken})
+            return verify_shard(layout, entry, {r["key"]: r for r in taken}, contract)
         except StorageError as exc:  # a shard path leaving OUT is a fault, and is not opened
             return [f"shards.json: {exc}"]
 
