@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# dghs-imgutils: the reference of the ONNX scorers' fidelity test; it declares numpy<2 and
+	# opencv-contrib, which would replace this stack's, so it goes in without its requirements
+	$(BIN)/python -m pip install --quiet --no-deps dghs-imgutils==0.19.0 pyrfc6266==1.0.2
 	touch $(STAMP)
 
 # Debian's chromium, for the audit report's headless render test (which skips without it).

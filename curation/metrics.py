@@ -31,17 +31,21 @@ METRIC_COLUMNS = (
     "jpeg_quality",  # 1..100 estimated from the luminance quantisation table; NaN for non-JPEG
     "blockiness",  # gradient on the 8x8 grid / gradient elsewhere, full resolution; ~1 = no JPEG blocks
     "noise",  # grain in the flattest quarter of the picture (mean |x - median3|, grey levels)
-    "upscale",  # estimated upscale factor from the spectrum's fall-off (1 = detail up to Nyquist)
+    "upscale",  # softness: upscale factor read from the whole spectrum's fall-off (1 = detail up to Nyquist)
+    "edge_upscale",  # upscale factor read at the edges (and a nearest-neighbour mosaic): the lines' detail
     "background",  # share of the area in a plain background reaching the edges (white, transparent, flat)
     "border_fraction",  # letterbox: share of the area in uniform bars with a hard edge on opposite sides
     "intensity_std",  # std of grey levels of the content; a blank or flat image is ~0
     "entropy",  # Shannon entropy of the content's grey histogram, bits (0..8)
     "text_density",  # share of the area covered by text-line-like blobs
-    "straight_lines",  # share of edges on long horizontal/vertical runs: panel borders, UI boxes
+    "text_area",  # share of the area in lines of large lettering on a flat ground: titles, logos, banners
+    "straight_lines",  # share of edges on long horizontal/vertical runs: panel borders, UI boxes, architecture
+    "panels",  # rectangular panels separated by straight gutters (a comic page's grid), counted
+    "balloons",  # speech balloons (closed, convex, light shapes holding lines of glyphs), counted
     "flat_share",  # share of content pixels with ~no gradient: drawn art has flat fills, photos grain
     "line_share",  # share of content pixels on thin dark strokes (line art)
     "colour_count",  # distinct 18-bit (6 bits a channel) colours / content pixels: photos, GAN texture high
-    "edge_sharpness",  # median edge gradient / local contrast at the detail's own scale: ink ~0.73, photos ~0.6
+    "edge_sharpness",  # median edge gradient / local (7x7) contrast at the detail's own scale: ink abrupt, photos spread
     "illustration",  # P(drawn illustration) from the classical features (curation/artmodel.py)
 )
 
@@ -182,13 +186,56 @@ def noise(grey: np.ndarray, mask: np.ndarray | None = None, block: int = 8) -> f
     return float(np.median(grain[flattest]))
 
 
-def upscale_factor(detail: np.ndarray) -> float:
-    """How many times larger the image is than the detail it holds, from the power spectrum's fall-off.
+def _cutoff_factor(power: np.ndarray, n: int, share: float = 0.999) -> float:
+    """1 / (Chebyshev radius, as a share of Nyquist, within which ``share`` of an ``n``-point rfft2's power lies)."""
+    fy = np.abs(np.fft.fftfreq(n))[:, None] * 2
+    fx = np.fft.rfftfreq(n)[None, :] * 2
+    radius = np.maximum(fy, fx).ravel()  # Chebyshev radius: the grid's own Nyquist square
+    order = np.argsort(radius, kind="stable")
+    cum = np.cumsum(power.ravel()[order])
+    if cum[-1] <= 0:
+        return 1.0
+    r = float(radius[order][np.searchsorted(cum, share * cum[-1])])
+    return 1.0 / max(r, 1e-6)
 
-    The radius (as a share of Nyquist) within which 99.9 % of the windowed spectrum's energy lies
-    is where real detail ends; an image upscaled k times has nothing beyond 1/k of Nyquist. Returns
-    1 / that radius, clipped to [1, 8]. A soft (painted, blurred) image reads as mildly upscaled,
-    which is what it is for a training pair.
+
+EDGE_TILE = 64  # px of full resolution per spectrum tile
+MOSAIC_RATIO = 3.0  # gradient on a k-pixel grid vs elsewhere, k = 2..7, that says "nearest-neighbour upscale"
+
+
+def mosaic_period(detail: np.ndarray, ratio: float = MOSAIC_RATIO) -> int:
+    """k (2..7) when the image is a nearest-neighbour upscale by k (blocks of k x k equal pixels), else 1.
+
+    Such an image changes only every k pixels: the mean |gradient| at one phase of a k-pixel grid is
+    many times the mean at the other phases, in both directions (a x2 pixelated crop: ~15; drawn or
+    photographed images: <= 1.2). Period 8 is JPEG's grid, which ``blockiness`` reads; a multiple of
+    the best period is not a period of its own, so the strongest one is taken.
+    """
+    f = detail.astype(np.float32)
+    profiles = (np.abs(np.diff(f, axis=1)).mean(axis=0), np.abs(np.diff(f, axis=0)).mean(axis=1))
+    best, period = 1.0, 1
+    for k in range(2, 9):
+        worse = math.inf
+        for d in profiles:
+            n = len(d) // k * k
+            if n < 4 * k:
+                return 1
+            phase = d[:n].reshape(-1, k).mean(axis=0)
+            top = int(phase.argmax())
+            worse = min(worse, float((phase[top] + 0.5) / (np.delete(phase, top).mean() + 0.5)))
+        if worse > best:
+            best, period = worse, k
+    return period if period < 8 and best >= ratio else 1
+
+
+def upscale_factor(detail: np.ndarray) -> float:
+    """How much softer the whole image is than its pixel grid, from the power spectrum's fall-off.
+
+    The radius (as a share of Nyquist) within which 99.9 % of the windowed spectrum's energy lies;
+    an image upscaled k times has nothing beyond 1/k of Nyquist. Returns 1 / that radius, clipped to
+    [1, 8]. A soft (painted, smoothly shaded, blurred) image reads as mildly upscaled, which is what
+    the high tier and the resolution score want to know; whether the *lines* hold detail (the
+    ``upscaled`` reject) is ``edge_upscale``.
     """
     f = detail.astype(np.float32)
     n = min(f.shape)
@@ -197,15 +244,37 @@ def upscale_factor(detail: np.ndarray) -> float:
     f = f[:n, :n]
     win = np.hanning(n).astype(np.float32)
     power = np.abs(np.fft.rfft2((f - f.mean()) * np.outer(win, win))) ** 2
-    fy = np.abs(np.fft.fftfreq(n))[:, None] * 2
-    fx = np.fft.rfftfreq(n)[None, :] * 2
-    radius = np.maximum(fy, fx).ravel()  # Chebyshev radius: the grid's own Nyquist square
-    order = np.argsort(radius, kind="stable")
-    cum = np.cumsum(power.ravel()[order])
-    if cum[-1] <= 0:
+    return float(min(8.0, max(1.0, _cutoff_factor(power, n))))
+
+
+def edge_upscale(detail: np.ndarray, tile: int = EDGE_TILE) -> float:
+    """How many times larger the image is than the detail its edges hold, clipped to [1, 8].
+
+    Measured where the picture has edges: the power spectrum of the quarter of ``tile``-pixel tiles
+    with the most gradient; 1 / the radius (share of Nyquist) within which 99.9 % of their energy
+    lies. An image upscaled k times has nothing beyond 1/k of Nyquist even at its edges (x2: 1.6-1.9,
+    x4: 2.9-3.2 on corpus art), while a soft but native anime frame -- large flat fills and gentle
+    shading around crisp lines -- reads ~1.1 (the whole-image spectrum, ``upscale_factor``, reads
+    such frames as 2-4x: their flat areas drown the lines' energy). A nearest-neighbour upscale
+    keeps hard block edges, so its mosaic period is taken when it has one (``mosaic_period``). No
+    edge at all (a flat fill, a smooth gradient): 8, nothing to hold.
+    """
+    f = detail.astype(np.float32)
+    n = min(f.shape)
+    if n < 32:
         return 1.0
-    r = float(radius[order][np.searchsorted(cum, 0.999 * cum[-1])])
-    return float(min(8.0, max(1.0, 1.0 / max(r, 1e-6))))
+    period = mosaic_period(detail)
+    t = min(tile, n)
+    ty, tx = f.shape[0] // t, f.shape[1] // t
+    tiles = f[: ty * t, : tx * t].reshape(ty, t, tx, t).transpose(0, 2, 1, 3).reshape(-1, t, t)
+    grad = np.abs(np.diff(tiles, axis=2)).mean(axis=(1, 2)) + np.abs(np.diff(tiles, axis=1)).mean(axis=(1, 2))
+    if float(grad.max()) < 1.0:  # under a grey level per pixel everywhere: no edge anywhere
+        return 8.0
+    chosen = tiles[np.argsort(-grad, kind="stable")[: max(1, round(len(tiles) / 4))]]
+    win = np.hanning(t).astype(np.float32)
+    chosen = (chosen - chosen.mean(axis=(1, 2), keepdims=True)) * np.outer(win, win)
+    power = (np.abs(np.fft.rfft2(chosen)) ** 2).mean(axis=0)
+    return float(min(8.0, max(1.0, float(period), _cutoff_factor(power, t))))
 
 
 # IJG (libjpeg) standard luminance table, the one every quality setting scales.
@@ -339,11 +408,13 @@ def art_features(rgb: np.ndarray, grey: np.ndarray, mask: np.ndarray) -> dict[st
 
 
 def edge_sharpness(rgb: np.ndarray, upscale: float = 1.0) -> float:
-    """How abrupt the edges are: median over Canny edges of |gradient| / (5x5 max - min), in [0, ~1].
+    """How abrupt the edges are: median over Canny edges of |gradient| / (7x7 max - min), in [0, ~1].
 
-    A drawn ink or cel edge is a step: the whole contrast is crossed within a pixel (~0.75+); a
-    photograph's edges are spread by the lens, demosaicing and depth of field (~0.6). Measured at
-    the resolution of the detail the image holds (downscaled by its ``upscale`` factor), so an
+    A drawn ink or cel edge is a step: the whole contrast is crossed within a pixel (corpus art
+    ~0.6-0.75); a photograph's edges are spread by the lens, demosaicing and depth of field over a
+    few pixels (~0.5-0.6). The 7x7 window spans +-3 px, so a spread edge is measured against its
+    whole contrast (5x5 cut photo edges short and read them as sharper). Measured at the
+    resolution of the detail the image holds (downscaled by its ``upscale`` factor), so an
     upscaled illustration is not taken for a photograph merely for being soft.
     """
     if upscale > 1.05:
@@ -355,7 +426,7 @@ def edge_sharpness(rgb: np.ndarray, upscale: float = 1.0) -> float:
     if edges.sum() < 50:  # too few edges to say: neutral
         return 0.5
     magnitude = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)) / 4.0
-    k = np.ones((5, 5), np.uint8)
+    k = np.ones((7, 7), np.uint8)
     contrast = cv2.dilate(g, k).astype(np.float32) - cv2.erode(g, k).astype(np.float32)
     return float(np.median(magnitude[edges] / (contrast[edges] + 1.0)))
 
@@ -392,6 +463,183 @@ def text_density(grey: np.ndarray) -> float:
     return best
 
 
+def _flat_ground(rgb: np.ndarray, win: int = 5, tol: int = 12) -> np.ndarray:
+    """Pixels whose ``win`` x ``win`` neighbourhood varies by at most ``tol`` levels in every channel."""
+    k = np.ones((win, win), np.uint8)
+    spread = np.zeros(rgb.shape[:2], np.int16)
+    for c in range(3):
+        ch = np.ascontiguousarray(rgb[..., c])
+        spread = np.maximum(spread, cv2.dilate(ch, k).astype(np.int16) - cv2.erode(ch, k))
+    return spread <= tol
+
+
+def _enclosed(region: np.ndarray) -> np.ndarray:
+    """Pixels outside ``region`` that it encloses (their component does not reach the image edge)."""
+    n, labels = cv2.connectedComponents((~region).astype(np.uint8), connectivity=8)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return np.isin(labels, np.setdiff1d(np.arange(1, n), edge))
+
+
+def _text_lines(boxes: np.ndarray, min_glyphs: int = 3) -> list[np.ndarray]:
+    """Groups of >= ``min_glyphs`` boxes (x, y, w, h) that sit on one line, horizontal or vertical.
+
+    Two glyphs share a line when they overlap by >= 60 % of the smaller across the line, differ in
+    size by at most 2x and are at most 0.8 glyph sizes apart along it: pair tests as NumPy arrays,
+    then union-find over the pairs that pass.
+    """
+    x, y, w, h = (boxes[:, i][:, None] for i in range(4))
+    linked = np.zeros((len(boxes), len(boxes)), bool)
+    for p, s, q, t in ((y, h, x, w), (x, w, y, h)):  # horizontal line: overlap in y, gap in x; then vertical
+        overlap = np.minimum(p + s, (p + s).T) - np.maximum(p, p.T)
+        small, big = np.minimum(s, s.T), np.maximum(s, s.T)
+        gap = np.maximum(q, q.T) - np.minimum(q + t, (q + t).T)
+        linked |= (overlap >= 0.6 * small) & (big <= 2.0 * small) & (gap <= 0.8 * big)
+    parent = list(range(len(boxes)))
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in np.argwhere(np.triu(linked, 1)):
+        parent[root(int(a))] = root(int(b))
+    groups: dict[int, list[int]] = {}
+    for a in range(len(boxes)):
+        groups.setdefault(root(a), []).append(a)
+    return [boxes[g] for g in groups.values() if len(g) >= min_glyphs]
+
+
+def text_area(rgb: np.ndarray, min_glyph: float = 0.04, ink: int = 40) -> float:
+    """Share of the area covered by lines of large lettering on a flat ground (titles, logos, banners).
+
+    ``text_density`` finds body text (small strokes in rows); a title that fills half a banner is
+    a few big glyphs instead. Here: a flat ground (>= 4 % of the area, every 5x5 neighbourhood of a
+    5x5-median copy within 12 levels, so ruled or grid paper is flat too), the shapes it encloses
+    that are darker -- or, separately, lighter -- than it by > ``ink`` grey levels (outlined
+    lettering splits into its glyphs in one of the two), those at least ``min_glyph`` of the image's
+    height (or width) tall and glyph-shaped (aspect within 4:1, >= 15 % of their box inked: a pencil
+    stroke or a hair strand is a thin curve), grouped into lines of >= 3 of similar size (``_text_lines``);
+    the lines' bounding boxes are the lettering. A character on a white ground is one shape, not
+    a line of them.
+    """
+    h, w = rgb.shape[:2]
+    g = gray(rgb).astype(np.int16)
+    flat = _flat_ground(cv2.medianBlur(rgb, 5)).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(flat, connectivity=4)
+    covered = np.zeros((h, w), bool)
+    for i in np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= 0.04 * h * w):
+        if i == 0:
+            continue
+        region = labels == i
+        enclosed = _enclosed(region)
+        level = np.median(g[region])
+        for glyphs in ((level - g > ink) & enclosed, (g - level > ink) & enclosed):
+            k, _, gs, _ = cv2.connectedComponentsWithStats(glyphs.astype(np.uint8), connectivity=8)
+            bw, bh, area = (gs[1:, c] for c in (cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT, cv2.CC_STAT_AREA))
+            big = ((bh >= min_glyph * h) | (bw >= min_glyph * w)) & (bh <= 0.6 * h) & (bw <= 0.6 * w)
+            big &= (area >= 0.15 * bw * bh) & (bw <= 4 * bh) & (bh <= 4 * bw)  # glyph-shaped, not a stroke
+            if big.sum() < 3:
+                continue
+            for line in _text_lines(gs[1:, :4][big].astype(np.float64)):
+                x0, y0 = line[:, 0].min(), line[:, 1].min()
+                x1, y1 = (line[:, 0] + line[:, 2]).max(), (line[:, 1] + line[:, 3]).max()
+                covered[int(y0) : int(y1), int(x0) : int(x1)] = True
+    return float(covered.mean())
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of every run of True."""
+    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist(), strict=True))
+
+
+def panel_count(grey: np.ndarray, tol: int = 16, gutter: int = 2, cover: float = 0.97, depth: int = 4) -> int:
+    """Rectangular panels separated by straight gutters: a comic page's grid (recursive XY cut).
+
+    Paper is the edges' dominant grey (+-``tol``). A gutter is a run of >= ``gutter`` rows (or
+    columns) that are >= ``cover`` paper across the region; the page is cut along gutters, rows and
+    columns alternately, ``depth`` levels deep, margins trimmed. A leaf counts as a panel when it
+    covers >= 2 % of the page and is a closed rectangle: each of its four sides is >= 70 % picture
+    (a frame line or a full-bleed picture). Architecture has lines but no paper gutters between
+    rectangles; a character on white touches its box at a few points only.
+    """
+    g = grey.astype(np.int16)
+    h, w = g.shape
+    edge = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
+    values, counts = np.unique(edge // 8, return_counts=True)
+    paper = np.abs(g - np.median(edge[edge // 8 == values[counts.argmax()]])) <= tol
+    panels = 0
+
+    def cut(y0: int, y1: int, x0: int, x1: int, axis: int, level: int, turned: bool = False) -> None:
+        nonlocal panels
+        sub = paper[y0:y1, x0:x1]
+        rows, cols = np.flatnonzero(sub.mean(axis=1) < cover), np.flatnonzero(sub.mean(axis=0) < cover)
+        if not len(rows) or not len(cols):
+            return
+        y0, y1, x0, x1 = y0 + rows[0], y0 + rows[-1] + 1, x0 + cols[0], x0 + cols[-1] + 1  # margins off
+        sub = paper[y0:y1, x0:x1]
+        gutters = [r for r in _runs(sub.mean(axis=1 - axis) >= cover) if r[1] - r[0] >= gutter]
+        if gutters and level < depth:
+            start = 0
+            for a, b in [*gutters, (sub.shape[axis], sub.shape[axis])]:
+                if a > start:
+                    if axis == 0:
+                        cut(y0 + start, y0 + a, x0, x1, 1, level + 1)
+                    else:
+                        cut(y0, y1, x0 + start, x0 + a, 0, level + 1)
+                start = b
+            return
+        if not turned and level < depth:
+            cut(y0, y1, x0, x1, 1 - axis, level, True)
+            return
+        if (y1 - y0) * (x1 - x0) >= 0.02 * h * w:
+            sides = (paper[y0, x0:x1], paper[y1 - 1, x0:x1], paper[y0:y1, x0], paper[y0:y1, x1 - 1])
+            panels += all(1.0 - s.mean() >= 0.7 for s in sides)
+
+    cut(0, h, 0, w, 0, 0)
+    return panels
+
+
+def balloon_count(rgb: np.ndarray) -> int:
+    """Speech balloons: closed, convex, light shapes with lettering written straight on them.
+
+    A balloon is a near-white component (grey >= 225, HSV saturation <= 40) covering 0.2-25 % of
+    the image that, with what it encloses filled in, is convex (solidity >= 0.85; a balloon cut by
+    the panel edge counts: the edge closes it). Its lettering: near-black, unsaturated marks
+    (grey < 100, channel spread < 50) touching the balloon's white, >= 4 of glyph size, covering
+    2-40 % of it. A white shirt's coloured buttons, an eye highlight or a picture framed inside a
+    bubble hold no such marks.
+    """
+    g = gray(rgb)
+    h, w = g.shape
+    sat = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1]
+    light = ((g >= 225) & (sat <= 40)).astype(np.uint8)
+    ink = (g < 100) & ((rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)) < 50)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(light, connectivity=4)
+    near = np.ones((5, 5), np.uint8)
+    found = 0
+    for i in range(1, n):
+        x, y, bw, bh, area = stats[i]
+        if not 0.002 * h * w <= area <= 0.25 * h * w:
+            continue
+        shape = labels[y : y + bh, x : x + bw] == i
+        inside = np.pad(~shape, 1, constant_values=True).astype(np.uint8)
+        cv2.floodFill(inside, None, (0, 0), 0)  # what stays 1 is enclosed by the shape
+        filled = shape | inside[1:-1, 1:-1].astype(bool)
+        contours, _ = cv2.findContours(filled.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        hull = cv2.contourArea(cv2.convexHull(max(contours, key=cv2.contourArea)))
+        if filled.sum() < 0.85 * hull:
+            continue
+        marks = filled & ~shape & ink[y : y + bh, x : x + bw] & (cv2.dilate(shape.astype(np.uint8), near) > 0)
+        if not 0.02 <= marks.sum() / filled.sum() <= 0.4:
+            continue
+        k, _, ms, _ = cv2.connectedComponentsWithStats(marks.astype(np.uint8), connectivity=8)
+        glyphs = (ms[1:, cv2.CC_STAT_HEIGHT] <= 0.35 * bh) & (ms[1:, cv2.CC_STAT_WIDTH] <= 0.5 * bw)
+        found += int(glyphs.sum() >= 4)
+    return found
+
+
 def detail_crop(rgb: np.ndarray, side: int = DETAIL_SIDE) -> np.ndarray:
     """Grey centre crop of the full-resolution image, its origin on the 8x8 grid (for blockiness)."""
     h, w = rgb.shape[:2]
@@ -424,12 +672,16 @@ def measure(rgb: np.ndarray, data: bytes | None = None, detail: np.ndarray | Non
         "blockiness": blockiness(detail),
         "noise": noise(g, mask),
         "upscale": upscale_factor(detail),
+        "edge_upscale": edge_upscale(detail),
         "background": float(1.0 - mask.mean()),
         "border_fraction": border_fraction(g),
         "intensity_std": float(g[mask].std()),
         "entropy": entropy(g[mask]),
         "text_density": text_density(g),
+        "text_area": text_area(small),
         "straight_lines": straight_lines(g),
+        "panels": float(panel_count(g)),
+        "balloons": float(balloon_count(small)),
         **art_features(small, g, mask),
     }
     values["edge_sharpness"] = edge_sharpness(small, values["upscale"])
@@ -451,6 +703,7 @@ class MetricThresholds:
     max_tint_saturation: float = 28.0  # a single hue counts as monochrome only this weak (sepia pencil <= 17)
     min_colorfulness: float = 0.0  # off: feeds the quality score; chroma/hue already catch grey art
     min_sharpness: float = 400.0  # colour art >= 678; blurred noise 3, a x5 bicubic upscale 190
+    crisp_edge_upscale: float = 1.3  # edges this crisp (edge_upscale) are not blurred, whatever the Laplacian
     min_jpeg_quality: float = 40.0  # corpus JPEGs estimate 50..98.5; below 40 blocking shows in the lines
     max_blockiness: float = 1.6  # clean art <= 1.39; JPEG q10 ~1.8 (also caught when re-saved as PNG)
     min_effective_side: float = 0.8  # (short side / upscale) >= this x scan.min_side; art >= 0.92
@@ -459,8 +712,14 @@ class MetricThresholds:
     min_intensity_std: float = 10.0  # blank / flat fills; colour art >= 24
     min_entropy: float = 2.0  # of the content (background excluded); colour art >= 4.5 bits
     max_text_density: float = 0.015  # art <= 0.010; three speech bubbles of text give ~0.027
-    max_straight_lines: float = 0.12  # panel borders / UI boxes; scenes <= 0.11, UI screenshots >= 0.13
+    max_text_area: float = 0.05  # large lettering: art <= 0.008, title banners 0.10-0.13
+    max_panels: float = 1.0  # two or more gutter-separated rectangular panels: a comic page
+    max_balloons: float = 1.0  # two or more speech balloons (one: a sign, a caption; art has <= 1)
+    max_straight_lines: float = 1.0  # off: architecture is straight lines too; panels and balloons decide
     min_illustration: float = 0.5  # P(drawn illustration), curation/artmodel.json (CV figures there); 0 = off
+    illustration_defer: float = (
+        0.1  # with a photo classifier configured, the cut steps back this much: it decides
+    )
     enabled: bool = True
 
     @classmethod
@@ -468,16 +727,44 @@ class MetricThresholds:
         return from_table(cls, data, "metrics")
 
 
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def effective_side(values: dict[str, Any]) -> float:
-    """The short side of the detail the image holds: short side / estimated upscale factor."""
-    w, h, up = values.get("width"), values.get("height"), values.get("upscale")
+    """The short side of the detail the image's edges hold: short side / ``edge_upscale``.
+
+    Scan tables written before ``edge_upscale`` existed fall back to ``upscale``.
+    """
+    w, h = values.get("width"), values.get("height")
+    up = values.get("upscale") if _missing(values.get("edge_upscale")) else values.get("edge_upscale")
     if not w or not h or up is None or (isinstance(up, float) and math.isnan(up)):
         return math.nan
     return min(w, h) / max(1.0, float(up))
 
 
-def failed_metric(values: dict[str, Any], t: MetricThresholds, min_side: int = 256) -> tuple[str, str] | None:
-    """(reason, detail) of the first threshold crossed, in a fixed order; None when all pass.
+@dataclass(frozen=True)
+class Crossing:
+    """The first ``[metrics]`` limit an image crosses: its reason, the column, its value and the limit."""
+
+    reason: str
+    column: str
+    value: float
+    limit: float
+    kind: str  # "min" or "max"
+
+    @property
+    def detail(self) -> str:
+        return f"{self.column} {self.value:.3g} {'<' if self.kind == 'min' else '>'} {self.limit:g}"
+
+    @property
+    def margin(self) -> float:
+        """How far past the limit, relative to it, in [0, 1]: how sure the rule is of its reject."""
+        return float(min(1.0, abs(self.value - self.limit) / max(abs(self.limit), 1e-9)))
+
+
+def first_crossing(values: dict[str, Any], t: MetricThresholds, min_side: int = 256) -> Crossing | None:
+    """The first threshold crossed, in a fixed order; None when all pass (or the rules are off).
 
     ``min_side``: scan.min_side, the floor that the effective (detail) side is compared with.
     """
@@ -485,6 +772,8 @@ def failed_metric(values: dict[str, Any], t: MetricThresholds, min_side: int = 2
         return None
     sat = values.get("saturation")
     weak_tint = sat is None or (isinstance(sat, float) and math.isnan(sat)) or sat < t.max_tint_saturation
+    edges = values.get("edge_upscale")
+    crisp = not _missing(edges) and edges <= t.crisp_edge_upscale  # a dim, soft-lit scene is not blurred
     checks = (
         ("chroma_p95", t.min_chroma_p95, "min", "greyscale"),
         ("hue_spread", t.min_hue_spread if weak_tint else 0.0, "min", "monochrome"),
@@ -492,21 +781,28 @@ def failed_metric(values: dict[str, Any], t: MetricThresholds, min_side: int = 2
         ("entropy", t.min_entropy, "min", "low_entropy"),
         ("colorfulness", t.min_colorfulness, "min", "low_colorfulness"),
         ("noise", t.max_noise, "max", "noisy"),
-        ("sharpness", t.min_sharpness, "min", "blurry"),
+        ("sharpness", 0.0 if crisp else t.min_sharpness, "min", "blurry"),
         ("jpeg_quality", t.min_jpeg_quality, "min", "low_jpeg_quality"),
         ("effective_side", t.min_effective_side * min_side, "min", "upscaled"),
         ("blockiness", t.max_blockiness, "max", "jpeg_blocking"),
         ("border_fraction", t.max_border_fraction, "max", "letterboxed"),
         ("text_density", t.max_text_density, "max", "text_heavy"),
+        ("text_area", t.max_text_area, "max", "text_heavy"),
+        ("panels", t.max_panels, "max", "panels"),
+        ("balloons", t.max_balloons, "max", "panels"),
         ("straight_lines", t.max_straight_lines, "max", "panels"),
         ("illustration", t.min_illustration, "min", "not_illustration"),
     )
     for column, limit, kind, reason in checks:
         value = effective_side(values) if column == "effective_side" else values.get(column)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if _missing(value):
             continue
-        if kind == "min" and limit > 0 and value < limit:
-            return reason, f"{column} {value:.3g} < {limit:g}"
-        if kind == "max" and value > limit:
-            return reason, f"{column} {value:.3g} > {limit:g}"
+        if (kind == "min" and limit > 0 and value < limit) or (kind == "max" and value > limit):
+            return Crossing(reason, column, float(value), float(limit), kind)
     return None
+
+
+def failed_metric(values: dict[str, Any], t: MetricThresholds, min_side: int = 256) -> tuple[str, str] | None:
+    """(reason, detail) of the first threshold crossed (``first_crossing``); None when all pass."""
+    crossed = first_crossing(values, t, min_side)
+    return None if crossed is None else (crossed.reason, crossed.detail)

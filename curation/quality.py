@@ -6,26 +6,29 @@ What each source has decides its formula (docs/curation.md, "Quality score"):
 
 * a Danbooru source: ``score`` and ``fav`` percentiles within the source (quantile tables
   computed once per build: ``source_quantiles``) plus every pixel component;
-* a folder: pixel components only, plus ``aesthetic`` when a learned scorer is configured.
+* a folder: pixel components only, plus ``aesthetic`` / ``dbaesthetic`` when those scorers are configured.
 
 Components:
 
 * ``score`` / ``fav``: the Danbooru score and fav_count as a percentile within the sample's source;
 * ``aesthetic``: the scan column ``aesthetic`` (LAION improved aesthetic predictor, 1..10), 4 -> 0 and
   7 -> 1 (LAION's filtered sets start near 5; above 7 is rare); null when no scorer is configured;
+* ``dbaesthetic``: the scan column ``dbaesthetic_percentile`` (deepghs' Danbooru aesthetic model: where the
+  image would rank among Danbooru posts, 0..1), used as it is; null when that scorer is not configured;
 * ``learned``: a TorchScript model's score (``LearnedScorer``), sigmoid of its output when ``scorer_logits``;
 * ``illustration``: P(drawn illustration) of curation/artmodel.py, 0.5 (the reject cut) -> 0 and 1 -> 1;
 * ``fills``: share of flat (gradient-free) content, 0.05 -> 0 and 0.4 -> 1 (weight 0 by default: it is
   already inside ``illustration``, and alone it ranks 3D renders and photos on white near the top);
-* ``edge``: edge sharpness at the detail's own scale (``metrics.edge_sharpness``), 0.6 -> 0 and 0.85 -> 1:
-  inked edges are abrupt, photographs' and renders' are spread;
+* ``edge``: edge sharpness at the detail's own scale (``metrics.edge_sharpness``, 7x7 window), 0.5 -> 0
+  and 0.75 -> 1: inked edges are abrupt (keeps' median 0.65), photographs' are spread (~0.48);
 * ``sharpness``: log10 of the median-filtered Laplacian variance, 400 -> 0 and 10 000 -> 1, times
   (1 - noise / max_noise) and (2 - blockiness), so grain and JPEG blocks never read as detail;
 * ``resolution``: effective short side (short side / upscale factor, the detail it holds), 256 -> 0 and
   1024 -> 1, divided by the bucket upscale when the plan knows it;
 * ``colorfulness``: Hasler-Suesstrunk M / 80 (their "extremely colourful" band starts near 80);
 * ``jpeg``: estimated JPEG quality, 40 -> 0 and 95 -> 1;
-* ``clean``: 1 - (border share / 0.3 + text density / 0.015 + straight-line share / 0.12), clipped.
+* ``clean``: 1 - (border share / 0.3 + text density / 0.015 + lettering area / 0.05), clipped (straight lines
+  no longer count: architecture is drawn with them).
 
 The weights tiers (``curation.weighting``) read this score from the ``quality_score`` column.
 """
@@ -53,6 +56,7 @@ class QualityConfig:
     score_weight: float = 0.3
     fav_weight: float = 0.2
     aesthetic_weight: float = 0.5  # counts only where the scan has an ``aesthetic`` value
+    dbaesthetic_weight: float = 0.5  # counts only where the scan has a ``dbaesthetic_percentile``
     learned_weight: float = 0.5  # counts only when a TorchScript scorer is configured
     illustration_weight: float = 0.2
     fills_weight: float = (
@@ -120,10 +124,10 @@ def _num(row: Mapping[str, Any], key: str) -> float:
 def components(row: Mapping[str, Any], quantiles: Mapping[str, Sequence[float]]) -> dict[str, float]:
     """Each component in [0, 1], NaN when the sample lacks it."""
     sharp, colour, jpeg = _num(row, "sharpness"), _num(row, "colorfulness"), _num(row, "jpeg_quality")
-    border, text, lines = _num(row, "border_fraction"), _num(row, "text_density"), _num(row, "straight_lines")
+    border, text, lettering = _num(row, "border_fraction"), _num(row, "text_density"), _num(row, "text_area")
     grain, blocks = _num(row, "noise"), _num(row, "blockiness")
     art, aesthetic, fills = _num(row, "illustration"), _num(row, "aesthetic"), _num(row, "flat_share")
-    edge = _num(row, "edge_sharpness")
+    edge, dbpct = _num(row, "edge_sharpness"), _num(row, "dbaesthetic_percentile")
     side = min(_num(row, "width"), _num(row, "height")) / max(
         1.0, _num(row, "upscale") if row.get("upscale") else 1.0
     )
@@ -135,16 +139,19 @@ def components(row: Mapping[str, Any], quantiles: Mapping[str, Sequence[float]])
         detail *= _clip01(2.0 - blocks) if not math.isnan(blocks) else 1.0
     clean = math.nan
     if not (math.isnan(border) or math.isnan(text)):
-        clean = _clip01(1.0 - border / 0.3 - text / 0.015 - (0.0 if math.isnan(lines) else lines / 0.12))
+        clean = _clip01(
+            1.0 - border / 0.3 - text / 0.015 - (0.0 if math.isnan(lettering) else lettering / 0.05)
+        )
     return {
         "score": percentile_from_quantiles(row.get("score"), quantiles.get("score", [])),
         "fav": percentile_from_quantiles(row.get("fav_count"), quantiles.get("fav_count", [])),
         "aesthetic": _clip01((aesthetic - 4.0) / 3.0) if not math.isnan(aesthetic) else math.nan,
+        "dbaesthetic": _clip01(dbpct) if not math.isnan(dbpct) else math.nan,
         "learned": _num(row, "learned_score"),
         "illustration": _clip01((art - 0.5) / 0.5) if not math.isnan(art) else math.nan,
         "fills": _clip01((fills - 0.05) / 0.35) if not math.isnan(fills) else math.nan,
         "sharpness": detail,
-        "edge": _clip01((edge - 0.6) / 0.25) if not math.isnan(edge) else math.nan,
+        "edge": _clip01((edge - 0.5) / 0.25) if not math.isnan(edge) else math.nan,
         "resolution": _clip01((side - 256.0) / 768.0) if not math.isnan(side) else math.nan,
         "colorfulness": _clip01(colour / 80.0) if not math.isnan(colour) else math.nan,
         "jpeg": _clip01((jpeg - 40.0) / 55.0) if not math.isnan(jpeg) else math.nan,

@@ -63,14 +63,18 @@ REJECT_REASONS: dict[str, tuple[str, ...]] = {
         "upscaled",  # short side / upscale factor under min_effective_side x scan.min_side
         "jpeg_blocking",  # blockiness over max_blockiness (also in PNGs re-saved from a JPEG)
         "letterboxed",  # border_fraction over max_border_fraction
-        "text_heavy",  # text_density over max_text_density
-        "panels",  # straight_lines over max_straight_lines: comic panels, UI screenshots
+        "text_heavy",  # text_density over max_text_density, or text_area (large lettering) over max_text_area
+        "panels",  # a panel grid or speech balloons (panels / balloons over their max); straight_lines when enabled
         "not_illustration",  # illustration probability under min_illustration: photo or render
     ),
     # learned scorers' predictions, for records without tags / rating of their own (curation/scorers/apply.py)
     "scorer": (
         "predicted_banned_tag",  # wd_tagger predicts one of filters.banned_tags
-        "predicted_rating",  # wd_tagger's rating is not in filters.ratings
+        "predicted_rating",  # wd_tagger's (or dbrating's) rating is not in filters.ratings
+        # the deepghs classifiers' verdicts on every image (curation/scorers/deepghs.py)
+        "not_illustration",  # anime_real: a photograph; anime_classify: 3D or not a painting
+        "comic",  # anime_classify: a comic page or panel
+        "monochrome",  # monochrome: greyscale or one tint, as Danbooru tags it
     ),
     "dedup": (
         "exact_duplicate",  # byte-identical to the kept sample named in duplicate_of

@@ -27,6 +27,26 @@ TIERS = (HIGH, LOW)
 SHARE_TOLERANCE = 1e-6  # how far the target shares may sum away from 1 (float noise in a TOML file)
 
 
+# Ranges of the numbers of [weights]: relative weights within 1e-6..1e6 of each other keep every
+# sum over a billion samples (and its inverse) a finite float; the clip is on weights of mean 1.
+WEIGHT_RANGE = 1e6
+_RANGES = {
+    "high_fraction": (0.0, 1.0),
+    "high_weight": (1 / WEIGHT_RANGE, WEIGHT_RANGE),
+    "low_weight": (1 / WEIGHT_RANGE, WEIGHT_RANGE),
+    "high_min_illustration": (0.0, 1.0),
+    "high_max_upscale": (1.0, WEIGHT_RANGE),
+    "tag_threshold": (0.0, 1.0),
+    "tag_power": (0.0, 16.0),
+    "tag_cap": (1.0, WEIGHT_RANGE),
+    "min_weight": (0.0, 1.0),
+    "max_weight": (0.0, WEIGHT_RANGE),
+    "training_samples": (1, 10**15),
+}
+# Halvings or doublings that take any positive float to any other: the solver's brackets stop here.
+BRACKET_STEPS = 2200
+
+
 class WeightError(ValueError):
     """A weight policy that cannot be met by these samples; the message says which part and why."""
 
@@ -54,7 +74,8 @@ class WeightConfig:
     training_samples: int = 1_000_000  # draws of one training run, for the expected-draws summary
 
     def check(self) -> None:
-        """Raise ValueError naming the key for any value that cannot be used."""
+        """Raise ValueError naming the key for any value that cannot be used: every number finite and
+        in a range whose sums over a billion samples still fit a float (no inf, no NaN, no hang)."""
         if not 0 <= self.high_fraction <= 1:
             raise ValueError(f"weights.high_fraction must be in [0, 1], got {self.high_fraction}")
         for key in ("high_weight", "low_weight"):
@@ -112,6 +133,15 @@ class WeightConfig:
             raise ValueError(
                 f"weights.training_samples must be a positive integer, got {self.training_samples!r}"
             )
+        for key, (lo, hi) in _RANGES.items():
+            value = getattr(self, key)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or not lo <= value <= hi
+            ):
+                raise ValueError(f"weights.{key} must be a finite number in [{lo:g}, {hi:g}], got {value!r}")
 
 
 def check_sources(cfg: WeightConfig, sources: Sequence[str]) -> None:
@@ -255,12 +285,30 @@ def solve_scale(u: np.ndarray, target: float, lo: float, hi: float) -> float:
     def total(c: float) -> float:
         return float(_clip(c * u, lo, hi).sum())
 
-    c = target / float(u.sum())
+    if n == 0:
+        return 1.0
+    with np.errstate(over="ignore"):
+        mass = float(u.sum())
+    if not np.all(np.isfinite(u)) or np.any(u <= 0) or not 0 < mass < np.inf:
+        raise WeightError(f"the relative weights of {n} samples must be finite and > 0 with a finite sum")
+    c = target / mass
+    if not 0 < c < np.inf:
+        raise WeightError(
+            f"a total weight of {target:.6g} from a raw total of {mass:.6g} has no finite scale"
+        )
     low_c, high_c = c, c
-    while total(low_c) > target:
+    # Bounded: the sum is monotone in c, so BRACKET_STEPS halvings / doublings reach any target that
+    # fits; one that does not (inf, 0) ends in a WeightError, never a loop that does not end.
+    for _ in range(BRACKET_STEPS):
+        if total(low_c) <= target:
+            break
         low_c /= 2
-    while total(high_c) < target:
+    for _ in range(BRACKET_STEPS):
+        if total(high_c) >= target:
+            break
         high_c *= 2
+    if not (total(low_c) <= target <= total(high_c)) or not (0 < low_c <= high_c < np.inf):
+        raise WeightError(f"no scale of the weights gives a total of {target:.6g} (the floats overflow)")
     for _ in range(200):
         if high_c - low_c <= 1e-15 * high_c:
             break

@@ -163,9 +163,22 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # the restricted unpickler raises several types; all mean "bad file"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise WeightsError(f"{path}: not a loadable torch checkpoint ({first[:300]})") from None
+            raise WeightsError(f"{path}: not a loadable torch checkpoint ({load_failure(exc)})") from None
     return unwrap(obj, path)
+
+
+def load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line, without PyTorch's advice
+    to retry with ``weights_only=False`` (never, for a file that failed this: it runs its code)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        found = next((line for line in lines[1:] if "GLOBAL" in line or "Unsupported" in line), None)
+        return (
+            f"refused by the restricted unpickler, it holds more than tensors: {found}"[:300]
+            if found
+            else "refused by the restricted unpickler: it holds more than tensors"
+        )
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def _check_container(path: str) -> None:

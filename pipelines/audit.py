@@ -16,8 +16,9 @@ import pyarrow.compute as pc
 
 from curation.weighting import effective_sample_size
 from pipelines.columnar import parquet_batches
-from sharding.layout import Layout
-from sharding.loader import BatchStream, LoaderError, open_layout, shard_problems
+from sharding.integrity import check_size, committed, read_shards, recorded_files
+from sharding.layout import MANIFEST, DamagedFileError, Layout
+from sharding.loader import REPAIR_HINT, BatchStream, LoaderError, open_layout, shard_problems
 from sharding.weights import WeightsVersionError, read_version
 
 from .columnar import bucket_labels
@@ -134,7 +135,7 @@ def _uncategorised(layout: Layout) -> dict[str, int]:
 def _rejects(layout: Layout) -> dict[str, int]:
     try:
         table = layout.read_parquet(layout.rejects, columns=["reason"])
-    except (FileNotFoundError, OSError):
+    except FileNotFoundError:  # a damaged table is an error (audit); an unreachable store too
         return {}
     counts = [(c["values"], c["counts"]) for c in pc.value_counts(table["reason"]).to_pylist()]
     return dict(sorted(counts, key=lambda rc: -rc[1]))  # stable: ties in order of first appearance
@@ -146,15 +147,25 @@ def audit(
 ) -> dict[str, Any]:  # fmt: skip
     """The audit report as a JSON-serialisable dict (``realised`` comes from the loader).
 
-    ``weights``: the weight version to audit (None: the active one).
+    ``weights``: the weight version to audit (None: the active one). A damaged table of OUT is a
+    LoaderError naming it, as in the loader.
     """
+    try:
+        return _audit(out, draws=draws, batch_size=batch_size, seed=seed, top_tags=top_tags, weights=weights)
+    except DamagedFileError as exc:
+        raise LoaderError(f"{exc}: {REPAIR_HINT}") from None
+
+
+def _audit(
+    out: Layout | str, *, draws: int, batch_size: int, seed: int, top_tags: int, weights: str | None
+) -> dict[str, Any]:
     layout = open_layout(out)
     with warnings.catch_warnings():  # bad shards are reported below, as part of the audit
         warnings.simplefilter("ignore")
         stream = BatchStream(
             layout, batch_size, seed=seed, keys_only=True, skip_bad_shards=True, weights=weights
         )
-    shards = layout.read_json(layout.shards_json)["shards"]
+    shards = read_shards(layout)
     problems = shard_problems(layout, shards)
     pop = stream.pop
     w = pop.weights
@@ -167,7 +178,7 @@ def audit(
     hist_counts, hist_edges = (
         np.histogram(np.log10(w[w > 0]), bins=30) if np.any(w > 0) else (np.zeros(0), np.zeros(1))
     )
-    build = layout.read_json(layout.build_json) if layout.exists(layout.build_json) else None
+    build, _ = committed(layout)  # build.json, or its committed copy when build.json is damaged
     first = list(dict.fromkeys(drawn["first_rows"]))
     return {
         "out": layout.out,
@@ -291,11 +302,14 @@ def compare(out: Layout | str, a: str, b: str, *, top_tags: int = 20) -> dict[st
     layout = open_layout(out)
     out = layout.out
     try:
+        check_size(layout, MANIFEST, recorded_files(layout))
         table = layout.read_parquet(
             layout.manifest, columns=["key", "source", "bucket_w", "bucket_h", "tags"]
         )
-    except (FileNotFoundError, OSError) as exc:
+    except FileNotFoundError as exc:
         raise LoaderError(f"{out} is not a finished build (no manifest.parquet): {exc}") from None
+    except DamagedFileError as exc:
+        raise LoaderError(f"{exc}: {REPAIR_HINT}") from None
     buckets = bucket_labels(table)
     tags = table["tags"].combine_chunks()
     parents = pc.list_parent_indices(tags).to_numpy()

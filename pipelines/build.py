@@ -23,22 +23,24 @@ from curation.scan import ScanSettings, make_settings
 from curation.sources import SourceError, SourceSpec, check_metadata, check_unique_names, iter_records
 from curation.storage import SourceStorage
 from curation.weighting import WeightConfig, WeightError, check_sources
-from sharding.layout import Layout
-from sharding.samplejson import dataset_card
+from sharding.integrity import FILES, commit, record_files
+from sharding.layout import DamagedFileError, Layout
 from sharding.schema import RECORD_SCHEMA, REJECT_SCHEMA
 from sharding.weights import FIRST_VERSION
 
 from .columnar import bucket_labels, labels
 from .config import BuildConfig, ConfigError, diff_dicts
-from .finalize import manifest_rows, write_manifest, write_rejects
+from .finalize import manifest_rows, write_dataset_card, write_manifest, write_rejects
 from .planphase import PlanReader, PlanSettings, write_plan
 from .progress import Progress
-from .reweight import manifest_inputs, solve, write_first_version
-from .shardcheck import damage, intact_states
+from .repair import Finished, finished_build, repair_finished
+from .reweight import manifest_inputs, policy_meta, solve, write_first_version
+from .shardcheck import intact_states
 
 # 2: weights, tiers and quality quantiles moved out of shards/manifest/plan into weight versions
 #    (OUT/weights/); shards are grouped by bucket only (docs/output.md, "Changes").
-CONTRACT_VERSION = 3  # 3: sample JSON without nulls, tags as strings (docs/output.md)
+# 3: sample JSON without nulls, tags as strings.
+CONTRACT_VERSION = 4  # 4: a `txt` caption member per sample; the HF card names the build (docs/output.md)
 
 
 class BuildRefused(Exception):
@@ -77,6 +79,7 @@ class BuildSummary:
     timings: dict[str, float]
     already_complete: bool = False
     weights: dict[str, Any] | None = None  # curation.weighting.weight_summary
+    repaired: list[str] = field(default_factory=list)  # files a re-run rebuilt (pipelines/repair.py)
 
     def lines(self) -> list[str]:
         c = self.counts
@@ -162,8 +165,8 @@ def _plan_level_change(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return _scan_identity(old) == _scan_identity(new)
 
 
-def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
-    """Refuse a changed request; return the summary when OUT is already complete."""
+def check_request(req: BuildRequest, layout: Layout) -> Finished | None:
+    """Refuse a changed request; return the last commit (pipelines/repair.py) when OUT is finished."""
     check_unique_names(req.sources)
     merge_source_shares(req)
     try:
@@ -171,8 +174,14 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
     except WeightError as exc:
         raise ConfigError(str(exc)) from None
     identity = req.identity()
+    finished = finished_build(layout)
+    if finished is not None:
+        old = finished.record["request"]
+        if old != identity:
+            refuse_changed_request(req, layout, old, identity)  # returns only for a stored weight policy
+        return finished
     if layout.exists(layout.request):
-        old = layout.read_json(layout.request)
+        old = read_request(layout)
         if old != identity and _plan_level_change(old, identity) and not layout.exists(layout.plan):
             # Nothing downstream of the scan exists yet (e.g. the plan refused the weights):
             # a change to the plan's settings costs nothing, so take it instead of refusing.
@@ -184,25 +193,6 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
             layout.write_json(layout.request, identity)
         elif old != identity:
             refuse_changed_request(req, layout, old, identity)
-        if layout.exists(layout.build_json):
-            done = layout.read_json(layout.build_json)
-            damaged = damaged_shards(layout) if done.get("complete") else {}
-            if damaged:
-                # A finished build whose shards changed is not complete: the damaged ones are
-                # rewritten from the plan (materialize checks each shard's size and sha256).
-                listed = "; ".join(f"{p}: {why}" for p, why in sorted(damaged.items())[:5])
-                print(
-                    f"linepairs: {len(damaged)} damaged shard(s), rewriting them: {listed}", file=sys.stderr
-                )
-                layout.remove(layout.build_json)
-            elif done.get("complete"):
-                return BuildSummary(
-                    req.out,
-                    done["counts"],
-                    done["timings"],
-                    already_complete=True,
-                    weights=done.get("weights"),
-                )
     elif not layout.is_empty():
         raise BuildRefused(
             f"{req.out} exists, is not empty and is not a linepairs build; choose another --out"
@@ -210,6 +200,18 @@ def check_request(req: BuildRequest, layout: Layout) -> BuildSummary | None:
     else:
         layout.write_json(layout.request, identity)
     return None
+
+
+def read_request(layout: Layout) -> dict[str, Any]:
+    """``_state/request.json`` of an unfinished build; one line when it is damaged (nothing committed
+    says what the request was, so it cannot be restored)."""
+    try:
+        return layout.read_json(layout.request)
+    except DamagedFileError as exc:
+        raise BuildRefused(
+            f"{exc}; the build is unfinished, so its request cannot be recovered: delete {layout.out} "
+            "and build again"
+        ) from None
 
 
 RECORDS_PART = 4096  # inputs per records part (private) and the largest scan part
@@ -243,7 +245,7 @@ def refuse_changed_request(
     """
     changes = diff_dicts(old, new)
     shown = f"{'; '.join(changes[:8])}{' ...' if len(changes) > 8 else ''}"
-    finished = layout.exists(layout.build_json) and layout.read_json(layout.build_json).get("complete")
+    finished = finished_build(layout) is not None
     if finished and _without_weights(old) == _without_weights(new):
         from .reweight import stored_policies
 
@@ -270,9 +272,15 @@ def predicts_tags(config: BuildConfig) -> bool:
 
 
 def enumerate_records(req: BuildRequest, layout: Layout) -> int:
-    """Stream every source into records parts; returns the number of scan units (scan parts)."""
+    """Stream every source into records parts; returns the number of scan units (scan parts).
+
+    Done when ``_state/enumerated.json`` exists and so does every records part it counts: a part
+    deleted (it was damaged) is written again by enumerating again (the others are kept)."""
     if layout.exists(layout.enumerated):
-        return layout.read_json(layout.enumerated)["chunks"]
+        done = layout.read_json(layout.enumerated)
+        listed = layout.listed_sizes(layout.records_dir)
+        if all(layout.records_part(c) in listed for c in range(done.get("records_parts", done["chunks"]))):
+            return done["chunks"]
     check_metadata(req.sources, req.config.filters, predicts_tags(req.config), req.storage)
     size = req.config.scan.chunk_size or RECORDS_PART
     chunk, rows, seq = 0, [], 0
@@ -377,7 +385,7 @@ def settings_from_records(
 def plan(req: BuildRequest, layout: Layout, chunks: int) -> PlanReader:
     """Dedup, bucket fit, a feasibility check of the weights and the shard plan
     (pipelines/planphase.py); streamed, so memory is per part."""
-    if not layout.exists(layout.plan):
+    if not layout.exists(layout.plan) or not layout.exists(layout.early_rejects):  # (written first)
         cfg = req.config
         settings = PlanSettings(cfg.dedup, cfg.weights, cfg.buckets, cfg.shards.samples_per_shard, cfg.seed)
         write_plan(
@@ -396,14 +404,6 @@ def check_weights(cfg: WeightConfig, kept: pa.Table) -> None:
         raise ConfigError(
             f"{exc}. Fix [weights] and run the same command again: nothing is planned yet, so the scan is reused."
         ) from None
-
-
-def damaged_shards(layout: Layout) -> dict[str, str]:
-    """Shards of a finished build that no longer match shards.json: path -> what is wrong."""
-    shards = layout.read_json(layout.shards_json)["shards"] if layout.exists(layout.shards_json) else None
-    if shards is None:
-        return {layout.shards_json: "missing"}
-    return damage(layout, shards)
 
 
 def _actor_pool_shape(mat, resources: dict[str, float], shards: int) -> tuple[int, dict[str, Any], str]:
@@ -427,10 +427,6 @@ def _small_state(state: dict[str, Any]) -> dict[str, Any]:
 
 def materialize(req: BuildRequest, layout: Layout, plan: PlanReader) -> dict[str, dict[str, Any]]:
     """Write every missing shard on a pool of ShardMaterializer actors (extractors loaded once per actor)."""
-    import ray
-
-    from .tasks import MaterializeSettings, ShardMaterializer
-
     # The plan is read shard by shard (PlanReader): only the shards in flight become Python rows.
     spans = plan.spans
     # a shard is done when its state is there and its tar has the recorded size and sha256
@@ -438,26 +434,43 @@ def materialize(req: BuildRequest, layout: Layout, plan: PlanReader) -> dict[str
     todo = [shard for shard in sorted(spans) if shard not in states]
     progress = Progress("materialize", total=plan.num_rows, unit="samples", enabled=req.show_progress)
     progress.update(sum(spans[s][1] for s in states))
-    if todo:
-        from .distribute import ActorPool
-
-        n, opts, device = _actor_pool_shape(req.config.materialize, ray.cluster_resources(), len(todo))
-        # No Ray restarts: the pool replaces a lost actor and hands its shards to the living (distribute.py).
-        cls = ray.remote(ShardMaterializer).options(max_restarts=0, max_task_retries=0, **opts)
-        settings = MaterializeSettings.from_config(req.config, device, req.storage)
-
-        def submit(actor, shard: str):
-            # Only the shards in flight become Python rows (PlanReader reads their row groups).
-            return actor.materialize.remote(plan.rows(shard))
-
-        # one running, one queued per actor: bounded in-flight work, no idle gap between shards
-        with ActorPool(lambda: cls.remote(layout, settings), n, per_actor=2) as pool:
-            for shard, state in pool.map(todo, submit):
-                states[shard] = _small_state(state)
-                progress.update(spans[shard][1])
-            if pool.lost:
-                _log(req, f"materialize: {pool.lost} actor(s) lost; their shards were redone on the others")
+    states.update(write_shards(req, layout, plan, todo, progress))
     progress.close()
+    return states
+
+
+def write_shards(
+    req: BuildRequest, layout: Layout, plan: PlanReader, todo: list[str], progress: Progress | None = None
+) -> dict[str, dict[str, Any]]:
+    """Write the shards ``todo`` of ``plan`` (each tar, then its state marker) on an actor pool in
+    the Ray session of the caller; returns their small states. Also the repair's way to rewrite a
+    damaged shard (pipelines/repair.py): the same rows give the same bytes."""
+    if not todo:
+        return {}
+    import ray
+
+    from .distribute import ActorPool
+    from .tasks import MaterializeSettings, ShardMaterializer
+
+    states: dict[str, dict[str, Any]] = {}
+    spans = plan.spans
+    n, opts, device = _actor_pool_shape(req.config.materialize, ray.cluster_resources(), len(todo))
+    # No Ray restarts: the pool replaces a lost actor and hands its shards to the living (distribute.py).
+    cls = ray.remote(ShardMaterializer).options(max_restarts=0, max_task_retries=0, **opts)
+    settings = MaterializeSettings.from_config(req.config, device, req.storage)
+
+    def submit(actor, shard: str):
+        # Only the shards in flight become Python rows (PlanReader reads their row groups).
+        return actor.materialize.remote(plan.rows(shard))
+
+    # one running, one queued per actor: bounded in-flight work, no idle gap between shards
+    with ActorPool(lambda: cls.remote(layout, settings), n, per_actor=2) as pool:
+        for shard, state in pool.map(todo, submit):
+            states[shard] = _small_state(state)
+            if progress is not None:
+                progress.update(spans[shard][1])
+        if pool.lost:
+            _log(req, f"materialize: {pool.lost} actor(s) lost; their shards were redone on the others")
     return states
 
 
@@ -488,9 +501,7 @@ def finalize(
     )
     counts = make_counts(tally.samples, reasons, tally.counts("bucket"), shards, inputs, dropped)
     # README.md (an HF dataset card) before build.json, the marker that says the build is complete
-    conf = req.config
-    card = dataset_card([e.name for e in conf.extractors], conf.shards.image_format, conf.augment.enabled)
-    layout.write_bytes(layout.dataset_card, card.encode("utf-8"))
+    write_dataset_card(layout, req.config.to_dict(), CONTRACT_VERSION)
     build = {
         "complete": True,
         "contract": CONTRACT_VERSION,
@@ -502,18 +513,20 @@ def finalize(
         "extractors": extractor_records,
         "scorers": scorer_records or {},
         "versions": _versions(),
+        # what the commit wrote, for every later check (sharding/integrity.py)
+        FILES: record_files(layout, {FIRST_VERSION: policy_meta(cfg)}),
     }
-    layout.write_json(layout.build_json, build)
+    commit(layout, build)
     return BuildSummary(req.out, counts, timings, weights=weights)
 
 
-def manifest_of(req: BuildRequest, plan_table: pa.Table, states: dict[str, dict[str, Any]]) -> pa.Table:
+def manifest_of(extractors: list[str], plan_table: pa.Table, states: dict[str, dict[str, Any]]) -> pa.Table:
     """The manifest rows of the plan rows that were written (all but the late rejects), in plan order.
 
     For an increment's small plan; the build streams its manifest (pipelines/finalize.py)."""
     late = pa.array(sorted({r["key"] for s in states.values() for r in s["rejects"]}), pa.string())
     dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
-    return manifest_rows(plan_table, late, [e.name for e in req.config.extractors], dropped)
+    return manifest_rows(plan_table, late, extractors, dropped)
 
 
 def late_rejects(states: dict[str, dict[str, Any]]) -> pa.Table:
@@ -548,8 +561,11 @@ def make_counts(
         "drawings_dropped": dict(Counter(name for why in dropped.values() for name in why)),
     }
     if counts["samples"] + counts["rejected"] != inputs:
-        raise RuntimeError(
-            f"accounting error: {counts['samples']} kept + {counts['rejected']} rejected != {inputs} inputs"
+        from .repair import IntegrityError
+
+        raise IntegrityError(
+            f"accounting error: {counts['samples']} kept + {counts['rejected']} rejected != {inputs} inputs; "
+            "OUT's tables disagree with its records (`linepairs verify OUT` names the files)"
         )
     return counts
 
@@ -603,9 +619,9 @@ def run_build(req: BuildRequest) -> BuildSummary:
     if req.retry:
         raise BuildRefused(f"--retry needs a finished build in {req.out}")
     layout.ensure_root()  # --append to an empty OUT is a plain build
-    done = check_request(req, layout)
-    if done is not None:
-        return done
+    finished = check_request(req, layout)
+    if finished is not None:  # a re-run: check OUT against its last commit, repair what changed
+        return repair_finished(req, layout, finished)
     # Build every extractor once here: missing or wrong weights are one clear error before any
     # work starts, and the checkpoint hashes go into build.json.
     extractor_records = check_extractors(req)

@@ -7,6 +7,11 @@ Labels whose name starts with ``keep`` must be kept, ``reject`` rejected.
 
 With ``folds`` > 1 the one fitted part, the illustration model (``curation.artmodel``), is refitted
 k times: each image is then decided by a model that never saw it, and every figure is out of fold.
+
+Learned scorers in the config (``[scorers.*]``) run here too, in this process on CPU, on every image
+that decodes, so a refit can re-decide any of them; the report says how many decisions each one
+changed (the same images decided again without it). The report gives per-label figures and, per
+label, the five most confident wrong decisions, with thumbnails in the HTML sheet.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ import numpy as np
 import pyarrow as pa
 
 from curation import artmodel
-from curation.metrics import failed_metric
+from curation.decode import decode_image, read_bytes
+from curation.metrics import first_crossing
 from curation.quality import quality_score
-from curation.scan import ScanSettings, scan_rows
+from curation.scan import ScanSettings, scan_row
 from curation.sources.folder import iter_folder
 from curation.weighting import HIGH, compute_weights, high_tier_eligible
 
@@ -45,13 +51,39 @@ def read_labels(path: str) -> dict[str, str]:
             reader = csv.DictReader(fh)
             if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
                 raise UsageError(f"{path}: needs the columns 'file' and 'label', has {reader.fieldnames}")
-            labels = {r["file"]: r["label"] for r in reader if r.get("file")}
+            rows = [(reader.line_num, r["file"], r["label"]) for r in reader if r.get("file")]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UsageError(f"cannot read labels {path}: {exc}") from None
+    refuse_repeated_files(path, rows)
+    labels = {file: label for _, file, label in rows}
     bad = sorted({v for v in labels.values() if not v.startswith(("keep", "reject"))})
     if bad:
         raise UsageError(f"{path}: labels must start with 'keep' or 'reject', got {', '.join(bad[:5])}")
     return labels
+
+
+def refuse_repeated_files(path: str, rows: Sequence[tuple[int, str, str]]) -> None:
+    """One label per file: a file listed twice (even with the same label) is refused, naming its
+    lines, rather than the last row silently winning."""
+    lines: dict[str, list[int]] = {}
+    for line, file, _ in rows:
+        lines.setdefault(file, []).append(line)
+    repeated = [(f, ls) for f, ls in lines.items() if len(ls) > 1]
+    if repeated:
+        shown = "; ".join(f"{f!r} on lines {', '.join(map(str, ls))}" for f, ls in repeated[:5])
+        raise UsageError(
+            f"{path}: {len(repeated)} file(s) labelled more than once ({shown}); keep one row each"
+        )
+
+
+def refuse_links_out(images: str, locations: Mapping[str, str], labelled: Sequence[str]) -> None:
+    """The build's symlink policy for the labelled images: one whose links resolve outside the
+    folder is refused, never read."""
+    from curation.sources.common import leaves_root
+
+    outside = [why for f in labelled if (why := leaves_root(images, locations[f]))]
+    if outside:
+        raise UsageError(f"{len(outside)} labelled file(s) leave {images}: {'; '.join(outside[:3])}")
 
 
 def settings_for(cfg: BuildConfig, records: Sequence[Mapping[str, Any]]) -> ScanSettings:
@@ -67,60 +99,147 @@ def settings_for(cfg: BuildConfig, records: Sequence[Mapping[str, Any]]) -> Scan
 
 
 def scan_labelled(
-    images: str, labels: Mapping[str, str], cfg: BuildConfig
+    images: str, labels: Mapping[str, str], cfg: BuildConfig, scorers: Mapping[str, Any] | None = None
 ) -> tuple[list[dict], ScanSettings]:
     """Scan rows of every labelled image (in label order), each with its ``label``."""
     if not os.path.isdir(images):
         raise UsageError(f"not a folder: {images}")
-    records = {r.source_id: r.to_row() for r in iter_folder(SOURCE, images)}
+    found = list(iter_folder(SOURCE, images))
+    records = {r.source_id: r.to_row() for r in found}
     missing = sorted(set(labels) - set(records))
     if missing:
         raise UsageError(f"{len(missing)} labelled file(s) not found in {images}: {', '.join(missing[:5])}")
+    refuse_links_out(images, {r.source_id: r.location for r in found}, list(labels))
     chosen = [records[f] for f in labels]
     settings = settings_for(cfg, chosen)
-    rows = scan_rows(chosen, settings)
+    rows, settings = scan_and_decide(chosen, settings, cfg, scorers)
     for row in rows:
         row["label"] = labels[row["source_id"]]
     return rows, settings
+
+
+def make_scorers(cfg: BuildConfig) -> dict[str, Any]:
+    """The configured learned scorers, built here on CPU; bad weights are one UsageError."""
+    from curation import scorers
+
+    built = {}
+    for spec in cfg.scorers:
+        try:
+            built[spec.name] = scorers.create(spec.name, weights=spec.weights, device="cpu", **spec.options)
+        except (ValueError, OSError) as exc:  # lineart.weights.WeightsError is a ValueError
+            raise UsageError(f"scorer {spec.name!r}: {exc}") from None
+    return built
+
+
+def scan_and_decide(
+    records: Sequence[Mapping[str, Any]],
+    settings: ScanSettings,
+    cfg: BuildConfig,
+    scorers: Mapping[str, Any] | None = None,
+) -> tuple[list[dict], ScanSettings]:
+    """The build's scan of ``records``: measures, the configured scorers on every decoded image, verdicts.
+
+    Every image that decodes is measured and scored (the metric rules are applied afterwards, by
+    ``decide``), so a refit or a leave-one-scorer-out pass can re-decide any image from its columns.
+    Returns the rows and the settings their verdicts used (the illustration cut deferred to a
+    photo classifier when one is configured, as in a build). ``scorers``: built ones (``make_scorers``);
+    default: built here from ``cfg``.
+    """
+    from curation.scorers.apply import defer_illustration, score_images
+
+    scorers = make_scorers(cfg) if scorers is None else scorers
+    settings = replace(settings, metrics=defer_illustration(settings.metrics, list(scorers)))
+    measure_all = replace(settings, metrics=replace(settings.metrics, enabled=False))
+    rows, pixels = [], []
+    for record in records:
+        row, small = scan_row(record, measure_all)
+        rows.append(row)
+        if small is not None:
+            pixels.append((len(rows) - 1, small))
+    score_images(rows, pixels, scorers)
+    for row in rows:
+        decide(row, settings, scorers, cfg.scoring.fill_tags)
+    return rows, settings
+
+
+def decide(row: dict, settings: ScanSettings, scorers: Mapping[str, Any], fill_tags: bool = True) -> None:
+    """One decoded row's verdict from its columns, in a build's order: metric rules, then the scorers.
+
+    Sets status / stage / reason / detail, the quality score and ``confidence``: for a kept image
+    its quality score (what its draws will follow), for a rejected one how far past its rule it is
+    (a metric's margin relative to its limit, a classifier's probability).
+    """
+    from curation.scorers.apply import apply_predictions, judge
+
+    if row.get("sharpness") is None or row.get("stage") not in (None, "metric", "scorer"):
+        return  # metadata / decode rejects do not depend on any of this
+    row.update(status="kept", stage=None, reason=None, detail=None)
+    crossed = first_crossing(row, settings.metrics, settings.min_side)
+    if crossed is not None:
+        row.update(status="rejected", stage="metric", reason=crossed.reason, detail=crossed.detail)
+    else:
+        apply_predictions(row, settings.filters, fill_tags)
+        judge(row, scorers)
+    q = quality_score(row, settings.quantiles.get(row.get("source") or "", {}), settings.quality)
+    row["quality_score"] = None if math.isnan(q) else q
+    if row["status"] == "kept":
+        row["confidence"] = row["quality_score"]
+    elif crossed is not None:
+        row["confidence"] = crossed.margin
+    else:
+        row["confidence"] = _scorer_confidence(row)
+
+
+def _scorer_confidence(row: Mapping[str, Any]) -> float | None:
+    """The deciding classifier's probability, read back from its detail (``P(x) 0.93 >= 0.5``)."""
+    detail = row.get("detail") or ""
+    try:
+        return float(detail.split(") ", 1)[1].split()[0]) if ") " in detail else None
+    except (IndexError, ValueError):
+        return None
 
 
 def _rules_only(settings: ScanSettings) -> ScanSettings:
     return replace(settings, metrics=replace(settings.metrics, min_illustration=0.0))
 
 
-def refit_out_of_fold(rows: list[dict], settings: ScanSettings, folds: int, seed: int = 0) -> dict[str, Any]:
+def residual(rows: Sequence[dict], settings: ScanSettings) -> list[int]:
+    """Indices of the decoded rows that every other metric rule lets through: what the model judges."""
+    rules = _rules_only(settings)
+    return [
+        i for i, r in enumerate(rows)
+        if r.get("sharpness") is not None and r["stage"] in (None, "metric", "scorer")
+        and first_crossing(r, rules.metrics, settings.min_side) is None
+    ]  # fmt: skip
+
+
+def refit_out_of_fold(
+    rows: list[dict],
+    settings: ScanSettings,
+    folds: int,
+    seed: int = 0,
+    scorers: Mapping[str, Any] | None = None,
+    l2: float | None = None,
+) -> dict[str, Any]:
     """Re-decide every image with an illustration model fitted without its fold; returns the fit's summary.
 
     The model is fitted, as shipped, on the images that pass every other rule (the ones it has to
-    judge), with label keep = 1. Rows change in place: ``illustration``, status, reason, score.
+    judge), with label keep = 1, ridge ``l2`` (default: the shipped model's). Rows change in place:
+    ``illustration``, status, reason, score.
     """
-    rules = _rules_only(settings)
-    residual = [
-        i
-        for i, r in enumerate(rows)
-        if r.get("sharpness") is not None
-        and r["stage"] in (None, "metric")
-        and failed_metric(r, rules.metrics, settings.min_side) is None
-    ]
-    x, have = artmodel.design([rows[i] for i in residual])
-    index = [residual[j] for j in have]
+    index = residual(rows, settings)
+    x, have = artmodel.design([rows[i] for i in index])
+    index = [index[j] for j in have]
     y = np.array([rows[i]["label"].startswith("keep") for i in index], np.int64)
     if len(np.unique(y)) < 2 or min(np.bincount(y)) < folds:
         raise UsageError(f"--cv {folds}: needs at least {folds} keep and reject images that pass the rules")
-    p = artmodel.cross_val_predict(
-        x, y, folds, seed=seed, l2=float((artmodel.load_model() or {}).get("l2", 1.0))
-    )
+    if l2 is None:  # the shipped model's penalty
+        l2 = float((artmodel.load_model() or {}).get("l2", 1.0))
+    p = artmodel.cross_val_predict(x, y, folds, seed=seed, l2=l2)
     for i, prob in zip(index, p, strict=True):
         rows[i]["illustration"] = float(prob)
     for row in rows:
-        if row.get("sharpness") is None or row["stage"] not in (None, "metric"):
-            continue  # metadata / decode rejects do not depend on the model
-        failed = failed_metric(row, settings.metrics, settings.min_side)
-        row.update(status="kept", stage=None, reason=None, detail=None)
-        if failed:
-            row.update(status="rejected", stage="metric", reason=failed[0], detail=failed[1])
-        q = quality_score(row, settings.quantiles.get(row.get("source") or "", {}), settings.quality)
-        row["quality_score"] = None if math.isnan(q) else q
+        decide(row, settings, scorers or {})
     return {
         "folds": folds,
         "seed": seed,
@@ -131,23 +250,92 @@ def refit_out_of_fold(rows: list[dict], settings: ScanSettings, folds: int, seed
 
 
 def fit_model(rows: Sequence[dict], settings: ScanSettings, l2: float, source: str) -> dict[str, Any]:
-    """The illustration model fitted on every labelled image that passes the other rules."""
-    rules = _rules_only(settings)
-    residual = [
-        r for r in rows
-        if r.get("sharpness") is not None and r["stage"] in (None, "metric")
-        and failed_metric(r, rules.metrics, settings.min_side) is None
-    ]  # fmt: skip
-    x, have = artmodel.design(residual)
-    y = np.array([residual[j]["label"].startswith("keep") for j in have], np.int64)
+    """The illustration model fitted on every labelled image that passes the other rules.
+
+    ``fitted_on`` names the data and lists the images (file, label), so the shipped JSON says
+    exactly what it learned from.
+    """
+    chosen = [rows[i] for i in residual(rows, settings)]
+    x, have = artmodel.design(chosen)
+    used = [chosen[j] for j in have]
+    y = np.array([r["label"].startswith("keep") for r in used], np.int64)
     model = artmodel.fit(x, y, l2)
     model["fitted_on"] = {
         "data": source,
         "images": len(y),
         "keeps": int(y.sum()),
         "rejects": int(len(y) - y.sum()),
+        "files": sorted([r["source_id"], r["label"]] for r in used),
     }
     return model
+
+
+def cross_validated(
+    rows: Sequence[dict],
+    settings: ScanSettings,
+    cfg: BuildConfig,
+    folds: int = 5,
+    seeds: int = 10,
+    l2: float | None = None,
+) -> dict[str, Any]:
+    """The whole decision chain out of fold over ``seeds`` fold seeds: mean and range of each figure,
+    and per label the mean recall and its range (what ``artmodel.json`` and the bench record)."""
+    import copy
+
+    runs = []
+    for seed in range(seeds):
+        trial = copy.deepcopy(list(rows))
+        refit_out_of_fold(trial, settings, folds, seed, l2=l2)
+        tiers_of(trial, cfg)
+        runs.append(summarise(trial))
+
+    def spread(values: Sequence[float]) -> dict[str, float]:
+        return {"mean": round(float(np.mean(values)), 4), "min": round(float(np.min(values)), 4),
+                "max": round(float(np.max(values)), 4)}  # fmt: skip
+
+    figures = {k: spread([r[k] for r in runs]) for k in ("keep_recall", "reject_recall", "quality_auc",
+                                                          "high_tier_reject_share")}  # fmt: skip
+    figures["per_label_recall"] = {
+        label: spread([r["labels"][label]["recall"] for r in runs]) for label in runs[0]["labels"]
+    }
+    figures["high_tier_rejects"] = sorted({f for r in runs for f in r["high_tier_rejects"]})
+    figures["synthetic_kept"] = sorted(
+        {f for r in runs for f in r["kept_rejects"] if f.startswith("synthetic_")}
+    )
+    figures["how"] = f"{folds}-fold, fold seeds 0-{seeds - 1}, whole decision chain on all {len(rows)} images"
+    return figures
+
+
+def scorer_changes(rows: Sequence[dict], settings: ScanSettings, cfg: BuildConfig,
+                   scorers: Mapping[str, Any]) -> dict[str, dict[str, int]]:  # fmt: skip
+    """Per scorer: how many images get another keep/reject verdict, or another tier, without it.
+
+    Each scorer is left out in turn (its columns kept, its verdicts and its deferral of the
+    illustration cut gone, its quality component dropped) and every image is decided again.
+    """
+    import copy
+
+    from curation.scorers.apply import defer_illustration
+
+    base = {r["source_id"]: (r["status"], r.get("tier")) for r in rows}
+    undeferred = replace(settings.metrics, min_illustration=cfg.metrics.min_illustration)
+    out = {}
+    for name in scorers:
+        others = {n: s for n, s in scorers.items() if n != name}
+        trial = copy.deepcopy(list(rows))
+        columns = getattr(scorers[name], "columns", ())
+        for r in trial:  # without its columns: no quality component, no rating, no verdict
+            for c in columns:
+                r[c] = None
+        without = replace(settings, metrics=defer_illustration(undeferred, list(others)))
+        for r in trial:
+            decide(r, without, others, cfg.scoring.fill_tags)
+        tiers_of(trial, cfg)
+        verdicts = sum(base[r["source_id"]][0] != r["status"] for r in trial)
+        tiers = sum(base[r["source_id"]][1] != r.get("tier") and r["status"] == "kept" == base[r["source_id"]][0]
+                    for r in trial)  # fmt: skip
+        out[name] = {"verdicts": int(verdicts), "tiers": int(tiers)}
+    return out
 
 
 def auc(pos: Sequence[float], neg: Sequence[float]) -> float:
@@ -181,8 +369,18 @@ def tiers_of(rows: Sequence[dict], cfg: BuildConfig) -> None:
         r["tier"] = str(tier)
 
 
+WRONG_SHOWN = 5  # most confident wrong decisions per label in the report and the sheet
+
+
+def most_confident_wrong(rows: Sequence[dict], label: str, n: int = WRONG_SHOWN) -> list[dict]:
+    """The ``n`` wrong decisions on ``label`` that the pipeline was surest of (``confidence``, highest first)."""
+    wrong = [r for r in rows if r["label"] == label and (r["status"] == "kept") != label.startswith("keep")]
+    return sorted(wrong, key=lambda r: (-(r.get("confidence") or 0.0), r["source_id"]))[:n]
+
+
 def summarise(rows: Sequence[dict]) -> dict[str, Any]:
-    """Per label kept / rejected with reasons; recalls; AUC of the quality score; the high tier's rejects."""
+    """Per label kept / rejected with reasons, its recall and its most confident wrong decisions;
+    recalls; AUC of the quality score; the high tier's rejects."""
     per_label: dict[str, dict[str, Any]] = {}
     for r in rows:
         entry = per_label.setdefault(r["label"], {"n": 0, "kept": 0, "rejected": 0, "reasons": Counter()})
@@ -192,8 +390,14 @@ def summarise(rows: Sequence[dict]) -> dict[str, Any]:
         else:
             entry["rejected"] += 1
             entry["reasons"][r["reason"]] += 1
-    for entry in per_label.values():
+    for label, entry in per_label.items():
         entry["reasons"] = dict(sorted(entry["reasons"].items()))
+        entry["recall"] = (entry["kept"] if label.startswith("keep") else entry["rejected"]) / entry["n"]
+        entry["most_confident_wrong"] = [
+            {"file": r["source_id"], "decision": r["status"] if r["status"] == "kept" else r["reason"],
+             "detail": r.get("detail"), "confidence": r.get("confidence"), "tier": r.get("tier")}
+            for r in most_confident_wrong(rows, label)
+        ]  # fmt: skip
     keeps = [r for r in rows if r["label"].startswith("keep")]
     rejects = [r for r in rows if r["label"].startswith("reject")]
     scored = [r for r in rows if r.get("quality_score") is not None]
@@ -226,19 +430,24 @@ def calibrate(
     labels = read_labels(labels_path)
     if not labels:
         raise UsageError(f"{labels_path}: no labelled files")
-    rows, settings = scan_labelled(images, labels, cfg)
-    cv = refit_out_of_fold(rows, settings, folds, seed) if folds > 1 else None
+    scorers = make_scorers(cfg)
+    rows, settings = scan_labelled(images, labels, cfg, scorers)
+    cv = refit_out_of_fold(rows, settings, folds, seed, scorers) if folds > 1 else None
     tiers_of(rows, cfg)
     report = summarise(rows)
     report["cross_validation"] = cv or "off: the shipped illustration model decides (fitted, not out of fold)"
+    if scorers:
+        report["scorer_changes"] = scorer_changes(rows, settings, cfg, scorers)
     return report, rows
 
 
 def summary_lines(report: Mapping[str, Any]) -> list[str]:
-    lines = [f"{'label':<22} {'n':>4} {'kept':>5} {'rej':>5}  reasons"]
+    lines = [f"{'label':<22} {'n':>4} {'kept':>5} {'rej':>5} {'recall':>6}  reasons"]
     for label, e in report["labels"].items():
         reasons = ", ".join(f"{k} {v}" for k, v in e["reasons"].items())
-        lines.append(f"{label:<22} {e['n']:>4} {e['kept']:>5} {e['rejected']:>5}  {reasons}")
+        lines.append(
+            f"{label:<22} {e['n']:>4} {e['kept']:>5} {e['rejected']:>5} {e['recall']:>6.3f}  {reasons}"
+        )
     lines += [
         f"keep recall {report['keep_recall']:.3f}, reject recall {report['reject_recall']:.3f}",
         f"quality score ROC AUC (keeps above rejects) {report['quality_auc']:.3f}",
@@ -246,23 +455,45 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
         f"({report['high_tier_reject_share']:.1%})",
         f"cross-validation: {report['cross_validation']}",
     ]
+    for name, changed in report.get("scorer_changes", {}).items():
+        lines.append(
+            f"scorer {name}: changed {changed['verdicts']} keep/reject verdict(s) and {changed['tiers']} tier(s)"
+        )
+    for label, e in report["labels"].items():
+        for w in e["most_confident_wrong"]:
+            conf = "" if w["confidence"] is None else f" (confidence {w['confidence']:.2f})"
+            lines.append(f"  wrong {label}: {w['file']} -> {w['decision']}{conf}")
     return lines
 
 
 def _thumb(path: str, height: int = 128) -> str:
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:  # PIL-only formats (or not an image at all): no picture, the row still lists it
+    """An inline JPEG thumbnail decoded by the build's own decoder (every format a build reads)."""
+    try:
+        rgb = decode_image(read_bytes(path), 64_000_000).rgb
+    except Exception:  # not an image the build reads: no picture, the row still lists it
         return ""
-    scale = height / img.shape[0]
-    img = cv2.resize(img, (max(1, round(img.shape[1] * scale)), height), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    scale = height / rgb.shape[0]
+    small = cv2.resize(rgb, (max(1, round(rgb.shape[1] * scale)), height), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", small[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])
     return (
         f'<img alt="" src="data:image/jpeg;base64,{base64.b64encode(buf.tobytes()).decode()}">' if ok else ""
     )
 
 
+def _caption(r: Mapping[str, Any]) -> str:
+    q, c = r.get("quality_score"), r.get("confidence")
+    return (
+        f"{r['source_id']} | label {r['label']} | {r['status']}"
+        + (f": {r['reason']} ({r['detail']})" if r["status"] != "kept" else "")
+        + (f" | quality {q:.3f}" if q is not None else "")
+        + (f" | confidence {c:.2f}" if c is not None else "")
+        + f" | tier {r.get('tier')}"
+    )
+
+
 def contact_sheet(report: Mapping[str, Any], rows: Sequence[dict]) -> str:
-    """Self-contained HTML: every wrong decision with its thumbnail, label, decision and reason (escaped)."""
+    """Self-contained HTML: per label its figures and its five most confident wrong decisions with
+    thumbnails; the reject-labelled images in the high tier; every wrong decision listed (all escaped)."""
     e = html.escape
     wrong = [r for r in rows if (r["status"] == "kept") != r["label"].startswith("keep")]
     high = [r for r in rows if r.get("tier") == HIGH and r["label"].startswith("reject")]
@@ -270,20 +501,24 @@ def contact_sheet(report: Mapping[str, Any], rows: Sequence[dict]) -> str:
         "<!doctype html><html><head><meta charset='utf-8'><title>linepairs calibrate</title>",
         "<style>body{font:14px system-ui,sans-serif;margin:20px}.c{display:inline-block;width:260px;"
         "margin:6px;vertical-align:top;border:1px solid #ccc;padding:4px}.c img{max-width:250px}"
-        "pre{white-space:pre-wrap}</style></head><body>",
-        "<h1>Calibration: wrong decisions</h1>",
+        "pre{white-space:pre-wrap}td,th{padding:2px 8px;text-align:left}</style></head><body>",
+        "<h1>Calibration</h1>",
         f"<pre>{e(chr(10).join(summary_lines(report)))}</pre>",
     ]
-    for title, group in (("Wrong keep / reject", wrong), ("Reject-labelled in the high tier", high)):
-        parts.append(f"<h2>{e(title)} ({len(group)})</h2>")
-        for r in group:
-            q = r.get("quality_score")
-            caption = (
-                f"{r['source_id']} | label {r['label']} | {r['status']}"
-                + (f": {r['reason']} ({r['detail']})" if r["status"] != "kept" else "")
-                + (f" | quality {q:.3f}" if q is not None else "")
-                + f" | tier {r.get('tier')}"
-            )
-            parts.append(f"<div class='c'>{_thumb(r['location'])}<div>{e(caption)}</div></div>")
-    parts.append("</body></html>")
+    for label, entry in report["labels"].items():
+        shown = most_confident_wrong(rows, label)
+        parts.append(
+            f"<h2>{e(label)}: {entry['n']} images, recall {entry['recall']:.3f}; "
+            f"most confident wrong decisions ({len(shown)})</h2>"
+        )
+        parts += [f"<div class='c'>{_thumb(r['location'])}<div>{e(_caption(r))}</div></div>" for r in shown]
+    parts.append(f"<h2>Reject-labelled in the high tier ({len(high)})</h2>")
+    parts += [f"<div class='c'>{_thumb(r['location'])}<div>{e(_caption(r))}</div></div>" for r in high]
+    parts.append(f"<h2>Every wrong decision ({len(wrong)})</h2><table><tr><th>file</th><th>label</th>"
+                 "<th>decision</th><th>detail</th></tr>")  # fmt: skip
+    for r in sorted(wrong, key=lambda r: (r["label"], r["source_id"])):
+        decision = "kept" if r["status"] == "kept" else r["reason"]
+        parts.append(f"<tr><td>{e(r['source_id'])}</td><td>{e(r['label'])}</td><td>{e(str(decision))}</td>"
+                     f"<td>{e(str(r.get('detail') or ''))}</td></tr>")  # fmt: skip
+    parts.append("</table></body></html>")
     return "\n".join(parts)

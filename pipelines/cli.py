@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import EXIT_USAGE, UsageError, os_error_in, os_error_line
+from .errors import EXIT_USAGE, UsageError, fault_line
 
 # One module per command; each has ``add_parser(subparsers)`` that sets ``handler(args) -> int``.
 COMMANDS = (
@@ -16,9 +16,11 @@ COMMANDS = (
     "pipelines.commands.extract",
     "pipelines.commands.audit",
     "pipelines.commands.reweight",
+    "pipelines.commands.export",
     "pipelines.commands.train",
     "pipelines.commands.eval",
     "pipelines.commands.sample",
+    "pipelines.commands.export_model",
     "pipelines.commands.calibrate",
     "pipelines.commands.bench",
 )
@@ -48,11 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         print("linepairs: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as exc:
-        # Disk full, read-only OUT, a vanished folder: one line, even when a Ray worker hit it.
-        err = os_error_in(exc)
-        if err is None:
+        # Disk full, read-only OUT, a store that stops answering or refuses, a damaged file: one
+        # line, even when a Ray worker hit it.
+        line = fault_line(exc, getattr(args, "out", None))
+        if line is None:
             raise
-        print(f"linepairs {args.command}: error: {os_error_line(err)}", file=sys.stderr)
+        print(f"linepairs {args.command}: error: {line}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sharding.layout import TMP_MARK, Layout, fsync_dir
+from sharding.layout import PARQUET_WRITE, TMP_MARK, Layout, fsync_dir, is_content_fault
 
 ROW_GROUP = 8192  # rows per row group of plan / manifest / rejects: the unit the driver reads back
 
@@ -78,10 +78,20 @@ def give_back_memory() -> None:
 
 def parquet_batches(layout: Layout, path: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
     """The file's row groups as tables, one at a time (ranged reads on an object store)."""
-    with layout.open_input_file(path) as fh:
-        f = pq.ParquetFile(fh)
+    f = layout.parquet_file(path)  # pages CRC-checked; a damaged file is a DamagedFileError naming it
+    try:
         for i in range(f.num_row_groups):
-            yield f.read_row_group(i, columns=columns)
+            try:
+                group = f.read_row_group(i, columns=columns)
+            except OSError as exc:
+                if is_content_fault(exc):
+                    raise layout.damaged(path, exc) from None
+                raise
+            except pa.ArrowException as exc:
+                raise layout.damaged(path, exc) from None
+            yield group
+    finally:
+        f.close()
 
 
 @contextmanager
@@ -94,7 +104,7 @@ def atomic_parquet(layout: Layout, path: str, schema: pa.Schema) -> Iterator[pq.
         fd, tmp = tempfile.mkstemp(prefix="linepairs-", suffix=".parquet")
         os.close(fd)
         try:
-            writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+            writer = pq.ParquetWriter(tmp, schema, **PARQUET_WRITE)
             try:
                 yield writer
             finally:
@@ -107,7 +117,7 @@ def atomic_parquet(layout: Layout, path: str, schema: pa.Schema) -> Iterator[pq.
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+    writer = pq.ParquetWriter(tmp, schema, **PARQUET_WRITE)
     try:
         yield writer
         writer.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -207,7 +208,65 @@ def _sidecars(data: Any, base_dir: str | None) -> SidecarConfig:
     return dataclasses.replace(cfg, tag_table=path)
 
 
+def non_finite(data: Any, where: str = "") -> str | None:
+    """The key path of the first NaN or infinite number in a TOML document (TOML spells them
+    ``nan`` and ``inf``); None when every number is finite."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return where or "value"
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list | tuple):
+        items = ((f"[{i}]", v) for i, v in enumerate(data))
+    else:
+        return None
+    for key, value in items:
+        path = f"{where}{key}" if str(key).startswith("[") else f"{where}.{key}" if where else str(key)
+        found = non_finite(value, path)
+        if found:
+            return found
+    return None
+
+
+# Ranges of the numbers every build reads (the sections that check their own: curation.*, lineart.*).
+# Bounds keep every loop and allocation they drive finite: a bucket walk of max_side / step steps,
+# a SIGALRM deadline, an encoder's quality, a seed numpy takes.
+_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "scan": {"max_pixels": (1, 2**32), "max_bytes": (1, 2**36), "max_seconds": (0, 86_400),
+             "min_side": (1, 65_536), "max_aspect": (1, 1_000), "chunk_size": (0, 1_000_000)},
+    "buckets": {"max_area": (1, 16_384**2), "step": (1, 4_096), "min_side": (1, 16_384),
+                "max_side": (1, 16_384), "max_upscale": (0, 64)},
+    "shards": {"samples_per_shard": (1, 1_000_000), "jpeg_quality": (1, 100), "webp_quality": (1, 100)},
+    "materialize": {"actors": (0, 100_000), "gpu_share": (0.001, 1)},
+    "scoring": {"actors": (0, 100_000), "gpu_share": (0.001, 1)},
+    "quality": {"scorer_size": (8, 4_096), "scorer_batch": (1, 4_096),
+                **{f"{k}_weight": (0, 1e6) for k in ("score", "fav", "aesthetic", "learned", "illustration",
+                   "fills", "sharpness", "resolution", "colorfulness", "jpeg", "clean", "edge")}},
+}  # fmt: skip
+SEED_MAX = 2**63 - 1
+
+
+def check_ranges(cfg: BuildConfig) -> None:
+    """ConfigError naming the first number of ``cfg`` outside its range (``_RANGES``)."""
+    if 0 < cfg.scan.max_seconds < 1e-6:  # setitimer rounds it to 0, which turns the deadline off
+        raise ConfigError(
+            f"scan.max_seconds must be 0 (no deadline) or >= 1e-6, got {cfg.scan.max_seconds!r}"
+        )
+    if not 0 <= cfg.seed <= SEED_MAX:
+        raise ConfigError(f"seed must be an integer in [0, 2**63 - 1], got {cfg.seed}")
+    for section, keys in _RANGES.items():
+        table = getattr(cfg, section)
+        for key, (lo, hi) in keys.items():
+            value = getattr(table, key)
+            if not lo <= value <= hi:
+                raise ConfigError(f"{section}.{key} must be in [{lo:g}, {hi:g}], got {value!r}")
+
+
 def config_from_dict(data: dict[str, Any], base_dir: str | None = None) -> BuildConfig:
+    bad = non_finite(data)
+    if bad:  # nan would pass every comparison below it; inf would be a loop or a clip without end
+        raise ConfigError(
+            f"{bad} is not a finite number (nan and inf are refused; leave a key out for its default)"
+        )
     known = {"seed", "scan", "buckets", "weights", "shards", "extractors", "materialize", "augment", "pair_quality",
              "filters", "metrics", "quality", "dedup", "sources", "scorers", "scoring", "sidecars"}  # fmt: skip
     unknown = sorted(set(data) - known)
@@ -269,6 +328,7 @@ def _check(cfg: BuildConfig) -> None:
         raise ConfigError("shards.samples_per_shard must be >= 1")
     if cfg.shards.image_format not in ("jpg", "webp"):
         raise ConfigError(f"shards.image_format must be 'jpg' or 'webp', got {cfg.shards.image_format!r}")
+    check_ranges(cfg)  # after the checks above, whose messages say more about the usual mistakes
 
 
 def read_toml(path: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ per tag. Weights are not here (contract 2): the build solves its first version f
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 
 from curation.records import TAG_CATEGORIES
 from sharding.layout import Layout
+from sharding.samplejson import TXT_SINCE_CONTRACT, dataset_card
 from sharding.schema import MANIFEST_SCHEMA, REJECT_SCHEMA
 
 from .columnar import ROW_GROUP, atomic_parquet, bucket_labels, codes, concat_lists, parquet_batches
@@ -86,12 +88,13 @@ def manifest_rows(
 
 def write_manifest(
     layout: Layout, late_keys: set[str], extractors: list[str],
-    dropped: Mapping[str, Mapping[str, str]],
+    dropped: Mapping[str, Mapping[str, str]], path: str | None = None,
 ) -> Tally:  # fmt: skip
-    """The plan rows minus the late rejects, plus ``tags`` (all categories) and ``extractors``."""
+    """The plan rows minus the late rejects, plus ``tags`` (all categories) and ``extractors``, into
+    ``path`` (default manifest.parquet; the repair writes the same bytes elsewhere first)."""
     tally = Tally()
     late = pa.array(sorted(late_keys), pa.string())
-    with atomic_parquet(layout, layout.manifest, MANIFEST_SCHEMA) as out:
+    with atomic_parquet(layout, path or layout.manifest, MANIFEST_SCHEMA) as out:
         for batch in parquet_batches(layout, layout.plan):
             batch = manifest_rows(batch, late, extractors, dropped)
             if batch.num_rows == 0:
@@ -102,8 +105,9 @@ def write_manifest(
     return tally
 
 
-def write_rejects(layout: Layout, late: list[dict[str, Any]]) -> dict[str, int]:
-    """Merge the early rejects with ``late`` (sorted by seq) into rejects.parquet; counts by reason."""
+def write_rejects(layout: Layout, late: list[dict[str, Any]], path: str | None = None) -> dict[str, int]:
+    """Merge the early rejects with ``late`` (sorted by seq) into ``path`` (default rejects.parquet);
+    counts by reason."""
     reasons: Counter[str] = Counter()
     late_seq = np.asarray([r["seq"] for r in late], np.int64)
     used = 0
@@ -114,7 +118,7 @@ def write_rejects(layout: Layout, late: list[dict[str, Any]]) -> dict[str, int]:
             for item in pc.value_counts(table["reason"]).to_pylist():
                 reasons[item["values"]] += item["counts"]
 
-    with atomic_parquet(layout, layout.rejects, REJECT_SCHEMA) as out:
+    with atomic_parquet(layout, path or layout.rejects, REJECT_SCHEMA) as out:
         for batch in parquet_batches(layout, layout.early_rejects):
             batch = batch.cast(REJECT_SCHEMA)
             if batch.num_rows == 0:
@@ -127,3 +131,23 @@ def write_rejects(layout: Layout, late: list[dict[str, Any]]) -> dict[str, int]:
             emit(out, batch)
         emit(out, pa.Table.from_pylist(late[used:], schema=REJECT_SCHEMA))
     return dict(reasons)
+
+
+def dataset_card_bytes(layout: Layout, config: Mapping[str, Any], contract: int) -> bytes:
+    """OUT/README.md for the build as it stands: its features (``config``: the build's config as a
+    dict) and its fingerprint, the sha256 of shards.json (so HF never serves a cached other build)."""
+    fingerprint = hashlib.sha256(layout.read_bytes(layout.shards_json)).hexdigest()
+    card = dataset_card(
+        [e["name"] for e in config["extractors"]],
+        config.get("shards", {}).get("image_format", "jpg"),
+        bool(config.get("augment", {}).get("enabled", False)),  # older builds' configs may lack it
+        fingerprint,
+        txt=contract >= TXT_SINCE_CONTRACT,
+    )
+    return card.encode("utf-8")
+
+
+def write_dataset_card(layout: Layout, config: Mapping[str, Any], contract: int) -> None:
+    """Called after every write of shards.json: the build, each append and retry, and reweight (a
+    no-op there, as weights change no row); the repair rebuilds it with ``dataset_card_bytes``."""
+    layout.write_bytes(layout.dataset_card, dataset_card_bytes(layout, config, contract))

@@ -22,8 +22,10 @@ the snapshots and the increment's own files, so a kill at any moment resumes to 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +39,7 @@ from curation.records import REJECT_REASONS
 from curation.scan import ScanSettings
 from curation.sources import check_metadata, iter_records
 from curation.weighting import WeightError
+from sharding.integrity import check_build, committed, read_shards
 from sharding.layout import BUILD_JSON, MANIFEST, REJECTS, REJECTS_HISTORY, SHARDS_JSON, Layout
 from sharding.plan import make_plan, shard_index, split_too_small
 from sharding.schema import RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA, SCAN_SCHEMA
@@ -44,6 +47,7 @@ from sharding.weights import read_version
 
 from .config import ConfigError, diff_dicts
 from .dedup import find_pairs
+from .finalize import write_dataset_card
 
 APPEND, RETRY = "append", "retry"
 # Sections a retry may change: curation settings read by the scan ("all rejects after a curation change").
@@ -132,16 +136,35 @@ def _spec_without_share(spec: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if k != "share"}
 
 
-def check_increment(req, layout: Layout, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(build.json, what this increment records as its request); BuildRefused on a conflicting request."""
+def base_build(layout: Layout, kind: str) -> tuple[dict[str, Any], Any]:
+    """(the committed build.json an increment starts from, its Finished record for the repair, or
+    None when an increment is in flight: its finalize rewrites the public files from its snapshot).
+
+    When build.json and its copy are both lost, the last increment's snapshot holds the build as it
+    was before it: that increment is then resumed (finishing it commits a new build.json)."""
+    from .build import BuildRefused
+    from .repair import Finished, last_increment
+
+    record, problems = committed(layout)
+    if record is None:
+        last = last_increment(layout)
+        if not last:
+            raise BuildRefused(
+                f"{layout.out} has no finished build to {kind} to; finish it first (the same command without --{kind})"
+            )
+        snapshot = Increment(layout, last).base(BUILD_JSON)
+        record = check_build(layout.read_json(snapshot), layout.display(snapshot))
+        return record, None
+    in_flight = layout.exists(Increment(layout, len(record.get("appends", [])) + 1).request)
+    return record, None if in_flight else Finished(record, problems)
+
+
+def check_increment(req, layout: Layout, kind: str, build: dict[str, Any]) -> dict[str, Any]:
+    """What this increment records as its request (``build``: the committed build.json); BuildRefused
+    on a conflicting request."""
     from .build import BuildRefused
 
-    build = layout.read_json(layout.build_json) if layout.exists(layout.build_json) else {}
-    if not build.get("complete"):
-        raise BuildRefused(
-            f"{req.out} has no finished build to {kind} to; finish it first (the same command without --{kind})"
-        )
-    base = layout.read_json(layout.request)
+    base = build["request"]
     new = req.identity()
     may_change = {"weights", "sources", *(RETRY_MAY_CHANGE if kind == RETRY else ())}
     old_cfg = {k: v for k, v in base["config"].items() if k not in may_change}
@@ -163,7 +186,7 @@ def check_increment(req, layout: Layout, kind: str) -> tuple[dict[str, Any], dic
                 f"source {spec['name']!r} was {_spec_without_share(old)} in {req.out}, now "
                 f"{_spec_without_share(spec)}; give a new source a new name"
             )
-    return build, {
+    return {
         "kind": kind,
         "reasons": list(req.retry),
         "sources": new["sources"],
@@ -377,18 +400,31 @@ def plan_increment(req, layout: Layout, inc: Increment, enumerated: dict[str, An
     return plan
 
 
-def finalize_increment(
-    req, layout: Layout, inc: Increment, meta: dict[str, Any], enumerated: dict[str, Any], plan: pa.Table,
-    states: dict[str, dict[str, Any]], seconds: float,
-) -> Any:  # fmt: skip
-    from .build import BuildSummary, count, late_rejects, manifest_of
-    from .reweight import resolve_all, summarize
+@dataclasses.dataclass
+class IncrementTables:
+    """The public tables after one increment, from the tables before it and the increment's own files."""
 
-    base_build = layout.read_json(inc.base(BUILD_JSON))
-    old_manifest = layout.read_parquet(inc.base(MANIFEST))
-    new_rows = manifest_of(req, plan, states)
+    manifest: pa.Table
+    new_rows: pa.Table  # the increment's manifest rows
+    rejects: pa.Table
+    fresh_rejects: int  # reject rows this increment added
+    history: pa.Table  # rejects_history (may be empty: then no file is written)
+    shards: list[dict[str, Any]]  # shards.json entries
+
+
+def increment_tables(
+    layout: Layout, inc: Increment, meta: dict[str, Any], enumerated: dict[str, Any], plan: pa.Table,
+    states: dict[str, dict[str, Any]], extractors: list[str], before: dict[str, Any],
+) -> IncrementTables:  # fmt: skip
+    """The tables after increment ``inc``. ``before``: manifest, rejects, history (tables, history
+    None when there is none) and shards (shards.json entries) as they were: the snapshot for a
+    finalize, the replayed tables for a repair (pipelines/repair.py). A pure function of these and
+    the increment's files, so both give the same bytes."""
+    from .build import late_rejects, manifest_of
+
+    old_manifest = before["manifest"]
+    new_rows = manifest_of(extractors, plan, states)
     manifest = pa.concat_tables([old_manifest, new_rows.cast(old_manifest.schema)])
-    layout.write_parquet(layout.manifest, manifest)
 
     scanned = _scan_table(
         layout, enumerated["first_chunk"], enumerated["chunks"], REJECT_COLUMNS + ["status"]
@@ -401,7 +437,7 @@ def finalize_increment(
             .select(REJECT_COLUMNS)
             .cast(REJECT_SCHEMA),
         )
-    old_rejects = layout.read_parquet(inc.base(REJECTS)).cast(REJECT_SCHEMA)
+    old_rejects = before["rejects"].cast(REJECT_SCHEMA)
     retried = pa.array([], pa.int64())
     if meta["kind"] == RETRY and scanned is not None:
         retried = pa.chunked_array(
@@ -412,36 +448,106 @@ def finalize_increment(
         ).combine_chunks()
     was_retried = pc.is_in(old_rejects["seq"], retried)
     rejects = pa.concat_tables([old_rejects.filter(pc.invert(was_retried)), *fresh]).sort_by("seq")
-    layout.write_parquet(layout.rejects, rejects)
     superseded = old_rejects.filter(was_retried)
     history_parts = []
-    if layout.exists(inc.base(REJECTS_HISTORY)):
-        history_parts.append(layout.read_parquet(inc.base(REJECTS_HISTORY)).cast(HISTORY_SCHEMA))
+    if before["history"] is not None:
+        history_parts.append(before["history"].cast(HISTORY_SCHEMA))
     history_parts.append(
         superseded.append_column("superseded_in", pa.array([inc.number] * superseded.num_rows, pa.int64()))
     )
     history = pa.concat_tables(history_parts)
-    if history.num_rows:
-        layout.write_parquet(layout.rejects_history, history)
-
     new_shards = [s["stats"] for s in states.values()]
-    shards = sorted(layout.read_json(inc.base(SHARDS_JSON))["shards"] + new_shards, key=lambda s: s["path"])
-    layout.write_json(layout.shards_json, {"shards": shards})
+    shards = sorted(before["shards"] + new_shards, key=lambda s: s["path"])
+    return IncrementTables(manifest, new_rows, rejects, sum(t.num_rows for t in fresh), history, shards)
 
+
+def snapshot_tables(layout: Layout, inc: Increment) -> dict[str, Any]:
+    """The tables as they were when increment ``inc`` started (its snapshot), checked against the
+    snapshot's own record when it has one (a damaged snapshot is named, never finalized from)."""
+    from sharding.integrity import FILES, file_faults
+
+    base_build = layout.read_json(inc.base(BUILD_JSON))
+    files = {rel: e for rel, e in (base_build.get(FILES) or {}).items() if rel in SNAPSHOT}
+    damaged = file_faults(_SnapshotView(layout, inc), files)
+    if damaged:
+        from .repair import IntegrityError
+
+        listed = "; ".join(f"{rel}: {why}" for rel, why in damaged.items())
+        raise IntegrityError(
+            f"the snapshot of {layout.out} taken when increment #{inc.number} started is damaged ({listed}); "
+            f"remove {layout.display(inc.dir)} and run the command again to start it afresh"
+        )
+    history = inc.base(REJECTS_HISTORY)
+    return {
+        "build": base_build,
+        "manifest": layout.read_parquet(inc.base(MANIFEST)),
+        "rejects": layout.read_parquet(inc.base(REJECTS)),
+        "history": layout.read_parquet(history) if layout.exists(history) else None,
+        "shards": read_shards(layout, layout.read_bytes(inc.base(SHARDS_JSON))),
+    }
+
+
+class _SnapshotView:
+    """A Layout-like view whose ``path(rel)`` is the snapshot copy of ``rel`` (for ``file_faults``)."""
+
+    def __init__(self, layout: Layout, inc: Increment) -> None:
+        self._layout, self._inc = layout, inc
+
+    def path(self, rel: str) -> str:
+        return self._inc.base(rel)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._layout, name)
+
+
+def write_tables(layout: Layout, tables: IncrementTables, base_build: dict[str, Any]) -> None:
+    layout.write_parquet(layout.manifest, tables.manifest)
+    layout.write_parquet(layout.rejects, tables.rejects)
+    if tables.history.num_rows:
+        layout.write_parquet(layout.rejects_history, tables.history)
+    layout.write_json(layout.shards_json, {"shards": tables.shards})
+    # the card names the grown build, so HF datasets never serves its cache of the old one
+    write_dataset_card(layout, base_build["request"]["config"], base_build["contract"])
+
+
+def finalize_increment(
+    req, layout: Layout, inc: Increment, meta: dict[str, Any], enumerated: dict[str, Any], plan: pa.Table,
+    states: dict[str, dict[str, Any]], seconds: float,
+) -> Any:  # fmt: skip
+    """Rewrite the public files from the snapshot and the increment's files, then commit build.json
+    with the increment recorded (a kill anywhere resumes to the same bytes)."""
+    from sharding.integrity import commit, record_files
+
+    from .build import BuildSummary, count
+    from .reweight import policies_of, resolve_all, summarize
+
+    before = snapshot_tables(layout, inc)
+    base_build = before["build"]
+    tables = increment_tables(
+        layout, inc, meta, enumerated, plan, states, [e.name for e in req.config.extractors], before
+    )
+    write_tables(layout, tables, base_build)
+    manifest = tables.manifest
+
+    policies = policies_of(layout, base_build)
     try:
-        versions = resolve_all(layout, manifest)
+        versions, policies = resolve_all(layout, manifest, policies, base_build.get("weights_active"),
+                                         given=req.config.weights)  # fmt: skip
     except WeightError as exc:
         raise ConfigError(f"{exc}; run `linepairs reweight {req.out} --config FILE --activate` with a policy "
                           "for every source, then the same command again") from None  # fmt: skip
+    for name, what in versions.items():
+        if what.startswith("new"):  # said even with -q: the command's [weights] did not become active
+            print(f"linepairs: weights {name}: {what}", file=sys.stderr, flush=True)
 
-    active_name, active, meta_w = read_version(layout)
+    active_name, active, meta_w = read_version(layout, base_build.get("weights_active"), recorded=False)
     training = meta_w.get("weights", {}).get("training_samples", req.config.weights.training_samples)
     weights = summarize(manifest, active, training)
 
     inputs = base_build["counts"]["inputs"] + enumerated["inputs"]
     dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
     old_dropped = base_build["counts"].get("drawings_dropped", {})
-    counts = count(manifest, rejects, shards, inputs, dropped, weights)
+    counts = count(manifest, tables.rejects, tables.shards, inputs, dropped, weights)
     for name, n in old_dropped.items():
         counts["drawings_dropped"][name] = counts["drawings_dropped"].get(name, 0) + n
     record = {
@@ -452,9 +558,9 @@ def finalize_increment(
         "config_changes": meta["config_changes"],
         "inputs": enumerated["inputs"],
         "scanned": enumerated["scanned"],
-        "kept": new_rows.num_rows,
-        "rejected": sum(t.num_rows for t in fresh),
-        "shards": sorted(s["path"] for s in new_shards),
+        "kept": tables.new_rows.num_rows,
+        "rejected": tables.fresh_rejects,
+        "shards": sorted(s["stats"]["path"] for s in states.values()),
         "weights": versions,
         "seconds": round(seconds, 3),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -465,8 +571,9 @@ def finalize_increment(
         "weights": weights,
         "weights_active": active_name,
         "appends": [*base_build.get("appends", []), record],
+        "files": record_files(layout, policies),
     }
-    layout.write_json(layout.build_json, build)
+    commit(layout, build)
     return BuildSummary(req.out, counts, {"total": seconds}, weights=weights)
 
 
@@ -475,11 +582,16 @@ def run_increment(req, kind: str) -> Any:
     from .build import _log, check_extractors, materialize, scan
     from .planphase import PlanReader
     from .raycluster import ray_session
+    from .repair import repair_finished
 
-    layout = Layout(req.out)
+    layout = req.layout or Layout(req.out)
     req.out = layout.out
-    build, meta = check_increment(req, layout, kind)
+    build, finished = base_build(layout, kind)
+    meta = check_increment(req, layout, kind, build)
     check_extractors(req)
+    repaired = []
+    if finished is not None:  # OUT as its last commit left it, before anything is added (pipelines/repair.py)
+        repaired = repair_finished(req, layout, finished).repaired
     number = len(build.get("appends", [])) + 1
     inc = Increment(layout, number)
     if layout.exists(inc.request):
@@ -507,8 +619,9 @@ def run_increment(req, kind: str) -> Any:
         from .build import BuildSummary
 
         return BuildSummary(
-            req.out, build["counts"], build["timings"], already_complete=True, weights=build.get("weights")
-        )
+            req.out, build["counts"], build["timings"], already_complete=True, weights=build.get("weights"),
+            repaired=repaired,
+        )  # fmt: skip
     with ray_session(req.address) as where:
         _log(req, f"linepairs: {kind} #{number} to {req.out} on {where}: {enumerated['scanned']} inputs")
         settings = increment_settings(req, layout, enumerated["first_chunk"], enumerated["chunks"])
@@ -518,6 +631,7 @@ def run_increment(req, kind: str) -> Any:
     summary = finalize_increment(
         req, layout, inc, meta, enumerated, plan, states, time.perf_counter() - start
     )
+    summary.repaired = repaired
     layout.remove_temp_files()
     return summary
 

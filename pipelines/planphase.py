@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curation.dedup import DedupConfig
 from curation.weighting import WeightConfig
@@ -256,7 +255,7 @@ class PlanReader:
     most the row groups of the shard in flight, never the whole plan."""
 
     def __init__(self, layout: Layout, path: str):
-        self.file = pq.ParquetFile(layout.open_input_file(path))
+        self.file = layout.parquet_file(path)  # pages CRC-checked as they are read
         meta = self.file.metadata
         sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)

@@ -28,6 +28,38 @@ def unreachable(address: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
         return exc.strerror or type(exc).__name__
 
 
+# Ray's switch for "no cluster": its node address is then 127.0.0.1, and its GCS, raylet, agents
+# and workers listen on loopback only. ``_node_ip_address="127.0.0.1"`` is not enough: Ray turns
+# a loopback address back into the host's own (services.resolve_ip_for_localhost), and its servers
+# then listen on every interface, with only the token between them and a neighbour.
+_NO_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """While an embedded Ray starts: its processes take the loopback address (they read the
+    variable when they start; the driver's copy of the constant is set for the same span)."""
+    from ray._private import ray_constants
+
+    before_env, before_const = os.environ.get(_NO_CLUSTER_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_NO_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before_const
+        if before_env is None:
+            os.environ.pop(_NO_CLUSTER_ENV, None)
+        else:
+            os.environ[_NO_CLUSTER_ENV] = before_env
+
+
+def is_loopback(address: str) -> bool:
+    """``127.x.x.x:port``, ``localhost:port`` or ``[::1]:port`` (optionally ``ray://``)."""
+    host = address.removeprefix("ray://").rpartition(":")[0].strip("[]")
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None) -> Iterator[str]:
     """Yield a description of the cluster in use; shut down only what this call started."""
@@ -54,7 +86,10 @@ def ray_session(address: str | None = None) -> Iterator[str]:
                     f"head with `ray start --head` or give its address (README, Run on a cluster)"
                 )
             try:
-                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+                # A cluster on this machine's loopback (an embedded one, bound as below) is joined
+                # from loopback too: Ray would otherwise look for its node under the host's address.
+                with loopback_only() if is_loopback(address) else contextlib.nullcontext():
+                    ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
             except ConnectionError as exc:  # one line, with the usual cause (README, Run on a cluster)
                 from .errors import UsageError
 
@@ -68,14 +103,14 @@ def ray_session(address: str | None = None) -> Iterator[str]:
             # address="local" always starts a fresh instance: without it ray.init() joins any
             # cluster already running on the machine (or a stale ray_current_cluster file) and
             # then refuses num_cpus. Bound to loopback: an embedded build serves no one else.
-            ray.init(
-                address="local",
-                _node_ip_address="127.0.0.1",
-                num_cpus=os.cpu_count(),
-                include_dashboard=False,
-                logging_level=logging.ERROR,
-                log_to_driver=False,
-            )
+            with loopback_only():
+                ray.init(
+                    address="local",
+                    num_cpus=os.cpu_count(),
+                    include_dashboard=False,
+                    logging_level=logging.ERROR,
+                    log_to_driver=False,
+                )
             where = "embedded Ray"
     try:
         yield f"{where} ({ray.cluster_resources().get('CPU', 0):.0f} CPUs, {ray.cluster_resources().get('GPU', 0):.0f} GPUs)"

@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from curation.weighting import WeightConfig, WeightError, compute_weights, high_tier_eligible, weight_summary
-from sharding.layout import Layout
+from sharding.integrity import ACTIVE, FILES, commit, committed, file_record, weight_file
+from sharding.layout import DATASET_CARD, MANIFEST, DamagedFileError, Layout
 from sharding.weights import (
     FIRST_VERSION,
     WeightsVersionError,
@@ -132,8 +133,7 @@ def write_first_version(layout: Layout, manifest: pa.Table, cfg: WeightConfig) -
     return summarize(manifest, version, cfg.training_samples)
 
 
-def next_name(layout: Layout) -> str:
-    taken = set(list_versions(layout))
+def next_name(taken: list[str]) -> str:
     n = 1
     while f"v{n}" in taken:
         n += 1
@@ -142,16 +142,16 @@ def next_name(layout: Layout) -> str:
 
 def recorded_config(layout: Layout) -> dict[str, Any]:
     """The finished build's config (build.json ``request.config``); ReweightRefused if unfinished."""
-    build = layout.read_json(layout.build_json) if layout.exists(layout.build_json) else {}
-    if not build.get("complete"):
-        raise ReweightRefused(f"{layout.out} is not a finished build (no complete build.json)")
-    return build["request"]["config"]
+    return finished_record(layout)["request"]["config"]
 
 
-def weights_from_toml(path: str, recorded: dict[str, Any]) -> WeightConfig:
-    """``[weights]`` of a TOML file; refuses a file whose other settings differ from the build's."""
+def weights_from_toml(path: str, recorded: dict[str, Any] | Layout) -> WeightConfig:
+    """``[weights]`` of a TOML file; refuses a file whose other settings differ from the build's
+    (``recorded``: its config, or OUT, whose config is read once the file itself is checked)."""
     data = read_toml(path)
-    cfg = config_from_dict(data, os.path.dirname(os.path.abspath(path)))
+    cfg = config_from_dict(data, os.path.dirname(os.path.abspath(path)))  # hostile numbers: refused here
+    if isinstance(recorded, Layout):
+        recorded = recorded_config(recorded)
     given = cfg.to_dict()
     others = sorted(set(data) - set(WEIGHT_SECTIONS) - {"sources"})
     changes = [
@@ -200,18 +200,27 @@ def reweight(
 ) -> ReweightResult:
     """Solve (or, with no ``cfg`` and an existing ``name``, just activate) a weight version of OUT.
 
-    ``cfg`` None: the build's recorded ``[weights]``. Raises ReweightRefused / WeightError.
+    ``cfg`` None: the build's recorded ``[weights]``. The manifest is checked against build.json
+    first (a version solved over a damaged manifest would be wrong). The new version and build.json
+    are committed together (sharding/integrity.py): a reweight killed before build.json leaves a
+    version that is not recorded, which the next reweight or build re-run removes.
+    Raises ReweightRefused / WeightError / DamagedFileError.
     """
     start = time.perf_counter()
     layout = out if isinstance(out, Layout) else Layout(out)
-    recorded = recorded_config(layout)
-    existing = list_versions(layout)
+    build = finished_record(layout)
+    recorded = build["request"]["config"]
+    files = build.get(FILES) or {}
+    policies = policies_of(layout, build)
+    if files:
+        drop_unrecorded_versions(layout, policies)
+    existing = sorted(policies)
     if name is not None:
         check_name(name)
     if cfg is None and name in existing:  # activate a stored version
         _, version, meta = read_version(layout, name)
         cfg = policy_of(meta)
-        manifest = layout.read_parquet(layout.manifest, columns=["key", "source", "bucket_w", "bucket_h"])
+        manifest = read_manifest(layout, ["key", "source", "bucket_w", "bucket_h"], files)
         if not version["key"].equals(manifest["key"]):
             raise ReweightRefused(f"weight version {name!r} does not match the manifest; solve it again")
     else:
@@ -219,58 +228,167 @@ def reweight(
             raise ReweightRefused(f"weight version {name!r} exists; choose another --name")
         if cfg is None:
             cfg = policy_of({"weights": recorded["weights"]})
-        name = name or next_name(layout)
-        manifest = layout.read_parquet(layout.manifest, columns=manifest_inputs(cfg))
+        name = name or next_name(existing)
+        manifest = read_manifest(layout, manifest_inputs(cfg), files)
         version = solve(manifest, cfg)
         store(layout, name, version, cfg)
+        policies[name] = policy_meta(cfg)
     summary = summarize(manifest, version, cfg.training_samples)
     if activate_it:
         set_active(layout, name)
-        _record_active(layout, name, summary)
+        build["weights"], build["weights_active"] = summary, name
+    refresh_card(layout, build)
+    if files:  # the commit records what this reweight wrote; every other record stays as it was
+        files = dict(files)
+        files[weight_file(name)] = {**file_record(layout, weight_file(name)), "policy": policies[name]}
+        if activate_it:
+            files[ACTIVE] = file_record(layout, ACTIVE)
+        if DATASET_CARD in files and layout.exists(layout.dataset_card):
+            files[DATASET_CARD] = file_record(layout, DATASET_CARD)
+        build[FILES] = files
+    commit(layout, build)
     is_active = active_name(layout) == name
     return ReweightResult(
         layout.out, name, is_active, manifest.num_rows, time.perf_counter() - start, summary
     )
 
 
-def _record_active(layout: Layout, name: str, summary: dict[str, Any]) -> None:
-    """build.json states the active version and its summary."""
-    build = layout.read_json(layout.build_json)
-    build["weights"], build["weights_active"] = summary, name
-    layout.write_json(layout.build_json, build)
+def read_manifest(layout: Layout, columns: list[str], files: dict[str, Any]) -> pa.Table:
+    """The manifest's ``columns``, the whole file's size and sha256 checked against build.json
+    first (hashed as a stream: the manifest is never held whole, docs/scale.md)."""
+    from sharding.integrity import file_faults
+
+    if not layout.exists(layout.manifest):
+        raise DamagedFileError(layout.display(layout.manifest), "missing")
+    wrong = file_faults(layout, {MANIFEST: files[MANIFEST]}) if MANIFEST in files else {}
+    if wrong:
+        raise DamagedFileError(layout.display(layout.manifest), wrong[MANIFEST])
+    return layout.read_parquet(layout.manifest, columns=columns)
 
 
-def stored_policies(layout: Layout) -> dict[str, WeightConfig]:
-    """Version name -> its policy, for every stored version of OUT."""
+def refresh_card(layout: Layout, build: dict[str, Any]) -> None:
+    """Rewrite OUT's HF card for the build as it stands (``build``: its committed build.json; a build
+    of an older contract gets its fingerprint too); its bytes change only when the shards did, so
+    HF's cache stays valid."""
+    from .finalize import write_dataset_card
+
+    if not layout.exists(layout.shards_json):  # a manifest-only OUT (the reweight and scale benches)
+        return
+    write_dataset_card(layout, build["request"]["config"], int(build.get("contract", 0)))
+
+
+def finished_record(layout: Layout) -> dict[str, Any]:
+    """The committed build.json (or its copy when build.json is damaged); ReweightRefused if unfinished."""
+    build, _ = committed(layout)
+    if build is None:
+        raise ReweightRefused(f"{layout.out} is not a finished build (no complete build.json)")
+    return build
+
+
+def policies_of(layout: Layout, build: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Version name -> the policy it was solved with (``{"weights": {...}}``): build.json's record,
+    or for a build from before the records, each version file's own metadata."""
+    files = build.get(FILES)
+    if files:
+        prefix = weight_file("")[: -len(".parquet")]
+        return {
+            rel[len(prefix) : -len(".parquet")]: entry["policy"]
+            for rel, entry in files.items()
+            if rel.startswith(prefix) and isinstance(entry.get("policy"), dict)
+        }
     found = {}
     for name in list_versions(layout):
         try:
-            found[name] = policy_of(read_version(layout, name)[2])
-        except (WeightsVersionError, ValueError, KeyError):
+            found[name] = read_version(layout, name)[2]
+        except (WeightsVersionError, ValueError):
             continue
     return found
 
 
-def resolve_all(layout: Layout, manifest: pa.Table) -> dict[str, str]:
-    """Re-solve every stored version over ``manifest`` (after an append), each with its own policy.
+def drop_unrecorded_versions(layout: Layout, policies: dict[str, Any]) -> list[str]:
+    """Remove weight files build.json does not record (a reweight killed before its commit);
+    returns their names."""
+    gone = [n for n in list_versions(layout) if n not in policies]
+    for name in gone:
+        layout.remove(layout.weights_version(name))
+    return gone
 
-    Returns version -> "ok" or why it was removed (its policy no longer applies, e.g. shares
-    without the new source). The active version must solve: WeightError otherwise.
-    """
-    active = active_name(layout)
-    report = {}
-    for name in list_versions(layout):
+
+def stored_policies(layout: Layout) -> dict[str, WeightConfig]:
+    """Version name -> its policy, for every recorded version of OUT."""
+    build, _ = committed(layout)
+    found = {}
+    for name, meta in policies_of(layout, build or {}).items():
         try:
-            _, _, meta = read_version(layout, name)
+            found[name] = policy_of(meta)
+        except (ValueError, KeyError):
+            continue
+    return found
+
+
+def resolve_all(
+    layout: Layout, manifest: pa.Table, policies: dict[str, dict[str, Any]], active: str | None,
+    given: WeightConfig | None = None,
+) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:  # fmt: skip
+    """Re-solve every version of ``policies`` over ``manifest`` (after an append), each with its own
+    policy; with ``given`` (the command's ``[weights]``) not among them, also solve that one as a
+    new version (not active), so a changed ``[weights]`` is never dropped without a word.
+
+    Returns (version -> "ok", "new: ..." or why it was removed, the policies kept). A version whose
+    policy no longer applies (shares without the new source) is removed; the active one must solve
+    (WeightError otherwise).
+    """
+    report: dict[str, str] = {}
+    kept: dict[str, dict[str, Any]] = {}
+    for name, meta in sorted(policies.items()):
+        try:
             cfg = policy_of(meta)
             store(layout, name, solve(manifest, cfg), cfg)
-            report[name] = "ok"
-        except (WeightError, WeightsVersionError, ValueError, KeyError) as exc:
+            report[name], kept[name] = "ok", meta
+        except (WeightError, ValueError, KeyError) as exc:
             if name == active:
                 raise WeightError(f"active weight version {name!r}: {exc}") from None
-            layout.remove(layout.weights_version(name))
+            if layout.exists(layout.weights_version(name)):
+                layout.remove(layout.weights_version(name))
             report[name] = f"removed: {exc}"
-    return report
+    if given is not None and policy_meta(given) not in kept.values():
+        name = next_name(list(policies))
+        store(layout, name, solve(manifest, given), given)
+        kept[name] = policy_meta(given)
+        report[name] = (
+            f"new: the [weights] given with this command, solved over the union (not active: "
+            f"`linepairs reweight {layout.out} --name {name} --activate` makes it the default)"
+        )
+    return report, kept
+
+
+def resolve_faults(layout: Layout) -> list[str]:
+    """Each recorded weight version solved again from its recorded policy and compared with the
+    stored weights (``linepairs verify``): a version rewritten to other weights is named even when
+    its record was rewritten too."""
+    build, _ = committed(layout)
+    if build is None:
+        return []
+    faults = []
+    for name, meta in sorted(policies_of(layout, build).items()):
+        try:
+            cfg = policy_of(meta)
+            _, stored, _ = read_version(layout, name)
+            manifest = layout.read_parquet(layout.manifest, columns=manifest_inputs(cfg))
+            again = solve(manifest, cfg)
+        except (WeightError, WeightsVersionError, DamagedFileError, ValueError, KeyError) as exc:
+            faults.append(f"{weight_file(name)}: cannot be solved again from its policy ({exc})")
+            continue
+        a = stored["weight"].to_numpy(zero_copy_only=False)
+        b = again["weight"].to_numpy(zero_copy_only=False)
+        if len(a) != len(b) or not np.allclose(a, b, rtol=1e-9, atol=0, equal_nan=False):
+            faults.append(
+                f"{weight_file(name)}: its weights are not what its recorded policy gives (solved again: "
+                f"max |difference| {float(np.max(np.abs(a - b))) if len(a) == len(b) and len(a) else 'n/a'})"
+            )
+        elif stored["tier"].to_pylist() != again["tier"].to_pylist():
+            faults.append(f"{weight_file(name)}: its tiers are not what its recorded policy gives")
+    return faults
 
 
 __all__ = [
@@ -278,7 +396,9 @@ __all__ = [
     "ReweightResult",
     "manifest_inputs",
     "pixel_change_message",
+    "policies_of",
     "resolve_all",
+    "resolve_faults",
     "reweight",
     "solve",
     "summarize",

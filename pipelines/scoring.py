@@ -7,9 +7,15 @@ scorers it is two stages over the same chunks:
    returns the chunk's rows (Arrow IPC) and the kept images' work copies (long side <= 512) as
    bytes, so no pixels go through Python objects;
 2. ``ScanScorer`` (``map_batches`` over an actor pool): each actor builds its scorers once, on a
-   GPU share when the cluster has GPUs (``[scoring] gpu_share``), else on CPU; it scores the kept
-   images in batches, applies the prediction filters (curation/scorers/apply.py), computes the
-   quality score (which may read ``aesthetic``) and writes ``scan/part-NNNNNN.parquet`` atomically.
+   GPU share when the cluster has GPUs (``[scoring] gpu_share``: torch on CUDA, onnxruntime's CUDA
+   provider when the node has onnxruntime-gpu), else on CPU; it scores the kept images in batches,
+   applies the prediction filters and the classifiers' verdicts (curation/scorers/apply.py),
+   computes the quality score (which may read ``aesthetic`` / ``dbaesthetic_percentile``) and
+   writes ``scan/part-NNNNNN.parquet`` atomically.
+
+With a photo classifier (``anime_real``, ``anime_classify``) configured, stage 1 applies the
+illustration cut lowered by ``metrics.illustration_defer`` (``apply.defer_illustration``): the images
+the pixel model is unsure about reach the classifier instead of being cut at ``min_illustration``.
 
 A chunk's part is written only when both stages are done, so a killed build rescans the chunks in
 flight and nothing else. Every scorer is built once on the driver before work starts
@@ -54,12 +60,21 @@ def check_scorers(cfg: BuildConfig) -> dict[str, dict[str, Any]]:
             "version": scorer.version,
             "options": spec.options,
             "weights": spec.weights,
-            "weights_sha256": scorer.files.get("model.safetensors"),
+            "weights_sha256": scorer.files.get(getattr(scorer, "main_file", "model.safetensors")),
             "files_sha256": dict(scorer.files),
             **getattr(scorer, "details", {}),
         }
         del scorer
     return records
+
+
+def scorer_settings(settings: ScanSettings, cfg: BuildConfig) -> ScanSettings:
+    """The scan settings with the configured scorers: the illustration cut deferred to a photo classifier."""
+    from dataclasses import replace
+
+    from curation.scorers.apply import defer_illustration
+
+    return replace(settings, metrics=defer_illustration(settings.metrics, [s.name for s in cfg.scorers]))
 
 
 def pool_shape(cfg: BuildConfig, resources: dict[str, float], chunks: int) -> tuple[int, dict[str, Any], str]:
@@ -134,7 +149,7 @@ class ScanScorer:
         self.learned = scorer_for(settings)  # the [quality] scorer, as scan_chunk runs it
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from curation.scorers.apply import apply_predictions, score_images
+        from curation.scorers.apply import apply_predictions, judge, score_images
 
         done = {"chunk": [], "rows": [], "kept": []}
         layout = self.layout
@@ -146,6 +161,7 @@ class ScanScorer:
                     rows[i]["learned_score"] = float(value)
             for row in rows:
                 apply_predictions(row, self.settings.filters, self.fill_tags)
+                judge(row, self.scorers)
                 if row.get("sharpness") is not None:  # as curation.scan.scan_rows: every decoded image
                     finish_quality(row, self.settings)
             chunk = int(batch["chunk"][j])
@@ -168,6 +184,7 @@ def scored_scan(
 
     quiet_ray_data()
     n, opts, device = pool_shape(cfg, ray.cluster_resources(), len(pending))
+    settings = scorer_settings(settings, cfg)
     specs = [{"name": s.name, "weights": s.weights, "options": dict(s.options)} for s in cfg.scorers]
     ds = ray.data.from_items([{"chunk": c} for c in pending], override_num_blocks=len(pending))
     ds = ds.map(

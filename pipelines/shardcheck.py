@@ -14,7 +14,7 @@ import concurrent.futures
 from collections.abc import Mapping
 from typing import Any
 
-from sharding.layout import Layout
+from sharding.layout import DamagedFileError, Layout
 
 DRIVER_THREADS = 4  # reads in flight from the driver (a store's latency, not its CPU, is the limit)
 SHARDS_PER_TASK = 8  # a Ray task hashes this many shards: few tasks, still spread over the nodes
@@ -77,8 +77,18 @@ def intact_states(layout: Layout, shards: list[str]) -> dict[str, dict[str, Any]
     present = set(layout.listed_sizes(layout.shard_states_dir))
     written = [shard for shard in shards if layout.shard_state(shard) in present]
     with concurrent.futures.ThreadPoolExecutor(DRIVER_THREADS) as pool:  # small reads: latency-bound
-        states = dict(
-            zip(written, pool.map(lambda s: layout.read_json(layout.shard_state(s)), written), strict=True)
-        )
+        read = dict(zip(written, pool.map(lambda s: _state_or_none(layout, s), written), strict=True))
+    states = {shard: st for shard, st in read.items() if st is not None}  # a damaged marker: redo the shard
     bad = damage(layout, [s["stats"] for s in states.values()])
     return {shard: st for shard, st in states.items() if st["stats"]["path"] not in bad}
+
+
+def _state_or_none(layout: Layout, shard: str) -> dict[str, Any] | None:
+    """A shard's state marker, or None when it cannot be read or has not a state's shape."""
+    try:
+        state = layout.read_json(layout.shard_state(shard))
+    except (DamagedFileError, FileNotFoundError):
+        return None
+    stats = state.get("stats") if isinstance(state, dict) else None
+    ok = isinstance(stats, dict) and stats.get("path") == shard and isinstance(state.get("rejects"), list)
+    return state if ok else None

@@ -9,16 +9,24 @@ largest square within the area.
 than this to fill its bucket. One that would need more gets a smaller bucket of the same shape,
 generated for it (sides floored to ``step``), or, when even ``min_side`` is too big, no bucket:
 the plan rejects it as ``too_small_for_bucket``.
+
+Presets (``[buckets] preset``): NovelAI-style sets for the model sizes people train, at the areas
+those models were trained at (SD 1.x 512², SD 2.x 768², SDXL and its descendants 1024²). The default
+rule (no preset) is NovelAI's own SD 1 set, area 512×768. Keys given beside a preset override it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
 class BucketRule:
+    preset: str = ""  # a name of PRESETS whose values this rule starts from; "" = the defaults below
     max_area: int = 512 * 768
     step: int = 64
     min_side: int = 256
@@ -27,13 +35,46 @@ class BucketRule:
     # ones for every image of 0.8x the bucket or more (docs/curation.md); 0 = no limit (old behaviour).
     max_upscale: float = 1.25
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BucketRule:
+        """``[buckets]`` of build.toml: a ``preset``'s values, then the keys given beside it (strict)."""
+        from curation.configtable import from_table
+
+        rule = from_table(cls, dict(data), "buckets")  # unknown keys and wrong types are refused here
+        if not rule.preset:
+            return rule
+        rule = dataclasses.replace(PRESETS[rule.preset], **dict(data))
+        rule.check()
+        return rule
+
+    @property
+    def largest_area(self) -> int:
+        """The area of the largest bucket this rule makes."""
+        return max(w * h for w, h in make_buckets(self))
+
     def check(self) -> None:
+        if self.preset and self.preset not in PRESETS:
+            raise ValueError(f"buckets.preset {self.preset!r} is unknown; known: {', '.join(PRESETS)}")
         if self.step <= 0 or self.min_side <= 0 or self.max_side < self.min_side:
             raise ValueError(f"bad bucket rule {self}: need step > 0 and 0 < min_side <= max_side")
         if self.max_upscale != 0 and self.max_upscale < 1:
             raise ValueError(f"buckets.max_upscale must be 0 (no limit) or >= 1, got {self.max_upscale}")
         if self.min_side * self.min_side > self.max_area:
             raise ValueError(f"bad bucket rule {self}: min_side^2 exceeds max_area")
+
+
+# Sides from half to twice the square side, step 64 (SDXL's published buckets span 512..2048 at 1024²).
+PRESETS: dict[str, BucketRule] = {
+    "sd15": BucketRule("sd15", max_area=512 * 512, step=64, min_side=256, max_side=1024),
+    "sd2": BucketRule("sd2", max_area=768 * 768, step=64, min_side=384, max_side=1536),
+    "sdxl": BucketRule("sdxl", max_area=1024 * 1024, step=64, min_side=512, max_side=2048),
+}
+
+
+def preset_for(side: int) -> str | None:
+    """The smallest preset whose buckets reach a ``side``² training resolution (None: none does)."""
+    fitting = [name for name, rule in PRESETS.items() if rule.largest_area >= side * side]
+    return min(fitting, key=lambda name: PRESETS[name].max_area) if fitting else None
 
 
 def make_buckets(rule: BucketRule) -> list[tuple[int, int]]:

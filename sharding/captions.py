@@ -4,7 +4,9 @@ and the W-net's text encoder all use, so a caption reads the same everywhere.
 The rule: comma-separated tags in a fixed category order (character, copyright, artist, general by
 default; meta tags such as ``highres`` or ``commentary_request`` describe the file, not the picture,
 and are dropped unless asked for), each category's tags in the order the source gave them, then a
-prose caption (a folder's ``.txt``/``.caption`` sentence) verbatim when there is one. Danbooru joins
+prose caption (a folder's ``.txt``/``.caption`` sentence) when there is one, on the same line (its
+whitespace runs, line breaks included, become one space: kohya reads only a caption file's first
+line and SimpleTuner takes each line as a separate caption). Danbooru joins
 tag words with ``_``; prompts for anime models are usually written with spaces, so ``_`` becomes a
 space by default, except in kaomoji tags (``^_^``, ``>_<``) whose underscore is the face itself.
 
@@ -98,7 +100,7 @@ def caption(
             if cat in IDENTITY and keep == len(pieces) - 1:
                 keep += 1
     n_tags = len(pieces)
-    prose = (prose or "").strip()
+    prose = " ".join((prose or "").split())  # one line (see the module doc)
     if prose:
         pieces.append(prose)
     return Caption(", ".join(pieces), keep, n_tags)

@@ -43,12 +43,84 @@ REJECTS_HISTORY = "rejects_history.parquet"  # reject rows a --retry superseded
 DATASET_CARD = "README.md"  # an HF dataset card: the shards and their exact features (sharding/samplejson.py)
 # Private progress (may change between versions).
 STATE_DIR = "_state"
+COMMITTED_COPY = (
+    "build.json"  # _state/build.json: the copy of build.json written just before it (sharding/integrity.py)
+)
 TMP_MARK = ".tmp-"
 READ_BLOCK = 1 << 20
 
 
+# Every parquet file of OUT carries a CRC per page and every read checks it: a flipped bit in a
+# table is an error naming the file, never a silently different value (sharding/integrity.py).
+PARQUET_WRITE = {"compression": "zstd", "write_page_checksum": True}
+
+
 class StorageError(ValueError):
     """OUT or a source cannot be opened as given; the message says which and why (never a secret)."""
+
+
+class DamagedFileError(StorageError):
+    """A file of OUT exists but is not what it should be: cut, flipped, garbage, another table's
+    bytes or the wrong shape. ``path`` is the file as the user would write it."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"{path} is damaged ({why})")
+        self.path, self.why = path, why
+
+
+def is_content_fault(exc: BaseException) -> bool:
+    """An error reading a file that is about its bytes (a bad parquet page, a cut stream), not about
+    reaching it: pyarrow raises plain ``OSError`` without errno for those, while missing files,
+    permissions and network faults are subclasses (FileNotFoundError, PermissionError, ...)."""
+    return type(exc) is OSError and exc.errno is None
+
+
+def causes(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc``, then what caused it: ``__cause__``, ``__context__`` and the ``cause`` a Ray task error wraps."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+
+
+# botocore's names (matched by class name, so this module needs no botocore import)
+_NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError")
+_UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ClientConnectorError",
+                "ServerDisconnectedError", "ConnectionClosedError", "ClientOSError")  # fmt: skip
+
+
+def storage_fault(exc: BaseException) -> str | None:
+    """One line for an object-store fault anywhere in ``exc``'s chain (no credentials, access denied,
+    a missing bucket, an endpoint that does not answer); None when it is not one. Never the secret:
+    only the error's class and the store's own first line (which names no key)."""
+    for err in causes(exc):
+        name = type(err).__name__
+        if name in _NO_CREDENTIALS:
+            return (
+                f"no usable credentials for the store ({first_line(err)}): set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, or --storage-option key=... secret=..."
+            )
+        if isinstance(err, PermissionError) and err.errno is None:  # s3fs: 403 Forbidden, no errno
+            return (
+                f"the store refused access ({first_line(err)}): check the credentials (a wrong key or "
+                "secret reads as Forbidden) and the bucket's policy"
+            )
+        if isinstance(err, FileNotFoundError) and err.errno is None and "bucket" in str(err).lower():
+            return f"the bucket does not exist ({first_line(err)}); create it or fix the URL"
+        if name in _UNREACHABLE or (isinstance(err, ConnectionError) and err.errno is None):
+            return (
+                f"the store does not answer ({first_line(err)}): is the endpoint (AWS_ENDPOINT_URL / "
+                "--storage-option endpoint_url) up? Finished work is kept: run the same command again"
+            )
+        if name == "ClientError":  # any other refusal of the S3 API, e.g. InvalidAccessKeyId
+            return f"the store refused the request ({first_line(err)})"
+    return None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), at most 300 characters."""
+    return ((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:300]
 
 
 # ---------------------------------------------------------------- filesystem
@@ -131,14 +203,10 @@ def _fsspec(location: str, options: dict[str, Any]) -> tuple[pafs.FileSystem, st
 
         fs, path = fsspec.core.url_to_fs(location, **options)
     except ImportError as exc:
-        raise StorageError(f"cannot open {_redact(location)}: {_first_line(exc)}") from None
+        raise StorageError(f"cannot open {_redact(location)}: {first_line(exc)}") from None
     except (ValueError, TypeError) as exc:
-        raise StorageError(f"cannot open {_redact(location)}: {_first_line(exc)}") from None
+        raise StorageError(f"cannot open {_redact(location)}: {first_line(exc)}") from None
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path.rstrip("/")
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _redact(location: str) -> str:
@@ -194,7 +262,7 @@ def json_bytes(data: Any) -> bytes:
 
 def parquet_bytes(table: pa.Table) -> bytes:
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    pq.write_table(table, buf, **PARQUET_WRITE)
     return buf.getvalue()
 
 
@@ -352,6 +420,11 @@ class Layout:
     def records_dir(self) -> str:
         return self.path(STATE_DIR, "records")
 
+    @property
+    def committed_copy(self) -> str:
+        """``_state/build.json``: build.json as committed, written just before build.json itself."""
+        return self.path(STATE_DIR, COMMITTED_COPY)
+
     # ------------------------------------------------------------ reading
 
     def exists(self, path: str) -> bool:
@@ -382,17 +455,61 @@ class Layout:
             return fh.read()
 
     def read_json(self, path: str) -> Any:
-        return json.loads(self.read_bytes(path))
+        """A JSON file of OUT; DamagedFileError naming it when its bytes are not JSON."""
+        data = self.read_bytes(path)
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting
+            why = "empty" if not data.strip() else f"not JSON: {first_line(exc)}"
+            raise DamagedFileError(self.display(path), why) from None
+
+    def damaged(self, path: str, exc: BaseException) -> DamagedFileError:
+        """The DamagedFileError for a failed read of ``path`` whose bytes are at fault."""
+        return DamagedFileError(self.display(path), f"not a readable parquet file: {first_line(exc)}")
 
     def read_parquet(self, path: str, columns: list[str] | None = None) -> pa.Table:
+        """A parquet file of OUT, every page's CRC checked; DamagedFileError naming it when its bytes
+        are at fault (cut, flipped, not parquet, another table without these columns)."""
         # An fsspec store (s3fs behind pyarrow's PyFileSystem) is read on this thread: pre-buffered
         # reads run on Arrow's I/O threads, which call into Python and can abort the process at
         # exit ("terminate called without an active exception", apache/arrow#39162, #34314).
-        return pq.read_table(path, columns=columns, filesystem=self.fs, pre_buffer=self.local)
+        try:
+            return pq.read_table(
+                path, columns=columns, filesystem=self.fs, pre_buffer=self.local,
+                page_checksum_verification=True,
+            )  # fmt: skip
+        except OSError as exc:
+            if is_content_fault(exc):
+                raise self.damaged(path, exc) from None
+            raise
+        except pa.ArrowException as exc:  # ArrowInvalid (not parquet, missing column), ...
+            raise self.damaged(path, exc) from None
+
+    def parquet_file(self, path: str) -> pq.ParquetFile:
+        """An open ParquetFile (ranged reads on a store) whose pages are CRC-checked as they are read;
+        DamagedFileError when its footer cannot be read."""
+        fh = self.fs.open_input_file(path)
+        try:
+            return pq.ParquetFile(fh, page_checksum_verification=True)
+        except OSError as exc:
+            fh.close()
+            if is_content_fault(exc):
+                raise self.damaged(path, exc) from None
+            raise
+        except pa.ArrowException as exc:
+            fh.close()
+            raise self.damaged(path, exc) from None
 
     def parquet_rows(self, path: str) -> int:
         with self.fs.open_input_file(path) as fh:
-            return pq.read_metadata(fh).num_rows
+            try:
+                return pq.read_metadata(fh).num_rows
+            except OSError as exc:
+                if is_content_fault(exc):
+                    raise self.damaged(path, exc) from None
+                raise
+            except pa.ArrowException as exc:
+                raise self.damaged(path, exc) from None
 
     def open_input_file(self, path: str):
         """A seekable handle (ranged reads on object stores)."""
@@ -417,6 +534,30 @@ class Layout:
     def files(self, folder: str) -> Iterator[str]:
         """Every file below ``folder`` (recursive), as paths inside the filesystem."""
         yield from self.listed_sizes(folder)
+
+    def probe(self) -> None:
+        """StorageError with one line when OUT's store cannot be reached, refuses these credentials,
+        or has no such bucket (so a command tells an outage from an unfinished build). A local OUT
+        and a store that answers pass; costs one or two requests."""
+        if self.local:
+            return
+        try:
+            if self.fs.get_file_info(self.root).type != pafs.FileType.NotFound:
+                return
+            scheme = self.out.split("://", 1)[0].lower()
+            bucket = self.root.strip("/").split("/", 1)[0]
+            if scheme in ("s3", "s3a", "gs", "gcs") and bucket and bucket != self.root.strip("/"):
+                if self.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                    raise StorageError(
+                        f"{self.out}: the bucket {bucket!r} does not exist; create it or fix the URL"
+                    )
+        except StorageError:
+            raise
+        except Exception as exc:
+            why = storage_fault(exc)
+            if why is None:
+                raise
+            raise StorageError(f"{self.out}: {why}") from None
 
     # ------------------------------------------------------------ writing
 
@@ -457,7 +598,8 @@ class Layout:
 
 __all__ = [
     "BUILD_JSON", "MANIFEST", "PLAN", "REJECTS", "REJECTS_HISTORY", "SCAN_DIR", "SHARDS_DIR", "SHARDS_JSON",
-    "STATE_DIR", "WEIGHTS_ACTIVE", "WEIGHTS_DIR",
-    "Layout", "StorageError", "atomic_write_bytes", "fsync_dir", "is_url", "json_bytes", "open_filesystem",
-    "parquet_bytes", "parse_storage_options",
+    "STATE_DIR", "WEIGHTS_ACTIVE", "WEIGHTS_DIR", "PARQUET_WRITE",
+    "DamagedFileError", "Layout", "StorageError", "atomic_write_bytes", "causes", "first_line", "fsync_dir",
+    "is_content_fault", "is_url", "json_bytes", "open_filesystem", "parquet_bytes", "parse_storage_options",
+    "storage_fault",
 ]  # fmt: skip

@@ -43,7 +43,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from . import samplejson
-from .layout import Layout, StorageError
+from .integrity import check_bytes, check_size, read_shards, recorded_files
+from .layout import MANIFEST, SHARDS_JSON, DamagedFileError, Layout, StorageError, first_line, storage_fault
 from .layout import open_filesystem as _open_filesystem
 from .weights import WeightsVersionError, read_version
 
@@ -53,6 +54,10 @@ IMAGE_EXTS = ("jpg", "webp")
 _MANIFEST_COLUMNS = ["key", "source", "shard", "bucket_w", "bucket_h", "extractors"]
 # Stream tags of the counter-based RNG: rng([seed, TAG, j]) is independent for every (tag, j).
 _BLOCK, _BATCH, _EXTRACTOR, _EPOCH = 1, 2, 3, 4
+
+
+# What to do about a damaged table: the build command restores what the rest of OUT can rebuild.
+REPAIR_HINT = "run the build command again to repair it (`linepairs verify OUT` lists every fault)"
 
 
 class LoaderError(ValueError):
@@ -178,12 +183,21 @@ def load_population(
     out = layout.out
     try:
         shards_raw = layout.read_bytes(layout.shards_json)
+        files = recorded_files(layout)
+        # shards.json is read whole: its sha256 is checked; the manifest only by size (a cut, a
+        # swap) and by its parquet page CRCs as its columns are read (flipped bits).
+        check_bytes(layout, SHARDS_JSON, shards_raw, files)
+        shards = read_shards(layout, shards_raw)
+        check_size(layout, MANIFEST, files)
         table = layout.read_parquet(layout.manifest, columns=_MANIFEST_COLUMNS)
-    except (FileNotFoundError, OSError) as exc:
+    except FileNotFoundError as exc:
         raise LoaderError(
             f"{out} is not a finished build (no manifest.parquet / shards.json): {exc}"
         ) from None
-    shards = json.loads(shards_raw)["shards"]
+    except DamagedFileError as exc:
+        raise LoaderError(f"{exc}: {REPAIR_HINT}") from None
+    except OSError as exc:  # the store cannot be reached or refuses: an outage, not an unfinished build
+        raise LoaderError(f"cannot read {out}: {storage_fault(exc) or first_line(exc)}") from None
     try:  # a manifest or shards.json naming ../elsewhere/x.tar is refused before anything is opened
         for rel in {s["path"] for s in shards} | set(table["shard"].unique().to_pylist()):
             layout.shard(rel)
@@ -209,8 +223,14 @@ def load_population(
         raise LoaderError(f"{out} has no samples to draw")
 
     weights = table["weight"].to_numpy().astype(np.float64) if weighted else np.ones(table.num_rows)
-    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
-        raise LoaderError(f"{out}: manifest weights must be finite, >= 0 and not all 0")
+    with np.errstate(over="ignore"):
+        total = weights.sum()
+    # A total that overflows (two weights of 1e308) would leave every other sample a zero share.
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or not 0 < total < np.inf:
+        raise LoaderError(
+            f"{out}: weight version {weights_name!r} must hold finite weights >= 0 whose sum is finite "
+            f"and > 0: {REPAIR_HINT}"
+        )
     width = table["bucket_w"].to_numpy().astype(np.int64)
     height = table["bucket_h"].to_numpy().astype(np.int64)
     sizes, bucket_of = np.unique(np.stack([width, height], 1), axis=0, return_inverse=True)

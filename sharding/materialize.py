@@ -1,5 +1,5 @@
 """Materialize one shard: load, crop and resize to the bucket, extract lines, augment, check pair
-quality, encode, write the tar.
+quality, encode, write the tar (illustration, json, the caption as ``txt``, one PNG per drawing).
 
 Pure with respect to its inputs: the same plan rows and extractors give the same bytes.
 """
@@ -19,6 +19,7 @@ from lineart.augment import AugmentPolicy, augment, sample_seed
 from lineart.quality import PairQuality, judge
 
 from . import samplejson
+from .captions import caption_of_row
 from .layout import Layout
 from .schema import REJECT_ID_COLUMNS
 from .writer import ShardStats, write_shard
@@ -137,6 +138,8 @@ def materialize_shard(
             dropped[row["key"]] = why
         meta = samplejson.encode(row, versions, {n: records[n] for n in kept} if augmenting else None, why)
         members = [(image_format, encode_image(images[i], image_format, quality)), ("json", meta)]
+        # the caption from the tags (one rule: sharding/captions.py); "" for a sample without tags
+        members.append(("txt", caption_of_row(row).text.encode("utf-8")))
         members += [(f"lineart.{name}.png", encode_lines(d)) for name, d in kept.items()]
         members_of[row["key"]] = members
         written.append(row["key"])

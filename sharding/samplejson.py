@@ -7,7 +7,10 @@ list that may be empty: an absent value is a documented sentinel of the field's 
 are Danbooru tag strings (space-separated; a tag never holds whitespace, curation/sources).
 
 ``dataset_card`` writes the features out exactly (OUT/README.md), so ``load_dataset(OUT)`` (or the
-Hub, once OUT is uploaded) needs no inference at all.
+Hub, once OUT is uploaded) needs no inference at all, and names the build's content (the sha256 of
+``shards.json``): HF ``datasets`` caches a local folder under its name and a hash of the card's YAML,
+so two builds with one folder name, or a build before and after an append, would otherwise share a
+cache entry and ``load_dataset`` would serve the other build's rows.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ NO_COUNT = -1  # `fav_count` without one
 NOT_MEASURED = -1.0  # a metric or quality_score that was not measured (every one is >= 0)
 NO_RATING = ""  # `rating` without one (Danbooru's are g, s, q, e)
 NO_CAPTION = ""  # `caption` of a sample without prose (every Danbooru post)
+TXT_SINCE_CONTRACT = 4  # shards carry a `txt` member (the caption, sharding/captions.py) from contract 4 on
 
 
 def _float(value: Any) -> float:
@@ -139,31 +143,51 @@ def json_features(extractors: Sequence[str], augment: bool) -> dict[str, Any]:
     return _struct("json", sorted(fields, key=lambda f: f["name"]))
 
 
-def features(extractors: Sequence[str], image_format: str, augment: bool) -> list[dict[str, Any]]:
-    """Every member of a sample (a missing drawing reads as None) plus the loader's own columns."""
+def features(
+    extractors: Sequence[str], image_format: str, augment: bool, txt: bool = True
+) -> list[dict[str, Any]]:
+    """Every member of a sample (a missing drawing reads as None) plus the loader's own columns;
+    ``txt``: the shards carry the caption member (contract 4 on)."""
     return [
         _value("__key__", "string"),
         _value("__url__", "string"),
         _value(image_format, "image"),
         json_features(extractors, augment),
+        *([_value("txt", "string")] if txt else []),
         *(_value(f"lineart.{e}.png", "image") for e in extractors),
     ]
 
 
-def dataset_card(extractors: Sequence[str], image_format: str, augment: bool) -> str:
-    """OUT/README.md: an HF dataset card whose YAML names the shards and their exact features.
+def dataset_card(
+    extractors: Sequence[str], image_format: str, augment: bool, fingerprint: str, txt: bool = True
+) -> str:
+    """OUT/README.md: an HF dataset card whose YAML names the shards, their exact features and the
+    build's ``fingerprint`` (sha256 of shards.json).
 
-    The front matter is JSON, which is YAML too (no YAML writer needed)."""
-    meta = {
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "shards/*/*.tar"}]}],
-        "dataset_info": {"config_name": "default", "features": features(extractors, image_format, augment)},
+    The fingerprint sits in the config's ``description``: HF hashes the card's configs and features
+    (not its prose) into the cache path, so it must be there to keep two builds apart. The front
+    matter is JSON, which is YAML too (no YAML writer needed)."""
+    config = {
+        "config_name": "default",
+        "description": f"linepairs build; shards.json sha256 {fingerprint}",
+        "data_files": [{"split": "train", "path": "shards/*/*.tar"}],
     }
+    meta = {
+        "configs": [config],
+        "dataset_info": {
+            "config_name": "default",
+            "features": features(extractors, image_format, augment, txt),
+        },
+    }
+    caption = "`txt` is its caption from the tags (docs/output.md); " if txt else ""
     return (
         "---\n"
         + json.dumps(meta, indent=1)
         + "\n---\n"
         + "# linepairs build\n\n"
         + "Illustration / line-drawing pairs in WebDataset tar shards (`shards/{w}x{h}/*.tar`), written by\n"
-        + "linepairs. `manifest.parquet` lists every sample, `weights/` its sampling weights, `rejects.parquet`\n"
-        + 'every input left out and why. With HF `datasets`: `load_dataset("path/to/OUT", split="train")`.\n'
+        + f"linepairs. {caption}`manifest.parquet` lists every sample, `weights/` its sampling weights,\n"
+        + "`rejects.parquet` every input left out and why. With HF `datasets`:\n"
+        + '`load_dataset("path/to/OUT", split="train")`.\n\n'
+        + f"Build fingerprint: sha256 of `shards.json` = `{fingerprint}` (rewritten by every append and retry).\n"
     )

@@ -40,6 +40,24 @@ SCORER_FIELDS = [
     pa.field("pred_tags", pa.list_(pa.string())),  # wd_tagger general tags >= threshold, most likely first
     pa.field("pred_tag_probs", pa.list_(pa.float32())),  # their probabilities, same order
     pa.field("pred_rating", pa.string()),  # wd_tagger rating g/s/q/e
+    # the deepghs ONNX classifiers (curation/scorers/deepghs.py)
+    pa.field("p_real", pa.float32()),  # anime_real: P(photograph)
+    pa.field(
+        "anime_class", pa.string()
+    ),  # anime_classify: most probable of 3d/bangumi/comic/illustration/not_painting
+    pa.field("p_3d", pa.float32()),
+    pa.field("p_comic", pa.float32()),
+    pa.field("p_not_painting", pa.float32()),
+    pa.field("p_monochrome", pa.float32()),  # monochrome
+    pa.field(
+        "dbaesthetic_score", pa.float32()
+    ),  # dbaesthetic: expected tier index, 0 (worst) .. 6 (masterpiece)
+    pa.field(
+        "dbaesthetic_percentile", pa.float32()
+    ),  # its percentile on Danbooru (the model's samples table)
+    pa.field("dbaesthetic_tier", pa.string()),  # worst / low / normal / good / great / best / masterpiece
+    pa.field("dbrating", pa.string()),  # dbrating: g/s/q/e
+    pa.field("dbrating_p", pa.float32()),  # its probability
 ]
 
 RECORD_SCHEMA = pa.schema(

@@ -15,7 +15,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from .layout import READ_BLOCK, WEIGHTS_ACTIVE, WEIGHTS_DIR, Layout, StorageError
+from .captions import caption
+from .integrity import FILES, committed, file_faults, read_shards, weight_file
+from .layout import READ_BLOCK, WEIGHTS_ACTIVE, WEIGHTS_DIR, DamagedFileError, Layout, StorageError
+from .samplejson import TXT_SINCE_CONTRACT, tags_of
 from .weights import WeightsVersionError, active_name, list_versions, read_version
 
 IMAGE_EXTS = ("jpg", "webp")
@@ -51,9 +54,15 @@ class _HashingReader:
             pass
 
 
-def verify_shard(out: Layout | str, entry: dict[str, Any], rows: dict[str, dict[str, Any]]) -> list[str]:
-    """Faults of one shard; ``rows`` are its manifest rows by key. The tar is read once, as a
-    stream (its sha256 and size come from the same bytes the members do)."""
+def verify_shard(
+    out: Layout | str,
+    entry: dict[str, Any],
+    rows: dict[str, dict[str, Any]],
+    contract: int = TXT_SINCE_CONTRACT,
+) -> list[str]:
+    """Faults of one shard; ``rows`` are its manifest rows by key; ``contract``: the build's (a
+    ``txt`` caption member from 4 on). The tar is read once, as a stream (its sha256 and size come
+    from the same bytes the members do)."""
     layout = out if isinstance(out, Layout) else Layout(out)
     rel = entry["path"]
     path = layout.shard(rel)
@@ -76,7 +85,7 @@ def verify_shard(out: Layout | str, entry: dict[str, Any], rows: dict[str, dict[
         if key not in rows:
             faults.append(f"{rel}: sample {key} is not in the manifest")
         else:
-            faults.extend(_check_sample(rel, key, files, rows[key]))
+            faults.extend(_check_sample(rel, key, files, rows[key], contract >= TXT_SINCE_CONTRACT))
 
     unreadable = None
     with layout.fs.open_input_stream(path) as raw:
@@ -120,11 +129,13 @@ def verify_shard(out: Layout | str, entry: dict[str, Any], rows: dict[str, dict[
     return faults
 
 
-def _check_sample(rel: str, key: str, files: dict[str, bytes | None], row: dict[str, Any]) -> list[str]:
+def _check_sample(
+    rel: str, key: str, files: dict[str, bytes | None], row: dict[str, Any], txt: bool
+) -> list[str]:
     faults = []
     where = f"{rel}: {key}"
     image_ext = next((e for e in IMAGE_EXTS if e in files), None)
-    expected = {"json", *(f"lineart.{x}.png" for x in row["extractors"])}
+    expected = {"json", *(f"lineart.{x}.png" for x in row["extractors"]), *(["txt"] if txt else [])}
     missing = sorted(expected - set(files)) + ([] if image_ext else ["jpg|webp"])
     if missing:
         faults.append(f"{where}: missing {', '.join(missing)}")
@@ -161,7 +172,12 @@ def _check_sample(rel: str, key: str, files: dict[str, bytes | None], row: dict[
                 faults.append(f"{where}: json holds weight fields {', '.join(stale)}")
             if meta.get("key") != key:
                 faults.append(f"{where}: json key {meta.get('key')!r} != {key!r}")
-        except (ValueError, TypeError) as exc:
+            if txt and files.get("txt") is not None:
+                prose = meta.get("caption")
+                want = caption(tags_of(meta), prose=prose if isinstance(prose, str) else None).text
+                if files["txt"].decode("utf-8", "replace") != want:
+                    faults.append(f"{where}: txt is not the caption of its json's tags")
+        except (ValueError, TypeError, AttributeError) as exc:
             faults.append(f"{where}: json does not parse ({exc})")
     return faults
 
@@ -180,15 +196,62 @@ def verify_weights(layout: Layout, keys: pa.ChunkedArray) -> list[str]:
         faults.append(str(exc))
     for name in names:
         try:
-            _, table, _ = read_version(layout, name, keys=keys)
+            # recorded=False: the record is checked by record_faults; here what the file holds
+            _, table, _ = read_version(layout, name, keys=keys, recorded=False)
         except WeightsVersionError as exc:
             faults.append(f"{WEIGHTS_DIR}/{name}.parquet: {exc}")
             continue
         w = table["weight"].to_numpy(zero_copy_only=False)
-        if len(w) and (not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0):
+        with np.errstate(over="ignore"):
+            total = w.sum()
+        if len(w) and (not np.all(np.isfinite(w)) or np.any(w < 0) or not 0 < total < np.inf):
             faults.append(f"{WEIGHTS_DIR}/{name}.parquet: weights must be finite, >= 0 and not all 0")
         elif len(w) and abs(w.mean() - 1) > 1e-6:
             faults.append(f"{WEIGHTS_DIR}/{name}.parquet: mean weight {w.mean():.6g}, want 1")
+    return faults
+
+
+def record_faults(layout: Layout) -> list[str]:
+    """OUT's files against what build.json recorded at the last commit (sizes, sha256), build.json
+    against its committed copy, and unrecorded weight versions (docs/output.md, "Integrity")."""
+    record, problems = committed(layout)
+    faults = [f"{rel}: {why}" for rel, why in sorted(problems.items())]
+    files = (record or {}).get(FILES)
+    if not files:  # a build from before the records (or no finished build: reported by the caller)
+        return faults
+    faults += [f"{rel}: {why}" for rel, why in file_faults(layout, files).items()]
+    for name in list_versions(layout):
+        if weight_file(name) not in files:
+            faults.append(
+                f"{weight_file(name)}: not recorded in build.json (left by a reweight killed before it "
+                "finished? run that reweight again)"
+            )
+    return faults
+
+
+def state_faults(layout: Layout, shards: list[dict[str, Any]]) -> list[str]:
+    """shards.json against the shards' state markers (``_state/shards/``, when OUT still has them):
+    a shard replaced together with its shards.json entry still disagrees with its marker."""
+    present = set(layout.listed_sizes(layout.shard_states_dir))
+    if not present:
+        return []
+    faults = []
+    for entry in shards:
+        marker = layout.shard_state(entry["path"])
+        if marker not in present:
+            faults.append(f"{entry['path']}: no state marker {layout.rel(marker)}")
+            continue
+        try:
+            stats = layout.read_json(marker).get("stats")
+        except (DamagedFileError, AttributeError) as exc:
+            faults.append(f"{layout.rel(marker)}: {exc}")
+            continue
+        if stats != entry:
+            faults.append(
+                f"{entry['path']}: shards.json says {entry.get('bytes')} bytes, sha256 "
+                f"{str(entry.get('sha256'))[:12]}..., its state marker {stats and stats.get('bytes')} bytes, "
+                f"sha256 {str(stats and stats.get('sha256'))[:12]}..."
+            )
     return faults
 
 
@@ -198,12 +261,19 @@ def verify_build(out: Layout | str) -> list[str]:
     for path in (layout.shards_json, layout.manifest):
         if layout.size(path) is None:
             return [f"{layout.out}: no {layout.rel(path)} (not a finished build)"]
-    shards = layout.read_json(layout.shards_json)["shards"]
-    manifest = layout.read_parquet(
-        layout.manifest,
-        columns=["key", "shard", "bucket_w", "bucket_h", "extractors"],
-    )
-    faults = verify_weights(layout, manifest["key"])
+    faults = record_faults(layout)
+    try:
+        shards = read_shards(layout)
+        manifest = layout.read_parquet(
+            layout.manifest,
+            columns=["key", "shard", "bucket_w", "bucket_h", "extractors"],
+        )
+    except DamagedFileError as exc:  # nothing below can be checked against a table that cannot be read
+        return faults + [str(exc)]
+    faults += state_faults(layout, shards)
+    faults += verify_weights(layout, manifest["key"])
+    build, _ = committed(layout)
+    contract = int((build or {}).get("contract", TXT_SINCE_CONTRACT))
     counts = pc.value_counts(manifest["key"])
     for key in pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1)).to_pylist():
         faults.append(f"manifest: key {key} appears twice")
@@ -221,7 +291,7 @@ def verify_build(out: Layout | str) -> list[str]:
     def check(entry: dict[str, Any]) -> list[str]:
         taken = manifest.take(pa.array(rows_of.get(entry["path"], np.zeros(0, np.int64)))).to_pylist()
         try:
-            return verify_shard(layout, entry, {r["key"]: r for r in taken})
+            return verify_shard(layout, entry, {r["key"]: r for r in taken}, contract)
         except StorageError as exc:  # a shard path leaving OUT is a fault, and is not opened
             return [f"shards.json: {exc}"]
 

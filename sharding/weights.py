@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .layout import WEIGHTS_ACTIVE, WEIGHTS_DIR, Layout
+from .integrity import check_bytes, read_parquet_bytes, recorded_files, weight_file
+from .layout import PARQUET_WRITE, WEIGHTS_ACTIVE, WEIGHTS_DIR, DamagedFileError, Layout
 
 FIRST_VERSION = "v1"  # what the build writes
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -61,27 +62,48 @@ def list_versions(layout: Layout) -> list[str]:
 def active_name(layout: Layout) -> str:
     try:
         return check_name(layout.read_json(layout.weights_active)["name"])
-    except (FileNotFoundError, OSError, KeyError, TypeError, ValueError) as exc:
+    except FileNotFoundError:
+        why = "missing"
+    except (DamagedFileError, KeyError, TypeError, WeightsVersionError) as exc:
+        why = exc.why if isinstance(exc, DamagedFileError) else 'not {"name": VERSION}'
+    stored = list_versions(layout)
+    if not stored:  # contract 1 kept weights in the manifest and has no weights/ at all
         raise WeightsVersionError(
-            f"no active weight version ({WEIGHTS_DIR}/{WEIGHTS_ACTIVE}: {type(exc).__name__}); a build of "
-            "contract 1 has none: rebuild it"
-        ) from None
+            f"no weight version in {layout.out} ({WEIGHTS_DIR}/ is empty): a build of contract 1 has none; rebuild it"
+        )
+    name = FIRST_VERSION if FIRST_VERSION in stored else stored[0]
+    raise WeightsVersionError(
+        f"{WEIGHTS_DIR}/{WEIGHTS_ACTIVE} is {why}; make a stored version ({', '.join(stored)}) the active "
+        f"one: `linepairs reweight {layout.out} --name {name} --activate` (or re-run the build command, "
+        "which restores the recorded one)"
+    )
 
 
 def read_version(
-    layout: Layout, name: str | None = None, keys: pa.ChunkedArray | pa.Array | None = None
-) -> tuple[str, pa.Table, dict[str, Any]]:
+    layout: Layout, name: str | None = None, keys: pa.ChunkedArray | pa.Array | None = None,
+    *, recorded: bool = True,
+) -> tuple[str, pa.Table, dict[str, Any]]:  # fmt: skip
     """(name, table, metadata) of version ``name`` (None: the active one).
 
     With ``keys`` (the manifest's key column) the rows are checked to be the manifest's, in order.
+    ``recorded`` False: not checked against build.json (a commit reading what it just wrote).
     """
     name = active_name(layout) if name is None else check_name(name)
+    rel = weight_file(name)
     try:
-        table = layout.read_parquet(layout.weights_version(name))
-    except (FileNotFoundError, OSError) as exc:
+        data = layout.read_bytes(layout.weights_version(name))
+    except FileNotFoundError:
         have = ", ".join(list_versions(layout)) or "none"
+        raise WeightsVersionError(f"no weight version {name!r} (have: {have})") from None
+    try:
+        # The version is read whole anyway: its sha256 against build.json's record costs nothing
+        # more, and catches a version rewritten to other weights (docs/output.md, "Integrity").
+        if recorded:
+            check_bytes(layout, rel, data, recorded_files(layout))
+        table = read_parquet_bytes(layout, rel, data)
+    except DamagedFileError as exc:
         raise WeightsVersionError(
-            f"no weight version {name!r} (have: {have}): {type(exc).__name__}"
+            f"{exc}; re-run the build command to solve it again from its recorded policy"
         ) from None
     missing = [f.name for f in WEIGHTS_SCHEMA if f.name not in table.column_names]
     if missing:
@@ -100,7 +122,7 @@ def encode_version(table: pa.Table, meta: dict[str, Any]) -> bytes:
     table = table.select(WEIGHTS_SCHEMA.names).cast(WEIGHTS_SCHEMA)
     table = table.replace_schema_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()})
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    pq.write_table(table, buf, **PARQUET_WRITE)
     return buf.getvalue()
 
 

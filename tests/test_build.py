@@ -105,7 +105,7 @@ def test_independent_reader_validates_corpus_build(corpus_build, corpus):
             row = by_shard[entry["path"]][key]
             # a drawing that failed the pair check is dropped; the manifest lists those kept
             assert set(row["extractors"]) <= {"canny", "xdog"} and row["extractors"]
-            assert set(files) == {"jpg", "json", *(f"lineart.{x}.png" for x in row["extractors"])}
+            assert set(files) == {"jpg", "json", "txt", *(f"lineart.{x}.png" for x in row["extractors"])}
             assert (row["bucket_w"], row["bucket_h"]) == (w, h)
             img = Image.open(io.BytesIO(files["jpg"]))
             assert img.size == (w, h) and img.mode == "RGB"
@@ -118,6 +118,10 @@ def test_independent_reader_validates_corpus_build(corpus_build, corpus):
             meta = json.loads(files["json"])
             assert meta["bucket"] == [w, h] and meta["source_id"] == row["source_id"]
             assert not {"weight", "tier", "quality"} & set(meta)  # weight versions only (contract 2)
+            # contract 4: the caption; a folder source without sidecars has no tags, so an empty one
+            assert files["txt"].decode("utf-8") == ", ".join(
+                t.replace("_", " ") for t in meta["tags"]["general"].split()
+            )
             left, top, right, bottom = meta["crop_box"]
             ow, oh = meta["original_size"]
             assert 0 <= left < right <= ow and 0 <= top < bottom <= oh

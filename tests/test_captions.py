@@ -32,6 +32,12 @@ def test_prose_follows_the_tags_verbatim_and_empty_is_empty():
     assert caption({}, prose="just prose").text == "just prose"
 
 
+def test_prose_line_breaks_become_one_line():
+    # kohya reads a caption file's first line only; SimpleTuner splits lines into separate captions
+    cap = caption({"general": ["rain"]}, prose="a girl\nstanding  in\r\nthe rain\n")
+    assert cap.text == "rain, a girl standing in the rain" and "\n" not in cap.text
+
+
 def test_a_tag_in_two_categories_is_written_once():
     assert caption({"character": ["miku"], "general": ["miku", "smile"]}).text == "miku, smile"
 

@@ -67,7 +67,12 @@ def test_real_pairs_and_drop_sets(shared):
     sets = scorecard.drop_sets(shared)
     assert len(sets["shared_illustrations"]) == 39  # the two photos are left out
     assert not any("photo" in p for p in sets["shared_illustrations"])
-    assert len(sets["calibration_keep"]) == 45
+    # every keep-labelled image of the (growing) labelled set, and nothing else: they are named keep_*
+    calib = os.path.join(shared, "corpus", "calibration")
+    assert sets["calibration_keep"] == sorted(
+        os.path.join(calib, f) for f in os.listdir(calib) if f.startswith("keep_")
+    )
+    assert all(os.path.isfile(p) for p in sets["calibration_keep"])
 
 
 def test_extract_compare_writes_table_json_and_escaped_sheet(shared, tmp_path, capsys, monkeypatch):

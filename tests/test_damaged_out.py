@@ -51,6 +51,22 @@ def copy_out(built, tmp_path) -> str:
     return out
 
 
+def forge_records(out: str) -> None:
+    """Record OUT's files as they are now in build.json and its copy: a hostile OUT that is
+    consistent with itself, so the checks behind the records are what is tested."""
+    from sharding.integrity import FILES, commit, committed, record_files
+    from sharding.layout import Layout
+
+    layout = Layout(out)
+    record, _ = committed(layout)
+    policies = {
+        rel.split("/")[-1][: -len(".parquet")]: e["policy"]
+        for rel, e in record[FILES].items()
+        if "policy" in e
+    }
+    commit(layout, {**record, FILES: record_files(layout, policies)})
+
+
 def flip(path: str, at: int = 700) -> None:
     with open(path, "r+b") as fh:
         fh.seek(at)
@@ -96,11 +112,15 @@ def test_shard_paths_leaving_out_are_refused(built, tmp_path):
     shard = [("../elsewhere/x.tar" if s == first else s) for s in manifest["shard"].to_pylist()]
     manifest = manifest.set_column(manifest.schema.get_field_index("shard"), "shard", pa.array(shard))
     pq.write_table(manifest, os.path.join(out, "manifest.parquet"))
+    with pytest.raises(LoaderError, match="manifest.parquet is damaged"):  # build.json's record says so
+        load_population(out)
+    forge_records(out)  # records rewritten to match: the path check itself refuses
     with pytest.raises(LoaderError, match="leaves"):
         load_population(out)
     shards = json.load(open(os.path.join(out, "shards.json")))
     shards["shards"][0]["path"] = "/etc/passwd"
     json.dump(shards, open(os.path.join(out, "shards.json"), "w"))
+    forge_records(out)
     res = cli("verify", out)
     assert res.returncode == 1 and "Traceback" not in res.stderr + res.stdout
     assert "/etc/passwd" in res.stdout and "leaves" in res.stdout
@@ -148,3 +168,84 @@ def test_empty_build_says_so_and_the_deadline_holds_in_ray_workers(
     assert res.returncode == 0 and "EMPTY" in res.stdout
     rejects = pq.read_table(os.path.join(out, "rejects.parquet")).to_pylist()
     assert {r["reason"] for r in rejects} == {"too_slow"} and len(rejects) == 3
+
+
+def _cut(path: str, how: str) -> None:
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2] if how == "truncated" else b"")
+
+
+@pytest.mark.parametrize(
+    "name, how",
+    [("weights/v1.parquet", "truncated"), ("manifest.parquet", "empty"), ("shards.json", "truncated"),
+     ("build.json", "empty"), ("weights/v1.parquet", "empty"), ("manifest.parquet", "truncated")],
+)  # fmt: skip
+def test_a_cut_or_empty_table_is_one_line_in_every_command(built, tmp_path, capsys, name, how):
+    """Was: ArrowInvalid / JSONDecodeError tracebacks in verify, audit, reweight, the loader and
+    build. In-process (pipelines.cli.main): any exception that escapes fails the test."""
+    from pipelines.cli import main
+
+    src, cfg, _, _ = built
+    out = copy_out(built, tmp_path)
+    _cut(os.path.join(out, name), how)
+    assert main(["verify", out]) == 1
+    assert name in capsys.readouterr().out
+    # audit needs every table but build.json (its committed copy stands in for it); reweight
+    # needs only the manifest (it solves a new version from it alone)
+    needs = {"audit": name != "build.json", "reweight": name == "manifest.parquet"}
+    for args in (["audit", out, "--draws", "50"], ["reweight", out, "--name", "again"]):
+        code = main(args)
+        err = capsys.readouterr().err
+        if not needs[args[0]]:
+            assert code == 0, (args[0], err)
+            continue
+        assert code == 2 and name in err and len(err.strip().splitlines()) == 1, (args[0], err)
+    if name != "build.json":
+        with pytest.raises(LoaderError, match=name.replace(".", r"\.")):
+            load_population(out)
+    assert main(["build", src, "--out", out, "--config", cfg, "-q"]) == 0
+    if name != "build.json":  # (reweight's commit already wrote build.json again)
+        assert name in capsys.readouterr().err
+    assert main(["verify", out]) == 0
+
+
+def test_a_garbled_active_marker_names_the_command_that_fixes_it(built, tmp_path):
+    """Was: "rebuild it", where `reweight --name v1 --activate` (or a re-run) would do."""
+    out = copy_out(built, tmp_path)
+    open(os.path.join(out, "weights", "active.json"), "w").write('{"name": ')
+    with pytest.raises(LoaderError, match=r"reweight .* --name v1 --activate"):
+        load_population(out)
+    res = cli("audit", out, "--draws", "50")
+    assert res.returncode == 2 and "--name v1 --activate" in res.stderr and "rebuild" not in res.stderr
+
+
+def test_an_unfinished_build_heals_damaged_units_of_its_own(built, ray_cluster, tmp_path):
+    """A resume (nothing committed yet) whose shard state marker is garbled and whose records part
+    was deleted (as the one-line advice for a damaged unit says): both are made again."""
+    src, cfg, _, good = built
+    out = copy_out(built, tmp_path)
+    for name in ("build.json", "_state/build.json", "manifest.parquet", "rejects.parquet", "shards.json"):
+        os.remove(os.path.join(out, name))  # killed before the commit
+    state = sorted(os.listdir(os.path.join(out, "_state", "shards")))[0]
+    open(os.path.join(out, "_state", "shards", state), "w").write('{"stats": ')
+    os.remove(os.path.join(out, "_state", "records", "part-000000.parquet"))
+    res = cli("build", src, "--out", out, "--config", cfg, "-q", address=ray_cluster)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert {p: sha(os.path.join(out, p)) for p in good} == good
+    assert cli("verify", out).returncode == 0
+
+
+def test_a_reweight_killed_before_its_commit_leaves_nothing_that_counts(built, tmp_path, capsys):
+    """Its version file is written, build.json is not: verify names the file, the next reweight
+    or re-run removes it, and the same reweight run again succeeds."""
+    from pipelines.cli import main
+
+    src, cfg, _, _ = built
+    out = copy_out(built, tmp_path)
+    shutil.copy(os.path.join(out, "weights", "v1.parquet"), os.path.join(out, "weights", "v2.parquet"))
+    assert main(["verify", out]) == 1
+    assert "weights/v2.parquet: not recorded in build.json" in capsys.readouterr().out
+    assert main(["build", src, "--out", out, "--config", cfg, "-q"]) == 0
+    assert "weights/v2.parquet removed" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(out, "weights", "v2.parquet"))
+    assert main(["reweight", out, "--name", "v2"]) == 0 and main(["verify", out]) == 0

@@ -170,3 +170,39 @@ def test_one_definition_for_record_columns_scan_defaults_and_reject_ids():
         ScanConfig.max_pixels, ScanConfig.max_bytes, ScanConfig.min_side,
     )  # fmt: skip
     assert REJECT_SCHEMA.names[: len(REJECT_ID_COLUMNS)] == list(REJECT_ID_COLUMNS)
+
+
+class _Payload:
+    """Unpickling this would create a file: the scorer's loader must refuse it before that."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_scorer_checkpoint_carrying_code_is_refused_without_pytorchs_advice(tmp_path):
+    """Was: refused, but the message relayed PyTorch's advice to set weights_only=False."""
+    import pickle
+
+    import torch
+
+    from curation.scorers.aesthetic import MLP_FILE
+
+    from .scorer_checkpoints import write_aesthetic
+
+    folder = str(tmp_path / "aesthetic")
+    write_aesthetic(folder)
+    marker = tmp_path / "pwned"
+    torch.save(
+        {"layers.0.weight": _Payload(str(marker))}, os.path.join(folder, MLP_FILE), pickle_module=pickle
+    )
+    cfg = write_config(str(tmp_path / "c.toml"), f'[scorers.aesthetic]\nweights = "{folder}"\n')
+    src = tmp_path / "src"
+    src.mkdir()
+    res = cli("build", str(src), "--out", str(tmp_path / "out"), "--config", cfg, "-q")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert MLP_FILE in res.stderr and "restricted unpickler" in res.stderr and "GLOBAL" in res.stderr
+    assert "weights_only" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not marker.exists()

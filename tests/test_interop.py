@@ -159,3 +159,21 @@ def test_hf_datasets_loads_out_through_its_dataset_card(tmp_path_factory, ray_cl
     assert isinstance(ds.features["jpg"], datasets.Image)
     assert ds.features["json"]["id"] == datasets.Value("int64")
     _check_hf_rows(ds, manifest)
+
+
+def test_the_bucket_batching_of_docs_output_md_gives_one_size_per_batch(build):
+    """docs/output.md shows plain WebDataset readers how to batch by bucket; run that very code."""
+    import re
+
+    pytest.importorskip("webdataset")
+    doc = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "output.md")).read()
+    block = re.search(r"<!-- bucket-batching:.*?-->\n```python\n(.*?)```", doc, re.S).group(1)
+    assert "bucket_batches(src, 16)" in block
+    namespace = {"OUT": build}
+    exec(block.replace("bucket_batches(src, 16)", "bucket_batches(src, 4)"), namespace)  # runs every batch
+    batches_seen = list(namespace["dataset"])
+    assert batches_seen and all(len(b) == 4 for b in batches_seen)
+    for batch in batches_seen:
+        assert len({tuple(s["json"]["bucket"]) for s in batch}) == 1
+        assert np.stack([s["jpg"] for s in batch]).shape[0] == 4
+    assert namespace["images"].shape[0] == 4 and all(isinstance(c, str) for c in namespace["captions"])

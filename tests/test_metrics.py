@@ -231,10 +231,122 @@ def test_edge_sharpness_tells_inked_edges_from_lens_spread_ones(art):
     an illustration upscaled 2x is judged at its own detail scale, so it is not taken for a photo."""
     inked = m.edge_sharpness(art)
     blurred = m.edge_sharpness(cv2.GaussianBlur(art, (0, 0), 1.2))
-    assert inked > 0.7 and blurred < 0.62
+    assert inked > 0.62 and blurred < 0.55  # 0.65 against 0.53 with the 7x7 contrast window
     h, w = art.shape[:2]
     half = cv2.resize(art, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
     up = cv2.resize(half, (w, h), interpolation=cv2.INTER_CUBIC)
-    assert m.edge_sharpness(up, 2.0) > m.edge_sharpness(up) + 0.03  # 0.67 against 0.63
+    assert m.edge_sharpness(up, 2.0) > m.edge_sharpness(up) + 0.02  # 0.58 against 0.56
     # flat fill: too few edges to judge, neutral
     assert m.edge_sharpness(np.full((64, 64, 3), 200, np.uint8)) == 0.5
+
+
+def test_edge_upscale_reads_soft_native_frames_as_native_and_upscales_as_upscaled(shared):
+    """The `upscaled` rule reads the lines' detail: an anime frame at 854x480 (downscaled from its 1080p
+    original, so native) holds its lines' detail; the same frame upscaled from 427x240 does not; a
+    nearest-neighbour upscale is read from its mosaic."""
+    frame_path = os.path.join(shared, "corpus", "calibration", "keep_scene_004.jpg")
+    if not os.path.exists(frame_path):
+        pytest.skip("../shared/corpus/calibration is absent")
+    frame = cv2.resize(
+        decode_image(read_bytes(frame_path), 10**9).rgb, (854, 480), interpolation=cv2.INTER_AREA
+    )
+    small = cv2.resize(frame, (427, 240), interpolation=cv2.INTER_AREA)
+    bicubic = cv2.resize(small, (854, 480), interpolation=cv2.INTER_CUBIC)
+    nearest = cv2.resize(small, (854, 480), interpolation=cv2.INTER_NEAREST)
+    native = m.edge_upscale(m.detail_crop(frame))
+    assert native < 1.3 < m.upscale_factor(m.detail_crop(frame))  # the whole spectrum reads it as soft
+    assert m.edge_upscale(m.detail_crop(bicubic)) > 1.6
+    assert m.mosaic_period(m.detail_crop(nearest)) == 2 and m.mosaic_period(m.detail_crop(frame)) == 1
+    assert m.edge_upscale(m.detail_crop(nearest)) >= 2.0
+    t = m.MetricThresholds()
+    values = {"width": 854, "height": 480, "upscale": 2.45, "edge_upscale": native}
+    assert m.effective_side(values) > t.min_effective_side * 256  # the issue's 854x480 frame is kept
+    assert m.effective_side({**values, "edge_upscale": 2.45}) < t.min_effective_side * 256
+    assert m.edge_upscale(np.full((128, 128), 90, np.uint8)) == 8.0  # no edge anywhere: no detail
+
+
+def test_a_dim_crisp_scene_is_not_blurry_but_a_blurred_one_is(shared):
+    """keep_lowsat_019, a night bedroom: little Laplacian energy (low contrast), crisp edges."""
+    path = os.path.join(shared, "corpus", "calibration", "keep_lowsat_019.jpg")
+    if not os.path.exists(path):
+        pytest.skip("../shared/corpus/calibration is absent")
+    t = replace_thresholds(m.MetricThresholds())
+    rgb = decode_image(read_bytes(path), 10**9).rgb
+    values = m.measure(m.work_copy(rgb), None, m.detail_crop(rgb))
+    assert values["sharpness"] < t.min_sharpness and values["edge_upscale"] <= t.crisp_edge_upscale
+    assert (m.failed_metric(values, t) or ("",))[0] != "blurry"
+    soft = cv2.GaussianBlur(rgb, (0, 0), 2.5)
+    blurred = m.measure(m.work_copy(soft), None, m.detail_crop(soft))
+    assert blurred["edge_upscale"] > t.crisp_edge_upscale and m.failed_metric(blurred, t)[0] == "blurry"
+
+
+def replace_thresholds(t: m.MetricThresholds) -> m.MetricThresholds:
+    """The rules without the illustration model (these tests are about the other rules)."""
+    from dataclasses import replace
+
+    return replace(t, min_illustration=0.0)
+
+
+def title_banner(art: np.ndarray, ground=(255, 255, 255), ink=(20, 20, 20)) -> np.ndarray:
+    """Key art on the left, a big three-word title on a flat ground filling the right half."""
+    h, w = art.shape[:2]
+    banner = np.zeros((h, 2 * w, 3), np.uint8)
+    banner[:, :w] = art
+    banner[:, w:] = ground
+    for k, word in enumerate(("MAGICAL", "GIRL", "STORY")):
+        cv2.putText(
+            banner,
+            word,
+            (w + 20, h // 4 + k * h // 4),
+            cv2.FONT_HERSHEY_DUPLEX,
+            w / 150,
+            ink,
+            max(2, w // 60),
+        )
+    return banner
+
+
+def test_text_area_finds_large_lettering_not_characters_on_white(art):
+    t = m.MetricThresholds()
+    assert m.text_area(art) < 0.01
+    assert m.text_area(title_banner(art)) > t.max_text_area
+    assert m.text_area(title_banner(art, ground=(250, 130, 180), ink=(120, 20, 60))) > t.max_text_area
+    assert (
+        m.text_area(title_banner(art, ground=(30, 30, 60), ink=(250, 250, 250))) > t.max_text_area
+    )  # light on dark
+    h, w = art.shape[:2]  # three characters side by side on white: shapes, not a line of glyphs
+    trio = np.full((h, 3 * w, 3), 255, np.uint8)
+    yy, xx = np.ogrid[:h, :w]
+    figure = ((yy - h / 2) / (h / 2.2)) ** 2 + ((xx - w / 2) / (w / 3)) ** 2 <= 1
+    for k in range(3):
+        trio[:, k * w : (k + 1) * w][figure] = art[figure]
+    assert m.text_area(trio) < t.max_text_area
+
+
+def test_panels_are_a_gutter_grid_and_architecture_is_not(art, shared):
+    h, w = art.shape[:2]
+    page = np.full((2 * h + 30, 2 * w + 30, 3), 255, np.uint8)  # four framed panels, white gutters
+    tiles = [art, art[::-1], art[:, ::-1], art[::-1, ::-1]]
+    for k, tile in enumerate(tiles):
+        y, x = 10 + (k // 2) * (h + 10), 10 + (k % 2) * (w + 10)
+        page[y : y + h, x : x + w] = tile
+        cv2.rectangle(page, (x, y), (x + w - 1, y + h - 1), (0, 0, 0), 2)
+    small = m.work_copy(page)
+    assert m.panel_count(m.gray(small)) == 4
+    assert m.panel_count(m.gray(art)) <= 1
+    corridor = os.path.join(shared, "corpus", "calibration", "keep_scene_020.jpg")
+    if os.path.exists(corridor):  # a school corridor: straight lines everywhere, no panel grid
+        rgb = m.work_copy(decode_image(read_bytes(corridor), 10**9).rgb)
+        assert m.straight_lines(m.gray(rgb)) > 0.12 and m.panel_count(m.gray(rgb)) <= 1
+
+
+def test_balloons_hold_lettering_on_white(art):
+    assert m.balloon_count(art) == 0
+    assert m.balloon_count(speech_bubbles(art, 3)) >= 2
+    shirt = art.copy()  # a white oval with coloured buttons: not lettering
+    h, w = art.shape[:2]
+    cv2.ellipse(shirt, (w // 2, h // 2), (w // 6, h // 8), 0, 0, 360, (255, 255, 255), -1)
+    for k in range(6):
+        cv2.rectangle(shirt, (w // 2 - 20 + (k % 2) * 34, h // 2 - 25 + (k // 2) * 20),
+                      (w // 2 - 16 + (k % 2) * 34, h // 2 - 15 + (k // 2) * 20), (140, 60, 200), -1)  # fmt: skip
+    assert m.balloon_count(shirt) == 0

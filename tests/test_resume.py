@@ -83,7 +83,8 @@ def test_resume_from_crash_leftovers(reference, ray_cluster, tmp_path):
     src, cfg, (ref_manifest, ref_shards) = reference
     out = str(tmp_path / "out")
     assert cli("build", src, "--out", out, "--config", cfg, address=ray_cluster).returncode == 0
-    for name in ("build.json", "manifest.parquet", "shards.json", "rejects.parquet"):
+    # a kill before the commit: neither build.json nor its committed copy (repairs: test_hostile_append)
+    for name in ("build.json", "_state/build.json", "manifest.parquet", "shards.json", "rejects.parquet"):
         os.remove(os.path.join(out, name))
     states = sorted(glob.glob(os.path.join(out, "_state", "shards", "*.json")))
     os.remove(states[0])

@@ -91,10 +91,15 @@ def test_op_params_match_what_draw_records():
 
 def test_dataset_card_front_matter_is_yaml_with_the_shards_and_features():
     yaml = pytest.importorskip("yaml")
-    card = samplejson.dataset_card(["canny", "xdog"], "webp", augment=False)
+    card = samplejson.dataset_card(["canny", "xdog"], "webp", augment=False, fingerprint="ab" * 32)
     _, front, body = card.split("---\n", 2)
     meta = yaml.safe_load(front)
     assert meta["configs"][0]["data_files"][0]["path"] == "shards/*/*.tar"
+    assert "ab" * 32 in meta["configs"][0]["description"]  # in the YAML that HF hashes, not only the prose
     names = [f["name"] for f in meta["dataset_info"]["features"]]
-    assert names == ["__key__", "__url__", "webp", "json", "lineart.canny.png", "lineart.xdog.png"]
+    assert names == ["__key__", "__url__", "webp", "json", "txt", "lineart.canny.png", "lineart.xdog.png"]
     assert "load_dataset" in body
+    old = samplejson.dataset_card(["canny"], "jpg", augment=False, fingerprint="0" * 64, txt=False)
+    assert "txt" not in [
+        f["name"] for f in yaml.safe_load(old.split("---\n", 2)[1])["dataset_info"]["features"]
+    ]

@@ -138,7 +138,10 @@ def test_bad_scorer_weights_are_one_line_and_exit_2_before_work(tmp_path, corpus
 @pytest.mark.parametrize(
     "config_text, message",
     [
-        ("[scorers.clip]\n", "[scorers.clip]: unknown scorer; available: aesthetic, wd_tagger"),
+        (
+            "[scorers.clip]\n",
+            "[scorers.clip]: unknown scorer; available: aesthetic, anime_classify, anime_real",
+        ),
         ("[scorers.wd_tagger]\nthreshhold = 0.3\n", "has no option(s) ['threshhold']"),
         ("[scoring]\ngpu_share = 0\n", "bad [scoring] values"),
     ],

@@ -21,11 +21,13 @@ from pipelines.cli import main
 from sharding.loader import batches
 from wnet.config import PRESETS
 from wnet.data import DecodeCache, decode_at, decode_batch, open_stream, reduction
+from wnet.parts import plain_parts
 
 from .wnet_build import shared_demo_build, tiny_toml
 
 # A 32x32 demo build trained at 16 px: every illustration takes the reduced (1/2) JPEG decode.
 SMALL = PRESETS["tiny"].replace(train={"batch_size": 4, "max_side": 16})
+MULT = plain_parts(SMALL, 3).multiple(None)  # what tiny's sides divide by (4: three levels, pixel space)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +91,7 @@ def test_cache_serves_the_same_arrays_and_stays_bounded(build):
 
 
 def test_prefetched_stream_equals_the_synchronous_one_and_resumes(build):
-    ahead, inline = open_stream(build, SMALL, prefetch=2), open_stream(build, SMALL, prefetch=0)
+    ahead, inline = open_stream(build, SMALL, MULT, prefetch=2), open_stream(build, SMALL, MULT, prefetch=0)
     try:
         got = [next(ahead) for _ in range(8)]
         want = [next(inline) for _ in range(8)]
@@ -103,7 +105,7 @@ def test_prefetched_stream_equals_the_synchronous_one_and_resumes(build):
     finally:
         ahead.close()
         inline.close()
-    resumed = open_stream(build, SMALL, state=got[3].state)
+    resumed = open_stream(build, SMALL, MULT, state=got[3].state)
     try:
         for b in got[4:]:
             r = next(resumed)
@@ -115,7 +117,7 @@ def test_prefetched_stream_equals_the_synchronous_one_and_resumes(build):
 
 
 def test_decoding_runs_ahead_in_the_background_and_close_stops_it(build):
-    stream = open_stream(build, SMALL, prefetch=3)
+    stream = open_stream(build, SMALL, MULT, prefetch=3)
     next(stream)
     deadline = time.time() + 60
     while stream._queue.qsize() < 3:  # filled while the caller does something else

@@ -86,3 +86,15 @@ def test_no_readable_checkpoint_is_one_line(base_run, tmp_path):
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(lines) == 1 and "model.safetensors" in lines[0], res.stderr[-3000:]
+
+
+def test_a_preparation_cut_short_is_redone(base_run, tmp_path):
+    """Killed while RUN was prepared: init.safetensors torn, no run.json yet. The same command starts over."""
+    build, cfg, _ = base_run
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "init.safetensors").write_bytes(b"\x00" * 100)
+    (run / ".tmp-init.safetensors").write_bytes(b"\x00" * 10)
+    result = train(TrainRequest(build, str(run), load_config(cfg), steps=1, show_progress=False))
+    assert result.step == 1 and (run / "run.json").is_file() and (run / "init.json").is_file()
+    assert not (run / ".tmp-init.safetensors").exists()

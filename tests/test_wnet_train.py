@@ -57,7 +57,7 @@ def test_loss_on_a_fixed_batch_drops_by_half(build):
     trainer = _trainer(build)
     fixed = _eight(build)
     before = trainer.fixed_loss(fixed)
-    stream = open_stream(build, trainer.cfg)
+    stream = open_stream(build, trainer.cfg, trainer.parts.multiple(None))
     # 120 steps: tiny's unweighted v-loss keeps the pure-noise end (the target there is the image
     # itself), which falls slower than the old min-SNR-weighted epsilon loss did in 40 (~0.41 here).
     for _ in range(120):

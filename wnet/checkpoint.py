@@ -2,7 +2,11 @@
 
 - ``model.safetensors`` (trained weights) and ``ema.safetensors`` (their exponential moving average);
 - ``optimizer.pt`` (AdamW state; loaded with ``weights_only=True``, never unpickled freely);
-- ``state.json``: step, the full config, the tag vocabulary, the line range, the space, the loader state.
+- ``state.json``: step, the full config, the tag vocabulary, the parts (UNet config, conditioning, VAE),
+  the line range, the space, the loader state.
+
+Only what trains is saved: a frozen text encoder lives once in ``RUN/components/`` (so a checkpoint
+with the checkpoint's text encoder is read inside its run).
 
 A checkpoint is written into a temporary folder beside its final name, fsynced, then renamed, so
 a reader never sees half of one; the oldest are pruned down to ``keep_checkpoints``.
@@ -23,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from sharding.writer import fsync_dir
 
-FORMAT = 1
+FORMAT = 2  # 2: diffusers UNet, state.json records the parts (1: the hand-written UNet)
 # Line drawings enter the model inverted: ink 1.0 on a paper 0.0 background (so "no sketch" is zeros).
 LINES = {"ink": 1.0, "paper": 0.0, "from_uint8": "1 - v / 255"}
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -59,6 +63,17 @@ def latest_checkpoint(run: str) -> str | None:
         except CheckpointError:
             continue
     return None
+
+
+def run_of(checkpoint: str) -> str | None:
+    """The run a checkpoint folder lies in (RUN/checkpoints/step-N), or None for a folder elsewhere."""
+    parent = os.path.dirname(os.path.abspath(checkpoint))
+    run = os.path.dirname(parent)
+    return (
+        run
+        if os.path.basename(parent) == "checkpoints" and os.path.isfile(os.path.join(run, "run.json"))
+        else None
+    )
 
 
 def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -182,4 +197,4 @@ def usable_checkpoint(run: str) -> tuple[Resumed | None, list[str]]:
 
 
 __all__ = ["LINES", "Checkpoint", "CheckpointError", "Resumed", "latest_checkpoint", "list_checkpoints",
-           "open_checkpoint", "save_checkpoint", "step_dir", "usable_checkpoint"]  # fmt: skip
+           "open_checkpoint", "run_of", "save_checkpoint", "step_dir", "usable_checkpoint"]  # fmt: skip

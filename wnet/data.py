@@ -22,7 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -32,7 +32,6 @@ from sharding.layout import Layout
 from sharding.loader import Batch, BatchStream, ShardError, batches
 
 from .config import WnetConfig
-from .space import space_stride
 
 HOLDOUT_BUCKETS = 10_000
 CACHE_BYTES = 256 << 20  # decoded training-size members kept per stream (tiny at 64 px: ~12 KiB a sample)
@@ -66,9 +65,12 @@ def heldout_keys(build: str, fraction: float, buckets: list[tuple[int, int]] | N
     ]
 
 
-def size_multiple(cfg: WnetConfig) -> int:
-    """What every trained side must divide by: 2^(levels-1) x the space's stride."""
-    return 2 ** (len(cfg.model.channels) - 1) * space_stride(cfg.space.vae)
+@dataclass
+class TrainBatch(Batch):
+    """A training batch; ``latents`` (N x 2 x C x h x w: the picture and its mirror image) when the
+    latent cache supplies them, and then ``images`` is None (not decoded)."""
+
+    latents: np.ndarray | None = None
 
 
 def train_size(bucket: tuple[int, int], max_side: int, multiple: int) -> tuple[int, int]:
@@ -83,10 +85,11 @@ def train_size(bucket: tuple[int, int], max_side: int, multiple: int) -> tuple[i
     )
 
 
-def fit_batch(batch: Batch, cfg: WnetConfig) -> Batch:
-    """Area-resize a decoded batch's illustrations and line drawings to the config's training size."""
+def fit_batch(batch: Batch, cfg: WnetConfig, multiple: int) -> Batch:
+    """Area-resize a decoded batch's illustrations and line drawings to the config's training size
+    (``multiple``: what every side must divide by, ``Parts.multiple``)."""
     h, w = batch.images.shape[1:3]
-    size = train_size((w, h), cfg.train.max_side, size_multiple(cfg))
+    size = train_size((w, h), cfg.train.max_side, multiple)
     if size == (w, h):
         return batch
     images = np.stack([cv2.resize(im, size, interpolation=cv2.INTER_AREA) for im in batch.images])
@@ -144,8 +147,11 @@ class DecodeCache:
         return found
 
 
-def decode_batch(batch: Batch, keep: list[int], size: tuple[int, int], cache: DecodeCache) -> Batch:
-    """The samples ``keep`` of an encoded batch (``decode=False``), decoded at ``size``.
+def decode_batch(
+    batch: Batch, keep: list[int], size: tuple[int, int], cache: DecodeCache, images: bool = True
+) -> TrainBatch:
+    """The samples ``keep`` of an encoded batch (``decode=False``), decoded at ``size`` (the
+    illustrations only with ``images``: the latent cache needs none).
 
     A member that does not decode is a ShardError naming the sample (as the loader's own decode)."""
     stored = batch.bucket
@@ -156,17 +162,16 @@ def decode_batch(batch: Batch, keep: list[int], size: tuple[int, int], cache: De
         except ValueError as exc:
             raise ShardError(f"sample {batch.keys[i]}: {exc}") from None
 
-    images = [member(i, "image", batch.image_bytes[i], True) for i in keep]
+    pictures = [member(i, "image", batch.image_bytes[i], True) for i in keep] if images else None
     lines = [member(i, f"lines.{batch.extractors[i]}", batch.line_bytes[i], False) for i in keep]
-    return replace(
-        batch,
+    return TrainBatch(
         keys=[batch.keys[i] for i in keep],
-        images=np.stack(images),
+        bucket=batch.bucket,
+        images=np.stack(pictures) if images else None,
         lines=np.stack(lines),
         extractors=[batch.extractors[i] for i in keep],
         meta=[batch.meta[i] for i in keep],
-        image_bytes=None,
-        line_bytes=None,
+        state=batch.state,
     )
 
 
@@ -186,11 +191,12 @@ class TrainStream:
 
     def __init__(
         self, stream: BatchStream, buckets: list[tuple[int, int]] | None, heldout: float, cfg: WnetConfig,
-        prefetch: int = PREFETCH, cache: DecodeCache | None = None,
+        multiple: int, prefetch: int = PREFETCH, cache: DecodeCache | None = None, latents: Any = None,
     ):  # fmt: skip
         self.stream, self.heldout, self.cfg, self.prefetch = stream, heldout, cfg, prefetch
         self.wanted = set(buckets) if buckets else None
-        self.multiple = size_multiple(cfg)
+        self.multiple = multiple
+        self.latents = latents  # a wnet.latents.LatentCache, or None
         self.cache = cache if cache is not None else DecodeCache()
         self.wait_s = 0.0
         self._state = stream.state_dict()
@@ -214,7 +220,12 @@ class TrainStream:
             keep = [i for i, k in enumerate(batch.keys) if not is_heldout(k, self.heldout)]
             if keep:
                 size = train_size(batch.bucket, self.cfg.train.max_side, self.multiple)
-                return decode_batch(batch, keep, size, self.cache)
+                out = decode_batch(batch, keep, size, self.cache, images=self.latents is None)
+                if self.latents is not None:
+                    rows = self.stream.rows_of(out.keys)
+                    shards = [self.stream.pop.shard(r) for r in rows]
+                    out.latents = self.latents.get(shards, out.keys, size)
+                return out
 
     def _run(self) -> None:
         try:
@@ -267,18 +278,19 @@ class TrainStream:
 
 
 def open_stream(
-    build: str, cfg: WnetConfig, *, rank: int = 0, world: int = 1, state: dict[str, Any] | None = None,
-    buckets: list[tuple[int, int]] | None = None, seed_offset: int = 0, prefetch: int = PREFETCH,
+    build: str, cfg: WnetConfig, multiple: int, *, rank: int = 0, world: int = 1,
+    state: dict[str, Any] | None = None, buckets: list[tuple[int, int]] | None = None, seed_offset: int = 0,
+    prefetch: int = PREFETCH, latents: Any = None,
 ) -> TrainStream:  # fmt: skip
     t = cfg.train
     # Encoded members only: TrainStream decodes them at training size (threads=1: reading is cheap).
     stream = batches(build, t.batch_size, seed=t.seed + seed_offset, extractor=t.extractor, rank=rank,
                      world_size=world, state=state, threads=1, decode=False, weights=t.weights)  # fmt: skip
-    return TrainStream(stream, buckets, t.heldout, cfg, prefetch)
+    return TrainStream(stream, buckets, t.heldout, cfg, multiple, prefetch, latents=latents)
 
 
 def heldout_batch(
-    build: str, cfg: WnetConfig, limit: int, buckets: list[tuple[int, int]] | None = None
+    build: str, cfg: WnetConfig, limit: int, buckets: list[tuple[int, int]] | None, multiple: int
 ) -> list[Batch]:
     """Held-out samples grouped by bucket into batches (at most ``limit`` samples in all)."""
     keys = heldout_keys(build, cfg.train.heldout, buckets)[:limit]
@@ -297,7 +309,7 @@ def heldout_batch(
             images=np.stack([s["image"] for s in group]),
             lines=np.stack([s["lines"][extractor] for s in group]),
             extractors=[extractor] * len(group), meta=[s["meta"] for s in group],
-        ), cfg))  # fmt: skip
+        ), cfg, multiple))  # fmt: skip
     return out
 
 
@@ -312,6 +324,6 @@ __all__ = [
     "is_heldout",
     "open_stream",
     "reduction",
-    "size_multiple",
+    "TrainBatch",
     "train_size",
 ]

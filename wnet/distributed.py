@@ -2,10 +2,18 @@
 
 Ray Train starts the workers and their torch.distributed process group (gloo on CPU, NCCL on GPU).
 Each rank streams its own batches (the loader's ``rank``/``world_size`` split: batch j of the global
-stream goes to rank j mod K), gradients are averaged by DistributedDataParallel, and rank 0 alone
-writes RUN, which must therefore be a path rank 0 can reach (on one machine: any local path; on
-a cluster: shared storage). Ray itself is started or joined by the caller (``linepairs train``
-chooses an embedded Ray or ``--address``), so ``wnet`` does not import ``pipelines``. Needs ``ray[train]`` (``pip install 'linepairs[train]'``).
+stream goes to rank j mod K). ``train.strategy`` picks how the model is spread:
+
+- ``ddp``: DistributedDataParallel; every rank holds the whole model, gradients are averaged.
+- ``fsdp``: FSDP2 (``torch.distributed.fsdp.fully_shard``) on each UNet down/up block, its middle
+  block, each sketch-encoder level and the rest as the root: parameters, gradients and AdamW state
+  are sharded across ranks and gathered per block for compute. Checkpoints are gathered full
+  (``torch.distributed.checkpoint.state_dict``), so a run resumes under either strategy's layout.
+
+Rank 0 alone writes RUN, which must therefore be a path rank 0 can reach (on one machine: any local
+path; on a cluster: shared storage). Ray itself is started or joined by the caller (``linepairs
+train`` chooses an embedded Ray or ``--address``), so ``wnet`` does not import ``pipelines``. Needs
+``ray[train]`` (``pip install 'linepairs[train]'``).
 """
 
 from __future__ import annotations
@@ -18,22 +26,49 @@ from .checkpoint import latest_checkpoint, open_checkpoint
 from .run import RunError, TrainRequest, TrainResult, read_metrics, train_loop
 
 
+def fsdp_wrap(model):
+    """Shard the W-net with FSDP2: one unit per UNet block, per sketch-encoder block, and the root."""
+    from torch.distributed.fsdp import fully_shard
+
+    from .text import TextEncoders
+
+    unet = model.unet
+    sketch = [block for level in model.sketch_encoder.levels for block in level]
+    for block in (*unet.down_blocks, unet.mid_block, *unet.up_blocks, *sketch):
+        fully_shard(block)
+    if isinstance(model.text, TextEncoders):  # its own unit: frozen (or not) apart from the trained root
+        fully_shard(model.text)
+    fully_shard(model)
+    return model
+
+
+def ddp_wrap(model, device):
+    from torch.nn.parallel import DistributedDataParallel
+
+    from .text import TextEncoders
+
+    ids = [device.index] if device.type == "cuda" else None
+    # A trained text encoder has tensors no loss reaches (SDXL reads the penultimate layers).
+    unused = isinstance(model.text, TextEncoders) and model.text.trainable
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
+
+
 def _worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
-    import torch
-    from torch.nn.parallel import DistributedDataParallel
 
     ctx = ray.train.get_context()
     req: TrainRequest = config["request"]
     device = ray.train.torch.get_device()
     req = dataclasses.replace(req, device=str(device))
+    sharded = req.config.train.strategy == "fsdp"
 
-    def wrap(model: torch.nn.Module) -> torch.nn.Module:
-        ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
+    def wrap(model):
+        return fsdp_wrap(model) if sharded else ddp_wrap(model, device)
 
-    result = train_loop(req, rank=ctx.get_world_rank(), world=ctx.get_world_size(), wrap=wrap)
+    result = train_loop(
+        req, rank=ctx.get_world_rank(), world=ctx.get_world_size(), wrap=wrap, sharded=sharded
+    )
     # Every rank must report (Ray Train synchronises on it); the driver reads rank 0's.
     ray.train.report({"step": result.step, "loss": result.last_loss, "checkpoint": result.checkpoint})
 
@@ -85,4 +120,4 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-__all__ = ["train_on_ray"]
+__all__ = ["ddp_wrap", "fsdp_wrap", "train_on_ray"]

@@ -95,7 +95,7 @@ def alignment_groups(build: str, painter: Painter, limit: int) -> tuple[list[Bat
                 one = fit_batch(Batch(
                     keys=[sample["key"]], bucket=tuple(sample["meta"]["bucket"]), images=sample["image"][None],
                     lines=sample["lines"][name][None], extractors=[name], meta=[sample["meta"]],
-                ), cfg)  # fmt: skip
+                ), cfg, painter.size_multiple)  # fmt: skip
                 if not (one.lines < 128).any():
                     no_ink += 1
                     continue
@@ -176,7 +176,7 @@ def evaluate(run: str, limit: int = 48, seed: int = 0, device: str = "cpu", seed
     gaps = units[:, 0] - units[:, 2]
     lo, hi = gap_interval(gaps, seed)
 
-    heldout = heldout_batch(build, cfg, 16, buckets)
+    heldout = heldout_batch(build, cfg, 16, buckets, painter.size_multiple)
     loss = sum(fixed_loss(painter.model, painter, b, seed=j) * len(b.keys) for j, b in enumerate(heldout))
     held_n = sum(len(b.keys) for b in heldout)
     result = {

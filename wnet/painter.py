@@ -1,4 +1,4 @@
-"""From a checkpoint to pictures: the model, the vocabulary, the schedule and the space in one object."""
+"""From a checkpoint to pictures: the model, the conditioning, the schedule and the space in one object."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .checkpoint import open_checkpoint
+from .checkpoint import open_checkpoint, run_of
 from .config import SampleConfig, WnetConfig, check_same, config_from_dict
 from .diffusion import Schedule, sample
-from .model import WNet
+from .model import Cond, WNet
+from .parts import Parts, build_wnet, load_weights
 from .space import LatentSpace, PixelSpace, create_space, tensor_to_images
-from .vocab import NULL, PAD, TagVocab
+from .text import Prompt, captions, null_ids, sdxl_time_ids, tag_ids
+from .vocab import TagVocab
 
 
 def lines_to_tensor(lines: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -23,19 +25,12 @@ def lines_to_tensor(lines: np.ndarray, device: str | torch.device = "cpu") -> to
     return (1.0 - x / 255.0)[:, None]
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA; full fp32 elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-
-
-def build_model(cfg: WnetConfig, vocab_size: int, space: PixelSpace | LatentSpace) -> WNet:
-    return WNet(cfg.model, space.channels, vocab_size, sketch_stride=space.stride)
-
-
-def null_tags(n: int, max_tags: int, device: str | torch.device = "cpu") -> torch.Tensor:
-    ids = torch.full((n, max_tags), PAD, dtype=torch.long, device=device)
-    ids[:, 0] = NULL
-    return ids
+def autocast_for(device: torch.device, precision: str = "auto"):
+    """``train.precision``: "auto" is bf16 autocast on CUDA and fp32 elsewhere; "bf16" autocasts on any
+    device (CPU included); "fp32" never."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 @dataclass
@@ -46,6 +41,7 @@ class Painter:
     space: PixelSpace | LatentSpace
     device: torch.device
     step: int = 0
+    parts: Parts | None = None
 
     @classmethod
     def from_checkpoint(
@@ -56,26 +52,52 @@ class Painter:
             check_same(ckpt.state["config"], expect)
         cfg = config_from_dict(ckpt.state["config"])
         vocab = TagVocab.from_json(ckpt.state["vocab"])
-        space = create_space(cfg.space.vae, device)
-        model = build_model(cfg, len(vocab), space)
-        model.load_state_dict(ckpt.weights(which))
-        return cls(cfg, model.to(device).eval(), vocab, space, torch.device(device), ckpt.step)
+        parts = Parts.from_json(ckpt.state["parts"])
+        run = run_of(ckpt.path)
+        space = create_space(parts.vae_path(run), device)
+        model = build_wnet(cfg, parts, len(vocab), run, space.stride)
+        load_weights(model, ckpt.weights(which), ckpt.path)
+        return cls(cfg, model.to(device).eval(), vocab, space, torch.device(device), ckpt.step, parts)
 
     @property
     def schedule(self) -> Schedule:
         return Schedule.create(self.cfg.diffusion)
 
+    @property
+    def size_multiple(self) -> int:
+        return self.model.size_multiple * self.space.stride
+
+    def prompt(
+        self, tags: Sequence[Mapping[str, Sequence[str]]], size: tuple[int, int], null: bool = False
+    ) -> Prompt:
+        """The conditioning input of ``tags`` (or the unconditional one) at training size ``size`` = (w, h)."""
+        n = len(tags)
+        mode = self.parts.text if self.parts else "tags"
+        if mode == "tags":
+            ids = (
+                null_ids(n, self.cfg.model.max_tags)
+                if null
+                else tag_ids(self.vocab, tags, self.cfg.model.max_tags)
+            )
+            return Prompt(ids=ids.to(self.device))
+        prompt = Prompt(captions=[""] * n if null else captions(tags, self.cfg.text))
+        if mode == "sdxl":  # at inference the picture is its own original, uncropped
+            meta = {"original_size": list(size), "crop_box": [0, 0, size[0], size[1]]}
+            prompt.time_ids = torch.tensor([sdxl_time_ids(meta, size, False)] * n, dtype=torch.float32)
+        return prompt
+
     def denoiser(self, sketch: torch.Tensor):
         feats_cache: dict[int, list[torch.Tensor]] = {}
+        with autocast_for(self.device, self.cfg.train.precision):
+            feats = self.model.sketch_encoder(sketch)
 
-        def run(x, t, tags, scale):
-            # Guidance stacks copies of the batch; the sketch features are computed once per copy count.
+        def run(x, t, cond: Cond, scale):
+            # Guidance stacks copies of the batch; the sketch features are repeated once per copy count.
             reps = x.shape[0] // sketch.shape[0]
             if reps not in feats_cache:
-                feats = self.model.sketch_encoder(sketch)
                 feats_cache[reps] = [f.repeat(reps, 1, 1, 1) for f in feats]
-            with autocast_for(self.device):
-                return self.model.unet(x, t, tags, feats_cache[reps], scale).float()
+            with autocast_for(self.device, self.cfg.train.precision):
+                return self.model.denoise(x, t, cond, feats_cache[reps], scale).float()
 
         return run
 
@@ -88,24 +110,16 @@ class Painter:
         sc = sample_cfg or self.cfg.sample
         n, h, w = lines.shape
         stride = self.space.stride
-        mult = self.model.size_multiple * stride
-        if h % mult or w % mult:
-            raise ValueError(f"sketch size {w}x{h} must divide by {mult} for this model")
+        if h % self.size_multiple or w % self.size_multiple:
+            raise ValueError(f"sketch size {w}x{h} must divide by {self.size_multiple} for this model")
         sketch = lines_to_tensor(lines, self.device)
-        ids = torch.from_numpy(self.vocab.encode_batch(list(tags), self.cfg.model.max_tags)).to(self.device)
+        with autocast_for(self.device, self.cfg.train.precision):
+            cond = self.model.encode(self.prompt(list(tags), (w, h)))
+            null = self.model.encode(self.prompt(list(tags), (w, h), null=True))
         gen = torch.Generator().manual_seed(seed)
         shape = (n, self.space.channels, h // stride, w // stride)
-        x0 = sample(
-            self.denoiser(sketch),
-            self.schedule,
-            shape,
-            ids,
-            null_tags(n, ids.shape[1], self.device),
-            sc,
-            gen,
-            self.device,
-        )
+        x0 = sample(self.denoiser(sketch), self.cfg.diffusion, shape, cond, null, sc, gen, self.device)
         return tensor_to_images(self.space.decode(x0))
 
 
-__all__ = ["Painter", "autocast_for", "build_model", "lines_to_tensor", "null_tags"]
+__all__ = ["Painter", "autocast_for", "lines_to_tensor"]

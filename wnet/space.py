@@ -1,8 +1,8 @@
 """Where diffusion happens: pixels (default) or the latent space of a diffusers AutoencoderKL.
 
-Pixel space maps uint8 RGB to [-1, 1]. Latent space needs the optional ``diffusers`` package
-(``pip install 'linepairs[latent]'``) and a local AutoencoderKL folder (``config.json`` +
-weights); latents are multiplied by the VAE's ``scaling_factor``.
+Pixel space maps uint8 RGB to [-1, 1]. Latent space reads a local AutoencoderKL folder
+(``config.json`` + weights: ``space.vae``, or the init base's VAE saved in ``RUN/components/vae``);
+latents are the posterior mean multiplied by the VAE's ``scaling_factor``.
 """
 
 from __future__ import annotations
@@ -49,12 +49,8 @@ class LatentSpace:
     """A frozen AutoencoderKL; encode uses the posterior mean so training targets are deterministic."""
 
     def __init__(self, path: str, device: str | torch.device = "cpu"):
-        try:
-            from diffusers import AutoencoderKL
-        except ImportError:
-            raise SpaceError(
-                "space.vae needs the optional dependency diffusers: pip install 'linepairs[latent]'"
-            ) from None
+        from diffusers import AutoencoderKL
+
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise SpaceError(f"space.vae={path!r} is not a diffusers AutoencoderKL folder (no config.json)")
         self.vae = AutoencoderKL.from_pretrained(path).to(device).eval().requires_grad_(False)
@@ -81,17 +77,29 @@ def create_space(vae: str | None, device: str | torch.device = "cpu") -> PixelSp
 
 
 @functools.lru_cache(maxsize=8)
-def space_stride(vae: str | None) -> int:
-    """Pixels per latent pixel: 1 in pixel space, 2^(levels-1) of the VAE's encoder otherwise."""
-    if vae is None:
-        return 1
+def _vae_config(vae: str) -> dict:
     try:
         with open(os.path.join(vae, "config.json"), encoding="utf-8") as fh:
-            return 2 ** (len(json.load(fh)["block_out_channels"]) - 1)
-    except (OSError, KeyError, ValueError) as exc:
+            config = json.load(fh)
+        return {
+            "stride": 2 ** (len(config["block_out_channels"]) - 1),
+            "channels": int(config["latent_channels"]),
+        }
+    except (OSError, KeyError, ValueError, TypeError) as exc:
         raise SpaceError(f"space.vae={vae!r}: cannot read its config.json ({exc})") from None
+
+
+def space_stride(vae: str | None) -> int:
+    """Pixels per latent pixel: 1 in pixel space, 2^(levels-1) of the VAE's encoder otherwise."""
+    return 1 if vae is None else _vae_config(vae)["stride"]
+
+
+def vae_channels(vae: str | None) -> int:
+    """Channels of the space: 3 (RGB pixels) or the VAE's latent channels."""
+    return 3 if vae is None else _vae_config(vae)["channels"]
 
 
 __all__ = [
     "LatentSpace", "PixelSpace", "SpaceError", "create_space", "images_to_tensor", "space_stride", "tensor_to_images",
+    "vae_channels",
 ]  # fmt: skip

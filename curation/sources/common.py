@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
+import stat
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..records import TAG_CATEGORIES, Record
 from ..storage import SourceStorage, is_remote, storage_or_default
@@ -95,6 +97,94 @@ def tags_from_post(post: dict[str, Any]) -> dict[str, list[str]]:
 class Unreadable(str):
     """Stands in for a post that cannot be parsed; the text says why (becomes ``bad_metadata``)."""
 
+    reason = "bad_metadata"
+
+
+class Refused(Unreadable):
+    """Stands in for a whole metadata file that is never read; the text says why (``reason``)."""
+
+    def __new__(cls, text: str, reason: str = "bad_metadata") -> Refused:
+        obj = super().__new__(cls, text)
+        obj.reason = reason
+        return obj
+
+
+# Metadata files get the images' policy: a link that leaves the source folder, a FIFO or device is
+# never opened, and no read is unbounded. JSON lines are streamed with a cap per line (a post is a
+# few KB); a JSON array is parsed whole, so the file has a cap (a Danbooru API page is a few MB).
+METADATA_LINE_MAX_BYTES = 16 << 20
+METADATA_ARRAY_MAX_BYTES = 256 << 20
+_READ_BLOCK = 1 << 20
+
+
+def metadata_refusal(
+    path: str, root: str | None = None, storage: SourceStorage | None = None
+) -> Refused | None:
+    """Why the metadata file ``path`` is not read (None: read it): it resolves outside ``root``
+    (default: its own folder), or is not a regular file. Object stores have neither links nor FIFOs."""
+    if is_remote(path):
+        return None
+    outside = leaves_root(root or os.path.dirname(path), path)
+    if outside:
+        return Refused(outside, "outside_source")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return Refused(f"{path}: cannot be read ({exc.strerror or exc})")
+    if not stat.S_ISREG(mode):
+        return Refused(f"{path} is not a regular file (a FIFO, device, socket or folder): not opened")
+    return None
+
+
+@contextlib.contextmanager
+def open_metadata(path: str, storage: SourceStorage | None = None) -> Iterator[BinaryIO]:
+    """A binary handle on a metadata file that is a regular file when opened (opened non-blocking
+    and checked again, so a FIFO swapped in after ``metadata_refusal`` cannot block)."""
+    if is_remote(path):  # ranged GETs of 8 MiB, not one per line (the store's file has no cache)
+        with storage_or_default(storage).open(path) as raw:
+            yield io.BufferedReader(_RawReader(raw), buffer_size=8 << 20)
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        fh = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with fh:
+        yield fh
+
+
+class _RawReader(io.RawIOBase):
+    """A file-like with ``read(n)`` as the raw stream of an ``io.BufferedReader``."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.fh.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def capped_lines(fh: BinaryIO, limit: int = METADATA_LINE_MAX_BYTES) -> Iterator[bytes | None]:
+    """The lines of a binary stream, each read with at most ``limit`` bytes in memory; a longer line
+    yields None and is skipped to its end block by block (a 1 GiB line without a newline costs 1 MiB)."""
+    while True:
+        line = fh.readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        while (block := fh.readline(_READ_BLOCK)) and not block.endswith(b"\n"):
+            pass
+        yield None
+
 
 # A JSON parse can fail with ValueError (JSONDecodeError, an int of too many digits) or
 # RecursionError (deeply nested brackets): either is one bad line, never the end of the source.
@@ -120,29 +210,78 @@ def read_small(path: str, limit: int, storage: SourceStorage | None = None) -> b
         return fh.read(limit)
 
 
-def _text_lines(path: str, storage: SourceStorage | None) -> Iterator[str]:
-    if is_remote(path):  # metadata files are read whole from a store (one GET), then split
-        with storage_or_default(storage).open(path) as fh:
-            yield from io.StringIO(fh.read().decode("utf-8", errors="replace"))
+def iter_json_posts(
+    path: str, storage: SourceStorage | None = None, root: str | None = None
+) -> Iterator[tuple[int, Any]]:
+    """(position, object) for a JSON array file or JSON lines; a bad line yields (pos, Unreadable),
+    a file that is not read at all (``metadata_refusal``, the caps) one (0, Refused)."""
+    refused = metadata_refusal(path, root, storage)
+    if refused is not None:
+        yield 0, refused
         return
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        yield from fh
+    with open_metadata(path, storage) as fh:
+        head = fh.read(64)
+        is_array = head.lstrip().startswith((b"[", b"\xef\xbb\xbf["))
+        if is_array:
+            size = _size(path, fh, storage)  # from the file's metadata: a sparse 8 GiB array is never read
+            data = (
+                head + fh.read(METADATA_ARRAY_MAX_BYTES + 1 - len(head))
+                if size <= METADATA_ARRAY_MAX_BYTES
+                else b""
+            )
+            if size > METADATA_ARRAY_MAX_BYTES or len(data) > METADATA_ARRAY_MAX_BYTES:  # (or it grew since)
+                yield (
+                    0,
+                    Refused(
+                        f"{path}: a JSON array of {max(size, len(data))} bytes (over {METADATA_ARRAY_MAX_BYTES >> 20} "
+                        "MiB) is not read whole; write it as JSON lines (one post per line), which are read line by line"
+                    ),
+                )
+                return
+            text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
+            del data
+            yield from _iter_array(text)
+            return
+        lines = capped_lines(_Prefixed(head, fh))
+        for lineno, line in enumerate(lines, 1):
+            if line is None:
+                yield (
+                    lineno,
+                    Unreadable(f"line {lineno} is over {METADATA_LINE_MAX_BYTES >> 20} MiB: not read"),
+                )
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line.decode("utf-8", errors="replace"))
+            except _JSON_FAULTS as exc:
+                yield lineno, Unreadable(f"line {lineno} is not JSON: {type(exc).__name__}: {exc}"[:200])
 
 
-def iter_json_posts(path: str, storage: SourceStorage | None = None) -> Iterator[tuple[int, Any]]:
-    """(position, object) for a JSON array file or JSON lines; a bad line yields (pos, Unreadable)."""
-    head = read_small(path, 64, storage).lstrip()
-    if head.startswith((b"[", b"\xef\xbb\xbf[")):
-        text = "".join(_text_lines(path, storage)).removeprefix("\ufeff")
-        yield from _iter_array(text)
-        return
-    for lineno, line in enumerate(_text_lines(path, storage), 1):
-        if not line.strip():
-            continue
-        try:
-            yield lineno, json.loads(line)
-        except _JSON_FAULTS as exc:
-            yield lineno, Unreadable(f"line {lineno} is not JSON: {type(exc).__name__}: {exc}"[:200])
+def _size(path: str, fh: Any, storage: SourceStorage | None) -> int:
+    if is_remote(path):
+        return storage_or_default(storage).size(path)
+    return os.fstat(fh.fileno()).st_size
+
+
+class _Prefixed:
+    """A binary stream with ``head`` (already read) put back in front, for ``readline``."""
+
+    def __init__(self, head: bytes, fh: BinaryIO) -> None:
+        self.head, self.fh = head, fh
+
+    def readline(self, limit: int = -1) -> bytes:
+        if not self.head:
+            return self.fh.readline(limit)
+        cut = self.head.find(b"\n")
+        if cut >= 0 and (limit < 0 or cut < limit):
+            line, self.head = self.head[: cut + 1], self.head[cut + 1 :]
+            return line
+        if limit >= 0 and len(self.head) >= limit:
+            line, self.head = self.head[:limit], self.head[limit:]
+            return line
+        line, self.head = self.head, b""
+        return line + self.fh.readline(-1 if limit < 0 else limit - len(line))
 
 
 def _iter_array(text: str) -> Iterator[tuple[int, Any]]:
@@ -228,7 +367,7 @@ def record_from_post(
     without one is unrated rather than ``bad_rating``.
     """
     if isinstance(post, Unreadable):
-        return Record(source, where, None, reject_reason="bad_metadata", reject_detail=str(post))
+        return Record(source, where, None, reject_reason=post.reason, reject_detail=str(post))
     if not isinstance(post, dict):
         return Record(source, where, None, reject_reason="bad_metadata", reject_detail="not a JSON object")
     post_id = as_int(post.get("id"))
@@ -304,10 +443,34 @@ def walk_files(folder: str, storage: SourceStorage | None = None) -> list[str]:
     if is_remote(folder):
         return storage_or_default(storage).files(folder)
     found = []
-    for root, dirs, files in os.walk(folder):  # followlinks=False
+    for root, dirs, files in walk_tree(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [os.path.join(root, n) for n in files if not n.startswith(".")]
     return sorted(found)
+
+
+def walk_tree(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk(top)`` (top-down, folder links listed but never entered, unreadable folders
+    skipped; the caller may prune ``dirs``) without recursion: Python 3.11's os.walk recurses once
+    per level, so a chain of ~1,000 nested folders was a RecursionError."""
+    stack = [top]
+    while stack:
+        root = stack.pop()
+        try:
+            entries = list(os.scandir(root))
+        except OSError:
+            continue
+        dirs, files, links = [], [], set()
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows links, as os.walk does to sort names
+            except OSError:
+                is_dir = False
+            (dirs if is_dir else files).append(entry.name)
+            if is_dir and entry.is_symlink():
+                links.add(entry.name)
+        yield root, dirs, files
+        stack.extend(os.path.join(root, d) for d in reversed(dirs) if d not in links)
 
 
 def leaves_root(root: str, path: str) -> str | None:

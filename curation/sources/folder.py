@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from ..records import TAG_CATEGORIES, Record
 from ..storage import SourceStorage, is_remote, relpath
-from .common import IMAGE_EXTS, leaves_root, read_small, walk_files
+from .common import IMAGE_EXTS, leaves_root, read_small, walk_files, walk_tree
 from .dump import DEFAULT_OPTIONS, ReadOptions
 from .sidecars import SIDECAR_MAX_BYTES, decode_text, parse_caption
 
@@ -42,7 +42,7 @@ def iter_folder(
     if is_remote(folder):
         yield from _iter_objects(source, folder, storage, options)
         return
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in walk_tree(folder):  # os.walk without recursion (deep chains)
         dirs.sort()
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         present = set(files)

@@ -56,7 +56,7 @@ def iter_gwern(
     # On a store, one listing instead of a request per candidate name.
     present = set(walk_files(root, storage)) if is_remote(root) else None
     for meta in metadata_files(root, storage):
-        for pos, post in iter_json_posts(meta, storage):
+        for pos, post in iter_json_posts(meta, storage, root=root):  # links leaving the dump: not read
             rec = record_from_post(source, post, f"{relpath(meta, root)}:{pos}", era=era)
             path = image_path(root, rec.post_id, rec.ext, present) if rec.reject_reason is None else None
             yield attach_image(rec, path, f"neither original/ nor 512px/ has post {rec.post_id}")

@@ -41,9 +41,10 @@ from curation.sources import parse_source
 from sharding.loader import batches, decode_gray, decode_rgb
 from wnet.checkpoint import latest_checkpoint, open_checkpoint
 from wnet.config import PRESETS
-from wnet.data import DecodeCache, decode_at, decode_batch, open_stream, size_multiple, train_size
+from wnet.data import DecodeCache, decode_at, decode_batch, open_stream, train_size
 from wnet.evaluate import evaluate
 from wnet.metrics import edge_scores, mismatched
+from wnet.parts import plain_parts
 from wnet.run import TrainRequest, read_metrics, train
 from wnet.trainer import Trainer
 from wnet.vocab import TagVocab
@@ -149,7 +150,8 @@ def _real_build(folder: str, root: str, args, steps: int | None = None) -> dict[
     return {
         "build": "shared illustrations, default build config", "samples": _samples(out),
         "build_s": build_s, "config": "tiny", "max_side": cfg.train.max_side, "batch": cfg.train.batch_size,
-        "model": {"channels": list(cfg.model.channels), "attn_levels": list(cfg.model.attn_levels),
+        "model": {"unet": "diffusers UNet2DConditionModel", "channels": list(cfg.model.channels),
+                  "attn_levels": list(cfg.model.attn_levels),
                   "sketch_channels": list(cfg.model.sketch_channels), "prediction": cfg.diffusion.prediction,
                   "parameters": sum(p.numel() for p in trainer.model.parameters())},
         "torch_threads": 1, "steps": result.step,
@@ -206,8 +208,12 @@ def _samples(out: str) -> int:
         return sum(s["samples"] for s in json.load(fh)["shards"])
 
 
+def _multiple(cfg) -> int:
+    return plain_parts(cfg, 3).multiple(None)
+
+
 def _fixed_batches(build: str, cfg, n: int) -> list:
-    stream = open_stream(build, cfg, seed_offset=31, prefetch=0)
+    stream = open_stream(build, cfg, _multiple(cfg), seed_offset=31, prefetch=0)
     try:
         return [next(stream) for _ in range(n)]
     finally:
@@ -239,7 +245,7 @@ def _decode_costs(build: str, cfg, repeats: int) -> dict[str, float]:
     """ms per sample (illustration + line drawing) to reach the training size: the old full decode
     and area resize, the reduced decode, and a cache hit."""
     batch = next(iter(batches(build, 8, seed=0, resampled=False, weighted=False, decode=False, threads=1)))
-    size = train_size(batch.bucket, cfg.train.max_side, size_multiple(cfg))
+    size = train_size(batch.bucket, cfg.train.max_side, _multiple(cfg))
     keep = list(range(len(batch.keys)))
 
     def full():

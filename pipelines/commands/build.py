@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..build import BuildRefused, BuildRequest, run_build
     from ..config import ConfigError, load_config
+    from ..repair import IntegrityError
 
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} exists and is not a folder; choose another --out")
@@ -65,9 +66,11 @@ def run(args: argparse.Namespace) -> int:
             layout=layout, storage=storage, append=args.append, retry=retry,
         )  # fmt: skip
         summary = run_build(req)
-    except (ConfigError, SourceError, BuildRefused, StorageError) as exc:
+    except (ConfigError, SourceError, BuildRefused, StorageError, IntegrityError) as exc:
         raise UsageError(str(exc)) from None
-    if summary.already_complete:
+    if summary.repaired:  # each file is named on stderr (pipelines/repair.py)
+        print(f"{summary.out}: {len(summary.repaired)} file(s) repaired (named on stderr).")
+    elif summary.already_complete:
         print(f"{summary.out} is already complete: nothing to do.")
     for line in summary.lines():
         print(line)

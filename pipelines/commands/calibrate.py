@@ -38,10 +38,32 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def write_model(args: argparse.Namespace, cfg) -> None:
+    """``--fit-model``: fit on the whole folder, measure the same fit out of fold, write both."""
     from curation import artmodel
 
-    from ..calibrate import calibrate, contact_sheet, fit_model, read_labels, scan_labelled, summary_lines
+    from ..calibrate import cross_validated, fit_model, read_labels, scan_labelled
+
+    rows, settings = scan_labelled(args.images, read_labels(args.labels), cfg)
+    source = os.path.join(os.path.basename(os.path.abspath(args.images)), os.path.basename(args.labels))
+    model = fit_model(rows, settings, args.l2, source=source)
+    model["fitted_on"]["command"] = (
+        f"linepairs calibrate {args.images} --labels {args.labels} --fit-model {args.fit_model} --l2 {args.l2:g}"
+    )
+    for row in rows:  # as a scan with this model would have them (the refits replace the judged ones)
+        if row.get("sharpness") is not None:
+            row["illustration"] = artmodel.illustration_probability(row, model)
+    model["cross_validated"] = cross_validated(rows, settings, cfg, l2=args.l2)
+    with open(args.fit_model, "w", encoding="utf-8") as fh:
+        json.dump(model, fh, indent=1)
+        fh.write("\n")
+    fitted = {k: v for k, v in model["fitted_on"].items() if k != "files"}
+    print(f"linepairs calibrate: wrote {args.fit_model} ({fitted})", file=sys.stderr)
+    artmodel.load_model.cache_clear()
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..calibrate import calibrate, contact_sheet, summary_lines
     from ..config import ConfigError, load_config
 
     if args.cv == 1 or args.cv < 0:
@@ -51,14 +73,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     if args.fit_model:
-        rows, settings = scan_labelled(args.images, read_labels(args.labels), cfg)
-        source = os.path.join(os.path.basename(os.path.abspath(args.images)), os.path.basename(args.labels))
-        model = fit_model(rows, settings, args.l2, source=source)
-        with open(args.fit_model, "w", encoding="utf-8") as fh:
-            json.dump(model, fh, indent=1)
-            fh.write("\n")
-        print(f"linepairs calibrate: wrote {args.fit_model} ({model['fitted_on']})", file=sys.stderr)
-        artmodel.load_model.cache_clear()
+        write_model(args, cfg)
     report, rows = calibrate(args.images, args.labels, cfg, folds=args.cv, seed=args.seed)
     if args.html:
         with open(args.html, "w", encoding="utf-8") as fh:

@@ -27,12 +27,16 @@ def run(args: argparse.Namespace) -> int:
     from wnet.config import WnetConfigError
     from wnet.evaluate import evaluate
     from wnet.run import RunError
+    from wnet.sources import SourceError
+    from wnet.space import SpaceError
 
     from ..errors import UsageError
+    from .train import require_diffusers
 
+    require_diffusers()
     try:
         scores = evaluate(args.run, limit=args.limit, seed=args.seed, device=args.device, seeds=args.seeds)
-    except (CheckpointError, RunError, LoaderError, WnetConfigError) as exc:
+    except (CheckpointError, RunError, LoaderError, WnetConfigError, SourceError, SpaceError) as exc:
         raise UsageError(str(exc)) from None
     if args.json:
         print(json.dumps(scores, sort_keys=True))

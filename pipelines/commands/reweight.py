@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
+from .storage import add_storage_option, open_out
 
 
 def add_parser(sub) -> None:
@@ -21,20 +22,21 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--name", help="version name (default: the next free vN)")
     p.add_argument("--activate", action="store_true", help="make this version the one readers use by default")
+    add_storage_option(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from curation.weighting import WeightError
-    from sharding.layout import Layout, StorageError
+    from sharding.layout import StorageError
     from sharding.weights import WeightsVersionError
 
     from ..config import ConfigError
-    from ..reweight import ReweightRefused, recorded_config, reweight, weights_from_toml
+    from ..reweight import ReweightRefused, reweight, weights_from_toml
 
     try:
-        layout = Layout(args.out)
-        cfg = weights_from_toml(args.config, recorded_config(layout)) if args.config else None
+        layout = open_out(args.out, args)
+        cfg = weights_from_toml(args.config, layout) if args.config else None
         result = reweight(layout, cfg, name=args.name, activate_it=args.activate)
     except (ConfigError, ReweightRefused, WeightsVersionError, StorageError) as exc:
         raise UsageError(str(exc)) from None

@@ -20,10 +20,13 @@ def add_storage_option(p: argparse.ArgumentParser) -> None:
 
 
 def open_out(location: str, args: argparse.Namespace):
-    """OUT's Layout with the command's storage options; a bad URL or option is one line, exit 2."""
+    """OUT's Layout with the command's storage options; a bad URL or option, a store that does not
+    answer or refuses, a missing bucket: one line naming the URL, exit 2."""
     from sharding.layout import Layout, StorageError, parse_storage_options
 
     try:
-        return Layout(location, parse_storage_options(getattr(args, "storage_option", None)))
+        layout = Layout(location, parse_storage_options(getattr(args, "storage_option", None)))
+        layout.probe()  # an unreachable store, refused credentials, a missing bucket: said here, once
     except StorageError as exc:
         raise UsageError(str(exc)) from None
+    return layout
