@@ -278,7 +278,8 @@ def read_location(location: str, max_bytes: int = DEFAULT_MAX_BYTES, storage: An
         )
     if is_remote(path):  # a ranged read of the member on the store; the archive is never downloaded
         return _exact(storage_or_default(storage).read_range(path, offset, size), size, f"{path}:{member}")
-    with open(path, "rb") as fh:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO swapped in cannot block
+    with os.fdopen(fd, "rb") as fh:
         _check_regular(path, os.fstat(fh.fileno()), 1 << 62)
         fh.seek(offset)
         data = fh.read(size)

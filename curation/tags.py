@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -143,55 +145,92 @@ def _category(value: object) -> str | None:
         return None
 
 
-def _rows_of(path: str, data: bytes) -> Iterable[tuple[object, object]]:
+# A tag table is named by the user (``[sidecars] tag_table``), so a link to it is followed (a
+# tagger's ``selected_tags.csv`` in the Hugging Face cache is a link into its blobs); the rest of the
+# metadata-file policy holds: a FIFO or device is never opened, CSV and JSON lines are streamed with
+# a cap per line, and a JSON array or parquet table, read whole, has a cap per file.
+TAG_TABLE_WHOLE_MAX_BYTES = 256 << 20
+
+
+def _lines(fh, path: str) -> Iterable[str]:
+    """The text lines of a tag table, each read with a cap (``curation.sources.common.capped_lines``)."""
+    from .sources.common import METADATA_LINE_MAX_BYTES, capped_lines
+
+    for lineno, line in enumerate(capped_lines(fh), 1):
+        if line is None:
+            raise TagTableError(
+                f"tag table {path}: line {lineno} is over {METADATA_LINE_MAX_BYTES >> 20} MiB"
+            )
+        text = line.decode("utf-8", errors="replace")
+        yield text.removeprefix("\ufeff") if lineno == 1 else text
+
+
+def _whole(fh, path: str) -> bytes:
+    size = os.fstat(fh.fileno()).st_size
+    if size > TAG_TABLE_WHOLE_MAX_BYTES:
+        raise TagTableError(
+            f"tag table {path} is {size} bytes: a JSON array or parquet table over "
+            f"{TAG_TABLE_WHOLE_MAX_BYTES >> 20} MiB is not read whole; write it as CSV or JSON lines"
+        )
+    data = fh.read(TAG_TABLE_WHOLE_MAX_BYTES + 1)
+    if len(data) > TAG_TABLE_WHOLE_MAX_BYTES:  # it grew since
+        raise TagTableError(f"tag table {path} is over {TAG_TABLE_WHOLE_MAX_BYTES >> 20} MiB")
+    return data
+
+
+def _rows_of(path: str, fh) -> Iterable[tuple[object, object]]:
     """(name, category) pairs of a CSV (header ``name,category``, or headerless
     ``name,category[,count,aliases]`` as the a1111 tag-complete lists), a JSON array / JSON lines
-    of ``{name, category}`` objects (Danbooru's /tags.json, the public dump), or a parquet file."""
+    of ``{name, category}`` objects (Danbooru's /tags.json, the public dump), or a parquet file.
+    Read from the open binary file ``fh`` while the caller iterates."""
     lower = path.lower()
     if lower.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        table = pq.read_table(io.BytesIO(data), columns=["name", "category"])
+        table = pq.read_table(io.BytesIO(_whole(fh, path)), columns=["name", "category"])
         return zip(table["name"].to_pylist(), table["category"].to_pylist(), strict=True)
-    text = data.decode("utf-8-sig", errors="replace")
     if lower.endswith((".json", ".jsonl")):
-        stripped = text.lstrip()
-        items = (
-            json.loads(stripped)
-            if stripped.startswith("[")
-            else [json.loads(x) for x in text.splitlines() if x.strip()]
-        )
+        head = fh.peek(64)[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+        if head.startswith(b"["):
+            items = json.loads(_whole(fh, path).decode("utf-8-sig", errors="replace"))
+        else:
+            items = (json.loads(x) for x in _lines(fh, path) if x.strip())
         return ((o.get("name"), o.get("category")) for o in items if isinstance(o, dict))
-    rows = list(csv.reader(io.StringIO(text)))
-    if rows and {"name", "category"} <= {c.strip().lower() for c in rows[0]}:
-        head = [c.strip().lower() for c in rows[0]]
+    rows = csv.reader(_lines(fh, path))
+    first = next(rows, None)
+    if first is None:
+        return ()
+    if {"name", "category"} <= {c.strip().lower() for c in first}:
+        head = [c.strip().lower() for c in first]
         n, c = head.index("name"), head.index("category")
-        return ((r[n], r[c]) for r in rows[1:] if len(r) > max(n, c))
-    return ((r[0], r[1]) for r in rows if len(r) >= 2)
+        return ((r[n], r[c]) for r in rows if len(r) > max(n, c))
+    return ((r[0], r[1]) for r in itertools.chain([first], rows) if len(r) >= 2)
 
 
 def read_tag_table(path: str) -> TagTable:
     """A tag table from a local file (CSV, JSON / JSON lines, parquet); TagTableError when it holds
-    no usable (name, category) row."""
+    no usable (name, category) row, is not a regular file, or is over a cap."""
+    from .sources.common import open_regular
+
+    categories: dict[str, str] = {}
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-        pairs = list(_rows_of(path, data))
+        with open_regular(path) as fh:
+            for name, cat in _rows_of(path, fh):
+                category = _category(cat)
+                if not isinstance(name, str) or category is None:
+                    continue
+                try:
+                    tag = clean_tag(name)
+                except TagProblem:
+                    continue
+                if tag:
+                    categories.setdefault(tag, category)
+    except TagTableError:
+        raise
     except OSError as exc:
         raise TagTableError(f"tag table {path}: {exc.strerror or exc}") from None
-    except (ValueError, KeyError, TypeError) as exc:  # JSON, parquet without the columns, ...
+    except (ValueError, KeyError, TypeError, csv.Error) as exc:  # JSON, parquet without the columns, ...
         raise TagTableError(f"tag table {path} is not a name/category table: {str(exc)[:200]}") from None
-    categories: dict[str, str] = {}
-    for name, cat in pairs:
-        category = _category(cat)
-        if not isinstance(name, str) or category is None:
-            continue
-        try:
-            tag = clean_tag(name)
-        except TagProblem:
-            continue
-        if tag:
-            categories.setdefault(tag, category)
     if not categories:
         raise TagTableError(
             f"tag table {path} has no (name, category) row with a Danbooru category "

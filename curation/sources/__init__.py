@@ -31,7 +31,16 @@ from ..records import Record, source_name_ok
 from ..storage import SourceStorage, dirname, is_remote, local_path, storage_or_default
 from ..tags import TagProblem, TagTable, TagTableError, clean_caption, clean_tags, read_tag_table
 from .archives import archive_type, archives_below
-from .common import IMAGE_EXTS, is_file, leaves_root, walk_files
+from .common import (
+    IMAGE_EXTS,
+    MetadataRefused,
+    is_file,
+    leaves_root,
+    metadata_refusal,
+    open_regular,
+    walk_files,
+    walk_tree,
+)
 from .danbooru_api import iter_api_posts
 from .dump import Notes, ReadOptions, iter_joined, iter_webdataset, print_note
 from .folder import iter_folder
@@ -105,10 +114,22 @@ def _exists_file(path: str, storage: SourceStorage | None) -> bool:
 
 
 def _db_files(folder: str, engine: str) -> list[str]:
+    """The top-level databases of ``engine`` in ``folder``: by their first bytes, or by their name
+    for a file the metadata-file policy refuses (a link out, a FIFO: never opened, not even to
+    look; enumeration makes its reject row)."""
     if is_remote(folder) or not os.path.isdir(folder):
         return []
     test = is_sqlite if engine == "sqlite" else is_duckdb
-    return [p for p in sorted(glob.glob(os.path.join(folder, "*"))) if os.path.isfile(p) and test(p)]
+    found = []
+    for p in sorted(glob.glob(os.path.join(folder, "*"))):
+        if os.path.isdir(p):
+            continue
+        if metadata_refusal(p, folder) is not None:
+            if p.lower().endswith(DB_SUFFIXES[engine]):
+                found.append(p)
+        elif test(p):
+            found.append(p)
+    return found
 
 
 def detect_kind(path: str, storage: SourceStorage | None = None) -> str:
@@ -159,7 +180,7 @@ def _files_lazily(path: str, storage: SourceStorage | None) -> Iterator[str]:
     if is_remote(path):
         yield from walk_files(path, storage)
         return
-    for root, dirs, files in os.walk(path):
+    for root, dirs, files in walk_tree(path):  # os.walk without recursion (deep chains)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         yield from (os.path.join(root, n) for n in sorted(files) if not n.startswith("."))
 
@@ -218,6 +239,11 @@ def parse_source(
     path = _where(arg)
     if not _exists(path, storage):
         raise SourceError(f"source path does not exist: {arg}")
+    if not is_remote(path) and not (os.path.isdir(path) or os.path.isfile(path)):
+        # a FIFO would block the first read of it, a device would be read without end
+        raise SourceError(
+            f"source path is neither a regular file nor a folder (a FIFO, device or socket): {arg}"
+        )
     kind = kind or detect_kind(path, storage)
     name = name or _default_name(kind, path)
     if not source_name_ok(name):
@@ -328,7 +354,7 @@ def with_config(spec: SourceSpec, config: Any) -> SourceSpec:
 
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -394,7 +420,7 @@ def _raw_records(spec: SourceSpec, storage: SourceStorage, notes: Notes) -> tupl
 
 
 def database_file(spec: SourceSpec) -> str:
-    if os.path.isfile(spec.path):
+    if not os.path.isdir(spec.path):  # the file named (parse_source: a regular file, or a link to one)
         return spec.path
     found = _db_files(spec.path, spec.kind)
     if len(found) != 1:
@@ -412,16 +438,22 @@ def _iter_database(
     from .database import DbSource
 
     path = database_file(spec)
-    db = DbSource(path, spec.kind)
+    root = spec.images or os.path.dirname(path)
     try:
-        root = spec.images or os.path.dirname(path)
+        db = DbSource(path, spec.kind)  # the file must stay in its folder (the source's, or its own)
+    except MetadataRefused as exc:  # one reject row; the archives' members then have no metadata
+        yield exc.record(spec.name, os.path.basename(path))
+        db = None
+    try:
         samples = collect(
             spec.name, archives_below(root, storage), root, storage, sidecars=options.sidecar_suffixes
         )
-        yield from iter_joined(spec.name, [(db.mapping, db.rows())], samples, era=era, root=root, options=options,
+        parts = [(db.mapping, db.rows())] if db is not None else []
+        yield from iter_joined(spec.name, parts, samples, era=era, root=root, options=options,
                                storage=storage, notes=notes)  # fmt: skip
     finally:
-        db.close()
+        if db is not None:
+            db.close()
 
 
 def check_metadata(
@@ -451,7 +483,7 @@ def iter_records(
     try:
         inner, root = _raw_records(spec, storage, notes)
         yield from finish(inner, root)
-    except (HfTarError, MappingError, TableError, NotABuild) as exc:
+    except (HfTarError, MappingError, TableError, NotABuild, MetadataRefused) as exc:
         raise SourceError(f"source {spec.name!r}: {exc}") from None
 
 

@@ -4,6 +4,9 @@
 Nothing is extracted: a member is a location (``tar://``, ``tgz://``, ``zip://``) that
 ``curation.decode.read_location`` reads with its byte cap, so a member named ``../x.jpg``, an
 absolute name or a link member can never touch the file system (they are ``unsafe_member`` rejects).
+An archive or index file gets the metadata-file policy (``common.metadata_refusal``): one that links
+out of the source or is not a regular file (a FIFO named ``0000.tar``) is one reject row, never
+opened; local archives are opened through ``open_regular``.
 
 Costs (docs/sources.md): a ``.tar`` is listed from its headers (one small read each; on a store one
 ranged GET each) or, when ``NAME.json`` is its hfutils index, from that one file, checked against
@@ -41,7 +44,7 @@ from urllib.parse import quote
 from ..decode import quote_path, tar_location
 from ..records import Record
 from ..storage import SourceStorage, is_remote, relpath, storage_or_default
-from .common import IMAGE_EXTS, NOT_STILL_EXTS, leaves_root, walk_files
+from .common import IMAGE_EXTS, NOT_STILL_EXTS, metadata_refusal, open_regular, walk_files
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 SIDECAR_SUFFIXES = ("json", "txt", "caption", "tags")
@@ -63,9 +66,9 @@ def archive_type(path: str) -> str | None:
 
 
 def archives_below(root: str, storage: SourceStorage | None = None) -> list[str]:
-    """Every archive below ``root`` (sorted; folder links not followed, see walk_files)."""
-    found = [p for p in walk_files(root, storage) if archive_type(p)]
-    return [p for p in found if is_remote(p) or os.path.isfile(p)]
+    """Every file named as an archive below ``root`` (sorted; folder links not followed, see
+    walk_files). A link out or a FIFO among them is kept: ``list_archive`` makes its reject row."""
+    return [p for p in walk_files(root, storage) if archive_type(p)]
 
 
 def split_key(name: str, rule: str = "webdataset") -> tuple[str, str]:
@@ -139,14 +142,16 @@ def list_archive(source: str, path: str, root: str, storage: SourceStorage | Non
     """The regular-file members of one archive; problems become records (never an exception)."""
     out = Listing()
     rel = relpath(path, root)
-    outside = leaves_root(root, path)
-    if outside:
-        out.problems.append(Record(source, rel, None, reject_reason="outside_source", reject_detail=outside))
+    refused = metadata_refusal(path, root, storage)  # a link out of the source, a FIFO: never opened
+    if refused is not None:
+        out.problems.append(
+            Record(source, rel, None, reject_reason=refused.reason, reject_detail=str(refused)[:300])
+        )
         return out
     kind = archive_type(path)
     try:
         if kind == "tar":
-            _list_tar(source, path, rel, storage, out)
+            _list_tar(source, path, rel, root, storage, out)
         elif kind == "tgz":
             _list_tgz(source, path, rel, storage, out)
         elif kind == "zip":
@@ -174,7 +179,7 @@ def _size(path: str, storage: SourceStorage | None) -> int:
 def _read(path: str, offset: int, size: int, storage: SourceStorage | None) -> bytes:
     if is_remote(path):
         return storage_or_default(storage).read_range(path, offset, size)
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         fh.seek(offset)
         return fh.read(size)
 
@@ -183,17 +188,19 @@ def _read(path: str, offset: int, size: int, storage: SourceStorage | None) -> b
 def _open_tar(path: str, storage: SourceStorage | None) -> Iterator[tarfile.TarFile]:
     """On a store only the headers are read (tarfile seeks past each member's data), as ranged reads."""
     if not is_remote(path):
-        with tarfile.open(path, "r:") as tf:
+        with open_regular(path) as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
             yield tf
         return
     with storage_or_default(storage).open(path) as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
         yield tf
 
 
-def _list_tar(source: str, path: str, rel: str, storage: SourceStorage | None, out: Listing) -> None:
+def _list_tar(
+    source: str, path: str, rel: str, root: str, storage: SourceStorage | None, out: Listing
+) -> None:
     archive_size = _size(path, storage)
     where = _where_of(path)
-    indexed = _from_index(source, path, rel, archive_size, storage, out)
+    indexed = _from_index(source, path, rel, root, archive_size, storage, out)
     if indexed is not None:
         out.members += indexed
         return
@@ -239,16 +246,34 @@ def index_path(tar_path: str) -> str:
 
 
 def _exists(path: str, storage: SourceStorage | None) -> bool:
-    return storage_or_default(storage).isfile(path) if is_remote(path) else os.path.isfile(path)
+    """A file or object at ``path``; locally any entry that is not a folder (a link, a FIFO: the
+    metadata-file policy then refuses it with a reject row, rather than ignoring it unseen)."""
+    if is_remote(path):
+        return storage_or_default(storage).isfile(path)
+    return os.path.lexists(path) and not os.path.isdir(path)
 
 
 def _from_index(
-    source: str, path: str, rel: str, archive_size: int, storage: SourceStorage | None, out: Listing
+    source: str,
+    path: str,
+    rel: str,
+    root: str,
+    archive_size: int,
+    storage: SourceStorage | None,
+    out: Listing,
 ) -> list[Member] | None:
     """The members an hfutils index lists, when it lies beside the tar and matches it; else None
-    (the tar's headers are read instead, and a note says why)."""
+    (the tar's headers are read instead, and a note says why). An index that links out of the
+    source or is not a regular file is never opened: one reject row, and the headers are read."""
     ipath = index_path(path)
     if not _exists(ipath, storage):
+        return None
+    refused = metadata_refusal(ipath, root, storage)
+    if refused is not None:
+        out.problems.append(Record(
+            source, relpath(ipath, root), None, reject_reason=refused.reason,
+            reject_detail=f"index of {rel} not read: {refused}"[:300],
+        ))  # fmt: skip
         return None
     why = None
     try:
@@ -353,7 +378,7 @@ def _list_tgz(source: str, path: str, rel: str, storage: SourceStorage | None, o
 def _open_stream(path: str, storage: SourceStorage | None) -> Iterator[io.BufferedReader]:
     """A sequential reader: local file, or a store object read in large ranged blocks."""
     if not is_remote(path):
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             yield fh
         return
     with storage_or_default(storage).open(path) as raw:
@@ -407,7 +432,7 @@ def _list_zip(source: str, path: str, rel: str, storage: SourceStorage | None, o
 @contextlib.contextmanager
 def _open_zip_file(path: str, storage: SourceStorage | None) -> Iterator[io.IOBase]:
     if not is_remote(path):
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             yield fh
         return
     with storage_or_default(storage).open(path) as fh:  # the central directory: a few ranged reads

@@ -37,8 +37,9 @@ _DANBOORU_NAMES = {c for c, _, _ in DANBOORU_COLUMNS}
 class DbSource:
     """One metadata database: its post table, its mapping and its rows."""
 
-    def __init__(self, path: str, engine: str):
-        self.db = Database(path, engine)
+    def __init__(self, path: str, engine: str, root: str | None = None):
+        """``root``: the source folder the file must stay in (MetadataRefused otherwise, or for a FIFO)."""
+        self.db = Database(path, engine, root)
         self.path = path
         self.name = path.rpartition("/")[2]
         tables = self.db.tables()

@@ -4,6 +4,10 @@
 that exists wins) holds comma-separated tags, a prose caption, or tags then prose; the rule that
 tells them apart is in ``sidecars.py``. Tags get their Danbooru category from the tag table when one
 is given (``[sidecars] tag_table``), ``general`` otherwise (counted in ``uncategorised_tags``).
+
+A caption file gets the metadata-file policy (``common.metadata_refusal``): one that links out of
+the folder or is not a regular file (a FIFO) is never opened, and its image is rejected with that
+reason (``outside_source`` / ``bad_metadata``) rather than kept without the tags it was given.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Iterator
 
 from ..records import TAG_CATEGORIES, Record
 from ..storage import SourceStorage, is_remote, relpath
-from .common import IMAGE_EXTS, leaves_root, read_small, walk_files, walk_tree
+from .common import IMAGE_EXTS, metadata_refusal, read_small, walk_files, walk_tree
 from .dump import DEFAULT_OPTIONS, ReadOptions
 from .sidecars import SIDECAR_MAX_BYTES, decode_text, parse_caption
 
@@ -28,11 +32,21 @@ def read_sidecar(
 
 
 def _record(
-    source: str, rel: str, path: str, ext: str, sidecar: str | None, storage, options: ReadOptions
+    source: str, root: str, rel: str, path: str, ext: str, sidecar: str | None, storage, options: ReadOptions
 ) -> Record:
     rec = Record(source, rel, path, ext=ext.lower(), tags={c: [] for c in TAG_CATEGORIES})
-    if sidecar is not None:
-        rec.tags, rec.caption, rec.uncategorised_tags = read_sidecar(sidecar, storage, options)
+    if sidecar is None:
+        return rec
+    refused = metadata_refusal(sidecar, root, storage)  # a link out of the folder, a FIFO: not opened
+    try:
+        if refused is None:
+            rec.tags, rec.caption, rec.uncategorised_tags = read_sidecar(sidecar, storage, options)
+    except OSError as exc:  # unreadable, or swapped for a FIFO since the listing
+        refused = f"cannot be read ({exc.strerror or exc})"
+    if refused is not None:
+        rec.location = None
+        rec.reject_reason = getattr(refused, "reason", "bad_metadata")
+        rec.reject_detail = f"caption file {relpath(sidecar, root)}: {refused}"[:300]
     return rec
 
 
@@ -52,18 +66,11 @@ def iter_folder(
                 continue
             path = os.path.join(root, name)
             rel = os.path.relpath(path, folder).replace(os.sep, "/")
-            sidecar = None
-            for cap in options.captions:
-                candidate = os.path.join(root, stem + cap)
-                # isfile: a FIFO or device with a caption's name is never opened; a link leaving the folder is not read
-                if (
-                    stem + cap in present
-                    and os.path.isfile(candidate)
-                    and leaves_root(folder, candidate) is None
-                ):
-                    sidecar = candidate
-                    break
-            yield _record(source, rel, path, ext, sidecar, None, options)
+            # the first caption extension present; _record applies the metadata-file policy to it
+            sidecar = next(
+                (os.path.join(root, stem + c) for c in options.captions if stem + c in present), None
+            )
+            yield _record(source, folder, rel, path, ext, sidecar, None, options)
 
 
 def _iter_objects(
@@ -79,7 +86,7 @@ def _iter_objects(
             continue
         base = f"{path.rpartition('/')[0]}/{stem}"
         sidecar = next((base + cap for cap in options.captions if base + cap in present), None)
-        yield _record(source, relpath(path, folder), path, ext, sidecar, storage, options)
+        yield _record(source, folder, relpath(path, folder), path, ext, sidecar, storage, options)
 
 
 def _walk_order(rel: str) -> tuple[tuple[int, str], ...]:

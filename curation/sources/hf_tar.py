@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from ..records import Record
 from ..storage import SourceStorage, dirname, is_remote, storage_or_default
 from .archives import archives_below, collect
-from .common import is_file
+from .common import MetadataRefused, is_file
 from .dump import DEFAULT_OPTIONS, Notes, ReadOptions, iter_joined
 from .mapping import Mapping, resolve
 from .tables import ParquetTable
@@ -51,21 +51,29 @@ def image_root(path: str, images: str | None, storage: SourceStorage | None) -> 
     return images or (dirname(path) if is_file(path, storage) else path)
 
 
-def open_tables(path: str, storage: SourceStorage | None = None) -> list[tuple[ParquetTable, Mapping]]:
+def open_tables(
+    path: str, storage: SourceStorage | None = None
+) -> tuple[list[tuple[ParquetTable, Mapping]], list[MetadataRefused]]:
     """Every metadata parquet of the dump with its mapping (MappingError for a column of the wrong
-    shape, HfTarError for a parquet without ids)."""
+    shape, HfTarError for a parquet without ids), and the parquet files that are never opened (a
+    link out of the dump, a FIFO: each becomes one reject row)."""
     metas = metadata_files(path, storage)
     if not metas:
         raise HfTarError(f"no *.parquet metadata in {path}")
-    out = []
+    root = path if not is_file(path, storage) else dirname(path)
+    out, refused = [], []
     for meta in metas:
-        table = ParquetTable(meta, storage)
+        try:
+            table = ParquetTable(meta, storage, root=root)
+        except MetadataRefused as exc:
+            refused.append(exc)
+            continue
         mapping = resolve("danbooru", table.columns(), table.where)
         if not mapping.gives("id"):
             names = [c.name for c in table.columns()]
             raise HfTarError(f"parquet {meta} has no id column; its columns: {', '.join(names[:30])}")
         out.append((table, mapping))
-    return out
+    return out, refused
 
 
 def iter_hf_tar(
@@ -79,7 +87,9 @@ def iter_hf_tar(
 ) -> Iterator[Record]:
     """Every parquet row and every archive member of one dump, as records."""
     root = image_root(path, images, storage)
-    tables = open_tables(path, storage)
+    tables, refused = open_tables(path, storage)
+    for exc in refused:  # its posts are not read: their members become no_metadata rows
+        yield exc.record(source, exc.path.rpartition("/")[2])
     samples = collect(source, tar_files(root, storage), root, storage, sidecars=options.sidecar_suffixes)
     parts = [(mapping, _rows(table, mapping)) for table, mapping in tables]
     yield from iter_joined(

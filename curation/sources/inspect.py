@@ -23,7 +23,7 @@ import numpy as np
 from ..records import TAG_CATEGORIES, Record
 from ..storage import SourceStorage, dirname, is_remote, relpath, storage_or_default
 from .archives import Samples, archives_below, collect, stray_line
-from .common import is_file, walk_files
+from .common import MetadataRefused, is_file, walk_files
 from .dump import iter_joined
 from .mapping import Mapping, MappingError
 from .tables import TableError
@@ -142,10 +142,11 @@ def _files_and_records(
     if kind == "hf-tar":
         from .hf_tar import image_root, open_tables
 
-        tables = open_tables(spec.path, storage)
+        tables, refused = open_tables(spec.path, storage)
         root = image_root(spec.path, spec.images, storage)
         archives = archives_below(root, storage)
         out.files = [{"what": "metadata", "path": t.where, "rows": t.count()} for t, _ in tables]
+        out.files += _refused_entries(refused, out)
         out.files.append(_archives_entry(archives, root))
         out.mappings = [m.describe() for _, m in tables]
         parts = [
@@ -165,7 +166,11 @@ def _files_and_records(
         from .database import DbSource
 
         path = database_file(spec)
-        db = DbSource(path, kind)
+        try:
+            db = DbSource(path, kind)
+        except MetadataRefused as exc:
+            out.files = _refused_entries([exc], out)
+            return []
         try:
             root = spec.images or os.path.dirname(path)
             archives = archives_below(root, storage)
@@ -183,7 +188,11 @@ def _files_and_records(
     if kind == "linepairs":
         from .linepairs_out import open_manifest, shard_files
 
-        table, mapping = open_manifest(spec.path, storage)
+        try:
+            table, mapping = open_manifest(spec.path, storage)
+        except MetadataRefused as exc:
+            out.files = _refused_entries([exc], out)
+            return []
         shards = shard_files(spec.path, storage)
         out.files = [
             {"what": "metadata", "path": table.where, "rows": table.count()},
@@ -205,11 +214,11 @@ def _files_and_records(
     if kind == "parquet-images":
         from .parquet_images import open_tables
 
-        tables = open_tables(spec.path, storage)
+        tables, refused = open_tables(spec.path, storage)
         out.files = [
             {"what": "metadata+images", "path": t.where, "rows": t.count(), "image_column": col}
             for t, col, _ in tables
-        ]
+        ] + _refused_entries(refused, out)
         out.mappings = [m.describe() for _, _, m in tables]
     if kind in ("folder", "webdataset"):
         out.mappings = [_sidecar_mapping(spec)]
@@ -243,6 +252,17 @@ def _files_and_records(
     records = list(itertools.islice(iter_records(spec, storage, notes=notes.append), limit))
     out.notes += notes
     return records
+
+
+def _refused_entries(refused: list[MetadataRefused], out: Inspection) -> list[dict[str, Any]]:
+    """Metadata files the policy never opens (a link out of the source, a FIFO), as the files list
+    shows them, each with a note: the build gives each one reject row."""
+    entries = []
+    for exc in refused:
+        name = exc.path.rpartition("/")[2]
+        entries.append({"what": "metadata", "path": name, "refused": exc.reason})
+        out.notes.append(f"{name} is not read ({exc.reason}): {exc}; the build gives it one reject row")
+    return entries
 
 
 def _sidecar_mapping(spec) -> dict[str, Any]:

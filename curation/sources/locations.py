@@ -12,7 +12,6 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
-import os
 import struct
 import threading
 import zlib
@@ -22,6 +21,7 @@ from urllib.parse import unquote
 
 from ..decode import DecodeReject, unquote_path
 from ..storage import is_remote, storage_or_default
+from .common import open_regular
 
 ZIP_SCHEME, TGZ_SCHEME, PARQUET_SCHEME = "zip://", "tgz://", "parquet://"
 SCHEMES = (ZIP_SCHEME, TGZ_SCHEME, PARQUET_SCHEME)
@@ -54,7 +54,7 @@ def _ints(values: list[str], location: str) -> list[int]:
 def _range(path: str, offset: int, size: int, storage: Any) -> bytes:
     if is_remote(path):
         return storage_or_default(storage).read_range(path, offset, size)
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:  # a FIFO swapped in since the listing cannot block
         fh.seek(offset)
         return fh.read(size)
 
@@ -112,7 +112,7 @@ def _cursor(path: str, storage: Any) -> gzip.GzipFile:
         if is_remote(path):
             raw = io.BufferedReader(storage_or_default(storage).open(path), buffer_size=8 << 20)
         else:
-            raw = open(path, "rb")  # noqa: SIM115 - kept open in the cursor cache
+            raw = open_regular(path)  # kept open in the cursor cache
         gz = gzip.GzipFile(fileobj=raw, mode="rb")
     _CURSORS[path] = gz
     while len(_CURSORS) > 2:
@@ -161,10 +161,9 @@ def _read_parquet(location: str, max_bytes: int, storage: Any) -> bytes:
             import pyarrow.parquet as pq
 
             try:
-                source = storage_or_default(storage).open(path) if is_remote(path) else path
-                if not is_remote(path) and not os.path.isfile(path):
-                    raise OSError(f"{path} does not exist")
-                values = pq.ParquetFile(source).read_row_group(row_group, columns=[column]).column(0)
+                source = storage_or_default(storage).open(path) if is_remote(path) else open_regular(path)
+                with source:
+                    values = pq.ParquetFile(source).read_row_group(row_group, columns=[column]).column(0)
             except OSError:
                 raise
             except Exception as exc:

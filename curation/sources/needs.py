@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from ..records import TAG_CATEGORIES
 from ..storage import SourceStorage, dirname, storage_or_default
 from .archives import archives_below, list_archive, split_key
-from .common import is_file, iter_json_posts
+from .common import MetadataRefused, is_file, iter_json_posts
 
 SAMPLE_POSTS = 1000  # posts of a JSON dump looked at for its fields
 
@@ -69,15 +69,22 @@ def _from_mappings(mappings, where: str, sidecars: set[str]) -> Gives:
 
 
 def metadata_gives(spec, storage: SourceStorage | None = None) -> Gives:
-    """What ``spec``'s metadata gives; reads schemas (and the first posts of a JSON dump) only."""
-    storage = storage_or_default(storage)
+    """What ``spec``'s metadata gives; reads schemas (and the first posts of a JSON dump) only. A
+    metadata file the policy refuses (a link out, a FIFO) decides nothing: it is one reject row."""
+    try:
+        return _gives(spec, storage_or_default(storage))
+    except MetadataRefused as exc:
+        return Gives(None, None, f"{exc.path.rpartition('/')[2]} (not read: {exc.reason})")
+
+
+def _gives(spec, storage: SourceStorage) -> Gives:
     kind = spec.kind
     if kind in ("folder", "webdataset"):
         return Gives(None, None, "sidecars")
     if kind == "hf-tar":
         from .hf_tar import open_tables
 
-        tables = open_tables(spec.path, storage)
+        tables, _ = open_tables(spec.path, storage)  # a refused parquet gives no rows at all
         mappings = [m for _, m in tables]
         where = ", ".join(t.where for t, _ in tables)
         need_side = not all(m.gives("tags") and m.gives("rating") for m in mappings)
@@ -97,7 +104,7 @@ def metadata_gives(spec, storage: SourceStorage | None = None) -> Gives:
     if kind == "parquet-images":
         from .parquet_images import open_tables
 
-        tables = open_tables(spec.path, storage)
+        tables, _ = open_tables(spec.path, storage)
         return _from_mappings([m for _, _, m in tables], ", ".join(t.where for t, _, _ in tables), set())
     if kind == "linepairs":
         from .linepairs_out import open_manifest

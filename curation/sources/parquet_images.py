@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from ..records import Record
 from ..storage import SourceStorage, is_remote, relpath
-from .common import as_int, is_file, walk_files
+from .common import MetadataRefused, as_int, is_file, walk_files
 from .dump import DEFAULT_OPTIONS, Notes, ReadOptions, _apply, record_from_fields
 from .locations import parquet_location
 from .mapping import Mapping, post_of, resolve
@@ -58,21 +58,38 @@ def parquet_files(path: str, storage: SourceStorage | None = None) -> list[str]:
     return [p for p in walk_files(path, storage) if p.lower().endswith(".parquet")]
 
 
+def _root(path: str, storage: SourceStorage | None) -> str:
+    return path if not is_file(path, storage) else path.rpartition("/")[0]
+
+
 def looks_like_parquet_images(path: str, storage: SourceStorage | None = None) -> bool:
-    files = parquet_files(path, storage)
-    if not files:
-        return False
-    try:
-        return image_column(ParquetTable(files[0], storage)) is not None
-    except Exception:  # not parquet: the kind that reads it says so
-        return False
+    """The first parquet file that may be opened has an image column."""
+    root = _root(path, storage)
+    for file in parquet_files(path, storage)[:16]:
+        try:
+            return image_column(ParquetTable(file, storage, root=root)) is not None
+        except MetadataRefused:  # a link out, a FIFO: never opened, the next file says
+            continue
+        except Exception:  # not parquet: the kind that reads it says so
+            return False
+    return False
 
 
-def open_tables(path: str, storage: SourceStorage | None = None) -> list[tuple[ParquetTable, str, Mapping]]:
-    out = []
-    root = path if not is_file(path, storage) else path.rpartition("/")[0]
+def open_tables(
+    path: str, storage: SourceStorage | None = None
+) -> tuple[list[tuple[ParquetTable, str, Mapping]], list[MetadataRefused]]:
+    """Every parquet file with its image column and mapping, and the files never opened (a link
+    out of the source, a FIFO: each becomes one reject row)."""
+    out, refused = [], []
+    root = _root(path, storage)
     for file in parquet_files(path, storage):
-        table = ParquetTable(file, storage, where=relpath(file, root) if root else file)
+        try:
+            table = ParquetTable(
+                file, storage, where=relpath(file, root) if root else file, root=root or None
+            )
+        except MetadataRefused as exc:
+            refused.append(exc)
+            continue
         column = image_column(table)
         if column is None:
             from .hf_tar import HfTarError
@@ -81,7 +98,7 @@ def open_tables(path: str, storage: SourceStorage | None = None) -> list[tuple[P
                 f"parquet {file} has no image column (an HF Image struct or a binary 'image' column)"
             )
         out.append((table, column, resolve("danbooru", table.columns(skip=(column,)), table.where)))
-    return out
+    return out, refused
 
 
 def iter_parquet_images(
@@ -92,7 +109,11 @@ def iter_parquet_images(
     options: ReadOptions = DEFAULT_OPTIONS,
     notes: Notes | None = None,
 ) -> Iterator[Record]:
-    for table, column, mapping in open_tables(path, storage):
+    tables, refused = open_tables(path, storage)
+    root = _root(path, storage)
+    for exc in refused:
+        yield exc.record(source, relpath(exc.path, root) if root else exc.path)
+    for table, column, mapping in tables:
         where_file = table.path if is_remote(table.path) else _abs(table.path)
         pos = 0
         for rg, rows in table.row_groups([c for c, _, _ in mapping.mapped]):

@@ -2,6 +2,13 @@
 (the standard library's ``sqlite3``) and DuckDB (``duckdb``). Nothing is loaded whole: rows come
 in batches, so memory stays bounded at any number of posts (``linepairs bench --only sources``).
 
+Every table file gets the metadata-file policy before it is opened (``common.metadata_refusal``):
+one that links out of its source (``root``) or is not a regular file raises ``MetadataRefused``,
+which the reader turns into the file's one reject row. A parquet file is opened through
+``open_regular`` (a FIFO swapped in later cannot block); a SQLite row or value over 16 MiB is an
+error naming the file, not an unbounded read (``SQLITE_LIMIT_LENGTH``); DuckDB reads within its
+``memory_limit``.
+
 SQLite goes through ``sqlite3`` rather than DuckDB: DuckDB reads SQLite only through its
 ``sqlite_scanner`` extension, which it downloads from extensions.duckdb.org at first use, so a build
 on a machine without that network access (or a cluster behind a proxy) would fail there.
@@ -14,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..storage import SourceStorage, is_remote, storage_or_default
+from .common import METADATA_LINE_MAX_BYTES, check_metadata_file, open_regular
 from .mapping import Column
 
 BATCH = 4096
@@ -34,16 +42,24 @@ def _one_line(exc: BaseException) -> str:
 class ParquetTable:
     """One parquet file, read by row group (ranged reads on a store)."""
 
-    def __init__(self, path: str, storage: SourceStorage | None = None, where: str | None = None):
+    def __init__(
+        self,
+        path: str,
+        storage: SourceStorage | None = None,
+        where: str | None = None,
+        root: str | None = None,
+    ):
+        """``root``: the folder the file must stay in once links are resolved (default: its own)."""
         import pyarrow.parquet as pq
 
         self.path = path
         self.where = where or path.rpartition("/")[2]
+        check_metadata_file(path, root, storage)  # MetadataRefused: a link out, a FIFO
         try:
             # pre_buffer=False: pyarrow's pre-buffering keeps every range it read for the life of the
             # reader (~70 MB per million rows of Danbooru metadata); pages are streamed instead
             self.file = pq.ParquetFile(
-                storage_or_default(storage).open(path) if is_remote(path) else path,
+                storage_or_default(storage).open(path) if is_remote(path) else open_regular(path),
                 pre_buffer=False,
                 buffer_size=(8 << 20) if is_remote(path) else (1 << 20),
             )
@@ -108,20 +124,20 @@ def _quote(name: str) -> str:
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def is_sqlite(path: str) -> bool:
+def _head(path: str, size: int) -> bytes:
     try:
-        with open(path, "rb") as fh:
-            return fh.read(16) == _SQLITE_MAGIC
+        with open_regular(path) as fh:  # a FIFO named like a database is never opened
+            return fh.read(size)
     except OSError:
-        return False
+        return b""
+
+
+def is_sqlite(path: str) -> bool:
+    return _head(path, 16) == _SQLITE_MAGIC
 
 
 def is_duckdb(path: str) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(12)[8:12] == b"DUCK"
-    except OSError:
-        return False
+    return _head(path, 12)[8:12] == b"DUCK"
 
 
 def _sqlite_type(declared: str) -> str:
@@ -159,13 +175,15 @@ def _duckdb_type(declared: str) -> str:
 class Database:
     """A SQLite or DuckDB file opened read-only; ``tables()`` and row streams of one table."""
 
-    def __init__(self, path: str, engine: str):
+    def __init__(self, path: str, engine: str, root: str | None = None):
+        """``root``: the folder the file must stay in once links are resolved (default: its own)."""
         if is_remote(path):
             raise TableError(
                 f"{path}: {engine} metadata must be a local file (download it; the images may stay on the store)"
             )
         self.path = path
         self.engine = engine
+        check_metadata_file(path, root)  # MetadataRefused: a link out, a FIFO (sqlite would block on it)
         try:
             if engine == "sqlite":
                 import sqlite3
@@ -173,6 +191,8 @@ class Database:
 
                 # immutable: never create -wal / -shm files beside a dump on a read-only disk
                 self.conn = sqlite3.connect(f"file:{quote(path)}?mode=ro&immutable=1", uri=True)
+                # a row or value past this is "string or blob too big", never a gigabyte in memory
+                self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, METADATA_LINE_MAX_BYTES)
                 self.conn.execute("PRAGMA temp_store = FILE")  # a sort spills to disk, not memory
             else:
                 import duckdb

@@ -81,6 +81,8 @@ def _file_line(f: dict[str, Any]) -> str:
         span = f" ({f['first']} .. {f['last']})" if f.get("count") else ""
         size = f", {f['bytes'] / 2**30:.2f} GiB" if "bytes" in f else ""
         return f"{f['count']} archive(s){span}{size}"
+    if "refused" in f:  # a link out of the source, a FIFO (the note says why)
+        return f"{f['path']}: not read ({f['refused']})"
     if "rows" in f:
         extra = "".join(f", {k} {f[k]}" for k in ("table", "tags", "image_column") if k in f)
         return f"{f['path']}: {f['rows']:,} rows{extra}"
