@@ -322,23 +322,39 @@ def test_a_sidecar_member_over_its_cap_rejects_only_its_sample(tmp_path):
     assert found["1"][0] == "bad_metadata" and "1.json cannot be read" in found["1"][1], found
 
 
-def test_folder_caption_files_linking_out_or_fifos_reject_their_image(tmp_path, trap):
+def test_folder_caption_files_linking_out_or_fifos_are_one_row_each(tmp_path, trap):
+    """A refused caption file is its own reject row; its image is read as one without a caption
+    file (or with the next caption extension that may be read)."""
     art = tmp_path / "art"
     art.mkdir()
-    for name in ("a", "b", "c", "d"):
+    for name in ("a", "b", "c", "d", "e"):
         image(art / f"{name}.png")
     (tmp_path / "elsewhere" / "tags.txt").write_text("1girl, banned_tag")
     os.symlink(tmp_path / "elsewhere" / "tags.txt", art / "a.txt")
     os.symlink(trap, art / "b.txt")
     os.mkfifo(art / "c.caption")
     (art / "d.txt").write_text("1girl, smile")
+    os.mkfifo(art / "e.txt")
+    (art / "e.caption").write_text("solo, looking up")
     found = records(str(art))
-    assert found["a.png"][0] == "outside_source" and "caption file a.txt" in found["a.png"][1]
-    assert found["b.png"][0] == "outside_source"
-    assert found["c.png"][0] == "bad_metadata" and "not a regular file" in found["c.png"][1]
-    assert found["d.png"] == (None, None) and len(found) == 4
-    (d,) = [r for r in iter_records(parse_source(str(art))) if r.source_id == "d.png"]
-    assert d.tags["general"] == ["1girl", "smile"]
+    assert found["a.txt"][0] == "outside_source" and "tags.txt" in found["a.txt"][1]
+    assert found["b.txt"][0] == "outside_source"
+    assert found["c.caption"][0] == "bad_metadata" and "not a regular file" in found["c.caption"][1]
+    assert found["e.txt"][0] == "bad_metadata"
+    assert {k for k, v in found.items() if v == (None, None)} == {f"{n}.png" for n in "abcde"}
+    assert len(found) == 9
+    tags = {
+        r.source_id: r.tags["general"]
+        for r in iter_records(parse_source(str(art)))
+        if r.reject_reason is None
+    }
+    assert tags == {
+        "a.png": [],
+        "b.png": [],
+        "c.png": [],
+        "d.png": ["1girl", "smile"],
+        "e.png": ["solo", "looking_up"],
+    }
 
 
 def linepairs_out(root) -> None:

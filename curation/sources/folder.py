@@ -6,8 +6,9 @@ tells them apart is in ``sidecars.py``. Tags get their Danbooru category from th
 is given (``[sidecars] tag_table``), ``general`` otherwise (counted in ``uncategorised_tags``).
 
 A caption file gets the metadata-file policy (``common.metadata_refusal``): one that links out of
-the folder or is not a regular file (a FIFO) is never opened, and its image is rejected with that
-reason (``outside_source`` / ``bad_metadata``) rather than kept without the tags it was given.
+the folder or is not a regular file (a FIFO) is never opened; it is one reject row of its own
+(``outside_source`` / ``bad_metadata``, keyed by its path), the next caption extension is tried, and
+the image is read as one without a caption file (no tags), as before the policy moved here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 
 from ..records import TAG_CATEGORIES, Record
 from ..storage import SourceStorage, is_remote, relpath
-from .common import IMAGE_EXTS, metadata_refusal, read_small, walk_files, walk_tree
+from .common import IMAGE_EXTS, Refused, metadata_refusal, read_small, walk_files, walk_tree
 from .dump import DEFAULT_OPTIONS, ReadOptions
 from .sidecars import SIDECAR_MAX_BYTES, decode_text, parse_caption
 
@@ -31,23 +32,34 @@ def read_sidecar(
     return parse_caption(text, options.tag_table)
 
 
-def _record(
-    source: str, root: str, rel: str, path: str, ext: str, sidecar: str | None, storage, options: ReadOptions
-) -> Record:
+def _records(
+    source: str,
+    folder: str,
+    rel: str,
+    path: str,
+    ext: str,
+    captions: list[str],
+    storage,
+    options: ReadOptions,
+    reported: set[str],
+) -> Iterator[Record]:
+    """The image's record, its tags from the first caption file of ``captions`` that may be read,
+    and one reject row for each caption file that may not (each reported once: ``a.png`` and
+    ``a.jpg`` share ``a.txt``)."""
     rec = Record(source, rel, path, ext=ext.lower(), tags={c: [] for c in TAG_CATEGORIES})
-    if sidecar is None:
-        return rec
-    refused = metadata_refusal(sidecar, root, storage)  # a link out of the folder, a FIFO: not opened
-    try:
+    for caption in captions:
+        refused = metadata_refusal(caption, folder, storage)  # a link out of the folder, a FIFO: not opened
         if refused is None:
-            rec.tags, rec.caption, rec.uncategorised_tags = read_sidecar(sidecar, storage, options)
-    except OSError as exc:  # unreadable, or swapped for a FIFO since the listing
-        refused = f"cannot be read ({exc.strerror or exc})"
-    if refused is not None:
-        rec.location = None
-        rec.reject_reason = getattr(refused, "reason", "bad_metadata")
-        rec.reject_detail = f"caption file {relpath(sidecar, root)}: {refused}"[:300]
-    return rec
+            try:
+                rec.tags, rec.caption, rec.uncategorised_tags = read_sidecar(caption, storage, options)
+                break
+            except OSError as exc:  # unreadable, or swapped for a FIFO since the listing
+                refused = Refused(f"{relpath(caption, folder)} cannot be read ({exc.strerror or exc})")
+        if caption not in reported:
+            reported.add(caption)
+            yield Record(source, relpath(caption, folder), None, reject_reason=refused.reason,
+                         reject_detail=f"caption file: {refused}"[:300])  # fmt: skip
+    yield rec
 
 
 def iter_folder(
@@ -60,17 +72,15 @@ def iter_folder(
         dirs.sort()
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         present = set(files)
+        reported: set[str] = set()
         for name in sorted(files):
             stem, dot, ext = name.rpartition(".")
             if not dot or ext.lower() not in IMAGE_EXTS or name.startswith("."):
                 continue
             path = os.path.join(root, name)
             rel = os.path.relpath(path, folder).replace(os.sep, "/")
-            # the first caption extension present; _record applies the metadata-file policy to it
-            sidecar = next(
-                (os.path.join(root, stem + c) for c in options.captions if stem + c in present), None
-            )
-            yield _record(source, folder, rel, path, ext, sidecar, None, options)
+            captions = [os.path.join(root, stem + c) for c in options.captions if stem + c in present]
+            yield from _records(source, folder, rel, path, ext, captions, None, options, reported)
 
 
 def _iter_objects(
@@ -79,14 +89,17 @@ def _iter_objects(
     """The same records for a folder on object storage: one listing, sidecars found in it."""
     files = walk_files(folder, storage)
     present = set(files)
+    reported: set[str] = set()
     for path in sorted(files, key=lambda p: _walk_order(relpath(p, folder))):
         name = path.rpartition("/")[2]
         stem, dot, ext = name.rpartition(".")
         if not dot or ext.lower() not in IMAGE_EXTS:
             continue
         base = f"{path.rpartition('/')[0]}/{stem}"
-        sidecar = next((base + cap for cap in options.captions if base + cap in present), None)
-        yield _record(source, folder, relpath(path, folder), path, ext, sidecar, storage, options)
+        captions = [base + cap for cap in options.captions if base + cap in present]
+        yield from _records(
+            source, folder, relpath(path, folder), path, ext, captions, storage, options, reported
+        )
 
 
 def _walk_order(rel: str) -> tuple[tuple[int, str], ...]:
