@@ -253,6 +253,10 @@ def read_location(location: str, max_bytes: int = DEFAULT_MAX_BYTES, storage: An
 
     if location.startswith(FILE_SCHEME):
         return read_bytes(unquote_path(location[len(FILE_SCHEME) :]), max_bytes)
+    if location.startswith(("zip://", "tgz://", "parquet://")):  # archive members (curation/sources)
+        from .sources.locations import read
+
+        return read(location, max_bytes, storage)
     if is_remote(location) and not location.startswith(TAR_SCHEME):
         store = storage_or_default(storage)
         try:
@@ -274,7 +278,8 @@ def read_location(location: str, max_bytes: int = DEFAULT_MAX_BYTES, storage: An
         )
     if is_remote(path):  # a ranged read of the member on the store; the archive is never downloaded
         return _exact(storage_or_default(storage).read_range(path, offset, size), size, f"{path}:{member}")
-    with open(path, "rb") as fh:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO swapped in cannot block
+    with os.fdopen(fd, "rb") as fh:
         _check_regular(path, os.fstat(fh.fileno()), 1 << 62)
         fh.seek(offset)
         data = fh.read(size)

@@ -137,6 +137,24 @@ def resolve_thresholds(
     return out
 
 
+def needed_fields(cfg: FilterConfig, predicted: bool = False) -> dict[str, str]:
+    """The fields the filters read, as field -> the settings that read it: checked against each
+    source's metadata before the scan (``curation.sources.needs``), so a filter never passes or
+    rejects everything because its field maps from nothing. ``predicted``: a tagger predicts tags
+    and ratings for the records without them (``[scorers.wd_tagger]``), so nothing is needed."""
+    if predicted:
+        return {}
+    needs = {}
+    tag_keys = [f"filters.{k}" for k in ("banned_tags", "required_tags") if getattr(cfg, k)]
+    if cfg.min_tags:
+        tag_keys.append("filters.min_tags")
+    if tag_keys:
+        needs["tags"] = ", ".join(tag_keys)
+    if set(cfg.ratings) != {*RATING_CLASSES, "unrated"}:
+        needs["rating"] = f"filters.ratings ({', '.join(cfg.ratings)})"
+    return needs
+
+
 def tag_set(row: Mapping[str, Any]) -> set[str]:
     return {t for c in TAG_CATEGORIES for t in (row.get(f"tags_{c}") or [])}
 

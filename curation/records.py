@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .decode import path_location
@@ -15,7 +15,7 @@ TAG_CATEGORIES = ("general", "artist", "character", "copyright", "meta")
 REJECT_REASONS: dict[str, tuple[str, ...]] = {
     "metadata": (
         # what the source reader found
-        "bad_metadata",  # the record could not be parsed, lacks a usable id, or has a negative size
+        "bad_metadata",  # the record could not be parsed, lacks a usable id, has a negative size or a tag that cannot be cleaned
         "duplicate_id",  # the same (source, id) was seen earlier in the dump
         "missing_file",  # no image for the post on disk / in the tars, or it could not be read
         "no_metadata",  # a tar member that no metadata row describes
@@ -120,6 +120,10 @@ class Record:
     is_pending: bool | None = None
     is_flagged: bool | None = None
     rating_era: str | None = None  # "old" (s = safe, before ~2022) or "new" (g/s = general/sensitive)
+    caption: str | None = None  # prose written beside the image (a folder's .txt/.caption sentence), verbatim
+    # tags that came without a category (a caption, a flat tag list) and no tag table knew: filed as
+    # general; None where the source gives every tag its category (Danbooru metadata)
+    uncategorised_tags: int | None = None
     reject_reason: str | None = None  # set by a source reader for metadata-level rejects
     reject_detail: str | None = None
 
@@ -129,13 +133,21 @@ class Record:
 
     def to_row(self) -> dict[str, Any]:
         """The record as a row of ``sharding.schema.RECORD_SCHEMA`` (which is derived from this class)."""
-        row = {k: text(v) if isinstance(v, str) else v for k, v in asdict(self).items()}
-        tags = row.pop("tags")
+        # field by field, not dataclasses.asdict: that deep-copies every tag (most of the cost of
+        # enumerating a 10-million-post dump)
+        row = {}
+        for name in _SCALAR_FIELDS:
+            v = getattr(self, name)
+            row[name] = text(v) if isinstance(v, str) and not v.isascii() else v
+        tags = self.tags
         for cat in TAG_CATEGORIES:
-            row[f"tags_{cat}"] = [text(t) for t in tags.get(cat, [])]
+            row[f"tags_{cat}"] = [t if t.isascii() else text(t) for t in tags.get(cat, [])]
         row["location"] = path_location(self.location) if self.location else self.location
         row["key"] = self.key
         return row
+
+
+_SCALAR_FIELDS = tuple(f.name for f in fields(Record) if f.name != "tags")
 
 
 def text(value: str) -> str:
@@ -153,15 +165,19 @@ def text(value: str) -> str:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_KEY_SAFE = re.compile(r"[a-z0-9][a-z0-9-]*_[A-Za-z0-9_-]{1,100}")  # a sample key: {source}_{id}
 
 
 def sample_key(source: str, source_id: str) -> str:
     """WebDataset key ``{source}_{id}``: no dots (webdataset splits on the first dot).
 
-    Numeric ids stay readable; anything else (paths) is sanitised and suffixed with a short
-    hash of the original so that two paths that sanitise alike still get distinct keys.
+    Numeric ids stay readable, and so do ids already made of key characters only (a linepairs
+    OUT's keys, read back as a source: ``old_danbooru_123``); anything else (paths) is sanitised
+    and suffixed with a short hash of the original so that two paths that sanitise alike still
+    get distinct keys. No other reader yields key-safe ids that are not numbers (paths have a dot,
+    tar members a colon), so the two forms never meet within one source.
     """
-    if source_id.isdigit():
+    if source_id.isdigit() or _KEY_SAFE.fullmatch(source_id):
         return f"{source}_{source_id}"
     slug = _UNSAFE.sub("_", source_id).strip("_")[:60]
     digest = hashlib.sha1(source_id.encode("utf-8", "surrogateescape")).hexdigest()[:8]

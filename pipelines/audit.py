@@ -109,6 +109,29 @@ def _tag_table(layout: Layout, pop, top: int) -> dict[str, list]:
     }
 
 
+def _uncategorised(layout: Layout) -> dict[str, int]:
+    """Tags filed as general for lack of a category (folder captions, flat tag lists with no tag
+    table entry): how many, in how many samples, of all the manifest's tags (a row group at a time)."""
+    import pyarrow.parquet as pq
+
+    out = {"tags": 0, "samples": 0, "of_tags": 0}
+    with layout.open_input_file(layout.manifest) as fh:
+        f = pq.ParquetFile(fh)
+        columns = [
+            c for c in ("uncategorised_tags", "tags") if c in f.schema_arrow.names
+        ]  # older builds lack one
+        for i in range(f.num_row_groups):
+            batch = f.read_row_group(i, columns=columns)
+            out["of_tags"] += int(pc.sum(pc.list_value_length(batch["tags"])).as_py() or 0)
+            if "uncategorised_tags" in columns:
+                counts = np.nan_to_num(
+                    batch["uncategorised_tags"].to_numpy(zero_copy_only=False).astype(np.float64)
+                )
+                out["tags"] += int(counts.sum())
+                out["samples"] += int((counts > 0).sum())
+    return out
+
+
 def _rejects(layout: Layout) -> dict[str, int]:
     try:
         table = layout.read_parquet(layout.rejects, columns=["reason"])
@@ -182,6 +205,7 @@ def _audit(
         "realised": realised,
         "max_abs_error": error,
         "tags": _tag_table(layout, pop, top_tags),
+        "uncategorised_tags": _uncategorised(layout),
         "rejects_by_reason": _rejects(layout),
         "intended_by_build": (build or {}).get("weights", {}).get("intended_share"),
         # distinct, in draw order: the contact sheet's samples
@@ -249,11 +273,22 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                 f"  {(f'{left[0][:28]} ({left[1]})' if left else ''):<40} "
                 f"{(f'{right[0][:28]} ({right[2]:.1%})' if right else '')}"
             )
+    lines.append(uncategorised_line(report))
     if report["rejects_by_reason"]:
         lines.append("rejects      " + ", ".join(f"{r} {n}" for r, n in report["rejects_by_reason"].items()))
     for shard, why in sorted(report["shard_problems"].items()):
         lines.append(f"BAD SHARD    {shard}: {why} (left out of the draws)")
     return lines
+
+
+def uncategorised_line(report: dict[str, Any]) -> str:
+    u = report.get("uncategorised_tags") or {"tags": 0, "samples": 0, "of_tags": 0}
+    if not u["tags"]:
+        return f"categories   every tag has its category ({u['of_tags']} tags)"
+    return (
+        f"categories   {u['tags']} of {u['of_tags']} tags had no category (filed as general) in "
+        f"{u['samples']} samples; a [sidecars] tag_table gives them theirs"
+    )
 
 
 # ---------------------------------------------------------------- compare two weight versions

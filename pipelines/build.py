@@ -6,6 +6,7 @@ Each phase is resumable; OUT's files and how they are committed: sharding/layout
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 import sys
 import time
@@ -19,7 +20,7 @@ import pyarrow.compute as pc
 
 import lineart
 from curation.scan import ScanSettings, make_settings
-from curation.sources import SourceError, SourceSpec, check_unique_names, iter_records
+from curation.sources import SourceError, SourceSpec, check_metadata, check_unique_names, iter_records
 from curation.storage import SourceStorage
 from curation.weighting import WeightConfig, WeightError, check_sources
 from sharding.integrity import FILES, commit, record_files
@@ -66,7 +67,8 @@ class BuildRequest:
         return {
             "contract": CONTRACT_VERSION,
             "config": self.config.to_dict(),
-            "sources": [dataclasses.asdict(s) for s in self.sources],
+            # through JSON, as request.json holds it (tuples become lists)
+            "sources": json.loads(json.dumps([dataclasses.asdict(s) for s in self.sources])),
         }
 
 
@@ -147,7 +149,7 @@ def merge_source_shares(req: BuildRequest) -> None:
 
 
 # Config sections read by the enumeration and the scan; every other section is used from the plan on.
-SCAN_SECTIONS = ("scan", "filters", "metrics", "quality", "scorers", "scoring")
+SCAN_SECTIONS = ("scan", "filters", "metrics", "quality", "scorers", "scoring", "sidecars")
 
 
 def _scan_identity(identity: dict[str, Any]) -> dict[str, Any]:
@@ -264,6 +266,11 @@ def refuse_changed_request(
     )
 
 
+def predicts_tags(config: BuildConfig) -> bool:
+    """A tagger fills tags and ratings for records without them ([scorers.wd_tagger])."""
+    return any(s.name == "wd_tagger" for s in config.scorers)
+
+
 def enumerate_records(req: BuildRequest, layout: Layout) -> int:
     """Stream every source into records parts; returns the number of scan units (scan parts).
 
@@ -274,6 +281,7 @@ def enumerate_records(req: BuildRequest, layout: Layout) -> int:
         listed = layout.listed_sizes(layout.records_dir)
         if all(layout.records_part(c) in listed for c in range(done.get("records_parts", done["chunks"]))):
             return done["chunks"]
+    check_metadata(req.sources, req.config.filters, predicts_tags(req.config), req.storage)
     size = req.config.scan.chunk_size or RECORDS_PART
     chunk, rows, seq = 0, [], 0
     progress = Progress("enumerate", total=None, unit="inputs", enabled=req.show_progress)

@@ -12,6 +12,7 @@ from .errors import EXIT_USAGE, UsageError, fault_line
 COMMANDS = (
     "pipelines.commands.build",
     "pipelines.commands.verify",
+    "pipelines.commands.inspect",
     "pipelines.commands.extract",
     "pipelines.commands.audit",
     "pipelines.commands.reweight",

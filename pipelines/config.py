@@ -18,6 +18,7 @@ from curation.filters import FilterConfig
 from curation.metrics import MetricThresholds
 from curation.quality import QualityConfig
 from curation.scan import ScanConfig
+from curation.sources import SidecarConfig
 from curation.weighting import WeightConfig
 from lineart.augment import AugmentPolicy
 from lineart.quality import PairQuality
@@ -91,6 +92,8 @@ class BuildConfig:
     # [[sources]] tables (name, kind, path, images, share, era), paths made absolute; used with the
     # command line's SOURCE arguments (curation.sources.source_from_table)
     sources: tuple[dict[str, Any], ...] = ()
+    # [sidecars]: caption file extensions and the tag table of every source (docs/sources.md)
+    sidecars: SidecarConfig = SidecarConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -187,6 +190,24 @@ def _sources(data: Any, base_dir: str | None) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
+def _sidecars(data: Any, base_dir: str | None) -> SidecarConfig:
+    """``[sidecars]``, its tag table made absolute (relative to the config's folder) and read once."""
+    from curation.sources import SourceError, load_tag_table
+
+    cfg = _section(SidecarConfig, data, "sidecars")
+    if not cfg.tag_table:
+        return cfg
+    path = os.path.expanduser(cfg.tag_table)
+    if base_dir is not None and not os.path.isabs(path):
+        path = os.path.join(base_dir, path)
+    path = os.path.abspath(path)
+    try:
+        load_tag_table(path)
+    except SourceError as exc:
+        raise ConfigError(f"sidecars.tag_table: {exc}") from None
+    return dataclasses.replace(cfg, tag_table=path)
+
+
 def non_finite(data: Any, where: str = "") -> str | None:
     """The key path of the first NaN or infinite number in a TOML document (TOML spells them
     ``nan`` and ``inf``); None when every number is finite."""
@@ -247,7 +268,7 @@ def config_from_dict(data: dict[str, Any], base_dir: str | None = None) -> Build
             f"{bad} is not a finite number (nan and inf are refused; leave a key out for its default)"
         )
     known = {"seed", "scan", "buckets", "weights", "shards", "extractors", "materialize", "augment", "pair_quality",
-             "filters", "metrics", "quality", "dedup", "sources", "scorers", "scoring"}  # fmt: skip
+             "filters", "metrics", "quality", "dedup", "sources", "scorers", "scoring", "sidecars"}  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
@@ -273,6 +294,7 @@ def config_from_dict(data: dict[str, Any], base_dir: str | None = None) -> Build
         quality=_section(QualityConfig, data.get("quality", {}), "quality"),
         dedup=_section(DedupConfig, data.get("dedup", {}), "dedup"),
         sources=_sources(data["sources"], base_dir) if "sources" in data else (),
+        sidecars=_sidecars(data.get("sidecars", {}), base_dir),
     )
     _check(cfg)
     return cfg

@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from curation.dedup import resolve
 from curation.records import REJECT_REASONS
 from curation.scan import ScanSettings
-from curation.sources import iter_records
+from curation.sources import check_metadata, iter_records
 from curation.weighting import WeightError
 from sharding.integrity import check_build, committed, read_shards
 from sharding.layout import BUILD_JSON, MANIFEST, REJECTS, REJECTS_HISTORY, SHARDS_JSON, Layout
@@ -229,6 +229,9 @@ def enumerate_increment(req, layout: Layout, inc: Increment, meta: dict[str, Any
     """Records chunks of the unseen inputs (append) or of the retried rejects (retry)."""
     if layout.exists(inc.enumerated):
         return layout.read_json(inc.enumerated)
+    from .build import predicts_tags
+
+    check_metadata(req.sources, req.config.filters, predicts_tags(req.config), req.storage)
     first_chunk, first_seq = meta["first_chunk"], meta["first_seq"]
     if meta["kind"] == APPEND:
         seen = _seen_ids(layout, _records_parts(layout, first_chunk))

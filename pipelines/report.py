@@ -209,6 +209,8 @@ def _tag_table(report: dict[str, Any]) -> str:
 
 
 def render_html(report: dict[str, Any], samples: Sequence[dict[str, Any]]) -> str:
+    from .audit import uncategorised_line
+
     plots = [plot_weight_histogram(report), plot_shares(report), plot_buckets(report), plot_tag_mass(report)]
     titles = ["weight histogram", "share of draws per source and tier", "bucket histogram", "tag mass"]
     problems = "".join(
@@ -234,6 +236,7 @@ def render_html(report: dict[str, Any], samples: Sequence[dict[str, Any]]) -> st
         "<h2>Intended and realised share of draws</h2>",
         *(_share_table(report, d) for d in ("source", "tier", "bucket")),
         "<h2>Top tags</h2>",
+        f"<p>{_e(uncategorised_line(report).split(None, 1)[1])}</p>",
         _tag_table(report),
         "<h2>Rejects by reason</h2>",
         f"<table>{rejects}</table>" if rejects else "<p>none</p>",

@@ -28,6 +28,7 @@ NO_ID = -1  # `id` of a sample whose source has no post id (a folder); post ids 
 NO_COUNT = -1  # `fav_count` without one
 NOT_MEASURED = -1.0  # a metric or quality_score that was not measured (every one is >= 0)
 NO_RATING = ""  # `rating` without one (Danbooru's are g, s, q, e)
+NO_CAPTION = ""  # `caption` of a sample without prose (every Danbooru post)
 TXT_SINCE_CONTRACT = 4  # shards carry a `txt` member (the caption, sharding/captions.py) from contract 4 on
 
 
@@ -79,6 +80,7 @@ def encode(
         "source": row["source"],
         "source_id": row["source_id"],
         "tags": {c: tag_string(row.get(f"tags_{c}")) for c in TAG_CATEGORIES},
+        "caption": row.get("caption") or NO_CAPTION,  # prose beside the tags (a folder's sentence)
         "rating": row.get("rating") or NO_RATING,
         "score": float(score) if has_score else 0.0,
         "has_score": has_score,  # Danbooru scores can be negative: no sentinel is out of range
@@ -119,6 +121,7 @@ def json_features(extractors: Sequence[str], augment: bool) -> dict[str, Any]:
         _value("source", "string"),
         _value("source_id", "string"),
         _struct("tags", [_value(c, "string") for c in TAG_CATEGORIES]),
+        _value("caption", "string"),
         _value("rating", "string"),
         _value("score", "float64"),
         _value("has_score", "bool"),

@@ -108,7 +108,7 @@ PLAN_EXTRA = [
 PLAN_COLUMNS = [
     "seq", "key", "source", "source_id", "location", "post_id", "rating", "score", "fav_count",
     "width", "height", "file_bytes", "sha256", *[f"tags_{c}" for c in TAG_CATEGORIES],
-    "rating_era", *METRIC_COLUMNS, "phash", "learned_score", "quality_score",
+    "rating_era", "caption", "uncategorised_tags", *METRIC_COLUMNS, "phash", "learned_score", "quality_score",
 ]  # fmt: skip
 PLAN_SCHEMA = pa.schema([SCAN_SCHEMA.field(c) for c in PLAN_COLUMNS] + PLAN_EXTRA)
 

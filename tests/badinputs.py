@@ -166,6 +166,7 @@ def write_hostile_folder(folder: str, outside: str) -> dict[str, str | None]:
         "zero.png": "outside_source",
         "passwd.png": "outside_source",
         "outside.png": "outside_source",
+        "real.txt": "outside_source",  # the caption file: its own row, never read (real.png has no tags)
     }
 
 

@@ -110,7 +110,8 @@ def test_hf_tar_accounts_for_every_row_and_member(hostile_dump, tmp_path):
     root, img = hostile_dump
     spec = parse_source(str(root))
     assert spec.kind == "hf-tar" and spec.name == "danbooru"
-    recs = records(spec)
+    notes: list[str] = []
+    recs = list(iter_records(spec, notes=notes.append))
     reasons = by_reason(recs)
     kept = {r.source_id: r for r in reasons[None]}
     assert set(kept) == {"1000", "1001", "1006"}
@@ -126,9 +127,11 @@ def test_hf_tar_accounts_for_every_row_and_member(hostile_dump, tmp_path):
     unsafe = sorted(r.reject_detail for r in reasons["unsafe_member"])
     assert len(unsafe) == 3 and any("link" in d for d in unsafe) and any("../x.jpg" in d for d in unsafe)
     assert any("/abs.jpg" in d for d in unsafe)
-    assert sorted(r.source_id for r in reasons["no_metadata"]) == ["2000", "images/0001.tar:notes.txt"]
-    # 10 rows + 12 members - 3 members claimed by kept rows - 3 claimed by rows' rejects (mp4, ratings)
-    assert len(recs) == 10 + 12 - 6
+    assert sorted(r.source_id for r in reasons["no_metadata"]) == ["2000"]
+    # notes.txt is metadata (a caption file) of no image: counted and reported once, not a reject
+    assert notes == ["1 member(s) are neither images nor their metadata, skipped: 1 *.txt without an image"]
+    # 10 rows + 11 image members - 3 members claimed by kept rows - 3 claimed by rows' rejects (mp4, ratings)
+    assert len(recs) == 10 + 11 - 6
     # tags survive byte for byte, ratings keep their era
     assert '<b>&amp;"quoted"' in kept["1000"].tags["general"] and "\U0001f600" in kept["1000"].tags["general"]
     assert (kept["1006"].rating, kept["1006"].rating_era) == ("e", "new")

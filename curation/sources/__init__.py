@@ -1,40 +1,82 @@
 """Source readers: every dump format yields ``Record``s.
 
 A source is given as ``[NAME=][KIND:]PATH`` on the command line, or as a ``[[sources]]`` table
-in the config (name, kind, path, images, share, era). Without a kind it is detected: a
-``.json``/``.jsonl`` file is Danbooru API posts (images beside it); a ``.parquet`` file, or a
-folder with top-level ``.parquet`` files and ``.tar`` files below, is an HF-style tar dump; a folder
-with ``original/`` or ``512px/`` is gwern's layout; a folder with top-level ``.json``/``.jsonl``
-files is API posts with their images; any other folder is a plain image folder.
+in the config (name, kind, path, images, share, era). Without a kind it is detected (``detect_kind``;
+docs/sources.md lists every layout and the published dumps each kind reads):
+
+* a file: ``.json``/``.jsonl`` -> danbooru-api; ``.parquet`` -> parquet-images when it holds image
+  bytes, else hf-tar; a SQLite file -> sqlite; a DuckDB file -> duckdb; ``.tar``, ``.tar.gz``,
+  ``.tgz``, ``.zip`` -> webdataset;
+* a folder: a finished linepairs OUT -> linepairs; top-level parquet + archives below -> hf-tar;
+  a top-level SQLite / DuckDB file -> sqlite / duckdb; parquet files with image bytes ->
+  parquet-images; ``original/`` or ``512px/`` -> gwern; top-level post JSON -> danbooru-api;
+  archives and no loose images -> webdataset; anything else -> folder.
+
+Every reader's records pass, in ``iter_records``, the one tag hygiene (``curation.tags``), the
+symlink policy and the repeated-id check.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from ..records import Record, source_name_ok
 from ..storage import SourceStorage, dirname, is_remote, local_path, storage_or_default
-from .common import is_file, leaves_root
+from ..tags import TagProblem, TagTable, TagTableError, clean_caption, clean_tags, read_tag_table
+from .archives import archive_type, archives_below
+from .common import (
+    IMAGE_EXTS,
+    MetadataRefused,
+    is_file,
+    leaves_root,
+    metadata_refusal,
+    open_regular,
+    walk_files,
+    walk_tree,
+)
 from .danbooru_api import iter_api_posts
+from .dump import Notes, ReadOptions, iter_joined, iter_webdataset, print_note
 from .folder import iter_folder
 from .gwern import iter_gwern, looks_like_gwern
 from .hf_tar import HfTarError, iter_hf_tar, looks_like_hf_tar
+from .linepairs_out import NotABuild, iter_linepairs, looks_like_linepairs
+from .mapping import MappingError
+from .parquet_images import iter_parquet_images, looks_like_parquet_images
+from .seen import SeenIds
+from .tables import TableError, is_duckdb, is_sqlite
 
-KINDS = ("folder", "danbooru-api", "gwern", "hf-tar")
+KINDS = (
+    "folder",
+    "danbooru-api",
+    "gwern",
+    "hf-tar",
+    "webdataset",
+    "sqlite",
+    "duckdb",
+    "parquet-images",
+    "linepairs",
+)
 ERAS = ("old", "new")
 # Rating era each kind implies when neither the config nor the record says: gwern's dumps end in
-# 2021 (old letters), the HF parquet dumps are 2023+ (new letters); API records date themselves.
-DEFAULT_ERA = {"gwern": "old", "hf-tar": "new"}
+# 2021 (old letters), the HF parquet and database dumps are 2023+ (new letters); API records,
+# sidecars and older builds date themselves.
+DEFAULT_ERA = {"gwern": "old", "hf-tar": "new", "sqlite": "new", "duckdb": "new"}
 SOURCE_KEYS = ("name", "kind", "path", "images", "share", "era")
+DB_SUFFIXES = {"sqlite": (".db", ".sqlite", ".sqlite3"), "duckdb": (".duckdb", ".ddb")}
+# kinds whose metadata are tables or post records: a field the filters need must map from something
+METADATA_KINDS = ("danbooru-api", "gwern", "hf-tar", "sqlite", "duckdb", "parquet-images", "linepairs")
 
 
 class SourceError(ValueError):
-    """A source that cannot be read at all (missing path, unknown kind, bad name)."""
+    """A source that cannot be read at all (missing path, unknown kind, bad name, a mapping that
+    cannot serve the filters)."""
 
 
 @dataclass(frozen=True)
@@ -43,10 +85,15 @@ class SourceSpec:
     kind: str
     path: str
     images: str | None = (
-        None  # image folder (danbooru-api) or tar folder (hf-tar); default: beside the metadata
+        None  # image folder (danbooru-api) or archive folder (hf-tar, sqlite, duckdb); default: beside the metadata
     )
     share: float | None = None  # target share of training draws (the weights use it); None: no target
     era: str | None = None  # rating era "old" / "new"; None: the kind's default, else per record
+    # [sidecars] (docs/config.md): caption file extensions, and the tag table with its sha256 (a
+    # changed table changes the records, so it is part of the build's identity)
+    captions: tuple[str, ...] = (".txt", ".caption")
+    tag_table: str | None = None
+    tag_table_sha256: str | None = None
 
     def describe(self) -> str:
         return f"{self.name} ({self.kind}: {self.path})"
@@ -55,33 +102,99 @@ class SourceSpec:
 def _json_files(folder: str, storage: SourceStorage | None = None) -> list[str]:
     if is_remote(folder):
         found = storage_or_default(storage).files(folder, recursive=False)
-        return [p for p in found if p.lower().endswith((".json", ".jsonl"))]
-    return sorted(glob.glob(os.path.join(folder, "*.json")) + glob.glob(os.path.join(folder, "*.jsonl")))
+        found = [p for p in found if p.lower().endswith((".json", ".jsonl"))]
+    else:
+        found = sorted(glob.glob(os.path.join(folder, "*.json")) + glob.glob(os.path.join(folder, "*.jsonl")))
+    # an hfutils index (NNNN.json beside NNNN.tar) is not post metadata
+    return [p for p in found if not (p.lower().endswith(".json") and _exists_file(p[:-5] + ".tar", storage))]
+
+
+def _exists_file(path: str, storage: SourceStorage | None) -> bool:
+    return is_file(path, storage)
+
+
+def _db_files(folder: str, engine: str) -> list[str]:
+    """The top-level databases of ``engine`` in ``folder``: by their first bytes, or by their name
+    for a file the metadata-file policy refuses (a link out, a FIFO: never opened, not even to
+    look; enumeration makes its reject row)."""
+    if is_remote(folder) or not os.path.isdir(folder):
+        return []
+    test = is_sqlite if engine == "sqlite" else is_duckdb
+    found = []
+    for p in sorted(glob.glob(os.path.join(folder, "*"))):
+        if os.path.isdir(p):
+            continue
+        if metadata_refusal(p, folder) is not None:
+            if p.lower().endswith(DB_SUFFIXES[engine]):
+                found.append(p)
+        elif test(p):
+            found.append(p)
+    return found
 
 
 def detect_kind(path: str, storage: SourceStorage | None = None) -> str:
     remote = is_remote(path)
+    lower = path.lower()
     if storage_or_default(storage).isfile(path) if remote else os.path.isfile(path):
-        if path.lower().endswith((".json", ".jsonl")):
+        if lower.endswith((".json", ".jsonl")):
             return "danbooru-api"
-        if path.lower().endswith(".parquet"):
-            return "hf-tar"
-        raise SourceError(f"source {path!r} is a file but not .json/.jsonl/.parquet post metadata")
+        if lower.endswith(".parquet"):
+            return "parquet-images" if looks_like_parquet_images(path, storage) else "hf-tar"
+        if archive_type(path):
+            return "webdataset"
+        if not remote and is_sqlite(path):
+            return "sqlite"
+        if not remote and is_duckdb(path):
+            return "duckdb"
+        raise SourceError(
+            f"source {path!r} is a file but not .json/.jsonl/.parquet post metadata, a SQLite or DuckDB "
+            f"database, or a .tar/.tar.gz/.tgz/.zip archive"
+        )
+    if looks_like_linepairs(path, storage):
+        return "linepairs"
     if looks_like_hf_tar(path, storage):
         return "hf-tar"
+    for engine in ("sqlite", "duckdb"):
+        if _db_files(path, engine):
+            return engine
     if looks_like_gwern(path, storage):
         return "gwern"
     if _json_files(path, storage):
         return "danbooru-api"
+    archives = parquet = False
+    for p in _files_lazily(path, storage):  # the first loose image decides: a folder
+        if p.rpartition(".")[2].lower() in IMAGE_EXTS:
+            return "folder"
+        archives = archives or bool(archive_type(p))
+        parquet = parquet or p.lower().endswith(".parquet")
+    if archives:
+        return "webdataset"
+    if parquet and looks_like_parquet_images(path, storage):
+        return "parquet-images"
     return "folder"
 
 
+def _files_lazily(path: str, storage: SourceStorage | None) -> Iterator[str]:
+    """The files below a folder, lazily on a disk (detection stops at the first image of a big
+    folder), from one listing on a store; hidden names and folder links skipped as walk_files does."""
+    if is_remote(path):
+        yield from walk_files(path, storage)
+        return
+    for root, dirs, files in walk_tree(path):  # os.walk without recursion (deep chains)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield from (os.path.join(root, n) for n in sorted(files) if not n.startswith("."))
+
+
 def _default_name(kind: str, path: str) -> str:
-    if kind in ("danbooru-api", "gwern", "hf-tar"):
+    if kind in ("danbooru-api", "gwern", "hf-tar", "sqlite", "duckdb"):
         return "danbooru"
     base = (
         path.rstrip("/").rsplit("/", 1)[-1] if is_remote(path) else os.path.basename(os.path.normpath(path))
     )
+    for suffix in (".tar.gz", ".tgz", ".tar", ".zip", ".parquet"):
+        if base.lower().endswith(suffix) and len(base) > len(suffix):
+            base = base[: -len(suffix)]
+            break
     slug = re.sub(r"[^a-z0-9-]+", "-", base.lower()).strip("-")
     return slug or "folder"
 
@@ -102,6 +215,9 @@ def _exists(path: str, storage: SourceStorage | None, folder: bool = False) -> b
         raise SourceError(f"cannot reach source {path}: {str(exc).strip().splitlines()[0][:300]}") from None
 
 
+_KIND_LIKE = re.compile(r"[a-z][a-z0-9-]+")
+
+
 def parse_source(
     arg: str,
     images: str | None = None,
@@ -118,9 +234,16 @@ def parse_source(
     prefix, sep, rest = arg.partition(":")
     if sep and prefix in KINDS:
         kind, arg = prefix, rest
+    elif sep and _KIND_LIKE.fullmatch(prefix) and not rest.startswith("//") and not os.path.exists(arg):
+        raise SourceError(f"unknown source kind {prefix!r} in {arg!r}; known: {', '.join(KINDS)}")
     path = _where(arg)
     if not _exists(path, storage):
         raise SourceError(f"source path does not exist: {arg}")
+    if not is_remote(path) and not (os.path.isdir(path) or os.path.isfile(path)):
+        # a FIFO would block the first read of it, a device would be read without end
+        raise SourceError(
+            f"source path is neither a regular file nor a folder (a FIFO, device or socket): {arg}"
+        )
     kind = kind or detect_kind(path, storage)
     name = name or _default_name(kind, path)
     if not source_name_ok(name):
@@ -194,31 +317,179 @@ def check_unique_names(specs: list[SourceSpec]) -> None:
         seen[spec.name] = spec
 
 
-def iter_records(spec: SourceSpec, storage: SourceStorage | None = None) -> Iterator[Record]:
-    """Every input of one source, in a stable order; repeated ids become ``duplicate_id`` rejects.
+# ---------------------------------------------------------------- sidecar settings
 
-    A URL source is listed and read through ``storage`` (curation.storage)."""
-    storage = storage_or_default(storage)
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    """``[sidecars]``: how caption files beside images (folders, archives) are read."""
+
+    caption_extensions: tuple[str, ...] = (".txt", ".caption")  # in order of preference (kohya: .caption)
+    tag_table: str = ""  # a Danbooru tags export or a tagger's selected_tags.csv; "": none
+
+    def check(self) -> None:
+        if not self.caption_extensions:
+            raise ValueError("sidecars.caption_extensions must name at least one extension (e.g. .txt)")
+        for ext in self.caption_extensions:
+            bare = ext.lower().lstrip(".")
+            if not ext.startswith(".") or not re.fullmatch(r"[a-z0-9_-]+", bare):
+                raise ValueError(f"sidecars.caption_extensions: {ext!r} is not an extension like '.txt'")
+            if bare in IMAGE_EXTS or bare in ("json", "tags"):
+                raise ValueError(f"sidecars.caption_extensions: {ext!r} is an image or metadata extension")
+
+
+def with_sidecars(spec: SourceSpec, captions: tuple[str, ...], tag_table: str | None) -> SourceSpec:
+    """The spec with the build's ``[sidecars]`` settings (the tag table's sha256 included)."""
+    digest = None
+    if tag_table:
+        load_tag_table(tag_table)  # refuse an unreadable table before anything starts
+        digest = _sha256(tag_table)
+    return replace(spec, captions=tuple(captions), tag_table=tag_table or None, tag_table_sha256=digest)
+
+
+def with_config(spec: SourceSpec, config: Any) -> SourceSpec:
+    """The spec with a build config's ``[sidecars]`` (``pipelines.config.BuildConfig``)."""
+    return with_sidecars(spec, config.sidecars.caption_extensions, config.sidecars.tag_table or None)
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open_regular(path) as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=2)
+def _cached_table(path: str, mtime: float, size: int) -> TagTable:
+    return read_tag_table(path)
+
+
+def load_tag_table(path: str) -> TagTable:
+    """A tag table, read once per file version (enumeration and inspect share it)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise SourceError(f"tag table {path}: {exc.strerror or exc}") from None
+    try:
+        return _cached_table(path, st.st_mtime, st.st_size)
+    except TagTableError as exc:
+        raise SourceError(str(exc)) from None
+
+
+def read_options(spec: SourceSpec) -> ReadOptions:
+    return ReadOptions(spec.captions, load_tag_table(spec.tag_table) if spec.tag_table else None)
+
+
+# ---------------------------------------------------------------- records
+
+
+def _raw_records(spec: SourceSpec, storage: SourceStorage, notes: Notes) -> tuple[Iterator[Record], str]:
+    """The records of one source as its reader yields them, and the root its files must stay in."""
     era = spec.era or DEFAULT_ERA.get(spec.kind)
+    options = read_options(spec)
     root = spec.path
-    if spec.kind == "folder":
-        inner = iter_folder(spec.name, spec.path, storage)
-    elif spec.kind == "gwern":
-        inner = iter_gwern(spec.name, spec.path, era, storage)
-    elif spec.kind == "hf-tar":
-        inner = iter_hf_tar(spec.name, spec.path, spec.images, era, storage)  # checks its tars itself
-    elif spec.kind == "danbooru-api":
+    kind = spec.kind
+    if kind == "folder":
+        return iter_folder(spec.name, spec.path, storage, options), root
+    if kind == "gwern":
+        return iter_gwern(spec.name, spec.path, era, storage), root
+    if kind == "hf-tar":  # checks its archives itself
+        return iter_hf_tar(spec.name, spec.path, spec.images, era, storage, options, notes), root
+    if kind == "danbooru-api":
         if is_file(spec.path, storage):
             files, root = [spec.path], spec.images or dirname(spec.path)
         else:
             files, root = _json_files(spec.path, storage), spec.images or spec.path
-        inner = iter_api_posts(spec.name, files, root, era, storage)
-    else:
-        raise SourceError(f"unknown source kind {spec.kind!r}; known: {', '.join(KINDS)}")
+        return iter_api_posts(spec.name, files, root, era, storage), root
+    if kind == "webdataset":
+        if is_file(spec.path, storage):
+            archives, root = [spec.path], dirname(spec.path)
+        else:
+            archives = archives_below(spec.path, storage)
+        return iter_webdataset(
+            spec.name, archives, root, era=era, options=options, storage=storage, notes=notes
+        ), root
+    if kind in ("sqlite", "duckdb"):
+        return _iter_database(spec, era, options, storage, notes), root
+    if kind == "parquet-images":
+        return iter_parquet_images(spec.name, spec.path, era, storage, options, notes), root
+    if kind == "linepairs":
+        return iter_linepairs(spec.name, spec.path, storage, options, notes), root
+    raise SourceError(f"unknown source kind {spec.kind!r}; known: {', '.join(KINDS)}")
+
+
+def database_file(spec: SourceSpec) -> str:
+    if not os.path.isdir(spec.path):  # the file named (parse_source: a regular file, or a link to one)
+        return spec.path
+    found = _db_files(spec.path, spec.kind)
+    if len(found) != 1:
+        raise SourceError(
+            f"source {spec.describe()}: expected one {spec.kind} database in the folder, found "
+            f"{len(found)}{': ' + ', '.join(os.path.basename(p) for p in found) if found else ''}; give the file"
+        )
+    return found[0]
+
+
+def _iter_database(
+    spec: SourceSpec, era: str | None, options: ReadOptions, storage: SourceStorage, notes: Notes
+) -> Iterator[Record]:
+    from .archives import collect
+    from .database import DbSource
+
+    path = database_file(spec)
+    root = spec.images or os.path.dirname(path)
     try:
-        yield from _flag_repeats(_contained(inner, root))
-    except HfTarError as exc:
+        db = DbSource(path, spec.kind)  # the file must stay in its folder (the source's, or its own)
+    except MetadataRefused as exc:  # one reject row; the archives' members then have no metadata
+        yield exc.record(spec.name, os.path.basename(path))
+        db = None
+    try:
+        samples = collect(
+            spec.name, archives_below(root, storage), root, storage, sidecars=options.sidecar_suffixes
+        )
+        parts = [(db.mapping, db.rows())] if db is not None else []
+        yield from iter_joined(spec.name, parts, samples, era=era, root=root, options=options,
+                               storage=storage, notes=notes)  # fmt: skip
+    finally:
+        if db is not None:
+            db.close()
+
+
+def check_metadata(
+    specs: list[SourceSpec], filters: Any, predicted: bool, storage: SourceStorage | None = None
+) -> None:
+    """Before the scan: SourceError when a source's metadata maps nothing to a field the filters
+    read (``curation.filters.needed_fields``; ``predicted``: a tagger fills tags and ratings)."""
+    from ..filters import needed_fields
+    from .needs import check_needs
+
+    try:
+        check_needs(specs, needed_fields(filters, predicted), storage)
+    except (ValueError, OSError) as exc:
+        raise SourceError(str(exc)) from None
+
+
+def iter_records(
+    spec: SourceSpec, storage: SourceStorage | None = None, notes: Notes | None = None
+) -> Iterator[Record]:
+    """Every input of one source, in a stable order; tags cleaned (``curation.tags``); repeated ids
+    become ``duplicate_id`` rejects. ``notes`` gets the source's one-line notes (members skipped,
+    a stale index), printed to stderr by default.
+
+    A URL source is listed and read through ``storage`` (curation.storage)."""
+    storage = storage_or_default(storage)
+    notes = notes or print_note(f"source {spec.name}")
+    try:
+        inner, root = _raw_records(spec, storage, notes)
+        yield from finish(inner, root)
+    except (HfTarError, MappingError, TableError, NotABuild, MetadataRefused) as exc:
         raise SourceError(f"source {spec.name!r}: {exc}") from None
+
+
+def finish(inner: Iterator[Record], root: str) -> Iterator[Record]:
+    """What every reader's records go through: the symlink policy, the tag hygiene, repeated ids."""
+    return _flag_repeats(_hygiene(_contained(inner, root)))
 
 
 def _contained(inner: Iterator[Record], root: str) -> Iterator[Record]:
@@ -232,8 +503,21 @@ def _contained(inner: Iterator[Record], root: str) -> Iterator[Record]:
         yield rec
 
 
+def _hygiene(inner: Iterator[Record]) -> Iterator[Record]:
+    """The one tag hygiene for every reader: a tag that cannot be cleaned rejects its post."""
+    for rec in inner:
+        try:
+            rec.tags = clean_tags(rec.tags)
+        except TagProblem as problem:
+            rec.tags = {c: [] for c in rec.tags}
+            if rec.reject_reason is None:
+                rec.reject_reason, rec.reject_detail = "bad_metadata", str(problem)[:300]
+        rec.caption = clean_caption(rec.caption)
+        yield rec
+
+
 def _flag_repeats(inner: Iterator[Record]) -> Iterator[Record]:
-    seen: set[str] = set()
+    seen = SeenIds()  # bits for numeric ids: 10 million posts in ~1 MB
     for rec in inner:
         if rec.reject_reason is None:
             if rec.source_id in seen:
@@ -245,6 +529,6 @@ def _flag_repeats(inner: Iterator[Record]) -> Iterator[Record]:
 
 
 __all__ = [
-    "KINDS", "SourceError", "SourceSpec", "check_unique_names", "detect_kind", "iter_records", "parse_source",
-    "source_from_table",
+    "KINDS", "METADATA_KINDS", "SidecarConfig", "SourceError", "SourceSpec", "check_metadata", "check_unique_names", "detect_kind", "iter_records",
+    "load_tag_table", "parse_source", "read_options", "source_from_table", "with_config", "with_sidecars",
 ]  # fmt: skip

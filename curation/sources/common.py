@@ -52,6 +52,8 @@ def out_of_range(value: int | None) -> bool:
 def as_bool(value: Any) -> bool | None:
     if isinstance(value, bool):
         return value
+    if isinstance(value, int) and value in (0, 1):  # SQLite has no boolean type
+        return bool(value)
     if isinstance(value, str) and value.lower() in ("true", "false", "t", "f"):
         return value.lower() in ("true", "t")
     return None
@@ -134,23 +136,54 @@ def metadata_refusal(
     return None
 
 
+class MetadataRefused(ValueError):
+    """A metadata file that is never opened (``metadata_refusal``), raised where a reader opens
+    files through a library (parquet, SQLite, DuckDB, archives and their indexes): the reader turns
+    it into the file's one reject row (``record``) and goes on with the rest of the source."""
+
+    def __init__(self, path: str, refused: Refused) -> None:
+        super().__init__(str(refused))
+        self.path, self.refused = path, refused
+
+    @property
+    def reason(self) -> str:
+        return self.refused.reason
+
+    def record(self, source: str, where: str) -> Record:
+        return Record(source, where, None, reject_reason=self.reason, reject_detail=str(self.refused)[:300])
+
+
+def check_metadata_file(path: str, root: str | None = None, storage: SourceStorage | None = None) -> None:
+    """MetadataRefused when ``metadata_refusal`` refuses ``path`` (a link out of ``root``, a FIFO)."""
+    refused = metadata_refusal(path, root, storage)
+    if refused is not None:
+        raise MetadataRefused(path, refused)
+
+
+def open_regular(path: str) -> BinaryIO:
+    """A local file opened for reading only when it is a regular file as opened: non-blocking, then
+    checked on the open handle, so a FIFO swapped in after ``metadata_refusal`` cannot block and a
+    device is never read. OSError otherwise. Every local metadata file is opened through this."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file (a FIFO, device, socket or folder): not read")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)  # a regular file: reads block as usual (no EAGAIN on NFS)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 @contextlib.contextmanager
 def open_metadata(path: str, storage: SourceStorage | None = None) -> Iterator[BinaryIO]:
-    """A binary handle on a metadata file that is a regular file when opened (opened non-blocking
-    and checked again, so a FIFO swapped in after ``metadata_refusal`` cannot block)."""
+    """A binary handle on a metadata file that is a regular file when opened (``open_regular``)."""
     if is_remote(path):  # ranged GETs of 8 MiB, not one per line (the store's file has no cache)
         with storage_or_default(storage).open(path) as raw:
             yield io.BufferedReader(_RawReader(raw), buffer_size=8 << 20)
         return
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path} is not a regular file")
-        fh = os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-    with fh:
+    with open_regular(path) as fh:
         yield fh
 
 
@@ -200,11 +233,12 @@ def is_dir(path: str, storage: SourceStorage | None = None) -> bool:
 
 
 def read_small(path: str, limit: int, storage: SourceStorage | None = None) -> bytes:
-    """At most ``limit`` bytes from the start of a file or object (sidecars, headers)."""
+    """At most ``limit`` bytes from the start of a file or object (sidecars, headers); a local file
+    that is not a regular file is OSError, never opened (``open_regular``)."""
     if is_remote(path):
         with storage_or_default(storage).open(path) as fh:
             return fh.read(limit)
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         return fh.read(limit)
 
 
@@ -354,11 +388,15 @@ def rating_and_era(post: dict[str, Any], era: str | None) -> tuple[str | None, s
     return letter, era
 
 
-def record_from_post(source: str, post: Any, where: str, era: str | None = None) -> Record:
+def record_from_post(
+    source: str, post: Any, where: str, era: str | None = None, *, rating_required: bool = True
+) -> Record:
     """Normalise one Danbooru post (API, gwern 2017-20 or 2021 flat rows, parquet) into a Record.
 
     ``where`` identifies the line for rejects of posts without a usable id; ``era`` is the
-    rating era of the dump when the source knows it.
+    rating era of the dump when the source knows it. ``rating_required=False``: the source has no
+    rating at all (its mapping was checked against the filters before the scan), so a post
+    without one is unrated rather than ``bad_rating``.
     """
     if isinstance(post, Unreadable):
         return Record(source, where, None, reject_reason=post.reason, reject_detail=str(post))
@@ -388,7 +426,9 @@ def record_from_post(source: str, post: Any, where: str, era: str | None = None)
             reject_detail=f"negative image size {width}x{height}",
         )  # fmt: skip
     rating, rating_era = rating_and_era(post, era)
-    if rating not in RATING_LETTERS:
+    if rating is None and not rating_required:
+        rating_era = None
+    elif rating not in RATING_LETTERS:
         # fail closed: a missing or malformed rating must not read as "unrated", which filters keep
         return Record(
             source, str(post_id), None, post_id=post_id, reject_reason="bad_rating",

@@ -22,6 +22,7 @@ SECTIONS = {
     "wnet": "pipelines.benches.wnet",
     "quality": "pipelines.benches.quality",
     "reweight": "pipelines.benches.reweight",
+    "sources": "pipelines.benches.sources",  # enumerate over 10M-post parquet / SQLite metadata (docs/sources.md)
     "export": "pipelines.benches.export",  # linepairs export: vs raw shard reads; 1M-sample peak memory
 }
 

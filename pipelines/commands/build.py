@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("build", help="run or resume a build", description="Run or resume a build into OUT.")
     p.add_argument(
         "sources", nargs="*", metavar="SOURCE",
-        help="[NAME=][KIND:]PATH; KIND: folder, danbooru-api, gwern, hf-tar (and/or [[sources]] in the config)",
+        help="[NAME=][KIND:]PATH; KIND: folder, danbooru-api, gwern, hf-tar, webdataset, sqlite, duckdb, "
+        "parquet-images, linepairs (and/or [[sources]] in the config; `linepairs inspect SOURCE` shows how one is read)",
     )  # fmt: skip
     p.add_argument(
         "--out", required=True,
@@ -37,7 +38,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from curation.sources import SourceError, parse_source, source_from_table
+    from curation.sources import SourceError, parse_source, source_from_table, with_config
     from curation.storage import SourceStorage
     from sharding.layout import StorageError, parse_storage_options
 
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         storage = SourceStorage(parse_storage_options(args.storage_option))
         sources = [source_from_table(t, storage=storage) for t in config.sources]
         sources += [parse_source(s, storage=storage) for s in args.sources]
+        sources = [with_config(s, config) for s in sources]
         if not sources:
             raise UsageError("no sources: give SOURCE arguments or [[sources]] tables in --config")
         from ..increment import parse_reasons
