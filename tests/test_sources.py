@@ -232,3 +232,27 @@ def test_config_sources_section_resolves_paths(tmp_path):
     cfg_path.write_text('[[sources]]\npath = "missing"\n')
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(str(cfg_path))
+
+
+def test_an_hf_hub_cache_snapshot_is_read_through_its_blob_links(corpus, tmp_path):
+    """``snapshot_download`` keeps files as links from snapshots/REV/ into the repo's blobs/: that is
+    the layout, read in place; a link out of the repo folder is still refused."""
+    img = jpg_bytes(corpus)
+    repo = tmp_path / "hub" / "datasets--deepghs--danbooru2024"
+    blobs, snap = repo / "blobs", repo / "snapshots" / "0123abcd"
+    write_parquet(str(blobs / "b1"), [hf_row(1000), hf_row(1001)])
+    write_tar(str(blobs / "b2"), {"1000.jpg": img})
+    write_tar(str(tmp_path / "elsewhere" / "0001.tar"), {"1001.jpg": img})
+    (snap / "images").mkdir(parents=True)
+    os.symlink("../../blobs/b1", snap / "metadata.parquet")
+    os.symlink("../../../blobs/b2", snap / "images" / "0000.tar")
+    os.symlink(str(tmp_path / "elsewhere" / "0001.tar"), snap / "images" / "0001.tar")
+    reasons = by_reason(records(parse_source(str(snap))))
+    assert [r.source_id for r in reasons.pop(None)] == ["1000"]
+    assert (
+        read_location(next(r for r in records(parse_source(str(snap))) if r.source_id == "1000").location)
+        == img
+    )
+    outside = [r for rs in reasons.values() for r in rs if r.reject_reason == "outside_source"]
+    assert outside and all("elsewhere" in r.reject_detail for r in outside)
+    assert {r.source_id for rs in reasons.values() for r in rs} >= {"1001"}  # its image is never read

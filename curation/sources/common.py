@@ -505,15 +505,31 @@ def walk_tree(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
         stack.extend(os.path.join(root, d) for d in reversed(dirs) if d not in links)
 
 
+# A Hugging Face hub cache (``huggingface_hub.snapshot_download``, ``hf download`` without
+# ``--local-dir``) keeps a repo as ``{kind}s--{org}--{name}/snapshots/{revision}/...`` whose files are
+# links into the same repo folder's ``blobs/``: links that stay inside that repo folder are the layout.
+_HF_SNAPSHOT = re.compile(
+    r"^(?P<repo>.*[\\/](?:datasets|models|spaces)--[^\\/]+)[\\/]snapshots[\\/][^\\/]+(?:[\\/]|$)"
+)
+
+
+def _inside(real: str, base: str) -> bool:
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
+
 def leaves_root(root: str, path: str) -> str | None:
     """Why ``path`` is outside the source folder ``root`` once links are resolved (None: inside).
+    A source inside an HF hub cache snapshot may also resolve into its repo's ``blobs/``.
 
     Object stores have no links: a URL is never outside."""
     if is_remote(path):
         return None
     base = os.path.realpath(root)
     real = os.path.realpath(path)
-    if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
+    if _inside(real, base):
+        return None
+    hub = _HF_SNAPSHOT.match(os.path.abspath(root) + os.sep)
+    if hub and _inside(real, os.path.join(os.path.realpath(hub["repo"]), "blobs")):
         return None
     return f"{os.path.relpath(path, root)} is a link to {real}, outside the source folder {base}"
 
