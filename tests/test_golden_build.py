@@ -136,6 +136,17 @@ EXPECTED: dict[str, dict[str, str | None]] = {
     },
 }
 
+SCORED: dict[str, str | None] = {
+    "README.md": "14a69714d20ca7510db6ee232d3c84141894cca7b75660252c95f2a7a8366060",
+    "active.json": "e2615a41cc356d3d0d86b9a453b15f51d1af9a3e8c02c5d98f6fec1fc87f01df",
+    "build.json": "7592bba7256673bb0e039d2d0f4e8fa389da080c607fe928c84a9c5209d790b4",
+    "manifest": "3b991849ae85c931d056e007422e0afb3bfe0a01c51e100d07b3124c878e0092",
+    "rejects": "37038e2b0c73a29f228c6917625b6905972bba4b7410fd58553aa61cf61aa8e3",
+    "rejects_history": None,
+    "shards.json": "80baa1e738201b5a807cd75d5f0f865e61b06e45998eba7d2f1e054777b0a201",
+    "weights/v1.parquet": "e6f85b6c53778d0e8ec274a4fdcd68b93d01aebc462280466e566e2946075c05",
+}
+
 
 @pytest.fixture(scope="module")
 def golden(corpus, ray_cluster, tmp_path_factory) -> dict[str, dict[str, str | None]]:
@@ -174,6 +185,38 @@ def golden(corpus, ray_cluster, tmp_path_factory) -> dict[str, dict[str, str | N
     return steps
 
 
+@pytest.fixture(scope="module")
+def scored(corpus, ray_cluster, tmp_path_factory) -> dict[str, str | None]:
+    """A build whose scan runs the learned scorers (seeded small checkpoints in the published
+    layouts): the tagger fills the tags of untagged images, the aesthetic score feeds the quality."""
+    from .scorer_checkpoints import write_aesthetic, write_wd_tagger
+
+    root = tmp_path_factory.mktemp("golden_scored")
+    write_wd_tagger(str(root / "wd"), "vit", seed=11)
+    write_aesthetic(str(root / "aesthetic"), seed=5)
+    src = str(root / "src")
+    os.makedirs(src)
+    for name in sorted(os.listdir(corpus))[::3]:
+        shutil.copy(os.path.join(corpus, name), os.path.join(src, name))
+    cfg = write_config(
+        str(root / "build.toml"),
+        f'[scorers.wd_tagger]\nweights = "{root / "wd"}"\nthreshold = 0.5\nbatch_size = 3\n'
+        f'[scorers.aesthetic]\nweights = "{root / "aesthetic"}"\n'
+        "[quality]\naesthetic_weight = 1.0\n[shards]\nsamples_per_shard = 3\n",
+    )
+    out = str(root / "out")
+    res = cli("build", src, "--out", out, "--config", cfg, "-q", address=ray_cluster)
+    assert res.returncode == 0, res.stderr
+    found = snapshot(out, str(root))
+    if os.environ.get("LINEPAIRS_GOLDEN_PRINT"):
+        print("\nSCORED = " + json.dumps(found, indent=4, sort_keys=True))
+    return found
+
+
 @pytest.mark.parametrize("step", ["build", "append", "retry"])
 def test_build_bytes_are_the_recorded_ones(golden, step):
     assert golden[step] == EXPECTED[step]
+
+
+def test_scored_build_bytes_are_the_recorded_ones(scored):
+    assert scored == SCORED
