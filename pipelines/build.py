@@ -80,6 +80,9 @@ class BuildSummary:
     already_complete: bool = False
     weights: dict[str, Any] | None = None  # curation.weighting.weight_summary
     repaired: list[str] = field(default_factory=list)  # files a re-run rebuilt (pipelines/repair.py)
+    notes: list[str] = field(
+        default_factory=list
+    )  # what an append did to the weight versions besides re-solving
 
     def lines(self) -> list[str]:
         c = self.counts
@@ -91,6 +94,7 @@ class BuildSummary:
         for reason, n in sorted(c["rejects_by_reason"].items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"  {reason:<22}{n}")
         lines += _weight_lines(self.weights)
+        lines += [f"note        {n}" for n in self.notes]
         total = self.timings.get("total", 0.0)
         if total and not self.already_complete:
             lines.append(f"throughput  {c['samples'] / total:.2f} samples/s over {total:.1f} s")

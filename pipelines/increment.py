@@ -37,8 +37,8 @@ import pyarrow.compute as pc
 from curation.dedup import resolve
 from curation.records import REJECT_REASONS
 from curation.scan import ScanSettings
-from curation.sources import check_metadata, iter_records
-from curation.weighting import WeightError
+from curation.sources import SourceError, check_metadata, iter_records
+from curation.weighting import WeightError, check_sources
 from sharding.integrity import check_build, committed, read_shards
 from sharding.layout import BUILD_JSON, MANIFEST, REJECTS, REJECTS_HISTORY, SHARDS_JSON, Layout
 from sharding.plan import make_plan, shard_index, split_too_small
@@ -74,6 +74,17 @@ def parse_reasons(text: str) -> tuple[str, ...]:
             f"--retry: unknown reject reason(s) {', '.join(unknown)}; the reasons are in docs/rejects.md"
         )
     return reasons
+
+
+def recorded_build_config(layout: Layout) -> Any:
+    """The config OUT's last commit was built with (what an ``--append``/``--retry`` without
+    ``--config`` uses); the defaults when OUT holds no finished build (the append is a plain build)."""
+    from .config import BuildConfig, config_from_record
+
+    record, _ = committed(layout)
+    if record is None:
+        return BuildConfig()
+    return config_from_record(record["request"]["config"])
 
 
 # ---------------------------------------------------------------- where an increment keeps its state
@@ -229,9 +240,6 @@ def enumerate_increment(req, layout: Layout, inc: Increment, meta: dict[str, Any
     """Records chunks of the unseen inputs (append) or of the retried rejects (retry)."""
     if layout.exists(inc.enumerated):
         return layout.read_json(inc.enumerated)
-    from .build import predicts_tags
-
-    check_metadata(req.sources, req.config.filters, predicts_tags(req.config), req.storage)
     first_chunk, first_seq = meta["first_chunk"], meta["first_seq"]
     if meta["kind"] == APPEND:
         seen = _seen_ids(layout, _records_parts(layout, first_chunk))
@@ -360,8 +368,6 @@ def dedup_against(old: pa.Table, new: pa.Table, cfg) -> tuple[pa.Table, list[dic
 
 
 def plan_increment(req, layout: Layout, inc: Increment, enumerated: dict[str, Any]) -> pa.Table:
-    from .build import check_weights
-
     if layout.exists(inc.plan):
         return layout.read_parquet(inc.plan)
     cfg = req.config
@@ -376,14 +382,6 @@ def plan_increment(req, layout: Layout, inc: Increment, enumerated: dict[str, An
     layout.write_parquet(
         inc.dedup_rejects, pa.Table.from_pylist(dup_rejects + small_rejects, schema=REJECT_SCHEMA)
     )
-    union_cols = [
-        "key",
-        "source",
-        "quality_score",
-        "score",
-        *[c for c in old.column_names if c.startswith("tags_")],
-    ]
-    check_weights(cfg.weights, pa.concat_tables([old.select(union_cols), kept.select(union_cols)]))
     shards = layout.read_json(inc.base(SHARDS_JSON))["shards"]
     first_index: dict[tuple[int, int], int] = {}
     for entry in shards:
@@ -396,8 +394,91 @@ def plan_increment(req, layout: Layout, inc: Increment, enumerated: dict[str, An
         seed=cfg.seed,
         first_index=first_index,
     )
+    # before a shard is written: every version re-solved over the union, as finalize will
+    check_versions(layout, inc, req.config.weights, old, plan)
     layout.write_parquet(inc.plan, plan)
     return plan
+
+
+def check_policy_sources(layout: Layout, build: dict[str, Any], req) -> None:
+    """Before the first byte: the active weight version and the command's ``[weights]`` must give a
+    share to every source when they give shares at all (a source without one cannot keep samples:
+    ``curation.weighting``). ConfigError naming the source and the way out."""
+    from .reweight import policies_of, policy_of
+
+    known = [s["name"] for s in build["request"]["sources"]]
+    for rec in build.get("appends", []):
+        known += [s["name"] for s in rec.get("sources", [])]
+    names = list(dict.fromkeys([*known, *(s.name for s in req.sources)]))
+    active = build.get("weights_active")
+    meta = policies_of(layout, build).get(active)
+    checks = [("[weights] given with this command", req.config.weights)]
+    if meta is not None:
+        try:
+            checks.insert(0, (f"the active weight version {active}", policy_of(meta)))
+        except (ValueError, KeyError):
+            pass  # an unreadable policy is the repair's to name
+    for what, cfg in checks:
+        try:
+            check_sources(cfg, names)
+        except WeightError as exc:
+            raise ConfigError(f"{exc}; nothing was written") from None
+        missing = [n for n in names if cfg.shares and n not in cfg.shares]
+        if missing:
+            raise ConfigError(
+                f"source {missing[0]!r} has no share in [weights.shares] of {what} "
+                f"({', '.join(f'{k}={v:g}' for k, v in cfg.shares.items())}), so its samples could not be "
+                f"weighted; nothing was written. Give it a share (`{missing[0]}=PATH` ... with [weights.shares] "
+                f"in --config), or first activate a version without shares (`linepairs reweight {layout.out} "
+                "--config FILE --activate`)"
+            )
+
+
+def check_versions(layout: Layout, inc: Increment, given, old: pa.Table, plan: pa.Table) -> list[str]:
+    """Every weight version of the build before this increment re-solved over its manifest plus the
+    planned rows, from the columns each is solved from (``reweight.manifest_inputs``, as finalize
+    solves it), and the command's ``[weights]``. ConfigError when the active version or the given
+    policy cannot be met (no shard is written yet); returns why each other version cannot (finalize
+    removes those and the summary names them)."""
+    from .reweight import manifest_inputs, policies_of, policy_of, solve
+
+    base = layout.read_json(inc.base(BUILD_JSON))
+    active = base.get("weights_active")
+    named = {name: meta for name, meta in policies_of(layout, base).items()}
+    lost = []
+    for name, meta in [*sorted(named.items()), (None, None)]:
+        try:
+            cfg = given if name is None else policy_of(meta)
+            cols = manifest_inputs(cfg)
+            union = pa.concat_tables([old.select(cols), plan.select(cols).cast(old.select(cols).schema)])
+            solve(union, cfg)
+        except (WeightError, ValueError, KeyError) as exc:
+            if name is None or name == active:
+                what = (
+                    "the [weights] given with this command"
+                    if name is None
+                    else f"active weight version {name!r}"
+                )
+                raise ConfigError(
+                    f"{what}: {exc}; nothing was written. Fix [weights] (or first activate a version the "
+                    f"grown build can meet: `linepairs reweight {layout.out} --config FILE --activate`) and "
+                    "run the same command again"
+                ) from None
+            lost.append(f"{name}: {exc}")
+    return lost
+
+
+def rollback(layout: Layout, inc: Increment, first_chunk: int) -> None:
+    """Remove what a refused increment wrote (its records and scan parts, its own folder), so OUT
+    is byte for byte as its last commit left it. Nothing public is written before the plan."""
+    for folder, part in ((layout.records_dir, layout.records_part), (layout.scan_dir, layout.scan_part)):
+        for c in _part_numbers(layout, folder):
+            if c >= first_chunk:
+                layout.remove(part(c))
+    inc.remove()
+    parent = os.path.dirname(inc.dir)
+    if layout.local and os.path.isdir(parent) and not os.listdir(parent):
+        os.rmdir(parent)
 
 
 @dataclasses.dataclass
@@ -536,9 +617,9 @@ def finalize_increment(
     except WeightError as exc:
         raise ConfigError(f"{exc}; run `linepairs reweight {req.out} --config FILE --activate` with a policy "
                           "for every source, then the same command again") from None  # fmt: skip
-    for name, what in versions.items():
-        if what.startswith("new"):  # said even with -q: the command's [weights] did not become active
-            print(f"linepairs: weights {name}: {what}", file=sys.stderr, flush=True)
+    notes = [f"weights {name}: {what}" for name, what in versions.items() if what != "ok"]
+    for line in notes:  # said even with -q: a version removed, or the command's [weights] not active
+        print(f"linepairs: {line}", file=sys.stderr, flush=True)
 
     active_name, active, meta_w = read_version(layout, base_build.get("weights_active"), recorded=False)
     training = meta_w.get("weights", {}).get("training_samples", req.config.weights.training_samples)
@@ -574,12 +655,12 @@ def finalize_increment(
         "files": record_files(layout, policies),
     }
     commit(layout, build)
-    return BuildSummary(req.out, counts, {"total": seconds}, weights=weights)
+    return BuildSummary(req.out, counts, {"total": seconds}, weights=weights, notes=notes)
 
 
 def run_increment(req, kind: str) -> Any:
     """Run or resume one append / retry on the finished build in ``req.out``."""
-    from .build import _log, check_extractors, materialize, scan
+    from .build import _log, check_extractors, materialize, predicts_tags, scan
     from .planphase import PlanReader
     from .raycluster import ray_session
     from .repair import repair_finished
@@ -587,8 +668,12 @@ def run_increment(req, kind: str) -> Any:
     layout = req.layout or Layout(req.out)
     req.out = layout.out
     build, finished = base_build(layout, kind)
+    # Every check that can refuse the increment, before its first byte (the weights' feasibility
+    # needs the scan: it runs at the plan, before any shard, and a refusal there is rolled back).
     meta = check_increment(req, layout, kind, build)
     check_extractors(req)
+    check_metadata(req.sources, req.config.filters, predicts_tags(req.config), req.storage)
+    check_policy_sources(layout, build, req)
     repaired = []
     if finished is not None:  # OUT as its last commit left it, before anything is added (pipelines/repair.py)
         repaired = repair_finished(req, layout, finished).repaired
@@ -612,7 +697,11 @@ def run_increment(req, kind: str) -> Any:
         meta = {**meta, "first_chunk": _records_chunks(layout), "first_seq": build["counts"]["inputs"]}
         layout.write_json(inc.request, meta)
     start = time.perf_counter()
-    enumerated = enumerate_increment(req, layout, inc, meta)
+    try:
+        enumerated = enumerate_increment(req, layout, inc, meta)
+    except SourceError:
+        rollback(layout, inc, meta["first_chunk"])
+        raise
     if enumerated["scanned"] == 0:
         inc.remove()
         _log(req, f"linepairs: nothing to {kind} in {req.out}")
@@ -626,7 +715,11 @@ def run_increment(req, kind: str) -> Any:
         _log(req, f"linepairs: {kind} #{number} to {req.out} on {where}: {enumerated['scanned']} inputs")
         settings = increment_settings(req, layout, enumerated["first_chunk"], enumerated["chunks"])
         scan(req, layout, enumerated["chunks"], first=enumerated["first_chunk"], settings=settings)
-        plan = plan_increment(req, layout, inc, enumerated)
+        try:
+            plan = plan_increment(req, layout, inc, enumerated)
+        except ConfigError:
+            rollback(layout, inc, meta["first_chunk"])
+            raise
         states = materialize(req, layout, PlanReader(layout, inc.plan))  # plan_increment wrote it
     summary = finalize_increment(
         req, layout, inc, meta, enumerated, plan, states, time.perf_counter() - start
