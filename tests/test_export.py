@@ -25,7 +25,8 @@ import pytest
 
 from curation.sources import parse_source
 from lineart.quality import PairQuality
-from pipelines.build import BuildRequest, run_build
+from pipelines.build.request import BuildRequest
+from pipelines.build.run import run_build
 from pipelines.export import ExportRequest, run_export
 from sharding.captions import CaptionRule, caption_of_row
 from sharding.loader import batches

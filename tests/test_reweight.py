@@ -141,7 +141,8 @@ def test_verify_checks_every_weight_version(build):
 
 def test_build_with_only_weights_changed_points_to_reweight(build, tmp_path_factory):
     from curation.sources import parse_source
-    from pipelines.build import BuildRefused, BuildRequest, run_build
+    from pipelines.build.request import BuildRefused, BuildRequest
+    from pipelines.build.run import run_build
 
     from .weighted_builds import make_sources, small_config
 

@@ -132,7 +132,8 @@ def make_out(out: str, n: int, seed: int = 0) -> None:
     """A scratch OUT holding an enumerated, scanned build of ``n`` synthetic inputs."""
     from sharding.layout import Layout
 
-    from ..build import BuildRequest, scan_unit
+    from ..build.enumerate import scan_unit
+    from ..build.request import BuildRequest
     from ..config import BuildConfig
 
     layout = Layout(out)
@@ -175,7 +176,7 @@ def _fake_states(out: str) -> dict[str, dict[str, Any]]:
     """Shard states as materialize leaves them; sparse shard files of the recorded size for the audit."""
     from sharding.layout import Layout
 
-    from ..planphase import PlanReader
+    from ..build.plan import PlanReader
 
     layout = Layout(out)
     reader = PlanReader(layout, layout.plan)
@@ -199,7 +200,9 @@ def phase(name: str, out: str) -> dict[str, float]:
     """Run one phase on ``out`` in this process; its seconds and this process's peak RSS during it."""
     from sharding.layout import Layout
 
-    from ..build import BuildRequest, finalize, plan
+    from ..build.finalize import finalize
+    from ..build.plan import plan
+    from ..build.request import BuildRequest
     from ..config import BuildConfig
 
     layout = Layout(out)

@@ -46,16 +46,17 @@ def run(args: argparse.Namespace) -> int:
     from curation.storage import SourceStorage
     from sharding.layout import StorageError, parse_storage_options
 
-    from ..build import BuildRefused, BuildRequest, run_build
+    from ..build.base import IntegrityError
+    from ..build.request import BuildRefused, BuildRequest
+    from ..build.run import run_build
     from ..config import ConfigError, load_config
-    from ..repair import IntegrityError
 
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} exists and is not a folder; choose another --out")
     try:
         layout = open_out(args.out, args)
         if args.config is None and (args.append or args.retry is not None):
-            from ..increment import recorded_build_config
+            from ..build.request import recorded_build_config
 
             config = recorded_build_config(layout)  # OUT records the config it was built with
         else:
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         sources = [with_config(s, config) for s in sources]
         if not sources:
             raise UsageError("no sources: give SOURCE arguments or [[sources]] tables in --config")
-        from ..increment import parse_reasons
+        from ..build.request import parse_reasons
 
         retry = parse_reasons(args.retry) if args.retry is not None else ()
         req = BuildRequest(

@@ -21,16 +21,17 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.dedup import DedupConfig
-from curation.weighting import WeightConfig
+from curation.dedup import DedupConfig, resolve
+from curation.weighting import WeightConfig, WeightError
 from sharding.buckets import BucketRule
-from sharding.layout import Layout
-from sharding.plan import assign_shards, plan_columns, split_too_small, too_small_mask
+from sharding.layout import BUILD_JSON, MANIFEST, SHARDS_JSON, Layout
+from sharding.plan import assign_shards, make_plan, plan_columns, shard_index, split_too_small, too_small_mask
 from sharding.schema import (
     PLAN_COLUMNS,
     PLAN_SCHEMA,
@@ -40,8 +41,13 @@ from sharding.schema import (
     SCAN_SCHEMA,
 )
 
-from .columnar import ROW_GROUP, atomic_parquet, codes, give_back_memory, ranks
-from .dedup import dedup_arrays, duplicate_notes, reject_rows
+from ..columnar import ROW_GROUP, atomic_parquet, codes, give_back_memory, ranks
+from ..config import ConfigError
+from ..dedup import dedup_arrays, duplicate_notes, find_pairs, reject_rows
+from ..reweight import solve
+from .base import Increment
+from .request import BuildRequest, log
+from .scan import scan_table
 
 BIN_ROWS = 262_144  # plan rows sorted in memory at once (~1 KB each with tags)
 _DEST = "_dest"
@@ -293,3 +299,135 @@ class PlanReader:
 
     def rows(self, shard: str) -> list[dict]:
         return self.table(shard).to_pylist()
+
+
+def plan(req: BuildRequest, layout: Layout, chunks: int) -> PlanReader:
+    """Dedup, bucket fit, a feasibility check of the weights and the shard plan
+    (pipelines/planphase.py); streamed, so memory is per part."""
+    if not layout.exists(layout.plan) or not layout.exists(layout.early_rejects):  # (written first)
+        cfg = req.config
+        settings = PlanSettings(cfg.dedup, cfg.weights, cfg.buckets, cfg.shards.samples_per_shard, cfg.seed)
+        write_plan(
+            layout, chunks, settings, log=lambda msg: log(req, msg),
+            check_weights=lambda planned: check_weights(cfg.weights, planned),
+        )  # fmt: skip
+    return PlanReader(layout, layout.plan)
+
+
+def check_weights(cfg: WeightConfig, kept: pa.Table) -> None:
+    """Refuse a policy these samples cannot meet before anything is planned (the weights proper are
+    solved at finalize, over the samples actually written)."""
+    try:
+        solve(kept, cfg)
+    except WeightError as exc:
+        raise ConfigError(
+            f"{exc}. Fix [weights] and run the same command again: nothing is planned yet, so the scan is reused."
+        ) from None
+
+
+def dedup_against(old: pa.Table, new: pa.Table, cfg) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """New kept samples without duplicates of each other or of ``old`` (the existing manifest).
+
+    One component search over old + new; an old sample always keeps its place (its score counts
+    as infinite), so ``duplicate_of`` of a new sample in a group with an old one names an old key.
+    """
+    if not cfg.enabled or new.num_rows == 0:
+        return new, []
+    n_old = old.num_rows
+    cols = ["key", "seq", "phash", "sha256", "quality_score", "width", "height"]
+    both = pa.concat_tables([old.select(cols), new.select(cols)])
+    phash = both["phash"].to_numpy(zero_copy_only=False).astype(np.int64)
+    pairs, _ = find_pairs(phash, cfg)
+    score = both["quality_score"].to_numpy(zero_copy_only=False).astype(np.float64)
+    score[:n_old] = np.inf
+    pixels = (
+        both["width"].to_numpy(zero_copy_only=False) * both["height"].to_numpy(zero_copy_only=False)
+    ).astype(np.float64)
+    sha = np.asarray(both["sha256"].to_pylist(), dtype=object)
+    result = resolve(pairs, sha, score, pixels, both["seq"].to_numpy(zero_copy_only=False))
+    keys = both["key"].to_pylist()
+    unsigned = phash.view(np.uint64)
+    ids = new.select(["seq", "source", "source_id", "key", "location"]).to_pylist()
+    keep = np.ones(new.num_rows, bool)
+    rejects = []
+    for d in range(new.num_rows):
+        k = int(result.keeper[n_old + d])
+        if k == n_old + d:
+            continue
+        keep[d] = False
+        exact = bool(result.exact[n_old + d])
+        dist = int(np.bitwise_count(unsigned[n_old + d] ^ unsigned[k]))
+        where = "an earlier build" if k < n_old else "this increment"
+        rejects.append({
+            **ids[d], "stage": "dedup", "reason": "exact_duplicate" if exact else "near_duplicate",
+            "detail": ("same sha256 as " if exact else f"phash {dist} bits from ") + f"{keys[k]} (kept, {where})",
+            "duplicate_of": keys[k],
+        })  # fmt: skip
+    return new.filter(pa.array(keep)), rejects
+
+
+def plan_increment(req, layout: Layout, inc: Increment, enumerated: dict[str, Any]) -> pa.Table:
+    if layout.exists(inc.plan):
+        return layout.read_parquet(inc.plan)
+    cfg = req.config
+    table = scan_table(layout, enumerated["first_chunk"], enumerated["chunks"])
+    old = layout.read_parquet(inc.base(MANIFEST))
+    if table is None:
+        kept = pa.Table.from_pylist([], schema=SCAN_SCHEMA)
+    else:
+        kept = table.filter(pc.equal(table["status"], "kept"))
+    kept, dup_rejects = dedup_against(old, kept, cfg.dedup)
+    kept, small_rejects, _ = split_too_small(kept, cfg.buckets)  # as pipelines.build.plan
+    layout.write_parquet(
+        inc.dedup_rejects, pa.Table.from_pylist(dup_rejects + small_rejects, schema=REJECT_SCHEMA)
+    )
+    shards = layout.read_json(inc.base(SHARDS_JSON))["shards"]
+    first_index: dict[tuple[int, int], int] = {}
+    for entry in shards:
+        bucket, number = shard_index(entry["path"])
+        first_index[bucket] = max(first_index.get(bucket, 0), number + 1)
+    plan = make_plan(
+        kept,
+        rule=cfg.buckets,
+        samples_per_shard=cfg.shards.samples_per_shard,
+        seed=cfg.seed,
+        first_index=first_index,
+    )
+    # before a shard is written: every version re-solved over the union, as finalize will
+    check_versions(layout, inc, req.config.weights, old, plan)
+    layout.write_parquet(inc.plan, plan)
+    return plan
+
+
+def check_versions(layout: Layout, inc: Increment, given, old: pa.Table, plan: pa.Table) -> list[str]:
+    """Every weight version of the build before this increment re-solved over its manifest plus the
+    planned rows, from the columns each is solved from (``reweight.manifest_inputs``, as finalize
+    solves it), and the command's ``[weights]``. ConfigError when the active version or the given
+    policy cannot be met (no shard is written yet); returns why each other version cannot (finalize
+    removes those and the summary names them)."""
+    from ..reweight import manifest_inputs, policies_of, policy_of, solve
+
+    base = layout.read_json(inc.base(BUILD_JSON))
+    active = base.get("weights_active")
+    named = {name: meta for name, meta in policies_of(layout, base).items()}
+    lost = []
+    for name, meta in [*sorted(named.items()), (None, None)]:
+        try:
+            cfg = given if name is None else policy_of(meta)
+            cols = manifest_inputs(cfg)
+            union = pa.concat_tables([old.select(cols), plan.select(cols).cast(old.select(cols).schema)])
+            solve(union, cfg)
+        except (WeightError, ValueError, KeyError) as exc:
+            if name is None or name == active:
+                what = (
+                    "the [weights] given with this command"
+                    if name is None
+                    else f"active weight version {name!r}"
+                )
+                raise ConfigError(
+                    f"{what}: {exc}; nothing was written. Fix [weights] (or first activate a version the "
+                    f"grown build can meet: `linepairs reweight {layout.out} --config FILE --activate`) and "
+                    "run the same command again"
+                ) from None
+            lost.append(f"{name}: {exc}")
+    return lost
