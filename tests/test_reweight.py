@@ -157,7 +157,7 @@ def test_build_with_only_weights_changed_points_to_reweight(build, tmp_path_fact
     with pytest.raises(BuildRefused, match=r"shards.samples_per_shard.*new --out"):
         run_build(BuildRequest(sources, build, other, show_progress=False))
     # Once a version with exactly that policy is stored, the same request is a finished build.
-    from pipelines.reweight import reweight
+    from pipelines.tools.reweight import reweight
 
     reweight(build, changed.weights, name="sixty", activate_it=True)
     summary = run_build(BuildRequest(sources, build, changed, show_progress=False))

@@ -159,7 +159,7 @@ def test_scan_parts_grow_with_the_input_count():
 
 def test_planning_and_classical_extractors_do_not_import_torch():
     code = (
-        "import sys, numpy as np, pipelines.build.run, pipelines.tasks, pipelines.audit, lineart;"
+        "import sys, numpy as np, pipelines.build.run, pipelines.tasks, pipelines.tools.audit, lineart;"
         "[lineart.create(n)(np.zeros((1, 32, 32, 3), np.uint8)) for n in ('canny', 'xdog')];"
         "print('torch' in sys.modules)"
     )

@@ -210,7 +210,7 @@ def phase(name: str, out: str) -> dict[str, float]:
     chunks = layout.read_json(layout.enumerated)["chunks"]
     states = layout.read_json(layout.path("_bench_states.json")) if name == "finalize" else None
     if name in ("audit", "loader"):
-        from pipelines.audit import audit
+        from pipelines.tools.audit import audit
         from sharding.loader import load_population
     reset = _reset_peak()
     start, cpu = time.perf_counter(), time.process_time()
@@ -223,7 +223,7 @@ def phase(name: str, out: str) -> dict[str, float]:
     elif name == "finalize":
         finalize(req, layout, chunks, plan(req, layout, chunks), states, {"total": 1.0}, {})
     elif name == "weights":
-        from ..reweight import reweight
+        from ..tools.reweight import reweight
 
         reweight(out, name="bench")
     elif name == "audit":

@@ -191,7 +191,7 @@ def check_policy_sources(layout: Layout, build: dict[str, Any], req) -> None:
     """Before the first byte: the active weight version and the command's ``[weights]`` must give a
     share to every source when they give shares at all (a source without one cannot keep samples:
     ``curation.weighting``). ConfigError naming the source and the way out."""
-    from ..reweight import policies_of, policy_of
+    from ..tools.reweight import policies_of, policy_of
 
     known = [s["name"] for s in build["request"]["sources"]]
     for rec in build.get("appends", []):
@@ -390,7 +390,7 @@ def refuse_changed_request(
     shown = f"{'; '.join(changes[:8])}{' ...' if len(changes) > 8 else ''}"
     finished = finished_build(layout) is not None
     if finished and _without_weights(old) == _without_weights(new):
-        from ..reweight import stored_policies
+        from ..tools.reweight import stored_policies
 
         if req.config.weights in stored_policies(layout).values():
             return

@@ -30,7 +30,7 @@ from sharding.weights import FIRST_VERSION, read_version
 
 from ..columnar import ROW_GROUP, atomic_parquet, bucket_labels, codes, concat_lists, parquet_batches
 from ..config import ConfigError
-from ..reweight import manifest_inputs, policy_meta, write_first_version
+from ..tools.reweight import manifest_inputs, policy_meta, write_first_version
 from .base import Increment, IntegrityError, snapshot_tables
 from .card import write_dataset_card
 from .plan import PlanReader
@@ -338,7 +338,7 @@ def finalize_increment(
     with the increment recorded (a kill anywhere resumes to the same bytes)."""
     from sharding.integrity import commit, record_files
 
-    from ..reweight import policies_of, resolve_all, summarize
+    from ..tools.reweight import policies_of, resolve_all, summarize
 
     before = snapshot_tables(layout, inc)
     base_build = before["build"]

@@ -44,7 +44,7 @@ from sharding.schema import (
 from ..columnar import ROW_GROUP, atomic_parquet, codes, give_back_memory, ranks
 from ..config import ConfigError
 from ..dedup import dedup_arrays, duplicate_notes, find_pairs, reject_rows
-from ..reweight import solve
+from ..tools.reweight import solve
 from .base import Increment
 from .request import BuildRequest, log
 from .scan import scan_table
@@ -405,7 +405,7 @@ def check_versions(layout: Layout, inc: Increment, given, old: pa.Table, plan: p
     solves it), and the command's ``[weights]``. ConfigError when the active version or the given
     policy cannot be met (no shard is written yet); returns why each other version cannot (finalize
     removes those and the summary names them)."""
-    from ..reweight import manifest_inputs, policies_of, policy_of, solve
+    from ..tools.reweight import manifest_inputs, policies_of, policy_of, solve
 
     base = layout.read_json(inc.base(BUILD_JSON))
     active = base.get("weights_active")

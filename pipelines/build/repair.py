@@ -257,7 +257,7 @@ def repair_weights(req, layout: Layout, record: dict[str, Any], damaged: dict[st
     and the card from build.json."""
     from sharding.weights import encode_version
 
-    from ..reweight import manifest_inputs, policy_meta, policy_of, solve
+    from ..tools.reweight import manifest_inputs, policy_meta, policy_of, solve
 
     files = record[FILES]
     done = []
@@ -302,7 +302,7 @@ def repair_finished(req, layout: Layout, finished: Finished) -> Any:
 
 def repair(req, layout: Layout, finished: Finished) -> list[str]:
     """The repair proper; returns one line per rebuilt file."""
-    from ..reweight import drop_unrecorded_versions, policies_of
+    from ..tools.reweight import drop_unrecorded_versions, policies_of
 
     record = finished.record
     files: dict[str, Any] = record.get(FILES) or {}

@@ -32,8 +32,8 @@ from sharding.weights import (
     write_version,
 )
 
-from .columnar import bucket_labels, labels, ranks
-from .config import config_from_dict, read_toml
+from ..columnar import bucket_labels, labels, ranks
+from ..config import config_from_dict, read_toml
 
 # Config sections whose change is a change of weights only; every other one changes the shards.
 WEIGHT_SECTIONS = ("weights",)
@@ -271,7 +271,7 @@ def refresh_card(layout: Layout, build: dict[str, Any]) -> None:
     """Rewrite OUT's HF card for the build as it stands (``build``: its committed build.json; a build
     of an older contract gets its fingerprint too); its bytes change only when the shards did, so
     HF's cache stays valid."""
-    from .build.card import write_dataset_card
+    from ..build.card import write_dataset_card
 
     if not layout.exists(layout.shards_json):  # a manifest-only OUT (the reweight and scale benches)
         return
