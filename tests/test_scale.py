@@ -25,7 +25,7 @@ from pipelines.build.enumerate import scan_unit
 from pipelines.build.finalize import write_manifest, write_rejects
 from pipelines.build.plan import PlanReader, PlanSettings, write_plan
 from pipelines.dedup import deduplicate
-from pipelines.reweight import solve
+from pipelines.tools.reweight import solve
 from sharding.buckets import BucketRule, crop_box, fit_bucket, make_buckets
 from sharding.layout import Layout
 from sharding.plan import fit_and_crop, make_plan, split_too_small
@@ -175,7 +175,7 @@ def test_scale_bench_reports_every_phase(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    for phase in ("plan", "dispatch", "finalize", "weights", "audit", "loader"):
+    for phase in ("plan", "dispatch", "finalize", "weights", "audit", "loader", "append"):
         assert report[phase]["peak_rss_mb"] > 10 and report[phase]["seconds"] >= 0
 
 
