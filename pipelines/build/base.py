@@ -31,12 +31,6 @@ from .request import RETRY, RETRY_MAY_CHANGE, BuildRefused, BuildRequest, log
 SNAPSHOT = (MANIFEST, REJECTS, SHARDS_JSON, BUILD_JSON, REJECTS_HISTORY)
 
 
-
-
-
-
-
-
 # ---------------------------------------------------------------- where an increment keeps its state
 
 
@@ -175,18 +169,6 @@ def records_parts(layout: Layout, below: int) -> list[int]:
     return [c for c in part_numbers(layout, layout.records_dir) if c < below]
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 def check_policy_sources(layout: Layout, build: dict[str, Any], req) -> None:
     """Before the first byte: the active weight version and the command's ``[weights]`` must give a
     share to every source when they give shares at all (a source without one cannot keep samples:
@@ -221,8 +203,6 @@ def check_policy_sources(layout: Layout, build: dict[str, Any], req) -> None:
             )
 
 
-
-
 def rollback(layout: Layout, inc: Increment, first_chunk: int) -> None:
     """Remove what a refused increment wrote (its records and scan parts, its own folder), so OUT
     is byte for byte as its last commit left it. Nothing public is written before the plan."""
@@ -236,12 +216,8 @@ def rollback(layout: Layout, inc: Increment, first_chunk: int) -> None:
         os.rmdir(parent)
 
 
-
-
-
-
 def snapshot_tables(layout: Layout, inc: Increment) -> dict[str, Any]:
-    """The tables as they were when increment ``inc`` started (its snapshot), checked against the
+    """The tables as they were when increment ``inc`` started (paths of its snapshot), checked against the
     snapshot's own record when it has one (a damaged snapshot is named, never finalized from)."""
     from sharding.integrity import FILES, file_faults
 
@@ -249,18 +225,17 @@ def snapshot_tables(layout: Layout, inc: Increment) -> dict[str, Any]:
     files = {rel: e for rel, e in (base_build.get(FILES) or {}).items() if rel in SNAPSHOT}
     damaged = file_faults(_SnapshotView(layout, inc), files)
     if damaged:
-
         listed = "; ".join(f"{rel}: {why}" for rel, why in damaged.items())
         raise IntegrityError(
             f"the snapshot of {layout.out} taken when increment #{inc.number} started is damaged ({listed}); "
             f"remove {layout.display(inc.dir)} and run the command again to start it afresh"
         )
     history = inc.base(REJECTS_HISTORY)
-    return {
+    return {  # the tables as paths: finalize streams them
         "build": base_build,
-        "manifest": layout.read_parquet(inc.base(MANIFEST)),
-        "rejects": layout.read_parquet(inc.base(REJECTS)),
-        "history": layout.read_parquet(history) if layout.exists(history) else None,
+        "manifest": inc.base(MANIFEST),
+        "rejects": inc.base(REJECTS),
+        "history": history if layout.exists(history) else None,
         "shards": read_shards(layout, layout.read_bytes(inc.base(SHARDS_JSON))),
     }
 
@@ -276,14 +251,6 @@ class _SnapshotView:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._layout, name)
-
-
-
-
-
-
-
-
 
 
 def merge_source_shares(req: BuildRequest) -> None:

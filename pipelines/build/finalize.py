@@ -7,7 +7,6 @@ per tag. Weights are not here (contract 2): the build solves its first version f
 
 from __future__ import annotations
 
-import dataclasses
 import platform
 import sys
 from collections import Counter
@@ -146,10 +145,6 @@ def write_rejects(layout: Layout, late: list[dict[str, Any]], path: str | None =
     return dict(reasons)
 
 
-
-
-
-
 def finalize(
     req: BuildRequest, layout: Layout, chunks: int, plan: PlanReader, states: dict[str, dict[str, Any]],
     timings: dict[str, float], extractor_records: dict[str, dict[str, Any]],
@@ -210,17 +205,6 @@ def late_rejects(states: dict[str, dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist([r for s in states.values() for r in s["rejects"]], schema=REJECT_SCHEMA)
 
 
-def count(
-    manifest: pa.Table, rejects: pa.Table, shards: list[dict[str, Any]], inputs: int,
-    dropped: dict[str, dict[str, str]], weights: dict[str, Any] | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """build.json's ``counts`` from whole tables (an increment's); see ``make_counts``."""
-    reasons = {r["values"]: r["counts"] for r in pc.value_counts(rejects["reason"]).to_pylist()}
-    buckets = bucket_labels(manifest)
-    by_bucket = {r["values"]: r["counts"] for r in pc.value_counts(buckets).to_pylist()}
-    return make_counts(manifest.num_rows, reasons, by_bucket, shards, inputs, dropped)
-
-
 def make_counts(
     samples: int, reasons: dict[str, int], buckets: dict[str, int], shards: list[dict[str, Any]],
     inputs: int, dropped: dict[str, dict[str, str]],
@@ -237,7 +221,6 @@ def make_counts(
         "drawings_dropped": dict(Counter(name for why in dropped.values() for name in why)),
     }
     if counts["samples"] + counts["rejected"] != inputs:
-
         raise IntegrityError(
             f"accounting error: {counts['samples']} kept + {counts['rejected']} rejected != {inputs} inputs; "
             "OUT's tables disagree with its records (`linepairs verify OUT` names the files)"
@@ -258,97 +241,144 @@ def _versions() -> dict[str, str]:
 
 
 HISTORY_SCHEMA = REJECT_SCHEMA.append(pa.field("superseded_in", pa.int64()))  # the increment that retried it
+TABLES_OF = ("manifest", "rejects", "history")  # the tables an increment rewrites (paths by these names)
 
 
-@dataclasses.dataclass
+@dataclass
 class IncrementTables:
-    """The public tables after one increment, from the tables before it and the increment's own files."""
+    """What the tables came to after one increment (the tables themselves are files)."""
 
-    manifest: pa.Table
-    new_rows: pa.Table  # the increment's manifest rows
-    rejects: pa.Table
+    samples: int  # manifest rows
+    new_rows: int  # the increment's manifest rows
+    reasons: dict[str, int]  # reject rows by reason
     fresh_rejects: int  # reject rows this increment added
-    history: pa.Table  # rejects_history (may be empty: then no file is written)
+    buckets: dict[str, int]  # manifest rows by bucket
     shards: list[dict[str, Any]]  # shards.json entries
 
 
-def increment_tables(
-    layout: Layout, inc: Increment, meta: dict[str, Any], enumerated: dict[str, Any], plan: pa.Table,
-    states: dict[str, dict[str, Any]], extractors: list[str], before: dict[str, Any],
-) -> IncrementTables:  # fmt: skip
-    """The tables after increment ``inc``. ``before``: manifest, rejects, history (tables, history
-    None when there is none) and shards (shards.json entries) as they were: the snapshot for a
-    finalize, the replayed tables for a repair (pipelines/repair.py). A pure function of these and
-    the increment's files, so both give the same bytes."""
-
-    old_manifest = before["manifest"]
-    new_rows = manifest_of(extractors, plan, states)
-    manifest = pa.concat_tables([old_manifest, new_rows.cast(old_manifest.schema)])
-
-    scanned = scan_table(
-        layout, enumerated["first_chunk"], enumerated["chunks"], REJECT_COLUMNS + ["status"]
-    )
+def _fresh_rejects(
+    layout: Layout, inc: Increment, enumerated: dict[str, Any], states: dict[str, dict[str, Any]]
+) -> pa.Table:
+    """The increment's own reject rows (scan, dedup and too-small, late), stably sorted by seq."""
+    scanned = scan_table(layout, enumerated["first_chunk"], enumerated["chunks"], REJECT_COLUMNS + ["status"])
     fresh = [layout.read_parquet(inc.dedup_rejects).cast(REJECT_SCHEMA), late_rejects(states)]
     if scanned is not None:
-        fresh.insert(
-            0,
-            scanned.filter(pc.equal(scanned["status"], "rejected"))
-            .select(REJECT_COLUMNS)
-            .cast(REJECT_SCHEMA),
-        )
-    old_rejects = before["rejects"].cast(REJECT_SCHEMA)
-    retried = pa.array([], pa.int64())
-    if meta["kind"] == RETRY and scanned is not None:
-        retried = pa.chunked_array(
-            [
-                layout.read_parquet(layout.records_part(c), columns=["seq"])["seq"]
-                for c in range(enumerated["first_chunk"], enumerated["chunks"])
-            ]
-        ).combine_chunks()
-    was_retried = pc.is_in(old_rejects["seq"], retried)
-    rejects = pa.concat_tables([old_rejects.filter(pc.invert(was_retried)), *fresh]).sort_by("seq")
-    superseded = old_rejects.filter(was_retried)
-    history_parts = []
-    if before["history"] is not None:
-        history_parts.append(before["history"].cast(HISTORY_SCHEMA))
-    history_parts.append(
-        superseded.append_column("superseded_in", pa.array([inc.number] * superseded.num_rows, pa.int64()))
-    )
-    history = pa.concat_tables(history_parts)
+        rejected = scanned.filter(pc.equal(scanned["status"], "rejected"))
+        fresh.insert(0, rejected.select(REJECT_COLUMNS).cast(REJECT_SCHEMA))
+    return pa.concat_tables(fresh).sort_by("seq")
+
+
+def _retried_seqs(layout: Layout, meta: dict[str, Any], enumerated: dict[str, Any]) -> pa.Array:
+    if meta["kind"] != RETRY or enumerated["chunks"] == enumerated["first_chunk"]:
+        return pa.array([], pa.int64())
+    parts = [
+        layout.read_parquet(layout.records_part(c), columns=["seq"])["seq"]
+        for c in range(enumerated["first_chunk"], enumerated["chunks"])
+    ]
+    return pa.chunked_array(parts, pa.int64()).combine_chunks()
+
+
+def write_increment_tables(
+    layout: Layout, inc: Increment, meta: dict[str, Any], enumerated: dict[str, Any], plan: pa.Table,
+    states: dict[str, dict[str, Any]], extractors: list[str], before: dict[str, Any], out: dict[str, str],
+) -> IncrementTables:  # fmt: skip
+    """The tables after increment ``inc``, streamed into the paths ``out`` (manifest, rejects, history)
+    from ``before``: the paths of the tables as they were (history None when there is none) and
+    ``shards`` (shards.json entries): the snapshot for a finalize, the previous step for a repair
+    (pipelines/build/repair.py). The old rows pass one row group at a time (bounded memory); only
+    the increment's own rows are held. A pure function of these and the increment's files, so both
+    give the same bytes."""
+    tally = Tally()
+
+    def add_manifest(writer, table: pa.Table) -> None:
+        if table.num_rows:
+            writer.write_table(table, row_group_size=ROW_GROUP)
+            tally.add(table.num_rows, {"bucket": bucket_labels(table)})
+
+    new_rows = manifest_of(extractors, plan, states).cast(MANIFEST_SCHEMA)
+    with atomic_parquet(layout, out["manifest"], MANIFEST_SCHEMA) as writer:
+        for batch in parquet_batches(layout, before["manifest"]):
+            add_manifest(writer, batch.cast(MANIFEST_SCHEMA))
+        add_manifest(writer, new_rows)
+
+    # Old rejects (sorted by seq) merged with the increment's: no input has rows on both sides (a
+    # retried input's old rows leave), so the merge is the stable sort of the whole.
+    fresh = _fresh_rejects(layout, inc, enumerated, states)
+    fresh_seq = fresh["seq"].to_numpy(zero_copy_only=False)
+    retried = _retried_seqs(layout, meta, enumerated)
+    reasons: Counter[str] = Counter()
+    superseded: list[pa.Table] = []
+    used = 0
+
+    def add_rejects(writer, table: pa.Table) -> None:
+        if table.num_rows:
+            writer.write_table(table, row_group_size=ROW_GROUP)
+            for item in pc.value_counts(table["reason"]).to_pylist():
+                reasons[item["values"]] += item["counts"]
+
+    with atomic_parquet(layout, out["rejects"], REJECT_SCHEMA) as writer:
+        for batch in parquet_batches(layout, before["rejects"]):
+            batch = batch.cast(REJECT_SCHEMA)
+            if batch.num_rows == 0:
+                continue
+            upto = int(np.searchsorted(fresh_seq, pc.max(batch["seq"]).as_py(), side="right"))
+            was_retried = pc.is_in(batch["seq"], retried)
+            superseded.append(batch.filter(was_retried))
+            kept = batch.filter(pc.invert(was_retried))
+            add_rejects(writer, pa.concat_tables([kept, fresh.slice(used, upto - used)]).sort_by("seq"))
+            used = max(used, upto)
+        add_rejects(writer, fresh.slice(used))
+
+    gone = pa.concat_tables(superseded) if superseded else REJECT_SCHEMA.empty_table()
+    gone = gone.append_column("superseded_in", pa.array([inc.number] * gone.num_rows, pa.int64()))
+    if before["history"] is not None or gone.num_rows:
+        with atomic_parquet(layout, out["history"], HISTORY_SCHEMA) as writer:
+            if before["history"] is not None:
+                for batch in parquet_batches(layout, before["history"]):
+                    if batch.num_rows:
+                        writer.write_table(batch.cast(HISTORY_SCHEMA), row_group_size=ROW_GROUP)
+            if gone.num_rows:
+                writer.write_table(gone.cast(HISTORY_SCHEMA), row_group_size=ROW_GROUP)
     new_shards = [s["stats"] for s in states.values()]
     shards = sorted(before["shards"] + new_shards, key=lambda s: s["path"])
-    return IncrementTables(manifest, new_rows, rejects, sum(t.num_rows for t in fresh), history, shards)
+    return IncrementTables(
+        tally.samples, new_rows.num_rows, dict(reasons), fresh.num_rows, tally.counts("bucket"), shards
+    )
 
 
-def write_tables(layout: Layout, tables: IncrementTables, base_build: dict[str, Any]) -> None:
-    layout.write_parquet(layout.manifest, tables.manifest)
-    layout.write_parquet(layout.rejects, tables.rejects)
-    if tables.history.num_rows:
-        layout.write_parquet(layout.rejects_history, tables.history)
-    layout.write_json(layout.shards_json, {"shards": tables.shards})
-    # the card names the grown build, so HF datasets never serves its cache of the old one
-    write_dataset_card(layout, base_build["request"]["config"], base_build["contract"])
+def _weight_columns(policies: dict[str, dict[str, Any]], given: Any) -> list[str]:
+    """Every manifest column some version (or the given policy) is solved from: read once."""
+    from ..tools.reweight import policy_of
+
+    cols = manifest_inputs(given)
+    for meta in policies.values():
+        try:
+            cols += manifest_inputs(policy_of(meta))
+        except (ValueError, KeyError):
+            continue  # resolve_all names it
+    return list(dict.fromkeys(cols))
 
 
 def finalize_increment(
     req, layout: Layout, inc: Increment, meta: dict[str, Any], enumerated: dict[str, Any], plan: pa.Table,
     states: dict[str, dict[str, Any]], seconds: float,
 ) -> Any:  # fmt: skip
-    """Rewrite the public files from the snapshot and the increment's files, then commit build.json
-    with the increment recorded (a kill anywhere resumes to the same bytes)."""
-    from sharding.integrity import commit, record_files
-
+    """Rewrite the public files from the snapshot and the increment's files (streamed), then commit
+    build.json with the increment recorded (a kill anywhere resumes to the same bytes)."""
     from ..tools.reweight import policies_of, resolve_all, summarize
 
     before = snapshot_tables(layout, inc)
     base_build = before["build"]
-    tables = increment_tables(
-        layout, inc, meta, enumerated, plan, states, [e.name for e in req.config.extractors], before
+    out = {"manifest": layout.manifest, "rejects": layout.rejects, "history": layout.rejects_history}
+    tables = write_increment_tables(
+        layout, inc, meta, enumerated, plan, states, [e.name for e in req.config.extractors], before, out
     )
-    write_tables(layout, tables, base_build)
-    manifest = tables.manifest
+    layout.write_json(layout.shards_json, {"shards": tables.shards})
+    # the card names the grown build, so HF datasets never serves its cache of the old one
+    write_dataset_card(layout, base_build["request"]["config"], base_build["contract"])
 
     policies = policies_of(layout, base_build)
+    manifest = layout.read_parquet(layout.manifest, columns=_weight_columns(policies, req.config.weights))
     try:
         versions, policies = resolve_all(layout, manifest, policies, base_build.get("weights_active"),
                                          given=req.config.weights)  # fmt: skip
@@ -362,12 +392,12 @@ def finalize_increment(
     active_name, active, meta_w = read_version(layout, base_build.get("weights_active"), recorded=False)
     training = meta_w.get("weights", {}).get("training_samples", req.config.weights.training_samples)
     weights = summarize(manifest, active, training)
+    del manifest
 
     inputs = base_build["counts"]["inputs"] + enumerated["inputs"]
     dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
-    old_dropped = base_build["counts"].get("drawings_dropped", {})
-    counts = count(manifest, tables.rejects, tables.shards, inputs, dropped, weights)
-    for name, n in old_dropped.items():
+    counts = make_counts(tables.samples, tables.reasons, tables.buckets, tables.shards, inputs, dropped)
+    for name, n in base_build["counts"].get("drawings_dropped", {}).items():
         counts["drawings_dropped"][name] = counts["drawings_dropped"].get(name, 0) + n
     record = {
         "number": inc.number,
@@ -377,7 +407,7 @@ def finalize_increment(
         "config_changes": meta["config_changes"],
         "inputs": enumerated["inputs"],
         "scanned": enumerated["scanned"],
-        "kept": tables.new_rows.num_rows,
+        "kept": tables.new_rows,
         "rejected": tables.fresh_rejects,
         "shards": sorted(s["stats"]["path"] for s in states.values()),
         "weights": versions,

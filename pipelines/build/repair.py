@@ -31,7 +31,6 @@ from sharding.integrity import (
     digest,
     fault_of,
     file_faults,
-    read_parquet_bytes,
     read_shards,
     weight_file,
 )
@@ -46,26 +45,17 @@ from sharding.layout import (
     DamagedFileError,
     Layout,
     json_bytes,
-    parquet_bytes,
 )
 
 from .base import Finished, Increment, IntegrityError, finished_build
 from .card import dataset_card_bytes
-from .finalize import increment_tables, write_manifest, write_rejects
+from .finalize import write_increment_tables, write_manifest, write_rejects
 from .materialize import write_shards
 from .plan import PlanReader, PlanSettings, write_plan
 from .request import BuildSummary
 from .scan import scan
 
 THREADS = 4  # state markers read at once (small reads: a store's latency is the limit)
-
-
-
-
-
-
-
-
 
 
 def _say(msg: str) -> None:
@@ -179,43 +169,47 @@ def replay_tables(
 ) -> dict[str, bytes | None]:
     """The bytes of manifest.parquet, rejects.parquet and rejects_history.parquet (None: absent)
     that the commits of ``record`` wrote: the build's finalize, then every increment in order,
-    each from the tables the one before it left."""
+    each streamed from the tables the one before it left (scratch files in ``_state/repair/``)."""
 
-    scratch = {name: layout.path("_state", "repair", name) for name in (MANIFEST, REJECTS)}
+    def scratch(name: str, step: int) -> str:
+        return layout.path("_state", "repair", f"{step:06d}-{name}")
+
     base = [s for s, p in committed_shards(layout, record).items() if p == layout.plan]
     late = sorted((r for s in base for r in states[s]["rejects"]), key=lambda r: r["seq"])
     dropped = {key: why for s in base for key, why in states[s].get("dropped", {}).items()}
-    write_manifest(layout, {r["key"] for r in late}, _extractors(req), dropped, path=scratch[MANIFEST])
-    write_rejects(layout, late, path=scratch[REJECTS])
-    out: dict[str, bytes | None] = {name: layout.read_bytes(path) for name, path in scratch.items()}
-    out[REJECTS_HISTORY] = None
-    for path in scratch.values():
-        layout.remove(path)
-    before = {
-        "manifest": read_parquet_bytes(layout, MANIFEST, out[MANIFEST]),
-        "rejects": read_parquet_bytes(layout, REJECTS, out[REJECTS]),
+    before: dict[str, Any] = {
+        "manifest": scratch(MANIFEST, 0),
+        "rejects": scratch(REJECTS, 0),
         "history": None,
-        "shards": sorted((states[s]["stats"] for s in base), key=lambda e: e["path"]),
     }
-    for rec in record.get("appends", []):
-        inc = Increment(layout, rec["number"])
-        meta, enumerated = layout.read_json(inc.request), layout.read_json(inc.enumerated)
-        inc_states = {s: states[s] for s in rec.get("shards", [])}
-        tables = increment_tables(
-            layout, inc, meta, enumerated, layout.read_parquet(inc.plan), inc_states, _extractors(req), before
-        )
-        # finalize wrote these bytes and the next increment read them back: the same here
-        out = {MANIFEST: parquet_bytes(tables.manifest), REJECTS: parquet_bytes(tables.rejects)}
-        out[REJECTS_HISTORY] = parquet_bytes(tables.history) if tables.history.num_rows else None
-        before = {
-            "manifest": read_parquet_bytes(layout, MANIFEST, out[MANIFEST]),
-            "rejects": read_parquet_bytes(layout, REJECTS, out[REJECTS]),
-            "history": read_parquet_bytes(layout, REJECTS_HISTORY, out[REJECTS_HISTORY])
-            if out[REJECTS_HISTORY] is not None
-            else before["history"],
-            "shards": tables.shards,
+    made = [before["manifest"], before["rejects"]]
+    try:
+        write_manifest(layout, {r["key"] for r in late}, _extractors(req), dropped, path=before["manifest"])
+        write_rejects(layout, late, path=before["rejects"])
+        before["shards"] = sorted((states[s]["stats"] for s in base), key=lambda e: e["path"])
+        for rec in record.get("appends", []):
+            inc = Increment(layout, rec["number"])
+            meta, enumerated = layout.read_json(inc.request), layout.read_json(inc.enumerated)
+            inc_states = {s: states[s] for s in rec.get("shards", [])}
+            out = {k: scratch(name, rec["number"]) for k, name in
+                   (("manifest", MANIFEST), ("rejects", REJECTS), ("history", REJECTS_HISTORY))}  # fmt: skip
+            made += list(out.values())
+            tables = write_increment_tables(
+                layout, inc, meta, enumerated, layout.read_parquet(inc.plan), inc_states, _extractors(req),
+                before, out,
+            )  # fmt: skip
+            history = out["history"] if layout.exists(out["history"]) else before["history"]
+            before = {"manifest": out["manifest"], "rejects": out["rejects"], "history": history,
+                      "shards": tables.shards}  # fmt: skip
+        return {
+            MANIFEST: layout.read_bytes(before["manifest"]),
+            REJECTS: layout.read_bytes(before["rejects"]),
+            REJECTS_HISTORY: layout.read_bytes(before["history"]) if before["history"] else None,
         }
-    return out
+    finally:
+        for path in made:
+            if layout.exists(path):
+                layout.remove(path)
 
 
 def _put(layout: Layout, rel: str, data: bytes, files: dict[str, Any], how: str) -> None:

@@ -56,58 +56,6 @@ from .scan import increment_settings, scan
 # ---------------------------------------------------------------- phases
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def check_extractors(req: BuildRequest) -> dict[str, dict[str, Any]]:
     """Version, options and checkpoint sha256 of every configured extractor; ConfigError if one cannot load."""
     records = {}
@@ -129,8 +77,6 @@ def _extractor_record(spec) -> dict[str, Any]:
     }
 
 
-
-
 def run_build(req: BuildRequest) -> BuildSummary:
     """Run or resume a build; safe to call again after a crash at any point."""
     from ..raycluster import ray_session
@@ -140,7 +86,6 @@ def run_build(req: BuildRequest) -> BuildSummary:
     if req.append and req.retry:
         raise BuildRefused("--append and --retry are two runs: give one, then the other")
     if (req.append or req.retry) and layout.exists(layout.request):
-
         check_unique_names(req.sources)
         return run_increment(req, APPEND if req.append else RETRY)
     if req.retry:
@@ -177,8 +122,6 @@ def run_build(req: BuildRequest) -> BuildSummary:
     return summary
 
 
-
-
 def run_increment(req, kind: str) -> Any:
     """Run or resume one append / retry on the finished build in ``req.out``."""
     from ..raycluster import ray_session
@@ -201,7 +144,6 @@ def run_increment(req, kind: str) -> Any:
         started = layout.read_json(inc.request)
         mine = {k: meta[k] for k in ("kind", "reasons", "sources", "config")}
         if {k: started[k] for k in mine} != mine:
-
             changes = diff_dicts({k: started[k] for k in mine}, mine)
             raise BuildRefused(
                 f"{req.out} has an unfinished {started['kind']} (#{number}) with another request "

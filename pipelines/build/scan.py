@@ -60,7 +60,9 @@ def scan(
 def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSettings:
     """Per-source score cuts and quantiles come from all enumerated records: the same for every task."""
     cols = ["source", "score", "fav_count"]
-    parts = [layout.read_parquet(layout.records_part(r), columns=cols) for r in range(record_units(layout)[0])]
+    parts = [
+        layout.read_parquet(layout.records_part(r), columns=cols) for r in range(record_units(layout)[0])
+    ]
     records = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.float64()) for c in cols})
     return settings_from_records(req.config, records, req.storage)
 
