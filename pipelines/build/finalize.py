@@ -346,26 +346,13 @@ def write_increment_tables(
     )
 
 
-def _weight_columns(policies: dict[str, dict[str, Any]], given: Any) -> list[str]:
-    """Every manifest column some version (or the given policy) is solved from: read once."""
-    from ..tools.reweight import policy_of
-
-    cols = manifest_inputs(given)
-    for meta in policies.values():
-        try:
-            cols += manifest_inputs(policy_of(meta))
-        except (ValueError, KeyError):
-            continue  # resolve_all names it
-    return list(dict.fromkeys(cols))
-
-
 def finalize_increment(
     req, layout: Layout, inc: Increment, meta: dict[str, Any], enumerated: dict[str, Any], plan: pa.Table,
     states: dict[str, dict[str, Any]], seconds: float,
 ) -> Any:  # fmt: skip
     """Rewrite the public files from the snapshot and the increment's files (streamed), then commit
     build.json with the increment recorded (a kill anywhere resumes to the same bytes)."""
-    from ..tools.reweight import policies_of, resolve_all, summarize
+    from ..tools.reweight import policies_of, resolve_all, solve_columns, summarize
 
     before = snapshot_tables(layout, inc)
     base_build = before["build"]
@@ -378,7 +365,7 @@ def finalize_increment(
     write_dataset_card(layout, base_build["request"]["config"], base_build["contract"])
 
     policies = policies_of(layout, base_build)
-    manifest = layout.read_parquet(layout.manifest, columns=_weight_columns(policies, req.config.weights))
+    manifest = layout.read_parquet(layout.manifest, columns=solve_columns(policies, req.config.weights))
     try:
         versions, policies = resolve_all(layout, manifest, policies, base_build.get("weights_active"),
                                          given=req.config.weights)  # fmt: skip

@@ -44,7 +44,7 @@ from sharding.schema import (
 from ..columnar import ROW_GROUP, atomic_parquet, codes, give_back_memory, ranks
 from ..config import ConfigError
 from ..dedup import dedup_arrays, duplicate_notes, find_pairs, reject_rows
-from ..tools.reweight import solve
+from ..tools.reweight import policies_of, solve, solve_columns
 from .base import Increment
 from .request import BuildRequest, log
 from .scan import scan_table
@@ -325,6 +325,9 @@ def check_weights(cfg: WeightConfig, kept: pa.Table) -> None:
         ) from None
 
 
+DEDUP_COLUMNS = ["key", "seq", "phash", "sha256", "quality_score", "width", "height"]  # read by dedup_against
+
+
 def dedup_against(old: pa.Table, new: pa.Table, cfg) -> tuple[pa.Table, list[dict[str, Any]]]:
     """New kept samples without duplicates of each other or of ``old`` (the existing manifest).
 
@@ -334,8 +337,8 @@ def dedup_against(old: pa.Table, new: pa.Table, cfg) -> tuple[pa.Table, list[dic
     if not cfg.enabled or new.num_rows == 0:
         return new, []
     n_old = old.num_rows
-    cols = ["key", "seq", "phash", "sha256", "quality_score", "width", "height"]
-    both = pa.concat_tables([old.select(cols), new.select(cols)])
+    cols = DEDUP_COLUMNS
+    both = pa.concat_tables([old.select(cols), new.select(cols).cast(old.select(cols).schema)])
     phash = both["phash"].to_numpy(zero_copy_only=False).astype(np.int64)
     pairs, _ = find_pairs(phash, cfg)
     score = both["quality_score"].to_numpy(zero_copy_only=False).astype(np.float64)
@@ -343,26 +346,27 @@ def dedup_against(old: pa.Table, new: pa.Table, cfg) -> tuple[pa.Table, list[dic
     pixels = (
         both["width"].to_numpy(zero_copy_only=False) * both["height"].to_numpy(zero_copy_only=False)
     ).astype(np.float64)
-    sha = np.asarray(both["sha256"].to_pylist(), dtype=object)
+    # equal codes for equal sha256, as the build's plan does it (32 bytes a row, no Python strings)
+    sha = np.unique(sha_words(both["sha256"]), axis=0, return_inverse=True)[1].reshape(-1)
     result = resolve(pairs, sha, score, pixels, both["seq"].to_numpy(zero_copy_only=False))
-    keys = both["key"].to_pylist()
+    keys = both["key"]
     unsigned = phash.view(np.uint64)
-    ids = new.select(["seq", "source", "source_id", "key", "location"]).to_pylist()
-    keep = np.ones(new.num_rows, bool)
+    keeper = result.keeper[n_old:]
+    gone = np.flatnonzero(keeper != np.arange(n_old, n_old + new.num_rows))
+    ids = new.select(["seq", "source", "source_id", "key", "location"]).take(pa.array(gone, pa.int64()))
     rejects = []
-    for d in range(new.num_rows):
-        k = int(result.keeper[n_old + d])
-        if k == n_old + d:
-            continue
-        keep[d] = False
+    for d, row in zip(gone.tolist(), ids.to_pylist(), strict=True):
+        k = int(keeper[d])
         exact = bool(result.exact[n_old + d])
         dist = int(np.bitwise_count(unsigned[n_old + d] ^ unsigned[k]))
         where = "an earlier build" if k < n_old else "this increment"
         rejects.append({
-            **ids[d], "stage": "dedup", "reason": "exact_duplicate" if exact else "near_duplicate",
-            "detail": ("same sha256 as " if exact else f"phash {dist} bits from ") + f"{keys[k]} (kept, {where})",
-            "duplicate_of": keys[k],
+            **row, "stage": "dedup", "reason": "exact_duplicate" if exact else "near_duplicate",
+            "detail": ("same sha256 as " if exact else f"phash {dist} bits from ") + f"{keys[k].as_py()} (kept, {where})",
+            "duplicate_of": keys[k].as_py(),
         })  # fmt: skip
+    keep = np.ones(new.num_rows, bool)
+    keep[gone] = False
     return new.filter(pa.array(keep)), rejects
 
 
@@ -371,7 +375,11 @@ def plan_increment(req, layout: Layout, inc: Increment, enumerated: dict[str, An
         return layout.read_parquet(inc.plan)
     cfg = req.config
     table = scan_table(layout, enumerated["first_chunk"], enumerated["chunks"])
-    old = layout.read_parquet(inc.base(MANIFEST))
+    # of the base's manifest only what the dedup and the weight versions read (never its tags and
+    # captions whole: at 1M samples the full table was ~2.5 GB of the append's peak)
+    base = layout.read_json(inc.base(BUILD_JSON))
+    columns = [*DEDUP_COLUMNS, *solve_columns(policies_of(layout, base), cfg.weights)]
+    old = layout.read_parquet(inc.base(MANIFEST), columns=list(dict.fromkeys(columns)))
     if table is None:
         kept = pa.Table.from_pylist([], schema=SCAN_SCHEMA)
     else:
@@ -405,7 +413,7 @@ def check_versions(layout: Layout, inc: Increment, given, old: pa.Table, plan: p
     solves it), and the command's ``[weights]``. ConfigError when the active version or the given
     policy cannot be met (no shard is written yet); returns why each other version cannot (finalize
     removes those and the summary names them)."""
-    from ..tools.reweight import manifest_inputs, policies_of, policy_of, solve
+    from ..tools.reweight import manifest_inputs, policy_of
 
     base = layout.read_json(inc.base(BUILD_JSON))
     active = base.get("weights_active")

@@ -53,6 +53,18 @@ def manifest_inputs(cfg: WeightConfig) -> list[str]:
     ]  # fmt: skip
 
 
+def solve_columns(policies: dict[str, dict[str, Any]], given: WeightConfig | None = None) -> list[str]:
+    """Every manifest column one of these recorded versions (or ``given``) is solved from: what an
+    append reads of the manifest to check and re-solve them all."""
+    cols = manifest_inputs(given) if given is not None else []
+    for meta in policies.values():
+        try:
+            cols += manifest_inputs(policy_of(meta))
+        except (ValueError, KeyError):
+            continue  # an unreadable policy is named where it is re-solved (resolve_all)
+    return list(dict.fromkeys(cols))
+
+
 def _floats(table: pa.Table, name: str) -> np.ndarray:
     """A float column as numpy (NaN where null; all NaN when the table has no such column)."""
     if name not in table.column_names:
