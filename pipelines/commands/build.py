@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         summary = run_build(req)
     except (ConfigError, SourceError, BuildRefused, StorageError, IntegrityError) as exc:
         raise UsageError(str(exc)) from None
-    if summary.repaired:  # each file is named on stderr (pipelines/repair.py)
+    if summary.repaired:  # each file is named on stderr (pipelines/build/repair.py)
         print(f"{summary.out}: {len(summary.repaired)} file(s) repaired (named on stderr).")
     elif summary.already_complete:
         print(f"{summary.out} is already complete: nothing to do.")
