@@ -34,6 +34,7 @@ from sharding.layout import BUILD_JSON, MANIFEST, SHARDS_JSON, Layout
 from sharding.plan import assign_shards, make_plan, plan_columns, shard_index, split_too_small, too_small_mask
 from sharding.schema import (
     PLAN_COLUMNS,
+    PLAN_EXTRA,
     PLAN_SCHEMA,
     REJECT_COLUMNS,
     REJECT_ID_COLUMNS,
@@ -44,7 +45,7 @@ from sharding.schema import (
 from ..columnar import ROW_GROUP, atomic_parquet, codes, give_back_memory, ranks
 from ..config import ConfigError
 from ..dedup import dedup_arrays, duplicate_notes, find_pairs, reject_rows
-from ..tools.reweight import policies_of, solve, solve_columns
+from ..tools.reweight import manifest_inputs, policies_of, solve, solve_columns
 from .base import Increment
 from .request import BuildRequest, log
 from .scan import scan_table
@@ -129,11 +130,12 @@ def write_plan(
         Spill files are the driver's own scratch (a local temporary folder), read back by it alone.
     """
     parts = [layout.scan_part(c) for c in range(chunks)]
-    cats = list(s.weights.tag_categories) if s.weights.tag_balance else []
-    # + what a weight version is solved from (reweight.manifest_inputs: the high-tier gate's measures)
-    small = ["seq", "key", "source", "phash", "quality_score", "score", "width", "height",
-             "illustration", "upscale"]  # fmt: skip
-    kept, sha_codes, per_part = _kept_columns(layout, parts, small + [f"tags_{c}" for c in cats])
+    # the dedup's and the bucket fit's columns, then every column a weight version is solved from
+    # (tools.reweight.manifest_inputs: the one list) that exists before the plan adds its own
+    planned_later = {f.name for f in PLAN_EXTRA}
+    weights = [c for c in manifest_inputs(s.weights) if c not in planned_later]
+    small = list(dict.fromkeys(["seq", "key", "phash", "width", "height", *weights]))
+    kept, sha_codes, per_part = _kept_columns(layout, parts, small)
     n = kept.num_rows
     phash = _np(kept, "phash", np.int64)
     score = _np(kept, "quality_score", np.float64)
