@@ -117,32 +117,43 @@ def write_manifest(
     return tally
 
 
+class RejectMerge:
+    """Reject rows sorted by ``seq`` written as a merge: batches of a sorted table, each with the
+    rows of ``extra`` (sorted by seq, stably) up to a seq; counts by reason. No input has rows on
+    both sides, so the result is the stable sort of the whole."""
+
+    def __init__(self, writer: Any, extra: pa.Table) -> None:
+        self.writer, self.extra, self.used = writer, extra, 0
+        self.seq = extra["seq"].to_numpy(zero_copy_only=False)
+        self.reasons: Counter[str] = Counter()
+
+    def add(self, batch: pa.Table, upto_seq: int) -> None:
+        """``batch`` and the extra rows with seq <= ``upto_seq`` not yet written."""
+        upto = max(self.used, int(np.searchsorted(self.seq, upto_seq, side="right")))
+        self._write(pa.concat_tables([batch, self.extra.slice(self.used, upto - self.used)]).sort_by("seq"))
+        self.used = upto
+
+    def finish(self) -> dict[str, int]:
+        self._write(self.extra.slice(self.used))
+        return dict(self.reasons)
+
+    def _write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self.writer.write_table(table, row_group_size=ROW_GROUP)
+            for item in pc.value_counts(table["reason"]).to_pylist():
+                self.reasons[item["values"]] += item["counts"]
+
+
 def write_rejects(layout: Layout, late: list[dict[str, Any]], path: str | None = None) -> dict[str, int]:
     """Merge the early rejects with ``late`` (sorted by seq) into ``path`` (default rejects.parquet);
     counts by reason."""
-    reasons: Counter[str] = Counter()
-    late_seq = np.asarray([r["seq"] for r in late], np.int64)
-    used = 0
-
-    def emit(out, table: pa.Table) -> None:
-        if table.num_rows:
-            out.write_table(table, row_group_size=ROW_GROUP)
-            for item in pc.value_counts(table["reason"]).to_pylist():
-                reasons[item["values"]] += item["counts"]
-
     with atomic_parquet(layout, path or layout.rejects, REJECT_SCHEMA) as out:
+        merge = RejectMerge(out, pa.Table.from_pylist(late, schema=REJECT_SCHEMA))
         for batch in parquet_batches(layout, layout.early_rejects):
             batch = batch.cast(REJECT_SCHEMA)
-            if batch.num_rows == 0:
-                continue
-            upto = int(np.searchsorted(late_seq, pc.max(batch["seq"]).as_py(), side="right"))
-            if upto > used:
-                extra = pa.Table.from_pylist(late[used:upto], schema=REJECT_SCHEMA)
-                batch = pa.concat_tables([batch, extra]).sort_by("seq")
-                used = upto
-            emit(out, batch)
-        emit(out, pa.Table.from_pylist(late[used:], schema=REJECT_SCHEMA))
-    return dict(reasons)
+            if batch.num_rows:
+                merge.add(batch, pc.max(batch["seq"]).as_py())
+        return merge.finish()
 
 
 def finalize(
@@ -301,33 +312,20 @@ def write_increment_tables(
             add_manifest(writer, batch.cast(MANIFEST_SCHEMA))
         add_manifest(writer, new_rows)
 
-    # Old rejects (sorted by seq) merged with the increment's: no input has rows on both sides (a
-    # retried input's old rows leave), so the merge is the stable sort of the whole.
-    fresh = _fresh_rejects(layout, inc, enumerated, states)
-    fresh_seq = fresh["seq"].to_numpy(zero_copy_only=False)
+    # Old rejects (sorted by seq) merged with the increment's: a retried input's old rows leave
+    # (to the history), so no input has rows on both sides.
     retried = _retried_seqs(layout, meta, enumerated)
-    reasons: Counter[str] = Counter()
     superseded: list[pa.Table] = []
-    used = 0
-
-    def add_rejects(writer, table: pa.Table) -> None:
-        if table.num_rows:
-            writer.write_table(table, row_group_size=ROW_GROUP)
-            for item in pc.value_counts(table["reason"]).to_pylist():
-                reasons[item["values"]] += item["counts"]
-
     with atomic_parquet(layout, out["rejects"], REJECT_SCHEMA) as writer:
+        merge = RejectMerge(writer, _fresh_rejects(layout, inc, enumerated, states))
         for batch in parquet_batches(layout, before["rejects"]):
             batch = batch.cast(REJECT_SCHEMA)
             if batch.num_rows == 0:
                 continue
-            upto = int(np.searchsorted(fresh_seq, pc.max(batch["seq"]).as_py(), side="right"))
             was_retried = pc.is_in(batch["seq"], retried)
             superseded.append(batch.filter(was_retried))
-            kept = batch.filter(pc.invert(was_retried))
-            add_rejects(writer, pa.concat_tables([kept, fresh.slice(used, upto - used)]).sort_by("seq"))
-            used = max(used, upto)
-        add_rejects(writer, fresh.slice(used))
+            merge.add(batch.filter(pc.invert(was_retried)), pc.max(batch["seq"]).as_py())
+        reasons = merge.finish()
 
     gone = pa.concat_tables(superseded) if superseded else REJECT_SCHEMA.empty_table()
     gone = gone.append_column("superseded_in", pa.array([inc.number] * gone.num_rows, pa.int64()))
@@ -342,7 +340,7 @@ def write_increment_tables(
     new_shards = [s["stats"] for s in states.values()]
     shards = sorted(before["shards"] + new_shards, key=lambda s: s["path"])
     return IncrementTables(
-        tally.samples, new_rows.num_rows, dict(reasons), fresh.num_rows, tally.counts("bucket"), shards
+        tally.samples, new_rows.num_rows, reasons, merge.extra.num_rows, tally.counts("bucket"), shards
     )
 
 
