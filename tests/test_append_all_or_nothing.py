@@ -126,3 +126,17 @@ def test_a_version_that_cannot_be_solved_again_is_named_in_the_summary(plain, ra
     assert not os.path.exists(os.path.join(out, "weights", "only-base.parquet"))
     assert pq.read_table(os.path.join(out, "weights", "v1.parquet")).num_rows == len(rows(out))
     assert cli("verify", out).returncode == 0
+
+
+def test_a_refused_retry_leaves_out_byte_identical(plain, ray_cluster, tmp_path):
+    """A retry that would change the pixels of the existing shards is refused before its first byte."""
+    out = copy_of(plain, tmp_path)
+    cfg = write_config(
+        str(tmp_path / "px.toml"), CONFIG.replace("samples_per_shard = 1", "samples_per_shard = 2")
+    )
+    res = cli(
+        "build", plain["src"], "--out", out, "--config", cfg, "--retry", "all", "-q", address=ray_cluster
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert "--retry cannot change settings that decide the pixels" in res.stderr
+    assert files_of(out) == plain["files"]
