@@ -27,6 +27,7 @@ from ..build import BuildRequest, run_build
 from ..config import BuildConfig
 from ..errors import UsageError
 from ..paths import corpus_illustrations
+from ..phasetimes import PhaseTrace, phase_table
 from . import link_or_copy
 
 
@@ -107,7 +108,8 @@ def steady(paths: list[str]) -> dict[str, Any]:
     shutil.rmtree(out)
     try:
         inputs = augmented_corpus(paths, src)
-        summary = run_build(BuildRequest([parse_source(src)], out, cfg, show_progress=False))
+        trace = PhaseTrace()
+        summary = run_build(BuildRequest([parse_source(src)], out, cfg, show_progress=False, trace=trace))
         samples = summary.counts["samples"]
         kept = sorted(os.path.join(src, os.path.basename(p)) for p in _kept_locations(out))
         per_sample = scan_floor(inputs, cfg) * len(inputs) / max(samples, 1) + kernel_floor(kept, cfg)
@@ -115,6 +117,7 @@ def steady(paths: list[str]) -> dict[str, Any]:
         shutil.rmtree(src, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
     cores = os.cpu_count() or 1
+    load = os.getloadavg()[0]
     floor = cores / per_sample
     end_to_end = samples / summary.timings["total"]
     return {
@@ -126,6 +129,9 @@ def steady(paths: list[str]) -> dict[str, Any]:
         "floor_samples_per_s": round(floor, 3),
         "ratio_end_to_end_to_floor": round(end_to_end / floor, 3),
         "phase_s": {k: round(v, 3) for k, v in summary.timings.items()},
+        # per phase: capacity (wall x cores) against kernel CPU and idle core-seconds (pipelines/phasetimes.py)
+        "phases": phase_table(trace, cores),
+        "load_average_1min_after": round(load, 2),
     }
 
 
