@@ -2,7 +2,7 @@
 ``.tar.gz`` / ``.tgz`` and ``.zip``; their members grouped into samples the WebDataset way.
 
 Nothing is extracted: a member is a location (``tar://``, ``tgz://``, ``zip://``) that
-``curation.decode.read_location`` reads with its byte cap, so a member named ``../x.jpg``, an
+``curation.fetch.read_location`` reads with its byte cap, so a member named ``../x.jpg``, an
 absolute name or a link member can never touch the file system (they are ``unsafe_member`` rejects).
 An archive or index file gets the metadata-file policy (``common.metadata_refusal``): one that links
 out of the source or is not a regular file (a FIFO named ``0000.tar``) is one reject row, never
@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from ..decode import quote_path, tar_location
+from ..address import quote_path, tar_location
 from ..records import Record
 from ..storage import SourceStorage, is_remote, relpath, storage_or_default
 from .common import IMAGE_EXTS, NOT_STILL_EXTS, metadata_refusal, open_regular, walk_files
@@ -134,6 +134,16 @@ def unsafe_reason(info: tarfile.TarInfo) -> str | None:
     return unsafe_name(info.name)
 
 
+def _refused_member(source: str, rel: str, info: tarfile.TarInfo, out: Listing) -> bool:
+    """An unsafe member (``unsafe_reason``) becomes one ``unsafe_member`` reject row in ``out``."""
+    reason = unsafe_reason(info)
+    if reason is not None:
+        out.problems.append(
+            Record(source, f"{rel}:{info.name}", None, reject_reason="unsafe_member", reject_detail=reason)
+        )
+    return reason is not None
+
+
 def _where_of(path: str) -> str:
     return path if is_remote(path) else os.path.abspath(path)
 
@@ -206,19 +216,7 @@ def _list_tar(
         return
     with _open_tar(path, storage) as tf:
         for info in tf:
-            if info.isdir():
-                continue
-            reason = unsafe_reason(info)
-            if reason is not None:
-                out.problems.append(
-                    Record(
-                        source,
-                        f"{rel}:{info.name}",
-                        None,
-                        reject_reason="unsafe_member",
-                        reject_detail=reason,
-                    )
-                )
+            if info.isdir() or _refused_member(source, rel, info, out):
                 continue
             if info.offset_data + info.size > archive_size:
                 out.problems.append(Record(
@@ -356,19 +354,7 @@ def _list_tgz(source: str, path: str, rel: str, storage: SourceStorage | None, o
     where = _where_of(path)
     with _open_stream(path, storage) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tf:
         for info in tf:
-            if info.isdir():
-                continue
-            reason = unsafe_reason(info)
-            if reason is not None:
-                out.problems.append(
-                    Record(
-                        source,
-                        f"{rel}:{info.name}",
-                        None,
-                        reject_reason="unsafe_member",
-                        reject_detail=reason,
-                    )
-                )
+            if info.isdir() or _refused_member(source, rel, info, out):
                 continue
             loc = f"tgz://{quote_path(where)}#{info.offset_data}:{info.size}:{quote(os.fsencode(info.name), safe='')}"
             out.members.append(Member(where, info.name, info.size, loc))
@@ -545,7 +531,7 @@ def stray_line(strays: Counter, limit: int = 6) -> str:
 
 def read_member(member: Member, max_bytes: int, storage: SourceStorage | None = None) -> bytes:
     """The bytes of a (sidecar) member through read_location, with its byte cap."""
-    from ..decode import read_location
+    from ..fetch import read_location
 
     return read_location(member.location, max_bytes, storage)
 
