@@ -5,8 +5,9 @@ across the processes of one machine) and the CPU seconds its kernel used (``time
 the driver records each phase's bounds. From those, ``phase_table`` splits a phase's capacity
 (wall seconds x cores) into kernel work, time inside a unit that was not kernel CPU (I/O, Ray
 argument transfer, GIL waits), and idle core-seconds at the phase's start (before every core is
-busy), in its middle and at its tail (after the first core runs dry). Two clock reads per unit:
-nothing per sample or per pixel.
+busy), in its middle and at its tail (after the first core runs dry). The in-unit time that was
+not kernel CPU is split once more by the run-queue wait (Linux ``schedstat``): on a shared machine
+most of it is other jobs holding the cores. A few clock reads per unit: nothing per sample or pixel.
 """
 
 from __future__ import annotations
@@ -18,14 +19,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def _runqueue_wait_s() -> float | None:
+    """Seconds this thread has been ready to run but waiting for a core (Linux schedstat), or None."""
+    try:
+        with open("/proc/thread-self/schedstat") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @contextmanager
 def unit_clock(record: dict[str, Any]) -> Iterator[None]:
-    """Fill ``record`` with ``t0``/``t1`` (wall clock) and ``cpu`` (this process's CPU seconds)."""
-    record["t0"], cpu0 = time.time(), time.process_time()
+    """Fill ``record`` with ``t0``/``t1`` (wall clock), ``cpu`` (this process's CPU seconds) and,
+    on Linux, ``wait``: the seconds the unit was runnable but another process had the core (a
+    shared machine's load, told apart from our own overhead)."""
+    record["t0"], cpu0, wait0 = time.time(), time.process_time(), _runqueue_wait_s()
     try:
         yield
     finally:
         record["t1"], record["cpu"] = time.time(), time.process_time() - cpu0
+        wait1 = _runqueue_wait_s()
+        if wait0 is not None and wait1 is not None:
+            record["wait"] = wait1 - wait0
 
 
 @dataclass
@@ -82,12 +97,15 @@ def phase_row(
 
     unit_s = sum(min(t1, u["t1"]) - max(t0, u["t0"]) for u in units)
     kernel = sum(u["cpu"] for u in units)
+    waited = sum(u.get("wait", 0.0) for u in units)
     row = {
         "wall_s": wall,
         "capacity_core_s": wall * cores,
         "units": len(units),
         "kernel_cpu_core_s": kernel,
         "in_unit_not_kernel_core_s": max(0.0, unit_s - kernel),
+        # of which: runnable, but the core was another process's (other jobs on a shared machine)
+        "in_unit_runqueue_wait_core_s": waited,
         "idle_start_core_s": idle(t0, first_full),
         "idle_middle_core_s": idle(first_full, last_full) if full else 0.0,
         "idle_tail_core_s": idle(last_full, t1) if full else 0.0,

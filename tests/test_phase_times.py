@@ -69,6 +69,8 @@ def test_a_traced_build_times_every_scan_task_and_shard(small_corpus, ray_cluste
     for unit in trace.units["scan"] + trace.units["materialize"]:
         lo, hi = trace.bounds["scan" if unit in trace.units["scan"] else "materialize"]
         assert lo <= unit["t0"] <= unit["t1"] <= hi and unit["cpu"] > 0
+        if os.path.exists("/proc/thread-self/schedstat"):  # Linux: the run-queue wait is told apart
+            assert 0 <= unit["wait"] <= unit["t1"] - unit["t0"] + 0.01
     # the timing travels with the answer, not into the shard state files
     for name in os.listdir(layout.shard_states_dir):
         assert "timing" not in layout.read_json(os.path.join(layout.shard_states_dir, name)), name
