@@ -441,6 +441,10 @@ def write_shards(
 
     states: dict[str, dict[str, Any]] = {}
     spans = plan.spans
+    # Largest shards first (shards are grouped by bucket, so their sizes differ): the phase ends
+    # with small ones and no core waits long on the last big shard (docs/scale.md). Bytes per shard
+    # do not depend on the order.
+    todo = sorted(todo, key=lambda shard: (-spans[shard][1], shard))
     shape = pool_shape(req.config.materialize, len(todo))
     settings = MaterializeSettings.from_config(req.config, shape.device, req.storage)
     # one running, one queued per actor: bounded in-flight work, no idle gap between shards; only the
