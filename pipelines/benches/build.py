@@ -164,6 +164,10 @@ def steady(paths: list[str]) -> dict[str, Any]:
         "phase_s": {k: round(v, 3) for k, v in summary.timings.items()},
         # per phase: capacity (wall x cores) against kernel CPU and idle core-seconds (pipelines/phasetimes.py)
         "phases": phase_table(trace, cores),
+        # wall seconds of the run outside enumerate/scan/plan/materialize: starting and stopping Ray
+        "outside_phases_s": round(
+            summary.timings["total"] - sum(v for k, v in summary.timings.items() if k != "total"), 3
+        ),
         "load_average_1min_after": round(load, 2),
     }
 
