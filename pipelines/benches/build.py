@@ -13,7 +13,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -35,7 +35,14 @@ def _images(folder: str, limit: int) -> list[str]:
     return [os.path.join(folder, n) for n in (names[:limit] if limit else names)]
 
 
-def kernel_floor(rows: list[dict[str, Any]], cfg: BuildConfig, *, full_decode: bool = False) -> float:
+class PerItem(NamedTuple):
+    """Seconds per item of a one-core loop: wall (perf_counter) and this process's CPU time."""
+
+    wall: float
+    cpu: float
+
+
+def kernel_floor(rows: list[dict[str, Any]], cfg: BuildConfig, *, full_decode: bool = False) -> PerItem:
     """Seconds per sample for the tight single-core materialize loop over planned ``rows``.
 
     ``full_decode``: the kernel before issue 21 (Pillow decodes every pixel, copied into NumPy, then
@@ -44,7 +51,7 @@ def kernel_floor(rows: list[dict[str, Any]], cfg: BuildConfig, *, full_decode: b
     cv2.setNumThreads(1)
     try:
         extractors = [lineart.create(e.name, weights=e.weights, **e.options) for e in cfg.extractors]
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for row in rows:
             data = read_bytes(row["location"])
             bucket = (row["bucket_w"], row["bucket_h"])
@@ -56,7 +63,8 @@ def kernel_floor(rows: list[dict[str, Any]], cfg: BuildConfig, *, full_decode: b
             encode_image(img, cfg.shards.image_format, cfg.shards.jpeg_quality)
             for ext in extractors:
                 encode_lines(ext(img[None])[0])
-        return (time.perf_counter() - start) / max(len(rows), 1)
+        n = max(len(rows), 1)
+        return PerItem((time.perf_counter() - start) / n, (time.process_time() - cpu) / n)
     finally:
         cv2.setNumThreads(-1)
 
@@ -102,7 +110,7 @@ def augmented_corpus(paths: list[str], folder: str, variants: int = STEADY_VARIA
     return out
 
 
-def scan_floor(paths: list[str], cfg: BuildConfig) -> float:
+def scan_floor(paths: list[str], cfg: BuildConfig) -> PerItem:
     """Seconds per input of the scan's own work (read, sha256, decode for metrics, metrics, hash) on one core."""
     from curation.scan import make_settings, scan_row
 
@@ -112,10 +120,10 @@ def scan_floor(paths: list[str], cfg: BuildConfig) -> float:
     )  # fmt: skip
     cv2.setNumThreads(1)
     try:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for path in paths:
             scan_row({"source": "bench", "source_id": path, "location": path}, settings)
-        return (time.perf_counter() - start) / len(paths)
+        return PerItem((time.perf_counter() - start) / len(paths), (time.process_time() - cpu) / len(paths))
     finally:
         cv2.setNumThreads(-1)
 
@@ -136,9 +144,10 @@ def steady(paths: list[str]) -> dict[str, Any]:
         summary = run_build(BuildRequest([parse_source(src)], out, cfg, show_progress=False, trace=trace))
         samples = summary.counts["samples"]
         rows = planned_rows(out)
-        scan_per_sample = scan_floor(inputs, cfg) * len(inputs) / max(samples, 1)
-        kernel = kernel_floor(rows, cfg)
-        kernel_full = kernel_floor(rows, cfg, full_decode=True)
+        scan_each = scan_floor(inputs, cfg)
+        scan_per_sample = scan_each.wall * len(inputs) / max(samples, 1)
+        kernel_each = kernel_floor(rows, cfg)
+        kernel, kernel_full = kernel_each.wall, kernel_floor(rows, cfg, full_decode=True).wall
         scales = _dct_scales(rows, cfg)
     finally:
         shutil.rmtree(src, ignore_errors=True)
@@ -146,6 +155,12 @@ def steady(paths: list[str]) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     load = os.getloadavg()[0]
     floor = cores / (scan_per_sample + kernel)
+    phases = phase_table(trace, cores)
+    # On a shared machine other jobs take the cores in the floor loops and in the build alike, at
+    # different moments. In CPU time: the core-seconds the floor needs for this work against the
+    # core-seconds the build had (wall x cores less the time its units waited for a core).
+    needed = scan_each.cpu * len(inputs) + kernel_each.cpu * samples
+    waited = sum(row["in_unit_runqueue_wait_core_s"] for row in phases.values())
     end_to_end = samples / summary.timings["total"]
     return {
         "inputs": len(inputs),
@@ -163,7 +178,10 @@ def steady(paths: list[str]) -> dict[str, Any]:
         "samples_by_dct_scale": scales,
         "phase_s": {k: round(v, 3) for k, v in summary.timings.items()},
         # per phase: capacity (wall x cores) against kernel CPU and idle core-seconds (pipelines/phasetimes.py)
-        "phases": phase_table(trace, cores),
+        "phases": phases,
+        "ratio_cpu_floor_to_core_s_not_taken_by_others": round(
+            needed / max(summary.timings["total"] * cores - waited, 1e-9), 3
+        ),
         # wall seconds of the run outside enumerate/scan/plan/materialize: starting and stopping Ray
         "outside_phases_s": round(
             summary.timings["total"] - sum(v for k, v in summary.timings.items() if k != "total"), 3
@@ -215,7 +233,7 @@ def run(args) -> dict[str, Any]:
             in_process.append(materialize_in_process(out, cfg))
             rows = planned_rows(out)
             shutil.rmtree(out, ignore_errors=True)
-        floors = [kernel_floor(rows, cfg) for _ in range(max(1, args.repeats))]
+        floors = [kernel_floor(rows, cfg).wall for _ in range(max(1, args.repeats))]
     finally:
         shutil.rmtree(src, ignore_errors=True)
     floor_rate = 1.0 / statistics.median(floors)
