@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -143,7 +144,7 @@ class ShardMaterializer:
         }
         self.layout.write_json(self.layout.shard_state(result.stats.path), state)
         # the phase timing travels with the answer, not in the state file (pipelines/phasetimes.py)
-        timing.update(self._start or {})
+        timing.update(self._start or {}, samples=len(rows), pid=os.getpid())
         self._start = None
         return {**state, "timing": timing}
 

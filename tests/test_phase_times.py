@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 
 import pytest
 
+from curation.dedup import DedupConfig
+from curation.sources import parse_source
 from pipelines.build import BuildRequest, run_build
 from pipelines.config import BuildConfig
 from pipelines.phasetimes import PhaseTrace, phase_row, phase_table
@@ -46,13 +49,18 @@ def test_phase_without_units_is_all_idle():
 
 
 def test_a_traced_build_times_every_scan_task_and_shard(small_corpus, ray_cluster, tmp_path):
+    # four copies of each image, dedup off: buckets of 4 or more samples in shards of up to 3, so
+    # shard sizes differ
+    for name in os.listdir(small_corpus):
+        stem, ext = os.path.splitext(name)
+        for k in (1, 2, 3):
+            shutil.copy(os.path.join(small_corpus, name), os.path.join(small_corpus, f"{stem}_copy{k}{ext}"))
+    base = BuildConfig()
     cfg = dataclasses.replace(
-        BuildConfig(), shards=dataclasses.replace(BuildConfig().shards, samples_per_shard=3)
+        base, shards=dataclasses.replace(base.shards, samples_per_shard=3), dedup=DedupConfig(enabled=False)
     )
     trace = PhaseTrace()
     out = str(tmp_path / "out")
-    from curation.sources import parse_source
-
     summary = run_build(
         BuildRequest([parse_source(small_corpus)], out, cfg, show_progress=False, trace=trace)
     )
@@ -71,6 +79,14 @@ def test_a_traced_build_times_every_scan_task_and_shard(small_corpus, ray_cluste
         assert lo <= unit["t0"] <= unit["t1"] <= hi and unit["cpu"] > 0
         if os.path.exists("/proc/thread-self/schedstat"):  # Linux: the run-queue wait is told apart
             assert 0 <= unit["wait"] <= unit["t1"] - unit["t0"] + 0.01
+    # largest shards first: each actor runs its shards in non-increasing size
+    by_actor: dict[int, list[dict[str, float]]] = {}
+    for unit in sorted(trace.units["materialize"], key=lambda u: u["t0"]):
+        by_actor.setdefault(int(unit["pid"]), []).append(unit)
+    sizes = sorted(u["samples"] for u in trace.units["materialize"])
+    assert sizes[0] < sizes[-1]  # the shards differ in size, so the order is tested
+    for units in by_actor.values():
+        assert [u["samples"] for u in units] == sorted((u["samples"] for u in units), reverse=True)
     # the timing travels with the answer, not into the shard state files
     for name in os.listdir(layout.shard_states_dir):
         assert "timing" not in layout.read_json(os.path.join(layout.shard_states_dir, name)), name
