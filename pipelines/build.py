@@ -23,24 +23,21 @@ from curation.scan import ScanSettings, make_settings
 from curation.sources import SourceError, SourceSpec, check_metadata, check_unique_names, iter_records
 from curation.storage import SourceStorage
 from curation.weighting import WeightConfig, WeightError, check_sources
+from groundwork.configtable import diff_dicts
+from groundwork.contract import CONTRACT_VERSION
 from sharding.integrity import FILES, commit, record_files
 from sharding.layout import DamagedFileError, Layout
 from sharding.schema import RECORD_SCHEMA, REJECT_SCHEMA
 from sharding.weights import FIRST_VERSION
 
 from .columnar import bucket_labels, labels
-from .config import BuildConfig, ConfigError, diff_dicts
+from .config import BuildConfig, ConfigError
 from .finalize import manifest_rows, write_dataset_card, write_manifest, write_rejects
 from .planphase import PlanReader, PlanSettings, write_plan
 from .progress import Progress
 from .repair import Finished, finished_build, repair_finished
 from .reweight import manifest_inputs, policy_meta, solve, write_first_version
 from .shardcheck import intact_states
-
-# 2: weights, tiers and quality quantiles moved out of shards/manifest/plan into weight versions
-#    (OUT/weights/); shards are grouped by bucket only (docs/output.md, "Changes").
-# 3: sample JSON without nulls, tags as strings.
-CONTRACT_VERSION = 4  # 4: a `txt` caption member per sample; the HF card names the build (docs/output.md)
 
 
 class BuildRefused(Exception):
@@ -406,19 +403,6 @@ def check_weights(cfg: WeightConfig, kept: pa.Table) -> None:
         ) from None
 
 
-def _actor_pool_shape(mat, resources: dict[str, float], shards: int) -> tuple[int, dict[str, Any], str]:
-    """(actors, Ray resource options per actor, device): GPU shares when the cluster has GPUs."""
-    cpus = max(1, int(resources.get("CPU", 1)))
-    gpus = resources.get("GPU", 0)
-    if gpus > 0:
-        n = mat.actors or max(1, int(gpus / mat.gpu_share))
-        opts, device = {"num_cpus": 1, "num_gpus": mat.gpu_share}, "cuda"
-    else:
-        n = mat.actors or cpus
-        opts, device = {"num_cpus": 1}, "cpu"
-    return max(1, min(n, cpus, shards)), opts, device
-
-
 def _small_state(state: dict[str, Any]) -> dict[str, Any]:
     """What the driver keeps of a shard's state: not the written keys (the plan minus the late
     rejects gives them), so its memory grows with shards and rejects, not with samples."""
@@ -447,25 +431,17 @@ def write_shards(
     damaged shard (pipelines/repair.py): the same rows give the same bytes."""
     if not todo:
         return {}
-    import ray
-
-    from .distribute import ActorPool
+    from .distribute import actor_pool, pool_shape
     from .tasks import MaterializeSettings, ShardMaterializer
 
     states: dict[str, dict[str, Any]] = {}
     spans = plan.spans
-    n, opts, device = _actor_pool_shape(req.config.materialize, ray.cluster_resources(), len(todo))
-    # No Ray restarts: the pool replaces a lost actor and hands its shards to the living (distribute.py).
-    cls = ray.remote(ShardMaterializer).options(max_restarts=0, max_task_retries=0, **opts)
-    settings = MaterializeSettings.from_config(req.config, device, req.storage)
-
-    def submit(actor, shard: str):
-        # Only the shards in flight become Python rows (PlanReader reads their row groups).
-        return actor.materialize.remote(plan.rows(shard))
-
-    # one running, one queued per actor: bounded in-flight work, no idle gap between shards
-    with ActorPool(lambda: cls.remote(layout, settings), n, per_actor=2) as pool:
-        for shard, state in pool.map(todo, submit):
+    shape = pool_shape(req.config.materialize, len(todo))
+    settings = MaterializeSettings.from_config(req.config, shape.device, req.storage)
+    # one running, one queued per actor: bounded in-flight work, no idle gap between shards; only the
+    # shards in flight become Python rows (PlanReader reads their row groups)
+    with actor_pool(ShardMaterializer, (layout, settings), shape, per_actor=2) as pool:
+        for shard, state in pool.map(todo, "materialize", lambda shard: (plan.rows(shard),)):
             states[shard] = _small_state(state)
             if progress is not None:
                 progress.update(spans[shard][1])
@@ -576,7 +552,7 @@ def check_extractors(req: BuildRequest) -> dict[str, dict[str, Any]]:
     for spec in req.config.extractors:
         try:
             records[spec.name] = _extractor_record(spec)
-        except (ValueError, OSError) as exc:  # lineart.weights.WeightsError is a ValueError
+        except (ValueError, OSError) as exc:  # groundwork.checkpoints.WeightsError is a ValueError
             raise ConfigError(f"extractor {spec.name!r}: {exc}") from None
     return records
 

@@ -42,6 +42,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from groundwork.contract import IMAGE_EXTS, drawing_member
+
 from . import samplejson
 from .integrity import check_bytes, check_size, read_shards, recorded_files
 from .layout import MANIFEST, SHARDS_JSON, DamagedFileError, Layout, StorageError, first_line, storage_fault
@@ -50,7 +52,6 @@ from .weights import WeightsVersionError, read_version
 
 SCHEDULE_BLOCK = 64  # batches per bucket-schedule block
 STATE_VERSION = 1
-IMAGE_EXTS = ("jpg", "webp")
 _MANIFEST_COLUMNS = ["key", "source", "shard", "bucket_w", "bucket_h", "extractors"]
 # Stream tags of the counter-based RNG: rng([seed, TAG, j]) is independent for every (tag, j).
 _BLOCK, _BATCH, _EXTRACTOR, _EPOCH = 1, 2, 3, 4
@@ -598,16 +599,16 @@ class BatchStream:
             r = rows[i]
             key, shard = keys[i], self.pop.shard(r)
             try:
-                files = reader.read(shard, key, (IMAGE_EXTS, "json", f"lineart.{extractors[i]}.png"))
+                files = reader.read(shard, key, (IMAGE_EXTS, "json", drawing_member(extractors[i])))
                 image_ext = next(e for e in IMAGE_EXTS if e in files)
                 meta = samplejson.decode(files["json"])
                 if not self.decode:
-                    return key, meta, files[image_ext], files[f"lineart.{extractors[i]}.png"]
+                    return key, meta, files[image_ext], files[drawing_member(extractors[i])]
                 return (
                     key,
                     meta,
                     decode_rgb(files[image_ext]),
-                    decode_gray(files[f"lineart.{extractors[i]}.png"]),
+                    decode_gray(files[drawing_member(extractors[i])]),
                 )
             except (ShardError, ValueError) as exc:
                 if not self.skip_bad_shards:
@@ -645,13 +646,13 @@ class BatchStream:
         """The whole sample of population row ``row`` (see ``samples``)."""
         key, names = self.pop.key(row), self.pop.extractors(row)
         files = self.reader().read(
-            self.pop.shard(row), key, (IMAGE_EXTS, "json", *[f"lineart.{n}.png" for n in names])
+            self.pop.shard(row), key, (IMAGE_EXTS, "json", *[drawing_member(n) for n in names])
         )
         image = next(files[e] for e in IMAGE_EXTS if e in files)
         return {
             "key": key,
             "image": decode_rgb(image),
-            "lines": {n: decode_gray(files[f"lineart.{n}.png"]) for n in names},
+            "lines": {n: decode_gray(files[drawing_member(n)]) for n in names},
             "meta": samplejson.decode(files["json"]),
         }
 

@@ -13,23 +13,24 @@ to a temporary name and renamed, so a kill leaves no half file.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import tarfile
 
 import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from groundwork.files import atomic_path
 from sharding.layout import Layout
+from sharding.shardfile import sample_members
 
 from .data import decode_at, train_size
 from .space import LatentSpace, images_to_tensor
 
 CACHE_FORMAT = "1"
 ENCODE_BATCH = 8
+IMAGE_MEMBERS = ("jpg", "jpeg", "webp", "png")  # a sample's picture member (one per sample)
 
 
 class LatentCacheError(ValueError):
@@ -38,13 +39,15 @@ class LatentCacheError(ValueError):
 
 def vae_digest(vae_folder: str) -> str:
     """16 hex digits identifying a VAE by its config and weights."""
-    from .sources import sha256_file, weight_files
+    from groundwork.checkpoints import sha256_cached
+
+    from .sources import weight_files
 
     h = hashlib.sha256()
     with open(os.path.join(vae_folder, "config.json"), "rb") as fh:
         h.update(fh.read())
     for f in weight_files(vae_folder):
-        h.update(sha256_file(f).encode())
+        h.update(sha256_cached(f).encode())
     return h.hexdigest()[:16]
 
 
@@ -98,12 +101,8 @@ class LatentCache:
             raise LatentCacheError(
                 f"shard {shard} does not match its sha256 in shards.json; run linepairs verify"
             )
-        images: dict[str, bytes] = {}
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            for info in tar:
-                key, _, ext = info.name.partition(".")
-                if info.isfile() and ext in ("jpg", "jpeg", "webp", "png") and "/" not in info.name:
-                    images[key] = tar.extractfile(info).read()
+        members = sample_members(data, IMAGE_MEMBERS)
+        images = {key: next(iter(found.values())) for key, found in members.items()}
         keys = sorted(images)
         out: dict[str, torch.Tensor] = {}
         for start in range(0, len(keys), ENCODE_BATCH):
@@ -113,13 +112,9 @@ class LatentCache:
             z = space.encode(images_to_tensor(both, next(space.vae.parameters()).device)).float().cpu()
             for i, k in enumerate(part):
                 out[k] = torch.stack([z[i], z[len(part) + i]]).contiguous()
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        save_file(out, tmp, metadata={"sha256": self.sha[shard], "shard": shard, "format": CACHE_FORMAT,
-                                      "size": f"{size[0]}x{size[1]}"})  # fmt: skip
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(out, tmp, metadata={"sha256": self.sha[shard], "shard": shard, "format": CACHE_FORMAT,
+                                          "size": f"{size[0]}x{size[1]}"})  # fmt: skip
 
     def get(self, shards: list[str], keys: list[str], size: tuple[int, int]) -> np.ndarray:
         """N x 2 x C x h x w float32: each sample's latent and its mirror image's."""

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from groundwork.files import TMP_MARK, atomic_path, json_bytes, write_atomic
 from sharding.layout import Layout, StorageError
 
 from .checkpoint import save_checkpoint, usable_checkpoint
@@ -75,12 +77,7 @@ def _read_json(path: str) -> Any:
 
 
 def _write_json(path: str, data: Any) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json_bytes(data, indent=1))
 
 
 def open_build(build: str) -> Layout:
@@ -154,7 +151,8 @@ def prepare_run(req: TrainRequest) -> tuple[WnetConfig, TagVocab, Parts]:
         if saved["build"] != build:
             raise RunError(f"{req.run} trains on {saved['build']}, not {build}; use a new --run")
         return read_run(req.run)
-    foreign = [n for n in os.listdir(req.run) if n not in PREPARED and not n.startswith(".tmp")]
+    # a killed writer's temporary file (groundwork.files.TMP_MARK) is not foreign: it is removed below
+    foreign = [n for n in os.listdir(req.run) if n not in PREPARED and TMP_MARK not in n]
     if foreign:
         raise RunError(f"{req.run} exists, is not empty and is not a W-net run; choose another --run")
     for name in os.listdir(req.run):  # a preparation cut short: made again from the start
@@ -168,9 +166,8 @@ def prepare_run(req: TrainRequest) -> tuple[WnetConfig, TagVocab, Parts]:
         initial, record = initial_weights(cfg, parts, vocab, req.run, part_files)
     except (SourceError, WnetConfigError, SpaceError) as exc:
         raise RunError(str(exc)) from None
-    tmp = os.path.join(req.run, f".tmp-{INIT_WEIGHTS}")
-    save_file({k: v.contiguous() for k, v in initial.items()}, tmp)
-    os.replace(tmp, os.path.join(req.run, INIT_WEIGHTS))
+    with atomic_path(os.path.join(req.run, INIT_WEIGHTS)) as tmp:
+        save_file({k: v.contiguous() for k, v in initial.items()}, tmp)
     _write_json(os.path.join(req.run, INIT_JSON), record)
     _write_json(path, {"format": RUN_FORMAT, "build": build, "config": cfg.to_dict(), "vocab": vocab.to_json(),
                        "parts": parts.to_json()})  # fmt: skip
@@ -237,10 +234,8 @@ def grid_image(*columns: np.ndarray) -> np.ndarray:
 
 
 def write_png(path: str, rgb: np.ndarray) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 # ---------------------------------------------------------------- the loop
@@ -436,8 +431,11 @@ def _progress(start: int, total: int, enabled: bool):
 # ---------------------------------------------------------------- entry points
 
 
-def train(req: TrainRequest) -> TrainResult:
-    """Prepare RUN, fill the latent cache if asked, then run the loop here or on Ray Train workers."""
+def train(req: TrainRequest, scale_out: Callable[[TrainRequest], TrainResult] | None = None) -> TrainResult:
+    """Prepare RUN, fill the latent cache if asked, then run the loop here, or with ``req.workers``
+    through ``scale_out`` (``pipelines.raytrain.train_on_ray``: wnet does not import Ray)."""
+    if req.workers and req.workers > 0 and scale_out is None:
+        raise RunError("--workers needs Ray Train: run `linepairs train --workers K`")
     req.run, req.build = os.path.abspath(req.run), open_build(req.build).out
     check_build(req.build, req.config, None)
     cfg, _, parts = prepare_run(req)
@@ -445,10 +443,8 @@ def train(req: TrainRequest) -> TrainResult:
     check_build(req.build, cfg, multiple)
     if req.latent_cache:
         fill_latent_cache(req, cfg, parts, multiple)
-    if req.workers and req.workers > 0:
-        from .distributed import train_on_ray
-
-        return train_on_ray(req)
+    if req.workers and req.workers > 0 and scale_out is not None:
+        return scale_out(req)
     return train_loop(req)
 
 

@@ -2,7 +2,7 @@
 ``.tar.gz`` / ``.tgz`` and ``.zip``; their members grouped into samples the WebDataset way.
 
 Nothing is extracted: a member is a location (``tar://``, ``tgz://``, ``zip://``) that
-``curation.decode.read_location`` reads with its byte cap, so a member named ``../x.jpg``, an
+``curation.fetch.read_location`` reads with its byte cap, so a member named ``../x.jpg``, an
 absolute name or a link member can never touch the file system (they are ``unsafe_member`` rejects).
 An archive or index file gets the metadata-file policy (``common.metadata_refusal``): one that links
 out of the source or is not a regular file (a FIFO named ``0000.tar``) is one reject row, never
@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from ..decode import quote_path, tar_location
+from ..address import quote_path, tar_location
 from ..records import Record
 from ..storage import SourceStorage, is_remote, relpath, storage_or_default
 from .common import IMAGE_EXTS, NOT_STILL_EXTS, metadata_refusal, open_regular, walk_files
@@ -134,6 +134,16 @@ def unsafe_reason(info: tarfile.TarInfo) -> str | None:
     return unsafe_name(info.name)
 
 
+def _refused_member(source: str, rel: str, info: tarfile.TarInfo, out: Listing) -> bool:
+    """An unsafe member (``unsafe_reason``) becomes one ``unsafe_member`` reject row in ``out``."""
+    reason = unsafe_reason(info)
+    if reason is not None:
+        out.problems.append(
+            Record(source, f"{rel}:{info.name}", None, reject_reason="unsafe_member", reject_detail=reason)
+        )
+    return reason is not None
+
+
 def _where_of(path: str) -> str:
     return path if is_remote(path) else os.path.abspath(path)
 
@@ -206,19 +216,7 @@ def _list_tar(
         return
     with _open_tar(path, storage) as tf:
         for info in tf:
-            if info.isdir():
-                continue
-            reason = unsafe_reason(info)
-            if reason is not None:
-                out.problems.append(
-                    Record(
-                        source,
-                        f"{rel}:{info.name}",
-                        None,
-                        reject_reason="unsafe_member",
-                        reject_detail=reason,
-                    )
-                )
+            if info.isdir() or _refused_member(source, rel, info, out):
                 continue
             if info.offset_data + info.size > archive_size:
                 out.problems.append(Record(
@@ -354,35 +352,24 @@ def _list_tgz(source: str, path: str, rel: str, storage: SourceStorage | None, o
             f"gunzip it to a .tar for a faster build (docs/sources.md)"
         )
     where = _where_of(path)
-    with _open_stream(path, storage) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tf:
+    with _open_archive(path, storage, 8 << 20) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tf:
         for info in tf:
-            if info.isdir():
-                continue
-            reason = unsafe_reason(info)
-            if reason is not None:
-                out.problems.append(
-                    Record(
-                        source,
-                        f"{rel}:{info.name}",
-                        None,
-                        reject_reason="unsafe_member",
-                        reject_detail=reason,
-                    )
-                )
+            if info.isdir() or _refused_member(source, rel, info, out):
                 continue
             loc = f"tgz://{quote_path(where)}#{info.offset_data}:{info.size}:{quote(os.fsencode(info.name), safe='')}"
             out.members.append(Member(where, info.name, info.size, loc))
 
 
 @contextlib.contextmanager
-def _open_stream(path: str, storage: SourceStorage | None) -> Iterator[io.BufferedReader]:
-    """A sequential reader: local file, or a store object read in large ranged blocks."""
+def _open_archive(path: str, storage: SourceStorage | None, block: int = 0) -> Iterator[io.IOBase]:
+    """An archive's file: local (a regular file only), or a store object read in ranged reads of
+    ``block`` bytes (0: as the reader asks: a zip's central directory is a few small reads)."""
     if not is_remote(path):
         with open_regular(path) as fh:
             yield fh
         return
     with storage_or_default(storage).open(path) as raw:
-        yield io.BufferedReader(raw, buffer_size=8 << 20)  # type: ignore[arg-type]
+        yield io.BufferedReader(raw, buffer_size=block) if block else raw  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- zip
@@ -392,7 +379,7 @@ ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zi
 
 def _list_zip(source: str, path: str, rel: str, storage: SourceStorage | None, out: Listing) -> None:
     where = _where_of(path)
-    with _open_zip_file(path, storage) as fh, zipfile.ZipFile(fh) as zf:
+    with _open_archive(path, storage) as fh, zipfile.ZipFile(fh) as zf:
         for info in zf.infolist():
             if info.is_dir():
                 continue
@@ -427,16 +414,6 @@ def _list_zip(source: str, path: str, rel: str, storage: SourceStorage | None, o
                 f"{info.compress_type}:{info.CRC}:{quote(info.filename.encode('utf-8', 'surrogateescape'), safe='')}"
             )
             out.members.append(Member(where, info.filename, info.file_size, loc))
-
-
-@contextlib.contextmanager
-def _open_zip_file(path: str, storage: SourceStorage | None) -> Iterator[io.IOBase]:
-    if not is_remote(path):
-        with open_regular(path) as fh:
-            yield fh
-        return
-    with storage_or_default(storage).open(path) as fh:  # the central directory: a few ranged reads
-        yield fh
 
 
 # ---------------------------------------------------------------- samples
@@ -545,7 +522,7 @@ def stray_line(strays: Counter, limit: int = 6) -> str:
 
 def read_member(member: Member, max_bytes: int, storage: SourceStorage | None = None) -> bytes:
     """The bytes of a (sidecar) member through read_location, with its byte cap."""
-    from ..decode import read_location
+    from ..fetch import read_location
 
     return read_location(member.location, max_bytes, storage)
 
