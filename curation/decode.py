@@ -7,7 +7,6 @@ The pixel-count guard reads only the header before any pixel is decoded.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import signal
@@ -16,11 +15,11 @@ import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote, unquote, unquote_to_bytes
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from groundwork.limits import MAX_PIXELS
 
 # Our own guard (max_pixels) replaces PIL's global one; PIL's is a process-wide setting.
 Image.MAX_IMAGE_PIXELS = None
@@ -92,7 +91,7 @@ def header_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def decode_image(data: bytes, max_pixels: int) -> Decoded:
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
     """Bytes -> RGB uint8 with EXIF orientation applied and alpha flattened on white."""
     if not data:
         raise DecodeReject("empty_file", "0 bytes")
@@ -136,18 +135,18 @@ def read_bytes(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     (``not_a_file`` / ``too_many_bytes``) for those, OSError when the file cannot be read.
     """
     st = os.stat(path)  # follows links: a link to a device is a device
-    _check_regular(path, st, max_bytes)
+    check_regular(path, st, max_bytes)
     # O_NONBLOCK: a FIFO swapped in after the stat cannot block the open
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as fh:
-        _check_regular(path, os.fstat(fh.fileno()), max_bytes)
+        check_regular(path, os.fstat(fh.fileno()), max_bytes)
         data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise DecodeReject("too_many_bytes", f"more than {max_bytes} bytes (scan.max_bytes)")
     return data
 
 
-def _check_regular(path: str, st: os.stat_result, max_bytes: int) -> None:
+def check_regular(path: str, st: os.stat_result, max_bytes: int) -> None:
     if not stat.S_ISREG(st.st_mode):
         kind = next(
             (name for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
@@ -184,111 +183,3 @@ def deadline(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def sha256_file(path: str) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks (checkpoints and shards can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-TAR_SCHEME = "tar://"
-
-
-FILE_SCHEME = "file://"
-
-
-def quote_path(path: str) -> str:
-    """Percent-quote a path's bytes: file names need not be UTF-8 (Shift-JIS names from zips)."""
-    return quote(os.fsencode(path))
-
-
-def unquote_path(text: str) -> str:
-    return os.fsdecode(unquote_to_bytes(text))
-
-
-def path_location(path: str) -> str:
-    """The location text of a local file: the path itself, or ``file://<quoted bytes>`` when the
-    name is not valid UTF-8 (parquet strings must be). A URL is already text."""
-    from .storage import is_remote
-
-    if is_remote(path):
-        return path
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return FILE_SCHEME + quote_path(path)
-    return path
-
-
-def tar_location(archive: str, offset: int, size: int, member: str) -> str:
-    """``tar://<quoted archive path>#<offset>:<size>:<quoted member name>``."""
-    return f"{TAR_SCHEME}{quote_path(archive)}#{offset}:{size}:{quote(os.fsencode(member), safe='')}"
-
-
-def parse_tar_location(location: str) -> tuple[str, int, int, str]:
-    """``tar://<quoted path>#<offset>:<size>:<quoted member>`` -> (path, offset, size, member)."""
-    body = location[len(TAR_SCHEME) :]
-    path, sep, frag = body.partition("#")  # '#' inside the path or member name is percent-quoted
-    offset, _, rest = frag.partition(":")
-    size, _, member = rest.partition(":")
-    if not sep or not offset.isdigit() or not size.isdigit():
-        raise ValueError(f"malformed tar location {location[:200]!r}")
-    return unquote_path(path), int(offset), int(size), unquote(member, errors="replace")
-
-
-def read_location(location: str, max_bytes: int = DEFAULT_MAX_BYTES, storage: Any = None) -> bytes:
-    """The bytes of an input: a file path or URL, or a member inside an uncompressed tar (read in place).
-
-    URLs (``s3://...``, also as a tar's path) are read through ``storage`` (a
-    ``curation.storage.SourceStorage``; default: the ``AWS_*`` variables alone); a tar member is
-    one ranged read of its bytes. Raises OSError when the bytes cannot be read in full (the scan
-    turns it into a reject), and DecodeReject when the input is not a regular file or is over
-    ``max_bytes``.
-    """
-    from .storage import is_remote, storage_or_default
-
-    if location.startswith(FILE_SCHEME):
-        return read_bytes(unquote_path(location[len(FILE_SCHEME) :]), max_bytes)
-    if location.startswith(("zip://", "tgz://", "parquet://")):  # archive members (curation/sources)
-        from .sources.locations import read
-
-        return read(location, max_bytes, storage)
-    if is_remote(location) and not location.startswith(TAR_SCHEME):
-        store = storage_or_default(storage)
-        try:
-            size = store.size(location)
-        except FileNotFoundError as exc:
-            raise OSError(f"{location} does not exist") from exc
-        if size > max_bytes:
-            raise DecodeReject("too_many_bytes", f"{size} bytes > {max_bytes} (scan.max_bytes)")
-        return _exact(store.read_range(location, 0, size), size, location)
-    if not location.startswith(TAR_SCHEME):
-        return read_bytes(location, max_bytes)
-    try:
-        path, offset, size, member = parse_tar_location(location)
-    except ValueError as exc:
-        raise OSError(str(exc)) from None
-    if size > max_bytes:
-        raise DecodeReject(
-            "too_many_bytes", f"tar member {member!r}: {size} bytes > {max_bytes} (scan.max_bytes)"
-        )
-    if is_remote(path):  # a ranged read of the member on the store; the archive is never downloaded
-        return _exact(storage_or_default(storage).read_range(path, offset, size), size, f"{path}:{member}")
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO swapped in cannot block
-    with os.fdopen(fd, "rb") as fh:
-        _check_regular(path, os.fstat(fh.fileno()), 1 << 62)
-        fh.seek(offset)
-        data = fh.read(size)
-    if len(data) != size:
-        raise OSError(f"tar member {member!r} of {path} is truncated ({len(data)} of {size} bytes)")
-    return data
-
-
-def _exact(data: bytes, size: int, what: str) -> bytes:
-    if len(data) != size:
-        raise OSError(f"{what} is truncated ({len(data)} of {size} bytes)")
-    return data

@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .configtable import from_table
+from groundwork.configtable import from_table
 
 HASH_BITS = 64
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .configtable import from_table
+from groundwork.configtable import from_table
+
 from .records import TAG_CATEGORIES
 
 # Rating letter + era -> rating class. 's' is "safe" in old dumps and "sensitive" in new ones; with

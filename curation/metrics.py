@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .configtable import from_table
+from groundwork.configtable import from_table
 
 WORK_SIDE = 512  # long side of the copy every metric is measured on
 DETAIL_SIDE = 512  # side of the full-resolution centre crop for blocking, noise and upscaling

@@ -44,7 +44,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .configtable import from_table
+from groundwork.configtable import from_table
 
 QUANTILES = 201  # points of each source's score / fav_count quantile table (0.5 % resolution)
 

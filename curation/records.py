@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .decode import path_location
+from .address import path_location
 
 TAG_CATEGORIES = ("general", "artist", "character", "copyright", "meta")
 
@@ -99,7 +99,7 @@ REJECT_REASONS: dict[str, tuple[str, ...]] = {
 class Record:
     """A post or file from any source, before its pixels are read.
 
-    ``location`` is a local path or a tar member (``curation.decode.read_location``); ``source_id`` is the post id as text, or for a folder source
+    ``location`` is a local path or a tar member (``curation.fetch.read_location``); ``source_id`` is the post id as text, or for a folder source
     the file's path relative to the folder.
     """
 

@@ -15,8 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from .decode import DEFAULT_MAX_BYTES, DecodeReject, deadline, decode_image, fault, read_location
+from groundwork.limits import MAX_PIXELS
+
+from .decode import DEFAULT_MAX_BYTES, DecodeReject, deadline, decode_image, fault
 from .dedup import phash64
+from .fetch import read_location
 from .filters import FilterConfig, Thresholds, check_record, check_size
 from .metrics import METRIC_COLUMNS, MetricThresholds, detail_crop, failed_metric, gray, measure, work_copy
 from .quality import QualityConfig, quality_score
@@ -29,7 +32,7 @@ SCAN_COLUMNS = ("status", "stage", "reason", "detail", "file_bytes", "sha256", *
 class ScanConfig:
     """The ``[scan]`` config section: the one place for these defaults (ScanSettings reads them)."""
 
-    max_pixels: int = 64_000_000  # decompression-bomb guard, checked on the header before decoding
+    max_pixels: int = MAX_PIXELS  # decompression-bomb guard, checked on the header before decoding
     max_bytes: int = (
         DEFAULT_MAX_BYTES  # the guard's byte twin: file size checked before reading, reads capped
     )

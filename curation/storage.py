@@ -1,8 +1,8 @@
 """Sources on object storage: ``s3://``, ``gs://`` ... paths, read through OUT's filesystem layer.
 
 A source path is either local (read with ``os``, so the local safety rules of the readers hold:
-links, FIFOs, non-UTF-8 names) or a URL. URLs go through ``sharding.layout.open_filesystem``, the
-one filesystem layer of the project, with the build's ``--storage-option`` settings; one
+links, FIFOs, non-UTF-8 names) or a URL. URLs go through ``groundwork.filesystems.open_filesystem``,
+the one filesystem layer of the project, with the build's ``--storage-option`` settings; one
 filesystem per ``scheme://bucket``. Object stores have no links, devices or FIFOs, so the local
 rules have nothing to check there. A ``SourceStorage`` pickles with its opened filesystems (the
 driver's ``AWS_*`` settings travel with them, as for OUT), so a worker reads the store, never the
@@ -15,6 +15,8 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Any, BinaryIO
+
+from groundwork.filesystems import open_filesystem
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -47,8 +49,6 @@ class SourceStorage:
 
     def resolve(self, url: str) -> tuple[Any, str]:
         """(pyarrow filesystem, path inside it) of a URL."""
-        from sharding.layout import open_filesystem
-
         scheme, _, rest = url.partition("://")
         bucket = rest.split("/", 1)[0]
         prefix = f"{scheme}://{bucket}"

@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from curation.configtable import from_table
+from groundwork.configtable import from_table
 
 OPS = ("thickness", "dropout", "jitter", "binarize", "paper", "jpeg")
 # Each operation's parameters and their types, as ``draw`` records them (the sample JSON's

@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from curation.configtable import from_table
+from groundwork.configtable import from_table
 
 VERDICTS = ("ok", "empty", "drowned", "speckled", "framed")
 

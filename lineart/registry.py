@@ -1,4 +1,4 @@
-"""The extractor registry: one name -> one factory, timm-style.
+"""The extractor registry (one instance of ``groundwork.registry.Registry``).
 
 An extractor is a callable over a batch: ``N x H x W x 3 uint8 RGB -> N x H x W uint8``,
 255 = paper, 0 = ink. Factories take ``weights`` and ``device`` plus their own options.
@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+from groundwork.registry import Registry
 
 
 class Extractor(Protocol):
@@ -35,30 +37,8 @@ class ExtractorInfo:
     check: Callable[[dict[str, Any]], None] | None = None  # raises ValueError on bad option values
 
 
-_REGISTRY: dict[str, ExtractorInfo] = {}
-
-
 class UnknownExtractorError(ValueError):
     pass
-
-
-def register(name: str, *, kind: str, summary: str, defaults: dict[str, Any] | None = None,
-             check: Callable[[dict[str, Any]], None] | None = None):  # fmt: skip
-    """Decorator: register ``factory`` under ``name``; ``check(options)`` validates option values."""
-
-    def wrap(factory: Callable[..., Extractor]) -> Callable[..., Extractor]:
-        if name in _REGISTRY:
-            raise ValueError(f"extractor {name!r} registered twice")
-        _REGISTRY[name] = ExtractorInfo(name, factory, kind, summary, dict(defaults or {}), check)
-        return factory
-
-    return wrap
-
-
-def available(kind: str | None = None) -> list[str]:
-    """Names of every registered extractor (or of one ``kind``: "classical", "learned"), sorted."""
-    _register_nets()
-    return sorted(n for n, e in _REGISTRY.items() if kind is None or e.kind == kind)
 
 
 def _register_nets() -> None:
@@ -66,51 +46,19 @@ def _register_nets() -> None:
     importlib.import_module("lineart.nets")
 
 
-def info(name: str) -> ExtractorInfo:
-    if name not in _REGISTRY:
-        _register_nets()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownExtractorError(
-            f"unknown extractor {name!r}; available: {', '.join(available())}"
-        ) from None
+EXTRACTORS: Registry[ExtractorInfo] = Registry(
+    "extractor", ExtractorInfo, unknown=UnknownExtractorError, discover=_register_nets
+)
+# register(name, kind=, summary=, defaults=, check=): a decorator; check(options) validates values
+register = EXTRACTORS.register
+info = EXTRACTORS.info
+check_options = EXTRACTORS.check_options
+create = EXTRACTORS.create
 
 
-def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` merged over the defaults, after checking names, types and values.
-
-    Unknown names raise TypeError; a value of the wrong type or out of range raises ValueError.
-    An int is accepted where the default is a float. Checks without building anything (no weights).
-    """
-    entry = info(name)
-    unknown = set(options) - set(entry.defaults)
-    if unknown:
-        raise TypeError(
-            f"extractor {name!r} has no option(s) {sorted(unknown)}; known: {sorted(entry.defaults)}"
-        )
-    merged = dict(entry.defaults)
-    for key, value in options.items():
-        default = entry.defaults[key]
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if default is not None and type(value) is not type(default):
-            raise ValueError(
-                f"extractor {name!r}: option {key} must be {type(default).__name__}, got {value!r}"
-            )
-        merged[key] = value
-    if entry.check is not None:
-        try:
-            entry.check(merged)
-        except ValueError as exc:
-            raise ValueError(f"extractor {name!r}: {exc}") from None
-    return merged
-
-
-def create(name: str, weights: str | None = None, device: str = "cpu", **options: Any) -> Extractor:
-    """Build extractor ``name``; unknown or ill-typed options are an error, not silently ignored."""
-    merged = check_options(name, options)
-    return info(name).factory(weights=weights, device=device, **merged)
+def available(kind: str | None = None) -> list[str]:
+    """Names of every registered extractor (or of one ``kind``: "classical", "learned"), sorted."""
+    return EXTRACTORS.available(None if kind is None else lambda e: e.kind == kind)
 
 
 def check_batch(batch: Any) -> np.ndarray:

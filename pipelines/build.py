@@ -23,24 +23,21 @@ from curation.scan import ScanSettings, make_settings
 from curation.sources import SourceError, SourceSpec, check_metadata, check_unique_names, iter_records
 from curation.storage import SourceStorage
 from curation.weighting import WeightConfig, WeightError, check_sources
+from groundwork.configtable import diff_dicts
+from groundwork.contract import CONTRACT_VERSION
 from sharding.integrity import FILES, commit, record_files
 from sharding.layout import DamagedFileError, Layout
 from sharding.schema import RECORD_SCHEMA, REJECT_SCHEMA
 from sharding.weights import FIRST_VERSION
 
 from .columnar import bucket_labels, labels
-from .config import BuildConfig, ConfigError, diff_dicts
+from .config import BuildConfig, ConfigError
 from .finalize import manifest_rows, write_dataset_card, write_manifest, write_rejects
 from .planphase import PlanReader, PlanSettings, write_plan
 from .progress import Progress
 from .repair import Finished, finished_build, repair_finished
 from .reweight import manifest_inputs, policy_meta, solve, write_first_version
 from .shardcheck import intact_states
-
-# 2: weights, tiers and quality quantiles moved out of shards/manifest/plan into weight versions
-#    (OUT/weights/); shards are grouped by bucket only (docs/output.md, "Changes").
-# 3: sample JSON without nulls, tags as strings.
-CONTRACT_VERSION = 4  # 4: a `txt` caption member per sample; the HF card names the build (docs/output.md)
 
 
 class BuildRefused(Exception):
@@ -576,7 +573,7 @@ def check_extractors(req: BuildRequest) -> dict[str, dict[str, Any]]:
     for spec in req.config.extractors:
         try:
             records[spec.name] = _extractor_record(spec)
-        except (ValueError, OSError) as exc:  # lineart.weights.WeightsError is a ValueError
+        except (ValueError, OSError) as exc:  # groundwork.checkpoints.WeightsError is a ValueError
             raise ConfigError(f"extractor {spec.name!r}: {exc}") from None
     return records
 

@@ -126,7 +126,7 @@ def make_scorers(cfg: BuildConfig) -> dict[str, Any]:
     for spec in cfg.scorers:
         try:
             built[spec.name] = scorers.create(spec.name, weights=spec.weights, device="cpu", **spec.options)
-        except (ValueError, OSError) as exc:  # lineart.weights.WeightsError is a ValueError
+        except (ValueError, OSError) as exc:  # groundwork.checkpoints.WeightsError is a ValueError
             raise UsageError(f"scorer {spec.name!r}: {exc}") from None
     return built
 
@@ -469,7 +469,7 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
 def _thumb(path: str, height: int = 128) -> str:
     """An inline JPEG thumbnail decoded by the build's own decoder (every format a build reads)."""
     try:
-        rgb = decode_image(read_bytes(path), 64_000_000).rgb
+        rgb = decode_image(read_bytes(path)).rgb
     except Exception:  # not an image the build reads: no picture, the row still lists it
         return ""
     scale = height / rgb.shape[0]

@@ -6,9 +6,6 @@ bounded by a part, not by the dataset.
 
 from __future__ import annotations
 
-import os
-import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -17,7 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sharding.layout import PARQUET_WRITE, TMP_MARK, Layout, fsync_dir, is_content_fault
+from groundwork.files import atomic_file
+from sharding.layout import PARQUET_WRITE, Layout, is_content_fault
 
 ROW_GROUP = 8192  # rows per row group of plan / manifest / rejects: the unit the driver reads back
 
@@ -96,40 +94,13 @@ def parquet_batches(layout: Layout, path: str, columns: list[str] | None = None)
 
 @contextmanager
 def atomic_parquet(layout: Layout, path: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
-    """A ParquetWriter whose file appears at ``path`` complete or not at all (the layout's commit rule):
-    locally a temporary name, fsync and rename; on an object store one upload completed on close."""
-    if not layout.local:
-        # Written to a local temporary file first and uploaded once complete, so that an error
-        # half-way leaves no object behind (closing a store's stream would commit what it holds).
-        fd, tmp = tempfile.mkstemp(prefix="linepairs-", suffix=".parquet")
-        os.close(fd)
+    """A ParquetWriter whose file appears at ``path`` complete or not at all (``groundwork.files``)."""
+    with atomic_file(path, layout.fs) as fh:
+        writer = pq.ParquetWriter(fh, schema, **PARQUET_WRITE)
         try:
-            writer = pq.ParquetWriter(tmp, schema, **PARQUET_WRITE)
-            try:
-                yield writer
-            finally:
-                writer.close()
-            with open(tmp, "rb") as src, layout.fs.open_output_stream(path) as dst:
-                while block := src.read(8 << 20):
-                    dst.write(block)
+            yield writer
         finally:
-            os.remove(tmp)
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    writer = pq.ParquetWriter(tmp, schema, **PARQUET_WRITE)
-    try:
-        yield writer
-        writer.close()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(os.path.dirname(path))
-    except BaseException:
-        writer.close()
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+            writer.close()
 
 
 def bucket_labels(table: pa.Table | pa.RecordBatch) -> pa.Array:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import lineart
-from curation.configtable import from_table
 from curation.dedup import DedupConfig
 from curation.filters import FilterConfig
 from curation.metrics import MetricThresholds
@@ -20,6 +19,7 @@ from curation.quality import QualityConfig
 from curation.scan import ScanConfig
 from curation.sources import SidecarConfig
 from curation.weighting import WeightConfig
+from groundwork.configtable import from_table
 from lineart.augment import AugmentPolicy
 from lineart.quality import PairQuality
 from sharding.buckets import BucketRule
@@ -346,13 +346,3 @@ def load_config(path: str | None) -> BuildConfig:
     if path is None:
         return BuildConfig()
     return config_from_dict(read_toml(path), os.path.dirname(os.path.abspath(path)))
-
-
-def diff_dicts(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Human-readable list of what differs between two config dicts."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out += diff_dicts(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
-        return out
-    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]

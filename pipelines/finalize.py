@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.records import TAG_CATEGORIES
+from groundwork.contract import TXT_SINCE_CONTRACT
 from sharding.layout import Layout
-from sharding.samplejson import TXT_SINCE_CONTRACT, dataset_card
+from sharding.samplejson import dataset_card
 from sharding.schema import MANIFEST_SCHEMA, REJECT_SCHEMA
 
 from .columnar import ROW_GROUP, atomic_parquet, bucket_labels, codes, concat_lists, parquet_batches

@@ -39,13 +39,14 @@ from curation.records import REJECT_REASONS
 from curation.scan import ScanSettings
 from curation.sources import check_metadata, iter_records
 from curation.weighting import WeightError
+from groundwork.configtable import diff_dicts
 from sharding.integrity import check_build, committed, read_shards
 from sharding.layout import BUILD_JSON, MANIFEST, REJECTS, REJECTS_HISTORY, SHARDS_JSON, Layout
 from sharding.plan import make_plan, shard_index, split_too_small
 from sharding.schema import RECORD_SCHEMA, REJECT_COLUMNS, REJECT_SCHEMA, SCAN_SCHEMA
 from sharding.weights import read_version
 
-from .config import ConfigError, diff_dicts
+from .config import ConfigError
 from .dedup import find_pairs
 from .finalize import write_dataset_card
 

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.weighting import WeightConfig, WeightError, compute_weights, high_tier_eligible, weight_summary
+from groundwork.configtable import diff_dicts
 from sharding.integrity import ACTIVE, FILES, commit, committed, file_record, weight_file
 from sharding.layout import DATASET_CARD, MANIFEST, DamagedFileError, Layout
 from sharding.weights import (
@@ -32,7 +33,7 @@ from sharding.weights import (
 )
 
 from .columnar import bucket_labels, labels, ranks
-from .config import config_from_dict, diff_dicts, read_toml
+from .config import config_from_dict, read_toml
 
 # Config sections whose change is a change of weights only; every other one changes the shards.
 WEIGHT_SECTIONS = ("weights",)
@@ -115,7 +116,7 @@ def policy_meta(cfg: WeightConfig) -> dict[str, Any]:
 
 
 def policy_of(meta: dict[str, Any]) -> WeightConfig:
-    from curation.configtable import from_table
+    from groundwork.configtable import from_table
 
     return from_table(WeightConfig, meta["weights"], "weights")
 

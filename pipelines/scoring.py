@@ -54,7 +54,7 @@ def check_scorers(cfg: BuildConfig) -> dict[str, dict[str, Any]]:
     for spec in cfg.scorers:
         try:
             scorer = _scorer(spec, "cpu")
-        except (ValueError, OSError) as exc:  # lineart.weights.WeightsError is a ValueError
+        except (ValueError, OSError) as exc:  # groundwork.checkpoints.WeightsError is a ValueError
             raise ConfigError(f"scorer {spec.name!r}: {exc}") from None
         records[spec.name] = {
             "version": scorer.version,

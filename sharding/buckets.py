@@ -38,7 +38,7 @@ class BucketRule:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BucketRule:
         """``[buckets]`` of build.toml: a ``preset``'s values, then the keys given beside it (strict)."""
-        from curation.configtable import from_table
+        from groundwork.configtable import from_table
 
         rule = from_table(cls, dict(data), "buckets")  # unknown keys and wrong types are refused here
         if not rule.preset:

@@ -1,27 +1,22 @@
-"""The one owner of OUT's layout: every file name inside a build, and how it is written and read.
+"""The one owner of OUT's layout: where every file of a build lies, and how it is written and read.
 
-OUT is a local path, ``file://`` URL or object-store URL (``s3://``, ``gs://``, anything pyarrow
-or fsspec opens). Everything goes through one ``pyarrow.fs`` filesystem interface, because pyarrow
-already reads the manifest and the shards (parquet, ranged reads) and wraps any fsspec filesystem.
-``s3://`` is s3fs behind that interface (botocore reads the standard ``AWS_*`` variables, endpoint
-included; see ``_s3``); ``gs://`` and the rest are pyarrow's own clients, else fsspec's. A local
-OUT keeps the old behaviour byte for byte (temp name, fsync, rename).
+OUT is a local path, ``file://`` URL or object-store URL, opened through the one filesystem layer
+(``groundwork.filesystems``): pyarrow already reads the manifest and the shards (parquet, ranged
+reads) and wraps any fsspec filesystem. OUT's public file names are the contract's
+(``groundwork.contract``); the private progress files under ``_state/`` are named here.
 
-Commit rule: a file is complete or absent. Locally a write goes to a temporary name, is fsynced and
-renamed. Object stores have no rename, but an object only appears once its upload is complete (a
-single PUT or a completed multipart upload), so a write is one upload of the whole bytes. Every
-phase writes its outputs first and its marker (a state file, ``build.json``) after them, so a
-build killed at any moment resumes from the last finished unit.
+Commit rule (``groundwork.files``): a file is complete or absent: locally a temporary name, fsync,
+rename, folder fsync; on an object store one complete upload. Every phase writes its outputs first
+and its marker (a state file, ``build.json``) after them, so a build killed at any moment resumes
+from the last finished unit.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import os
-import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -29,34 +24,40 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-# Public names inside OUT (the output contract, docs/output.md).
-BUILD_JSON = "build.json"
-MANIFEST = "manifest.parquet"
-REJECTS = "rejects.parquet"
-SHARDS_JSON = "shards.json"
-PLAN = "plan.parquet"
-SCAN_DIR = "scan"
-SHARDS_DIR = "shards"
-WEIGHTS_DIR = "weights"  # weight versions: weights/<name>.parquet (sharding/weights.py)
-WEIGHTS_ACTIVE = "active.json"  # weights/active.json: {"name": NAME}, the version readers take by default
-REJECTS_HISTORY = "rejects_history.parquet"  # reject rows a --retry superseded
-DATASET_CARD = "README.md"  # an HF dataset card: the shards and their exact features (sharding/samplejson.py)
+from groundwork.contract import (
+    BUILD_JSON,
+    DATASET_CARD,
+    MANIFEST,
+    PLAN,
+    REJECTS,
+    REJECTS_HISTORY,
+    SCAN_DIR,
+    SHARDS_DIR,
+    SHARDS_JSON,
+    WEIGHTS_ACTIVE,
+    WEIGHTS_DIR,
+)
+from groundwork.files import READ_BLOCK, TMP_MARK, json_bytes, write_atomic
+from groundwork.filesystems import (
+    StorageError,
+    causes,
+    first_line,
+    is_content_fault,
+    is_url,
+    open_filesystem,
+    parse_storage_options,
+    redact_url,
+    storage_fault,
+)
+
 # Private progress (may change between versions).
 STATE_DIR = "_state"
-COMMITTED_COPY = (
-    "build.json"  # _state/build.json: the copy of build.json written just before it (sharding/integrity.py)
-)
-TMP_MARK = ".tmp-"
-READ_BLOCK = 1 << 20
-
+# _state/build.json: the copy of build.json written just before it (sharding/integrity.py)
+COMMITTED_COPY = BUILD_JSON
 
 # Every parquet file of OUT carries a CRC per page and every read checks it: a flipped bit in a
 # table is an error naming the file, never a silently different value (sharding/integrity.py).
 PARQUET_WRITE = {"compression": "zstd", "write_page_checksum": True}
-
-
-class StorageError(ValueError):
-    """OUT or a source cannot be opened as given; the message says which and why (never a secret)."""
 
 
 class DamagedFileError(StorageError):
@@ -66,198 +67,6 @@ class DamagedFileError(StorageError):
     def __init__(self, path: str, why: str) -> None:
         super().__init__(f"{path} is damaged ({why})")
         self.path, self.why = path, why
-
-
-def is_content_fault(exc: BaseException) -> bool:
-    """An error reading a file that is about its bytes (a bad parquet page, a cut stream), not about
-    reaching it: pyarrow raises plain ``OSError`` without errno for those, while missing files,
-    permissions and network faults are subclasses (FileNotFoundError, PermissionError, ...)."""
-    return type(exc) is OSError and exc.errno is None
-
-
-def causes(exc: BaseException | None) -> Iterator[BaseException]:
-    """``exc``, then what caused it: ``__cause__``, ``__context__`` and the ``cause`` a Ray task error wraps."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
-
-
-# botocore's names (matched by class name, so this module needs no botocore import)
-_NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError")
-_UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ClientConnectorError",
-                "ServerDisconnectedError", "ConnectionClosedError", "ClientOSError")  # fmt: skip
-
-
-def storage_fault(exc: BaseException) -> str | None:
-    """One line for an object-store fault anywhere in ``exc``'s chain (no credentials, access denied,
-    a missing bucket, an endpoint that does not answer); None when it is not one. Never the secret:
-    only the error's class and the store's own first line (which names no key)."""
-    for err in causes(exc):
-        name = type(err).__name__
-        if name in _NO_CREDENTIALS:
-            return (
-                f"no usable credentials for the store ({first_line(err)}): set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, or --storage-option key=... secret=..."
-            )
-        if isinstance(err, PermissionError) and err.errno is None:  # s3fs: 403 Forbidden, no errno
-            return (
-                f"the store refused access ({first_line(err)}): check the credentials (a wrong key or "
-                "secret reads as Forbidden) and the bucket's policy"
-            )
-        if isinstance(err, FileNotFoundError) and err.errno is None and "bucket" in str(err).lower():
-            return f"the bucket does not exist ({first_line(err)}); create it or fix the URL"
-        if name in _UNREACHABLE or (isinstance(err, ConnectionError) and err.errno is None):
-            return (
-                f"the store does not answer ({first_line(err)}): is the endpoint (AWS_ENDPOINT_URL / "
-                "--storage-option endpoint_url) up? Finished work is kept: run the same command again"
-            )
-        if name == "ClientError":  # any other refusal of the S3 API, e.g. InvalidAccessKeyId
-            return f"the store refused the request ({first_line(err)})"
-    return None
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type name when it has none), at most 300 characters."""
-    return ((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:300]
-
-
-# ---------------------------------------------------------------- filesystem
-
-
-def is_url(location: str) -> bool:
-    return "://" in location
-
-
-def open_filesystem(
-    location: str, storage_options: Mapping[str, Any] | None = None
-) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path inside it) for a local path or a URL; ``storage_options`` configure the client."""
-    options = dict(storage_options or {})
-    if not is_url(location):
-        return pafs.LocalFileSystem(), os.path.abspath(location)
-    scheme = location.split("://", 1)[0].lower()
-    if scheme == "file":
-        return pafs.LocalFileSystem(), os.path.abspath(location.split("://", 1)[1] or "/")
-    if scheme == "s3":
-        return _s3(location, options)
-    if not options:
-        try:
-            fs, path = pafs.FileSystem.from_uri(location)
-            return fs, path.rstrip("/")
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
-            pass
-    return _fsspec(location, options)
-
-
-# pyarrow's S3FileSystem spellings of s3fs options, so either habit works on the command line.
-_S3_ALIASES = {
-    "access_key": "key",
-    "secret_key": "secret",
-    "session_token": "token",
-    "endpoint_override": "endpoint_url",
-}
-
-
-_S3_ENV = {
-    "endpoint_url": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
-    "key": ("AWS_ACCESS_KEY_ID",),
-    "secret": ("AWS_SECRET_ACCESS_KEY",),
-    "token": ("AWS_SESSION_TOKEN",),
-}
-
-
-def _s3(location: str, options: dict[str, Any]) -> tuple[pafs.FileSystem, str]:
-    """s3fs behind pyarrow.fs: botocore reads every ``AWS_*`` variable (``AWS_ENDPOINT_URL`` included).
-
-    Not pyarrow's own S3 client: it ignores ``AWS_ENDPOINT_URL`` and its multipart completion
-    fails against S3-compatible servers (moto) that s3fs handles.
-    """
-    kwargs: dict[str, Any] = {}
-    for key, value in options.items():
-        key = _S3_ALIASES.get(key, key)
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            value = value.lower() == "true"
-        if key in ("region", "region_name"):
-            kwargs.setdefault("client_kwargs", {})["region_name"] = value
-        else:
-            kwargs[key] = value
-    # Settings given as AWS_* variables here travel with the (pickled) filesystem to every Ray
-    # worker, so only the driver's machine needs them; profiles and instance roles resolve per node.
-    for key, names in _S3_ENV.items():
-        value = next((os.environ[n] for n in names if os.environ.get(n)), None)
-        if value and key not in kwargs:
-            kwargs[key] = value
-    region = next((os.environ[n] for n in ("AWS_REGION", "AWS_DEFAULT_REGION") if os.environ.get(n)), None)
-    if region:
-        kwargs.setdefault("client_kwargs", {}).setdefault("region_name", region)
-    # Another process (a worker) may have written since we listed: never answer from a stale listing.
-    kwargs.setdefault("use_listings_cache", False)
-    return _fsspec(location, kwargs)
-
-
-def _fsspec(location: str, options: dict[str, Any]) -> tuple[pafs.FileSystem, str]:
-    try:
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(location, **options)
-    except ImportError as exc:
-        raise StorageError(f"cannot open {_redact(location)}: {first_line(exc)}") from None
-    except (ValueError, TypeError) as exc:
-        raise StorageError(f"cannot open {_redact(location)}: {first_line(exc)}") from None
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path.rstrip("/")
-
-
-def _redact(location: str) -> str:
-    """A URL without any ``user:password@`` part, for messages."""
-    scheme, sep, rest = location.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        rest = rest.split("@", 1)[1]
-    return f"{scheme}{sep}{rest}"
-
-
-def parse_storage_options(items: list[str] | None) -> dict[str, str]:
-    """``--storage-option KEY=VALUE`` (repeatable) -> dict; a bad item is a one-line StorageError."""
-    options: dict[str, str] = {}
-    for item in items or []:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise StorageError(f"--storage-option wants KEY=VALUE, got {item.split('=')[0]!r}")
-        options[key.strip()] = value
-    return options
-
-
-# ---------------------------------------------------------------- local atomic writes
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to local ``path`` so that a crash leaves the old file or the new one, never half."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # disk full, read-only, interrupted: leave no half file behind
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    fsync_dir(os.path.dirname(path) or ".")
-
-
-def json_bytes(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -290,7 +99,7 @@ class Layout:
         self.root: str = (root or "").rstrip("/") or "/"
         self.local = isinstance(fs, pafs.LocalFileSystem)
         # What the user sees: the absolute path for a local OUT, else the URL (without credentials).
-        self.out = self.root if self.local else _redact(out).rstrip("/")
+        self.out = self.root if self.local else redact_url(out).rstrip("/")
 
     def __repr__(self) -> str:  # never the filesystem: its options may hold credentials
         return f"Layout({self.out!r})"
@@ -567,13 +376,7 @@ class Layout:
 
     def write_bytes(self, path: str, data: bytes) -> None:
         """Commit ``data`` at ``path``: complete or absent, never half (see the module doc)."""
-        if self.local:
-            atomic_write_bytes(path, data)
-            return
-        # One upload of the whole bytes: pyarrow's S3 stream completes its (multipart) upload on
-        # close and aborts it on error, so a killed writer leaves no object behind.
-        with self.fs.open_output_stream(path) as fh:
-            fh.write(data)
+        write_atomic(path, data, self.fs)
 
     def write_json(self, path: str, data: Any) -> None:
         self.write_bytes(path, json_bytes(data))
@@ -597,9 +400,9 @@ class Layout:
 
 
 __all__ = [
-    "BUILD_JSON", "MANIFEST", "PLAN", "REJECTS", "REJECTS_HISTORY", "SCAN_DIR", "SHARDS_DIR", "SHARDS_JSON",
-    "STATE_DIR", "WEIGHTS_ACTIVE", "WEIGHTS_DIR", "PARQUET_WRITE",
-    "DamagedFileError", "Layout", "StorageError", "atomic_write_bytes", "causes", "first_line", "fsync_dir",
-    "is_content_fault", "is_url", "json_bytes", "open_filesystem", "parquet_bytes", "parse_storage_options",
-    "storage_fault",
+    "COMMITTED_COPY", "PARQUET_WRITE", "STATE_DIR", "DamagedFileError", "Layout", "parquet_bytes",
+    # the contract's names and the filesystem layer, as OUT's users reach them
+    "BUILD_JSON", "DATASET_CARD", "MANIFEST", "PLAN", "REJECTS", "REJECTS_HISTORY", "SCAN_DIR", "SHARDS_DIR",
+    "SHARDS_JSON", "WEIGHTS_ACTIVE", "WEIGHTS_DIR", "StorageError", "causes", "first_line", "is_content_fault",
+    "is_url", "json_bytes", "open_filesystem", "parse_storage_options", "storage_fault",
 ]  # fmt: skip

@@ -30,13 +30,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from groundwork.contract import IMAGE_EXTS
+
 from .layout import Layout
 from .loading.batch import Batch
 from .loading.decode import decode_gray, decode_rgb
 from .loading.errors import REPAIR_HINT, LoaderError, LoaderStateError, ShardError
 from .loading.options import LoaderOptions
 from .loading.population import Population, load_population, open_filesystem, open_layout, shard_problems
-from .loading.reader import IMAGE_EXTS, ShardReader
+from .loading.reader import ShardReader
 from .loading.sampler import SCHEDULE_BLOCK, systematic_counts
 from .loading.stream import STATE_VERSION, BatchStream, torch_dataset_class
 

@@ -14,7 +14,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from curation.decode import DEFAULT_MAX_BYTES, DecodeReject, decode_image, read_location
+from curation.decode import DEFAULT_MAX_BYTES, DecodeReject, decode_image
+from curation.fetch import read_location
+from groundwork.contract import drawing_member
 from lineart.augment import AugmentPolicy, augment, sample_seed
 from lineart.quality import PairQuality, judge
 
@@ -140,7 +142,7 @@ def materialize_shard(
         members = [(image_format, encode_image(images[i], image_format, quality)), ("json", meta)]
         # the caption from the tags (one rule: sharding/captions.py); "" for a sample without tags
         members.append(("txt", caption_of_row(row).text.encode("utf-8")))
-        members += [(f"lineart.{name}.png", encode_lines(d)) for name, d in kept.items()]
+        members += [(drawing_member(name), encode_lines(d)) for name, d in kept.items()]
         members_of[row["key"]] = members
         written.append(row["key"])
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from curation.metrics import METRIC_COLUMNS
 from curation.records import TAG_CATEGORIES
+from groundwork.contract import drawing_member
 from lineart.augment import OP_PARAMS
 
 NO_ID = -1  # `id` of a sample whose source has no post id (a folder); post ids are >= 1
@@ -29,7 +30,6 @@ NO_COUNT = -1  # `fav_count` without one
 NOT_MEASURED = -1.0  # a metric or quality_score that was not measured (every one is >= 0)
 NO_RATING = ""  # `rating` without one (Danbooru's are g, s, q, e)
 NO_CAPTION = ""  # `caption` of a sample without prose (every Danbooru post)
-TXT_SINCE_CONTRACT = 4  # shards carry a `txt` member (the caption, sharding/captions.py) from contract 4 on
 
 
 def _float(value: Any) -> float:
@@ -154,7 +154,7 @@ def features(
         _value(image_format, "image"),
         json_features(extractors, augment),
         *([_value("txt", "string")] if txt else []),
-        *(_value(f"lineart.{e}.png", "image") for e in extractors),
+        *(_value(drawing_member(e), "image") for e in extractors),
     ]
 
 

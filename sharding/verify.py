@@ -15,13 +15,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
+from groundwork.contract import IMAGE_EXTS, TXT_SINCE_CONTRACT, drawing_member
+
 from .captions import caption
 from .integrity import FILES, committed, file_faults, read_shards, weight_file
 from .layout import READ_BLOCK, WEIGHTS_ACTIVE, WEIGHTS_DIR, DamagedFileError, Layout, StorageError
-from .samplejson import TXT_SINCE_CONTRACT, tags_of
+from .samplejson import tags_of
 from .weights import WeightsVersionError, active_name, list_versions, read_version
 
-IMAGE_EXTS = ("jpg", "webp")
 MEMBER_MAX_BYTES = 256 * 1024 * 1024  # far above any bucket's image or drawing
 VERIFY_THREADS = 4  # shards checked at once
 
@@ -135,7 +136,7 @@ def _check_sample(
     faults = []
     where = f"{rel}: {key}"
     image_ext = next((e for e in IMAGE_EXTS if e in files), None)
-    expected = {"json", *(f"lineart.{x}.png" for x in row["extractors"]), *(["txt"] if txt else [])}
+    expected = {"json", *(drawing_member(x) for x in row["extractors"]), *(["txt"] if txt else [])}
     missing = sorted(expected - set(files)) + ([] if image_ext else ["jpg|webp"])
     if missing:
         faults.append(f"{where}: missing {', '.join(missing)}")
@@ -153,17 +154,17 @@ def _check_sample(
         except Exception as exc:  # any decoder failure is a fault to report, not a crash
             faults.append(f"{where}: illustration does not decode ({exc})")
     for name in row["extractors"]:
-        data = files.get(f"lineart.{name}.png")
+        data = files.get(drawing_member(name))
         if data is None:
             continue
         try:
             im = _decode(data)
             if im.size != size or im.mode != "L":
                 faults.append(
-                    f"{where}: lineart.{name}.png is {im.size[0]}x{im.size[1]} {im.mode}, want {size} L"
+                    f"{where}: {drawing_member(name)} is {im.size[0]}x{im.size[1]} {im.mode}, want {size} L"
                 )
         except Exception as exc:
-            faults.append(f"{where}: lineart.{name}.png does not decode ({exc})")
+            faults.append(f"{where}: {drawing_member(name)} does not decode ({exc})")
     if "json" in files:
         try:
             meta = json.loads(files["json"])

@@ -12,7 +12,7 @@ import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .layout import Layout, atomic_write_bytes, fsync_dir  # noqa: F401  (fsync_dir: wnet.checkpoint)
+from .layout import Layout
 
 
 @dataclass(frozen=True)

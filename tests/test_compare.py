@@ -1,4 +1,4 @@
-"""Drawings against real line art: the metrics (lineart.compare), the scorecard and ``extract --compare``."""
+"""Drawings against real line art: the metrics (lineart.compare), the scorecard (pipelines.scorecard) and ``extract --compare``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import lineart
-from lineart import compare, scorecard
-from lineart.registry import _REGISTRY, register
+from lineart import compare
+from lineart.registry import EXTRACTORS, register
+from pipelines import scorecard
 from pipelines.cli import main
 
 
@@ -84,7 +85,7 @@ def test_extract_compare_writes_table_json_and_escaped_sheet(shared, tmp_path, c
         rc = main(["extract", "--compare", "--only", "canny,xdog,test_<b>&,lineart", "--limit", "2",
                    "--max-side", "256", "--shared", shared, "-o", str(out)])  # fmt: skip
     finally:
-        del _REGISTRY["test_<b>&"]
+        EXTRACTORS.unregister("test_<b>&")
     assert rc == 0
     table = capsys.readouterr().out
     assert "| canny | classical |" in table and "no weights here (sk_model.pth)" in table

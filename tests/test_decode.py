@@ -10,6 +10,7 @@ import pytest
 from curation.decode import DecodeReject, decode_image, read_bytes
 from curation.metrics import MetricThresholds
 from curation.scan import ScanSettings, scan_row
+from groundwork.limits import MAX_PIXELS
 
 from .badinputs import write_bad_inputs
 
@@ -35,7 +36,7 @@ def test_each_bad_input_gets_its_verdict(bad_folder):
 def test_bomb_is_refused_before_decoding(bad_folder):
     folder, _ = bad_folder
     with pytest.raises(DecodeReject) as info:
-        decode_image(read_bytes(os.path.join(folder, "bomb.png")), max_pixels=64_000_000)
+        decode_image(read_bytes(os.path.join(folder, "bomb.png")), max_pixels=MAX_PIXELS)
     assert info.value.reason == "too_many_pixels" and "20000x20000" in info.value.detail
 
 
@@ -43,7 +44,7 @@ def test_conversions_give_8bit_rgb_with_correct_content(bad_folder):
     folder, _ = bad_folder
 
     def load(name):
-        img = decode_image(read_bytes(os.path.join(folder, name)), 64_000_000).rgb
+        img = decode_image(read_bytes(os.path.join(folder, name))).rgb
         assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3, name
         return img
 

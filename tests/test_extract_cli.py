@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import lineart
-from lineart.registry import _REGISTRY, register
+from lineart.registry import EXTRACTORS, register
 from pipelines.cli import main
 
 IMAGE = "anime2sketch_001.jpg"
@@ -54,7 +54,7 @@ def test_all_writes_a_contact_sheet_and_reports_skips(corpus, tmp_path, capsys, 
             main(["extract", os.path.join(corpus, IMAGE), "--all", "--max-side", "128", "-o", str(out)]) == 0
         )
     finally:
-        del _REGISTRY["test_needs_weights"]
+        EXTRACTORS.unregister("test_needs_weights")
     captured = capsys.readouterr()
     assert (
         "skipped test_needs_weights: FileNotFoundError: weights for test_needs_weights not found"

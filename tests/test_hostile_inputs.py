@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation.decode import header_size, read_location
+from curation.decode import header_size
+from curation.fetch import read_location
 from curation.metrics import MetricThresholds
 from curation.scan import ScanSettings, scan_row
 from curation.sources import iter_records, parse_source

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import lineart
+from groundwork.checkpoints import WeightsError, read_state_dict, resolve
 from lineart.nets import pidinet as pidinet_mod
-from lineart.weights import WeightsError, read_state_dict, resolve
 
 from . import nets_reference as ref
 
@@ -243,7 +243,7 @@ def test_missing_weights_offline_name_the_file_and_the_folder(tmp_path, monkeypa
 
 
 def test_a_failed_download_is_a_clear_error(tmp_path, monkeypatch):
-    from lineart.weights import WeightsSpec
+    from groundwork.checkpoints import WeightsSpec
 
     monkeypatch.setenv("LINEPAIRS_WEIGHTS", str(tmp_path))
     monkeypatch.delenv("LINEPAIRS_OFFLINE", raising=False)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from curation import scorers
 from curation.decode import decode_image
-from lineart.weights import WeightsError
+from groundwork.checkpoints import WeightsError
 
 from .conftest import gradient_image
 from .scorer_checkpoints import CLIP_MEAN, CLIP_STD, WD_VARIANTS, write_aesthetic, write_wd_tagger
@@ -25,7 +25,7 @@ def images(corpus) -> list[np.ndarray]:
     out = []
     for name in ("anime2sketch_001.jpg", "style2paints_021.png", "danbooregion_007.png"):
         with open(os.path.join(corpus, name), "rb") as fh:
-            out.append(decode_image(fh.read(), 64_000_000).rgb)
+            out.append(decode_image(fh.read()).rgb)
     return out + [gradient_image(301, 200, seed=3), gradient_image(199, 333, seed=4)]
 
 

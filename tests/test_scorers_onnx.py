@@ -20,10 +20,11 @@ import pytest
 from PIL import Image
 
 from curation import scorers
-from curation.decode import decode_image, read_bytes, sha256_file
+from curation.decode import decode_image, read_bytes
 from curation.metrics import MetricThresholds, work_copy
 from curation.scorers.apply import defer_illustration, judge
-from lineart.weights import WeightsError
+from groundwork.checkpoints import WeightsError
+from groundwork.files import sha256_file
 
 from .helpers import cli, write_config
 from .onnx_models import PUBLISHED, hub_cache, write_model
@@ -54,7 +55,7 @@ def pictures(corpus, tmp_path_factory) -> dict[str, np.ndarray]:
         "danbooregion_007.png",
         "controlnet11_photo_001.png",
     ):
-        rgb = decode_image(read_bytes(os.path.join(corpus, name)), 64_000_000).rgb
+        rgb = decode_image(read_bytes(os.path.join(corpus, name))).rgb
         path = str(folder / (os.path.splitext(name)[0] + ".png"))
         Image.fromarray(rgb).save(path)
         out[path] = rgb
@@ -192,7 +193,7 @@ def test_build_with_every_onnx_scorer_records_them_and_fills_their_columns(
 ):
     """A real build on CPU through the CLI and Ray: every deepghs scorer in the actor stage."""
     # anime_real's threshold halves these images (random weights); the other verdicts stay off
-    images = [work_copy(decode_image(read_bytes(os.path.join(small_corpus, n)), 64_000_000).rgb)
+    images = [work_copy(decode_image(read_bytes(os.path.join(small_corpus, n))).rgb)
               for n in sorted(os.listdir(small_corpus))]  # fmt: skip
     p_real = sorted(scorers.create("anime_real", weights=hub["anime_real"])(images)["p_real"])
     cut = (p_real[len(p_real) // 2 - 1] + p_real[len(p_real) // 2]) / 2
@@ -230,7 +231,7 @@ def test_build_with_every_onnx_scorer_records_them_and_fills_their_columns(
         assert 0 <= r["dbaesthetic_percentile"] <= 1 and r["dbaesthetic_tier"]
         if r["stage"] == "scorer":
             assert r["reason"] in ("not_illustration", "comic", "monochrome") and ": P(" in r["detail"]
-    rgb = decode_image(read_bytes(scored[0]["location"]), 64_000_000).rgb
+    rgb = decode_image(read_bytes(scored[0]["location"])).rgb
     assert direct([work_copy(rgb)])["dbaesthetic_percentile"][0] == pytest.approx(
         scored[0]["dbaesthetic_percentile"], abs=1e-6
     )

@@ -14,8 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation import scorers
-from curation.decode import decode_image, sha256_file
+from curation.decode import decode_image
 from curation.metrics import work_copy
+from groundwork.files import sha256_file
 
 from .helpers import cli, write_config
 from .scorer_checkpoints import write_aesthetic, write_wd_tagger
@@ -39,7 +40,7 @@ def _work_copies(folder: str) -> dict[str, np.ndarray]:
     out = {}
     for path in sorted(glob.glob(os.path.join(folder, "*"))):
         with open(path, "rb") as fh:
-            out[os.path.basename(path)] = work_copy(decode_image(fh.read(), 64_000_000).rgb)
+            out[os.path.basename(path)] = work_copy(decode_image(fh.read()).rgb)
     return out
 
 

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from curation.decode import read_location
+from curation.fetch import read_location
 from curation.sources import SourceError, iter_records, parse_source, source_from_table
 from pipelines.config import ConfigError, load_config
 

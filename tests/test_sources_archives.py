@@ -11,7 +11,8 @@ import zipfile
 
 import pytest
 
-from curation.decode import DecodeReject, read_location
+from curation.decode import DecodeReject
+from curation.fetch import read_location
 from curation.sources import iter_records, parse_source
 from curation.sources.archives import index_path, list_archive
 

@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 
-from curation.decode import read_location
+from curation.fetch import read_location
 from curation.filters import FilterConfig, needed_fields
 from curation.sources import SourceError, check_metadata, iter_records, parse_source
 from curation.sources.database import DbSource

@@ -14,8 +14,8 @@ import time
 import pytest
 
 import lineart
-from lineart import weights as W
-from lineart.weights import WeightsError, WeightsSpec, resolve
+from groundwork import checkpoints as W
+from groundwork.checkpoints import WeightsError, WeightsSpec, resolve
 from pipelines.cli import main
 from pipelines.config import load_config
 

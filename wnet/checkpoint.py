@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from sharding.writer import fsync_dir
+from groundwork.files import fsync_dir
 
 FORMAT = 2  # 2: diffusers UNet, state.json records the parts (1: the hand-written UNet)
 # Line drawings enter the model inverted: ink 1.0 on a paper 0.0 background (so "no sketch" is zeros).

@@ -14,6 +14,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from groundwork.configtable import diff_dicts, from_table
+
 # The seed's default prompt (Style2Paints V5): "can be used in any illustrations as a default start".
 DEFAULT_PROMPT = "1girl, masterpiece, best quality, ultra-detailed, illustration"
 UNET_FAMILIES = ("custom", "sd1", "sd2", "sdxl")
@@ -246,39 +248,8 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _tuple(value: Any) -> Any:
-    return tuple(_tuple(v) for v in value) if isinstance(value, list | tuple) else value
-
-
 def _section(cls, data: Any, where: str):
-    if not isinstance(data, dict):
-        raise WnetConfigError(f"[{where}] must be a table")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise WnetConfigError(
-            f"unknown key(s) in [{where}]: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
-    values = {}
-    default = cls()
-    for key, value in data.items():
-        ref = getattr(default, key)
-        if isinstance(ref, bool) and not isinstance(value, bool):
-            raise WnetConfigError(f"{where}.{key} must be true or false, got {value!r}")
-        if isinstance(ref, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        elif (
-            isinstance(ref, int | float | str)
-            and not isinstance(ref, bool)
-            and not isinstance(value, type(ref))
-        ):
-            raise WnetConfigError(f"{where}.{key} must be {type(ref).__name__}, got {value!r}")
-        elif isinstance(ref, dict) and not isinstance(value, dict):
-            raise WnetConfigError(f"{where}.{key} must be a table, got {value!r}")
-        elif isinstance(ref, tuple) and not isinstance(value, list | tuple):
-            raise WnetConfigError(f"{where}.{key} must be a list, got {value!r}")
-        values[key] = value if isinstance(ref, dict) else _tuple(value)
-    return cls(**values)
+    return from_table(cls, data, where, error=WnetConfigError)
 
 
 def config_from_dict(data: dict[str, Any]) -> WnetConfig:
@@ -424,12 +395,7 @@ def load_config(name_or_path: str) -> WnetConfig:
 
 
 def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out: list[str] = []
-        for key in sorted(set(old) | set(new)):
-            out += differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
-        return out
-    return [] if old == new else [f"{prefix}: {old!r} (checkpoint) vs {new!r} (requested)"]
+    return diff_dicts(old, new, prefix, fmt="{path}: {old!r} (checkpoint) vs {new!r} (requested)")
 
 
 def check_same(

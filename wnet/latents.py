@@ -38,13 +38,15 @@ class LatentCacheError(ValueError):
 
 def vae_digest(vae_folder: str) -> str:
     """16 hex digits identifying a VAE by its config and weights."""
-    from .sources import sha256_file, weight_files
+    from groundwork.checkpoints import sha256_cached
+
+    from .sources import weight_files
 
     h = hashlib.sha256()
     with open(os.path.join(vae_folder, "config.json"), "rb") as fh:
         h.update(fh.read())
     for f in weight_files(vae_folder):
-        h.update(sha256_file(f).encode())
+        h.update(sha256_cached(f).encode())
     return h.hexdigest()[:16]
 
 

@@ -18,8 +18,10 @@ from typing import Any
 
 import torch
 
+from groundwork.checkpoints import sha256_cached
+
 from .config import InitConfig, WnetConfigError, merge_sources
-from .sources import ModelSource, SourceError, open_source, sha256_file
+from .sources import ModelSource, SourceError, open_source
 
 INIT_FORMAT = 1
 
@@ -94,7 +96,7 @@ def apply_recipe(init: InitConfig, unet: torch.nn.Module) -> dict[str, Any]:
 
 def file_facts(files: list[str]) -> dict[str, dict[str, Any]]:
     """Each file's size and sha256 (hashed once per process and file version)."""
-    return {f: {"bytes": os.path.getsize(f), "sha256": sha256_file(f)} for f in sorted(set(files))}
+    return {f: {"bytes": os.path.getsize(f), "sha256": sha256_cached(f)} for f in sorted(set(files))}
 
 
 def init_record(

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from groundwork.files import json_bytes, write_atomic
 from sharding.layout import Layout, StorageError
 
 from .checkpoint import save_checkpoint, usable_checkpoint
@@ -75,12 +76,7 @@ def _read_json(path: str) -> Any:
 
 
 def _write_json(path: str, data: Any) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json_bytes(data, indent=1))
 
 
 def open_build(build: str) -> Layout:

@@ -23,7 +23,6 @@ diffusers folder's ``tokenizer/``; all SD families share CLIP's BPE vocabulary).
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -50,19 +49,6 @@ _LAYER = re.compile(r"\.(\d+)\.")
 class TensorRef:
     file: str  # the file that holds it
     key: str  # its key in that file
-
-
-def sha256_file(path: str) -> str:
-    return _sha256(path, os.path.getsize(path), os.path.getmtime(path))
-
-
-@functools.lru_cache(maxsize=256)
-def _sha256(path: str, size: int, mtime: float) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _quiet_diffusers():
@@ -580,5 +566,5 @@ def family_of(path: str) -> str:
     return open_source(os.path.abspath(path)).family
 
 
-__all__ = ["ModelSource", "SourceError", "TensorRef", "family_of", "ldm_family", "open_source", "sha256_file",
+__all__ = ["ModelSource", "SourceError", "TensorRef", "family_of", "ldm_family", "open_source",
            "tensor_file", "text_model_from", "tokenizer_from", "weight_files"]  # fmt: skip

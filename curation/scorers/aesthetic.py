@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from curation.decode import sha256_file
-from lineart.weights import WeightsError, load_into, read_state_dict
+from groundwork.checkpoints import WeightsError, load_into, read_state_dict
+from groundwork.files import sha256_file
 
 from .registry import register
 from .timm_layout import Preprocess, build_model, chunks, load_strict, read_config, resolve_file

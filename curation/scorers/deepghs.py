@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lineart.weights import WeightsError
+from groundwork.checkpoints import WeightsError
 
 from .onnx_classify import MODEL_FILE, OnnxClassifier
 from .registry import register

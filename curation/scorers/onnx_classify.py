@@ -28,8 +28,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from curation.decode import sha256_file
-from lineart.weights import WeightsError
+from groundwork.checkpoints import WeightsError
+from groundwork.files import sha256_file
 
 from .timm_layout import chunks, resolve_file
 

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from curation.decode import sha256_file
-from lineart.weights import WeightsError, WeightsSpec, load_into, read_state_dict, resolve
+from groundwork.checkpoints import WeightsError, WeightsSpec, load_into, read_state_dict, resolve
+from groundwork.files import sha256_file
 
 _PIL_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
                 "lanczos": Image.LANCZOS, "box": Image.BOX}  # fmt: skip
@@ -33,7 +33,7 @@ _PIL_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest":
 
 def resolve_file(weights: str | None, folder: str, filename: str, url: str | None) -> str:
     """A checkpoint file: ``weights`` is the folder holding the published files; without it the
-    cache's ``folder/filename`` (lineart.weights.resolve: path -> cache -> pinned URL)."""
+    cache's ``folder/filename`` (groundwork.checkpoints.resolve: path -> cache -> pinned URL)."""
     if weights is not None:
         path = os.path.join(os.path.expanduser(os.fspath(weights)), filename)
         if not os.path.isdir(os.path.expanduser(os.fspath(weights))):

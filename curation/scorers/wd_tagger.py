@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lineart.weights import WeightsError
+from groundwork.checkpoints import WeightsError
 
 from .registry import register
 from .timm_layout import Preprocess, build_model, chunks, load_strict, read_config, resolve_file
@@ -93,7 +93,7 @@ class WDTagger:
         self.model = build_model(cfg, what).eval()
         self.files = {f: "" for f in FILES}
         self.files["model.safetensors"] = load_strict(self.model, paths["model.safetensors"], what)
-        from curation.decode import sha256_file
+        from groundwork.files import sha256_file
 
         for f in ("config.json", "selected_tags.csv"):
             self.files[f] = sha256_file(paths[f])

@@ -2,7 +2,7 @@
 ``.tar.gz`` / ``.tgz`` and ``.zip``; their members grouped into samples the WebDataset way.
 
 Nothing is extracted: a member is a location (``tar://``, ``tgz://``, ``zip://``) that
-``curation.decode.read_location`` reads with its byte cap, so a member named ``../x.jpg``, an
+``curation.fetch.read_location`` reads with its byte cap, so a member named ``../x.jpg``, an
 absolute name or a link member can never touch the file system (they are ``unsafe_member`` rejects).
 An archive or index file gets the metadata-file policy (``common.metadata_refusal``): one that links
 out of the source or is not a regular file (a FIFO named ``0000.tar``) is one reject row, never
@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from ..decode import quote_path, tar_location
+from ..address import quote_path, tar_location
 from ..records import Record
 from ..storage import SourceStorage, is_remote, relpath, storage_or_default
 from .common import IMAGE_EXTS, NOT_STILL_EXTS, metadata_refusal, open_regular, walk_files
@@ -545,7 +545,7 @@ def stray_line(strays: Counter, limit: int = 6) -> str:
 
 def read_member(member: Member, max_bytes: int, storage: SourceStorage | None = None) -> bytes:
     """The bytes of a (sidecar) member through read_location, with its byte cap."""
-    from ..decode import read_location
+    from ..fetch import read_location
 
     return read_location(member.location, max_bytes, storage)
 

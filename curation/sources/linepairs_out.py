@@ -23,6 +23,8 @@ import json
 import os
 from collections.abc import Iterator
 
+from groundwork.contract import BUILD_JSON, MANIFEST, SHARDS_DIR
+
 from ..records import Record
 from ..storage import SourceStorage, is_remote, join
 from .archives import archives_below, collect
@@ -36,12 +38,6 @@ class NotABuild(ValueError):
     """A folder that looks like a linepairs OUT but is not a finished one."""
 
 
-def _names() -> tuple[str, str, str]:
-    from sharding.layout import BUILD_JSON, MANIFEST, SHARDS_DIR  # the one place for OUT's file names
-
-    return BUILD_JSON, MANIFEST, SHARDS_DIR
-
-
 def _present(path: str, storage: SourceStorage | None) -> bool:
     """A file there; locally any entry but a folder (a link or FIFO is refused when read, not unseen)."""
     if is_remote(path):
@@ -50,33 +46,30 @@ def _present(path: str, storage: SourceStorage | None) -> bool:
 
 
 def looks_like_linepairs(path: str, storage: SourceStorage | None = None) -> bool:
-    build_json, manifest, _ = _names()
     return (
         is_dir(path, storage)
-        and _present(join(path, build_json), storage)
-        and _present(join(path, manifest), storage)
+        and _present(join(path, BUILD_JSON), storage)
+        and _present(join(path, MANIFEST), storage)
     )
 
 
 def open_manifest(path: str, storage: SourceStorage | None = None) -> tuple[ParquetTable, Mapping]:
     """The manifest and its mapping; MetadataRefused when build.json or the manifest may not be opened."""
-    build_json, manifest, _ = _names()
-    check_metadata_file(join(path, build_json), path, storage)
+    check_metadata_file(join(path, BUILD_JSON), path, storage)
     try:
-        build = json.loads(read_small(join(path, build_json), 64 << 20, storage))
+        build = json.loads(read_small(join(path, BUILD_JSON), 64 << 20, storage))
     except (OSError, ValueError) as exc:
-        raise NotABuild(f"{path}/{build_json} is unreadable: {exc}") from None
+        raise NotABuild(f"{path}/{BUILD_JSON} is unreadable: {exc}") from None
     if not isinstance(build, dict) or not build.get("complete"):
         raise NotABuild(
             f"{path} is an unfinished linepairs build: finish it (run its build again) before reading it"
         )
-    table = ParquetTable(join(path, manifest), storage, where=manifest, root=path)
-    return table, resolve("linepairs", table.columns(), manifest)
+    table = ParquetTable(join(path, MANIFEST), storage, where=MANIFEST, root=path)
+    return table, resolve("linepairs", table.columns(), MANIFEST)
 
 
 def shard_files(path: str, storage: SourceStorage | None = None) -> list[str]:
-    _, _, shards = _names()
-    return archives_below(join(path, shards), storage)
+    return archives_below(join(path, SHARDS_DIR), storage)
 
 
 def iter_linepairs(

@@ -2,7 +2,7 @@
 its local header, then its data decompressed), ``tgz://`` (a member of a .tar.gz: decompressed
 from the archive's start) and ``parquet://`` (an image embedded in a parquet row).
 
-``curation.decode.read_location`` hands these over; each checks ``max_bytes`` before decompressing
+``curation.fetch.read_location`` hands these over; each checks ``max_bytes`` before decompressing
 (from the size the listing recorded) and decompresses at most ``max_bytes`` + 1 bytes, so a zip
 bomb stops at the cap. Errors are OSError (the scan's ``missing_file``) or DecodeReject.
 """
@@ -19,7 +19,8 @@ from collections import OrderedDict
 from typing import Any
 from urllib.parse import unquote
 
-from ..decode import DecodeReject, unquote_path
+from ..address import unquote_path
+from ..decode import DecodeReject
 from ..storage import is_remote, storage_or_default
 from .common import open_regular
 
@@ -146,7 +147,7 @@ _GROUP: dict[str, Any] = {}
 
 
 def parquet_location(path: str, row_group: int, row: int, column: str) -> str:
-    from ..decode import quote_path
+    from ..address import quote_path
 
     return f"{PARQUET_SCHEME}{quote_path(path)}#{row_group}:{row}:{column}"
 

@@ -40,7 +40,7 @@ class Gives:
 
 def _sidecar_fields(spec, storage: SourceStorage | None) -> set[str]:
     """What the sidecars of the first archive can give: .json tags and rating, caption files tags."""
-    from . import read_options
+    from .spec import read_options
 
     root = spec.images or (dirname(spec.path) if is_file(spec.path, storage) else spec.path)
     archives = archives_below(root, storage)
@@ -90,8 +90,8 @@ def _gives(spec, storage: SourceStorage) -> Gives:
         need_side = not all(m.gives("tags") and m.gives("rating") for m in mappings)
         return _from_mappings(mappings, where, _sidecar_fields(spec, storage) if need_side else set())
     if kind in ("sqlite", "duckdb"):
-        from . import database_file
         from .database import DbSource
+        from .spec import database_file
 
         db = DbSource(database_file(spec), kind)
         try:
@@ -115,8 +115,8 @@ def _gives(spec, storage: SourceStorage) -> Gives:
 
 
 def _json_gives(spec, storage: SourceStorage) -> Gives:
-    from . import _json_files
     from .gwern import metadata_files
+    from .spec import _json_files
 
     if spec.kind == "gwern":
         files = metadata_files(spec.path, storage)

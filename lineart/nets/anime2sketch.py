@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..weights import WeightsSpec
+from groundwork.checkpoints import WeightsSpec
+
 from .base import NetExtractor, NetSpec, register_net, to_uint8
 from .layers import InstanceNorm
 

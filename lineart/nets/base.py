@@ -31,8 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from groundwork.checkpoints import WeightsSpec, load_into, read_state_dict, resolve
+from groundwork.files import sha256_file
+
 from ..registry import check_batch, register
-from ..weights import WeightsSpec, load_into, read_state_dict, resolve, sha256_file
 
 VERSION = "torch-1"
 

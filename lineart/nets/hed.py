@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..weights import WeightsSpec
+from groundwork.checkpoints import WeightsSpec
+
 from .base import NetSpec, register_net
 
 

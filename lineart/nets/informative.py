@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..weights import WeightsSpec
+from groundwork.checkpoints import WeightsSpec
+
 from .base import NetSpec, register_net
 from .layers import InstanceNorm
 

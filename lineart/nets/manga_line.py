@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..weights import WeightsSpec
+from groundwork.checkpoints import WeightsSpec
+
 from .base import NetSpec, register_net
 
 

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..weights import WeightsSpec
+from groundwork.checkpoints import WeightsSpec
+
 from .base import NetSpec, register_net
 
 CARV4 = ("cd", "ad", "rd", "cv") * 4

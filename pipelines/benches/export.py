@@ -135,10 +135,10 @@ def make_million(out: str, n: int = MILLION, per_shard: int = SHARD_SAMPLES, see
 
     import pyarrow as pa
 
+    from groundwork.contract import CONTRACT_VERSION
     from sharding.layout import Layout
     from sharding.weights import set_active, write_version
 
-    from ..build import CONTRACT_VERSION
     from ..config import BuildConfig
 
     rng = np.random.default_rng(seed)

@@ -1,7 +1,7 @@
 """Line drawings against real line art: per extractor edge F1 (2 px, thinned), Chamfer, ink ratio
 and the pair-quality drop rate on the shared illustrations and the calibration keep images.
 
-The same scorecard as ``linepairs extract --compare`` (lineart/scorecard.py), as JSON. Learned
+The same scorecard as ``linepairs extract --compare`` (pipelines/scorecard.py), as JSON. Learned
 extractors use the real checkpoints in ../shared/weights or the weights cache; those without
 weights here are listed with a note. ``$LINEPAIRS_BENCH_EXTRACTORS`` (comma-separated) limits the
 extractors; ``--limit`` the images per drop set.
@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import lineart
-from lineart import scorecard
+from pipelines import scorecard
 
 from ..errors import UsageError
 from ..paths import shared_dir

@@ -41,7 +41,7 @@ def _tags(rng: np.random.Generator, n: int, vocab: int, prefix: str) -> pa.Array
 def make_build(out: str, n: int, seed: int = 0) -> None:
     """A finished-looking OUT with only what reweight reads: build.json and manifest.parquet."""
     from curation.records import TAG_CATEGORIES
-    from pipelines.build import CONTRACT_VERSION
+    from groundwork.contract import CONTRACT_VERSION
     from pipelines.config import BuildConfig
     from sharding.layout import Layout
 
@@ -70,7 +70,7 @@ def make_build(out: str, n: int, seed: int = 0) -> None:
 
 _CHILD = """
 import json, resource, sys, time
-from curation.configtable import from_table
+from groundwork.configtable import from_table
 from curation.weighting import WeightConfig
 from pipelines.reweight import reweight
 out, policy = sys.argv[1], json.loads(sys.argv[2])

@@ -33,7 +33,7 @@ def _images(folder: str, limit: int) -> list[np.ndarray]:
     out = []
     for name in names[: limit or 4]:
         with open(os.path.join(folder, name), "rb") as fh:
-            out.append(work_copy(decode_image(fh.read(), 64_000_000).rgb))
+            out.append(work_copy(decode_image(fh.read()).rgb))
     return out
 
 

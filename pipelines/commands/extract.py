@@ -3,7 +3,7 @@
 
 ``--all`` runs every registered extractor and writes one contact sheet (the image, then each
 drawing, labelled); learned extractors whose weights do not resolve are skipped, and the command
-says which and why. ``--compare`` runs lineart.scorecard: a markdown table on stdout, and
+says which and why. ``--compare`` runs pipelines.scorecard: a markdown table on stdout, and
 ``DIR/compare.json`` plus the HTML contact sheet ``DIR/index.html``.
 """
 
@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-
-MAX_PIXELS = 64_000_000  # the build's default bomb guard
 
 
 def add_parser(sub) -> None:
@@ -75,7 +73,7 @@ def load_image(path: str, max_side: int) -> np.ndarray:
     from curation.decode import DecodeReject, decode_image, read_bytes
 
     try:
-        rgb = decode_image(read_bytes(path), MAX_PIXELS).rgb
+        rgb = decode_image(read_bytes(path)).rgb
     except FileNotFoundError:
         raise UsageError(f"no such image: {path}") from None
     except (OSError, DecodeReject) as exc:
@@ -177,7 +175,7 @@ def run_compare(args: argparse.Namespace) -> int:
     import json
 
     import lineart
-    from lineart import scorecard
+    from pipelines import scorecard
 
     from ..paths import shared_dir
 

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from curation.decode import DecodeReject, decode_image, read_bytes
 
     try:
-        rgb = decode_image(read_bytes(args.sketch), 64_000_000).rgb
+        rgb = decode_image(read_bytes(args.sketch)).rgb
     except (OSError, DecodeReject) as exc:
         raise UsageError(f"cannot read the sketch {args.sketch!r} as an image ({exc})") from None
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)

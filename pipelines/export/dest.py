@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pyarrow as pa
 
-from sharding.layout import TMP_MARK, Layout, StorageError, atomic_write_bytes, json_bytes, parquet_bytes
+from groundwork.files import TMP_MARK, atomic_file
+from sharding.layout import Layout, StorageError, json_bytes, parquet_bytes
 
 EXPORT_VERSION = 1  # DEST's own contract (docs/export.md): recorded in its request and export.json
 EXPORT_JSON = "export.json"  # written last: the export is complete when it says so
@@ -36,7 +36,6 @@ class Dest:
         self.io = Layout(location, storage_options)
         self.local = self.io.local
         self.out = self.io.out  # what the user sees: absolute path or URL (no credentials)
-        self._made: set[str] = set()
 
     def path(self, rel: str) -> str:
         return self.io.path(*rel.split("/"))
@@ -79,20 +78,8 @@ class Dest:
         if not self.local:
             self.io.write_bytes(self.path(rel), data)
             return
-        path = self.path(rel)
-        folder = os.path.dirname(path)
-        if folder not in self._made:
-            os.makedirs(folder, exist_ok=True)
-            self._made.add(folder)
-        tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
+        with atomic_file(self.path(rel), durable=False) as fh:
+            fh.write(data)
 
     def intact(self, sizes: Mapping[str, int]) -> bool:
         """Every file of ``sizes`` (relative path -> bytes) is there at its size. On a store an
@@ -109,10 +96,7 @@ class Dest:
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """A marker or a config file: complete or absent, fsynced."""
-        if self.local:
-            atomic_write_bytes(self.path(rel), data)
-        else:
-            self.io.write_bytes(self.path(rel), data)
+        self.io.write_bytes(self.path(rel), data)
 
     def write_json(self, rel: str, data: Any) -> None:
         self.write_bytes(rel, json_bytes(data))
@@ -123,23 +107,8 @@ class Dest:
     @contextlib.contextmanager
     def open_output(self, rel: str) -> Iterator[Any]:
         """A large file written as a stream (a draw list): appears complete or not at all."""
-        path = self.path(rel)
-        if not self.local:
-            with self.io.fs.open_output_stream(path) as fh:
-                yield fh
-            return
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            with open(tmp, "wb") as fh:
-                yield fh
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
+        with atomic_file(self.path(rel), self.io.fs) as fh:
+            yield fh
 
     def remove_temp_files(self) -> int:
         """Delete half-written files of a killed run (local only: a store never holds a partial

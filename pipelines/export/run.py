@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..config import diff_dicts
+from groundwork.configtable import diff_dicts
+
 from ..progress import Progress
 from . import repeats as rep
 from .dest import EXPORT_JSON, EXPORT_VERSION, README, SAMPLES, STATE_DIR, Dest, StorageError

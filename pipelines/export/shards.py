@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
+from groundwork.contract import IMAGE_EXTS, drawing_member
 from sharding.captions import caption
 from sharding.samplejson import tags_of
 
@@ -91,11 +92,11 @@ class ShardJob:
     ) -> dict[str, Any]:
         plan, target = self.plan, self.target
         name = plan.drawing.names[plan.choice[row]]
-        image_ext = next((e for e in ("jpg", "webp") if e in files), None)
-        drawing = files.get(f"lineart.{name}.png")
+        image_ext = next((e for e in IMAGE_EXTS if e in files), None)
+        drawing = files.get(drawing_member(name))
         if image_ext is None or drawing is None or "json" not in files:
             raise ExportError(
-                f"shard {shard}: sample {key} lacks its illustration, json or lineart.{name}.png"
+                f"shard {shard}: sample {key} lacks its illustration, json or {drawing_member(name)}"
             )
         try:
             meta = json.loads(files["json"])

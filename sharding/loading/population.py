@@ -19,8 +19,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from groundwork.contract import MANIFEST, SHARDS_JSON
+
 from ..integrity import check_bytes, check_size, read_shards, recorded_files
-from ..layout import MANIFEST, SHARDS_JSON, DamagedFileError, Layout, StorageError, first_line, storage_fault
+from ..layout import DamagedFileError, Layout, StorageError, first_line, storage_fault
 from ..layout import open_filesystem as _open_filesystem
 from ..weights import WeightsVersionError, read_version
 from .errors import REPAIR_HINT, LoaderError, ShardError

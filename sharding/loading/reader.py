@@ -14,15 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from groundwork.contract import IMAGE_EXTS, drawing_member
+
 from ..layout import Layout
 from .errors import ShardError
-
-IMAGE_EXTS = ("jpg", "webp")
-
-
-def drawing_member(extractor: str) -> str:
-    """The member suffix of extractor ``extractor``'s line drawing."""
-    return f"lineart.{extractor}.png"
 
 
 @dataclass
@@ -137,4 +132,4 @@ class ShardReader:
             self._files.clear()
 
 
-__all__ = ["IMAGE_EXTS", "SampleFiles", "ShardReader", "drawing_member"]
+__all__ = ["SampleFiles", "ShardReader"]

@@ -1,5 +1,6 @@
 """Score every extractor against real line art and the pair-quality check: the ``extract --compare``
-table and the ``lineart_quality`` bench section.
+table and the ``lineart_quality`` bench section. It reads images with curation's decoder and runs
+lineart's extractors, so it stands above both floors.
 
 Two kinds of evidence, both from the read-only shared folder (``../shared``):
 
@@ -29,12 +30,10 @@ import cv2
 import numpy as np
 
 from curation.decode import DecodeReject, decode_image, read_bytes
-
-from . import compare, quality
-from .registry import create, info
+from lineart import compare, quality
+from lineart.registry import create, info
 
 MAX_SIDE = 768
-MAX_PIXELS = 64_000_000
 
 # (illustration, line drawing, how the lines were made), relative to <shared>/corpus.
 PAIRS = (
@@ -85,7 +84,7 @@ class Scorecard:
 
 
 def load_rgb(path: str, max_side: int) -> np.ndarray:
-    rgb = decode_image(read_bytes(path), MAX_PIXELS).rgb
+    rgb = decode_image(read_bytes(path)).rgb
     h, w = rgb.shape[:2]
     if max_side and max(h, w) > max_side:
         s = max_side / max(h, w)
@@ -145,7 +144,7 @@ def candidates(
     one with the real checkpoint from ``shared`` or the weights cache (never downloaded here), else
     a note saying there are no weights."""
     options = dict(options or {})
-    from .weights import cache_dir
+    from groundwork.checkpoints import cache_dir
 
     out = []
     for name in names:
@@ -166,8 +165,8 @@ def candidates(
 
 
 def _weights_filename(name: str) -> str | None:
-    from . import nets  # noqa: F401  (registration)
-    from .nets.base import NetSpec
+    from lineart import nets  # noqa: F401  (registration)
+    from lineart.nets.base import NetSpec
 
     for module in ("pidinet", "teed", "informative", "anime2sketch", "hed", "manga_line"):
         mod = sys.modules.get(f"lineart.nets.{module}")

@@ -1,4 +1,4 @@
-"""Checkpoint files for the learned extractors: find, verify, load (never a full unpickle).
+"""Checkpoint files of the learned extractors and scorers: find, verify, load (never a full unpickle).
 
 Resolution order for a network's file (``WeightsSpec.filename``):
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from curation.decode import sha256_file
+from .files import sha256_file
 
 
 class WeightsError(ValueError):
@@ -70,7 +70,7 @@ def find_cached(folder: str, filename: str) -> str | None:
 _HASHED: dict[tuple[str, int, int], str] = {}
 
 
-def _sha256_once(path: str) -> str:
+def sha256_cached(path: str) -> str:
     """sha256 of a file, remembered per (path, size, mtime) within this process."""
     st = os.stat(path)
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
@@ -93,9 +93,9 @@ def resolve(spec: WeightsSpec, weights: str | os.PathLike | None = None) -> str:
     found = find_cached(folder, spec.filename)
     damaged = None
     if found is not None:
-        if spec.sha256 is None or _sha256_once(found) == spec.sha256:
+        if spec.sha256 is None or sha256_cached(found) == spec.sha256:
             return found
-        damaged = f"cached {found} has sha256 {_sha256_once(found)}, expected {spec.sha256}"
+        damaged = f"cached {found} has sha256 {sha256_cached(found)}, expected {spec.sha256}"
     cached = os.path.join(folder, spec.filename) if damaged is None else found
     if damaged and (spec.url is None or os.environ.get("LINEPAIRS_OFFLINE")):
         raise WeightsError(f"{damaged}: damaged or a different file; replace it ({where})")
