@@ -403,19 +403,6 @@ def check_weights(cfg: WeightConfig, kept: pa.Table) -> None:
         ) from None
 
 
-def _actor_pool_shape(mat, resources: dict[str, float], shards: int) -> tuple[int, dict[str, Any], str]:
-    """(actors, Ray resource options per actor, device): GPU shares when the cluster has GPUs."""
-    cpus = max(1, int(resources.get("CPU", 1)))
-    gpus = resources.get("GPU", 0)
-    if gpus > 0:
-        n = mat.actors or max(1, int(gpus / mat.gpu_share))
-        opts, device = {"num_cpus": 1, "num_gpus": mat.gpu_share}, "cuda"
-    else:
-        n = mat.actors or cpus
-        opts, device = {"num_cpus": 1}, "cpu"
-    return max(1, min(n, cpus, shards)), opts, device
-
-
 def _small_state(state: dict[str, Any]) -> dict[str, Any]:
     """What the driver keeps of a shard's state: not the written keys (the plan minus the late
     rejects gives them), so its memory grows with shards and rejects, not with samples."""
@@ -444,25 +431,17 @@ def write_shards(
     damaged shard (pipelines/repair.py): the same rows give the same bytes."""
     if not todo:
         return {}
-    import ray
-
-    from .distribute import ActorPool
+    from .distribute import actor_pool, pool_shape
     from .tasks import MaterializeSettings, ShardMaterializer
 
     states: dict[str, dict[str, Any]] = {}
     spans = plan.spans
-    n, opts, device = _actor_pool_shape(req.config.materialize, ray.cluster_resources(), len(todo))
-    # No Ray restarts: the pool replaces a lost actor and hands its shards to the living (distribute.py).
-    cls = ray.remote(ShardMaterializer).options(max_restarts=0, max_task_retries=0, **opts)
-    settings = MaterializeSettings.from_config(req.config, device, req.storage)
-
-    def submit(actor, shard: str):
-        # Only the shards in flight become Python rows (PlanReader reads their row groups).
-        return actor.materialize.remote(plan.rows(shard))
-
-    # one running, one queued per actor: bounded in-flight work, no idle gap between shards
-    with ActorPool(lambda: cls.remote(layout, settings), n, per_actor=2) as pool:
-        for shard, state in pool.map(todo, submit):
+    shape = pool_shape(req.config.materialize, len(todo))
+    settings = MaterializeSettings.from_config(req.config, shape.device, req.storage)
+    # one running, one queued per actor: bounded in-flight work, no idle gap between shards; only the
+    # shards in flight become Python rows (PlanReader reads their row groups)
+    with actor_pool(ShardMaterializer, (layout, settings), shape, per_actor=2) as pool:
+        for shard, state in pool.map(todo, "materialize", lambda shard: (plan.rows(shard),)):
             states[shard] = _small_state(state)
             if progress is not None:
                 progress.update(spans[shard][1])

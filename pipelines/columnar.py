@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from groundwork.files import atomic_file
-from sharding.layout import PARQUET_WRITE, Layout, is_content_fault
+from sharding.layout import PARQUET_WRITE, Layout
 
 ROW_GROUP = 8192  # rows per row group of plan / manifest / rejects: the unit the driver reads back
 
@@ -79,14 +79,8 @@ def parquet_batches(layout: Layout, path: str, columns: list[str] | None = None)
     f = layout.parquet_file(path)  # pages CRC-checked; a damaged file is a DamagedFileError naming it
     try:
         for i in range(f.num_row_groups):
-            try:
+            with layout.parquet_faults(path):
                 group = f.read_row_group(i, columns=columns)
-            except OSError as exc:
-                if is_content_fault(exc):
-                    raise layout.damaged(path, exc) from None
-                raise
-            except pa.ArrowException as exc:
-                raise layout.damaged(path, exc) from None
             yield group
     finally:
         f.close()

@@ -38,8 +38,11 @@ class ShardConfig:
 
 
 @dataclass(frozen=True)
-class MaterializeConfig:
-    actors: int = 0  # extractor actors; 0: one per CPU, or one per gpu_share of the GPUs when there are GPUs
+class PoolConfig:
+    """An actor pool's size (``[materialize]``, ``[scoring]``): the one shape is
+    ``pipelines.distribute.pool_shape``."""
+
+    actors: int = 0  # 0: one per gpu_share of the GPUs when there are GPUs, else one per CPU (its share)
     gpu_share: float = 0.25  # share of one GPU each actor asks Ray for when the cluster has GPUs
 
 
@@ -63,11 +66,10 @@ class ScorerSpec:
 
 
 @dataclass(frozen=True)
-class ScoringConfig:
-    """``[scoring]``: the scan's scorer actors (used only when ``[scorers.*]`` names a scorer)."""
+class ScoringConfig(PoolConfig):
+    """``[scoring]``: the scan's scorer actors (used only when ``[scorers.*]`` names a scorer); on
+    CPUs one per 2 CPUs by default (the other half decodes, pipelines/scoring.py)."""
 
-    actors: int = 0  # 0: one per gpu_share of the GPUs, or one per 2 CPUs when the cluster has no GPU
-    gpu_share: float = 0.25  # share of one GPU each scorer actor asks Ray for when the cluster has GPUs
     fill_tags: bool = True  # records without tags of their own take the predicted tags (tags_general)
 
 
@@ -81,7 +83,7 @@ class BuildConfig:
     extractors: tuple[ExtractorSpec, ...] = DEFAULT_EXTRACTORS
     scorers: tuple[ScorerSpec, ...] = ()  # [scorers.NAME] tables (docs/curation.md, "Learned scorers")
     scoring: ScoringConfig = ScoringConfig()
-    materialize: MaterializeConfig = MaterializeConfig()
+    materialize: PoolConfig = PoolConfig()  # [materialize]: the extractor actors
     augment: AugmentPolicy = AugmentPolicy()  # off by default; docs/lineart.md
     pair_quality: PairQuality = PairQuality()
     # curation (defaults and their reasons: curation/*.py and docs/curation.md)
@@ -227,6 +229,7 @@ def non_finite(data: Any, where: str = "") -> str | None:
     return None
 
 
+_POOL_RANGES = {"actors": (0, 100_000), "gpu_share": (0.001, 1)}  # [materialize], [scoring]
 # Ranges of the numbers every build reads (the sections that check their own: curation.*, lineart.*).
 # Bounds keep every loop and allocation they drive finite: a bucket walk of max_side / step steps,
 # a SIGALRM deadline, an encoder's quality, a seed numpy takes.
@@ -236,8 +239,8 @@ _RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "buckets": {"max_area": (1, 16_384**2), "step": (1, 4_096), "min_side": (1, 16_384),
                 "max_side": (1, 16_384), "max_upscale": (0, 64)},
     "shards": {"samples_per_shard": (1, 1_000_000), "jpeg_quality": (1, 100), "webp_quality": (1, 100)},
-    "materialize": {"actors": (0, 100_000), "gpu_share": (0.001, 1)},
-    "scoring": {"actors": (0, 100_000), "gpu_share": (0.001, 1)},
+    "materialize": _POOL_RANGES,
+    "scoring": _POOL_RANGES,
     "quality": {"scorer_size": (8, 4_096), "scorer_batch": (1, 4_096),
                 **{f"{k}_weight": (0, 1e6) for k in ("score", "fav", "aesthetic", "learned", "illustration",
                    "fills", "sharpness", "resolution", "colorfulness", "jpeg", "clean", "edge")}},
@@ -286,7 +289,7 @@ def config_from_dict(data: dict[str, Any], base_dir: str | None = None) -> Build
         extractors=_extractors(data["extractors"], base_dir) if "extractors" in data else DEFAULT_EXTRACTORS,
         scorers=_scorers(data["scorers"]) if "scorers" in data else (),
         scoring=_section(ScoringConfig, data.get("scoring", {}), "scoring"),
-        materialize=_section(MaterializeConfig, data.get("materialize", {}), "materialize"),
+        materialize=_section(PoolConfig, data.get("materialize", {}), "materialize"),
         augment=_section(AugmentPolicy, data.get("augment", {}), "augment"),
         pair_quality=_section(PairQuality, data.get("pair_quality", {}), "pair_quality"),
         filters=_section(FilterConfig, data.get("filters", {}), "filters"),
@@ -318,12 +321,9 @@ def _check(cfg: BuildConfig) -> None:
         cfg.weights.check()
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if cfg.materialize.actors < 0 or not 0 < cfg.materialize.gpu_share <= 1:
-        raise ConfigError(
-            f"bad [materialize] values: {cfg.materialize}; need actors >= 0, 0 < gpu_share <= 1"
-        )
-    if cfg.scoring.actors < 0 or not 0 < cfg.scoring.gpu_share <= 1:
-        raise ConfigError(f"bad [scoring] values: {cfg.scoring}; need actors >= 0, 0 < gpu_share <= 1")
+    for name, pool in (("materialize", cfg.materialize), ("scoring", cfg.scoring)):
+        if pool.actors < 0 or not 0 < pool.gpu_share <= 1:
+            raise ConfigError(f"bad [{name}] values: {pool}; need actors >= 0, 0 < gpu_share <= 1")
     if cfg.shards.samples_per_shard < 1:
         raise ConfigError("shards.samples_per_shard must be >= 1")
     if cfg.shards.image_format not in ("jpg", "webp"):

@@ -1,4 +1,6 @@
-"""The one place that hands work to Ray: bounded task windows and an actor pool that survives losses.
+"""The one place that hands work to Ray: bounded task windows, actor pools that survive losses, the
+scan's Ray Data stage, and the one pool shape every actor pool takes (with ``raycluster``, which
+starts or joins the cluster, and ``raytrain``, the W-net on Ray Train, the only modules that import Ray).
 
 Ray re-runs a task whose worker or node died (``max_retries``), and this loop resubmits one whose
 retries ran out. Actors are different: an actor lost with its node, restarted by Ray, waits for
@@ -12,8 +14,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from .config import PoolConfig
 
 POLL_S = 1.0  # ray.wait timeout: how often the loops look at lost actors and start deadlines
 ATTEMPTS = 4  # times one unit is handed out before the build gives up on it
@@ -34,10 +38,46 @@ def _lost_errors() -> tuple[type[BaseException], ...]:
     )  # fmt: skip
 
 
-def cluster_cpus() -> int:
+def ray_is_up() -> bool:
+    """Whether this process is in a Ray session (else work stays on the driver)."""
     import ray
 
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return ray.is_initialized()
+
+
+def cluster_resources() -> dict[str, float]:
+    import ray
+
+    return dict(ray.cluster_resources())
+
+
+def cluster_cpus() -> int:
+    return max(1, int(cluster_resources().get("CPU", 1)))
+
+
+class PoolShape(NamedTuple):
+    """How many actors, the Ray resources each asks for, and the device their models run on."""
+
+    actors: int
+    options: dict[str, Any]
+    device: str
+
+
+def pool_shape(
+    pool: PoolConfig, units: int, resources: Mapping[str, float] | None = None, *, cpu_share: float = 1.0
+) -> PoolShape:
+    """The one shape of an actor pool: GPU shares when the cluster has GPUs (``pool.gpu_share`` each,
+    one per share by default), else one CPU each (``cpu_share`` of the CPUs by default); never more
+    actors than CPUs (each takes one) or than ``units`` of work (no idle actors)."""
+    resources = cluster_resources() if resources is None else resources
+    cpus = max(1, int(resources.get("CPU", 1)))
+    if resources.get("GPU", 0) > 0:
+        n = pool.actors or max(1, int(resources["GPU"] / pool.gpu_share))
+        options, device = {"num_cpus": 1, "num_gpus": pool.gpu_share}, "cuda"
+    else:
+        n = pool.actors or max(1, int(cpus * cpu_share))
+        options, device = {"num_cpus": 1}, "cpu"
+    return PoolShape(max(1, min(n, cpus, units)), options, device)
 
 
 def map_tasks(
@@ -122,8 +162,11 @@ class ActorPool:
         if actor is not None:
             ray.kill(actor, no_restart=True)
 
-    def map(self, items: Sequence[Any], call: Callable[[Any, Any], Any]) -> Iterator[tuple[Any, Any]]:
-        """Yield ``(item, result)`` of ``call(actor, item)`` (an ObjectRef) for every item, as each ends."""
+    def map(
+        self, items: Sequence[Any], method: str, args: Callable[[Any], tuple] = lambda item: (item,)
+    ) -> Iterator[tuple[Any, Any]]:
+        """Yield ``(item, result)`` of the actors' ``method(*args(item))`` for every item, as each ends
+        (``args`` runs when the item is handed out: only the items in flight are built)."""
         import ray
 
         lost = _lost_errors()
@@ -137,7 +180,7 @@ class ActorPool:
                 while queue and self.load[n] < self.per_actor:
                     item = queue.popleft()
                     tries[item] += 1
-                    in_flight[call(self.actors[n], item)] = (item, n)
+                    in_flight[getattr(self.actors[n], method).remote(*args(item))] = (item, n)
                     self.load[n] += 1
             waiting = list(in_flight) + list(self._ready_refs)
             done, _ = ray.wait(waiting, num_returns=1, timeout=POLL_S) if waiting else ([], [])
@@ -204,8 +247,45 @@ class ActorPool:
         self.close()
 
 
+def actor_pool(cls: type, args: tuple, shape: PoolShape, *, per_actor: int = 2) -> ActorPool:
+    """A pool of ``shape.actors`` actors of class ``cls`` built with ``cls(*args)``. No Ray restarts:
+    the pool replaces a lost actor and hands its items to the living."""
+    import ray
+
+    remote = ray.remote(cls).options(max_restarts=0, max_task_retries=0, **shape.options)
+    return ActorPool(lambda: remote.remote(*args), shape.actors, per_actor=per_actor)
+
+
+def tasks_then_actors(
+    items: list[dict[str, Any]],
+    task: Callable[..., dict[str, Any]],
+    task_kwargs: dict[str, Any],
+    actor: type,
+    actor_kwargs: dict[str, Any],
+    shape: PoolShape,
+) -> Iterator[dict[str, Any]]:
+    """A Ray Data stream: ``task(item, **task_kwargs)`` as one-CPU tasks, then each result through a
+    pool of ``actor(**actor_kwargs)`` (called on a numpy batch of one); yields the actors' rows as
+    they finish. Streaming: only the items in flight are held."""
+    import ray.data
+
+    from .raycluster import quiet_ray_data
+
+    quiet_ray_data()
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map(task, fn_kwargs=task_kwargs, num_cpus=1)
+    ds = ds.map_batches(
+        actor, fn_constructor_kwargs=actor_kwargs, batch_size=1, batch_format="numpy",
+        concurrency=shape.actors, **shape.options,
+    )  # fmt: skip
+    yield from ds.iter_rows()
+
+
 def _why(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
-__all__ = ["ActorPool", "DistributeError", "cluster_cpus", "map_tasks"]
+__all__ = [
+    "ActorPool", "DistributeError", "PoolShape", "actor_pool", "cluster_cpus", "cluster_resources", "map_tasks",
+    "pool_shape", "ray_is_up", "tasks_then_actors",
+]  # fmt: skip

@@ -39,6 +39,8 @@ from sharding.schema import SCAN_SCHEMA
 
 from .config import BuildConfig, ConfigError, ScorerSpec
 
+SCORER_CPU_SHARE = 0.5  # on CPUs, scorer actors take half of them by default: the other half decodes
+
 
 def _scorer(spec: dict[str, Any] | ScorerSpec, device: str) -> Any:
     from curation import scorers
@@ -75,17 +77,6 @@ def scorer_settings(settings: ScanSettings, cfg: BuildConfig) -> ScanSettings:
     from curation.scorers.apply import defer_illustration
 
     return replace(settings, metrics=defer_illustration(settings.metrics, [s.name for s in cfg.scorers]))
-
-
-def pool_shape(cfg: BuildConfig, resources: dict[str, float], chunks: int) -> tuple[int, dict[str, Any], str]:
-    """(actors, Ray resources per actor, device): GPU shares when the cluster has GPUs, else CPUs."""
-    cpus = max(1, int(resources.get("CPU", 1)))
-    gpus = resources.get("GPU", 0)
-    if gpus > 0:
-        n = cfg.scoring.actors or max(1, int(gpus / cfg.scoring.gpu_share))
-        return max(1, min(n, chunks)), {"num_cpus": 1, "num_gpus": cfg.scoring.gpu_share}, "cuda"
-    n = cfg.scoring.actors or max(1, cpus // 2)  # the other half decodes
-    return max(1, min(n, cpus, chunks)), {"num_cpus": 1}, "cpu"
 
 
 def decode_chunk(
@@ -177,25 +168,17 @@ def scored_scan(
     records_rows: int = 0,
 ) -> Iterator[dict]:  # fmt: skip
     """Scan the ``pending`` chunks through both stages; yields ``{"chunk", "rows", "kept"}`` per chunk written."""
-    import ray
-    import ray.data
+    from .distribute import pool_shape, tasks_then_actors
 
-    from .raycluster import quiet_ray_data
-
-    quiet_ray_data()
-    n, opts, device = pool_shape(cfg, ray.cluster_resources(), len(pending))
+    shape = pool_shape(cfg.scoring, len(pending), cpu_share=SCORER_CPU_SHARE)
     settings = scorer_settings(settings, cfg)
     specs = [{"name": s.name, "weights": s.weights, "options": dict(s.options)} for s in cfg.scorers]
-    ds = ray.data.from_items([{"chunk": c} for c in pending], override_num_blocks=len(pending))
-    ds = ds.map(
+    yield from tasks_then_actors(
+        [{"chunk": c} for c in pending],
         decode_chunk,
-        fn_kwargs={"layout": layout, "settings": settings, "unit": unit, "records_rows": records_rows},
-        num_cpus=1,
-    )
-    ds = ds.map_batches(
+        {"layout": layout, "settings": settings, "unit": unit, "records_rows": records_rows},
         ScanScorer,
-        fn_constructor_kwargs={"layout": layout, "settings": settings, "specs": specs,
-                               "fill_tags": cfg.scoring.fill_tags, "device": device},
-        batch_size=1, batch_format="numpy", concurrency=n, **opts,
+        {"layout": layout, "settings": settings, "specs": specs, "fill_tags": cfg.scoring.fill_tags,
+         "device": shape.device},
+        shape,
     )  # fmt: skip
-    yield from ds.iter_rows()

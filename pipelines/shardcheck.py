@@ -34,11 +34,9 @@ def _hash_paths(paths: list[str], layout: Layout) -> list[str | None]:
 def _hashes(layout: Layout, paths: list[str]) -> dict[str, str | None]:
     if not paths:
         return {}
-    import ray
+    from .distribute import map_tasks, ray_is_up
 
-    if ray.is_initialized():
-        from .distribute import map_tasks
-
+    if ray_is_up():
         groups = [paths[i : i + SHARDS_PER_TASK] for i in range(0, len(paths), SHARDS_PER_TASK)]
         found: dict[str, str | None] = {}
         for i, digests in map_tasks(_hash_paths, groups, shared={"layout": layout}):

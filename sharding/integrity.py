@@ -37,7 +37,6 @@ from .layout import (
     DamagedFileError,
     Layout,
     first_line,
-    is_content_fault,
     json_bytes,
 )
 
@@ -235,14 +234,8 @@ def check_size(layout: Layout, rel: str, files: Mapping[str, Mapping[str, Any]])
 
 def read_parquet_bytes(layout: Layout, rel: str, data: bytes, columns: list[str] | None = None) -> pa.Table:
     """A parquet file already read into memory (pages CRC-checked); DamagedFileError naming it."""
-    try:
+    with layout.parquet_faults(layout.path(rel)):
         return pq.read_table(io.BytesIO(data), columns=columns, page_checksum_verification=True)
-    except OSError as exc:
-        if is_content_fault(exc):
-            raise layout.damaged(layout.path(rel), exc) from None
-        raise
-    except pa.ArrowException as exc:
-        raise layout.damaged(layout.path(rel), exc) from None
 
 
 __all__ = [

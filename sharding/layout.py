@@ -13,6 +13,7 @@ from the last finished unit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -276,17 +277,13 @@ class Layout:
         """The DamagedFileError for a failed read of ``path`` whose bytes are at fault."""
         return DamagedFileError(self.display(path), f"not a readable parquet file: {first_line(exc)}")
 
-    def read_parquet(self, path: str, columns: list[str] | None = None) -> pa.Table:
-        """A parquet file of OUT, every page's CRC checked; DamagedFileError naming it when its bytes
-        are at fault (cut, flipped, not parquet, another table without these columns)."""
-        # An fsspec store (s3fs behind pyarrow's PyFileSystem) is read on this thread: pre-buffered
-        # reads run on Arrow's I/O threads, which call into Python and can abort the process at
-        # exit ("terminate called without an active exception", apache/arrow#39162, #34314).
+    @contextlib.contextmanager
+    def parquet_faults(self, path: str) -> Iterator[None]:
+        """Around a read of parquet file ``path``: a fault of its bytes (cut, flipped, not parquet,
+        another table without these columns) becomes a DamagedFileError naming it; a fault reaching
+        it (missing, refused, the network) stays what it is."""
         try:
-            return pq.read_table(
-                path, columns=columns, filesystem=self.fs, pre_buffer=self.local,
-                page_checksum_verification=True,
-            )  # fmt: skip
+            yield
         except OSError as exc:
             if is_content_fault(exc):
                 raise self.damaged(path, exc) from None
@@ -294,31 +291,32 @@ class Layout:
         except pa.ArrowException as exc:  # ArrowInvalid (not parquet, missing column), ...
             raise self.damaged(path, exc) from None
 
+    def read_parquet(self, path: str, columns: list[str] | None = None) -> pa.Table:
+        """A parquet file of OUT, every page's CRC checked; DamagedFileError naming it when its bytes
+        are at fault (``parquet_faults``)."""
+        # An fsspec store (s3fs behind pyarrow's PyFileSystem) is read on this thread: pre-buffered
+        # reads run on Arrow's I/O threads, which call into Python and can abort the process at
+        # exit ("terminate called without an active exception", apache/arrow#39162, #34314).
+        with self.parquet_faults(path):
+            return pq.read_table(
+                path, columns=columns, filesystem=self.fs, pre_buffer=self.local,
+                page_checksum_verification=True,
+            )  # fmt: skip
+
     def parquet_file(self, path: str) -> pq.ParquetFile:
         """An open ParquetFile (ranged reads on a store) whose pages are CRC-checked as they are read;
         DamagedFileError when its footer cannot be read."""
         fh = self.fs.open_input_file(path)
         try:
-            return pq.ParquetFile(fh, page_checksum_verification=True)
-        except OSError as exc:
+            with self.parquet_faults(path):
+                return pq.ParquetFile(fh, page_checksum_verification=True)
+        except BaseException:
             fh.close()
-            if is_content_fault(exc):
-                raise self.damaged(path, exc) from None
             raise
-        except pa.ArrowException as exc:
-            fh.close()
-            raise self.damaged(path, exc) from None
 
     def parquet_rows(self, path: str) -> int:
-        with self.fs.open_input_file(path) as fh:
-            try:
-                return pq.read_metadata(fh).num_rows
-            except OSError as exc:
-                if is_content_fault(exc):
-                    raise self.damaged(path, exc) from None
-                raise
-            except pa.ArrowException as exc:
-                raise self.damaged(path, exc) from None
+        with self.fs.open_input_file(path) as fh, self.parquet_faults(path):
+            return pq.read_metadata(fh).num_rows
 
     def open_input_file(self, path: str):
         """A seekable handle (ranged reads on object stores)."""

@@ -6,11 +6,21 @@ import os
 
 import pytest
 
-from pipelines.distribute import ActorPool, DistributeError, map_tasks
+from pipelines.config import PoolConfig, ScoringConfig
+from pipelines.distribute import ActorPool, DistributeError, map_tasks, pool_shape
+from pipelines.scoring import SCORER_CPU_SHARE
 
 
 def _square(x: int, offset: int) -> int:
     return x * x + offset
+
+
+class _Scaler:
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def scale(self, x: int, plus: int) -> int:
+        return x * self.factor + plus
 
 
 class _Worker:
@@ -35,7 +45,7 @@ def test_a_dead_actor_hands_its_items_to_the_living(ray_cluster, tmp_path):
     cls = ray.remote(_Worker).options(num_cpus=0.1, max_restarts=0, max_task_retries=0)
     marker = str(tmp_path / "died")
     with ActorPool(lambda: cls.remote(marker), 2, per_actor=2, start_timeout=60) as pool:
-        done = dict(pool.map(list(range(8)), lambda actor, x: actor.work.remote(x)))
+        done = dict(pool.map(list(range(8)), "work"))
     assert os.path.exists(marker), "no actor died: the test did not test anything"
     assert sorted(done) == list(range(8)) and all(v[0] == k for k, v in done.items())
     assert pool.lost == 1
@@ -47,4 +57,45 @@ def test_an_actor_that_cannot_start_is_an_error_not_a_hang(ray_cluster):
     cls = ray.remote(_Worker).options(num_cpus=10_000, max_restarts=0)  # no node has that many
     with ActorPool(lambda: cls.remote("unused"), 1, start_timeout=3) as pool:
         with pytest.raises(DistributeError, match="no actor could start"):
-            list(pool.map([1, 2], lambda actor, x: actor.work.remote(x)))
+            list(pool.map([1, 2], "work"))
+
+
+def test_one_pool_shape_for_extractor_and_scorer_actors():
+    """[materialize] and [scoring] are one PoolConfig shape: GPU shares when the cluster has GPUs,
+    one CPU each otherwise (the scorers half of them: the other half decodes), never more actors
+    than CPUs or units of work."""
+    mat = PoolConfig()
+    assert pool_shape(mat, 100, {"CPU": 8.0}) == (8, {"num_cpus": 1}, "cpu")
+    assert pool_shape(mat, 3, {"CPU": 8.0}).actors == 3  # no idle actors
+    assert pool_shape(mat, 100, {"CPU": 16.0, "GPU": 2.0}) == (8, {"num_cpus": 1, "num_gpus": 0.25}, "cuda")
+    assert pool_shape(PoolConfig(actors=3, gpu_share=0.5), 100, {"CPU": 16.0, "GPU": 1.0}).actors == 3
+    assert pool_shape(mat, 100, {"CPU": 2.0, "GPU": 1.0}).actors == 2  # one CPU per actor
+    scoring = ScoringConfig(gpu_share=0.5)
+    half = {"cpu_share": SCORER_CPU_SHARE}
+    assert pool_shape(scoring, 100, {"CPU": 16, "GPU": 2}, **half) == (
+        4,
+        {"num_cpus": 1, "num_gpus": 0.5},
+        "cuda",
+    )
+    assert pool_shape(scoring, 3, {"CPU": 16, "GPU": 2}, **half).actors == 3
+    assert pool_shape(scoring, 100, {"CPU": 16}, **half) == (
+        8,
+        {"num_cpus": 1},
+        "cpu",
+    )  # half the CPUs decode
+    assert pool_shape(scoring, 100, {"CPU": 1}, **half) == (1, {"num_cpus": 1}, "cpu")
+    fixed = ScoringConfig(actors=2)
+    assert pool_shape(fixed, 100, {"CPU": 16, "GPU": 1}, **half) == (
+        2,
+        {"num_cpus": 1, "num_gpus": 0.25},
+        "cuda",
+    )
+
+
+def test_an_actor_pool_of_a_plain_class_maps_by_method_name(ray_cluster):
+    from pipelines.distribute import actor_pool
+
+    shape = pool_shape(PoolConfig(actors=2), 4, {"CPU": 2.0})
+    with actor_pool(_Scaler, (10,), shape, per_actor=1) as pool:
+        got = dict(pool.map([1, 2, 3, 4], "scale", lambda x: (x, 1)))
+    assert got == {1: 11, 2: 21, 3: 31, 4: 41}

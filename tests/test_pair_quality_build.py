@@ -14,8 +14,8 @@ import pytest
 
 from curation.records import REJECT_REASONS
 from curation.sources import parse_source
-from pipelines.build import BuildRequest, _actor_pool_shape, run_build
-from pipelines.config import ConfigError, MaterializeConfig, config_from_dict
+from pipelines.build import BuildRequest, run_build
+from pipelines.config import ConfigError, config_from_dict
 from sharding.verify import verify_build
 
 
@@ -153,18 +153,6 @@ def test_augmented_build_is_recorded_deterministic_and_resumable(ray_cluster, sm
     assert {p: os.stat(os.path.join(out1, p)).st_mtime_ns for p in others} == others
     assert verify_build(out1) == []
     shutil.rmtree(out2)
-
-
-def test_actor_pool_shape():
-    mat = MaterializeConfig()
-    assert _actor_pool_shape(mat, {"CPU": 8.0}, shards=100) == (8, {"num_cpus": 1}, "cpu")
-    assert _actor_pool_shape(mat, {"CPU": 8.0}, shards=3)[0] == 3  # no idle actors
-    n, opts, device = _actor_pool_shape(mat, {"CPU": 16.0, "GPU": 2.0}, shards=100)
-    assert (n, opts, device) == (8, {"num_cpus": 1, "num_gpus": 0.25}, "cuda")
-    assert (
-        _actor_pool_shape(MaterializeConfig(actors=3, gpu_share=0.5), {"CPU": 16.0, "GPU": 1.0}, 100)[0] == 3
-    )
-    assert _actor_pool_shape(mat, {"CPU": 2.0, "GPU": 1.0}, shards=100)[0] == 2  # one CPU per actor
 
 
 def test_config_errors_for_the_new_tables():

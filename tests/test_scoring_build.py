@@ -152,20 +152,3 @@ def test_bad_scorer_config_is_one_line_and_exit_2(tmp_path, corpus, config_text,
     res = cli("build", corpus, "--out", str(tmp_path / "o"), "--config", cfg)
     assert res.returncode == 2 and message in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
-
-
-def test_scorer_pool_takes_gpu_shares_when_the_cluster_has_gpus():
-    from pipelines.config import config_from_dict
-    from pipelines.scoring import pool_shape
-
-    cfg = config_from_dict({"scoring": {"gpu_share": 0.5}})
-    assert pool_shape(cfg, {"CPU": 16, "GPU": 2}, chunks=100) == (4, {"num_cpus": 1, "num_gpus": 0.5}, "cuda")
-    assert pool_shape(cfg, {"CPU": 16, "GPU": 2}, chunks=3)[0] == 3  # never more actors than chunks
-    assert pool_shape(cfg, {"CPU": 16}, chunks=100) == (8, {"num_cpus": 1}, "cpu")  # half the CPUs decode
-    assert pool_shape(cfg, {"CPU": 1}, chunks=100) == (1, {"num_cpus": 1}, "cpu")
-    fixed = config_from_dict({"scoring": {"actors": 2}})
-    assert pool_shape(fixed, {"CPU": 16, "GPU": 1}, chunks=100) == (
-        2,
-        {"num_cpus": 1, "num_gpus": 0.25},
-        "cuda",
-    )

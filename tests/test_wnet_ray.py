@@ -9,6 +9,7 @@ import shutil
 import pytest
 import torch
 
+from pipelines.raytrain import train_on_ray
 from wnet.checkpoint import open_checkpoint
 from wnet.config import load_config
 from wnet.run import RunError, TrainRequest, read_metrics, train
@@ -49,7 +50,12 @@ def ddp_run(build, tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddp")
     cfg = _config(folder, "ddp")
     run = str(folder / "run")
-    assert train(TrainRequest(build, run, cfg, steps=4, workers=2, show_progress=False)).step == 4
+    assert (
+        train(
+            TrainRequest(build, run, cfg, steps=4, workers=2, show_progress=False), scale_out=train_on_ray
+        ).step
+        == 4
+    )
     return folder, cfg, run
 
 
@@ -63,7 +69,12 @@ def test_two_cpu_workers_train_rank_zero_saves_and_a_resume_is_exact(build, ddp_
     )
     assert [r["step"] for r in read_metrics(run)] == [1, 2, 3, 4]
     copy = _resumed_copy(run, folder)
-    assert train(TrainRequest(build, copy, cfg, steps=4, workers=2, show_progress=False)).step == 4
+    assert (
+        train(
+            TrainRequest(build, copy, cfg, steps=4, workers=2, show_progress=False), scale_out=train_on_ray
+        ).step
+        == 4
+    )
     a, b = _state(run), _state(copy)
     assert a.keys() == b.keys() and not [k for k in a if not torch.equal(a[k], b[k])]
     assert [r["step"] for r in read_metrics(copy)] == [1, 2, 3, 4]
@@ -77,7 +88,12 @@ def test_fsdp_shards_trains_like_ddp_and_resumes_exactly(build, ddp_run, tmp_pat
     # previews and held-out losses on: every rank gathers the shards for them, rank 0 writes
     cfg = _config(tmp_path, "fsdp", sample_every=4, eval_every=2)
     run = str(tmp_path / "run")
-    assert train(TrainRequest(build, run, cfg, steps=4, workers=2, show_progress=False)).step == 4
+    assert (
+        train(
+            TrainRequest(build, run, cfg, steps=4, workers=2, show_progress=False), scale_out=train_on_ray
+        ).step
+        == 4
+    )
     assert os.path.isfile(os.path.join(run, "samples", "step-00000004.png"))
     assert [r["step"] for r in read_metrics(run) if "heldout_loss" in r] == [2, 4]
     # the same data, the same seeds: FSDP's sharded step computes DDP's (up to summation order)
@@ -86,6 +102,11 @@ def test_fsdp_shards_trains_like_ddp_and_resumes_exactly(build, ddp_run, tmp_pat
     worst = max(float((fsdp_w[k] - ddp_w[k]).abs().max()) for k in fsdp_w)
     assert worst < 1e-4, worst
     copy = _resumed_copy(run, tmp_path)
-    assert train(TrainRequest(build, copy, cfg, steps=4, workers=2, show_progress=False)).step == 4
+    assert (
+        train(
+            TrainRequest(build, copy, cfg, steps=4, workers=2, show_progress=False), scale_out=train_on_ray
+        ).step
+        == 4
+    )
     a, b = _state(run), _state(copy)
     assert a.keys() == b.keys() and not [k for k in a if not torch.equal(a[k], b[k])]

@@ -1,6 +1,7 @@
-"""Scale-out: the same ``train_loop`` once per Ray Train worker (``TorchTrainer``, ``ScalingConfig``).
+"""Scale-out, the torch side: the same ``train_loop`` once per worker, the model spread over ranks.
 
-Ray Train starts the workers and their torch.distributed process group (gloo on CPU, NCCL on GPU).
+Ray Train (``pipelines/raytrain.py``, the Ray side) starts the workers and their torch.distributed
+process group (gloo on CPU, NCCL on GPU) and calls ``rank_loop`` in each.
 Each rank streams its own batches (the loader's ``rank``/``world_size`` split: batch j of the global
 stream goes to rank j mod K). ``train.strategy`` picks how the model is spread:
 
@@ -11,19 +12,16 @@ stream goes to rank j mod K). ``train.strategy`` picks how the model is spread:
   (``torch.distributed.checkpoint.state_dict``), so a run resumes under either strategy's layout.
 
 Rank 0 alone writes RUN, which must therefore be a path rank 0 can reach (on one machine: any local
-path; on a cluster: shared storage). Ray itself is started or joined by the caller (``linepairs
-train`` chooses an embedded Ray or ``--address``), so ``wnet`` does not import ``pipelines``. Needs
-``ray[train]`` (``pip install 'linepairs[train]'``).
+path; on a cluster: shared storage). ``wnet`` imports neither Ray nor ``pipelines``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 from .checkpoint import latest_checkpoint, open_checkpoint
-from .run import RunError, TrainRequest, TrainResult, read_metrics, train_loop
+from .run import TrainRequest, TrainResult, read_metrics, train_loop
 
 
 def fsdp_wrap(model):
@@ -53,71 +51,24 @@ def ddp_wrap(model, device):
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
 
 
-def _worker(config: dict[str, Any]) -> None:
-    import ray.train
-    import ray.train.torch
-
-    ctx = ray.train.get_context()
-    req: TrainRequest = config["request"]
-    device = ray.train.torch.get_device()
+def rank_loop(req: TrainRequest, rank: int, world: int, device: Any) -> TrainResult:
+    """One rank's share of a multi-worker run (called by each Ray Train worker, pipelines/raytrain.py):
+    the model wrapped by ``train.strategy``, the rank's own batches."""
     req = dataclasses.replace(req, device=str(device))
     sharded = req.config.train.strategy == "fsdp"
 
     def wrap(model):
         return fsdp_wrap(model) if sharded else ddp_wrap(model, device)
 
-    result = train_loop(
-        req, rank=ctx.get_world_rank(), world=ctx.get_world_size(), wrap=wrap, sharded=sharded
-    )
-    # Every rank must report (Ray Train synchronises on it); the driver reads rank 0's.
-    ray.train.report({"step": result.step, "loss": result.last_loss, "checkpoint": result.checkpoint})
+    return train_loop(req, rank=rank, world=world, wrap=wrap, sharded=sharded)
 
 
-def train_on_ray(req: TrainRequest) -> TrainResult:
-    try:
-        from ray.train import RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer
-    except ImportError as exc:
-        raise RunError(f"--workers needs Ray Train: pip install 'linepairs[train]' ({exc})") from None
-    import ray
-
-    if not ray.is_initialized():
-        # Which Ray (embedded or --address) is the caller's choice: `linepairs train --workers K` opens it.
-        raise RunError(
-            "--workers needs a Ray session: run `linepairs train --workers K`, or call ray.init() first"
-        )
-    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "0")
-    trainer = TorchTrainer(
-        _worker,
-        train_loop_config={"request": dataclasses.replace(req, workers=0)},
-        scaling_config=ScalingConfig(num_workers=req.workers, use_gpu=req.gpus),
-        run_config=RunConfig(name="ray-train", storage_path=os.path.join(req.run, "ray")),
-    )
-    try:
-        trainer.fit()
-    except Exception as exc:  # Ray wraps the worker's error; surface its one-line cause
-        cause = _root_cause(exc)
-        if isinstance(cause, RunError | ValueError):
-            raise RunError(str(cause)) from None
-        raise
-    # Rank 0 wrote RUN; read the outcome from there (Ray Train keeps reported metrics only with checkpoints).
+def gathered_result(req: TrainRequest) -> TrainResult:
+    """The outcome of a multi-worker run, read from RUN (rank 0 wrote it)."""
     latest = latest_checkpoint(req.run)
     rows = read_metrics(req.run)
     step = open_checkpoint(latest).step if latest else 0
     return TrainResult(req.run, step, latest, rows[-1]["loss"] if rows else None)
 
 
-def _root_cause(exc: BaseException) -> BaseException:
-    seen = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        nxt = getattr(exc, "cause", None) or exc.__cause__ or getattr(exc, "worker_failures", None)
-        if isinstance(nxt, dict) and nxt:
-            nxt = next(iter(nxt.values()))
-        if not isinstance(nxt, BaseException):
-            break
-        exc = nxt
-    return exc
-
-
-__all__ = ["ddp_wrap", "fsdp_wrap", "train_on_ray"]
+__all__ = ["ddp_wrap", "fsdp_wrap", "gathered_result", "rank_loop"]

@@ -13,10 +13,8 @@ to a temporary name and renamed, so a kill leaves no half file.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import tarfile
 
 import numpy as np
 import torch
@@ -24,12 +22,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from sharding.layout import Layout
+from sharding.shardfile import sample_members
 
 from .data import decode_at, train_size
 from .space import LatentSpace, images_to_tensor
 
 CACHE_FORMAT = "1"
 ENCODE_BATCH = 8
+IMAGE_MEMBERS = ("jpg", "jpeg", "webp", "png")  # a sample's picture member (one per sample)
 
 
 class LatentCacheError(ValueError):
@@ -100,12 +100,8 @@ class LatentCache:
             raise LatentCacheError(
                 f"shard {shard} does not match its sha256 in shards.json; run linepairs verify"
             )
-        images: dict[str, bytes] = {}
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            for info in tar:
-                key, _, ext = info.name.partition(".")
-                if info.isfile() and ext in ("jpg", "jpeg", "webp", "png") and "/" not in info.name:
-                    images[key] = tar.extractfile(info).read()
+        members = sample_members(data, IMAGE_MEMBERS)
+        images = {key: next(iter(found.values())) for key, found in members.items()}
         keys = sorted(images)
         out: dict[str, torch.Tensor] = {}
         for start in range(0, len(keys), ENCODE_BATCH):

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -432,8 +433,11 @@ def _progress(start: int, total: int, enabled: bool):
 # ---------------------------------------------------------------- entry points
 
 
-def train(req: TrainRequest) -> TrainResult:
-    """Prepare RUN, fill the latent cache if asked, then run the loop here or on Ray Train workers."""
+def train(req: TrainRequest, scale_out: Callable[[TrainRequest], TrainResult] | None = None) -> TrainResult:
+    """Prepare RUN, fill the latent cache if asked, then run the loop here, or with ``req.workers``
+    through ``scale_out`` (``pipelines.raytrain.train_on_ray``: wnet does not import Ray)."""
+    if req.workers and req.workers > 0 and scale_out is None:
+        raise RunError("--workers needs Ray Train: run `linepairs train --workers K`")
     req.run, req.build = os.path.abspath(req.run), open_build(req.build).out
     check_build(req.build, req.config, None)
     cfg, _, parts = prepare_run(req)
@@ -441,10 +445,8 @@ def train(req: TrainRequest) -> TrainResult:
     check_build(req.build, cfg, multiple)
     if req.latent_cache:
         fill_latent_cache(req, cfg, parts, multiple)
-    if req.workers and req.workers > 0:
-        from .distributed import train_on_ray
-
-        return train_on_ray(req)
+    if req.workers and req.workers > 0 and scale_out is not None:
+        return scale_out(req)
     return train_loop(req)
 
 

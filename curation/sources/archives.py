@@ -134,6 +134,16 @@ def unsafe_reason(info: tarfile.TarInfo) -> str | None:
     return unsafe_name(info.name)
 
 
+def _refused_member(source: str, rel: str, info: tarfile.TarInfo, out: Listing) -> bool:
+    """An unsafe member (``unsafe_reason``) becomes one ``unsafe_member`` reject row in ``out``."""
+    reason = unsafe_reason(info)
+    if reason is not None:
+        out.problems.append(
+            Record(source, f"{rel}:{info.name}", None, reject_reason="unsafe_member", reject_detail=reason)
+        )
+    return reason is not None
+
+
 def _where_of(path: str) -> str:
     return path if is_remote(path) else os.path.abspath(path)
 
@@ -206,19 +216,7 @@ def _list_tar(
         return
     with _open_tar(path, storage) as tf:
         for info in tf:
-            if info.isdir():
-                continue
-            reason = unsafe_reason(info)
-            if reason is not None:
-                out.problems.append(
-                    Record(
-                        source,
-                        f"{rel}:{info.name}",
-                        None,
-                        reject_reason="unsafe_member",
-                        reject_detail=reason,
-                    )
-                )
+            if info.isdir() or _refused_member(source, rel, info, out):
                 continue
             if info.offset_data + info.size > archive_size:
                 out.problems.append(Record(
@@ -356,19 +354,7 @@ def _list_tgz(source: str, path: str, rel: str, storage: SourceStorage | None, o
     where = _where_of(path)
     with _open_stream(path, storage) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tf:
         for info in tf:
-            if info.isdir():
-                continue
-            reason = unsafe_reason(info)
-            if reason is not None:
-                out.problems.append(
-                    Record(
-                        source,
-                        f"{rel}:{info.name}",
-                        None,
-                        reject_reason="unsafe_member",
-                        reject_detail=reason,
-                    )
-                )
+            if info.isdir() or _refused_member(source, rel, info, out):
                 continue
             loc = f"tgz://{quote_path(where)}#{info.offset_data}:{info.size}:{quote(os.fsencode(info.name), safe='')}"
             out.members.append(Member(where, info.name, info.size, loc))

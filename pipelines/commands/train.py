@@ -91,10 +91,11 @@ def run(args: argparse.Namespace) -> int:
                            workers=args.workers, gpus=args.gpus, address=args.address, latent_cache=cache)  # fmt: skip
         if args.workers:
             from ..raycluster import ray_session
+            from ..raytrain import train_on_ray
 
             # Ray Train or this process is chosen here: wnet itself never starts or joins Ray.
             with ray_session(args.address):
-                result = train(req)
+                result = train(req, scale_out=train_on_ray)
         else:
             result = train(req)
     except (

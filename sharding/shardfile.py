@@ -1,0 +1,39 @@
+"""The members of one whole shard held in memory, by sample key: for readers that take a shard at a
+time (the W-net's latent cache) rather than one sample by offset (the loader's reader)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Iterable
+
+
+class ShardFileError(ValueError):
+    """The bytes are not a readable shard tar."""
+
+
+def sample_members(data: bytes, exts: Iterable[str] | None = None) -> dict[str, dict[str, bytes]]:
+    """key -> {extension: bytes} of a shard's ``KEY.EXT`` members (those with an extension in
+    ``exts``, every one when None); folders and names with a ``/`` are not samples' and are skipped."""
+    wanted = None if exts is None else set(exts)
+    out: dict[str, dict[str, bytes]] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for info in tar:
+                key, dot, ext = info.name.partition(".")
+                if (
+                    not info.isfile()
+                    or not dot
+                    or "/" in info.name
+                    or (wanted is not None and ext not in wanted)
+                ):
+                    continue
+                fh = tar.extractfile(info)
+                if fh is not None:
+                    out.setdefault(key, {})[ext] = fh.read()
+    except (tarfile.TarError, EOFError) as exc:
+        raise ShardFileError(f"unreadable shard tar ({exc})") from None
+    return out
+
+
+__all__ = ["ShardFileError", "sample_members"]
