@@ -54,6 +54,10 @@ def batches(
     ``skip_bad_shards``, ``threads`` (decode threads), ``weights`` (a weight version name; default: the
     active one); and ``state`` (from ``Batch.state`` or ``BatchStream.state_dict()``). See docs/loader.md.
     """
+    if "options" in options:  # its seed and keys_only would be overridden by the defaults above, unseen
+        raise TypeError(
+            "batches() takes settings as keywords; pass a LoaderOptions to BatchStream(out, n, options)"
+        )
     return BatchStream(out, batch_size, seed=seed, keys_only=keys_only, **options)
 
 

@@ -131,3 +131,5 @@ def test_the_options_object_is_the_keyword_call(build):
         LoaderOptions(epoch_draws=10)
     with pytest.raises(TypeError):
         BatchStream(build, 2, no_such_option=1)
+    with pytest.raises(TypeError, match="pass a LoaderOptions to BatchStream"):
+        batches(build, 2, options=opts)  # batches' own seed=0 would silently replace the object's
