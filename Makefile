@@ -2,21 +2,29 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
 .PHONY: setup browser demo test bench lint clean
 
-setup: $(STAMP)
+RUNTIME := $(VENV)/.runtime-installed
+DEV := $(VENV)/.dev-installed
 
-$(STAMP): pyproject.toml constraints.txt
+# `make demo` installs the package and its runtime dependencies only; `make test` (and lint, bench)
+# add the dev extra: test tools, reference implementations, trainers' interop stacks.
+setup: $(DEV)
+
+$(RUNTIME): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	touch $(RUNTIME)
+
+$(DEV): $(RUNTIME)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	# dghs-imgutils: the reference of the ONNX scorers' fidelity test; it declares numpy<2 and
 	# opencv-contrib, which would replace this stack's, so it goes in without its requirements
 	$(BIN)/python -m pip install --quiet --no-deps dghs-imgutils==0.19.0 pyrfc6266==1.0.2
-	touch $(STAMP)
+	touch $(DEV)
 
 # Debian's chromium, for the audit report's headless render test (which skips without it).
 # Best effort: only as root with apt-get, and a failure only means that test skips.
@@ -26,16 +34,16 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
 	    >/dev/null; } || echo "make browser: no chromium; the HTML report render test will skip"
 
-demo: setup
+demo: $(RUNTIME)
 	$(BIN)/python -m pipelines.demo --out $(DEMO_OUT)
 
-test: setup browser
+test: $(DEV) browser
 	$(BIN)/python -m pytest -q
 
-bench: setup
+bench: $(DEV)
 	@$(BIN)/linepairs bench
 
-lint: setup
+lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 

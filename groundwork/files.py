@@ -83,6 +83,25 @@ def atomic_file(path: str, fs: pafs.FileSystem | None = None, *, durable: bool =
             shutil.copyfileobj(spool, dst, 8 << 20)
 
 
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
+    """A local temporary path for a writer that wants a file name (safetensors, OpenCV): what it
+    leaves there is fsynced and renamed to ``path`` on a clean exit, removed otherwise. ``suffix``:
+    the temporary name's ending, for writers that choose the format by it (``.png``)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = temp_name(path) + suffix
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    fsync_dir(os.path.dirname(path) or ".")
+
+
 def write_atomic(path: str, data: bytes, fs: pafs.FileSystem | None = None) -> None:
     """Commit ``data`` at ``path`` (see the module doc): complete or absent, never half."""
     if _is_local(fs):
@@ -100,4 +119,13 @@ def json_bytes(data: Any, indent: int = 2) -> bytes:
     return (json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
-__all__ = ["TMP_MARK", "atomic_file", "fsync_dir", "json_bytes", "sha256_file", "temp_name", "write_atomic"]
+__all__ = [
+    "TMP_MARK",
+    "atomic_file",
+    "atomic_path",
+    "fsync_dir",
+    "json_bytes",
+    "sha256_file",
+    "temp_name",
+    "write_atomic",
+]

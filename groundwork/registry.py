@@ -31,9 +31,10 @@ class Registry(Generic[InfoT]):
         unknown: type[ValueError] = UnknownNameError,
         discover: Callable[[], None] | None = None,
     ) -> None:
-        """``info(name=, factory=, **fields)`` makes an entry; ``discover()`` imports entries that
-        register on import (called before listing, and when a name is not found)."""
-        self.noun, self._info, self._unknown, self._discover = noun, info, unknown, discover
+        """``info(name=, factory=, **fields)`` makes an entry; ``discover()`` (settable later, by the
+        package whose modules register on import) imports them: called before listing, and when a
+        name is not found."""
+        self.noun, self._info, self._unknown, self.discover = noun, info, unknown, discover
         self._entries: dict[str, InfoT] = {}
 
     def register(self, name: str, **fields: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -53,8 +54,8 @@ class Registry(Generic[InfoT]):
         del self._entries[name]
 
     def _found(self) -> dict[str, InfoT]:
-        if self._discover is not None:
-            self._discover()
+        if self.discover is not None:
+            self.discover()
         return self._entries
 
     def available(self, where: Callable[[InfoT], bool] | None = None) -> list[str]:

@@ -9,7 +9,6 @@ says so; ``extract_each`` groups a list of images by size and returns one drawin
 
 from __future__ import annotations
 
-import importlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,14 +40,9 @@ class UnknownExtractorError(ValueError):
     pass
 
 
-def _register_nets() -> None:
-    """Import lineart.nets (torch) once, only when a learned network is asked for or listed."""
-    importlib.import_module("lineart.nets")
-
-
-EXTRACTORS: Registry[ExtractorInfo] = Registry(
-    "extractor", ExtractorInfo, unknown=UnknownExtractorError, discover=_register_nets
-)
+# The learned networks (lineart.nets, torch) register on first need: the package sets ``discover``
+# (lineart/__init__.py), so this module does not reach up into the networks that register here.
+EXTRACTORS: Registry[ExtractorInfo] = Registry("extractor", ExtractorInfo, unknown=UnknownExtractorError)
 # register(name, kind=, summary=, defaults=, check=): a decorator; check(options) validates values
 register = EXTRACTORS.register
 info = EXTRACTORS.info

@@ -225,3 +225,25 @@ def test_hfutils_index_is_one_small_get_per_tar_on_a_store(s3, images, tmp_path)
     tar_gets = [x for x in gets["indexed"] if "0000.tar" in x]
     assert len([x for x in gets["indexed"] if "0000.json" in x]) == 1 and len(tar_gets) <= 2, gets["indexed"]
     assert len([x for x in gets["plain"] if "0000.tar" in x]) >= len(many), len(gets["plain"])
+
+
+def test_zip_and_tar_gz_on_a_store_are_listed_and_read_in_place(s3, images, tmp_path):  # noqa: F811
+    """A .zip (its central directory by ranged reads) and a .tar.gz (one streamed read) in a bucket:
+    every member listed, an unsafe one a reject row, and the bytes read back exact."""
+    import boto3
+
+    from curation.storage import SourceStorage
+
+    from .test_object_storage import BUCKET
+
+    members = {"1.jpg": images[0], "2.png": images[3], "../out.jpg": images[1]}
+    write_zip(str(tmp_path / "a.zip"), members)
+    write_tgz(str(tmp_path / "b.tar.gz"), members)
+    for name in ("a.zip", "b.tar.gz"):
+        boto3.client("s3").upload_file(str(tmp_path / name), BUCKET, f"arch/{name}")
+        url = f"s3://{BUCKET}/arch/{name}"
+        listing = list_archive("d", url, f"s3://{BUCKET}/arch", SourceStorage())
+        assert sorted(m.name for m in listing.members) == ["1.jpg", "2.png"], name
+        assert [r.reject_reason for r in listing.problems] == ["unsafe_member"], name
+        for member in listing.members:
+            assert read_location(member.location, storage=SourceStorage()) == members[member.name], name

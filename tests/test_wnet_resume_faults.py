@@ -94,7 +94,8 @@ def test_a_preparation_cut_short_is_redone(base_run, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "init.safetensors").write_bytes(b"\x00" * 100)
-    (run / ".tmp-init.safetensors").write_bytes(b"\x00" * 10)
+    (run / ".tmp-init.safetensors").write_bytes(b"\x00" * 10)  # an older writer's temporary name
+    (run / "init.json.tmp-123-abcdef12").write_bytes(b"{")  # groundwork.files' (TMP_MARK)
     result = train(TrainRequest(build, str(run), load_config(cfg), steps=1, show_progress=False))
     assert result.step == 1 and (run / "run.json").is_file() and (run / "init.json").is_file()
-    assert not (run / ".tmp-init.safetensors").exists()
+    assert not (run / ".tmp-init.safetensors").exists() and not (run / "init.json.tmp-123-abcdef12").exists()

@@ -21,6 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from groundwork.files import atomic_path
 from sharding.layout import Layout
 from sharding.shardfile import sample_members
 
@@ -111,13 +112,9 @@ class LatentCache:
             z = space.encode(images_to_tensor(both, next(space.vae.parameters()).device)).float().cpu()
             for i, k in enumerate(part):
                 out[k] = torch.stack([z[i], z[len(part) + i]]).contiguous()
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        save_file(out, tmp, metadata={"sha256": self.sha[shard], "shard": shard, "format": CACHE_FORMAT,
-                                      "size": f"{size[0]}x{size[1]}"})  # fmt: skip
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(out, tmp, metadata={"sha256": self.sha[shard], "shard": shard, "format": CACHE_FORMAT,
+                                          "size": f"{size[0]}x{size[1]}"})  # fmt: skip
 
     def get(self, shards: list[str], keys: list[str], size: tuple[int, int]) -> np.ndarray:
         """N x 2 x C x h x w float32: each sample's latent and its mirror image's."""

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from groundwork.files import json_bytes, write_atomic
+from groundwork.files import TMP_MARK, atomic_path, json_bytes, write_atomic
 from sharding.layout import Layout, StorageError
 
 from .checkpoint import save_checkpoint, usable_checkpoint
@@ -151,7 +151,8 @@ def prepare_run(req: TrainRequest) -> tuple[WnetConfig, TagVocab, Parts]:
         if saved["build"] != build:
             raise RunError(f"{req.run} trains on {saved['build']}, not {build}; use a new --run")
         return read_run(req.run)
-    foreign = [n for n in os.listdir(req.run) if n not in PREPARED and not n.startswith(".tmp")]
+    # a killed writer's temporary file (groundwork.files.TMP_MARK) is not foreign: it is removed below
+    foreign = [n for n in os.listdir(req.run) if n not in PREPARED and TMP_MARK not in n]
     if foreign:
         raise RunError(f"{req.run} exists, is not empty and is not a W-net run; choose another --run")
     for name in os.listdir(req.run):  # a preparation cut short: made again from the start
@@ -165,9 +166,8 @@ def prepare_run(req: TrainRequest) -> tuple[WnetConfig, TagVocab, Parts]:
         initial, record = initial_weights(cfg, parts, vocab, req.run, part_files)
     except (SourceError, WnetConfigError, SpaceError) as exc:
         raise RunError(str(exc)) from None
-    tmp = os.path.join(req.run, f".tmp-{INIT_WEIGHTS}")
-    save_file({k: v.contiguous() for k, v in initial.items()}, tmp)
-    os.replace(tmp, os.path.join(req.run, INIT_WEIGHTS))
+    with atomic_path(os.path.join(req.run, INIT_WEIGHTS)) as tmp:
+        save_file({k: v.contiguous() for k, v in initial.items()}, tmp)
     _write_json(os.path.join(req.run, INIT_JSON), record)
     _write_json(path, {"format": RUN_FORMAT, "build": build, "config": cfg.to_dict(), "vocab": vocab.to_json(),
                        "parts": parts.to_json()})  # fmt: skip
@@ -234,10 +234,8 @@ def grid_image(*columns: np.ndarray) -> np.ndarray:
 
 
 def write_png(path: str, rgb: np.ndarray) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 # ---------------------------------------------------------------- the loop

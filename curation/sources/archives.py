@@ -352,7 +352,7 @@ def _list_tgz(source: str, path: str, rel: str, storage: SourceStorage | None, o
             f"gunzip it to a .tar for a faster build (docs/sources.md)"
         )
     where = _where_of(path)
-    with _open_stream(path, storage) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tf:
+    with _open_archive(path, storage, 8 << 20) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tf:
         for info in tf:
             if info.isdir() or _refused_member(source, rel, info, out):
                 continue
@@ -361,14 +361,15 @@ def _list_tgz(source: str, path: str, rel: str, storage: SourceStorage | None, o
 
 
 @contextlib.contextmanager
-def _open_stream(path: str, storage: SourceStorage | None) -> Iterator[io.BufferedReader]:
-    """A sequential reader: local file, or a store object read in large ranged blocks."""
+def _open_archive(path: str, storage: SourceStorage | None, block: int = 0) -> Iterator[io.IOBase]:
+    """An archive's file: local (a regular file only), or a store object read in ranged reads of
+    ``block`` bytes (0: as the reader asks: a zip's central directory is a few small reads)."""
     if not is_remote(path):
         with open_regular(path) as fh:
             yield fh
         return
     with storage_or_default(storage).open(path) as raw:
-        yield io.BufferedReader(raw, buffer_size=8 << 20)  # type: ignore[arg-type]
+        yield io.BufferedReader(raw, buffer_size=block) if block else raw  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- zip
@@ -378,7 +379,7 @@ ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zi
 
 def _list_zip(source: str, path: str, rel: str, storage: SourceStorage | None, out: Listing) -> None:
     where = _where_of(path)
-    with _open_zip_file(path, storage) as fh, zipfile.ZipFile(fh) as zf:
+    with _open_archive(path, storage) as fh, zipfile.ZipFile(fh) as zf:
         for info in zf.infolist():
             if info.is_dir():
                 continue
@@ -413,16 +414,6 @@ def _list_zip(source: str, path: str, rel: str, storage: SourceStorage | None, o
                 f"{info.compress_type}:{info.CRC}:{quote(info.filename.encode('utf-8', 'surrogateescape'), safe='')}"
             )
             out.members.append(Member(where, info.filename, info.file_size, loc))
-
-
-@contextlib.contextmanager
-def _open_zip_file(path: str, storage: SourceStorage | None) -> Iterator[io.IOBase]:
-    if not is_remote(path):
-        with open_regular(path) as fh:
-            yield fh
-        return
-    with storage_or_default(storage).open(path) as fh:  # the central directory: a few ranged reads
-        yield fh
 
 
 # ---------------------------------------------------------------- samples

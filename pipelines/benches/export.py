@@ -135,7 +135,7 @@ def make_million(out: str, n: int = MILLION, per_shard: int = SHARD_SAMPLES, see
 
     import pyarrow as pa
 
-    from groundwork.contract import CONTRACT_VERSION
+    from groundwork.contract import CONTRACT_VERSION, drawing_member
     from sharding.layout import Layout
     from sharding.weights import set_active, write_version
 
@@ -159,7 +159,7 @@ def make_million(out: str, n: int = MILLION, per_shard: int = SHARD_SAMPLES, see
             for i in range(start, min(n, start + per_shard)):
                 meta = json.dumps({"key": keys[i], "tags": {"character": "", "copyright": "", "artist": f"artist_{i % 97}",
                                    "general": "1girl solo long_hair", "meta": ""}}).encode()  # fmt: skip
-                for ext, data in (("jpg", image), ("json", meta), ("lineart.canny.png", drawing)):
+                for ext, data in (("jpg", image), ("json", meta), (drawing_member("canny"), drawing)):
                     info = tarfile.TarInfo(f"{keys[i]}.{ext}")
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
