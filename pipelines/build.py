@@ -33,6 +33,7 @@ from sharding.weights import FIRST_VERSION
 from .columnar import bucket_labels, labels
 from .config import BuildConfig, ConfigError
 from .finalize import manifest_rows, write_dataset_card, write_manifest, write_rejects
+from .phasetimes import PhaseTrace
 from .planphase import PlanReader, PlanSettings, write_plan
 from .progress import Progress
 from .repair import Finished, finished_build, repair_finished
@@ -58,6 +59,8 @@ class BuildRequest:
     retry: tuple[str, ...] = ()  # re-scan the rejects of these reasons ("all": every reject)
     # The filesystems of URL sources (curation.storage); like ``layout``, never part of the identity.
     storage: SourceStorage | None = field(default=None, repr=False)
+    # per-unit timestamps for the build bench (pipelines/phasetimes.py); never part of the identity
+    trace: PhaseTrace | None = field(default=None, repr=False)
 
     def identity(self) -> dict[str, Any]:
         """What must match for a re-run to resume OUT instead of being refused."""
@@ -354,6 +357,8 @@ def scan(
             if row.get("error"):  # disk full, read-only OUT: one line, not Ray's error block
                 progress.close()
                 raise OSError(row["errno"], row["error"], row["filename"] or None)
+            if req.trace is not None:
+                req.trace.unit("scan", row.get("timing"))
             progress.update(row["rows"], kept=row["kept"])
     progress.close()
 
@@ -406,7 +411,7 @@ def check_weights(cfg: WeightConfig, kept: pa.Table) -> None:
 def _small_state(state: dict[str, Any]) -> dict[str, Any]:
     """What the driver keeps of a shard's state: not the written keys (the plan minus the late
     rejects gives them), so its memory grows with shards and rejects, not with samples."""
-    return {k: v for k, v in state.items() if k != "written"}
+    return {k: v for k, v in state.items() if k not in ("written", "timing")}
 
 
 def materialize(req: BuildRequest, layout: Layout, plan: PlanReader) -> dict[str, dict[str, Any]]:
@@ -436,12 +441,18 @@ def write_shards(
 
     states: dict[str, dict[str, Any]] = {}
     spans = plan.spans
+    # Largest shards first (shards are grouped by bucket, so their sizes differ): the phase ends
+    # with small ones and no core waits long on the last big shard (docs/scale.md). Bytes per shard
+    # do not depend on the order.
+    todo = sorted(todo, key=lambda shard: (-spans[shard][1], shard))
     shape = pool_shape(req.config.materialize, len(todo))
     settings = MaterializeSettings.from_config(req.config, shape.device, req.storage)
     # one running, one queued per actor: bounded in-flight work, no idle gap between shards; only the
     # shards in flight become Python rows (PlanReader reads their row groups)
     with actor_pool(ShardMaterializer, (layout, settings), shape, per_actor=2) as pool:
         for shard, state in pool.map(todo, "materialize", lambda shard: (plan.rows(shard),)):
+            if req.trace is not None:
+                req.trace.unit("materialize", state.get("timing"))
             states[shard] = _small_state(state)
             if progress is not None:
                 progress.update(spans[shard][1])
@@ -611,14 +622,18 @@ def run_build(req: BuildRequest) -> BuildSummary:
     timings["enumerate"] = time.perf_counter() - t
     with ray_session(req.address) as where:
         _log(req, f"linepairs: building {req.out} on {where}")
+        trace = req.trace or PhaseTrace()
         t = time.perf_counter()
-        scan(req, layout, chunks)
+        with trace.phase("scan"):
+            scan(req, layout, chunks)
         timings["scan"] = time.perf_counter() - t
         t = time.perf_counter()
-        planned = plan(req, layout, chunks)
+        with trace.phase("plan"):
+            planned = plan(req, layout, chunks)
         timings["plan"] = time.perf_counter() - t
         t = time.perf_counter()
-        states = materialize(req, layout, planned)
+        with trace.phase("materialize"):
+            states = materialize(req, layout, planned)
         timings["materialize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     summary = finalize(req, layout, chunks, planned, states, timings, extractor_records, scorer_records)
