@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -49,6 +50,12 @@ class Decoded:
     rgb: np.ndarray  # H x W x 3 uint8
     source_mode: str
     source_format: str
+    scale: int = 1  # the JPEG was decoded at 1/scale of its size in the DCT domain (decode_for_crop)
+    size: tuple[int, int] = (0, 0)  # (width, height) at full scale, EXIF orientation applied
+
+    def __post_init__(self) -> None:
+        if self.size == (0, 0):
+            self.size = (self.rgb.shape[1], self.rgb.shape[0])
 
 
 def _flatten_alpha(rgba: np.ndarray) -> np.ndarray:
@@ -91,19 +98,25 @@ def header_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
-    """Bytes -> RGB uint8 with EXIF orientation applied and alpha flattened on white."""
+def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
+    """Pillow's lazy open (header only) with the byte, pixel and frame guards."""
     if not data:
         raise DecodeReject("empty_file", "0 bytes")
+    im = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+    w, h = im.size
+    if w * h > max_pixels:
+        raise DecodeReject("too_many_pixels", f"{w}x{h} = {w * h} pixels > {max_pixels}")
+    if getattr(im, "n_frames", 1) > 1:
+        raise DecodeReject("animated", f"{im.format} with {im.n_frames} frames")
+    return im
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
+    """Bytes -> RGB uint8 with EXIF orientation applied and alpha flattened on white."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            im = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
-            w, h = im.size
-            if w * h > max_pixels:
-                raise DecodeReject("too_many_pixels", f"{w}x{h} = {w * h} pixels > {max_pixels}")
-            if getattr(im, "n_frames", 1) > 1:
-                raise DecodeReject("animated", f"{im.format} with {im.n_frames} frames")
+            im = _open_checked(data, max_pixels)
             fmt = im.format or "?"
             im.load()
             im = ImageOps.exif_transpose(im)
@@ -118,6 +131,85 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
         # TypeError from a TIFF without dimensions, RecursionError ...): all are one bad input.
         raise DecodeReject("decode_error", fault(exc)) from None
     return Decoded(np.ascontiguousarray(rgb), mode, fmt)
+
+
+# JPEG decodes at 1/8, 1/4 or 1/2 of its size in the DCT domain (libjpeg's scaled IDCT): less work
+# than a full decode, and no full-size array to shrink afterwards.
+DCT_SCALES = (8, 4, 2)
+_REDUCED = {8: cv2.IMREAD_REDUCED_COLOR_8, 4: cv2.IMREAD_REDUCED_COLOR_4, 2: cv2.IMREAD_REDUCED_COLOR_2}
+# EXIF orientation -> the same transform as Pillow's ImageOps.exif_transpose, on an H x W x C array
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: a.transpose(1, 0, 2)[:, ::-1],
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: a.transpose(1, 0, 2)[::-1],
+}
+
+
+def dct_scale(size: tuple[int, int], box: tuple[int, int, int, int], bucket: tuple[int, int]) -> int:
+    """The largest DCT scale (8, 4, 2; else 1) at which crop ``box`` of an image of ``size`` still
+    has at least the ``bucket``'s pixels each way (the resize stays a reduction) and lands exactly
+    on the reduced pixel grid: each edge a multiple of the scale, or the image's own edge. On the
+    grid, the crop is the same region of the picture; off it, it would shift by up to half a
+    reduced pixel."""
+    (w, h), (left, top, right, bottom), (bw, bh) = size, box, bucket
+    for s in DCT_SCALES:
+        if (
+            right - left >= s * bw and bottom - top >= s * bh
+            and left % s == 0 and top % s == 0
+            and (right % s == 0 or right == w) and (bottom % s == 0 or bottom == h)
+        ):  # fmt: skip
+            return s
+    return 1
+
+
+def scaled_box(box: tuple[int, int, int, int], scale: int) -> tuple[int, int, int, int]:
+    """``box`` in the pixels of a 1/``scale`` decode (libjpeg rounds a scaled size up)."""
+    left, top, right, bottom = box
+    return left // scale, top // scale, -(-right // scale), -(-bottom // scale)
+
+
+def decode_for_crop(
+    data: bytes, max_pixels: int, box: tuple[int, int, int, int], bucket: tuple[int, int]
+) -> Decoded:
+    """Like ``decode_image``, for materialize: a JPEG is decoded by OpenCV straight into an RGB
+    array (no Pillow image to copy out), at ``dct_scale`` when that still covers ``box`` at the
+    ``bucket``'s size; ``Decoded.size`` is the full size, ``scaled_box(box, scale)`` the crop.
+
+    Only baseline/progressive 8-bit YCbCr or grey JPEG takes this path (the same pixels as Pillow's
+    decode at full scale, tests/test_decode_reduced.py); CMYK, every other format (WebP included:
+    Pillow cannot decode it scaled) and any JPEG OpenCV refuses go through ``decode_image``.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = _open_checked(data, max_pixels)
+            # A file not ending in EOI may be truncated: OpenCV would fill the rest with grey where
+            # Pillow refuses; decode_image gives Pillow's verdict.
+            if im.format != "JPEG" or im.mode not in ("RGB", "L") or not data.endswith(b"\xff\xd9"):
+                return decode_image(data, max_pixels)
+            orientation = im.getexif().get(0x0112, 1)
+    except DecodeReject:
+        raise
+    except Exception:  # a hostile header: decode_image gives the verdict
+        return decode_image(data, max_pixels)
+    w, h = im.size
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    scale = dct_scale((w, h), box, bucket)
+    flags = cv2.IMREAD_IGNORE_ORIENTATION | cv2.IMREAD_COLOR_RGB
+    if scale > 1:
+        flags |= _REDUCED[scale] & ~cv2.IMREAD_COLOR  # the reduction bit, without the BGR flag
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    stored = (-(-im.size[0] // scale), -(-im.size[1] // scale))
+    if rgb is None or (rgb.shape[1], rgb.shape[0]) != stored:
+        return decode_image(data, max_pixels)
+    if orientation in _ORIENT:
+        rgb = np.ascontiguousarray(_ORIENT[orientation](rgb))
+    return Decoded(rgb, im.mode, "JPEG", scale, (w, h))
 
 
 def fault(exc: BaseException) -> str:

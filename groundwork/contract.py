@@ -12,7 +12,8 @@ from __future__ import annotations
 #    (OUT/weights/); shards are grouped by bucket only (docs/output.md, "Changes").
 # 3: sample JSON without nulls, tags as strings.
 # 4: a `txt` caption member per sample; the HF card names the build.
-CONTRACT_VERSION = 4
+# 5: a JPEG input is decoded at the DCT scale that covers its crop: pixels within docs/scale.md's tolerance.
+CONTRACT_VERSION = 5
 TXT_SINCE_CONTRACT = 4  # shards carry a `txt` member (the caption, sharding/captions.py) from contract 4 on
 
 # Public names inside OUT.

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ from sharding.materialize import materialize_shard
 from sharding.schema import SCAN_SCHEMA
 
 from .config import BuildConfig, ExtractorSpec
+from .phasetimes import unit_clock
 
 
 def make_extractors(specs: list[dict[str, Any]], device: str = "cpu") -> dict[str, Any]:
@@ -66,9 +69,11 @@ def scan_chunk(
     """
     cv2.setNumThreads(1)  # the task holds one CPU (num_cpus=1): OpenCV threads would oversubscribe it
     chunk = int(chunk)
+    timing: dict[str, float] = {}
     try:
-        records = unit_records(layout, chunk, unit, records_rows)
-        rows = scan_rows(records, settings, scorer_for(settings))
+        with unit_clock(timing):
+            records = unit_records(layout, chunk, unit, records_rows)
+            rows = scan_rows(records, settings, scorer_for(settings))
         layout.write_parquet(layout.scan_part(chunk), pa.Table.from_pylist(rows, schema=SCAN_SCHEMA))
     except OSError as exc:
         # Disk full, read-only OUT: returned, not raised, so the driver reports it in one line
@@ -76,7 +81,7 @@ def scan_chunk(
         return {"chunk": chunk, "rows": 0, "kept": 0, "errno": exc.errno or 0,
                 "error": exc.strerror or str(exc), "filename": str(exc.filename or "")}  # fmt: skip
     return {"chunk": chunk, "rows": len(rows), "kept": sum(r["status"] == "kept" for r in rows),
-            "errno": 0, "error": "", "filename": ""}  # fmt: skip
+            "errno": 0, "error": "", "filename": "", "timing": timing}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,7 @@ class ShardMaterializer:
     device) and writes every shard it is given, each with its state file after the shard."""
 
     def __init__(self, layout: Layout, settings: MaterializeSettings):
+        born = time.time()
         if settings.device == "cpu":
             cv2.setNumThreads(1)  # one CPU per actor (num_cpus=1): one OpenCV thread, as the floor
         self.layout = layout
@@ -123,11 +129,28 @@ class ShardMaterializer:
         self.extractors = make_extractors(
             [dataclasses.asdict(spec) for spec in settings.extractors], settings.device
         )
+        self._start: dict[str, float] | None = {"born": born, "ready": time.time()}  # sent once
 
     def materialize(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """Write one shard and its state file; returns the state."""
+        timing: dict[str, float] = {}
+        with unit_clock(timing):
+            result = self._write(rows)
+        state = {
+            "stats": dataclasses.asdict(result.stats),
+            "written": result.written,
+            "rejects": result.rejects,
+            "dropped": result.dropped,
+        }
+        self.layout.write_json(self.layout.shard_state(result.stats.path), state)
+        # the phase timing travels with the answer, not in the state file (pipelines/phasetimes.py)
+        timing.update(self._start or {}, samples=len(rows), pid=os.getpid())
+        self._start = None
+        return {**state, "timing": timing}
+
+    def _write(self, rows: list[dict[str, Any]]) -> Any:
         s = self.settings
-        result = materialize_shard(
+        return materialize_shard(
             self.layout,
             rows,
             self.extractors,
@@ -140,11 +163,3 @@ class ShardMaterializer:
             pair_quality=s.pair_quality,
             seed=s.seed,
         )
-        state = {
-            "stats": dataclasses.asdict(result.stats),
-            "written": result.written,
-            "rejects": result.rejects,
-            "dropped": result.dropped,
-        }
-        self.layout.write_json(self.layout.shard_state(result.stats.path), state)
-        return state

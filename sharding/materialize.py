@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from curation.decode import DEFAULT_MAX_BYTES, DecodeReject, decode_image
+from curation.decode import DEFAULT_MAX_BYTES, DecodeReject, decode_for_crop, scaled_box
 from curation.fetch import read_location
 from groundwork.contract import drawing_member
 from lineart.augment import AugmentPolicy, augment, sample_seed
@@ -45,6 +45,25 @@ def resize_to_bucket(rgb: np.ndarray, box: tuple[int, int, int, int], bucket: tu
     shrinking = crop.shape[1] >= bucket[0] and crop.shape[0] >= bucket[1]
     interp = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
     return cv2.resize(crop, bucket, interpolation=interp)
+
+
+def bucket_image(
+    data: bytes,
+    max_pixels: int,
+    size: tuple[int, int],
+    box: tuple[int, int, int, int],
+    bucket: tuple[int, int],
+) -> np.ndarray:
+    """The bucket image of an input's bytes: a JPEG decoded at the DCT scale that still covers the
+    crop (``curation.decode.decode_for_crop``), then cropped and resized. Within the tolerance of
+    docs/scale.md of the full decode's crop (tests/test_decode_reduced.py).
+
+    ``size``: (width, height) the scan measured; DecodeReject ``materialize_error`` if it differs.
+    """
+    decoded = decode_for_crop(data, max_pixels, box, bucket)
+    if decoded.size != tuple(size):
+        raise DecodeReject("materialize_error", "size differs from the scan")
+    return resize_to_bucket(decoded.rgb, scaled_box(box, decoded.scale), bucket)
 
 
 def encode_image(rgb: np.ndarray, fmt: str, quality: int) -> bytes:
@@ -94,17 +113,15 @@ def materialize_shard(
             if row.get("sha256"):
                 if hashlib.sha256(data).hexdigest() != row["sha256"]:
                     raise DecodeReject("materialize_error", "file changed since the scan")
-            rgb = decode_image(data, max_pixels).rgb
-            if (rgb.shape[1], rgb.shape[0]) != (row["width"], row["height"]):
-                raise DecodeReject("materialize_error", "size differs from the scan")
+            box = (row["crop_left"], row["crop_top"], row["crop_right"], row["crop_bottom"])
+            image = bucket_image(data, max_pixels, (row["width"], row["height"]), box, bucket)
         except (OSError, DecodeReject) as exc:
             detail = exc.detail if isinstance(exc, DecodeReject) else f"{type(exc).__name__}: {exc}"
             rejects.append(
                 {**_reject_ids(row), "stage": "pair", "reason": "materialize_error", "detail": detail}
             )
             continue
-        box = (row["crop_left"], row["crop_top"], row["crop_right"], row["crop_bottom"])
-        images.append(resize_to_bucket(rgb, box, bucket))
+        images.append(image)
         good.append(row)
 
     lines: dict[str, np.ndarray] = {}

@@ -13,21 +13,21 @@ import shutil
 import statistics
 import tempfile
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 
 import lineart
 from curation.decode import decode_image, read_bytes
-from sharding.buckets import crop_box, make_buckets, nearest_bucket
-from sharding.materialize import encode_image, encode_lines, resize_to_bucket
+from sharding.materialize import bucket_image, encode_image, encode_lines, resize_to_bucket
 
 from ..build.request import BuildRequest
 from ..build.run import run_build
 from ..config import BuildConfig
 from ..errors import UsageError
 from ..paths import corpus_illustrations
+from ..phasetimes import PhaseTrace, phase_table
 from . import link_or_copy
 
 
@@ -36,24 +36,57 @@ def _images(folder: str, limit: int) -> list[str]:
     return [os.path.join(folder, n) for n in (names[:limit] if limit else names)]
 
 
-def kernel_floor(paths: list[str], cfg: BuildConfig) -> float:
-    """Seconds per sample for the tight single-core loop."""
+class PerItem(NamedTuple):
+    """Seconds per item of a one-core loop: wall (perf_counter) and this process's CPU time."""
+
+    wall: float
+    cpu: float
+
+
+def kernel_floor(rows: list[dict[str, Any]], cfg: BuildConfig, *, full_decode: bool = False) -> PerItem:
+    """Seconds per sample for the tight single-core materialize loop over planned ``rows``.
+
+    ``full_decode``: the kernel before issue 21 (Pillow decodes every pixel, copied into NumPy, then
+    crop and resize) beside today's ``bucket_image`` (a JPEG decoded at the DCT scale that covers
+    its crop), so the floor's gain is measured in one run."""
     cv2.setNumThreads(1)
     try:
         extractors = [lineart.create(e.name, weights=e.weights, **e.options) for e in cfg.extractors]
-        buckets = make_buckets(cfg.buckets)
-        start = time.perf_counter()
-        for path in paths:
-            rgb = decode_image(read_bytes(path), cfg.scan.max_pixels).rgb
-            h, w = rgb.shape[:2]
-            bucket = nearest_bucket(w, h, buckets)
-            img = resize_to_bucket(rgb, crop_box(w, h, bucket), bucket)
+        start, cpu = time.perf_counter(), time.process_time()
+        for row in rows:
+            data = read_bytes(row["location"])
+            bucket = (row["bucket_w"], row["bucket_h"])
+            box = (row["crop_left"], row["crop_top"], row["crop_right"], row["crop_bottom"])
+            if full_decode:
+                img = resize_to_bucket(decode_image(data, cfg.scan.max_pixels).rgb, box, bucket)
+            else:
+                img = bucket_image(data, cfg.scan.max_pixels, (row["width"], row["height"]), box, bucket)
             encode_image(img, cfg.shards.image_format, cfg.shards.jpeg_quality)
             for ext in extractors:
                 encode_lines(ext(img[None])[0])
-        return (time.perf_counter() - start) / len(paths)
+        n = max(len(rows), 1)
+        return PerItem((time.perf_counter() - start) / n, (time.process_time() - cpu) / n)
     finally:
         cv2.setNumThreads(-1)
+
+
+def planned_rows(out: str) -> list[dict[str, Any]]:
+    """What materialize needs of every planned sample of ``out``."""
+    from sharding.layout import Layout
+
+    layout = Layout(out)
+    cols = [
+        "location",
+        "width",
+        "height",
+        "bucket_w",
+        "bucket_h",
+        "crop_left",
+        "crop_top",
+        "crop_right",
+        "crop_bottom",
+    ]
+    return layout.read_parquet(layout.plan, columns=cols).to_pylist()
 
 
 STEADY_VARIANTS = 15  # x 41 corpus images = 615 distinct inputs
@@ -78,7 +111,7 @@ def augmented_corpus(paths: list[str], folder: str, variants: int = STEADY_VARIA
     return out
 
 
-def scan_floor(paths: list[str], cfg: BuildConfig) -> float:
+def scan_floor(paths: list[str], cfg: BuildConfig) -> PerItem:
     """Seconds per input of the scan's own work (read, sha256, decode for metrics, metrics, hash) on one core."""
     from curation.scan import make_settings, scan_row
 
@@ -88,10 +121,10 @@ def scan_floor(paths: list[str], cfg: BuildConfig) -> float:
     )  # fmt: skip
     cv2.setNumThreads(1)
     try:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for path in paths:
             scan_row({"source": "bench", "source_id": path, "location": path}, settings)
-        return (time.perf_counter() - start) / len(paths)
+        return PerItem((time.perf_counter() - start) / len(paths), (time.process_time() - cpu) / len(paths))
     finally:
         cv2.setNumThreads(-1)
 
@@ -108,15 +141,27 @@ def steady(paths: list[str]) -> dict[str, Any]:
     shutil.rmtree(out)
     try:
         inputs = augmented_corpus(paths, src)
-        summary = run_build(BuildRequest([parse_source(src)], out, cfg, show_progress=False))
+        trace = PhaseTrace()
+        summary = run_build(BuildRequest([parse_source(src)], out, cfg, show_progress=False, trace=trace))
         samples = summary.counts["samples"]
-        kept = sorted(os.path.join(src, os.path.basename(p)) for p in _kept_locations(out))
-        per_sample = scan_floor(inputs, cfg) * len(inputs) / max(samples, 1) + kernel_floor(kept, cfg)
+        rows = planned_rows(out)
+        scan_each = scan_floor(inputs, cfg)
+        scan_per_sample = scan_each.wall * len(inputs) / max(samples, 1)
+        kernel_each = kernel_floor(rows, cfg)
+        kernel, kernel_full = kernel_each.wall, kernel_floor(rows, cfg, full_decode=True).wall
+        scales = _dct_scales(rows, cfg)
     finally:
         shutil.rmtree(src, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
     cores = os.cpu_count() or 1
-    floor = cores / per_sample
+    load = os.getloadavg()[0]
+    floor = cores / (scan_per_sample + kernel)
+    phases = phase_table(trace, cores)
+    # On a shared machine other jobs take the cores in the floor loops and in the build alike, at
+    # different moments. In CPU time: the core-seconds the floor needs for this work against the
+    # core-seconds the build had (wall x cores less the time its units waited for a core).
+    needed = scan_each.cpu * len(inputs) + kernel_each.cpu * samples
+    waited = sum(row["in_unit_runqueue_wait_core_s"] for row in phases.values())
     end_to_end = samples / summary.timings["total"]
     return {
         "inputs": len(inputs),
@@ -126,15 +171,40 @@ def steady(paths: list[str]) -> dict[str, Any]:
         # one core's scan (over every input) + materialize kernel (over the kept ones), times the cores
         "floor_samples_per_s": round(floor, 3),
         "ratio_end_to_end_to_floor": round(end_to_end / floor, 3),
+        # the materialize kernel alone, one core: the DCT-scaled decode against the full decode
+        "kernel_samples_per_s_one_core": round(1 / kernel, 3),
+        "kernel_full_decode_samples_per_s_one_core": round(1 / kernel_full, 3),
+        "kernel_speedup_over_full_decode": round(kernel_full / kernel, 3),
+        "floor_with_full_decode_samples_per_s": round(cores / (scan_per_sample + kernel_full), 3),
+        "samples_by_dct_scale": scales,
         "phase_s": {k: round(v, 3) for k, v in summary.timings.items()},
+        # per phase: capacity (wall x cores) against kernel CPU and idle core-seconds (pipelines/phasetimes.py)
+        "phases": phases,
+        "ratio_cpu_floor_to_core_s_not_taken_by_others": round(
+            needed / max(summary.timings["total"] * cores - waited, 1e-9), 3
+        ),
+        # wall seconds of the run outside enumerate/scan/plan/materialize: starting and stopping Ray
+        "outside_phases_s": round(
+            summary.timings["total"] - sum(v for k, v in summary.timings.items() if k != "total"), 3
+        ),
+        "load_average_1min_after": round(load, 2),
     }
 
 
-def _kept_locations(out: str) -> list[str]:
-    from sharding.layout import Layout
+def _dct_scales(rows: list[dict[str, Any]], cfg: BuildConfig) -> dict[str, int]:
+    """How many planned samples decode at each DCT scale (1: full)."""
+    from collections import Counter
 
-    layout = Layout(out)
-    return layout.read_parquet(layout.plan, columns=["location"])["location"].to_pylist()
+    from curation.decode import decode_for_crop
+
+    seen: Counter[str] = Counter()
+    for row in rows:
+        box = (row["crop_left"], row["crop_top"], row["crop_right"], row["crop_bottom"])
+        data = read_bytes(row["location"])
+        seen[
+            str(decode_for_crop(data, cfg.scan.max_pixels, box, (row["bucket_w"], row["bucket_h"])).scale)
+        ] += 1
+    return dict(sorted(seen.items()))
 
 
 def run(args) -> dict[str, Any]:
@@ -162,8 +232,9 @@ def run(args) -> dict[str, Any]:
             rates.append(samples / summary.timings["materialize"])
             phases.append(summary.timings)
             in_process.append(materialize_in_process(out, cfg))
+            rows = planned_rows(out)
             shutil.rmtree(out, ignore_errors=True)
-        floors = [kernel_floor(paths, cfg) for _ in range(max(1, args.repeats))]
+        floors = [kernel_floor(rows, cfg).wall for _ in range(max(1, args.repeats))]
     finally:
         shutil.rmtree(src, ignore_errors=True)
     floor_rate = 1.0 / statistics.median(floors)

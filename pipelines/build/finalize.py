@@ -205,7 +205,7 @@ def finalize(
 def manifest_of(extractors: list[str], plan_table: pa.Table, states: dict[str, dict[str, Any]]) -> pa.Table:
     """The manifest rows of the plan rows that were written (all but the late rejects), in plan order.
 
-    For an increment's small plan; the build streams its manifest (pipelines/finalize.py)."""
+    For an increment's small plan; the build streams its manifest (write_manifest)."""
     late = pa.array(sorted({r["key"] for s in states.values() for r in s["rejects"]}), pa.string())
     dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
     return manifest_rows(plan_table, late, extractors, dropped)

@@ -12,10 +12,10 @@ from .plan import PlanReader
 from .request import BuildRequest, log
 
 
-def _small_state(state: dict[str, Any]) -> dict[str, Any]:
+def small_state(state: dict[str, Any]) -> dict[str, Any]:
     """What the driver keeps of a shard's state: not the written keys (the plan minus the late
     rejects gives them), so its memory grows with shards and rejects, not with samples."""
-    return {k: v for k, v in state.items() if k != "written"}
+    return {k: v for k, v in state.items() if k not in ("written", "timing")}
 
 
 def materialize(req: BuildRequest, layout: Layout, plan: PlanReader) -> dict[str, dict[str, Any]]:
@@ -23,7 +23,7 @@ def materialize(req: BuildRequest, layout: Layout, plan: PlanReader) -> dict[str
     # The plan is read shard by shard (PlanReader): only the shards in flight become Python rows.
     spans = plan.spans
     # a shard is done when its state is there and its tar has the recorded size and sha256
-    states = {shard: _small_state(st) for shard, st in intact_states(layout, sorted(spans)).items()}
+    states = {shard: small_state(st) for shard, st in intact_states(layout, sorted(spans)).items()}
     todo = [shard for shard in sorted(spans) if shard not in states]
     progress = Progress("materialize", total=plan.num_rows, unit="samples", enabled=req.show_progress)
     progress.update(sum(spans[s][1] for s in states))
@@ -45,13 +45,19 @@ def write_shards(
 
     states: dict[str, dict[str, Any]] = {}
     spans = plan.spans
+    # Largest shards first (shards are grouped by bucket, so their sizes differ): the phase ends
+    # with small ones and no core waits long on the last big shard (docs/scale.md). Bytes per shard
+    # do not depend on the order.
+    todo = sorted(todo, key=lambda shard: (-spans[shard][1], shard))
     shape = pool_shape(req.config.materialize, len(todo))
     settings = MaterializeSettings.from_config(req.config, shape.device, req.storage)
     # one running, one queued per actor: bounded in-flight work, no idle gap between shards; only the
     # shards in flight become Python rows (PlanReader reads their row groups)
     with actor_pool(ShardMaterializer, (layout, settings), shape, per_actor=2) as pool:
         for shard, state in pool.map(todo, "materialize", lambda shard: (plan.rows(shard),)):
-            states[shard] = _small_state(state)
+            if req.trace is not None:
+                req.trace.unit("materialize", state.get("timing"))
+            states[shard] = small_state(state)
             if progress is not None:
                 progress.update(spans[shard][1])
         if pool.lost:

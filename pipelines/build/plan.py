@@ -305,7 +305,7 @@ class PlanReader:
 
 def plan(req: BuildRequest, layout: Layout, chunks: int) -> PlanReader:
     """Dedup, bucket fit, a feasibility check of the weights and the shard plan
-    (pipelines/planphase.py); streamed, so memory is per part."""
+    (pipelines/build/plan.py); streamed, so memory is per part."""
     if not layout.exists(layout.plan) or not layout.exists(layout.early_rejects):  # (written first)
         cfg = req.config
         settings = PlanSettings(cfg.dedup, cfg.weights, cfg.buckets, cfg.shards.samples_per_shard, cfg.seed)

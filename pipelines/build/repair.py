@@ -98,10 +98,6 @@ def read_states(layout: Layout, shards: list[str]) -> dict[str, dict[str, Any] |
         return dict(zip(shards, pool.map(one, shards), strict=True))
 
 
-def _small(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in state.items() if k != "written"}
-
-
 def repair_shards(
     req, layout: Layout, plan_of: dict[str, str], expected: dict[str, dict[str, Any]] | None,
     states: dict[str, dict[str, Any] | None],

@@ -17,6 +17,7 @@ from sharding.integrity import committed
 from sharding.layout import Layout
 
 from ..config import BuildConfig, ConfigError
+from ..phasetimes import PhaseTrace
 
 
 class BuildRefused(Exception):
@@ -33,10 +34,12 @@ class BuildRequest:
     # OUT opened with its storage options (None: opened from ``out``); never part of the identity,
     # so credentials given as options are not written into OUT.
     layout: Layout | None = field(default=None, repr=False)
-    append: bool = False  # add the inputs not yet seen to the finished build (pipelines/increment.py)
+    append: bool = False  # add the inputs not yet seen to the finished build (pipelines/build/)
     retry: tuple[str, ...] = ()  # re-scan the rejects of these reasons ("all": every reject)
     # The filesystems of URL sources (curation.storage); like ``layout``, never part of the identity.
     storage: SourceStorage | None = field(default=None, repr=False)
+    # per-unit timestamps for the build bench (pipelines/phasetimes.py); never part of the identity
+    trace: PhaseTrace | None = field(default=None, repr=False)
 
     def identity(self) -> dict[str, Any]:
         """What must match for a re-run to resume OUT instead of being refused."""

@@ -35,6 +35,7 @@ from groundwork.configtable import diff_dicts
 from sharding.layout import Layout
 
 from ..config import ConfigError
+from ..phasetimes import PhaseTrace
 from .base import (
     Increment,
     base_build,
@@ -107,14 +108,18 @@ def run_build(req: BuildRequest) -> BuildSummary:
     timings["enumerate"] = time.perf_counter() - t
     with ray_session(req.address) as where:
         log(req, f"linepairs: building {req.out} on {where}")
+        trace = req.trace or PhaseTrace()
         t = time.perf_counter()
-        scan(req, layout, chunks)
+        with trace.phase("scan"):
+            scan(req, layout, chunks)
         timings["scan"] = time.perf_counter() - t
         t = time.perf_counter()
-        planned = plan(req, layout, chunks)
+        with trace.phase("plan"):
+            planned = plan(req, layout, chunks)
         timings["plan"] = time.perf_counter() - t
         t = time.perf_counter()
-        states = materialize(req, layout, planned)
+        with trace.phase("materialize"):
+            states = materialize(req, layout, planned)
         timings["materialize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     summary = finalize(req, layout, chunks, planned, states, timings, extractor_records, scorer_records)

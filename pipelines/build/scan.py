@@ -25,7 +25,7 @@ def scan(
     req: BuildRequest, layout: Layout, chunks: int, *, first: int = 0, settings: ScanSettings | None = None
 ) -> None:
     """Scan records chunks ``first`` .. ``chunks - 1`` that have no scan part yet (an append scans
-    only its own chunks, with the ``settings`` of ``pipelines.increment``)."""
+    only its own chunks, with the settings ``increment_settings`` gives)."""
     pending = [c for c in range(first, chunks) if not layout.exists(layout.scan_part(c))]
     if first == 0:
         inputs = layout.read_json(layout.enumerated)["inputs"]
@@ -53,6 +53,8 @@ def scan(
             if row.get("error"):  # disk full, read-only OUT: one line, not Ray's error block
                 progress.close()
                 raise OSError(row["errno"], row["error"], row["filename"] or None)
+            if req.trace is not None:
+                req.trace.unit("scan", row.get("timing"))
             progress.update(row["rows"], kept=row["kept"])
     progress.close()
 

@@ -1,0 +1,93 @@
+"""The phase table of the build bench: every core-second of a phase is accounted for once, and a real
+build's workers report one timed unit per scan task and per shard."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+
+import pytest
+
+from curation.dedup import DedupConfig
+from curation.sources import parse_source
+from pipelines.build.request import BuildRequest
+from pipelines.build.run import run_build
+from pipelines.config import BuildConfig
+from pipelines.phasetimes import PhaseTrace, phase_row, phase_table
+from sharding.layout import Layout
+
+
+def _split(row: dict[str, float]) -> float:
+    return (
+        row["kernel_cpu_core_s"] + row["in_unit_not_kernel_core_s"]
+        + row["idle_start_core_s"] + row["idle_middle_core_s"] + row["idle_tail_core_s"]
+    )  # fmt: skip
+
+
+def test_capacity_splits_into_kernel_overhead_and_idle():
+    # 2 cores, phase 0..10 s: one core starts at 1 s, the other at 2 s; a gap on one core from 5 to
+    # 6 s; one core runs dry at 8 s, the other at 9 s.
+    units = [
+        {"t0": 1.0, "t1": 5.0, "cpu": 3.0}, {"t0": 6.0, "t1": 9.0, "cpu": 3.0},
+        {"t0": 2.0, "t1": 8.0, "cpu": 5.0},
+    ]  # fmt: skip
+    row = phase_row((0.0, 10.0), units, cores=2)
+    assert row["capacity_core_s"] == 20.0 and row["units"] == 3
+    assert row["kernel_cpu_core_s"] == 11.0
+    assert row["in_unit_not_kernel_core_s"] == 2.0  # 13 unit-seconds, 11 of them CPU
+    assert row["idle_start_core_s"] == 3.0  # 0..1 both idle, 1..2 one idle
+    assert row["idle_middle_core_s"] == 1.0  # the gap 5..6
+    assert row["idle_tail_core_s"] == 3.0  # 8..9 one idle, 9..10 both
+    assert _split(row) == pytest.approx(row["capacity_core_s"])
+    assert row["first_unit_starts_after_s"] == 1.0
+
+
+def test_phase_without_units_is_all_idle():
+    row = phase_row((0.0, 2.0), [], cores=4)
+    assert row["idle_start_core_s"] == 8.0 and row["kernel_cpu_core_s"] == 0.0
+    assert _split(row) == pytest.approx(row["capacity_core_s"])
+
+
+def test_a_traced_build_times_every_scan_task_and_shard(small_corpus, ray_cluster, tmp_path):
+    # four copies of each image, dedup off: buckets of 4 or more samples in shards of up to 3, so
+    # shard sizes differ
+    for name in os.listdir(small_corpus):
+        stem, ext = os.path.splitext(name)
+        for k in (1, 2, 3):
+            shutil.copy(os.path.join(small_corpus, name), os.path.join(small_corpus, f"{stem}_copy{k}{ext}"))
+    base = BuildConfig()
+    cfg = dataclasses.replace(
+        base, shards=dataclasses.replace(base.shards, samples_per_shard=3), dedup=DedupConfig(enabled=False)
+    )
+    trace = PhaseTrace()
+    out = str(tmp_path / "out")
+    summary = run_build(
+        BuildRequest([parse_source(small_corpus)], out, cfg, show_progress=False, trace=trace)
+    )
+    assert set(trace.bounds) == {"scan", "plan", "materialize"}
+    layout = Layout(out)
+    scan_parts = len([n for n in os.listdir(layout.scan_dir) if n.endswith(".parquet")])
+    assert len(trace.units["scan"]) == scan_parts
+    assert len(trace.units["materialize"]) == summary.counts["shards"] > 1
+    # every actor's first answer carried its start-up, once
+    assert 1 <= len(trace.starts["materialize"]) <= len(trace.units["materialize"])
+    table = phase_table(trace, cores=2)
+    for name, row in table.items():
+        assert _split(row) == pytest.approx(row["capacity_core_s"], abs=0.01), name
+    for unit in trace.units["scan"] + trace.units["materialize"]:
+        lo, hi = trace.bounds["scan" if unit in trace.units["scan"] else "materialize"]
+        assert lo <= unit["t0"] <= unit["t1"] <= hi and unit["cpu"] > 0
+        if os.path.exists("/proc/thread-self/schedstat"):  # Linux: the run-queue wait is told apart
+            assert 0 <= unit["wait"] <= unit["t1"] - unit["t0"] + 0.01
+    # largest shards first: each actor runs its shards in non-increasing size
+    by_actor: dict[int, list[dict[str, float]]] = {}
+    for unit in sorted(trace.units["materialize"], key=lambda u: u["t0"]):
+        by_actor.setdefault(int(unit["pid"]), []).append(unit)
+    sizes = sorted(u["samples"] for u in trace.units["materialize"])
+    assert sizes[0] < sizes[-1]  # the shards differ in size, so the order is tested
+    for units in by_actor.values():
+        assert [u["samples"] for u in units] == sorted((u["samples"] for u in units), reverse=True)
+    # the timing travels with the answer, not into the shard state files
+    for name in os.listdir(layout.shard_states_dir):
+        assert "timing" not in layout.read_json(os.path.join(layout.shard_states_dir, name)), name
