@@ -342,6 +342,18 @@ def read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
 
 
+def config_from_record(data: dict[str, Any]) -> BuildConfig:
+    """``BuildConfig.to_dict`` read back (what build.json records as ``request.config``): the
+    scorers are recorded as a list of specs, the TOML spells them as ``[scorers.NAME]`` tables."""
+    data = dict(data)
+    if isinstance(data.get("scorers"), list):
+        data["scorers"] = {
+            s["name"]: {**s.get("options", {}), **({"weights": s["weights"]} if s.get("weights") else {})}
+            for s in data["scorers"]
+        }
+    return config_from_dict(data)
+
+
 def load_config(path: str | None) -> BuildConfig:
     if path is None:
         return BuildConfig()

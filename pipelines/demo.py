@@ -21,7 +21,8 @@ from curation.sources import parse_source
 from sharding.layout import Layout
 from sharding.verify import verify_build
 
-from .build import BuildRequest, run_build
+from .build.request import BuildRequest
+from .build.run import run_build
 from .config import BuildConfig
 from .paths import corpus_illustrations
 

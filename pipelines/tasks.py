@@ -117,7 +117,7 @@ class MaterializeSettings:
 
 
 class ShardMaterializer:
-    """A Ray actor (see pipelines/build.py): builds the extractors once (models loaded once, on its
+    """A Ray actor (see pipelines/build/materialize.py): builds the extractors once (models loaded once, on its
     device) and writes every shard it is given, each with its state file after the shard."""
 
     def __init__(self, layout: Layout, settings: MaterializeSettings):

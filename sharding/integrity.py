@@ -8,7 +8,7 @@ its size, sha256 and, for parquet, its row count; a weight version also records 
 solved with, so it can be solved again. ``shards.json`` records each shard's size and sha256, and so
 does each shard's state marker (``_state/shards/``). Any one of them damaged, cut or changed
 disagrees with the others and is named; what can be rebuilt from the rest is rebuilt by a re-run of
-the build command (``pipelines/repair.py``).
+the build command (``pipelines/build/repair.py``).
 
 Pure I/O through ``Layout``; no Ray, no pipeline code.
 """

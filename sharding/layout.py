@@ -223,7 +223,7 @@ class Layout:
         return self.path(SHARDS_DIR)
 
     def increment(self, number: int, *parts: str) -> str:
-        """State of append / retry ``number`` (pipelines/increment.py)."""
+        """State of append / retry ``number`` (pipelines/build/base.py)."""
         return self.path(STATE_DIR, "increments", f"{number:06d}", *parts)
 
     @property

@@ -112,7 +112,7 @@ def too_small_mask(widths: np.ndarray, heights: np.ndarray, rule: BucketRule) ->
 def split_too_small(kept: pa.Table, rule: BucketRule) -> tuple[pa.Table, list[dict], np.ndarray]:
     """(rows that fit a bucket, a ``too_small_for_bucket`` reject row per other one, their bucket upscale).
 
-    Run before the plan (``pipelines.build``); the reject rows are few, so they are Python dicts.
+    Run before the plan (``pipelines.build.plan``); the reject rows are few, so they are Python dicts.
     """
     widths, heights = kept["width"].to_numpy(), kept["height"].to_numpy()
     small = too_small_mask(widths, heights, rule)

@@ -12,7 +12,8 @@ import os
 import shutil
 
 from curation.sources import parse_source
-from pipelines.build import BuildRequest, run_build
+from pipelines.build.request import BuildRequest
+from pipelines.build.run import run_build
 from pipelines.config import load_config
 
 SHARES = {"big": 0.35, "small": 0.65}

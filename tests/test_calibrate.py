@@ -85,8 +85,8 @@ def test_shipped_model_records_its_images_and_out_of_fold_figures(calibration):
 
 def test_no_reject_reaches_the_high_tier_at_any_fold_seed(calibration):
     """The whole chain out of fold at five more fold seeds (the shipped JSON records 0-9)."""
-    from pipelines.calibrate import cross_validated, read_labels, scan_labelled
     from pipelines.config import BuildConfig
+    from pipelines.tools.calibrate import cross_validated, read_labels, scan_labelled
 
     cfg = BuildConfig()
     rows, settings = scan_labelled(calibration, read_labels(os.path.join(calibration, "LABELS.csv")), cfg)
@@ -215,8 +215,8 @@ def test_calibrate_with_onnx_scorers_says_how_many_decisions_each_changed(calibr
     """Learned scorers run in calibrate too; "changed" is checked against a second run without the scorer."""
     import shutil
 
-    from pipelines.calibrate import calibrate
     from pipelines.config import load_config
+    from pipelines.tools.calibrate import calibrate
 
     from .onnx_models import hub_cache
 

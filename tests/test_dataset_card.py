@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.sources import parse_source
-from pipelines.build import BuildRequest, run_build
+from pipelines.build.request import BuildRequest
+from pipelines.build.run import run_build
 from sharding.samplejson import dataset_card
 
 from .conftest import gradient_image

@@ -25,7 +25,8 @@ import pytest
 
 from curation.sources import parse_source
 from lineart.quality import PairQuality
-from pipelines.build import BuildRequest, run_build
+from pipelines.build.request import BuildRequest
+from pipelines.build.run import run_build
 from pipelines.export import ExportRequest, run_export
 from sharding.captions import CaptionRule, caption_of_row
 from sharding.loader import batches
@@ -418,7 +419,7 @@ def test_a_truncated_shard_is_refused_by_name(build, tmp_path):
 
 def test_another_weight_version_is_exported_with_its_shares(build, tmp_path):
     from curation.weighting import WeightConfig
-    from pipelines.reweight import reweight
+    from pipelines.tools.reweight import reweight
     from sharding.layout import Layout
 
     copy = str(tmp_path / "out")

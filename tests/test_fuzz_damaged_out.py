@@ -20,7 +20,7 @@ import pytest
 
 from curation.weighting import WeightError
 from pipelines.cli import main
-from pipelines.reweight import ReweightRefused, reweight
+from pipelines.tools.reweight import ReweightRefused, reweight
 from sharding.layout import StorageError
 from sharding.loader import LoaderError, load_population
 from sharding.verify import verify_build

@@ -74,7 +74,8 @@ def _folder_only_first(tmp_path_factory) -> tuple[str, list[str]]:
     import cv2
 
     from curation.sources import parse_source
-    from pipelines.build import BuildRequest, run_build
+    from pipelines.build.request import BuildRequest
+    from pipelines.build.run import run_build
 
     from .conftest import gradient_image
     from .weighted_builds import small_config

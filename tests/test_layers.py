@@ -24,10 +24,6 @@ FLOORS = (
 )
 # The owners of Ray: every ray import (tasks, actor pools, Ray Data; the cluster; Ray Train).
 RAY_OWNERS = ("pipelines.distribute", "pipelines.raycluster", "pipelines.raytrain")
-# Circles the one-spine part of issue 19 is untying (the build driver, the append path and the repair
-# reach into each other). Allowed while they last; the test below fails once none is left, so that
-# this allowance goes with them. Any other circle fails at once.
-UNTYING = frozenset({"pipelines.build", "pipelines.increment", "pipelines.repair"})
 # wnet reads a build only through sharding (the loader, the layout): never a tar or a shard format.
 WNET_NEVER = ("tarfile", "webdataset")
 
@@ -181,14 +177,8 @@ def _describe(group: list[str]) -> str:
 
 
 def test_no_files_import_each_other_in_a_circle():
-    wrong = [group for group in circles() if not set(group) <= UNTYING]
+    wrong = circles()
     assert not wrong, "\n".join(_describe(g) for g in wrong)
-
-
-def test_the_circles_being_untied_are_still_there():
-    """When the one spine lands, UNTYING must go: an allowance for a circle that is gone would hide
-    a new one among the same files."""
-    assert any(set(g) <= UNTYING for g in circles()), "no circle left among UNTYING: remove UNTYING"
 
 
 def test_every_package_has_a_floor():

@@ -241,7 +241,7 @@ def test_bad_arguments(build, tmp_path):
 
 
 def test_samples_by_key_and_the_contact_sheet_lookup(build, manifest):
-    from pipelines.audit import pair_samples
+    from pipelines.tools.audit import pair_samples
 
     stream = batches(build, 1, keys_only=True)
     keys = sorted(manifest)[:3]

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 
 from curation.records import REJECT_REASONS
 from curation.sources import iter_records, parse_source, source_from_table
-from pipelines.build import BuildRequest, run_build
+from pipelines.build.request import BuildRequest
+from pipelines.build.run import run_build
 from pipelines.config import config_from_dict
 from sharding.verify import verify_build
 

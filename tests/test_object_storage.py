@@ -148,6 +148,16 @@ def test_build_on_s3_equals_local_and_reads_back(s3, reference, ray_cluster, tmp
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.load(open(tmp_path / "run" / "run.json"))["build"] == out
+    # reweight and train take --storage-option like the other commands (the endpoint given only so)
+    option = ("--storage-option", f"endpoint_url={s3['AWS_ENDPOINT_URL']}")
+    res = _cli("reweight", out, "--name", "by-option", *option, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert Layout(out).exists(Layout(out).weights_version("by-option"))
+    run = _cli("train", out, "--config", "tiny", "--run", str(tmp_path / "run-option"), "--steps", "1",
+               "--threads", "1", "-q", *option, env=env)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    recorded = json.load(open(tmp_path / "run-option" / "run.json"))
+    assert recorded["build"] == out and s3["AWS_ENDPOINT_URL"] not in json.dumps(recorded)
     # Corrupt one shard object: verify names it.
     layout = Layout(out)
     first = layout.shard(ref_shards["shards"][0]["path"])

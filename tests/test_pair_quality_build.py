@@ -14,7 +14,8 @@ import pytest
 
 from curation.records import REJECT_REASONS
 from curation.sources import parse_source
-from pipelines.build import BuildRequest, run_build
+from pipelines.build.request import BuildRequest
+from pipelines.build.run import run_build
 from pipelines.config import ConfigError, config_from_dict
 from sharding.verify import verify_build
 

@@ -11,7 +11,8 @@ import pytest
 
 from curation.dedup import DedupConfig
 from curation.sources import parse_source
-from pipelines.build import BuildRequest, run_build
+from pipelines.build.request import BuildRequest
+from pipelines.build.run import run_build
 from pipelines.config import BuildConfig
 from pipelines.phasetimes import PhaseTrace, phase_row, phase_table
 from sharding.layout import Layout

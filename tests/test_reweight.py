@@ -141,7 +141,8 @@ def test_verify_checks_every_weight_version(build):
 
 def test_build_with_only_weights_changed_points_to_reweight(build, tmp_path_factory):
     from curation.sources import parse_source
-    from pipelines.build import BuildRefused, BuildRequest, run_build
+    from pipelines.build.request import BuildRefused, BuildRequest
+    from pipelines.build.run import run_build
 
     from .weighted_builds import make_sources, small_config
 
@@ -156,7 +157,7 @@ def test_build_with_only_weights_changed_points_to_reweight(build, tmp_path_fact
     with pytest.raises(BuildRefused, match=r"shards.samples_per_shard.*new --out"):
         run_build(BuildRequest(sources, build, other, show_progress=False))
     # Once a version with exactly that policy is stored, the same request is a finished build.
-    from pipelines.reweight import reweight
+    from pipelines.tools.reweight import reweight
 
     reweight(build, changed.weights, name="sixty", activate_it=True)
     summary = run_build(BuildRequest(sources, build, changed, show_progress=False))

@@ -1,6 +1,6 @@
 """Bounded-memory driver phases give exactly what the in-memory code gave.
 
-The streaming plan (pipelines/planphase.py) and finalize (pipelines/finalize.py) are compared with
+The streaming plan (pipelines/build/plan.py) and finalize (pipelines/build/finalize.py) are compared with
 the plain whole-table path (``deduplicate`` + ``split_too_small`` + ``make_plan``; weights are not in the
 plan, contract 2)
 on synthetic Danbooru-shaped scan rows with planted duplicates, with and without spilling.
@@ -21,11 +21,11 @@ from curation.dedup import DedupConfig
 from curation.records import TAG_CATEGORIES
 from curation.weighting import WeightConfig
 from pipelines.benches.scale import synth_hashes, synth_part
-from pipelines.build import scan_unit
+from pipelines.build.enumerate import scan_unit
+from pipelines.build.finalize import write_manifest, write_rejects
+from pipelines.build.plan import PlanReader, PlanSettings, write_plan
 from pipelines.dedup import deduplicate
-from pipelines.finalize import write_manifest, write_rejects
-from pipelines.planphase import PlanReader, PlanSettings, write_plan
-from pipelines.reweight import solve
+from pipelines.tools.reweight import solve
 from sharding.buckets import BucketRule, crop_box, fit_bucket, make_buckets
 from sharding.layout import Layout
 from sharding.plan import fit_and_crop, make_plan, split_too_small
@@ -159,7 +159,7 @@ def test_scan_parts_grow_with_the_input_count():
 
 def test_planning_and_classical_extractors_do_not_import_torch():
     code = (
-        "import sys, numpy as np, pipelines.build, pipelines.tasks, pipelines.audit, lineart;"
+        "import sys, numpy as np, pipelines.build.run, pipelines.tasks, pipelines.tools.audit, lineart;"
         "[lineart.create(n)(np.zeros((1, 32, 32, 3), np.uint8)) for n in ('canny', 'xdog')];"
         "print('torch' in sys.modules)"
     )
@@ -175,7 +175,7 @@ def test_scale_bench_reports_every_phase(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    for phase in ("plan", "dispatch", "finalize", "weights", "audit", "loader"):
+    for phase in ("plan", "dispatch", "finalize", "weights", "audit", "loader", "append"):
         assert report[phase]["peak_rss_mb"] > 10 and report[phase]["seconds"] >= 0
 
 
@@ -196,25 +196,25 @@ def test_streamed_parquet_on_a_store_is_complete_or_absent():
 def test_increment_chunks_follow_every_records_and_scan_part(tmp_path):
     """A build's scan units slice its records parts (here 1 records part, 3 scan parts): an append's
     chunks, one records part and one scan part each, must not reuse a scan part number."""
-    from pipelines.increment import _records_chunks, _records_parts
+    from pipelines.build.base import first_free_chunk, records_parts
     from sharding.schema import RECORD_SCHEMA, SCAN_SCHEMA
 
     layout = Layout(str(tmp_path / "out"))
-    assert _records_chunks(layout) == 0
+    assert first_free_chunk(layout) == 0
     layout.write_parquet(layout.records_part(0), RECORD_SCHEMA.empty_table())
     for c in range(3):
         layout.write_parquet(layout.scan_part(c), SCAN_SCHEMA.empty_table())
-    assert _records_chunks(layout) == 3 and _records_parts(layout, 3) == [0]
+    assert first_free_chunk(layout) == 3 and records_parts(layout, 3) == [0]
     layout.write_parquet(layout.records_part(3), RECORD_SCHEMA.empty_table())  # a first append's chunk
     layout.write_parquet(layout.scan_part(3), SCAN_SCHEMA.empty_table())
-    assert _records_chunks(layout) == 4 and _records_parts(layout, 4) == [0, 3]
+    assert first_free_chunk(layout) == 4 and records_parts(layout, 4) == [0, 3]
 
 
 def test_sha_words_are_exact_and_the_slow_path_agrees():
     """The plan's exact-duplicate codes come from sha256 digests as 4 uint64 words (no strings held)."""
     import hashlib
 
-    from pipelines.planphase import _words_slow, sha_words
+    from pipelines.build.plan import _words_slow, sha_words
 
     digests = [hashlib.sha256(bytes([i % 7])).hexdigest() for i in range(40)]
     fast = sha_words(pa.array(digests))

@@ -21,7 +21,8 @@ from curation.weighting import (
     solve_scale,
     tag_factors,
 )
-from pipelines.build import BuildRequest, run_build
+from pipelines.build.request import BuildRequest
+from pipelines.build.run import run_build
 from pipelines.config import ConfigError, config_from_dict
 
 from .helpers import cli, write_config

@@ -18,7 +18,8 @@ from curation.metrics import MetricThresholds
 from curation.sources import parse_source
 from curation.weighting import WeightConfig
 from lineart.quality import PairQuality
-from pipelines.build import BuildRequest, run_build
+from pipelines.build.request import BuildRequest
+from pipelines.build.run import run_build
 from pipelines.config import BuildConfig, ScanConfig, ShardConfig
 from sharding.buckets import BucketRule
 

@@ -49,8 +49,10 @@ def is_heldout(key: str, fraction: float) -> bool:
     return h % HOLDOUT_BUCKETS < round(fraction * HOLDOUT_BUCKETS)
 
 
-def heldout_keys(build: str, fraction: float, buckets: list[tuple[int, int]] | None = None) -> list[str]:
-    layout = Layout(build)
+def heldout_keys(
+    build: str | Layout, fraction: float, buckets: list[tuple[int, int]] | None = None
+) -> list[str]:
+    layout = build if isinstance(build, Layout) else Layout(build)
     table = layout.read_parquet(layout.manifest, columns=["key", "bucket_w", "bucket_h"])
     wanted = set(buckets) if buckets else None
     return [
@@ -278,7 +280,7 @@ class TrainStream:
 
 
 def open_stream(
-    build: str, cfg: WnetConfig, multiple: int, *, rank: int = 0, world: int = 1,
+    build: str | Layout, cfg: WnetConfig, multiple: int, *, rank: int = 0, world: int = 1,
     state: dict[str, Any] | None = None, buckets: list[tuple[int, int]] | None = None, seed_offset: int = 0,
     prefetch: int = PREFETCH, latents: Any = None,
 ) -> TrainStream:  # fmt: skip
@@ -290,7 +292,7 @@ def open_stream(
 
 
 def heldout_batch(
-    build: str, cfg: WnetConfig, limit: int, buckets: list[tuple[int, int]] | None, multiple: int
+    build: str | Layout, cfg: WnetConfig, limit: int, buckets: list[tuple[int, int]] | None, multiple: int
 ) -> list[Batch]:
     """Held-out samples grouped by bucket into batches (at most ``limit`` samples in all)."""
     keys = heldout_keys(build, cfg.train.heldout, buckets)[:limit]

@@ -54,8 +54,8 @@ def vae_digest(vae_folder: str) -> str:
 class LatentCache:
     """Reads (and fills) the cache of one build for one VAE at the run's training sizes."""
 
-    def __init__(self, root: str, build: str, vae_folder: str, max_side: int, multiple: int):
-        self.layout = Layout(build)
+    def __init__(self, root: str, build: str | Layout, vae_folder: str, max_side: int, multiple: int):
+        self.layout = build if isinstance(build, Layout) else Layout(build)
         self.root = os.path.join(root, vae_digest(vae_folder))
         self.vae_folder, self.max_side, self.multiple = vae_folder, max_side, multiple
         shards = json.loads(self.layout.read_bytes(self.layout.shards_json))["shards"]

@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -58,6 +58,12 @@ class TrainRequest:
     gpus: bool = False  # Ray Train workers use one GPU each
     address: str | None = None
     latent_cache: str | None = None  # a latent cache folder (--cache-latents), or None
+    # object-store client options of the build (--storage-option); never written into the run
+    storage_options: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def layout(self) -> Layout:
+        """The build opened with the request's storage options."""
+        return open_build(self.build, self.storage_options)
 
 
 @dataclass
@@ -80,15 +86,18 @@ def _write_json(path: str, data: Any) -> None:
     write_atomic(path, json_bytes(data, indent=1))
 
 
-def open_build(build: str) -> Layout:
-    """The build's layout (a path or URL); one-line RunError when it cannot be opened."""
+def open_build(build: str | Layout, storage_options: dict[str, str] | None = None) -> Layout:
+    """The build's layout (a path or URL, opened with ``storage_options``: ``--storage-option``);
+    one-line RunError when it cannot be opened."""
+    if isinstance(build, Layout):
+        return build
     try:
-        return Layout(build)
+        return Layout(build, storage_options or {})
     except StorageError as exc:
         raise RunError(str(exc)) from None
 
 
-def check_build(build: str, cfg: WnetConfig, multiple: int | None) -> dict[tuple[int, int], int]:
+def check_build(build: str | Layout, cfg: WnetConfig, multiple: int | None) -> dict[tuple[int, int], int]:
     """Samples per bucket of the build that the config trains on; errors name what is missing
     (``multiple``: what the model's sides must divide by; None checks the buckets only)."""
     layout = open_build(build)
@@ -138,7 +147,7 @@ def prepare_run(req: TrainRequest) -> tuple[WnetConfig, TagVocab, Parts]:
     it matches the request; returns the config, the vocabulary and the parts."""
     os.makedirs(req.run, exist_ok=True)
     path = os.path.join(req.run, "run.json")
-    build = open_build(req.build).out
+    build = req.layout().out
     if os.path.exists(path):
         saved = _read_json(path)
         old_cfg, new_cfg = dict(saved["config"]), req.config.to_dict()
@@ -159,7 +168,7 @@ def prepare_run(req: TrainRequest) -> tuple[WnetConfig, TagVocab, Parts]:
         target = os.path.join(req.run, name)
         shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
     cfg = req.config
-    layout = open_build(build)
+    layout = req.layout()
     vocab = TagVocab.from_manifest(layout, cfg.model.vocab_per_category)
     try:
         parts, part_files = make_parts(cfg, req.run)
@@ -298,21 +307,21 @@ def train_loop(
         from .latents import LatentCache
 
         cache = LatentCache(
-            req.latent_cache, req.build, parts.vae_path(req.run), cfg.train.max_side, multiple
+            req.latent_cache, req.layout(), parts.vae_path(req.run), cfg.train.max_side, multiple
         )
-    stream = open_stream(req.build, cfg, multiple, rank=rank, world=world, state=loader_state, buckets=buckets,
+    stream = open_stream(req.layout(), cfg, multiple, rank=rank, world=world, state=loader_state, buckets=buckets,
                          latents=cache)  # fmt: skip
     writer = rank == 0
     together = writer or sharded  # who computes what rank 0 writes (all ranks when weights are sharded)
     metrics = Metrics(req.run, trainer.step) if writer else None
     preview = (
-        _preview_batch(req.build, cfg, buckets, multiple) if together and cfg.train.sample_every else None
+        _preview_batch(req.layout(), cfg, buckets, multiple) if together and cfg.train.sample_every else None
     )
     bar = _progress(trainer.step, total, writer and req.show_progress)
     last_loss, last_saved = None, latest
     started, seen = time.perf_counter(), 0
     heldout = (
-        heldout_batch(req.build, cfg, 16, buckets, multiple) if together and cfg.train.eval_every else []
+        heldout_batch(req.layout(), cfg, 16, buckets, multiple) if together and cfg.train.eval_every else []
     )
 
     def save(states: list[Any]) -> str | None:
@@ -402,7 +411,7 @@ def _gather(state: Any, world: int) -> list[Any]:
     return out
 
 
-def _preview_batch(build: str, cfg: WnetConfig, buckets, multiple: int):
+def _preview_batch(build: str | Layout, cfg: WnetConfig, buckets, multiple: int):
     """A fixed handful of samples for the periodic grid (its own stream, so training draws are unaffected)."""
     stream = open_stream(build, cfg.replace(train={"batch_size": min(4, cfg.train.batch_size)}), multiple, rank=0,
                          world=1, state=None, buckets=buckets, seed_offset=7919, prefetch=0)  # fmt: skip
@@ -436,11 +445,11 @@ def train(req: TrainRequest, scale_out: Callable[[TrainRequest], TrainResult] | 
     through ``scale_out`` (``pipelines.raytrain.train_on_ray``: wnet does not import Ray)."""
     if req.workers and req.workers > 0 and scale_out is None:
         raise RunError("--workers needs Ray Train: run `linepairs train --workers K`")
-    req.run, req.build = os.path.abspath(req.run), open_build(req.build).out
-    check_build(req.build, req.config, None)
+    req.run, req.build = os.path.abspath(req.run), req.layout().out
+    check_build(req.layout(), req.config, None)
     cfg, _, parts = prepare_run(req)
     multiple = parts.multiple(req.run)
-    check_build(req.build, cfg, multiple)
+    check_build(req.layout(), cfg, multiple)
     if req.latent_cache:
         fill_latent_cache(req, cfg, parts, multiple)
     if req.workers and req.workers > 0 and scale_out is not None:
@@ -457,7 +466,7 @@ def fill_latent_cache(req: TrainRequest, cfg: WnetConfig, parts: Parts, multiple
         raise RunError("--cache-latents needs a latent space (a VAE: space.vae or an init base that has one)")
     space = LatentSpace(vae, _device(req))
     try:
-        cache = LatentCache(req.latent_cache, req.build, vae, cfg.train.max_side, multiple)
+        cache = LatentCache(req.latent_cache, req.layout(), vae, cfg.train.max_side, multiple)
         counts = cache.fill(space, [tuple(b) for b in cfg.train.buckets] or None)
     except LatentCacheError as exc:
         raise RunError(str(exc)) from None

@@ -22,7 +22,8 @@ import lineart
 from curation.decode import decode_image, read_bytes
 from sharding.materialize import bucket_image, encode_image, encode_lines, resize_to_bucket
 
-from ..build import BuildRequest, run_build
+from ..build.request import BuildRequest
+from ..build.run import run_build
 from ..config import BuildConfig
 from ..errors import UsageError
 from ..paths import corpus_illustrations
@@ -267,7 +268,7 @@ def materialize_in_process(out: str, cfg: BuildConfig) -> float:
     """Samples/s writing every shard of ``out``'s plan again, in this process on one core."""
     from sharding.layout import Layout
 
-    from ..planphase import PlanReader
+    from ..build.plan import PlanReader
     from ..tasks import MaterializeSettings, ShardMaterializer
 
     built = Layout(out)

@@ -70,7 +70,8 @@ def _timed(fn) -> float:
 def corpus(args, tmp: str) -> dict[str, Any]:
     from curation.sources import parse_source
 
-    from ..build import BuildRequest, run_build
+    from ..build.request import BuildRequest
+    from ..build.run import run_build
     from ..config import BuildConfig
     from ..export import ExportRequest, run_export
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from sharding.loader import batches
 
-from ..build import BuildRequest, run_build
+from ..build.request import BuildRequest
+from ..build.run import run_build
 from ..config import BuildConfig
 from ..errors import UsageError
 from ..paths import corpus_illustrations

@@ -2,7 +2,7 @@
 
 Recall (overall and per label), ROC AUC, the high tier's rejects and the synthetic images kept, out of
 fold, as the mean and range over 10 fold seeds (the spread of a 151-image measurement:
-``pipelines.calibrate.cross_validated``, the same figures ``artmodel.json`` records); plus the scan's
+``pipelines.tools.calibrate.cross_validated``, the same figures ``artmodel.json`` records); plus the scan's
 cost per image (median of repeats, one process, one core: noisy on a shared machine) and, for every
 ONNX scorer whose published weights are in the cache, its cost per image on CPU.
 """
@@ -17,9 +17,9 @@ from typing import Any
 from curation.decode import decode_image, read_bytes
 from curation.metrics import detail_crop, measure, work_copy
 
-from ..calibrate import cross_validated, read_labels, scan_labelled
 from ..config import BuildConfig
 from ..paths import shared_dir
+from ..tools.calibrate import cross_validated, read_labels, scan_labelled
 
 SEEDS = 10
 ONNX_SCORERS = ("anime_real", "anime_classify", "monochrome", "dbaesthetic", "dbrating")

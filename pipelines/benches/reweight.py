@@ -1,7 +1,7 @@
 """``linepairs reweight`` at 1M samples: wall seconds and peak memory, from a synthetic manifest.
 
 The manifest has Danbooru-like columns (two sources, a quality score, character and artist tags
-from Zipf vocabularies, buckets); the REAL ``pipelines.reweight.reweight`` runs on it in a fresh
+from Zipf vocabularies, buckets); the REAL ``pipelines.tools.reweight.reweight`` runs on it in a fresh
 child process per policy, so its peak RSS is the reweight's own (the import baseline is reported
 beside it). No shard exists in the scratch OUT: a reweight that opened one would fail.
 """
@@ -72,7 +72,7 @@ _CHILD = """
 import json, resource, sys, time
 from groundwork.configtable import from_table
 from curation.weighting import WeightConfig
-from pipelines.reweight import reweight
+from pipelines.tools.reweight import reweight
 out, policy = sys.argv[1], json.loads(sys.argv[2])
 cfg = from_table(WeightConfig, policy, "weights")
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -13,9 +13,14 @@ phase, the set-up excluded by resetting the high-water mark) is the phase's own:
 * ``finalize``: manifest, rejects, shards.json, weight version v1, build.json (``build.finalize``),
   with shard states as materialize leaves them (a few late rejects per shard);
 * ``weights``: a second weight version solved from the manifest's columns alone
-  (``pipelines.reweight.reweight``, as ``linepairs reweight OUT --name bench``);
+  (``pipelines.tools.reweight.reweight``, as ``linepairs reweight OUT --name bench``);
 * ``audit``: ``linepairs audit`` (shard files are sparse files of the recorded size);
-* ``loader``: the loader's start-up (``sharding.loader.load_population``).
+* ``loader``: the loader's start-up (``sharding.loader.load_population``);
+* ``append``: ``build --append`` of 100,000 new records (a tenth of a smaller build; 1 % near and
+  0.2 % exact copies of old samples) onto the finished build: the increment's plan (dedup against
+  the base's hashes, every weight version checked over the union), shard states as materialize
+  leaves them, and its finalize (tables, every version re-solved, build.json). Its enumeration and
+  scan are set up beforehand, as the scan parts of the build are.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import pyarrow.compute as pc
 
 SIZES = (100_000, 1_000_000)
 FULL_SIZES = (*SIZES, 10_000_000)
-PHASES = ("plan", "dispatch", "finalize", "weights", "audit", "loader")
+PHASES = ("plan", "dispatch", "finalize", "weights", "audit", "loader", "append")
 REJECTED, NEAR, EXACT = 0.05, 0.01, 0.002
 # Danbooru-like tag counts: (category, mean tags per post, vocabulary size)
 TAGS = (("general", 28, 200_000), ("artist", 1.05, 300_000), ("character", 1.4, 150_000),
@@ -128,11 +133,58 @@ def synth_part(first: int, count: int, phash: np.ndarray, file_id: np.ndarray, s
     return table.select(SCAN_SCHEMA.names).cast(SCAN_SCHEMA)
 
 
+APPEND_NEW = 100_000  # new records of the append phase (a tenth of a smaller build)
+
+
+def append_size(n: int) -> int:
+    return max(1, min(APPEND_NEW, n // 10))
+
+
+def prepare_append(out: str, n: int, new: int, seed: int = 0) -> None:
+    """Increment #1 of the finished build in ``out`` started as ``build --append`` starts it (the
+    snapshot, its request), with ``new`` synthetic inputs enumerated and scanned into the parts after
+    the build's: a hundredth of them near copies of old samples and a five-hundredth exact ones."""
+    from sharding.integrity import committed
+    from sharding.layout import Layout
+
+    from ..build.base import Increment, first_free_chunk, take_snapshot
+    from ..build.enumerate import RECORDS_PART
+
+    layout = Layout(out)
+    record, _ = committed(layout)
+    inc = Increment(layout, 1)
+    take_snapshot(layout, inc)
+    first_chunk, first_seq = first_free_chunk(layout), record["counts"]["inputs"]
+    old_phash, old_file = synth_hashes(n, seed)
+    rng = np.random.default_rng([seed, 1])
+    phash = np.concatenate([old_phash, rng.integers(-(2**63), 2**63 - 1, new, dtype=np.int64)])
+    file_id = np.arange(first_seq + new, dtype=np.int64)
+    file_id[:n] = old_file
+    copies = rng.choice(np.arange(first_seq, first_seq + new), int(new * (NEAR + EXACT)), replace=False)
+    originals = rng.integers(0, n, len(copies))
+    phash[copies] = phash[originals] ^ np.int64(1)  # one bit off: a near copy of an old sample
+    exact = copies[: int(new * EXACT)]
+    phash[exact], file_id[exact] = phash[originals[: len(exact)]], file_id[originals[: len(exact)]]
+    chunk = first_chunk
+    for first in range(first_seq, first_seq + new, RECORDS_PART):
+        count = min(RECORDS_PART, first_seq + new - first)
+        layout.write_parquet(layout.scan_part(chunk), synth_part(first, count, phash, file_id, seed))
+        chunk += 1
+    config = record["request"]["config"]
+    meta = {"kind": "append", "reasons": [], "sources": [], "config": config, "config_changes": [],
+            "first_chunk": first_chunk, "first_seq": first_seq}  # fmt: skip
+    layout.write_json(inc.request, meta)
+    layout.write_json(
+        inc.enumerated, {"first_chunk": first_chunk, "chunks": chunk, "inputs": new, "scanned": new}
+    )
+
+
 def make_out(out: str, n: int, seed: int = 0) -> None:
     """A scratch OUT holding an enumerated, scanned build of ``n`` synthetic inputs."""
     from sharding.layout import Layout
 
-    from ..build import BuildRequest, scan_unit
+    from ..build.enumerate import scan_unit
+    from ..build.request import BuildRequest
     from ..config import BuildConfig
 
     layout = Layout(out)
@@ -171,14 +223,14 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _fake_states(out: str) -> dict[str, dict[str, Any]]:
+def _fake_states(out: str, plan: str | None = None) -> dict[str, dict[str, Any]]:
     """Shard states as materialize leaves them; sparse shard files of the recorded size for the audit."""
     from sharding.layout import Layout
 
-    from ..planphase import PlanReader
+    from ..build.plan import PlanReader
 
     layout = Layout(out)
-    reader = PlanReader(layout, layout.plan)
+    reader = PlanReader(layout, plan or layout.plan)
     states = {}
     for i, (shard, (_, length)) in enumerate(sorted(reader.spans.items())):
         late = []
@@ -199,7 +251,9 @@ def phase(name: str, out: str) -> dict[str, float]:
     """Run one phase on ``out`` in this process; its seconds and this process's peak RSS during it."""
     from sharding.layout import Layout
 
-    from ..build import BuildRequest, finalize, plan
+    from ..build.finalize import finalize
+    from ..build.plan import plan
+    from ..build.request import BuildRequest
     from ..config import BuildConfig
 
     layout = Layout(out)
@@ -207,7 +261,7 @@ def phase(name: str, out: str) -> dict[str, float]:
     chunks = layout.read_json(layout.enumerated)["chunks"]
     states = layout.read_json(layout.path("_bench_states.json")) if name == "finalize" else None
     if name in ("audit", "loader"):
-        from pipelines.audit import audit
+        from pipelines.tools.audit import audit
         from sharding.loader import load_population
     reset = _reset_peak()
     start, cpu = time.perf_counter(), time.process_time()
@@ -220,19 +274,35 @@ def phase(name: str, out: str) -> dict[str, float]:
     elif name == "finalize":
         finalize(req, layout, chunks, plan(req, layout, chunks), states, {"total": 1.0}, {})
     elif name == "weights":
-        from ..reweight import reweight
+        from ..tools.reweight import reweight
 
         reweight(out, name="bench")
     elif name == "audit":
         audit(out)
     elif name == "loader":
         load_population(out)
+    elif name == "append":
+        _append(req, layout)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     # cpu_seconds: this process's own CPU time, less sensitive than wall time to a busy machine
     return {
         "peak_rss_mb": round(_peak_mb(), 1), "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
         "peak_reset": reset,
     }  # fmt: skip
+
+
+def _append(req, layout) -> None:
+    """Increment #1 as ``run_increment`` runs it from its plan on (``prepare_append`` set it up)."""
+    from ..build.base import Increment
+    from ..build.finalize import finalize_increment
+    from ..build.plan import plan_increment
+
+    inc = Increment(layout, 1)
+    meta, enumerated = layout.read_json(inc.request), layout.read_json(inc.enumerated)
+    planned = plan_increment(req, layout, inc, enumerated)
+    del planned  # finalize reads the increment's plan as the build does: shard by shard
+    states = _fake_states(layout.out, inc.plan)
+    finalize_increment(req, layout, inc, meta, enumerated, layout.read_parquet(inc.plan), states, 1.0)
 
 
 def _child(name: str, out: str) -> dict[str, Any]:
@@ -255,6 +325,8 @@ def run_size(n: int, scratch: str) -> dict[str, Any]:
         if name == "finalize":
             with open(os.path.join(out, "_bench_states.json"), "w") as fh:
                 json.dump(_fake_states(out), fh)
+        if name == "append":
+            prepare_append(out, n, append_size(n))
         print(f"bench: scale {n} {name} ...", file=sys.stderr, flush=True)
         report[name] = _child(name, out)
         if name == "finalize":

@@ -8,7 +8,7 @@ KBlueLeaf's layout (post, tag, post<->tag relation) at 1,000,000 posts and ~8 ta
 exists, so every post is a ``missing_file`` record: the figure is the metadata path (read, map,
 clean the tags, write the records parts), which is what scales with the dump.
 
-Each measurement runs the REAL ``pipelines.build.enumerate_records`` (the pre-scan check included)
+Each measurement runs the REAL ``pipelines.build.enumerate.enumerate_records`` (the pre-scan check included)
 into a scratch OUT in a fresh child process; its peak RSS (``ru_maxrss``) is the enumeration's own,
 with the import baseline reported beside it. Medians over ``--repeats``.
 """
@@ -175,7 +175,8 @@ def inputs(n: int = POSTS, relation_posts: int = RELATION_POSTS) -> dict[str, st
 _CHILD = """
 import json, resource, sys, time
 from curation.sources import parse_source
-from pipelines.build import BuildRequest, enumerate_records
+from pipelines.build.enumerate import enumerate_records
+from pipelines.build.request import BuildRequest
 from pipelines.config import BuildConfig
 from sharding.layout import Layout
 source, out = sys.argv[1], sys.argv[2]

@@ -49,7 +49,8 @@ from wnet.run import TrainRequest, read_metrics, train
 from wnet.trainer import Trainer
 from wnet.vocab import TagVocab
 
-from ..build import BuildRequest, run_build
+from ..build.request import BuildRequest
+from ..build.run import run_build
 from ..config import BuildConfig
 from ..demo import tiny_demo_build
 from ..errors import UsageError

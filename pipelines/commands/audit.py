@@ -41,14 +41,14 @@ def add_parser(sub) -> None:
 def run_compare(args: argparse.Namespace, layout) -> int:
     from sharding.loader import LoaderError
 
-    from ..audit import compare, compare_lines
+    from ..tools.audit import compare, compare_lines
 
     try:
         report = compare(layout, *args.compare, top_tags=args.top_tags)
     except LoaderError as exc:
         raise UsageError(str(exc)) from None
     if args.html:
-        from ..report import render_compare_html
+        from ..tools.report import render_compare_html
 
         try:
             with open(args.html, "w", encoding="utf-8") as fh:
@@ -68,7 +68,7 @@ def run_compare(args: argparse.Namespace, layout) -> int:
 def run(args: argparse.Namespace) -> int:
     from sharding.loader import LoaderError
 
-    from ..audit import audit, pair_samples, public, summary_lines
+    from ..tools.audit import audit, pair_samples, public, summary_lines
 
     if args.draws < 1 or args.batch_size < 1 or args.pairs < 0 or args.top_tags < 0 or args.seed < 0:
         raise UsageError("--draws and --batch-size must be >= 1; --pairs, --top-tags and --seed >= 0")
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     except LoaderError as exc:
         raise UsageError(str(exc)) from None
     if args.html:
-        from ..report import render_html
+        from ..tools.report import render_html
 
         try:
             with open(args.html, "w", encoding="utf-8") as fh:

@@ -21,7 +21,11 @@ def add_parser(sub) -> None:
         "--out", required=True,
         help="output directory or URL (s3://bucket/pairs, file://...); resumed when it holds the same build",
     )  # fmt: skip
-    p.add_argument("--config", help="build.toml (every key and default: docs/config.md)")
+    p.add_argument(
+        "--config",
+        help="build.toml (every key and default: docs/config.md); with --append/--retry the default is "
+        "the config OUT was built with",
+    )
     p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else an embedded Ray)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_storage_option(p)
@@ -42,14 +46,21 @@ def run(args: argparse.Namespace) -> int:
     from curation.storage import SourceStorage
     from sharding.layout import StorageError, parse_storage_options
 
-    from ..build import BuildRefused, BuildRequest, run_build
+    from ..build.base import IntegrityError
+    from ..build.request import BuildRefused, BuildRequest
+    from ..build.run import run_build
     from ..config import ConfigError, load_config
-    from ..repair import IntegrityError
 
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} exists and is not a folder; choose another --out")
     try:
-        config = load_config(args.config)
+        layout = open_out(args.out, args)
+        if args.config is None and (args.append or args.retry is not None):
+            from ..build.request import recorded_build_config
+
+            config = recorded_build_config(layout)  # OUT records the config it was built with
+        else:
+            config = load_config(args.config)
         # URL sources (s3://...) are read with the same --storage-option settings as a URL OUT.
         storage = SourceStorage(parse_storage_options(args.storage_option))
         sources = [source_from_table(t, storage=storage) for t in config.sources]
@@ -57,10 +68,9 @@ def run(args: argparse.Namespace) -> int:
         sources = [with_config(s, config) for s in sources]
         if not sources:
             raise UsageError("no sources: give SOURCE arguments or [[sources]] tables in --config")
-        from ..increment import parse_reasons
+        from ..build.request import parse_reasons
 
         retry = parse_reasons(args.retry) if args.retry is not None else ()
-        layout = open_out(args.out, args)
         req = BuildRequest(
             sources, args.out, config, address=args.address, show_progress=not args.quiet,
             layout=layout, storage=storage, append=args.append, retry=retry,
@@ -68,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         summary = run_build(req)
     except (ConfigError, SourceError, BuildRefused, StorageError, IntegrityError) as exc:
         raise UsageError(str(exc)) from None
-    if summary.repaired:  # each file is named on stderr (pipelines/repair.py)
+    if summary.repaired:  # each file is named on stderr (pipelines/build/repair.py)
         print(f"{summary.out}: {len(summary.repaired)} file(s) repaired (named on stderr).")
     elif summary.already_complete:
         print(f"{summary.out} is already complete: nothing to do.")

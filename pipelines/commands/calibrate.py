@@ -42,7 +42,7 @@ def write_model(args: argparse.Namespace, cfg) -> None:
     """``--fit-model``: fit on the whole folder, measure the same fit out of fold, write both."""
     from curation import artmodel
 
-    from ..calibrate import cross_validated, fit_model, read_labels, scan_labelled
+    from ..tools.calibrate import cross_validated, fit_model, read_labels, scan_labelled
 
     rows, settings = scan_labelled(args.images, read_labels(args.labels), cfg)
     source = os.path.join(os.path.basename(os.path.abspath(args.images)), os.path.basename(args.labels))
@@ -63,8 +63,8 @@ def write_model(args: argparse.Namespace, cfg) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..calibrate import calibrate, contact_sheet, summary_lines
     from ..config import ConfigError, load_config
+    from ..tools.calibrate import calibrate, contact_sheet, summary_lines
 
     if args.cv == 1 or args.cv < 0:
         raise UsageError("--cv must be 0 (off) or >= 2")

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from sharding.weights import WeightsVersionError
 
     from ..config import ConfigError
-    from ..reweight import ReweightRefused, reweight, weights_from_toml
+    from ..tools.reweight import ReweightRefused, reweight, weights_from_toml
 
     try:
         layout = open_out(args.out, args)

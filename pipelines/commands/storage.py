@@ -30,3 +30,14 @@ def open_out(location: str, args: argparse.Namespace):
     except StorageError as exc:
         raise UsageError(str(exc)) from None
     return layout
+
+
+def storage_options(args: argparse.Namespace) -> dict[str, str]:
+    """The command's ``--storage-option`` settings, for a command whose library opens OUT itself
+    (``train``: every Ray Train worker opens the build with them)."""
+    from sharding.layout import StorageError, parse_storage_options
+
+    try:
+        return parse_storage_options(getattr(args, "storage_option", None))
+    except StorageError as exc:
+        raise UsageError(str(exc)) from None

@@ -6,6 +6,7 @@ import argparse
 import os
 
 from ..errors import UsageError
+from .storage import add_storage_option, storage_options
 
 INSTALL = "pip install -c constraints.txt -e . (make setup does it)"
 
@@ -33,6 +34,7 @@ def add_parser(sub) -> None:
     p.add_argument("--gpus", action="store_true", help="one GPU per Ray Train worker")
     p.add_argument("--address", help="Ray cluster for --workers (default: RAY_ADDRESS, else an embedded Ray)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_storage_option(p)
     p.set_defaults(handler=run)
 
 
@@ -88,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         if args.cache_latents is not None:
             cache = os.path.abspath(args.cache_latents or default_root(args.run))
         req = TrainRequest(args.out, args.run, cfg, steps=args.steps, device=args.device, show_progress=not args.quiet,
-                           workers=args.workers, gpus=args.gpus, address=args.address, latent_cache=cache)  # fmt: skip
+                           workers=args.workers, gpus=args.gpus, address=args.address, latent_cache=cache,
+                           storage_options=storage_options(args))  # fmt: skip
         if args.workers:
             from ..raycluster import ray_session
             from ..raytrain import train_on_ray

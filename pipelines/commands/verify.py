@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     if not is_url(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"no such build directory: {args.out}")
     layout = open_out(args.out, args)
-    from ..reweight import resolve_faults
+    from ..tools.reweight import resolve_faults
 
     try:
         faults = verify_build(layout)

@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 from sharding.integrity import (
     ACTIVE,
     FILES,
-    committed,
     digest,
     fault_of,
     file_faults,
-    read_parquet_bytes,
     read_shards,
     weight_file,
 )
@@ -48,53 +45,20 @@ from sharding.layout import (
     DamagedFileError,
     Layout,
     json_bytes,
-    parquet_bytes,
 )
+
+from .base import Finished, Increment, IntegrityError, finished_build
+from .card import dataset_card_bytes
+from .finalize import write_increment_tables, write_manifest, write_rejects
+from .materialize import write_shards
+from .plan import PlanReader, PlanSettings, write_plan
+from .request import BuildSummary
+from .scan import scan
 
 THREADS = 4  # state markers read at once (small reads: a store's latency is the limit)
 
 
-class IntegrityError(Exception):
-    """OUT's files disagree and what is damaged cannot be rebuilt from the rest; the message names them."""
-
-
-@dataclass
-class Finished:
-    """The last commit of a finished build: build.json as committed, and what is wrong with
-    build.json and its copy (relative path -> why)."""
-
-    record: dict[str, Any]
-    problems: dict[str, str]
-
-
-def last_increment(layout: Layout) -> int:
-    """The highest increment number that recorded its request (0: none)."""
-    found = [p for p in layout.files(layout.path("_state", "increments")) if p.endswith("/request.json")]
-    numbers = [int(p.rsplit("/", 2)[-2]) for p in found if p.rsplit("/", 2)[-2].isdigit()]
-    return max(numbers, default=0)
-
-
-def finished_build(layout: Layout) -> Finished | None:
-    """The last commit of OUT, or None when OUT holds no finished build.
-
-    IntegrityError when build.json and its copy are both lost but OUT has had increments: the
-    plain build's finalize would roll those back, so only the last increment may finish it.
-    """
-    record, problems = committed(layout)
-    if record is not None:
-        return Finished(record, problems)
-    last = last_increment(layout)
-    if last:
-        raise IntegrityError(
-            f"{layout.out}: build.json and its copy _state/build.json are both missing or damaged "
-            f"({'; '.join(f'{k}: {v}' for k, v in problems.items()) or 'missing'}), and OUT has had "
-            f"{last} --append/--retry run(s): run the last of them again (it finishes from its own "
-            "snapshot); a plain build would roll them back"
-        )
-    return None
-
-
-def _log(msg: str) -> None:
+def _say(msg: str) -> None:
     print(f"linepairs: {msg}", file=sys.stderr, flush=True)
 
 
@@ -103,8 +67,6 @@ def _log(msg: str) -> None:
 
 def committed_shards(layout: Layout, record: dict[str, Any]) -> dict[str, str]:
     """Every shard of the last commit -> the plan file that lists its rows."""
-    from .increment import Increment
-    from .planphase import PlanReader
 
     plan_of = {shard: layout.plan for shard in PlanReader(layout, layout.plan).spans}
     for rec in record.get("appends", []):
@@ -136,10 +98,6 @@ def read_states(layout: Layout, shards: list[str]) -> dict[str, dict[str, Any] |
         return dict(zip(shards, pool.map(one, shards), strict=True))
 
 
-def _small(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in state.items() if k != "written"}
-
-
 def repair_shards(
     req, layout: Layout, plan_of: dict[str, str], expected: dict[str, dict[str, Any]] | None,
     states: dict[str, dict[str, Any] | None],
@@ -147,7 +105,7 @@ def repair_shards(
     """Rewrite every shard whose tar or state marker disagrees with ``expected`` (shards.json's
     entries; None when shards.json itself is damaged: then the markers are the record). Updates
     ``states``; returns what was repaired."""
-    from .shardcheck import damage
+    from ..shardcheck import damage
 
     redo: dict[str, str] = {}
     want: dict[str, dict[str, Any]] = {}
@@ -170,13 +128,11 @@ def repair_shards(
         redo[path] = why
     if not redo:
         return []
-    _log(
+    _say(
         f"{len(redo)} damaged shard(s), rewriting them: "
         + "; ".join(f"{s}: {w}" for s, w in sorted(redo.items())[:5])
     )
-    from .build import write_shards
-    from .planphase import PlanReader
-    from .raycluster import ray_session
+    from ..raycluster import ray_session
 
     by_plan: dict[str, list[str]] = {}
     for shard in sorted(redo):
@@ -209,45 +165,47 @@ def replay_tables(
 ) -> dict[str, bytes | None]:
     """The bytes of manifest.parquet, rejects.parquet and rejects_history.parquet (None: absent)
     that the commits of ``record`` wrote: the build's finalize, then every increment in order,
-    each from the tables the one before it left."""
-    from .finalize import write_manifest, write_rejects
-    from .increment import Increment, increment_tables
+    each streamed from the tables the one before it left (scratch files in ``_state/repair/``)."""
 
-    scratch = {name: layout.path("_state", "repair", name) for name in (MANIFEST, REJECTS)}
+    def scratch(name: str, step: int) -> str:
+        return layout.path("_state", "repair", f"{step:06d}-{name}")
+
     base = [s for s, p in committed_shards(layout, record).items() if p == layout.plan]
     late = sorted((r for s in base for r in states[s]["rejects"]), key=lambda r: r["seq"])
     dropped = {key: why for s in base for key, why in states[s].get("dropped", {}).items()}
-    write_manifest(layout, {r["key"] for r in late}, _extractors(req), dropped, path=scratch[MANIFEST])
-    write_rejects(layout, late, path=scratch[REJECTS])
-    out: dict[str, bytes | None] = {name: layout.read_bytes(path) for name, path in scratch.items()}
-    out[REJECTS_HISTORY] = None
-    for path in scratch.values():
-        layout.remove(path)
-    before = {
-        "manifest": read_parquet_bytes(layout, MANIFEST, out[MANIFEST]),
-        "rejects": read_parquet_bytes(layout, REJECTS, out[REJECTS]),
+    before: dict[str, Any] = {
+        "manifest": scratch(MANIFEST, 0),
+        "rejects": scratch(REJECTS, 0),
         "history": None,
-        "shards": sorted((states[s]["stats"] for s in base), key=lambda e: e["path"]),
     }
-    for rec in record.get("appends", []):
-        inc = Increment(layout, rec["number"])
-        meta, enumerated = layout.read_json(inc.request), layout.read_json(inc.enumerated)
-        inc_states = {s: states[s] for s in rec.get("shards", [])}
-        tables = increment_tables(
-            layout, inc, meta, enumerated, layout.read_parquet(inc.plan), inc_states, _extractors(req), before
-        )
-        # finalize wrote these bytes and the next increment read them back: the same here
-        out = {MANIFEST: parquet_bytes(tables.manifest), REJECTS: parquet_bytes(tables.rejects)}
-        out[REJECTS_HISTORY] = parquet_bytes(tables.history) if tables.history.num_rows else None
-        before = {
-            "manifest": read_parquet_bytes(layout, MANIFEST, out[MANIFEST]),
-            "rejects": read_parquet_bytes(layout, REJECTS, out[REJECTS]),
-            "history": read_parquet_bytes(layout, REJECTS_HISTORY, out[REJECTS_HISTORY])
-            if out[REJECTS_HISTORY] is not None
-            else before["history"],
-            "shards": tables.shards,
+    made = [before["manifest"], before["rejects"]]
+    try:
+        write_manifest(layout, {r["key"] for r in late}, _extractors(req), dropped, path=before["manifest"])
+        write_rejects(layout, late, path=before["rejects"])
+        before["shards"] = sorted((states[s]["stats"] for s in base), key=lambda e: e["path"])
+        for rec in record.get("appends", []):
+            inc = Increment(layout, rec["number"])
+            meta, enumerated = layout.read_json(inc.request), layout.read_json(inc.enumerated)
+            inc_states = {s: states[s] for s in rec.get("shards", [])}
+            out = {k: scratch(name, rec["number"]) for k, name in
+                   (("manifest", MANIFEST), ("rejects", REJECTS), ("history", REJECTS_HISTORY))}  # fmt: skip
+            made += list(out.values())
+            tables = write_increment_tables(
+                layout, inc, meta, enumerated, layout.read_parquet(inc.plan), inc_states, _extractors(req),
+                before, out,
+            )  # fmt: skip
+            history = out["history"] if layout.exists(out["history"]) else before["history"]
+            before = {"manifest": out["manifest"], "rejects": out["rejects"], "history": history,
+                      "shards": tables.shards}  # fmt: skip
+        return {
+            MANIFEST: layout.read_bytes(before["manifest"]),
+            REJECTS: layout.read_bytes(before["rejects"]),
+            REJECTS_HISTORY: layout.read_bytes(before["history"]) if before["history"] else None,
         }
-    return out
+    finally:
+        for path in made:
+            if layout.exists(path):
+                layout.remove(path)
 
 
 def _put(layout: Layout, rel: str, data: bytes, files: dict[str, Any], how: str) -> None:
@@ -265,8 +223,7 @@ def _put(layout: Layout, rel: str, data: bytes, files: dict[str, Any], how: str)
 def replan(req, layout: Layout, record: dict[str, Any]) -> None:
     """plan.parquet (and the early rejects) planned again from the scan parts, with the settings the
     build planned with (build.json's request)."""
-    from .config import config_from_dict
-    from .planphase import PlanSettings, write_plan
+    from ..config import config_from_dict
 
     given = record["request"]["config"]
     cfg = config_from_dict(
@@ -274,8 +231,7 @@ def replan(req, layout: Layout, record: dict[str, Any]) -> None:
     )
     chunks = layout.read_json(layout.enumerated)["chunks"]
     if any(not layout.exists(layout.scan_part(c)) for c in range(chunks)):  # scanned again first
-        from .build import scan
-        from .raycluster import ray_session
+        from ..raycluster import ray_session
 
         with ray_session(req.address):
             scan(req, layout, chunks)
@@ -291,8 +247,7 @@ def repair_weights(req, layout: Layout, record: dict[str, Any], damaged: dict[st
     and the card from build.json."""
     from sharding.weights import encode_version
 
-    from .finalize import dataset_card_bytes
-    from .reweight import manifest_inputs, policy_meta, policy_of, solve
+    from ..tools.reweight import manifest_inputs, policy_meta, policy_of, solve
 
     files = record[FILES]
     done = []
@@ -319,7 +274,6 @@ def repair_weights(req, layout: Layout, record: dict[str, Any], damaged: dict[st
 def repair_finished(req, layout: Layout, finished: Finished) -> Any:
     """Check a finished OUT against its last commit and repair what disagrees (module doc); returns
     the build's summary (``repaired`` lists what was rebuilt, empty when nothing was)."""
-    from .build import BuildSummary
 
     record = finished.record
     try:
@@ -338,7 +292,7 @@ def repair_finished(req, layout: Layout, finished: Finished) -> Any:
 
 def repair(req, layout: Layout, finished: Finished) -> list[str]:
     """The repair proper; returns one line per rebuilt file."""
-    from .reweight import drop_unrecorded_versions, policies_of
+    from ..tools.reweight import drop_unrecorded_versions, policies_of
 
     record = finished.record
     files: dict[str, Any] = record.get(FILES) or {}
@@ -348,7 +302,7 @@ def repair(req, layout: Layout, finished: Finished) -> list[str]:
     found = file_faults(layout, files) if files else {}
     if found:
         listed = "; ".join(f"{rel}: {why}" for rel, why in found.items())
-        _log(f"{layout.out} does not match its last commit ({listed}); rebuilding from the rest of OUT")
+        _say(f"{layout.out} does not match its last commit ({listed}); rebuilding from the rest of OUT")
     if files:
         for name in drop_unrecorded_versions(layout, policies_of(layout, record)):
             repaired.append(f"{weight_file(name)} removed (not recorded: left by a killed reweight)")
@@ -390,7 +344,7 @@ def repair(req, layout: Layout, finished: Finished) -> list[str]:
         repaired.append(f"{rel} ({why})")
     if repaired:
         layout.remove_temp_files()  # leftovers of writers killed before the damage was found
-        _log(f"repaired {layout.out}: " + "; ".join(repaired))
+        _say(f"repaired {layout.out}: " + "; ".join(repaired))
     return repaired
 
 

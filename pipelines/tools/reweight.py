@@ -32,8 +32,8 @@ from sharding.weights import (
     write_version,
 )
 
-from .columnar import bucket_labels, labels, ranks
-from .config import config_from_dict, read_toml
+from ..columnar import bucket_labels, labels, ranks
+from ..config import config_from_dict, read_toml
 
 # Config sections whose change is a change of weights only; every other one changes the shards.
 WEIGHT_SECTIONS = ("weights",)
@@ -51,6 +51,18 @@ def manifest_inputs(cfg: WeightConfig) -> list[str]:
         "key", "source", "quality_score", "score", "bucket_w", "bucket_h", "bucket_upscale",
         "illustration", "upscale", *tags,
     ]  # fmt: skip
+
+
+def solve_columns(policies: dict[str, dict[str, Any]], given: WeightConfig | None = None) -> list[str]:
+    """Every manifest column one of these recorded versions (or ``given``) is solved from: what an
+    append reads of the manifest to check and re-solve them all."""
+    cols = manifest_inputs(given) if given is not None else []
+    for meta in policies.values():
+        try:
+            cols += manifest_inputs(policy_of(meta))
+        except (ValueError, KeyError):
+            continue  # an unreadable policy is named where it is re-solved (resolve_all)
+    return list(dict.fromkeys(cols))
 
 
 def _floats(table: pa.Table, name: str) -> np.ndarray:
@@ -271,7 +283,7 @@ def refresh_card(layout: Layout, build: dict[str, Any]) -> None:
     """Rewrite OUT's HF card for the build as it stands (``build``: its committed build.json; a build
     of an older contract gets its fingerprint too); its bytes change only when the shards did, so
     HF's cache stays valid."""
-    from .finalize import write_dataset_card
+    from ..build.card import write_dataset_card
 
     if not layout.exists(layout.shards_json):  # a manifest-only OUT (the reweight and scale benches)
         return

@@ -38,8 +38,8 @@ from curation.scan import ScanSettings, scan_row
 from curation.sources.folder import iter_folder
 from curation.weighting import HIGH, compute_weights, high_tier_eligible
 
-from .config import BuildConfig
-from .errors import UsageError
+from ..config import BuildConfig
+from ..errors import UsageError
 
 SOURCE = "calibration"
 
@@ -88,7 +88,7 @@ def refuse_links_out(images: str, locations: Mapping[str, str], labelled: Sequen
 
 def settings_for(cfg: BuildConfig, records: Sequence[Mapping[str, Any]]) -> ScanSettings:
     """The scan settings a build of these records with ``cfg`` would use."""
-    from .build import settings_from_records
+    from ..build.scan import settings_from_records
 
     cols = {
         "source": pa.array([r["source"] for r in records], pa.string()),

@@ -21,18 +21,20 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.dedup import DedupConfig
-from curation.weighting import WeightConfig
+from curation.dedup import DedupConfig, resolve
+from curation.weighting import WeightConfig, WeightError
 from sharding.buckets import BucketRule
-from sharding.layout import Layout
-from sharding.plan import assign_shards, plan_columns, split_too_small, too_small_mask
+from sharding.layout import BUILD_JSON, MANIFEST, SHARDS_JSON, Layout
+from sharding.plan import assign_shards, make_plan, plan_columns, shard_index, split_too_small, too_small_mask
 from sharding.schema import (
     PLAN_COLUMNS,
+    PLAN_EXTRA,
     PLAN_SCHEMA,
     REJECT_COLUMNS,
     REJECT_ID_COLUMNS,
@@ -40,8 +42,13 @@ from sharding.schema import (
     SCAN_SCHEMA,
 )
 
-from .columnar import ROW_GROUP, atomic_parquet, codes, give_back_memory, ranks
-from .dedup import dedup_arrays, duplicate_notes, reject_rows
+from ..columnar import ROW_GROUP, atomic_parquet, codes, give_back_memory, ranks
+from ..config import ConfigError
+from ..dedup import dedup_arrays, duplicate_notes, find_pairs, reject_rows
+from ..tools.reweight import manifest_inputs, policies_of, solve, solve_columns
+from .base import Increment
+from .request import BuildRequest, log
+from .scan import scan_table
 
 BIN_ROWS = 262_144  # plan rows sorted in memory at once (~1 KB each with tags)
 _DEST = "_dest"
@@ -123,11 +130,12 @@ def write_plan(
         Spill files are the driver's own scratch (a local temporary folder), read back by it alone.
     """
     parts = [layout.scan_part(c) for c in range(chunks)]
-    cats = list(s.weights.tag_categories) if s.weights.tag_balance else []
-    # + what a weight version is solved from (reweight.manifest_inputs: the high-tier gate's measures)
-    small = ["seq", "key", "source", "phash", "quality_score", "score", "width", "height",
-             "illustration", "upscale"]  # fmt: skip
-    kept, sha_codes, per_part = _kept_columns(layout, parts, small + [f"tags_{c}" for c in cats])
+    # the dedup's and the bucket fit's columns, then every column a weight version is solved from
+    # (tools.reweight.manifest_inputs: the one list) that exists before the plan adds its own
+    planned_later = {f.name for f in PLAN_EXTRA}
+    weights = [c for c in manifest_inputs(s.weights) if c not in planned_later]
+    small = list(dict.fromkeys(["seq", "key", "phash", "width", "height", *weights]))
+    kept, sha_codes, per_part = _kept_columns(layout, parts, small)
     n = kept.num_rows
     phash = _np(kept, "phash", np.int64)
     score = _np(kept, "quality_score", np.float64)
@@ -293,3 +301,143 @@ class PlanReader:
 
     def rows(self, shard: str) -> list[dict]:
         return self.table(shard).to_pylist()
+
+
+def plan(req: BuildRequest, layout: Layout, chunks: int) -> PlanReader:
+    """Dedup, bucket fit, a feasibility check of the weights and the shard plan
+    (pipelines/build/plan.py); streamed, so memory is per part."""
+    if not layout.exists(layout.plan) or not layout.exists(layout.early_rejects):  # (written first)
+        cfg = req.config
+        settings = PlanSettings(cfg.dedup, cfg.weights, cfg.buckets, cfg.shards.samples_per_shard, cfg.seed)
+        write_plan(
+            layout, chunks, settings, log=lambda msg: log(req, msg),
+            check_weights=lambda planned: check_weights(cfg.weights, planned),
+        )  # fmt: skip
+    return PlanReader(layout, layout.plan)
+
+
+def check_weights(cfg: WeightConfig, kept: pa.Table) -> None:
+    """Refuse a policy these samples cannot meet before anything is planned (the weights proper are
+    solved at finalize, over the samples actually written)."""
+    try:
+        solve(kept, cfg)
+    except WeightError as exc:
+        raise ConfigError(
+            f"{exc}. Fix [weights] and run the same command again: nothing is planned yet, so the scan is reused."
+        ) from None
+
+
+DEDUP_COLUMNS = ["key", "seq", "phash", "sha256", "quality_score", "width", "height"]  # read by dedup_against
+
+
+def dedup_against(old: pa.Table, new: pa.Table, cfg) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """New kept samples without duplicates of each other or of ``old`` (the existing manifest).
+
+    One component search over old + new; an old sample always keeps its place (its score counts
+    as infinite), so ``duplicate_of`` of a new sample in a group with an old one names an old key.
+    """
+    if not cfg.enabled or new.num_rows == 0:
+        return new, []
+    n_old = old.num_rows
+    cols = DEDUP_COLUMNS
+    both = pa.concat_tables([old.select(cols), new.select(cols).cast(old.select(cols).schema)])
+    phash = both["phash"].to_numpy(zero_copy_only=False).astype(np.int64)
+    pairs, _ = find_pairs(phash, cfg)
+    score = both["quality_score"].to_numpy(zero_copy_only=False).astype(np.float64)
+    score[:n_old] = np.inf
+    pixels = (
+        both["width"].to_numpy(zero_copy_only=False) * both["height"].to_numpy(zero_copy_only=False)
+    ).astype(np.float64)
+    # equal codes for equal sha256, as the build's plan does it (32 bytes a row, no Python strings)
+    sha = np.unique(sha_words(both["sha256"]), axis=0, return_inverse=True)[1].reshape(-1)
+    result = resolve(pairs, sha, score, pixels, both["seq"].to_numpy(zero_copy_only=False))
+    keys = both["key"]
+    unsigned = phash.view(np.uint64)
+    keeper = result.keeper[n_old:]
+    gone = np.flatnonzero(keeper != np.arange(n_old, n_old + new.num_rows))
+    ids = new.select(["seq", "source", "source_id", "key", "location"]).take(pa.array(gone, pa.int64()))
+    rejects = []
+    for d, row in zip(gone.tolist(), ids.to_pylist(), strict=True):
+        k = int(keeper[d])
+        exact = bool(result.exact[n_old + d])
+        dist = int(np.bitwise_count(unsigned[n_old + d] ^ unsigned[k]))
+        where = "an earlier build" if k < n_old else "this increment"
+        rejects.append({
+            **row, "stage": "dedup", "reason": "exact_duplicate" if exact else "near_duplicate",
+            "detail": ("same sha256 as " if exact else f"phash {dist} bits from ") + f"{keys[k].as_py()} (kept, {where})",
+            "duplicate_of": keys[k].as_py(),
+        })  # fmt: skip
+    keep = np.ones(new.num_rows, bool)
+    keep[gone] = False
+    return new.filter(pa.array(keep)), rejects
+
+
+def plan_increment(req, layout: Layout, inc: Increment, enumerated: dict[str, Any]) -> pa.Table:
+    if layout.exists(inc.plan):
+        return layout.read_parquet(inc.plan)
+    cfg = req.config
+    table = scan_table(layout, enumerated["first_chunk"], enumerated["chunks"])
+    # of the base's manifest only what the dedup and the weight versions read (never its tags and
+    # captions whole: at 1M samples the full table was ~2.5 GB of the append's peak)
+    base = layout.read_json(inc.base(BUILD_JSON))
+    columns = [*DEDUP_COLUMNS, *solve_columns(policies_of(layout, base), cfg.weights)]
+    old = layout.read_parquet(inc.base(MANIFEST), columns=list(dict.fromkeys(columns)))
+    if table is None:
+        kept = pa.Table.from_pylist([], schema=SCAN_SCHEMA)
+    else:
+        kept = table.filter(pc.equal(table["status"], "kept"))
+    kept, dup_rejects = dedup_against(old, kept, cfg.dedup)
+    kept, small_rejects, _ = split_too_small(kept, cfg.buckets)  # as pipelines.build.plan
+    layout.write_parquet(
+        inc.dedup_rejects, pa.Table.from_pylist(dup_rejects + small_rejects, schema=REJECT_SCHEMA)
+    )
+    shards = layout.read_json(inc.base(SHARDS_JSON))["shards"]
+    first_index: dict[tuple[int, int], int] = {}
+    for entry in shards:
+        bucket, number = shard_index(entry["path"])
+        first_index[bucket] = max(first_index.get(bucket, 0), number + 1)
+    plan = make_plan(
+        kept,
+        rule=cfg.buckets,
+        samples_per_shard=cfg.shards.samples_per_shard,
+        seed=cfg.seed,
+        first_index=first_index,
+    )
+    # before a shard is written: every version re-solved over the union, as finalize will
+    check_versions(layout, inc, req.config.weights, old, plan)
+    layout.write_parquet(inc.plan, plan)
+    return plan
+
+
+def check_versions(layout: Layout, inc: Increment, given, old: pa.Table, plan: pa.Table) -> list[str]:
+    """Every weight version of the build before this increment re-solved over its manifest plus the
+    planned rows, from the columns each is solved from (``reweight.manifest_inputs``, as finalize
+    solves it), and the command's ``[weights]``. ConfigError when the active version or the given
+    policy cannot be met (no shard is written yet); returns why each other version cannot (finalize
+    removes those and the summary names them)."""
+    from ..tools.reweight import manifest_inputs, policy_of
+
+    base = layout.read_json(inc.base(BUILD_JSON))
+    active = base.get("weights_active")
+    named = {name: meta for name, meta in policies_of(layout, base).items()}
+    lost = []
+    for name, meta in [*sorted(named.items()), (None, None)]:
+        try:
+            cfg = given if name is None else policy_of(meta)
+            cols = manifest_inputs(cfg)
+            union = pa.concat_tables([old.select(cols), plan.select(cols).cast(old.select(cols).schema)])
+            solve(union, cfg)
+        except (WeightError, ValueError, KeyError) as exc:
+            if name is None or name == active:
+                what = (
+                    "the [weights] given with this command"
+                    if name is None
+                    else f"active weight version {name!r}"
+                )
+                raise ConfigError(
+                    f"{what}: {exc}; nothing was written. Fix [weights] (or first activate a version the "
+                    f"grown build can meet: `linepairs reweight {layout.out} --config FILE --activate`) and "
+                    "run the same command again"
+                ) from None
+            lost.append(f"{name}: {exc}")
+    return lost

@@ -21,7 +21,7 @@ from sharding.layout import MANIFEST, DamagedFileError, Layout
 from sharding.loader import REPAIR_HINT, BatchStream, LoaderError, open_layout, shard_problems
 from sharding.weights import WeightsVersionError, read_version
 
-from .columnar import bucket_labels
+from ..columnar import bucket_labels
 
 DIMENSIONS = ("source", "tier", "bucket")
 
