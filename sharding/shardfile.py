@@ -7,6 +7,8 @@ import io
 import tarfile
 from collections.abc import Iterable
 
+from groundwork.contract import sample_member
+
 
 class ShardFileError(ValueError):
     """The bytes are not a readable shard tar."""
@@ -20,14 +22,10 @@ def sample_members(data: bytes, exts: Iterable[str] | None = None) -> dict[str, 
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             for info in tar:
-                key, dot, ext = info.name.partition(".")
-                if (
-                    not info.isfile()
-                    or not dot
-                    or "/" in info.name
-                    or (wanted is not None and ext not in wanted)
-                ):
+                member = sample_member(info.name) if info.isfile() else None
+                if member is None or (wanted is not None and member[1] not in wanted):
                     continue
+                key, ext = member
                 fh = tar.extractfile(info)
                 if fh is not None:
                     out.setdefault(key, {})[ext] = fh.read()

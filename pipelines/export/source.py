@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from groundwork.contract import sample_member
 from sharding.layout import Layout, StorageError
 from sharding.loader import LoaderError, Population, load_population, shard_problems
 
@@ -98,9 +99,10 @@ def stream_samples(layout: Layout, shard: str) -> Iterator[tuple[str, dict[str, 
             for info in tar:
                 if not info.isfile():
                     continue
-                name, dot, ext = info.name.partition(".")
-                if not dot or "/" in info.name:
+                member = sample_member(info.name)
+                if member is None:
                     continue
+                name, ext = member
                 if name != key:
                     if key is not None:
                         yield key, files

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from groundwork.contract import IMAGE_EXTS, drawing_member
+from groundwork.contract import IMAGE_EXTS, drawing_member, sample_member
 
 from ..layout import Layout
 from .errors import ShardError
@@ -76,9 +76,10 @@ class ShardReader:
                 for info in tar:
                     if not info.isfile():
                         continue
-                    key, dot, ext = info.name.partition(".")
-                    if not dot or "/" in info.name:
+                    member = sample_member(info.name)
+                    if member is None:
                         continue
+                    key, ext = member
                     if info.offset_data + info.size > size:
                         raise ShardError(f"shard {shard}: truncated inside member {info.name}")
                     entries.setdefault(key, {})[ext] = (info.offset_data, info.size)
