@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from groundwork.contract import sample_member
 from sharding.layout import Layout, StorageError
 from sharding.loader import LoaderError, Population, load_population, shard_problems
+from sharding.shardfile import sample_infos
 
 
 class ExportError(ValueError):
@@ -96,13 +96,7 @@ def stream_samples(layout: Layout, shard: str) -> Iterator[tuple[str, dict[str, 
             layout.fs.open_input_stream(layout.shard(shard)) as raw,
             tarfile.open(fileobj=raw, mode="r|") as tar,
         ):
-            for info in tar:
-                if not info.isfile():
-                    continue
-                member = sample_member(info.name)
-                if member is None:
-                    continue
-                name, ext = member
+            for info, name, ext in sample_infos(tar):
                 if name != key:
                     if key is not None:
                         yield key, files
