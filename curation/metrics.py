@@ -19,6 +19,8 @@ from PIL import Image
 
 from groundwork.configtable import from_table
 
+from .prepare import shrink_to
+
 WORK_SIDE = 512  # long side of the copy every metric is measured on
 DETAIL_SIDE = 512  # side of the full-resolution centre crop for blocking, noise and upscaling
 
@@ -52,12 +54,7 @@ METRIC_COLUMNS = (
 
 def work_copy(rgb: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
     """Downscale (never upscale) so that the long side is at most ``side``; INTER_AREA averages."""
-    h, w = rgb.shape[:2]
-    scale = side / max(h, w)
-    if scale >= 1.0:
-        return rgb
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return shrink_to(rgb, side)
 
 
 def gray(rgb: np.ndarray) -> np.ndarray:

@@ -34,6 +34,16 @@ IMAGE_EXTS = ("jpg", "webp")
 DRAWING_PREFIX = "lineart."
 
 
+def sample_member(name: str) -> tuple[str, str] | None:
+    """(key, extension) of a shard member that belongs to a sample: ``KEY.EXT`` at the top level,
+    split at the first dot (``KEY.lineart.NAME.png`` -> ``lineart.NAME.png``); None for any other
+    name (no dot, or a ``/``: a folder's), which no reader takes as a sample's."""
+    key, dot, ext = name.partition(".")
+    if not dot or "/" in name:
+        return None
+    return key, ext
+
+
 def drawing_member(extractor: str) -> str:
     """The member suffix of extractor ``extractor``'s line drawing: ``lineart.NAME.png``."""
     return f"{DRAWING_PREFIX}{extractor}.png"
@@ -42,5 +52,5 @@ def drawing_member(extractor: str) -> str:
 __all__ = [
     "BUILD_JSON", "CONTRACT_VERSION", "DATASET_CARD", "DRAWING_PREFIX", "IMAGE_EXTS", "MANIFEST", "PLAN",
     "REJECTS", "REJECTS_HISTORY", "SCAN_DIR", "SHARDS_DIR", "SHARDS_JSON", "TXT_SINCE_CONTRACT",
-    "WEIGHTS_ACTIVE", "WEIGHTS_DIR", "drawing_member",
+    "WEIGHTS_ACTIVE", "WEIGHTS_DIR", "drawing_member", "sample_member",
 ]  # fmt: skip

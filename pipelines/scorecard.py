@@ -29,7 +29,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from curation.decode import DecodeReject, decode_image, read_bytes
+from curation.decode import DecodeReject
+from curation.prepare import load_rgb
 from lineart import compare, quality
 from lineart.registry import create, info
 
@@ -81,15 +82,6 @@ class Scorecard:
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # per extractor
     drawings: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (pair, extractor) -> drawing
     inputs: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # pair -> (rgb, reference)
-
-
-def load_rgb(path: str, max_side: int) -> np.ndarray:
-    rgb = decode_image(read_bytes(path)).rgb
-    h, w = rgb.shape[:2]
-    if max_side and max(h, w) > max_side:
-        s = max_side / max(h, w)
-        rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    return rgb
 
 
 def real_pairs(shared: str) -> tuple[list[Pair], list[tuple[str, str]]]:

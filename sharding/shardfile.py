@@ -5,11 +5,23 @@ from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+
+from groundwork.contract import sample_member
 
 
 class ShardFileError(ValueError):
     """The bytes are not a readable shard tar."""
+
+
+def sample_infos(tar: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, str, str]]:
+    """(member, key, extension) for each regular file of ``tar`` that belongs to a sample
+    (``groundwork.contract.sample_member``), in tar order; folders and other names are passed over.
+    Works on a stream (``mode="r|"``): read a member before asking for the next."""
+    for info in tar:
+        member = sample_member(info.name) if info.isfile() else None
+        if member is not None:
+            yield info, member[0], member[1]
 
 
 def sample_members(data: bytes, exts: Iterable[str] | None = None) -> dict[str, dict[str, bytes]]:
@@ -19,14 +31,8 @@ def sample_members(data: bytes, exts: Iterable[str] | None = None) -> dict[str, 
     out: dict[str, dict[str, bytes]] = {}
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            for info in tar:
-                key, dot, ext = info.name.partition(".")
-                if (
-                    not info.isfile()
-                    or not dot
-                    or "/" in info.name
-                    or (wanted is not None and ext not in wanted)
-                ):
+            for info, key, ext in sample_infos(tar):
+                if wanted is not None and ext not in wanted:
                     continue
                 fh = tar.extractfile(info)
                 if fh is not None:
@@ -36,4 +42,4 @@ def sample_members(data: bytes, exts: Iterable[str] | None = None) -> dict[str, 
     return out
 
 
-__all__ = ["ShardFileError", "sample_members"]
+__all__ = ["ShardFileError", "sample_infos", "sample_members"]

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from groundwork.contract import IMAGE_EXTS, TXT_SINCE_CONTRACT, drawing_member
+from groundwork.contract import IMAGE_EXTS, TXT_SINCE_CONTRACT, drawing_member, sample_member
 
 from .captions import caption
 from .integrity import FILES, committed, file_faults, read_shards, weight_file
@@ -97,10 +97,11 @@ def verify_shard(
                     if not info.isfile():
                         faults.append(f"{rel}: member {info.name} is not a regular file")
                         continue
-                    key, dot, ext = info.name.partition(".")
-                    if not dot or "/" in info.name:
+                    member = sample_member(info.name)
+                    if member is None:
                         faults.append(f"{rel}: unexpected member name {info.name!r}")
                         continue
+                    key, ext = member
                     if key != current[0]:
                         finish()
                         current = (key, {})

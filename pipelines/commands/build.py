@@ -7,7 +7,7 @@ import os
 import sys
 
 from ..errors import UsageError
-from .storage import add_storage_option, open_out
+from .storage import add_storage_option, open_out, storage_options
 
 
 def add_parser(sub) -> None:
@@ -44,7 +44,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from curation.sources import SourceError, parse_source, source_from_table, with_config
     from curation.storage import SourceStorage
-    from sharding.layout import StorageError, parse_storage_options
+    from sharding.layout import StorageError
 
     from ..build.base import IntegrityError
     from ..build.request import BuildRefused, BuildRequest
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             config = load_config(args.config)
         # URL sources (s3://...) are read with the same --storage-option settings as a URL OUT.
-        storage = SourceStorage(parse_storage_options(args.storage_option))
+        storage = SourceStorage(storage_options(args))
         sources = [source_from_table(t, storage=storage) for t in config.sources]
         sources += [parse_source(s, storage=storage) for s in args.sources]
         sources = [with_config(s, config) for s in sources]

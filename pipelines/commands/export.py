@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..errors import UsageError
-from .storage import add_storage_option
+from .storage import add_storage_option, storage_options
 
 TARGETS = (
     "diffusers",
@@ -62,7 +62,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sharding.layout import StorageError, parse_storage_options
+    from sharding.layout import StorageError
 
     from ..export import ExportError, ExportRefused, ExportRequest, run_export
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             out=args.out, dest=args.dest, target=args.target, weights=args.weights, extractor=args.extractor,
             invert=args.invert, caption_order=args.caption_order, underscores=args.underscores, val=args.val,
             repeat_levels=args.repeat_levels, resolution=args.resolution, seed=args.seed,
-            storage_options=parse_storage_options(args.storage_option), workers=args.workers,
+            storage_options=storage_options(args), workers=args.workers,
             show_progress=not args.quiet,
         )  # fmt: skip
         summary = run_export(req)

@@ -68,22 +68,18 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 
 def load_image(path: str, max_side: int) -> np.ndarray:
-    import cv2
-
-    from curation.decode import DecodeReject, decode_image, read_bytes
+    """IMAGE decoded and shrunk to ``max_side`` (``curation.prepare``); a file that cannot be read
+    is a UsageError naming it."""
+    from curation.decode import DecodeReject
+    from curation.prepare import load_rgb
 
     try:
-        rgb = decode_image(read_bytes(path)).rgb
+        return load_rgb(path, max_side)
     except FileNotFoundError:
         raise UsageError(f"no such image: {path}") from None
     except (OSError, DecodeReject) as exc:
         detail = exc.detail if isinstance(exc, DecodeReject) else str(exc)
         raise UsageError(f"cannot read {path}: {detail}") from None
-    h, w = rgb.shape[:2]
-    if max_side and max(h, w) > max_side:
-        s = max_side / max(h, w)
-        rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    return rgb
 
 
 def _default_output(image: str, suffix: str) -> str:
@@ -101,29 +97,9 @@ def _write_png(path: str, img: np.ndarray) -> None:
         raise UsageError(f"cannot write {path} (is it a .png path in a writable folder?)")
 
 
-def contact_sheet(image: np.ndarray, drawings: list[tuple[str, np.ndarray]], columns: int = 4) -> np.ndarray:
-    """The image and each labelled drawing in a grid of equal tiles, RGB uint8."""
-    import cv2
-
-    h, w = image.shape[:2]
-    label_h = 28
-    tiles = [("input", image)] + [(name, cv2.cvtColor(d, cv2.COLOR_GRAY2RGB)) for name, d in drawings]
-    cols = max(1, min(columns, len(tiles)))
-    rows = -(-len(tiles) // cols)
-    sheet = np.full((rows * (h + label_h), cols * w, 3), 255, np.uint8)
-    for i, (name, tile) in enumerate(tiles):
-        r, c = divmod(i, cols)
-        y, x = r * (h + label_h), c * w
-        sheet[y : y + h, x : x + w] = tile
-        cv2.rectangle(sheet, (x, y), (x + w - 1, y + h - 1), (200, 200, 200), 1)
-        cv2.putText(
-            sheet, name, (x + 6, y + h + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA
-        )
-    return sheet
-
-
 def run(args: argparse.Namespace) -> int:
     import lineart
+    from lineart.sheet import contact_sheet
 
     if args.list:
         for name in lineart.available():

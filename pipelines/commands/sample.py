@@ -56,22 +56,16 @@ def run(args: argparse.Namespace) -> int:
     text = painter.cfg.sample.prompt if args.tags is None else args.tags
     # The scan's decoder: transparency is flattened onto white paper (an RGBA line layer with black
     # under its transparent pixels is lines on white, not all ink), EXIF turns, 16-bit scales.
-    from curation.decode import DecodeReject, decode_image, read_bytes
+    from curation.decode import DecodeReject
+    from curation.prepare import load_rgb
+    from wnet.sketch import sketch_input
 
     try:
-        rgb = decode_image(read_bytes(args.sketch)).rgb
+        rgb = load_rgb(args.sketch)
     except (OSError, DecodeReject) as exc:
         raise UsageError(f"cannot read the sketch {args.sketch!r} as an image ({exc})") from None
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    # At most the size the model was trained at; the UNet halves the size per level, so each side is
-    # rounded to the nearest multiple it accepts.
-    from wnet.data import train_size
-
-    mult = painter.size_multiple
-    w, h = train_size((gray.shape[1], gray.shape[0]), painter.cfg.train.max_side, mult)
-    w, h = (max(mult, round(s / mult) * mult) for s in (w, h))
-    if (h, w) != gray.shape:
-        gray = cv2.resize(gray, (w, h), interpolation=cv2.INTER_AREA)
+    gray = sketch_input(rgb, painter.cfg.train.max_side, painter.size_multiple)
+    h, w = gray.shape
     changes = {k: v for k, v in {"steps": args.steps, "sampler": args.sampler, "guidance_tags": args.guidance_tags,
                "guidance_sketch": args.guidance_sketch, "sketch_scale": args.sketch_scale}.items() if v is not None}  # fmt: skip
     sample_cfg = dataclasses.replace(painter.cfg.sample, **changes)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 
-from .target import TRAIN, Context, Placement, Target
+from .target import Context, Target
 
 
 def _yaml(value: object) -> str:
@@ -34,11 +34,7 @@ class AiToolkit(Target):
     resolution = 1024  # Flux Kontext / Qwen-Image-Edit train at 512..1024
     keep_groups = True
     config_file = "datasets.yaml"
-
-    def place(self, key: str, split: str, group: str, image_ext: str) -> Placement:
-        folder = f"images/{group}" if split == TRAIN else "validation/images"
-        cond = f"control/{group}" if split == TRAIN else "validation/control"
-        return Placement(f"{folder}/{key}.{image_ext}", f"{cond}/{key}.png", f"{folder}/{key}.txt")
+    control_dir = "control"  # ai-toolkit's control_path
 
     def finish(self, ctx: Context) -> None:
         lines = [

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shlex
 
-from .target import TRAIN, Context, Placement, Target, toml_string
+from .target import Context, Target, toml_string
 
 
 class Kohya(Target):
@@ -30,11 +30,6 @@ class Kohya(Target):
     resolution = 512  # train_control_net.py is SD 1.x; LLLite (SDXL) wants --resolution 1024
     keep_groups = True
     config_file = "dataset.toml"
-
-    def place(self, key: str, split: str, group: str, image_ext: str) -> Placement:
-        folder = f"images/{group}" if split == TRAIN else "validation/images"
-        cond = f"conditioning/{group}" if split == TRAIN else "validation/conditioning"
-        return Placement(f"{folder}/{key}.{image_ext}", f"{cond}/{key}.png", f"{folder}/{key}.txt")
 
     def dataset_resolution(self, ctx: Context) -> tuple[int, int]:
         """The largest bucket (by area, then the squarest): every bucket fits in its area, so

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 
-from .target import TRAIN, Context, Placement, Target
+from .target import Context, Target
 
 
 class SimpleTuner(Target):
@@ -34,11 +34,6 @@ class SimpleTuner(Target):
 
     def image_ext(self, build_ext: str) -> str:
         return "png"  # the conditioning's name, extension included
-
-    def place(self, key: str, split: str, group: str, image_ext: str) -> Placement:
-        folder = f"images/{group}" if split == TRAIN else "validation/images"
-        cond = f"conditioning/{group}" if split == TRAIN else "validation/conditioning"
-        return Placement(f"{folder}/{key}.png", f"{cond}/{key}.png", f"{folder}/{key}.txt")
 
     def backends(self, ctx: Context) -> list[dict]:
         most = max((g.samples * g.repeats for g in ctx.groups), default=1)

@@ -15,6 +15,7 @@ import numpy as np
 
 from sharding.layout import Layout, StorageError
 from sharding.loader import LoaderError, Population, load_population, shard_problems
+from sharding.shardfile import sample_infos
 
 
 class ExportError(ValueError):
@@ -95,12 +96,7 @@ def stream_samples(layout: Layout, shard: str) -> Iterator[tuple[str, dict[str, 
             layout.fs.open_input_stream(layout.shard(shard)) as raw,
             tarfile.open(fileobj=raw, mode="r|") as tar,
         ):
-            for info in tar:
-                if not info.isfile():
-                    continue
-                name, dot, ext = info.name.partition(".")
-                if not dot or "/" in info.name:
-                    continue
+            for info, name, ext in sample_infos(tar):
                 if name != key:
                     if key is not None:
                         yield key, files

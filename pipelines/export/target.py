@@ -83,6 +83,7 @@ class Target:
     keep_groups = False  # folders also split by keep_tokens (trainers that take it per folder)
     empty_caption_file = False  # a sample without tags gets an empty caption file
     config_file = ""  # the trainer's config written into DEST
+    control_dir = "conditioning"  # the drawings' folder beside images/ (the grouped layout of place())
 
     def image_ext(self, build_ext: str) -> str:
         """The extension the illustration is written with (the shard's unless the trainer needs another)."""
@@ -92,7 +93,12 @@ class Target:
         return f"r{repeats:04d}" + (f"-k{keep_tokens}" if self.keep_groups else "")
 
     def place(self, key: str, split: str, group: str, image_ext: str) -> Placement:
-        raise NotImplementedError
+        """The grouped layout kohya, SimpleTuner and ai-toolkit read: ``images/GROUP/KEY.EXT`` with
+        its caption ``KEY.txt`` beside it and the drawing ``CONTROL/GROUP/KEY.png`` (``control_dir``);
+        held-out samples in ``validation/images`` and ``validation/CONTROL``, outside every group."""
+        folder = f"images/{group}" if split == TRAIN else "validation/images"
+        cond = f"{self.control_dir}/{group}" if split == TRAIN else f"validation/{self.control_dir}"
+        return Placement(f"{folder}/{key}.{image_ext}", f"{cond}/{key}.png", f"{folder}/{key}.txt")
 
     def finish(self, ctx: Context) -> None:
         """Write the trainer's config into DEST."""

@@ -17,6 +17,7 @@ from typing import Any
 from groundwork.contract import IMAGE_EXTS, drawing_member
 
 from ..layout import Layout
+from ..shardfile import sample_infos
 from .errors import ShardError
 
 
@@ -73,12 +74,7 @@ class ShardReader:
         try:
             fh.seek(0)
             with tarfile.open(fileobj=fh, mode="r:") as tar:
-                for info in tar:
-                    if not info.isfile():
-                        continue
-                    key, dot, ext = info.name.partition(".")
-                    if not dot or "/" in info.name:
-                        continue
+                for info, key, ext in sample_infos(tar):
                     if info.offset_data + info.size > size:
                         raise ShardError(f"shard {shard}: truncated inside member {info.name}")
                     entries.setdefault(key, {})[ext] = (info.offset_data, info.size)
