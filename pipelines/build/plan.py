@@ -31,7 +31,7 @@ from curation.dedup import DedupConfig, resolve
 from curation.weighting import WeightConfig, WeightError
 from sharding.buckets import BucketRule
 from sharding.layout import BUILD_JSON, MANIFEST, SHARDS_JSON, Layout
-from sharding.plan import assign_shards, make_plan, plan_columns, shard_index, split_too_small, too_small_mask
+from sharding.plan import assign_shards, fit_buckets, make_plan, plan_columns, shard_index, split_too_small
 from sharding.schema import (
     PLAN_COLUMNS,
     PLAN_EXTRA,
@@ -150,7 +150,8 @@ def write_plan(
     log(f"dedup: {stats['dropped']} duplicates dropped ({stats['pairs']} pairs, route {stats['route']})")
 
     # dedup first (over every kept sample), then the sizes no bucket fits (pipelines.build order)
-    small_size = too_small_mask(_np(kept, "width", np.int64), _np(kept, "height", np.int64), s.buckets)
+    fit = fit_buckets(_np(kept, "width", np.int64), _np(kept, "height", np.int64), s.buckets)
+    small_size = fit.too_small
     too_small = small_size & ~dropped
     survivors = np.flatnonzero(~dropped & ~small_size)
     del sha_codes
@@ -159,9 +160,11 @@ def write_plan(
     notes = duplicate_notes(duplicates, keeper, exact, kept["key"], phash, score)
     del kept, keeper, exact, phash, score  # before the weights are solved and pass B streams
     assignment = assign_shards(
-        _np(planned, "width", np.int64), _np(planned, "height", np.int64), ranks(planned["key"]),
-        rule=s.buckets, samples_per_shard=s.samples_per_shard, seed=s.seed,
-    )  # fmt: skip
+        fit.take(survivors), ranks(planned["key"]), samples_per_shard=s.samples_per_shard, seed=s.seed
+    )
+    small_rows = np.flatnonzero(too_small)  # pass B writes their reject rows from this small fit
+    small_fit = fit.take(small_rows)
+    del fit
     check_weights(planned.append_column("bucket_upscale", pa.array(assignment.upscale, pa.float64())))
     extra = plan_columns(assignment)  # after the check, so the two never hold memory together
     m = len(survivors)
@@ -201,7 +204,9 @@ def write_plan(
                     at = np.searchsorted(duplicates, k[duplicate])
                     early.append(reject_rows(ids, notes.take(pa.array(at, pa.int64()))))
                 if small_one.any():
-                    early.append(_too_small_rows(rows.filter(pa.array(small_one)), s.buckets))
+                    these = small_fit.take(np.searchsorted(small_rows, k[small_one]))
+                    ids = rows.select(_IDS).filter(pa.array(small_one))
+                    early.append(pa.Table.from_pylist(these.reject_rows(ids), schema=REJECT_SCHEMA))
                 gone = duplicate | small_one
                 part_rejects = pa.concat_tables(early).sort_by("seq")
                 reject_count += part_rejects.num_rows
@@ -242,12 +247,6 @@ def write_plan(
         if spill_dir:
             shutil.rmtree(spill_dir, ignore_errors=True)
     return {"planned": m, "early_rejects": reject_count, "too_small": int(too_small.sum()), **stats}
-
-
-def _too_small_rows(rows: pa.Table, rule: BucketRule) -> pa.Table:
-    """The ``too_small_for_bucket`` reject rows of these scan rows (``sharding.plan.split_too_small``)."""
-    _, rejects, _ = split_too_small(rows, rule)
-    return pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA)
 
 
 def _np(table: pa.Table, column: str, dtype) -> np.ndarray:
