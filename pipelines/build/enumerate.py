@@ -14,7 +14,7 @@ from sharding.schema import RECORD_SCHEMA
 
 from ..config import BuildConfig
 from ..progress import Progress
-from .base import Increment, records_parts
+from .base import Base, Increment, records_parts
 from .request import ALL_REASONS, APPEND, BuildRequest
 
 RECORDS_PART = 4096  # inputs per records part (private) and the largest scan part
@@ -37,7 +37,23 @@ def predicts_tags(config: BuildConfig) -> bool:
     return any(s.name == "wd_tagger" for s in config.scorers)
 
 
-def enumerate_records(req: BuildRequest, layout: Layout) -> int:
+def enumerate_inputs(req: BuildRequest, layout: Layout, base: Base) -> dict[str, Any]:
+    """The phase's one entry: the inputs ``base`` selects streamed into records parts. Returns what
+    the scan takes: ``first_chunk`` .. ``chunks`` (scan units onto the empty base, records parts onto
+    a finished one), ``inputs`` (new inputs) and ``scanned``."""
+    if base.inc is None:
+        _enumerate_all(req, layout)
+        return enumerated_work(layout)
+    return _enumerate_selected(req, layout, base.inc, base.meta)
+
+
+def enumerated_work(layout: Layout) -> dict[str, Any]:
+    """What a fresh build's enumerate gave the scan (``enumerate_inputs`` onto the empty base)."""
+    done = layout.read_json(layout.enumerated)
+    return {"first_chunk": 0, "chunks": done["chunks"], "inputs": done["inputs"], "scanned": done["inputs"]}
+
+
+def _enumerate_all(req: BuildRequest, layout: Layout) -> int:
     """Stream every source into records parts; returns the number of scan units (scan parts).
 
     Done when ``_state/enumerated.json`` exists and so does every records part it counts: a part
@@ -99,7 +115,7 @@ def _seen_ids(layout: Layout, chunks: list[int]) -> set[tuple[str, str]]:
     return seen
 
 
-def enumerate_increment(req, layout: Layout, inc: Increment, meta: dict[str, Any]) -> dict[str, Any]:
+def _enumerate_selected(req, layout: Layout, inc: Increment, meta: dict[str, Any]) -> dict[str, Any]:
     """Records chunks of the unseen inputs (append) or of the retried rejects (retry)."""
     if layout.exists(inc.enumerated):
         return layout.read_json(inc.enumerated)

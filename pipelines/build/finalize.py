@@ -30,9 +30,8 @@ from sharding.weights import FIRST_VERSION, read_version
 from ..columnar import ROW_GROUP, atomic_parquet, bucket_labels, codes, concat_lists, parquet_batches
 from ..config import ConfigError
 from ..tools.reweight import manifest_inputs, policy_meta, write_first_version
-from .base import Increment, IntegrityError, snapshot_tables
+from .base import Base, Increment, IntegrityError, snapshot_tables
 from .card import write_dataset_card
-from .plan import PlanReader
 from .request import RETRY, BuildRequest, BuildSummary
 from .scan import scan_table
 
@@ -157,9 +156,21 @@ def write_rejects(layout: Layout, late: list[dict[str, Any]], path: str | None =
 
 
 def finalize(
-    req: BuildRequest, layout: Layout, chunks: int, plan: PlanReader, states: dict[str, dict[str, Any]],
+    req: BuildRequest, layout: Layout, base: Base, work: dict[str, Any], states: dict[str, dict[str, Any]],
     timings: dict[str, float], extractor_records: dict[str, dict[str, Any]],
     scorer_records: dict[str, dict[str, Any]] | None = None,
+) -> BuildSummary:  # fmt: skip
+    """The phase's one entry: the public tables of the base plus what this build added, streamed, then
+    build.json committed. Onto the empty base the first weight version is solved; onto a finished
+    build every version is re-solved over the union and the increment is recorded under ``appends``."""
+    if base.inc is not None:
+        return _finalize_onto(req, layout, base.inc, base.meta, work, states, timings["total"])
+    return _finalize_fresh(req, layout, states, timings, extractor_records, scorer_records)
+
+
+def _finalize_fresh(
+    req: BuildRequest, layout: Layout, states: dict[str, dict[str, Any]], timings: dict[str, float],
+    extractor_records: dict[str, dict[str, Any]], scorer_records: dict[str, dict[str, Any]] | None,
 ) -> BuildSummary:  # fmt: skip
     """manifest.parquet, rejects.parquet, shards.json, build.json: streamed row group by row group;
     then the first weight version, solved from the manifest's weight columns only."""
@@ -344,13 +355,15 @@ def write_increment_tables(
     )
 
 
-def finalize_increment(
-    req, layout: Layout, inc: Increment, meta: dict[str, Any], enumerated: dict[str, Any], plan: pa.Table,
+def _finalize_onto(
+    req, layout: Layout, inc: Increment, meta: dict[str, Any], enumerated: dict[str, Any],
     states: dict[str, dict[str, Any]], seconds: float,
 ) -> Any:  # fmt: skip
     """Rewrite the public files from the snapshot and the increment's files (streamed), then commit
     build.json with the increment recorded (a kill anywhere resumes to the same bytes)."""
     from ..tools.reweight import policies_of, resolve_all, solve_columns, summarize
+
+    plan = layout.read_parquet(inc.plan)  # the increment's own rows: small
 
     before = snapshot_tables(layout, inc)
     base_build = before["build"]

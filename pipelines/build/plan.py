@@ -46,7 +46,7 @@ from ..columnar import ROW_GROUP, atomic_parquet, codes, give_back_memory, ranks
 from ..config import ConfigError
 from ..dedup import dedup_arrays, duplicate_notes, find_pairs, reject_rows
 from ..tools.reweight import manifest_inputs, policies_of, solve, solve_columns
-from .base import Increment
+from .base import Base, Increment
 from .request import BuildRequest, log
 from .scan import scan_table
 
@@ -302,9 +302,15 @@ class PlanReader:
         return self.table(shard).to_pylist()
 
 
-def plan(req: BuildRequest, layout: Layout, chunks: int) -> PlanReader:
-    """Dedup, bucket fit, a feasibility check of the weights and the shard plan
-    (pipelines/build/plan.py); streamed, so memory is per part."""
+def plan(req: BuildRequest, layout: Layout, base: Base, work: dict[str, Any]) -> PlanReader:
+    """The phase's one entry: dedup, bucket fit, a feasibility check of the weights and the shard plan
+    of the samples ``work`` scanned. Onto the empty base it streams from the scan parts (memory per
+    part); onto a finished build it dedups against the base's hashes, numbers its shards after the
+    base's and re-solves every weight version first."""
+    if base.inc is not None:
+        _plan_onto(req, layout, base.inc, work)
+        return PlanReader(layout, base.inc.plan)
+    chunks = work["chunks"]
     if not layout.exists(layout.plan) or not layout.exists(layout.early_rejects):  # (written first)
         cfg = req.config
         settings = PlanSettings(cfg.dedup, cfg.weights, cfg.buckets, cfg.shards.samples_per_shard, cfg.seed)
@@ -371,9 +377,10 @@ def dedup_against(old: pa.Table, new: pa.Table, cfg) -> tuple[pa.Table, list[dic
     return new.filter(pa.array(keep)), rejects
 
 
-def plan_increment(req, layout: Layout, inc: Increment, enumerated: dict[str, Any]) -> pa.Table:
+def _plan_onto(req, layout: Layout, inc: Increment, enumerated: dict[str, Any]) -> None:
+    """An increment's plan (small: its own samples) into ``inc.plan``."""
     if layout.exists(inc.plan):
-        return layout.read_parquet(inc.plan)
+        return
     cfg = req.config
     table = scan_table(layout, enumerated["first_chunk"], enumerated["chunks"])
     # of the base's manifest only what the dedup and the weight versions read (never its tags and
@@ -405,7 +412,6 @@ def plan_increment(req, layout: Layout, inc: Increment, enumerated: dict[str, An
     # before a shard is written: every version re-solved over the union, as finalize will
     check_versions(layout, inc, req.config.weights, old, plan)
     layout.write_parquet(inc.plan, plan)
-    return plan
 
 
 def check_versions(layout: Layout, inc: Increment, given, old: pa.Table, plan: pa.Table) -> list[str]:

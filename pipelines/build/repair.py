@@ -47,12 +47,13 @@ from sharding.layout import (
     json_bytes,
 )
 
-from .base import Finished, Increment, IntegrityError, finished_build
+from .base import Base, Finished, Increment, IntegrityError, finished_build
 from .card import dataset_card_bytes
+from .enumerate import enumerated_work
 from .finalize import write_increment_tables, write_manifest, write_rejects
 from .materialize import write_shards
 from .plan import PlanReader, PlanSettings, write_plan
-from .request import BuildSummary
+from .request import FRESH, BuildSummary
 from .scan import scan
 
 THREADS = 4  # state markers read at once (small reads: a store's latency is the limit)
@@ -229,12 +230,13 @@ def replan(req, layout: Layout, record: dict[str, Any]) -> None:
     cfg = config_from_dict(
         {k: given[k] for k in ("seed", "dedup", "weights", "buckets", "shards") if k in given}
     )
-    chunks = layout.read_json(layout.enumerated)["chunks"]
+    work = enumerated_work(layout)
+    chunks = work["chunks"]
     if any(not layout.exists(layout.scan_part(c)) for c in range(chunks)):  # scanned again first
         from ..raycluster import ray_session
 
         with ray_session(req.address):
-            scan(req, layout, chunks)
+            scan(req, layout, Base(FRESH), work)
     settings = PlanSettings(cfg.dedup, cfg.weights, cfg.buckets, cfg.shards.samples_per_shard, cfg.seed)
     plan_file = layout.plan
     if layout.exists(plan_file):
