@@ -99,58 +99,92 @@ def fit_and_crop(widths: np.ndarray, heights: np.ndarray, rule: BucketRule) -> t
     return out, up
 
 
-def too_small_mask(widths: np.ndarray, heights: np.ndarray, rule: BucketRule) -> np.ndarray:
-    """True where no bucket fits the size under ``rule.max_upscale``; one pass per distinct size."""
+@dataclass(frozen=True)
+class BucketFit:
+    """Every sample's bucket, crop and upscale under a ``BucketRule``, ``max_upscale`` included: the one
+    way the bucket rule reaches the plan (``fit_buckets`` makes it; the build's streamed plan, an
+    increment's plan and ``make_plan`` all take it). Held per distinct size: ``inverse`` maps a sample
+    to its size."""
+
+    rule: BucketRule
+    sizes: np.ndarray  # int64, sizes x 2: the distinct (width, height)
+    per_size: np.ndarray  # int64, sizes x 6: (bucket_w, bucket_h, left, top, right, bottom)
+    up_size: np.ndarray  # float64 per size; NaN where no bucket fits
+    inverse: np.ndarray  # int64 per sample: its row of per_size
+
+    @property
+    def too_small(self) -> np.ndarray:
+        """True where no bucket fits the size under ``rule.max_upscale`` (the one check)."""
+        return np.isnan(self.up_size)[self.inverse]
+
+    @property
+    def widths(self) -> np.ndarray:
+        return self.sizes[self.inverse, 0]
+
+    @property
+    def heights(self) -> np.ndarray:
+        return self.sizes[self.inverse, 1]
+
+    @property
+    def upscale(self) -> np.ndarray:
+        return self.up_size[self.inverse]
+
+    def take(self, rows: np.ndarray) -> BucketFit:
+        """The fit of these samples (indices, in this order)."""
+        rows = np.asarray(rows, np.int64)
+        return BucketFit(self.rule, self.sizes, self.per_size, self.up_size, self.inverse[rows])
+
+    def reject_rows(self, ids: pa.Table) -> list[dict]:
+        """A ``too_small_for_bucket`` reject row per too-small sample; ``ids``: every sample's
+        REJECT_ID_COLUMNS, in this fit's order. The rows are few, so they are Python dicts."""
+        bad = np.flatnonzero(self.too_small)
+        rows = ids.select(list(REJECT_ID_COLUMNS)).take(pa.array(bad, pa.int64())).to_pylist()
+        rule, widths, heights = self.rule, self.widths, self.heights
+        return [
+            {**row, "stage": "plan", "reason": "too_small_for_bucket", "duplicate_of": None,
+             "detail": f"{widths[i]}x{heights[i]}: even a {rule.min_side}px bucket needs more than "
+                       f"x{rule.max_upscale:g} (buckets.max_upscale)"}
+            for i, row in zip(bad.tolist(), rows, strict=True)
+        ]  # fmt: skip
+
+
+def fit_buckets(widths: np.ndarray, heights: np.ndarray, rule: BucketRule) -> BucketFit:
+    """The bucket rule applied to every size once (one ``fit_and_crop`` per distinct size)."""
     w, h = np.asarray(widths, np.int64), np.asarray(heights, np.int64)
     if len(w) == 0:
-        return np.zeros(0, bool)
+        return BucketFit(
+            rule, np.zeros((0, 2), np.int64), np.zeros((0, 6), np.int64), np.zeros(0), np.zeros(0, np.int64)
+        )
     sizes, inverse = np.unique(np.stack([w, h], 1), axis=0, return_inverse=True)
-    _, up = fit_and_crop(sizes[:, 0], sizes[:, 1], rule)
-    return np.isnan(up)[inverse.reshape(-1)]
+    per_size, up_size = fit_and_crop(sizes[:, 0], sizes[:, 1], rule)
+    return BucketFit(rule, sizes, per_size, up_size, inverse.reshape(-1).astype(np.int64))
 
 
 def split_too_small(kept: pa.Table, rule: BucketRule) -> tuple[pa.Table, list[dict], np.ndarray]:
-    """(rows that fit a bucket, a ``too_small_for_bucket`` reject row per other one, their bucket upscale).
-
-    Run before the plan (``pipelines.build.plan``); the reject rows are few, so they are Python dicts.
-    """
-    widths, heights = kept["width"].to_numpy(), kept["height"].to_numpy()
-    small = too_small_mask(widths, heights, rule)
-    rejects = []
-    bad = np.flatnonzero(small)
-    ids = kept.select(list(REJECT_ID_COLUMNS)).take(pa.array(bad, pa.int64())).to_pylist()
-    for i, row in zip(bad.tolist(), ids, strict=True):
-        rejects.append({**row, "stage": "plan", "reason": "too_small_for_bucket", "duplicate_of": None,
-                        "detail": f"{widths[i]}x{heights[i]}: even a {rule.min_side}px bucket needs more than "
-                                  f"x{rule.max_upscale:g} (buckets.max_upscale)"})  # fmt: skip
-    fits = kept.filter(pa.array(~small))
-    _, upscale = fit_and_crop(fits["width"].to_numpy(), fits["height"].to_numpy(), rule)
-    return fits, rejects, upscale
+    """(rows that fit a bucket, a ``too_small_for_bucket`` reject row per other one, their bucket upscale):
+    ``fit_buckets`` over a whole table."""
+    fit = fit_buckets(kept["width"].to_numpy(), kept["height"].to_numpy(), rule)
+    fits = np.flatnonzero(~fit.too_small)
+    return kept.take(pa.array(fits, pa.int64())), fit.reject_rows(kept), fit.take(fits).upscale
 
 
 def assign_shards(
-    widths: np.ndarray, heights: np.ndarray, key_rank: np.ndarray, *,
-    rule: BucketRule, samples_per_shard: int, seed: int,
+    fit: BucketFit, key_rank: np.ndarray, *, samples_per_shard: int, seed: int,
     first_index: dict[tuple[int, int], int] | None = None,
 ) -> ShardAssignment:  # fmt: skip
-    """The shard plan from columns: ``key_rank`` orders the samples as their keys sort (any ints that do).
+    """The shard plan from a ``BucketFit`` of the planned samples: ``key_rank`` orders the samples as
+    their keys sort (any ints that do).
 
     Shards are grouped by bucket only. ``first_index``: per bucket, the first shard number (appends).
-    Every size must fit a bucket (``split_too_small`` first).
+    Every sample must fit a bucket (take the fit of the others out first).
     """
-    n = len(widths)
-    widths = np.asarray(widths, np.int64)
-    heights = np.asarray(heights, np.int64)
-    sizes, inverse = np.unique(np.stack([widths, heights], 1), axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    per_size, up_size = fit_and_crop(sizes[:, 0], sizes[:, 1], rule)
-    if np.isnan(up_size).any():
-        k = int(np.flatnonzero(np.isnan(up_size))[0])
-        raise ValueError(
-            f"{sizes[k, 0]}x{sizes[k, 1]}: too small for any bucket; drop it first (split_too_small)"
-        )
+    n = len(fit.inverse)
+    if fit.too_small.any():
+        w, h = fit.sizes[fit.inverse[np.flatnonzero(fit.too_small)[0]]]
+        raise ValueError(f"{w}x{h}: too small for any bucket; take it out of the fit first")
+    per_size, inverse = fit.per_size, fit.inverse
     bw, bh = per_size[inverse, 0].astype(np.int32), per_size[inverse, 1].astype(np.int32)
-    crops, upscale = per_size[inverse, 2:].astype(np.int32), up_size[inverse]
+    crops, upscale = per_size[inverse, 2:].astype(np.int32), fit.upscale
 
     # group = the bucket, coded by its (w, h) order so groups come out sorted like the main plan
     group = (bw.astype(np.int64) << 32) | bh.astype(np.int64)
@@ -207,14 +241,14 @@ def make_plan(
     """``kept``: scan rows that passed every filter (any order). Returns rows sorted by shard, position.
 
     ``first_index``: per bucket, the first shard number to use (an append numbers its shards after
-    the ones already written); default 0. The build plans through ``assign_shards`` /
-    ``plan_columns`` directly, streaming the rows.
+    the ones already written); default 0. The build plans through ``fit_buckets``, ``assign_shards``
+    and ``plan_columns`` directly, streaming the rows.
     """
     kept = kept.select(PLAN_COLUMNS)
+    fit = fit_buckets(kept["width"].to_numpy(), kept["height"].to_numpy(), rule)
     a = assign_shards(
-        kept["width"].to_numpy(), kept["height"].to_numpy(), _key_rank(kept["key"]),
-        rule=rule, samples_per_shard=samples_per_shard, seed=seed, first_index=first_index,
-    )  # fmt: skip
+        fit, _key_rank(kept["key"]), samples_per_shard=samples_per_shard, seed=seed, first_index=first_index
+    )
     table = kept
     for name, column in plan_columns(a).items():
         table = table.append_column(name, column)

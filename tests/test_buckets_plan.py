@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from sharding.buckets import BucketRule, crop_box, make_buckets, nearest_bucket
-from sharding.plan import make_plan
+from sharding.buckets import BucketRule, crop_box, fit_bucket, make_buckets, nearest_bucket
+from sharding.plan import assign_shards, fit_buckets, make_plan
 from sharding.schema import SCAN_SCHEMA
 
 
@@ -89,3 +89,30 @@ def test_plan_is_deterministic_and_groups_by_bucket():
     assert min(int(x[-10:-4]) for x in later["shard"].to_pylist()) == 7  # an append numbers after the old
     other_seed = make_plan(kept, **{**args, "seed": 4})
     assert other_seed["key"].to_pylist() != plan["key"].to_pylist()
+
+
+def test_max_upscale_reaches_the_plan_through_one_fit():
+    """``fit_buckets`` applies ``max_upscale`` once per size; a subset's fit is the same fit, and a
+    plan refuses a fit that still holds a size no bucket takes."""
+    rule = BucketRule()
+    buckets = make_buckets(rule)
+    widths = np.array([1000, 150, 400, 150, 210, 200])
+    heights = np.array([800, 150, 279, 150, 210, 200])
+    fit = fit_buckets(widths, heights, rule)
+    expected = [
+        fit_bucket(int(w), int(h), buckets, rule) is None for w, h in zip(widths, heights, strict=True)
+    ]
+    assert fit.too_small.tolist() == expected == [False, True, False, True, False, True]
+    ids = pa.table({"seq": list(range(6)), "source": ["a"] * 6, "source_id": list("uvwxyz"),
+                    "key": [f"a_{c}" for c in "uvwxyz"], "location": ["/p"] * 6})  # fmt: skip
+    rows = fit.reject_rows(ids)
+    assert [r["key"] for r in rows] == ["a_v", "a_x", "a_z"]
+    assert rows[0]["detail"].startswith("150x150: even a 256px bucket needs more than x1.25")
+    fits = np.flatnonzero(~fit.too_small)
+    part = fit.take(fits)
+    assert part.widths.tolist() == [1000, 400, 210] and not part.too_small.any()
+    assert part.upscale.tolist() == fit.upscale[fits].tolist()
+    a = assign_shards(part, np.arange(3), samples_per_shard=2, seed=1)
+    assert (a.upscale <= rule.max_upscale * (1 + 1e-9)).all()
+    with pytest.raises(ValueError, match="150x150: too small"):
+        assign_shards(fit, np.arange(6), samples_per_shard=2, seed=1)

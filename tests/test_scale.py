@@ -22,7 +22,7 @@ from curation.records import TAG_CATEGORIES
 from curation.weighting import WeightConfig
 from pipelines.benches.scale import synth_hashes, synth_part
 from pipelines.build.enumerate import scan_unit
-from pipelines.build.finalize import write_manifest, write_rejects
+from pipelines.build.finalize import EMPTY_TABLES, build_step, write_tables
 from pipelines.build.plan import PlanReader, PlanSettings, write_plan
 from pipelines.dedup import deduplicate
 from pipelines.tools.reweight import solve
@@ -106,8 +106,10 @@ def test_plan_reader_and_finalize_stream_what_the_tables_hold(tmp_path):
     ]  # fmt: skip
     late.sort(key=lambda r: r["seq"])
     dropped = {keys[10]: {"canny": "speckled: x"}}
-    tally = write_manifest(layout, {r["key"] for r in late}, ["canny", "xdog"], dropped)
-    reasons = write_rejects(layout, late)
+    states = {"shard-000000": {"rejects": late, "dropped": dropped, "stats": {"path": "shard-000000.tar"}}}
+    out = {"manifest": layout.manifest, "rejects": layout.rejects, "history": layout.rejects_history}
+    tables = write_tables(layout, build_step(layout, states), states, ["canny", "xdog"], EMPTY_TABLES, out)
+    reasons = tables.reasons
 
     manifest = layout.read_parquet(layout.manifest)
     gone = {r["key"] for r in late}
@@ -118,16 +120,16 @@ def test_plan_reader_and_finalize_stream_what_the_tables_hold(tmp_path):
     expected = expected.append_column("tags", pa.array(tags, pa.list_(pa.string())))
     expected = expected.append_column("extractors", pa.array(exts, pa.list_(pa.string())))
     assert manifest.equals(expected.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA))
-    assert tally.samples == manifest.num_rows
+    assert tables.samples == tables.new_rows == manifest.num_rows
     buckets = [f"{w}x{h}" for w, h in zip(manifest["bucket_w"].to_pylist(), manifest["bucket_h"].to_pylist())]
-    assert tally.counts("bucket") == dict(zip(*np.unique(buckets, return_counts=True), strict=True))
-    assert list(tally.labels("bucket")) == buckets
+    assert tables.buckets == dict(zip(*np.unique(buckets, return_counts=True), strict=True))
+    assert tables.shards == [{"path": "shard-000000.tar"}] and not layout.exists(layout.rejects_history)
 
     rejects = layout.read_parquet(layout.rejects)
     early = layout.read_parquet(layout.early_rejects)
     whole = pa.concat_tables([early, pa.Table.from_pylist(late, schema=REJECT_SCHEMA)]).sort_by("seq")
     assert rejects.equals(whole)
-    assert sum(reasons.values()) == rejects.num_rows and reasons["lines_empty"] == 3
+    assert sum(reasons.values()) == rejects.num_rows == tables.fresh_rejects and reasons["lines_empty"] == 3
     assert manifest.num_rows + rejects.num_rows == N
 
 

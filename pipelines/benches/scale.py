@@ -251,14 +251,16 @@ def phase(name: str, out: str) -> dict[str, float]:
     """Run one phase on ``out`` in this process; its seconds and this process's peak RSS during it."""
     from sharding.layout import Layout
 
+    from ..build.base import Base
+    from ..build.enumerate import enumerated_work
     from ..build.finalize import finalize
     from ..build.plan import plan
-    from ..build.request import BuildRequest
+    from ..build.request import FRESH, BuildRequest
     from ..config import BuildConfig
 
     layout = Layout(out)
     req = BuildRequest([], out, BuildConfig(), show_progress=False)
-    chunks = layout.read_json(layout.enumerated)["chunks"]
+    fresh, work = Base(FRESH), enumerated_work(layout)
     states = layout.read_json(layout.path("_bench_states.json")) if name == "finalize" else None
     if name in ("audit", "loader"):
         from pipelines.tools.audit import audit
@@ -266,13 +268,14 @@ def phase(name: str, out: str) -> dict[str, float]:
     reset = _reset_peak()
     start, cpu = time.perf_counter(), time.process_time()
     if name == "plan":
-        plan(req, layout, chunks)
+        plan(req, layout, fresh, work)
     elif name == "dispatch":
-        reader = plan(req, layout, chunks)
+        reader = plan(req, layout, fresh, work)
         for shard in sorted(reader.spans):
             reader.rows(shard)
     elif name == "finalize":
-        finalize(req, layout, chunks, plan(req, layout, chunks), states, {"total": 1.0}, {})
+        plan(req, layout, fresh, work)
+        finalize(req, layout, fresh, work, states, {"total": 1.0}, {})
     elif name == "weights":
         from ..tools.reweight import reweight
 
@@ -292,17 +295,20 @@ def phase(name: str, out: str) -> dict[str, float]:
 
 
 def _append(req, layout) -> None:
-    """Increment #1 as ``run_increment`` runs it from its plan on (``prepare_append`` set it up)."""
-    from ..build.base import Increment
-    from ..build.finalize import finalize_increment
-    from ..build.plan import plan_increment
+    """Increment #1 as ``run_build`` runs an append from its plan on (``prepare_append`` set it up)."""
+    from sharding.layout import BUILD_JSON
+
+    from ..build.base import Base, Increment
+    from ..build.finalize import finalize
+    from ..build.plan import plan
+    from ..build.request import APPEND
 
     inc = Increment(layout, 1)
     meta, enumerated = layout.read_json(inc.request), layout.read_json(inc.enumerated)
-    planned = plan_increment(req, layout, inc, enumerated)
-    del planned  # finalize reads the increment's plan as the build does: shard by shard
+    base = Base(APPEND, inc, meta, layout.read_json(inc.base(BUILD_JSON)))
+    plan(req, layout, base, enumerated)
     states = _fake_states(layout.out, inc.plan)
-    finalize_increment(req, layout, inc, meta, enumerated, layout.read_parquet(inc.plan), states, 1.0)
+    finalize(req, layout, base, enumerated, states, {"total": 1.0}, {})
 
 
 def _child(name: str, out: str) -> dict[str, Any]:

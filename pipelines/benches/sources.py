@@ -8,7 +8,7 @@ KBlueLeaf's layout (post, tag, post<->tag relation) at 1,000,000 posts and ~8 ta
 exists, so every post is a ``missing_file`` record: the figure is the metadata path (read, map,
 clean the tags, write the records parts), which is what scales with the dump.
 
-Each measurement runs the REAL ``pipelines.build.enumerate.enumerate_records`` (the pre-scan check included)
+Each measurement runs the REAL ``pipelines.build.enumerate.enumerate_inputs`` (the pre-scan check included)
 into a scratch OUT in a fresh child process; its peak RSS (``ru_maxrss``) is the enumeration's own,
 with the import baseline reported beside it. Medians over ``--repeats``.
 """
@@ -175,8 +175,9 @@ def inputs(n: int = POSTS, relation_posts: int = RELATION_POSTS) -> dict[str, st
 _CHILD = """
 import json, resource, sys, time
 from curation.sources import parse_source
-from pipelines.build.enumerate import enumerate_records
-from pipelines.build.request import BuildRequest
+from pipelines.build.base import Base
+from pipelines.build.enumerate import enumerate_inputs
+from pipelines.build.request import FRESH, BuildRequest
 from pipelines.config import BuildConfig
 from sharding.layout import Layout
 source, out = sys.argv[1], sys.argv[2]
@@ -184,7 +185,7 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 req = BuildRequest([parse_source(source)], out, BuildConfig(), show_progress=False)
 t = time.perf_counter()
 layout = Layout(out)
-enumerate_records(req, layout)
+enumerate_inputs(req, layout, Base(FRESH))
 seconds = time.perf_counter() - t
 inputs = layout.read_json(layout.enumerated)["inputs"]
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

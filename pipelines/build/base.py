@@ -70,6 +70,35 @@ class Increment:
             shutil.rmtree(self.dir)
 
 
+@dataclass
+class Base:
+    """What a build grows from and what it selects: nothing and every input (a fresh build: an empty
+    base, its state in ``_state/``), or a finished build's snapshot and its unseen inputs (``--append``)
+    or its rejects of the given reasons (``--retry``), the increment's state in ``inc``. Every phase
+    takes it; where the empty base's path differs (a fresh build's scan units may slice its records
+    parts, its plan streams from the scan parts) that is a property of the base."""
+
+    kind: str  # FRESH, APPEND or RETRY: the selection
+    inc: Increment | None = None  # None: the empty base
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # the increment's request.json
+    build: dict[str, Any] | None = None  # the base's committed build.json
+
+    @property
+    def empty(self) -> bool:
+        return self.inc is None
+
+    def describe(self, out: str, where: str, scanned: int) -> str:
+        """The build's first log line."""
+        if self.inc is None:
+            return f"linepairs: building {out} on {where}"
+        return f"linepairs: {self.kind} #{self.inc.number} to {out} on {where}: {scanned} inputs"
+
+    def refused(self, layout: Layout) -> None:
+        """Undo what a refused increment wrote (nothing to undo onto an empty base: a fresh build resumes)."""
+        if self.inc is not None:
+            rollback(layout, self.inc, self.meta["first_chunk"])
+
+
 def take_snapshot(layout: Layout, inc: Increment) -> None:
     """The finished build's files as they were: hard links locally (they are replaced by rename,
     never written in place), copies on an object store."""

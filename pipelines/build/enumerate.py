@@ -3,6 +3,8 @@ inputs its base has not seen, a retry the rejects of the given reasons."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -14,7 +16,7 @@ from sharding.schema import RECORD_SCHEMA
 
 from ..config import BuildConfig
 from ..progress import Progress
-from .base import Increment, records_parts
+from .base import Base, records_parts
 from .request import ALL_REASONS, APPEND, BuildRequest
 
 RECORDS_PART = 4096  # inputs per records part (private) and the largest scan part
@@ -37,52 +39,114 @@ def predicts_tags(config: BuildConfig) -> bool:
     return any(s.name == "wd_tagger" for s in config.scorers)
 
 
-def enumerate_records(req: BuildRequest, layout: Layout) -> int:
-    """Stream every source into records parts; returns the number of scan units (scan parts).
+def enumerate_inputs(req: BuildRequest, layout: Layout, base: Base) -> dict[str, Any]:
+    """The phase's one entry: the inputs ``base`` selects streamed into records parts. Returns what
+    the scan takes: ``first_chunk`` .. ``chunks`` (scan units onto the empty base, records parts onto
+    a finished one), ``inputs`` (new inputs) and ``scanned``.
 
-    Done when ``_state/enumerated.json`` exists and so does every records part it counts: a part
-    deleted (it was damaged) is written again by enumerating again (the others are kept)."""
-    if layout.exists(layout.enumerated):
-        done = layout.read_json(layout.enumerated)
-        listed = layout.listed_sizes(layout.records_dir)
-        if all(layout.records_part(c) in listed for c in range(done.get("records_parts", done["chunks"]))):
-            return done["chunks"]
-    check_metadata(req.sources, req.config.filters, predicts_tags(req.config), req.storage)
+    Done when its record exists and so does every records part it counts: a part deleted (it was
+    damaged) is written again by enumerating again (the others are kept)."""
+    record = layout.enumerated if base.empty else base.inc.enumerated
+    if layout.exists(record) and _parts_present(layout, base, layout.read_json(record)):
+        return _work(layout, base)
+    if base.empty:
+        check_metadata(req.sources, req.config.filters, predicts_tags(req.config), req.storage)
+    first_chunk, first_seq = (0, 0) if base.empty else (base.meta["first_chunk"], base.meta["first_seq"])
+    pick = _selection(layout, base, first_seq)
     size = req.config.scan.chunk_size or RECORDS_PART
-    chunk, rows, seq = 0, [], 0
+    chunk, rows, count = first_chunk, [], 0
     progress = Progress("enumerate", total=None, unit="inputs", enabled=req.show_progress)
 
-    def flush():
+    def flush() -> None:
         nonlocal chunk, rows
         path = layout.records_part(chunk)
-        if not layout.exists(path):  # a re-enumeration after a crash yields the same chunks
+        if not layout.exists(path):  # a re-enumeration after a kill yields the same chunks
             layout.write_parquet(path, pa.Table.from_pylist(rows, schema=RECORD_SCHEMA))
         chunk, rows = chunk + 1, []
 
     try:
         for spec in req.sources:
-            before = seq
+            met = False
             for rec in iter_records(spec, req.storage):
+                met = True
+                seq = pick((rec.source, rec.source_id))
+                if seq is None:
+                    continue
                 row = rec.to_row()
                 row["seq"] = seq
-                seq += 1
                 rows.append(row)
+                count += 1
                 progress.update(1)
                 if len(rows) == size:
                     flush()
-            if seq == before:  # an ordinary mistake (wrong or empty folder), not an empty build
+            if not met and base.empty:  # an ordinary mistake (wrong or empty folder), not an empty build
                 raise SourceError(f"source {spec.describe()} holds no images or posts")
         if rows:
             flush()
     finally:
         progress.close()
-    unit = scan_unit(seq, req.config.scan.chunk_size)
-    units = -(-seq // unit)
-    layout.write_json(
-        layout.enumerated,
-        {"chunks": units, "inputs": seq, "records_parts": chunk, "records_rows": size, "unit": unit},
+    if base.empty:
+        unit = scan_unit(count, req.config.scan.chunk_size)
+        done = {"chunks": -(-count // unit), "inputs": count, "records_parts": chunk, "records_rows": size}
+        layout.write_json(record, {**done, "unit": unit})
+    else:
+        inputs = count if base.kind == APPEND else 0
+        layout.write_json(
+            record, {"first_chunk": first_chunk, "chunks": chunk, "inputs": inputs, "scanned": count}
+        )
+    return _work(layout, base)
+
+
+def _selection(layout: Layout, base: Base, first_seq: int) -> Callable[[tuple[str, str]], int | None]:
+    """The seq a (source, source_id) takes, or None where the base does not select it: every input
+    onto the empty base; onto a finished one the first of each id it has not seen (append) or of its
+    rejects of the given reasons, at their seq (retry)."""
+    seqs = itertools.count(first_seq)
+    if base.empty:
+        return lambda ident: next(seqs)
+    if base.kind == APPEND:
+        seen = _seen_ids(layout, records_parts(layout, base.meta["first_chunk"]))
+
+        def unseen(ident: tuple[str, str]) -> int | None:
+            if ident in seen:  # the base holds it, or the source itself repeats an id
+                return None
+            seen.add(ident)
+            return next(seqs)
+
+        return unseen
+    rejects = layout.read_parquet(base.inc.base(REJECTS), columns=["seq", "source", "source_id", "reason"])
+    if base.meta["reasons"] != [ALL_REASONS]:
+        rejects = rejects.filter(pc.is_in(rejects["reason"], pa.array(base.meta["reasons"])))
+    targets = dict(
+        zip(
+            zip(rejects["source"].to_pylist(), rejects["source_id"].to_pylist(), strict=True),
+            rejects["seq"].to_pylist(),
+            strict=True,
+        )
     )
-    return units
+    return lambda ident: targets.pop(ident, None)  # popped: a repeated id is taken once
+
+
+def _parts_present(layout: Layout, base: Base, done: dict[str, Any]) -> bool:
+    first, end = (
+        (0, done.get("records_parts", done["chunks"]))
+        if base.empty
+        else (done["first_chunk"], done["chunks"])
+    )
+    listed = layout.listed_sizes(layout.records_dir)
+    return all(layout.records_part(c) in listed for c in range(first, end))
+
+
+def _work(layout: Layout, base: Base) -> dict[str, Any]:
+    if base.empty:
+        return enumerated_work(layout)
+    return layout.read_json(base.inc.enumerated)
+
+
+def enumerated_work(layout: Layout) -> dict[str, Any]:
+    """What a fresh build's enumerate gave the scan (``enumerate_inputs`` onto the empty base)."""
+    done = layout.read_json(layout.enumerated)
+    return {"first_chunk": 0, "chunks": done["chunks"], "inputs": done["inputs"], "scanned": done["inputs"]}
 
 
 def record_units(layout: Layout) -> tuple[int, int, int]:
@@ -97,66 +161,3 @@ def _seen_ids(layout: Layout, chunks: list[int]) -> set[tuple[str, str]]:
         t = layout.read_parquet(layout.records_part(c), columns=["source", "source_id"])
         seen.update(zip(t["source"].to_pylist(), t["source_id"].to_pylist(), strict=True))
     return seen
-
-
-def enumerate_increment(req, layout: Layout, inc: Increment, meta: dict[str, Any]) -> dict[str, Any]:
-    """Records chunks of the unseen inputs (append) or of the retried rejects (retry)."""
-    if layout.exists(inc.enumerated):
-        return layout.read_json(inc.enumerated)
-    first_chunk, first_seq = meta["first_chunk"], meta["first_seq"]
-    if meta["kind"] == APPEND:
-        seen = _seen_ids(layout, records_parts(layout, first_chunk))
-        targets: dict[tuple[str, str], int] = {}
-    else:
-        seen = set()
-        rejects = layout.read_parquet(inc.base(REJECTS), columns=["seq", "source", "source_id", "reason"])
-        if meta["reasons"] != [ALL_REASONS]:
-            rejects = rejects.filter(pc.is_in(rejects["reason"], pa.array(meta["reasons"])))
-        targets = {
-            (s, i): q
-            for q, s, i in zip(
-                rejects["seq"].to_pylist(), rejects["source"].to_pylist(), rejects["source_id"].to_pylist()
-            )
-        }
-
-    size = req.config.scan.chunk_size or RECORDS_PART
-    chunk, rows, seq, count = first_chunk, [], first_seq, 0
-
-    def flush() -> None:
-        nonlocal chunk, rows
-        path = layout.records_part(chunk)
-        if not layout.exists(path):  # a re-enumeration after a kill yields the same chunks
-            layout.write_parquet(path, pa.Table.from_pylist(rows, schema=RECORD_SCHEMA))
-        chunk, rows = chunk + 1, []
-
-    taken: set[tuple[str, str]] = set()
-    for spec in req.sources:
-        for rec in iter_records(spec, req.storage):
-            ident = (rec.source, rec.source_id)
-            if ident in taken:  # the source itself repeats an id: the first one stands for it
-                continue
-            row = rec.to_row()
-            if meta["kind"] == APPEND:
-                if ident in seen:
-                    continue
-                row["seq"] = seq
-                seq += 1
-            else:
-                if ident not in targets:
-                    continue
-                row["seq"] = targets[ident]
-            taken.add(ident)
-            rows.append(row)
-            count += 1
-            if len(rows) == size:
-                flush()
-    if rows:
-        flush()
-    done = {
-        "first_chunk": first_chunk,
-        "chunks": chunk,
-        "inputs": count if meta["kind"] == APPEND else 0,
-        "scanned": count,
-    }
-    layout.write_json(inc.enumerated, done)
-    return done

@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,9 +30,8 @@ from sharding.weights import FIRST_VERSION, read_version
 from ..columnar import ROW_GROUP, atomic_parquet, bucket_labels, codes, concat_lists, parquet_batches
 from ..config import ConfigError
 from ..tools.reweight import manifest_inputs, policy_meta, write_first_version
-from .base import Increment, IntegrityError, snapshot_tables
+from .base import Base, Increment, IntegrityError, snapshot_tables
 from .card import write_dataset_card
-from .plan import PlanReader
 from .request import RETRY, BuildRequest, BuildSummary
 from .scan import scan_table
 
@@ -98,25 +97,6 @@ def manifest_rows(
     return plan_rows.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
 
 
-def write_manifest(
-    layout: Layout, late_keys: set[str], extractors: list[str],
-    dropped: Mapping[str, Mapping[str, str]], path: str | None = None,
-) -> Tally:  # fmt: skip
-    """The plan rows minus the late rejects, plus ``tags`` (all categories) and ``extractors``, into
-    ``path`` (default manifest.parquet; the repair writes the same bytes elsewhere first)."""
-    tally = Tally()
-    late = pa.array(sorted(late_keys), pa.string())
-    with atomic_parquet(layout, path or layout.manifest, MANIFEST_SCHEMA) as out:
-        for batch in parquet_batches(layout, layout.plan):
-            batch = manifest_rows(batch, late, extractors, dropped)
-            if batch.num_rows == 0:
-                continue
-            out.write_table(batch, row_group_size=ROW_GROUP)
-            bucket = bucket_labels(batch)
-            tally.add(batch.num_rows, {"bucket": bucket})
-    return tally
-
-
 class RejectMerge:
     """Reject rows sorted by ``seq`` written as a merge: batches of a sorted table, each with the
     rows of ``extra`` (sorted by seq, stably) up to a seq; counts by reason. No input has rows on
@@ -144,44 +124,45 @@ class RejectMerge:
                 self.reasons[item["values"]] += item["counts"]
 
 
-def write_rejects(layout: Layout, late: list[dict[str, Any]], path: str | None = None) -> dict[str, int]:
-    """Merge the early rejects with ``late`` (sorted by seq) into ``path`` (default rejects.parquet);
-    counts by reason."""
-    with atomic_parquet(layout, path or layout.rejects, REJECT_SCHEMA) as out:
-        merge = RejectMerge(out, pa.Table.from_pylist(late, schema=REJECT_SCHEMA))
-        for batch in parquet_batches(layout, layout.early_rejects):
-            batch = batch.cast(REJECT_SCHEMA)
-            if batch.num_rows:
-                merge.add(batch, pc.max(batch["seq"]).as_py())
-        return merge.finish()
-
-
 def finalize(
-    req: BuildRequest, layout: Layout, chunks: int, plan: PlanReader, states: dict[str, dict[str, Any]],
+    req: BuildRequest, layout: Layout, base: Base, work: dict[str, Any], states: dict[str, dict[str, Any]],
     timings: dict[str, float], extractor_records: dict[str, dict[str, Any]],
     scorer_records: dict[str, dict[str, Any]] | None = None,
 ) -> BuildSummary:  # fmt: skip
-    """manifest.parquet, rejects.parquet, shards.json, build.json: streamed row group by row group;
-    then the first weight version, solved from the manifest's weight columns only."""
-    late = sorted((r for s in states.values() for r in s["rejects"]), key=lambda r: r["seq"])
-    dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
-    tally = write_manifest(
-        layout,
-        {r["key"] for r in late},
-        [e.name for e in req.config.extractors],
-        dropped,
+    """The phase's one entry: the public tables of the base plus what this build added, streamed
+    through one writer (``write_tables``: the empty base has no rows), shards.json, then build.json
+    committed. Onto the empty base the first weight version is solved; onto a finished build every
+    version is re-solved over the union and the increment is recorded under ``appends``."""
+    if base.inc is None:
+        before, step = EMPTY_TABLES, build_step(layout, states)
+    else:
+        before, step = (
+            snapshot_tables(layout, base.inc),
+            increment_step(layout, base.inc, base.meta, work, states),
+        )
+    out = {"manifest": layout.manifest, "rejects": layout.rejects, "history": layout.rejects_history}
+    tables = write_tables(layout, step, states, [e.name for e in req.config.extractors], before, out)
+    layout.write_json(layout.shards_json, {"shards": tables.shards})
+    if base.inc is None:
+        return _commit_build(req, layout, tables, states, timings, extractor_records, scorer_records)
+    return _commit_increment(
+        req, layout, base.inc, base.meta, work, before["build"], tables, states, timings["total"]
     )
-    reasons = write_rejects(layout, late)
 
-    shards = sorted((s["stats"] for s in states.values()), key=lambda s: s["path"])
-    layout.write_json(layout.shards_json, {"shards": shards})
 
+def _commit_build(
+    req: BuildRequest, layout: Layout, tables: Tables, states: dict[str, dict[str, Any]],
+    timings: dict[str, float], extractor_records: dict[str, dict[str, Any]],
+    scorer_records: dict[str, dict[str, Any]] | None,
+) -> BuildSummary:  # fmt: skip
+    """The first weight version, solved from the manifest's weight columns only; build.json."""
+    dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
     inputs = layout.read_json(layout.enumerated)["inputs"]
     cfg = req.config.weights
     weights = write_first_version(
         layout, layout.read_parquet(layout.manifest, columns=manifest_inputs(cfg)), cfg
     )
-    counts = make_counts(tally.samples, reasons, tally.counts("bucket"), shards, inputs, dropped)
+    counts = make_counts(tables.samples, tables.reasons, tables.buckets, tables.shards, inputs, dropped)
     # README.md (an HF dataset card) before build.json, the marker that says the build is complete
     write_dataset_card(layout, req.config.to_dict(), CONTRACT_VERSION)
     build = {
@@ -200,15 +181,6 @@ def finalize(
     }
     commit(layout, build)
     return BuildSummary(req.out, counts, timings, weights=weights)
-
-
-def manifest_of(extractors: list[str], plan_table: pa.Table, states: dict[str, dict[str, Any]]) -> pa.Table:
-    """The manifest rows of the plan rows that were written (all but the late rejects), in plan order.
-
-    For an increment's small plan; the build streams its manifest (write_manifest)."""
-    late = pa.array(sorted({r["key"] for s in states.values() for r in s["rejects"]}), pa.string())
-    dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
-    return manifest_rows(plan_table, late, extractors, dropped)
 
 
 def late_rejects(states: dict[str, dict[str, Any]]) -> pa.Table:
@@ -253,16 +225,47 @@ def _versions() -> dict[str, str]:
 
 HISTORY_SCHEMA = REJECT_SCHEMA.append(pa.field("superseded_in", pa.int64()))  # the increment that retried it
 TABLES_OF = ("manifest", "rejects", "history")  # the tables an increment rewrites (paths by these names)
+# the empty base: no rows before a fresh build (what ``snapshot_tables`` gives onto a finished one)
+EMPTY_TABLES: dict[str, Any] = {"manifest": None, "rejects": None, "history": None, "shards": []}
 
 
 @dataclass
-class IncrementTables:
-    """What the tables came to after one increment (the tables themselves are files)."""
+class Step:
+    """What one commit adds to the tables: the fresh build (number 0) or increment ``number``."""
+
+    number: int  # the increment a retried input's old reject rows are superseded in
+    plan: Iterable[pa.Table]  # its plan rows, as tables (the build's streamed by row group)
+    early: str | None  # its reject rows on file, sorted by seq (the build's scan, dedup and too small)
+    held: pa.Table  # its other reject rows, stably sorted by seq (late; an increment's own ones all)
+    retried: pa.Array  # seqs whose old reject rows leave for the history (a retry)
+
+
+def build_step(layout: Layout, states: dict[str, dict[str, Any]]) -> Step:
+    """The fresh build's rows: plan.parquet and the early rejects streamed, the late rejects held."""
+    late = sorted((r for s in states.values() for r in s["rejects"]), key=lambda r: r["seq"])
+    held = pa.Table.from_pylist(late, schema=REJECT_SCHEMA)
+    return Step(0, parquet_batches(layout, layout.plan), layout.early_rejects, held, pa.array([], pa.int64()))
+
+
+def increment_step(
+    layout: Layout, inc: Increment, meta: dict[str, Any], enumerated: dict[str, Any],
+    states: dict[str, dict[str, Any]],
+) -> Step:  # fmt: skip
+    """An increment's rows: its own plan and rejects, small, held."""
+    held = _fresh_rejects(layout, inc, enumerated, states)
+    return Step(
+        inc.number, [layout.read_parquet(inc.plan)], None, held, _retried_seqs(layout, meta, enumerated)
+    )
+
+
+@dataclass
+class Tables:
+    """What the tables came to after one step (the tables themselves are files)."""
 
     samples: int  # manifest rows
-    new_rows: int  # the increment's manifest rows
+    new_rows: int  # the step's manifest rows
     reasons: dict[str, int]  # reject rows by reason
-    fresh_rejects: int  # reject rows this increment added
+    fresh_rejects: int  # reject rows the step added
     buckets: dict[str, int]  # manifest rows by bucket
     shards: list[dict[str, Any]]  # shards.json entries
 
@@ -289,46 +292,58 @@ def _retried_seqs(layout: Layout, meta: dict[str, Any], enumerated: dict[str, An
     return pa.chunked_array(parts, pa.int64()).combine_chunks()
 
 
-def write_increment_tables(
-    layout: Layout, inc: Increment, meta: dict[str, Any], enumerated: dict[str, Any], plan: pa.Table,
-    states: dict[str, dict[str, Any]], extractors: list[str], before: dict[str, Any], out: dict[str, str],
-) -> IncrementTables:  # fmt: skip
-    """The tables after increment ``inc``, streamed into the paths ``out`` (manifest, rejects, history)
-    from ``before``: the paths of the tables as they were (history None when there is none) and
-    ``shards`` (shards.json entries): the snapshot for a finalize, the previous step for a repair
-    (pipelines/build/repair.py). The old rows pass one row group at a time (bounded memory); only
-    the increment's own rows are held. A pure function of these and the increment's files, so both
-    give the same bytes."""
+def write_tables(
+    layout: Layout, step: Step, states: dict[str, dict[str, Any]], extractors: list[str],
+    before: dict[str, Any], out: dict[str, str],
+) -> Tables:  # fmt: skip
+    """The tables after ``step``, streamed into the paths ``out`` (manifest, rejects, history) from
+    ``before``: the paths of the tables as they were (None: no such table; ``EMPTY_TABLES`` before a
+    fresh build) and ``shards`` (shards.json entries): the snapshot for a finalize, the previous step
+    for a repair (pipelines/build/repair.py). Rows pass one row group at a time (bounded memory);
+    only what the step holds is in memory. A pure function of these and the build's files, so a
+    finalize and a repair give the same bytes."""
     tally = Tally()
+    late = pa.array(sorted({r["key"] for s in states.values() for r in s["rejects"]}), pa.string())
+    dropped = {key: why for s in states.values() for key, why in s.get("dropped", {}).items()}
 
-    def add_manifest(writer, table: pa.Table) -> None:
+    def add_manifest(writer, table: pa.Table) -> int:
         if table.num_rows:
             writer.write_table(table, row_group_size=ROW_GROUP)
             tally.add(table.num_rows, {"bucket": bucket_labels(table)})
+        return table.num_rows
 
-    new_rows = manifest_of(extractors, plan, states).cast(MANIFEST_SCHEMA)
+    new_rows = 0
     with atomic_parquet(layout, out["manifest"], MANIFEST_SCHEMA) as writer:
-        for batch in parquet_batches(layout, before["manifest"]):
-            add_manifest(writer, batch.cast(MANIFEST_SCHEMA))
-        add_manifest(writer, new_rows)
+        if before["manifest"] is not None:
+            for batch in parquet_batches(layout, before["manifest"]):
+                add_manifest(writer, batch.cast(MANIFEST_SCHEMA))
+        for plan_rows in step.plan:
+            new_rows += add_manifest(writer, manifest_rows(plan_rows, late, extractors, dropped))
 
-    # Old rejects (sorted by seq) merged with the increment's: a retried input's old rows leave
-    # (to the history), so no input has rows on both sides.
-    retried = _retried_seqs(layout, meta, enumerated)
+    # Sorted reject rows streamed (the old ones, or a fresh build's early ones: never both) merged
+    # with the step's held rows; a retried input's old rows leave (to the history), so no input has
+    # rows on both sides.
+    assert before["rejects"] is None or step.early is None, "a step's rejects on file go onto the empty base"
     superseded: list[pa.Table] = []
+    fresh = step.held.num_rows
     with atomic_parquet(layout, out["rejects"], REJECT_SCHEMA) as writer:
-        merge = RejectMerge(writer, _fresh_rejects(layout, inc, enumerated, states))
-        for batch in parquet_batches(layout, before["rejects"]):
-            batch = batch.cast(REJECT_SCHEMA)
-            if batch.num_rows == 0:
+        merge = RejectMerge(writer, step.held)
+        for path in (before["rejects"], step.early):
+            if path is None:
                 continue
-            was_retried = pc.is_in(batch["seq"], retried)
-            superseded.append(batch.filter(was_retried))
-            merge.add(batch.filter(pc.invert(was_retried)), pc.max(batch["seq"]).as_py())
+            for batch in parquet_batches(layout, path):
+                batch = batch.cast(REJECT_SCHEMA)
+                if batch.num_rows == 0:
+                    continue
+                if path == step.early:
+                    fresh += batch.num_rows
+                was_retried = pc.is_in(batch["seq"], step.retried)
+                superseded.append(batch.filter(was_retried))
+                merge.add(batch.filter(pc.invert(was_retried)), pc.max(batch["seq"]).as_py())
         reasons = merge.finish()
 
     gone = pa.concat_tables(superseded) if superseded else REJECT_SCHEMA.empty_table()
-    gone = gone.append_column("superseded_in", pa.array([inc.number] * gone.num_rows, pa.int64()))
+    gone = gone.append_column("superseded_in", pa.array([step.number] * gone.num_rows, pa.int64()))
     if before["history"] is not None or gone.num_rows:
         with atomic_parquet(layout, out["history"], HISTORY_SCHEMA) as writer:
             if before["history"] is not None:
@@ -339,26 +354,17 @@ def write_increment_tables(
                 writer.write_table(gone.cast(HISTORY_SCHEMA), row_group_size=ROW_GROUP)
     new_shards = [s["stats"] for s in states.values()]
     shards = sorted(before["shards"] + new_shards, key=lambda s: s["path"])
-    return IncrementTables(
-        tally.samples, new_rows.num_rows, reasons, merge.extra.num_rows, tally.counts("bucket"), shards
-    )
+    return Tables(tally.samples, new_rows, reasons, fresh, tally.counts("bucket"), shards)
 
 
-def finalize_increment(
-    req, layout: Layout, inc: Increment, meta: dict[str, Any], enumerated: dict[str, Any], plan: pa.Table,
-    states: dict[str, dict[str, Any]], seconds: float,
+def _commit_increment(
+    req, layout: Layout, inc: Increment, meta: dict[str, Any], enumerated: dict[str, Any],
+    base_build: dict[str, Any], tables: Tables, states: dict[str, dict[str, Any]], seconds: float,
 ) -> Any:  # fmt: skip
-    """Rewrite the public files from the snapshot and the increment's files (streamed), then commit
-    build.json with the increment recorded (a kill anywhere resumes to the same bytes)."""
+    """Every weight version re-solved over the union; build.json with the increment recorded (a
+    kill anywhere resumes to the same bytes)."""
     from ..tools.reweight import policies_of, resolve_all, solve_columns, summarize
 
-    before = snapshot_tables(layout, inc)
-    base_build = before["build"]
-    out = {"manifest": layout.manifest, "rejects": layout.rejects, "history": layout.rejects_history}
-    tables = write_increment_tables(
-        layout, inc, meta, enumerated, plan, states, [e.name for e in req.config.extractors], before, out
-    )
-    layout.write_json(layout.shards_json, {"shards": tables.shards})
     # the card names the grown build, so HF datasets never serves its cache of the old one
     write_dataset_card(layout, base_build["request"]["config"], base_build["contract"])
 

@@ -31,7 +31,7 @@ from curation.dedup import DedupConfig, resolve
 from curation.weighting import WeightConfig, WeightError
 from sharding.buckets import BucketRule
 from sharding.layout import BUILD_JSON, MANIFEST, SHARDS_JSON, Layout
-from sharding.plan import assign_shards, make_plan, plan_columns, shard_index, split_too_small, too_small_mask
+from sharding.plan import assign_shards, fit_buckets, make_plan, plan_columns, shard_index, split_too_small
 from sharding.schema import (
     PLAN_COLUMNS,
     PLAN_EXTRA,
@@ -46,7 +46,7 @@ from ..columnar import ROW_GROUP, atomic_parquet, codes, give_back_memory, ranks
 from ..config import ConfigError
 from ..dedup import dedup_arrays, duplicate_notes, find_pairs, reject_rows
 from ..tools.reweight import manifest_inputs, policies_of, solve, solve_columns
-from .base import Increment
+from .base import Base, Increment
 from .request import BuildRequest, log
 from .scan import scan_table
 
@@ -150,7 +150,8 @@ def write_plan(
     log(f"dedup: {stats['dropped']} duplicates dropped ({stats['pairs']} pairs, route {stats['route']})")
 
     # dedup first (over every kept sample), then the sizes no bucket fits (pipelines.build order)
-    small_size = too_small_mask(_np(kept, "width", np.int64), _np(kept, "height", np.int64), s.buckets)
+    fit = fit_buckets(_np(kept, "width", np.int64), _np(kept, "height", np.int64), s.buckets)
+    small_size = fit.too_small
     too_small = small_size & ~dropped
     survivors = np.flatnonzero(~dropped & ~small_size)
     del sha_codes
@@ -159,9 +160,11 @@ def write_plan(
     notes = duplicate_notes(duplicates, keeper, exact, kept["key"], phash, score)
     del kept, keeper, exact, phash, score  # before the weights are solved and pass B streams
     assignment = assign_shards(
-        _np(planned, "width", np.int64), _np(planned, "height", np.int64), ranks(planned["key"]),
-        rule=s.buckets, samples_per_shard=s.samples_per_shard, seed=s.seed,
-    )  # fmt: skip
+        fit.take(survivors), ranks(planned["key"]), samples_per_shard=s.samples_per_shard, seed=s.seed
+    )
+    small_rows = np.flatnonzero(too_small)  # pass B writes their reject rows from this small fit
+    small_fit = fit.take(small_rows)
+    del fit
     check_weights(planned.append_column("bucket_upscale", pa.array(assignment.upscale, pa.float64())))
     extra = plan_columns(assignment)  # after the check, so the two never hold memory together
     m = len(survivors)
@@ -201,7 +204,9 @@ def write_plan(
                     at = np.searchsorted(duplicates, k[duplicate])
                     early.append(reject_rows(ids, notes.take(pa.array(at, pa.int64()))))
                 if small_one.any():
-                    early.append(_too_small_rows(rows.filter(pa.array(small_one)), s.buckets))
+                    these = small_fit.take(np.searchsorted(small_rows, k[small_one]))
+                    ids = rows.select(_IDS).filter(pa.array(small_one))
+                    early.append(pa.Table.from_pylist(these.reject_rows(ids), schema=REJECT_SCHEMA))
                 gone = duplicate | small_one
                 part_rejects = pa.concat_tables(early).sort_by("seq")
                 reject_count += part_rejects.num_rows
@@ -242,12 +247,6 @@ def write_plan(
         if spill_dir:
             shutil.rmtree(spill_dir, ignore_errors=True)
     return {"planned": m, "early_rejects": reject_count, "too_small": int(too_small.sum()), **stats}
-
-
-def _too_small_rows(rows: pa.Table, rule: BucketRule) -> pa.Table:
-    """The ``too_small_for_bucket`` reject rows of these scan rows (``sharding.plan.split_too_small``)."""
-    _, rejects, _ = split_too_small(rows, rule)
-    return pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA)
 
 
 def _np(table: pa.Table, column: str, dtype) -> np.ndarray:
@@ -303,9 +302,15 @@ class PlanReader:
         return self.table(shard).to_pylist()
 
 
-def plan(req: BuildRequest, layout: Layout, chunks: int) -> PlanReader:
-    """Dedup, bucket fit, a feasibility check of the weights and the shard plan
-    (pipelines/build/plan.py); streamed, so memory is per part."""
+def plan(req: BuildRequest, layout: Layout, base: Base, work: dict[str, Any]) -> PlanReader:
+    """The phase's one entry: dedup, bucket fit, a feasibility check of the weights and the shard plan
+    of the samples ``work`` scanned. Onto the empty base it streams from the scan parts (memory per
+    part); onto a finished build it dedups against the base's hashes, numbers its shards after the
+    base's and re-solves every weight version first."""
+    if base.inc is not None:
+        _plan_onto(req, layout, base.inc, work)
+        return PlanReader(layout, base.inc.plan)
+    chunks = work["chunks"]
     if not layout.exists(layout.plan) or not layout.exists(layout.early_rejects):  # (written first)
         cfg = req.config
         settings = PlanSettings(cfg.dedup, cfg.weights, cfg.buckets, cfg.shards.samples_per_shard, cfg.seed)
@@ -372,9 +377,10 @@ def dedup_against(old: pa.Table, new: pa.Table, cfg) -> tuple[pa.Table, list[dic
     return new.filter(pa.array(keep)), rejects
 
 
-def plan_increment(req, layout: Layout, inc: Increment, enumerated: dict[str, Any]) -> pa.Table:
+def _plan_onto(req, layout: Layout, inc: Increment, enumerated: dict[str, Any]) -> None:
+    """An increment's plan (small: its own samples) into ``inc.plan``."""
     if layout.exists(inc.plan):
-        return layout.read_parquet(inc.plan)
+        return
     cfg = req.config
     table = scan_table(layout, enumerated["first_chunk"], enumerated["chunks"])
     # of the base's manifest only what the dedup and the weight versions read (never its tags and
@@ -406,7 +412,6 @@ def plan_increment(req, layout: Layout, inc: Increment, enumerated: dict[str, An
     # before a shard is written: every version re-solved over the union, as finalize will
     check_versions(layout, inc, req.config.weights, old, plan)
     layout.write_parquet(inc.plan, plan)
-    return plan
 
 
 def check_versions(layout: Layout, inc: Increment, given, old: pa.Table, plan: pa.Table) -> list[str]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from sharding.integrity import (
@@ -47,12 +48,13 @@ from sharding.layout import (
     json_bytes,
 )
 
-from .base import Finished, Increment, IntegrityError, finished_build
+from .base import Base, Finished, Increment, IntegrityError, finished_build
 from .card import dataset_card_bytes
-from .finalize import write_increment_tables, write_manifest, write_rejects
+from .enumerate import enumerated_work
+from .finalize import EMPTY_TABLES, Step, build_step, increment_step, write_tables
 from .materialize import write_shards
 from .plan import PlanReader, PlanSettings, write_plan
-from .request import BuildSummary
+from .request import FRESH, BuildSummary
 from .scan import scan
 
 THREADS = 4  # state markers read at once (small reads: a store's latency is the limit)
@@ -170,30 +172,24 @@ def replay_tables(
     def scratch(name: str, step: int) -> str:
         return layout.path("_state", "repair", f"{step:06d}-{name}")
 
-    base = [s for s, p in committed_shards(layout, record).items() if p == layout.plan]
-    late = sorted((r for s in base for r in states[s]["rejects"]), key=lambda r: r["seq"])
-    dropped = {key: why for s in base for key, why in states[s].get("dropped", {}).items()}
-    before: dict[str, Any] = {
-        "manifest": scratch(MANIFEST, 0),
-        "rejects": scratch(REJECTS, 0),
-        "history": None,
-    }
-    made = [before["manifest"], before["rejects"]]
-    try:
-        write_manifest(layout, {r["key"] for r in late}, _extractors(req), dropped, path=before["manifest"])
-        write_rejects(layout, late, path=before["rejects"])
-        before["shards"] = sorted((states[s]["stats"] for s in base), key=lambda e: e["path"])
+    def steps() -> Iterator[tuple[int, Step, dict[str, dict[str, Any]]]]:
+        """The build onto the empty base, then every increment (each read when its turn comes)."""
+        built = {s: states[s] for s, p in committed_shards(layout, record).items() if p == layout.plan}
+        yield 0, build_step(layout, built), built
         for rec in record.get("appends", []):
             inc = Increment(layout, rec["number"])
             meta, enumerated = layout.read_json(inc.request), layout.read_json(inc.enumerated)
             inc_states = {s: states[s] for s in rec.get("shards", [])}
-            out = {k: scratch(name, rec["number"]) for k, name in
+            yield rec["number"], increment_step(layout, inc, meta, enumerated, inc_states), inc_states
+
+    before: dict[str, Any] = EMPTY_TABLES
+    made: list[str] = []
+    try:
+        for number, step, step_states in steps():
+            out = {k: scratch(name, number) for k, name in
                    (("manifest", MANIFEST), ("rejects", REJECTS), ("history", REJECTS_HISTORY))}  # fmt: skip
             made += list(out.values())
-            tables = write_increment_tables(
-                layout, inc, meta, enumerated, layout.read_parquet(inc.plan), inc_states, _extractors(req),
-                before, out,
-            )  # fmt: skip
+            tables = write_tables(layout, step, step_states, _extractors(req), before, out)
             history = out["history"] if layout.exists(out["history"]) else before["history"]
             before = {"manifest": out["manifest"], "rejects": out["rejects"], "history": history,
                       "shards": tables.shards}  # fmt: skip
@@ -229,12 +225,13 @@ def replan(req, layout: Layout, record: dict[str, Any]) -> None:
     cfg = config_from_dict(
         {k: given[k] for k in ("seed", "dedup", "weights", "buckets", "shards") if k in given}
     )
-    chunks = layout.read_json(layout.enumerated)["chunks"]
+    work = enumerated_work(layout)
+    chunks = work["chunks"]
     if any(not layout.exists(layout.scan_part(c)) for c in range(chunks)):  # scanned again first
         from ..raycluster import ray_session
 
         with ray_session(req.address):
-            scan(req, layout, chunks)
+            scan(req, layout, Base(FRESH), work)
     settings = PlanSettings(cfg.dedup, cfg.weights, cfg.buckets, cfg.shards.samples_per_shard, cfg.seed)
     plan_file = layout.plan
     if layout.exists(plan_file):

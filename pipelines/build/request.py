@@ -108,7 +108,11 @@ def log(req: BuildRequest, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-APPEND, RETRY = "append", "retry"
+FRESH, APPEND, RETRY = (
+    "build",
+    "append",
+    "retry",
+)  # what a build selects: every input, the unseen, the rejects
 
 
 # Sections a retry may change: curation settings read by the scan ("all rejects after a curation change").

@@ -37,22 +37,22 @@ from sharding.layout import Layout
 from ..config import ConfigError
 from ..phasetimes import PhaseTrace
 from .base import (
+    Base,
     Increment,
     base_build,
     check_increment,
     check_policy_sources,
     check_request,
     first_free_chunk,
-    rollback,
     take_snapshot,
 )  # fmt: skip
-from .enumerate import enumerate_increment, enumerate_records, predicts_tags
-from .finalize import finalize, finalize_increment
+from .enumerate import enumerate_inputs, predicts_tags
+from .finalize import finalize
 from .materialize import materialize
-from .plan import PlanReader, plan, plan_increment
+from .plan import plan
 from .repair import repair_finished
-from .request import APPEND, RETRY, BuildRefused, BuildRequest, BuildSummary, log
-from .scan import increment_settings, scan
+from .request import APPEND, FRESH, RETRY, BuildRefused, BuildRequest, BuildSummary, log
+from .scan import scan
 
 # ---------------------------------------------------------------- phases
 
@@ -79,16 +79,73 @@ def _extractor_record(spec) -> dict[str, Any]:
 
 
 def run_build(req: BuildRequest) -> BuildSummary:
-    """Run or resume a build; safe to call again after a crash at any point."""
+    """Run or resume a build, an append or a retry; safe to call again after a crash at any point.
+
+    One sequence for all three: the base (empty for a fresh build, the finished build's snapshot for
+    an increment) and what it selects (every input, the unseen ones, the rejects) are opened and
+    every check that can refuse runs; then enumerate, scan, plan, materialize and finalize, each
+    taking the base."""
     from ..raycluster import ray_session
 
     layout = req.layout or Layout(req.out)
     req.out = layout.out  # absolute for a local OUT, the URL otherwise
     if req.append and req.retry:
         raise BuildRefused("--append and --retry are two runs: give one, then the other")
+    opened = _open_base(req, layout)
+    if isinstance(opened, BuildSummary):  # a re-run of a finished build: checked and repaired
+        return opened
+    base, extractor_records, scorer_records, repaired = opened
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    t = time.perf_counter()
+    try:
+        work = enumerate_inputs(req, layout, base)
+    except SourceError:
+        base.refused(layout)
+        raise
+    timings["enumerate"] = time.perf_counter() - t
+    if work["scanned"] == 0 and base.build is not None:
+        base.inc.remove()
+        log(req, f"linepairs: nothing to {base.kind} in {req.out}")
+        build = base.build
+        return BuildSummary(
+            req.out, build["counts"], build["timings"], already_complete=True, weights=build.get("weights"),
+            repaired=repaired,
+        )  # fmt: skip
+    with ray_session(req.address) as where:
+        log(req, base.describe(req.out, where, work["scanned"]))
+        trace = req.trace or PhaseTrace()
+        t = time.perf_counter()
+        with trace.phase("scan"):
+            scan(req, layout, base, work)
+        timings["scan"] = time.perf_counter() - t
+        t = time.perf_counter()
+        with trace.phase("plan"):
+            try:
+                planned = plan(req, layout, base, work)
+            except ConfigError:
+                base.refused(layout)
+                raise
+        timings["plan"] = time.perf_counter() - t
+        t = time.perf_counter()
+        with trace.phase("materialize"):
+            states = materialize(req, layout, planned)
+        timings["materialize"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - start
+    summary = finalize(req, layout, base, work, states, timings, extractor_records, scorer_records)
+    summary.repaired = repaired
+    layout.remove_temp_files()  # leftovers of killed local writers
+    return summary
+
+
+def _open_base(req: BuildRequest, layout: Layout) -> BuildSummary | tuple[Base, dict, dict, list[str]]:
+    """The base this request grows from, after every check that can refuse it (before its first
+    byte): (base, extractor records, scorer records, files repaired), or the summary of a re-run."""
+    from ..scoring import check_scorers
+
     if (req.append or req.retry) and layout.exists(layout.request):
         check_unique_names(req.sources)
-        return run_increment(req, APPEND if req.append else RETRY)
+        return _open_increment(req, layout, APPEND if req.append else RETRY)
     if req.retry:
         raise BuildRefused(f"--retry needs a finished build in {req.out}")
     layout.ensure_root()  # --append to an empty OUT is a plain build
@@ -98,41 +155,13 @@ def run_build(req: BuildRequest) -> BuildSummary:
     # Build every extractor once here: missing or wrong weights are one clear error before any
     # work starts, and the checkpoint hashes go into build.json.
     extractor_records = check_extractors(req)
-    from ..scoring import check_scorers
-
     scorer_records = check_scorers(req.config)  # the same for the learned scorers
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    t = time.perf_counter()
-    chunks = enumerate_records(req, layout)
-    timings["enumerate"] = time.perf_counter() - t
-    with ray_session(req.address) as where:
-        log(req, f"linepairs: building {req.out} on {where}")
-        trace = req.trace or PhaseTrace()
-        t = time.perf_counter()
-        with trace.phase("scan"):
-            scan(req, layout, chunks)
-        timings["scan"] = time.perf_counter() - t
-        t = time.perf_counter()
-        with trace.phase("plan"):
-            planned = plan(req, layout, chunks)
-        timings["plan"] = time.perf_counter() - t
-        t = time.perf_counter()
-        with trace.phase("materialize"):
-            states = materialize(req, layout, planned)
-        timings["materialize"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - start
-    summary = finalize(req, layout, chunks, planned, states, timings, extractor_records, scorer_records)
-    layout.remove_temp_files()  # leftovers of killed local writers
-    return summary
+    return Base(FRESH), extractor_records, scorer_records, []
 
 
-def run_increment(req, kind: str) -> Any:
-    """Run or resume one append / retry on the finished build in ``req.out``."""
-    from ..raycluster import ray_session
-
-    layout = req.layout or Layout(req.out)
-    req.out = layout.out
+def _open_increment(req: BuildRequest, layout: Layout, kind: str) -> tuple[Base, dict, dict, list[str]]:
+    """An append or retry onto the finished build in ``req.out``: checked, OUT repaired to its last
+    commit, the snapshot taken and the request recorded (or the unfinished one resumed)."""
     build, finished = base_build(layout, kind)
     # Every check that can refuse the increment, before its first byte (the weights' feasibility
     # needs the scan: it runs at the plan, before any shard, and a refusal there is rolled back).
@@ -160,33 +189,4 @@ def run_increment(req, kind: str) -> Any:
         take_snapshot(layout, inc)
         meta = {**meta, "first_chunk": first_free_chunk(layout), "first_seq": build["counts"]["inputs"]}
         layout.write_json(inc.request, meta)
-    start = time.perf_counter()
-    try:
-        enumerated = enumerate_increment(req, layout, inc, meta)
-    except SourceError:
-        rollback(layout, inc, meta["first_chunk"])
-        raise
-    if enumerated["scanned"] == 0:
-        inc.remove()
-        log(req, f"linepairs: nothing to {kind} in {req.out}")
-
-        return BuildSummary(
-            req.out, build["counts"], build["timings"], already_complete=True, weights=build.get("weights"),
-            repaired=repaired,
-        )  # fmt: skip
-    with ray_session(req.address) as where:
-        log(req, f"linepairs: {kind} #{number} to {req.out} on {where}: {enumerated['scanned']} inputs")
-        settings = increment_settings(req, layout, enumerated["first_chunk"], enumerated["chunks"])
-        scan(req, layout, enumerated["chunks"], first=enumerated["first_chunk"], settings=settings)
-        try:
-            plan = plan_increment(req, layout, inc, enumerated)
-        except ConfigError:
-            rollback(layout, inc, meta["first_chunk"])
-            raise
-        states = materialize(req, layout, PlanReader(layout, inc.plan))  # plan_increment wrote it
-    summary = finalize_increment(
-        req, layout, inc, meta, enumerated, plan, states, time.perf_counter() - start
-    )
-    summary.repaired = repaired
-    layout.remove_temp_files()
-    return summary
+    return Base(kind, inc, meta, build), {}, {}, repaired

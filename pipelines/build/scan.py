@@ -4,6 +4,7 @@ scan parts; the per-source score cuts come from the records (an append keeps its
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -16,22 +17,16 @@ from sharding.layout import Layout
 from ..columnar import labels
 from ..config import BuildConfig
 from ..progress import Progress
-from .base import records_parts
+from .base import Base, records_parts
 from .enumerate import record_units
 from .request import BuildRequest
 
 
-def scan(
-    req: BuildRequest, layout: Layout, chunks: int, *, first: int = 0, settings: ScanSettings | None = None
-) -> None:
-    """Scan records chunks ``first`` .. ``chunks - 1`` that have no scan part yet (an append scans
-    only its own chunks, with the settings ``increment_settings`` gives)."""
+def scan(req: BuildRequest, layout: Layout, base: Base, work: dict[str, Any]) -> None:
+    """Scan the chunks ``work`` enumerated (``first_chunk`` .. ``chunks - 1``) that have no scan part yet."""
+    first, chunks = work["first_chunk"], work["chunks"]
     pending = [c for c in range(first, chunks) if not layout.exists(layout.scan_part(c))]
-    if first == 0:
-        inputs = layout.read_json(layout.enumerated)["inputs"]
-    else:
-        inputs = sum(layout.parquet_rows(layout.records_part(c)) for c in range(first, chunks))
-    progress = Progress("scan", total=inputs, unit="inputs", enabled=req.show_progress)
+    progress = Progress("scan", total=work["scanned"], unit="inputs", enabled=req.show_progress)
     progress.update(
         sum(layout.parquet_rows(layout.scan_part(c)) for c in range(first, chunks) if c not in pending)
     )
@@ -39,9 +34,10 @@ def scan(
         from ..distribute import map_tasks
         from ..tasks import scan_chunk
 
-        # A build's scan units may slice its records parts; an increment's chunks are its records parts.
-        _, records_rows, unit = record_units(layout) if first == 0 else (0, 0, 0)
-        settings = settings or scan_settings(req, layout, chunks)
+        # Onto the empty base the scan units may slice the records parts; an increment's chunks are
+        # its records parts.
+        _, records_rows, unit = record_units(layout) if base.empty else (0, 0, 0)
+        settings = scan_settings(req, layout, base, work)
         if req.config.scorers:  # decode tasks, then a Ray Data scorer actor pool (pipelines/scoring.py)
             from ..scoring import scored_scan
 
@@ -59,14 +55,28 @@ def scan(
     progress.close()
 
 
-def scan_settings(req: BuildRequest, layout: Layout, chunks: int) -> ScanSettings:
-    """Per-source score cuts and quantiles come from all enumerated records: the same for every task."""
+def scan_settings(req: BuildRequest, layout: Layout, base: Base, work: dict[str, Any]) -> ScanSettings:
+    """Per-source score cuts and quantiles from the records: the same for every task. A source the
+    base holds keeps the cuts of its original records (its curation does not drift between
+    increments); a new source's come from its new records (onto the empty base: every source's)."""
     cols = ["source", "score", "fav_count"]
-    parts = [
-        layout.read_parquet(layout.records_part(r), columns=cols) for r in range(record_units(layout)[0])
-    ]
-    records = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.float64()) for c in cols})
-    return settings_from_records(req.config, records, req.storage)
+    first = work["first_chunk"]
+    end = record_units(layout)[0] if base.empty else work["chunks"]  # records parts, not scan units
+    old = [layout.read_parquet(layout.records_part(c), columns=cols) for c in records_parts(layout, first)]
+    new = [layout.read_parquet(layout.records_part(c), columns=cols) for c in range(first, end)]
+    old_t = pa.concat_tables(old) if old else None
+    parts = [old_t] if old_t is not None else []
+    if new:
+        new_t = pa.concat_tables(new)
+        old_sources = pa.array(
+            sorted(set(old_t["source"].to_pylist())) if old_t is not None else [], pa.string()
+        )
+        parts.append(new_t.filter(pc.invert(pc.is_in(new_t["source"], old_sources))))
+    if not parts:
+        return settings_from_records(
+            req.config, pa.table({c: pa.array([], pa.float64()) for c in cols}), req.storage
+        )
+    return settings_from_records(req.config, pa.concat_tables(parts), req.storage)
 
 
 def settings_from_records(
@@ -80,26 +90,6 @@ def settings_from_records(
         favs=records["fav_count"].to_numpy(zero_copy_only=False).astype(np.float64),
     )  # fmt: skip
     return dataclasses.replace(settings, storage=storage)
-
-
-def increment_settings(req, layout: Layout, first_chunk: int, end_chunk: int) -> ScanSettings:
-    """Score cuts of each source from its original records: old sources keep theirs."""
-    cols = ["source", "score", "fav_count"]
-    old = [
-        layout.read_parquet(layout.records_part(c), columns=cols) for c in records_parts(layout, first_chunk)
-    ]
-    new = [layout.read_parquet(layout.records_part(c), columns=cols) for c in range(first_chunk, end_chunk)]
-    old_t = pa.concat_tables(old) if old else None
-    parts = [old_t] if old_t is not None else []
-    if new:
-        new_t = pa.concat_tables(new)
-        old_sources = pa.array(
-            sorted(set(old_t["source"].to_pylist())) if old_t is not None else [], pa.string()
-        )
-        parts.append(new_t.filter(pc.invert(pc.is_in(new_t["source"], old_sources))))
-    records = pa.concat_tables(parts)
-
-    return settings_from_records(req.config, records, req.storage)
 
 
 def scan_table(layout: Layout, first: int, end: int, columns: list[str] | None = None) -> pa.Table | None:
