@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import warnings
 from collections.abc import Iterator
 
@@ -61,8 +62,11 @@ def is_loopback(address: str) -> bool:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None) -> Iterator[str]:
-    """Yield a description of the cluster in use; shut down only what this call started."""
+def ray_session(address: str | None = None, chatter_to_log: bool = True) -> Iterator[str]:
+    """Yield a description of the cluster in use; shut down only what this call started.
+
+    ``chatter_to_log``: Ray's C++ lines on this process's stderr go to a log file (below); a
+    process that owns its stderr for longer (a test session) turns it off."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
@@ -112,10 +116,45 @@ def ray_session(address: str | None = None) -> Iterator[str]:
                     log_to_driver=False,
                 )
             where = "embedded Ray"
+    with driver_chatter_to_log() if chatter_to_log else contextlib.nullcontext():
+        try:
+            yield f"{where} ({ray.cluster_resources().get('CPU', 0):.0f} CPUs, {ray.cluster_resources().get('GPU', 0):.0f} GPUs)"
+        finally:
+            ray.shutdown()
+
+
+DRIVER_LOG = "linepairs-driver-stderr.log"  # in the Ray session's logs folder, beside Ray's own
+
+
+@contextlib.contextmanager
+def driver_chatter_to_log() -> Iterator[None]:
+    """While this process drives Ray: its C++ core worker's lines (``task_manager.cc: Failed to
+    push error to driver`` when a task fails as the job ends, and the like) go to a file in the
+    session's logs folder instead of the user's terminal, where they would break the promise of
+    one error line. They write to file descriptor 2, so that descriptor is pointed at the file and
+    Python's own ``sys.stderr`` (progress, our error lines) at a copy of the terminal's."""
     try:
-        yield f"{where} ({ray.cluster_resources().get('CPU', 0):.0f} CPUs, {ray.cluster_resources().get('GPU', 0):.0f} GPUs)"
+        if sys.stderr is None or sys.stderr.fileno() != 2:
+            raise OSError("stderr is not descriptor 2")  # a captured stream: leave it alone
+        import ray
+
+        logs = ray._private.worker.global_worker.node.get_logs_dir_path()
+        sink = os.open(os.path.join(logs, DRIVER_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except (OSError, AttributeError, ValueError):  # no fd 2, or no local session folder: as it was
+        yield
+        return
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    before = sys.stderr
+    os.dup2(sink, 2)
+    os.close(sink)
+    sys.stderr = open(terminal, "w", buffering=1, encoding=before.encoding, errors="backslashreplace")
+    try:
+        yield
     finally:
-        ray.shutdown()
+        sys.stderr.flush()
+        os.dup2(terminal, 2)  # the terminal back on fd 2; the copy stays open for any writer holding it
+        sys.stderr = before
 
 
 def quiet_ray_data() -> None:

@@ -34,7 +34,7 @@ def ray_cluster():
 
     from pipelines.raycluster import ray_session
 
-    with ray_session(None):
+    with ray_session(None, chatter_to_log=False):  # pytest owns this process's stderr
         yield ray.get_runtime_context().gcs_address
 
 

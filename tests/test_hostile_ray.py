@@ -42,3 +42,32 @@ def test_is_loopback():
     )
     assert is_loopback("[::1]:6379")
     assert not is_loopback("10.0.0.5:6379") and not is_loopback("auto") and not is_loopback("head:6379")
+
+
+DRIVER_SCRIPT = """
+import os, sys
+from pipelines.raycluster import ray_session, DRIVER_LOG
+import ray
+with ray_session(sys.argv[1]):
+    # what Ray's C++ core worker does when a task fails as the job ends: a raw write to fd 2
+    os.write(2, b"[E task_manager.cc:1545] Failed to push error to driver\\n")
+    print("linepairs build: error: the one line", file=sys.stderr)
+    print(os.path.join(ray._private.worker.global_worker.node.get_logs_dir_path(), DRIVER_LOG))
+print("after the session", file=sys.stderr)
+"""
+
+
+def test_ray_chatter_on_the_drivers_stderr_goes_to_a_log(ray_cluster):
+    """A CLI driver's stderr carries only our lines (the disk-full test once got Ray's C++
+    ``task_manager.cc`` line beside the one error line); Ray's lines are kept in its logs folder."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    res = subprocess.run([sys.executable, "-c", DRIVER_SCRIPT, ray_cluster], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines() == ["linepairs build: error: the one line", "after the session"]
+    with open(res.stdout.strip()) as fh:
+        assert "task_manager.cc:1545" in fh.read()
