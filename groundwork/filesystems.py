@@ -10,6 +10,7 @@ their stores here. Messages never show a secret: ``redact_url`` drops ``user:pas
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -43,6 +44,9 @@ _UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutEr
                 "ServerDisconnectedError", "ConnectionClosedError", "ClientOSError")  # fmt: skip
 
 
+_NO_BUCKET = re.compile(r"NoSuchBucket|specified bucket does not exist", re.IGNORECASE)
+
+
 def storage_fault(exc: BaseException) -> str | None:
     """One line for an object-store fault anywhere in ``exc``'s chain (no credentials, access denied,
     a missing bucket, an endpoint that does not answer); None when it is not one. Never the secret:
@@ -59,7 +63,9 @@ def storage_fault(exc: BaseException) -> str | None:
                 f"the store refused access ({first_line(err)}): check the credentials (a wrong key or "
                 "secret reads as Forbidden) and the bucket's policy"
             )
-        if isinstance(err, FileNotFoundError) and err.errno is None and "bucket" in str(err).lower():
+        # the store's own words (S3's NoSuchBucket), never a path: a bucket named "my-bucket" holding
+        # a file that went missing in an outage is not a missing bucket
+        if isinstance(err, FileNotFoundError) and err.errno is None and _NO_BUCKET.search(str(err)):
             return f"the bucket does not exist ({first_line(err)}); create it or fix the URL"
         if name in _UNREACHABLE or (isinstance(err, ConnectionError) and err.errno is None):
             return (

@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         # Disk full, read-only OUT, a store that stops answering or refuses, a damaged file: one
         # line, even when a Ray worker hit it.
         line = fault_line(exc, getattr(args, "out", None))
+        from groundwork.filesystems import causes
+
+        if line is None or any(isinstance(e, FileNotFoundError) for e in causes(exc)):
+            from .commands.storage import outage_line
+
+            line = outage_line(args) or line  # a missing file on a store that went away: the outage
         if line is None:
             raise
         print(f"linepairs {args.command}: error: {line}", file=sys.stderr)

@@ -156,3 +156,32 @@ def test_the_endpoint_dying_mid_build_is_one_line(tmp_path, src):
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert build.returncode == 2 and len(lines) == 1, err[-3000:]
     assert out in lines[0] and "does not answer" in lines[0] and "run the same command again" in lines[0]
+
+
+def test_a_file_gone_in_an_outage_is_the_outage_not_a_missing_bucket(tmp_path, monkeypatch):
+    """Was (a race in CI): the endpoint died while the build read back plan.parquet, s3fs answered
+    "not found", and because the bucket's *name* holds the word "bucket" the one line said the bucket
+    did not exist. Now only the store's own words mean a missing bucket, and a command failing on a
+    missing file of a URL OUT probes the store again: an outage is said as one."""
+    import argparse
+
+    import boto3
+
+    from groundwork.filesystems import storage_fault
+    from pipelines.commands.storage import outage_line
+
+    assert storage_fault(FileNotFoundError(f"{BUCKET}/dies/plan.parquet")) is None
+    assert "does not exist" in storage_fault(FileNotFoundError("The specified bucket does not exist"))
+    proc, endpoint = start_moto(tmp_path)
+    for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": SECRET,
+                        "AWS_REGION": "us-east-1"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    args = argparse.Namespace(out=f"s3://{BUCKET}/gone", storage_option=[])
+    try:
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        assert outage_line(args) is None  # the store answers: a missing file stays what it is
+    finally:
+        stop(proc)
+    line = outage_line(args)
+    assert line is not None and args.out in line and "does not answer" in line and SECRET not in line, line
+    assert outage_line(argparse.Namespace(out=str(tmp_path), storage_option=[])) is None  # a local OUT

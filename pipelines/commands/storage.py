@@ -41,3 +41,21 @@ def storage_options(args: argparse.Namespace) -> dict[str, str]:
         return parse_storage_options(getattr(args, "storage_option", None))
     except StorageError as exc:
         raise UsageError(str(exc)) from None
+
+
+def outage_line(args: argparse.Namespace) -> str | None:
+    """A command failed on a URL OUT: one line when the store does not answer *now* (or refuses,
+    or lost its bucket), found by probing it again. Mid-command, an endpoint going away can show
+    to s3fs as a file gone missing, which would otherwise read as a damaged build."""
+    from sharding.layout import is_url
+
+    out = getattr(args, "out", None)
+    if not isinstance(out, str) or not is_url(out):
+        return None
+    try:
+        open_out(out, args)
+    except UsageError as exc:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a probe on the error path must never hide the error it explains
+        return None
+    return None
