@@ -94,7 +94,7 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     try:
         with Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS) as im:
             return im.size
-    except Exception:
+    except Exception:  # noqa: BLE001 - a header Pillow cannot parse (OSError, SyntaxError, struct.error, EOFError, a bomb): not an image we read; the decode path names the reason
         return None
 
 

@@ -304,7 +304,7 @@ def jpeg_quality(data: bytes) -> float:
     try:
         with Image.open(io.BytesIO(data)) as im:
             tables = getattr(im, "quantization", None) or {}
-    except Exception:
+    except Exception:  # noqa: BLE001 - a header Pillow cannot parse (OSError, SyntaxError, struct.error, ...): no quality estimate, the decode path rejects it with a reason
         return math.nan
     if 0 not in tables:
         return math.nan
