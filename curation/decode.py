@@ -126,7 +126,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
         raise
     except UnidentifiedImageError:
         raise DecodeReject("decode_error", "not a recognised image format") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure is a decode_error reject
         # Pillow's plugins raise what they like on hostile bytes (struct.error from EXIF,
         # TypeError from a TIFF without dimensions, RecursionError ...): all are one bad input.
         raise DecodeReject("decode_error", fault(exc)) from None
@@ -194,7 +194,7 @@ def decode_for_crop(
             orientation = im.getexif().get(0x0112, 1)
     except DecodeReject:
         raise
-    except Exception:  # a hostile header: decode_image gives the verdict
+    except Exception:  # noqa: BLE001 - a header Pillow cannot parse: decode_image decodes again and names the reason
         return decode_image(data, max_pixels)
     w, h = im.size
     if orientation in (5, 6, 7, 8):

@@ -162,7 +162,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         _check_container(path)
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # the restricted unpickler raises several types; all mean "bad file"
+        except Exception as exc:  # noqa: BLE001 - the restricted unpickler raises many types (UnpicklingError, RuntimeError, EOFError...); all mean a bad file
             raise WeightsError(f"{path}: not a loadable torch checkpoint ({load_failure(exc)})") from None
     return unwrap(obj, path)
 

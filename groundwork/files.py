@@ -69,7 +69,7 @@ def atomic_file(path: str, fs: pafs.FileSystem | None = None, *, durable: bool =
                     fh.flush()
                     os.fsync(fh.fileno())
             os.replace(tmp, path)
-        except BaseException:  # disk full, read-only, interrupted: leave no half file behind
+        except BaseException:  # noqa: BLE001 - disk full, read-only, interrupted: remove the half file, then re-raise
             with contextlib.suppress(OSError):
                 os.remove(tmp)
             raise
@@ -95,7 +95,7 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - remove the half file, then re-raise
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("linepairs: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the top level: a known fault becomes one line, anything else is re-raised
         # Disk full, read-only OUT, a store that stops answering or refuses, a damaged file: one
         # line, even when a Ray worker hit it.
         line = fault_line(exc, getattr(args, "out", None))

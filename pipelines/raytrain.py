@@ -50,7 +50,7 @@ def train_on_ray(req: TrainRequest) -> TrainResult:
     )
     try:
         trainer.fit()
-    except Exception as exc:  # Ray wraps the worker's error; surface its one-line cause
+    except Exception as exc:  # noqa: BLE001 - Ray wraps the worker's error: surface a known one-line cause, re-raise the rest
         cause = _root_cause(exc)
         if isinstance(cause, RunError | ValueError):
             raise RunError(str(cause)) from None

@@ -310,7 +310,7 @@ class Layout:
         try:
             with self.parquet_faults(path):
                 return pq.ParquetFile(fh, page_checksum_verification=True)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - close the handle, then re-raise
             fh.close()
             raise
 
@@ -360,7 +360,7 @@ class Layout:
                     )
         except StorageError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a store fault becomes one StorageError line; anything else is re-raised
             why = storage_fault(exc)
             if why is None:
                 raise

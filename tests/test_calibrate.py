@@ -127,6 +127,21 @@ def test_calibrate_escapes_and_refuses_bad_labels(tmp_path, corpus, capsys):
     assert main(["calibrate", str(folder), "--labels", str(tmp_path / "none.csv")]) == 2
 
 
+def test_contact_sheet_thumbnail_is_empty_only_for_what_the_build_cannot_read(corpus, tmp_path):
+    """A cut file, a folder, a FIFO, a missing file: no picture (the row still lists it), no crash."""
+    from pipelines.tools.calibrate import _thumb
+
+    real = os.path.join(corpus, "style2paints_005.jpg")
+    assert _thumb(real).startswith('<img alt="" src="data:image/jpeg;base64,')
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(read_bytes(os.path.join(corpus, "controlnet11_photo_001.png"))[:300])
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    (tmp_path / "folder.png").mkdir()
+    for path in (cut, fifo, tmp_path / "folder.png", tmp_path / "missing.png"):
+        assert _thumb(str(path)) == "", path
+
+
 def test_shared_illustrations_kept_and_photos_measured(corpus, tmp_path, capsys):
     """Every illustration the old defaults kept is still kept (style2paints_021 is under min_side, as
     before). None of them fits anything; they were the check on art the model never saw when its

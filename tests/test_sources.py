@@ -9,6 +9,7 @@ import pytest
 
 from curation.fetch import read_location
 from curation.sources import SourceError, iter_records, parse_source, source_from_table
+from curation.sources.parquet_images import looks_like_parquet_images
 from pipelines.config import ConfigError, load_config
 
 from .dumps import SAMPLES, api_dump, gwern_dump, hf_row, write_parquet, write_tar
@@ -168,6 +169,7 @@ def test_parquet_columns_extra_missing_and_aliases(corpus, tmp_path):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "meta.parquet").write_bytes(b"PAR1 nonsense")
     write_tar(str(tmp_path / "c" / "x.tar"), {"7.jpg": img})
+    assert not looks_like_parquet_images(str(tmp_path / "c"))  # its TableError is "not this kind"
     with pytest.raises(SourceError, match="cannot read parquet"):
         records(parse_source(str(tmp_path / "c")))
 

@@ -118,7 +118,7 @@ class Checkpoint:
         path = os.path.join(self.path, f"{which}.safetensors")
         try:
             return load_file(path)
-        except Exception as exc:  # safetensors raises its own types for a cut or foreign file
+        except Exception as exc:  # noqa: BLE001 - safetensors (SafetensorError, OSError) and torch on a cut or foreign file: one CheckpointError
             raise CheckpointError(f"{path}: unreadable weights ({_one_line(exc)})") from None
 
     def optimizer(self) -> dict[str, Any]:
@@ -127,7 +127,7 @@ class Checkpoint:
             with warnings.catch_warnings():  # a foreign pickle also triggers a protocol warning
                 warnings.simplefilter("ignore")
                 return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the restricted unpickler raises many types; all mean a bad file
             # (PyTorch's own message suggests weights_only=False: never, for a file that failed this)
             raise CheckpointError(f"{path}: not a readable optimizer state ({type(exc).__name__})") from None
 

@@ -233,7 +233,7 @@ class TrainStream:
         try:
             while not self._stop.is_set():
                 self._put(self._produce())
-        except BaseException as exc:  # handed to the consumer, which raises it
+        except BaseException as exc:  # noqa: BLE001 - the producer thread hands every ending to the consumer, which raises it
             self._put(_End(None if isinstance(exc, StopIteration) else exc))
 
     def _put(self, item: Any) -> None:

@@ -72,7 +72,7 @@ class LatentCache:
         try:
             with safe_open(path, "pt") as fh:
                 meta = fh.metadata() or {}
-        except Exception:  # a cut or foreign file: made again
+        except Exception:  # noqa: BLE001 - a cut or foreign cache file (any safetensors error): made again, never trusted
             return False
         return meta.get("sha256") == self.sha[shard] and meta.get("format") == CACHE_FORMAT
 
@@ -124,7 +124,7 @@ class LatentCache:
             try:
                 with safe_open(path, "np") as fh:
                     out.append(fh.get_tensor(key))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - safetensors on a cut or foreign cache file: one LatentCacheError line
                 raise LatentCacheError(f"latent cache {path}: no latent for {key} ({type(exc).__name__}); "
                                        "run with --cache-latents again to fill it") from None  # fmt: skip
         return np.stack(out)

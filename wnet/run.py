@@ -277,7 +277,7 @@ def train_loop(
     if resumed is None:
         try:
             init = load_file(os.path.join(req.run, INIT_WEIGHTS))
-        except Exception as exc:  # safetensors raises its own types for a cut file
+        except Exception as exc:  # noqa: BLE001 - safetensors (SafetensorError, OSError) and torch on a cut file: one RunError line
             raise RunError(
                 f"{req.run}/{INIT_WEIGHTS}: unreadable ({type(exc).__name__}); start a new --run"
             ) from None

@@ -74,7 +74,7 @@ class _TensorFile:
             try:
                 with safe_open(path, "pt") as fh:
                     self.shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
-            except Exception as exc:  # safetensors raises its own types for a cut or foreign file
+            except Exception as exc:  # noqa: BLE001 - safetensors on a cut or foreign file: one SourceError line
                 raise SourceError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from None
         else:
             self._loaded = _load_pickle(path)
@@ -88,7 +88,7 @@ class _TensorFile:
         try:
             with safe_open(self.path, "pt") as fh:
                 return fh.get_tensor(key)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - safetensors on a cut or foreign file: one SourceError line
             raise SourceError(f"{self.path}: cannot read tensor {key} ({_one_line(exc)})") from None
 
     def tensors(self, keys) -> dict[str, torch.Tensor]:
@@ -99,7 +99,7 @@ class _TensorFile:
         try:
             with safe_open(self.path, "pt") as fh:
                 return {k: fh.get_tensor(k) for k in keys}
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - safetensors on a cut or foreign file: one SourceError line
             raise SourceError(f"{self.path}: cannot read its tensors ({_one_line(exc)})") from None
 
 
@@ -109,7 +109,7 @@ def _load_pickle(path: str) -> dict[str, torch.Tensor]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the restricted unpickler raises many types; all mean a bad file
         raise SourceError(
             f"{path}: refused: not readable with torch.load(weights_only=True) (a pickle that needs code to "
             f"load is never run; convert it to .safetensors) ({type(exc).__name__})"
@@ -179,7 +179,7 @@ class ModelSource:
             folder = self.parts["vae"]
             try:
                 vae = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - diffusers on a user's folder raises what it likes: one SourceError line
                 raise SourceError(f"{folder}: not a loadable AutoencoderKL ({_one_line(exc)})") from None
             return vae.float(), weight_files(folder)
         from diffusers.loaders.single_file_utils import (
@@ -292,7 +292,7 @@ def tokenizer_from(folder: str, second: bool):
 
     try:
         tok = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - transformers on a user's folder raises what it likes: one SourceError line
         raise SourceError(f"{folder}: not a CLIP tokenizer folder ({_one_line(exc)})") from None
     if tok.model_max_length > 1024:  # a tokenizer saved without its length: CLIP's 77 positions
         tok.model_max_length = 77
@@ -310,7 +310,7 @@ def text_model_from(folder: str) -> torch.nn.Module:
         cls = CLIPTextModelWithProjection if arch == "CLIPTextModelWithProjection" else CLIPTextModel
         config = CLIPTextConfig.from_pretrained(folder, local_files_only=True)
         model = cls(config)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - JSON, then transformers on a user's folder: one SourceError line
         raise SourceError(f"{folder}: not a CLIP text encoder folder ({_one_line(exc)})") from None
     weights: dict[str, torch.Tensor] = {}
     for path in weight_files(folder):

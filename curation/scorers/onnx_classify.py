@@ -94,7 +94,7 @@ class OnnxClassifier:
             self.session = ort.InferenceSession(
                 self.paths[MODEL_FILE], options, providers=providers_for(device)
             )
-        except Exception as exc:  # onnxruntime raises its own exception types for a damaged file
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Exception subclasses (InvalidProtobuf, NoSuchFile, Fail...): one WeightsError line
             raise WeightsError(f"{what}: onnxruntime cannot open it ({type(exc).__name__}: {exc})") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if [i.name for i in inputs] != ["input"] or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:

@@ -171,7 +171,7 @@ def open_regular(path: str) -> BinaryIO:
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)  # a regular file: reads block as usual (no EAGAIN on NFS)
         return os.fdopen(fd, "rb")
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - close the descriptor, then re-raise
         os.close(fd)
         raise
 

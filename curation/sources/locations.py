@@ -167,7 +167,7 @@ def _read_parquet(location: str, max_bytes: int, storage: Any) -> bytes:
                     values = pq.ParquetFile(source).read_row_group(row_group, columns=[column]).column(0)
             except OSError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - pyarrow on an untrusted file (ArrowInvalid, ArrowNotImplementedError, ...): one OSError line
                 raise OSError(f"{path}: row group {row_group}: {type(exc).__name__}: {exc}"[:300]) from None
             _GROUP.update(key=key, values=values)
         values = _GROUP["values"]

@@ -20,7 +20,7 @@ from .common import MetadataRefused, as_int, is_file, walk_files
 from .dump import DEFAULT_OPTIONS, Notes, ReadOptions, _apply, record_from_fields
 from .locations import parquet_location
 from .mapping import Mapping, post_of, resolve
-from .tables import ParquetTable
+from .tables import ParquetTable, TableError
 
 _BINARY_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp")
 
@@ -70,7 +70,7 @@ def looks_like_parquet_images(path: str, storage: SourceStorage | None = None) -
             return image_column(ParquetTable(file, storage, root=root)) is not None
         except MetadataRefused:  # a link out, a FIFO: never opened, the next file says
             continue
-        except Exception:  # not parquet: the kind that reads it says so
+        except TableError:  # not parquet (ParquetTable wraps every failure): the reading kind says so
             return False
     return False
 

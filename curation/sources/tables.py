@@ -63,9 +63,9 @@ class ParquetTable:
                 pre_buffer=False,
                 buffer_size=(8 << 20) if is_remote(path) else (1 << 20),
             )
-        except Exception as exc:  # pyarrow raises several types for a file that is not parquet
+            self.schema = self.file.schema_arrow
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a file that is not parquet: one TableError line
             raise TableError(f"cannot read parquet metadata {path}: {_one_line(exc)}") from None
-        self.schema = self.file.schema_arrow
 
     def columns(self, skip: tuple[str, ...] = ()) -> list[Column]:
         return [
@@ -94,7 +94,7 @@ class ParquetTable:
                 for row in batch.to_pylist():
                     yield row
                     pos += 1
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - pyarrow on an untrusted file, page by page: one TableError line
             raise TableError(f"parquet {self.path} is unreadable after row {pos}: {_one_line(exc)}") from None
 
     def row_groups(self, columns: list[str]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
@@ -102,7 +102,7 @@ class ParquetTable:
         for rg in range(self.file.num_row_groups):
             try:
                 table = self.file.read_row_group(rg, columns=columns)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - pyarrow on an untrusted file: one TableError line
                 raise TableError(
                     f"parquet {self.path}: row group {rg} is unreadable: {_one_line(exc)}"
                 ) from None
@@ -203,7 +203,7 @@ class Database:
             self.tables()
         except TableError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - sqlite3/duckdb on an untrusted file (their own Error trees, MemoryError...): one TableError line
             raise TableError(f"cannot open {engine} database {path}: {_one_line(exc)}") from None
 
     def close(self) -> None:
@@ -212,7 +212,7 @@ class Database:
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         try:
             return self.conn.execute(sql, params).fetchall()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - sqlite3/duckdb on an untrusted file (also OverflowError, UnicodeDecodeError): one TableError line
             raise TableError(f"{self.engine} database {self.path}: {_one_line(exc)}") from None
 
     def tables(self) -> list[str]:
@@ -269,7 +269,7 @@ class Database:
                 if not batch:
                     return
                 yield from batch
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - sqlite3/duckdb on an untrusted file, batch by batch: one TableError line
             raise TableError(f"{self.engine} database {self.path}: {_one_line(exc)}") from None
 
     def rows(self, table: str, columns: list[str], order: str | None = None) -> Iterator[dict[str, Any]]:

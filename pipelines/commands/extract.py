@@ -134,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
     for name in lineart.available():
         try:
             ext = lineart.create(name, device=args.device)
-        except Exception as exc:  # a learned extractor without weights: report it, go on with the rest
+        # what --extractor turns into a usage error (no weights: WeightsError, a ValueError; no CUDA):
+        # report it, go on with the rest; anything else is a bug, not a skip
+        except (TypeError, ValueError, OSError) as exc:
             skipped.append((name, f"{type(exc).__name__}: {exc}".splitlines()[0]))
             continue
         drawings.append((name, ext(batch)[0]))

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation import artmodel
-from curation.decode import decode_image, read_bytes
+from curation.decode import DecodeReject, decode_image, read_bytes
 from curation.metrics import first_crossing
 from curation.quality import quality_score
 from curation.scan import ScanSettings, scan_row
@@ -470,7 +470,7 @@ def _thumb(path: str, height: int = 128) -> str:
     """An inline JPEG thumbnail decoded by the build's own decoder (every format a build reads)."""
     try:
         rgb = decode_image(read_bytes(path)).rgb
-    except Exception:  # not an image the build reads: no picture, the row still lists it
+    except (DecodeReject, OSError):  # not an image the build reads: no picture, the row still lists it
         return ""
     scale = height / rgb.shape[0]
     small = cv2.resize(rgb, (max(1, round(rgb.shape[1] * scale)), height), interpolation=cv2.INTER_AREA)
