@@ -53,30 +53,26 @@ def dedup_arrays(
     return result, stats
 
 
-def duplicate_notes(
-    dropped: np.ndarray, keeper: np.ndarray, exact: np.ndarray,
-    keys: pa.Array | pa.ChunkedArray, phash: np.ndarray, score: np.ndarray,
-) -> pa.Table:  # fmt: skip
-    """``stage``, ``reason``, ``detail`` and ``duplicate_of`` of the reject row of each dropped sample
-    (``dropped``: kept-row indices; the other arrays cover every kept sample). One small row per
-    duplicate, so the plan makes them once and frees the per-sample arrays before it streams."""
-    h = as_unsigned(phash)
-    keeper_keys = pa.chunked_array(keys).take(pa.array(keeper[dropped], pa.int64())).to_pylist()
-    reasons, details = [], []
-    for d, kept_key in zip(dropped.tolist(), keeper_keys, strict=True):
-        k = int(keeper[d])
-        same = bool(exact[d])
-        reasons.append("exact_duplicate" if same else "near_duplicate")
-        details.append(
-            ("same sha256 as " if same else f"phash {int(np.bitwise_count(h[d] ^ h[k]))} bits from ")
-            + kept_key + f" (quality {_fmt(score[k])} kept over {_fmt(score[d])})"
-        )  # fmt: skip
+def duplicate_notes(exact: np.ndarray, bits: np.ndarray, keeper_keys: list[str], why: list[str]) -> pa.Table:
+    """``stage``, ``reason``, ``detail`` and ``duplicate_of`` of the reject row of each dropped sample:
+    row k is the same file as (``exact``) or ``bits`` phash bits from ``keeper_keys[k]``, which was
+    kept as ``why[k]`` says (``quality_note``, or where it is kept). One small row per duplicate, so
+    the plan makes them once and frees the per-sample arrays before it streams."""
+    details = [
+        ("same sha256 as " if same else f"phash {int(d)} bits from ") + f"{key} ({note})"
+        for same, d, key, note in zip(np.asarray(exact).tolist(), np.asarray(bits).tolist(), keeper_keys, why, strict=True)
+    ]  # fmt: skip
     return pa.table({
-        "stage": pa.array(["dedup"] * len(reasons), pa.string()),
-        "reason": pa.array(reasons, pa.string()),
+        "stage": pa.array(["dedup"] * len(details), pa.string()),
+        "reason": pa.array(["exact_duplicate" if e else "near_duplicate" for e in np.asarray(exact).tolist()], pa.string()),
         "detail": pa.array(details, pa.string()),
         "duplicate_of": pa.array(keeper_keys, pa.string()),
     })  # fmt: skip
+
+
+def quality_note(kept: float, dropped: float) -> str:
+    """Why a build kept one of two duplicates: its quality over the other's."""
+    return f"quality {_fmt(kept)} kept over {_fmt(dropped)}"
 
 
 def reject_rows(ids: pa.Table, notes: pa.Table) -> pa.Table:
@@ -102,7 +98,11 @@ def deduplicate(kept: pa.Table, cfg: DedupConfig) -> tuple[pa.Table, list[dict[s
     result, stats = dedup_arrays(phash, codes(kept["sha256"])[0], score, pixels, seq, cfg)
     dropped = np.flatnonzero(result.dropped)
     ids = kept.select(list(REJECT_ID_COLUMNS)).take(pa.array(dropped, pa.int64()))
-    notes = duplicate_notes(dropped, result.keeper, result.exact, kept["key"], phash, score)
+    keeper = result.keeper[dropped]
+    bits = np.bitwise_count(as_unsigned(phash[dropped]) ^ as_unsigned(phash[keeper]))
+    keeper_keys = kept["key"].take(pa.array(keeper, pa.int64())).to_pylist()
+    why = [quality_note(score[k], score[d]) for k, d in zip(keeper.tolist(), dropped.tolist(), strict=True)]
+    notes = duplicate_notes(result.exact[dropped], bits, keeper_keys, why)
     rejects = reject_rows(ids, notes).to_pylist()
     mask = np.ones(n, bool)
     mask[dropped] = False

@@ -12,6 +12,8 @@ import signal
 import time
 
 import cv2
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -136,6 +138,26 @@ def test_append_adds_only_new_shards_and_points_duplicates_into_the_old_build(ba
     again = _append(base, appended, ray_cluster)  # nothing unseen: no new increment
     assert again.returncode == 0 and "nothing to append" in again.stderr
     assert len(json.load(open(os.path.join(appended, "build.json")))["appends"]) == 1
+
+
+def test_an_increment_planned_before_its_early_rejects_file_is_replayed_the_same(
+    appended, base, ray_cluster, tmp_path
+):
+    """An increment planned by the code before one plan body kept only its dedup and too-small rows
+    (``dedup_rejects.parquet``; the scan rejects were read from its scan parts): a repair replaying
+    it gives the same rejects."""
+    out = str(tmp_path / "out")
+    shutil.copytree(appended, out)
+    inc = os.path.join(out, "_state", "increments", "000001")
+    early = pq.read_table(os.path.join(inc, "early_rejects.parquet"))
+    planned = early.filter(pc.is_in(early["stage"], pa.array(["dedup", "plan"])))
+    assert planned.num_rows >= 2  # the exact and the near copy
+    pq.write_table(planned, os.path.join(inc, "dedup_rejects.parquet"))
+    os.remove(os.path.join(inc, "early_rejects.parquet"))
+    os.remove(os.path.join(out, "rejects.parquet"))
+    res = _append(base, out, ray_cluster)  # nothing to append: OUT repaired to its last commit
+    assert res.returncode == 0, res.stderr
+    assert _state(out)["rejects"] == _state(appended)["rejects"]
 
 
 def test_append_refuses_a_pixel_change(base, tmp_path, ray_cluster):

@@ -23,7 +23,7 @@ from curation.weighting import WeightConfig
 from pipelines.benches.scale import synth_hashes, synth_part
 from pipelines.build.enumerate import scan_unit
 from pipelines.build.finalize import EMPTY_TABLES, build_step, write_tables
-from pipelines.build.plan import PlanReader, PlanSettings, write_plan
+from pipelines.build.plan import PlanBase, PlanReader, PlanSettings, write_plan
 from pipelines.dedup import deduplicate
 from pipelines.tools.reweight import solve
 from sharding.buckets import BucketRule, crop_box, fit_bucket, make_buckets
@@ -85,6 +85,64 @@ def test_streaming_plan_equals_whole_table_plan(tmp_path, bin_rows, tag_balance,
     assert solve(seen, s.weights).equals(solve(by_key, s.weights))
     if tag_balance:
         assert pc.max(solve(seen, s.weights)["tag_factor"]).as_py() > 1
+
+
+@pytest.mark.parametrize("bin_rows", [1 << 20, 700])
+def test_streaming_plan_onto_a_base_dedups_against_it_and_numbers_after_it(tmp_path, bin_rows):
+    """An increment's plan is the build's streamed plan onto a base: the new kept samples deduplicated
+    together with the base's (a base sample always keeps its place), shards numbered after the base's,
+    the notes saying where the keeper is kept."""
+    layout, chunks, scan = _scanned(tmp_path)
+    first = 3  # parts 0..2 are the base's samples, 3.. the increment's (with copies of base samples)
+    b = first * UNIT
+    old = scan.slice(0, b).filter(pc.equal(scan.slice(0, b)["status"], "kept"))
+    manifest = str(tmp_path / "base_manifest.parquet")
+    layout.write_parquet(manifest, old.select(["key", "seq", "phash", "sha256", "width", "height"]))
+    s = PlanSettings(DedupConfig(), WeightConfig(), BucketRule(), 64, 7)
+    bucket = make_buckets(BucketRule())[0]
+    onto = PlanBase(
+        first,
+        manifest,
+        {bucket: 5},
+        (),
+        str(tmp_path / "inc_plan.parquet"),
+        str(tmp_path / "inc_early.parquet"),
+    )
+    checked = []
+    stats = write_plan(layout, chunks, s, bin_rows=bin_rows, check_weights=checked.append, onto=onto)
+
+    # the reference: the whole-table dedup over base + new, a base sample's quality infinite
+    new = scan.slice(b)
+    new_kept = new.filter(pc.equal(new["status"], "kept"))
+    infinite = pa.array(np.full(old.num_rows, np.inf))
+    union = pa.concat_tables(
+        [old.set_column(old.schema.get_field_index("quality_score"), "quality_score", infinite), new_kept]
+    )
+    kept, dup_rejects, _ = deduplicate(union, s.dedup)
+    kept = kept.filter(pc.greater_equal(kept["seq"], b))
+    old_keys = set(old["key"].to_pylist())
+    dup_rejects = [r for r in dup_rejects if r["seq"] >= b]
+    for r in dup_rejects:
+        where = "an earlier build" if r["duplicate_of"] in old_keys else "this increment"
+        r["detail"] = r["detail"].split(" (quality")[0] + f" (kept, {where})"
+    kept, small_rejects, _ = split_too_small(kept, s.buckets)
+    plan = make_plan(kept, rule=s.buckets, samples_per_shard=64, seed=7, first_index={bucket: 5})
+    scan_rejects = new.filter(pc.equal(new["status"], "rejected")).select(REJECT_COLUMNS).cast(REJECT_SCHEMA)
+    early = pa.concat_tables(
+        [scan_rejects, pa.Table.from_pylist(dup_rejects + small_rejects, schema=REJECT_SCHEMA)]
+    )
+
+    notes = [r["detail"] for r in dup_rejects]
+    assert sum("an earlier build" in d for d in notes) >= 5 and sum("this increment" in d for d in notes) >= 2
+    assert stats["dropped"] == len(dup_rejects) and stats["planned"] == plan.num_rows
+    assert layout.read_parquet(onto.plan).equals(plan)
+    assert layout.read_parquet(onto.early).equals(early.sort_by("seq"))
+    assert not layout.exists(layout.plan) and not layout.exists(layout.early_rejects)
+    numbers = [
+        int(p.split("/")[-1][:6]) for p in plan["shard"].to_pylist() if f"/{bucket[0]}x{bucket[1]}/" in p
+    ]
+    assert numbers and min(numbers) == 5
+    assert sorted(checked[0]["key"].to_pylist()) == sorted(plan["key"].to_pylist())
 
 
 def test_plan_reader_and_finalize_stream_what_the_tables_hold(tmp_path):

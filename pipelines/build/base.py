@@ -57,8 +57,9 @@ class Increment:
         return self.path("plan.parquet")
 
     @property
-    def dedup_rejects(self) -> str:
-        return self.path("dedup_rejects.parquet")
+    def early_rejects(self) -> str:
+        """Its scan, dedup and too-small reject rows (the plan writes them, as a build's ``_state/``)."""
+        return self.path("early_rejects.parquet")
 
     def base(self, name: str) -> str:
         return self.path("base", name)

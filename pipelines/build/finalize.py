@@ -273,13 +273,18 @@ class Tables:
 def _fresh_rejects(
     layout: Layout, inc: Increment, enumerated: dict[str, Any], states: dict[str, dict[str, Any]]
 ) -> pa.Table:
-    """The increment's own reject rows (scan, dedup and too-small, late), stably sorted by seq."""
-    scanned = scan_table(layout, enumerated["first_chunk"], enumerated["chunks"], REJECT_COLUMNS + ["status"])
-    fresh = [layout.read_parquet(inc.dedup_rejects).cast(REJECT_SCHEMA), late_rejects(states)]
-    if scanned is not None:
-        rejected = scanned.filter(pc.equal(scanned["status"], "rejected"))
-        fresh.insert(0, rejected.select(REJECT_COLUMNS).cast(REJECT_SCHEMA))
-    return pa.concat_tables(fresh).sort_by("seq")
+    """The increment's own reject rows (scan, dedup and too-small from its plan, late), stably sorted by seq."""
+    if layout.exists(inc.early_rejects):
+        early = layout.read_parquet(inc.early_rejects).cast(REJECT_SCHEMA)
+    else:  # planned before the plan wrote an increment's scan rejects too (dedup_rejects.parquet)
+        scanned = scan_table(
+            layout, enumerated["first_chunk"], enumerated["chunks"], REJECT_COLUMNS + ["status"]
+        )
+        early = pa.concat_tables([
+            scanned.filter(pc.equal(scanned["status"], "rejected")).select(REJECT_COLUMNS).cast(REJECT_SCHEMA),
+            layout.read_parquet(inc.path("dedup_rejects.parquet")).cast(REJECT_SCHEMA),
+        ])  # fmt: skip
+    return pa.concat_tables([early, late_rejects(states)]).sort_by("seq")
 
 
 def _retried_seqs(layout: Layout, meta: dict[str, Any], enumerated: dict[str, Any]) -> pa.Array:

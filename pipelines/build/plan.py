@@ -1,6 +1,8 @@
 """The plan phase in bounded memory: dedup, bucket fit and the shard plan from a few columns, then the
 plan rows streamed from the scan parts into ``plan.parquet`` (sorted by shard) without ever holding
-the whole scan table.
+the whole scan table. One body for a fresh build and an increment: the plan grows a base
+(``PlanBase``), empty for a fresh build; onto a finished build the new samples are deduplicated
+together with the base's hashes (read as arrays, never its table) and shards numbered after its own.
 
 Pass A reads only the small columns of kept rows (hashes, sizes, scores, keys, sources: ~150 B a
 row) and computes every decision as arrays; the weight policy is only checked for feasibility
@@ -20,18 +22,18 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.dedup import DedupConfig, resolve
+from curation.dedup import DedupConfig, as_unsigned
 from curation.weighting import WeightConfig, WeightError
 from sharding.buckets import BucketRule
 from sharding.layout import BUILD_JSON, MANIFEST, SHARDS_JSON, Layout
-from sharding.plan import assign_shards, fit_buckets, make_plan, plan_columns, shard_index, split_too_small
+from sharding.plan import assign_shards, fit_buckets, plan_columns, shard_index
 from sharding.schema import (
     PLAN_COLUMNS,
     PLAN_EXTRA,
@@ -42,13 +44,12 @@ from sharding.schema import (
     SCAN_SCHEMA,
 )
 
-from ..columnar import ROW_GROUP, atomic_parquet, codes, give_back_memory, ranks
+from ..columnar import ROW_GROUP, atomic_parquet, codes, give_back_memory, parquet_batches, ranks
 from ..config import ConfigError
-from ..dedup import dedup_arrays, duplicate_notes, find_pairs, reject_rows
+from ..dedup import dedup_arrays, duplicate_notes, quality_note, reject_rows
 from ..tools.reweight import manifest_inputs, policies_of, solve, solve_columns
 from .base import Base, Increment
 from .request import BuildRequest, log
-from .scan import scan_table
 
 BIN_ROWS = 262_144  # plan rows sorted in memory at once (~1 KB each with tags)
 _DEST = "_dest"
@@ -101,8 +102,8 @@ def sha_words(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def _kept_columns(
     layout: Layout, parts: list[str], columns: list[str]
 ) -> tuple[pa.Table, np.ndarray, list[int]]:
-    """Pass A: ``columns`` of the kept rows of every part, an exact-duplicate code per kept row
-    (equal codes: equal sha256), and the kept count per part.
+    """Pass A: ``columns`` of the kept rows of every part, their sha256 as words (``sha_words``)
+    and the kept count per part.
 
     The sha256 text becomes 32 bytes a row part by part and is never held as strings: at 10M rows
     the strings and their dictionary were ~1.4 GB of the plan's peak."""
@@ -114,39 +115,119 @@ def _kept_columns(
         tables.append(t.drop_columns(["sha256"]).combine_chunks())
         per_part.append(t.num_rows)
     if not tables:
-        return SCAN_SCHEMA.empty_table().select(columns), np.zeros(0, np.int64), per_part
-    sha_codes = np.unique(np.concatenate(words), axis=0, return_inverse=True)[1].reshape(-1)
-    return pa.concat_tables(tables).combine_chunks(), sha_codes.astype(np.int64), per_part
+        return SCAN_SCHEMA.empty_table().select(columns), np.zeros((0, 4), np.uint64), per_part
+    return pa.concat_tables(tables).combine_chunks(), np.concatenate(words), per_part
+
+
+@dataclass(frozen=True)
+class PlanBase:
+    """What the plan takes from the build it grows from, and where it writes. The empty base (a
+    fresh build, the default): no samples to dedup against, shards numbered from 0, the plan files
+    in ``_state/``. A finished build's snapshot (an increment): its manifest's hashes, the first free
+    shard number per bucket, the columns its weight versions are solved from, the increment's files."""
+
+    first_chunk: int = 0  # the scan parts planned: first_chunk .. chunks - 1
+    manifest: str | None = None  # the base's manifest (None: the empty base)
+    first_index: dict[tuple[int, int], int] = field(default_factory=dict)  # per bucket: first free number
+    weight_columns: tuple[str, ...] = ()  # what the base's weight versions read, besides [weights]'
+    plan: str | None = None  # None: layout.plan
+    early: str | None = None  # None: layout.early_rejects
+
+
+@dataclass
+class _BaseHashes:
+    """The base's samples as the dedup sees them (~56 B a sample; its keys are read only for the few
+    that keep a new duplicate out)."""
+
+    phash: np.ndarray
+    words: np.ndarray
+    pixels: np.ndarray
+    seq: np.ndarray
+
+    @classmethod
+    def read(cls, layout: Layout, manifest: str | None) -> _BaseHashes:
+        phash, words, pixels, seq = [], [], [], []
+        if manifest is not None:
+            for t in parquet_batches(layout, manifest, columns=["phash", "sha256", "width", "height", "seq"]):
+                phash.append(_np(t, "phash", np.int64))
+                words.append(sha_words(t["sha256"]))
+                pixels.append((_np(t, "width", np.int64) * _np(t, "height", np.int64)).astype(np.float64))
+                seq.append(_np(t, "seq", np.int64))
+        return cls(
+            _cat(phash, np.int64), np.concatenate(words) if words else np.zeros((0, 4), np.uint64),
+            _cat(pixels, np.float64), _cat(seq, np.int64),
+        )  # fmt: skip
+
+
+def _cat(arrays: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(0, dtype)
+
+
+def _join(base: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """base rows then new rows (no copy onto the empty base: a fresh 10M plan's peak)."""
+    return new if len(base) == 0 else np.concatenate([base, new])
+
+
+def _column_at(layout: Layout, path: str, column: str, rows: np.ndarray) -> list[Any]:
+    """``column`` of the file's rows ``rows`` (any order), read one row group at a time."""
+    wanted, inverse = np.unique(rows, return_inverse=True)
+    found, start = [], 0
+    for t in parquet_batches(layout, path, columns=[column]):
+        lo, hi = np.searchsorted(wanted, [start, start + t.num_rows])
+        if hi > lo:
+            found.append(t[column].take(pa.array(wanted[lo:hi] - start, pa.int64())))
+        start += t.num_rows
+    values = pa.chunked_array(found, pa.string()) if found else pa.chunked_array([], pa.string())
+    return values.take(pa.array(inverse.reshape(-1), pa.int64())).to_pylist()
 
 
 def write_plan(
     layout: Layout, chunks: int, s: PlanSettings, log: Callable[[str], None] = lambda _: None,
     bin_rows: int = BIN_ROWS, check_weights: Callable[[pa.Table], None] = lambda _: None,
+    onto: PlanBase = PlanBase(),
 ) -> dict[str, int]:  # fmt: skip
-    """Plan the kept rows of the ``chunks`` scan parts into ``layout.plan``, the early rejects into
-        ``layout.early_rejects``. ``check_weights`` sees the planned samples' weight columns first and
-    may raise (nothing is written then).
+    """Plan the kept rows of scan parts ``onto.first_chunk`` .. ``chunks - 1`` onto the base ``onto``
+    into its plan file, their early rejects (scan verdicts, duplicates, too small; sorted by seq per
+    part) into its early file. A new sample that duplicates one of the base's is dropped (an old
+    sample always keeps its place); shards are numbered after the base's. ``check_weights`` sees the
+    planned samples' weight columns first and may raise (nothing is written then).
 
-        Spill files are the driver's own scratch (a local temporary folder), read back by it alone.
+    Spill files are the driver's own scratch (a local temporary folder), read back by it alone.
     """
-    parts = [layout.scan_part(c) for c in range(chunks)]
+    plan_path, early_path = onto.plan or layout.plan, onto.early or layout.early_rejects
+    parts = [layout.scan_part(c) for c in range(onto.first_chunk, chunks)]
     # the dedup's and the bucket fit's columns, then every column a weight version is solved from
     # (tools.reweight.manifest_inputs: the one list) that exists before the plan adds its own
     planned_later = {f.name for f in PLAN_EXTRA}
-    weights = [c for c in manifest_inputs(s.weights) if c not in planned_later]
+    inputs = dict.fromkeys([*manifest_inputs(s.weights), *onto.weight_columns])
+    weights = [c for c in inputs if c not in planned_later]
     small = list(dict.fromkeys(["seq", "key", "phash", "width", "height", *weights]))
-    kept, sha_codes, per_part = _kept_columns(layout, parts, small)
+    kept, words, per_part = _kept_columns(layout, parts, small)
     n = kept.num_rows
     phash = _np(kept, "phash", np.int64)
     score = _np(kept, "quality_score", np.float64)
     if s.dedup.enabled and n:
+        # one search over the base's samples (b, first) and the new ones; a base sample's score
+        # counts as infinite, so it always keeps its place and a new copy of it is the one dropped
+        base = _BaseHashes.read(layout, onto.manifest)
+        base_phash, b = base.phash, len(base.phash)
+        sha_codes = np.unique(_join(base.words, words), axis=0, return_inverse=True)[1].reshape(-1)
+        words = None  # freed before the search, as the base's columns once joined
         pixels = (_np(kept, "width", np.int64) * _np(kept, "height", np.int64)).astype(np.float64)
-        result, stats = dedup_arrays(phash, sha_codes, score, pixels, _np(kept, "seq", np.int64), s.dedup)
-        keeper, exact, dropped = result.keeper, result.exact, result.dropped
-        del result, pixels
+        pixels, seq = _join(base.pixels, pixels), _join(base.seq, _np(kept, "seq", np.int64))
+        del base
+        result, stats = dedup_arrays(
+            _join(base_phash, phash), sha_codes.astype(np.int64), _join(np.full(b, np.inf), score), pixels, seq,
+            s.dedup,
+        )  # fmt: skip
+        keeper, exact, dropped = result.keeper[b:], result.exact[b:], result.dropped[b:]
+        stats["dropped"] = int(dropped.sum())  # of the new samples (the base's own are not touched)
+        del result, pixels, seq, sha_codes
     else:
+        base_phash, b = np.zeros(0, np.int64), 0
         keeper, exact, dropped = np.arange(n), np.zeros(n, bool), np.zeros(n, bool)
         stats = {"route": None, "pairs": 0, "dropped": 0}
+    del words
     log(f"dedup: {stats['dropped']} duplicates dropped ({stats['pairs']} pairs, route {stats['route']})")
 
     # dedup first (over every kept sample), then the sizes no bucket fits (pipelines.build order)
@@ -154,14 +235,14 @@ def write_plan(
     small_size = fit.too_small
     too_small = small_size & ~dropped
     survivors = np.flatnonzero(~dropped & ~small_size)
-    del sha_codes
     planned = kept.drop_columns(["seq", "phash"]).take(pa.array(survivors, pa.int64()))
     duplicates = np.flatnonzero(dropped)  # their reject rows' notes now, so pass B holds no keys
-    notes = duplicate_notes(duplicates, keeper, exact, kept["key"], phash, score)
-    del kept, keeper, exact, phash, score  # before the weights are solved and pass B streams
+    notes = _duplicate_notes(layout, onto, duplicates, keeper, exact, kept["key"], phash, score, base_phash)
+    del kept, keeper, exact, phash, score, base_phash  # before the weights are solved and pass B streams
     assignment = assign_shards(
-        fit.take(survivors), ranks(planned["key"]), samples_per_shard=s.samples_per_shard, seed=s.seed
-    )
+        fit.take(survivors), ranks(planned["key"]), samples_per_shard=s.samples_per_shard, seed=s.seed,
+        first_index=onto.first_index,
+    )  # fmt: skip
     small_rows = np.flatnonzero(too_small)  # pass B writes their reject rows from this small fit
     small_fit = fit.take(small_rows)
     del fit
@@ -185,7 +266,7 @@ def write_plan(
             spills = [pa.ipc.new_stream(_bin_path(spill_dir, b), spill_schema, options=_SPILL_IPC)
                       for b in range(bins)]  # fmt: skip
         reject_count = 0
-        with atomic_parquet(layout, layout.early_rejects, REJECT_SCHEMA) as rejects:
+        with atomic_parquet(layout, early_path, REJECT_SCHEMA) as rejects:
             offset = 0
             for path, count in zip(parts, per_part, strict=True):
                 t = layout.read_parquet(
@@ -231,7 +312,7 @@ def write_plan(
                     spills[int(which[lo])].write_table(rows.slice(lo, hi - lo))
         for w in spills:
             w.close()
-        with atomic_parquet(layout, layout.plan, PLAN_SCHEMA) as plan:
+        with atomic_parquet(layout, plan_path, PLAN_SCHEMA) as plan:
             for b in range(bins):
                 if spills:
                     with pa.ipc.open_stream(_bin_path(spill_dir, b)) as stream:
@@ -247,6 +328,30 @@ def write_plan(
         if spill_dir:
             shutil.rmtree(spill_dir, ignore_errors=True)
     return {"planned": m, "early_rejects": reject_count, "too_small": int(too_small.sum()), **stats}
+
+
+def _duplicate_notes(
+    layout: Layout, onto: PlanBase, duplicates: np.ndarray, keeper: np.ndarray, exact: np.ndarray,
+    keys: pa.ChunkedArray, phash: np.ndarray, score: np.ndarray, base_phash: np.ndarray,
+) -> pa.Table:  # fmt: skip
+    """The notes of the new samples ``duplicates`` (new rows) dropped for ``keeper`` (rows of base
+    then new: below ``len(base_phash)`` a base sample). A fresh build's note weighs the two qualities; an
+    increment's says where the keeper is kept (an earlier build or this increment)."""
+    k, b = keeper[duplicates], len(base_phash)
+    old = k < b
+    theirs = phash[np.where(old, 0, k - b)] if len(k) else np.zeros(0, np.int64)
+    if old.any():
+        theirs[old] = base_phash[k[old]]
+    bits = np.bitwise_count(as_unsigned(phash[duplicates]) ^ as_unsigned(theirs)).astype(np.int64)
+    keeper_keys = pa.chunked_array(keys).take(pa.array(np.where(old, 0, k - b), pa.int64())).to_pylist()
+    if old.any():
+        for i, key in zip(np.flatnonzero(old).tolist(), _column_at(layout, onto.manifest, "key", k[old])):
+            keeper_keys[i] = key
+    if onto.manifest is None:
+        why = [quality_note(score[j], score[d]) for j, d in zip(k.tolist(), duplicates.tolist())]
+    else:
+        why = ["kept, an earlier build" if o else "kept, this increment" for o in old.tolist()]
+    return duplicate_notes(exact[duplicates], bits, keeper_keys, why)
 
 
 def _np(table: pa.Table, column: str, dtype) -> np.ndarray:
@@ -304,21 +409,37 @@ class PlanReader:
 
 def plan(req: BuildRequest, layout: Layout, base: Base, work: dict[str, Any]) -> PlanReader:
     """The phase's one entry: dedup, bucket fit, a feasibility check of the weights and the shard plan
-    of the samples ``work`` scanned. Onto the empty base it streams from the scan parts (memory per
-    part); onto a finished build it dedups against the base's hashes, numbers its shards after the
-    base's and re-solves every weight version first."""
-    if base.inc is not None:
-        _plan_onto(req, layout, base.inc, work)
-        return PlanReader(layout, base.inc.plan)
-    chunks = work["chunks"]
-    if not layout.exists(layout.plan) or not layout.exists(layout.early_rejects):  # (written first)
+    of the samples ``work`` scanned, streamed from the scan parts (memory per part) onto the base
+    (``plan_base``): onto a finished build it dedups against the base's hashes, numbers its shards
+    after the base's and re-solves every weight version first."""
+    onto = plan_base(layout, base, work["first_chunk"])
+    if not layout.exists(onto.plan) or not layout.exists(onto.early):  # (the early rejects written first)
         cfg = req.config
         settings = PlanSettings(cfg.dedup, cfg.weights, cfg.buckets, cfg.shards.samples_per_shard, cfg.seed)
+        if base.inc is None:
+            check = lambda planned: check_weights(cfg.weights, planned)  # noqa: E731
+        else:
+            check = lambda planned: check_versions(layout, base.inc, cfg.weights, planned)  # noqa: E731
         write_plan(
-            layout, chunks, settings, log=lambda msg: log(req, msg),
-            check_weights=lambda planned: check_weights(cfg.weights, planned),
-        )  # fmt: skip
-    return PlanReader(layout, layout.plan)
+            layout, work["chunks"], settings, log=lambda msg: log(req, msg), check_weights=check, onto=onto
+        )
+    return PlanReader(layout, onto.plan)
+
+
+def plan_base(layout: Layout, base: Base, first_chunk: int) -> PlanBase:
+    """What the plan takes from ``base``: nothing from the empty base; from an increment's snapshot its
+    manifest, the first free shard number per bucket and its weight versions' columns."""
+    if base.inc is None:
+        return PlanBase(first_chunk, plan=layout.plan, early=layout.early_rejects)
+    inc = base.inc
+    first_index: dict[tuple[int, int], int] = {}
+    for entry in layout.read_json(inc.base(SHARDS_JSON))["shards"]:
+        bucket, number = shard_index(entry["path"])
+        first_index[bucket] = max(first_index.get(bucket, 0), number + 1)
+    versions = solve_columns(policies_of(layout, layout.read_json(inc.base(BUILD_JSON))))
+    return PlanBase(
+        first_chunk, inc.base(MANIFEST), first_index, tuple(versions), inc.plan, inc.early_rejects
+    )
 
 
 def check_weights(cfg: WeightConfig, kept: pa.Table) -> None:
@@ -332,105 +453,24 @@ def check_weights(cfg: WeightConfig, kept: pa.Table) -> None:
         ) from None
 
 
-DEDUP_COLUMNS = ["key", "seq", "phash", "sha256", "quality_score", "width", "height"]  # read by dedup_against
-
-
-def dedup_against(old: pa.Table, new: pa.Table, cfg) -> tuple[pa.Table, list[dict[str, Any]]]:
-    """New kept samples without duplicates of each other or of ``old`` (the existing manifest).
-
-    One component search over old + new; an old sample always keeps its place (its score counts
-    as infinite), so ``duplicate_of`` of a new sample in a group with an old one names an old key.
-    """
-    if not cfg.enabled or new.num_rows == 0:
-        return new, []
-    n_old = old.num_rows
-    cols = DEDUP_COLUMNS
-    both = pa.concat_tables([old.select(cols), new.select(cols).cast(old.select(cols).schema)])
-    phash = both["phash"].to_numpy(zero_copy_only=False).astype(np.int64)
-    pairs, _ = find_pairs(phash, cfg)
-    score = both["quality_score"].to_numpy(zero_copy_only=False).astype(np.float64)
-    score[:n_old] = np.inf
-    pixels = (
-        both["width"].to_numpy(zero_copy_only=False) * both["height"].to_numpy(zero_copy_only=False)
-    ).astype(np.float64)
-    # equal codes for equal sha256, as the build's plan does it (32 bytes a row, no Python strings)
-    sha = np.unique(sha_words(both["sha256"]), axis=0, return_inverse=True)[1].reshape(-1)
-    result = resolve(pairs, sha, score, pixels, both["seq"].to_numpy(zero_copy_only=False))
-    keys = both["key"]
-    unsigned = phash.view(np.uint64)
-    keeper = result.keeper[n_old:]
-    gone = np.flatnonzero(keeper != np.arange(n_old, n_old + new.num_rows))
-    ids = new.select(["seq", "source", "source_id", "key", "location"]).take(pa.array(gone, pa.int64()))
-    rejects = []
-    for d, row in zip(gone.tolist(), ids.to_pylist(), strict=True):
-        k = int(keeper[d])
-        exact = bool(result.exact[n_old + d])
-        dist = int(np.bitwise_count(unsigned[n_old + d] ^ unsigned[k]))
-        where = "an earlier build" if k < n_old else "this increment"
-        rejects.append({
-            **row, "stage": "dedup", "reason": "exact_duplicate" if exact else "near_duplicate",
-            "detail": ("same sha256 as " if exact else f"phash {dist} bits from ") + f"{keys[k].as_py()} (kept, {where})",
-            "duplicate_of": keys[k].as_py(),
-        })  # fmt: skip
-    keep = np.ones(new.num_rows, bool)
-    keep[gone] = False
-    return new.filter(pa.array(keep)), rejects
-
-
-def _plan_onto(req, layout: Layout, inc: Increment, enumerated: dict[str, Any]) -> None:
-    """An increment's plan (small: its own samples) into ``inc.plan``."""
-    if layout.exists(inc.plan):
-        return
-    cfg = req.config
-    table = scan_table(layout, enumerated["first_chunk"], enumerated["chunks"])
-    # of the base's manifest only what the dedup and the weight versions read (never its tags and
-    # captions whole: at 1M samples the full table was ~2.5 GB of the append's peak)
-    base = layout.read_json(inc.base(BUILD_JSON))
-    columns = [*DEDUP_COLUMNS, *solve_columns(policies_of(layout, base), cfg.weights)]
-    old = layout.read_parquet(inc.base(MANIFEST), columns=list(dict.fromkeys(columns)))
-    if table is None:
-        kept = pa.Table.from_pylist([], schema=SCAN_SCHEMA)
-    else:
-        kept = table.filter(pc.equal(table["status"], "kept"))
-    kept, dup_rejects = dedup_against(old, kept, cfg.dedup)
-    kept, small_rejects, _ = split_too_small(kept, cfg.buckets)  # as pipelines.build.plan
-    layout.write_parquet(
-        inc.dedup_rejects, pa.Table.from_pylist(dup_rejects + small_rejects, schema=REJECT_SCHEMA)
-    )
-    shards = layout.read_json(inc.base(SHARDS_JSON))["shards"]
-    first_index: dict[tuple[int, int], int] = {}
-    for entry in shards:
-        bucket, number = shard_index(entry["path"])
-        first_index[bucket] = max(first_index.get(bucket, 0), number + 1)
-    plan = make_plan(
-        kept,
-        rule=cfg.buckets,
-        samples_per_shard=cfg.shards.samples_per_shard,
-        seed=cfg.seed,
-        first_index=first_index,
-    )
-    # before a shard is written: every version re-solved over the union, as finalize will
-    check_versions(layout, inc, req.config.weights, old, plan)
-    layout.write_parquet(inc.plan, plan)
-
-
-def check_versions(layout: Layout, inc: Increment, given, old: pa.Table, plan: pa.Table) -> list[str]:
+def check_versions(layout: Layout, inc: Increment, given: WeightConfig, planned: pa.Table) -> list[str]:
     """Every weight version of the build before this increment re-solved over its manifest plus the
-    planned rows, from the columns each is solved from (``reweight.manifest_inputs``, as finalize
+    ``planned`` rows, from the columns each is solved from (``reweight.manifest_inputs``, as finalize
     solves it), and the command's ``[weights]``. ConfigError when the active version or the given
     policy cannot be met (no shard is written yet); returns why each other version cannot (finalize
     removes those and the summary names them)."""
-    from ..tools.reweight import manifest_inputs, policy_of
+    from ..tools.reweight import policy_of
 
     base = layout.read_json(inc.base(BUILD_JSON))
     active = base.get("weights_active")
-    named = {name: meta for name, meta in policies_of(layout, base).items()}
+    named = policies_of(layout, base)
+    old = layout.read_parquet(inc.base(MANIFEST), columns=solve_columns(named, given))
     lost = []
     for name, meta in [*sorted(named.items()), (None, None)]:
         try:
             cfg = given if name is None else policy_of(meta)
-            cols = manifest_inputs(cfg)
-            union = pa.concat_tables([old.select(cols), plan.select(cols).cast(old.select(cols).schema)])
+            cols = [c for c in manifest_inputs(cfg) if c in planned.column_names]
+            union = pa.concat_tables([old.select(cols), planned.select(cols).cast(old.select(cols).schema)])
             solve(union, cfg)
         except (WeightError, ValueError, KeyError) as exc:
             if name is None or name == active:
