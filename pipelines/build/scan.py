@@ -24,7 +24,12 @@ from .request import BuildRequest
 
 
 def scan(
-    req: BuildRequest, layout: Layout, base: Base, work: dict[str, Any], *, on_free: Callable[[int], None] | None = None
+    req: BuildRequest,
+    layout: Layout,
+    base: Base,
+    work: dict[str, Any],
+    *,
+    on_free: Callable[[int], None] | None = None,
 ) -> None:
     """Scan the chunks ``work`` enumerated (``first_chunk`` .. ``chunks - 1``) that have no scan part yet.
     ``on_free``: told the CPUs no scan task needs any more, in the scan's tail (``distribute.map_tasks``)."""
