@@ -138,6 +138,7 @@ class ActorPool:
     """Up to ``size`` actors from ``factory``, ``per_actor`` calls queued on each, replaced when lost.
 
     ``factory()`` returns a new actor handle (created with ``max_restarts=0``: restarts are ours).
+    ``ahead``: how many actors ``start``/``grow`` may create before ``map`` (default ``size``).
     """
 
     def __init__(
@@ -148,8 +149,10 @@ class ActorPool:
         per_actor: int = 2,
         start_timeout: float = START_TIMEOUT_S,
         attempts: int = ATTEMPTS,
+        ahead: int | None = None,
     ) -> None:
         self.factory, self.size, self.per_actor = factory, max(1, size), max(1, per_actor)
+        self.ahead = self.size if ahead is None else max(0, ahead)
         self.start_timeout, self.attempts = start_timeout, attempts
         self.actors: dict[int, Any] = {}
         self.born: dict[int, float] = {}
@@ -179,13 +182,14 @@ class ActorPool:
             ray.kill(actor, no_restart=True)
 
     def start(self) -> ActorPool:
-        """Create every actor now, ahead of work: each starts (loads its models) while the caller does
-        something else; ``map`` then hands work to them as they become ready."""
+        """Create the actors now, ahead of work (at most ``ahead``): each starts (loads its models)
+        while the caller does something else; ``map`` then hands work to them as they become ready
+        and creates the rest."""
         return self.grow(self.size)
 
     def grow(self, actors: int) -> ActorPool:
-        """Create actors ahead of work until the pool has ``actors`` (at most its size)."""
-        while len(self.actors) < min(self.size, actors):
+        """Create actors ahead of work until the pool has ``actors`` (at most ``ahead``)."""
+        while len(self.actors) < min(self.size, self.ahead, actors):
             self._spawn()
         return self
 
@@ -295,11 +299,16 @@ class ActorPool:
 
 def actor_pool(cls: type, args: tuple, shape: PoolShape, *, per_actor: int = 2) -> ActorPool:
     """A pool of ``shape.actors`` actors of class ``cls`` built with ``cls(*args)``. No Ray restarts:
-    the pool replaces a lost actor and hands its items to the living."""
+    the pool replaces a lost actor and hands its items to the living.
+
+    Actors started ahead of work (``ActorPool.start``) leave one CPU of the cluster free: an idle
+    actor holds its CPU for life, and the caller's own tasks before ``map`` (a resumed build hashes
+    its written shards on Ray tasks) would otherwise wait for it forever."""
     import ray
 
     remote = ray.remote(cls).options(max_restarts=0, max_task_retries=0, **shape.options)
-    return ActorPool(lambda: remote.remote(*args), shape.actors, per_actor=per_actor)
+    ahead = (cluster_cpus() - 1) // max(1, int(shape.options.get("num_cpus", 1)))
+    return ActorPool(lambda: remote.remote(*args), shape.actors, per_actor=per_actor, ahead=ahead)
 
 
 def tasks_then_actors(

@@ -131,3 +131,24 @@ def test_a_pool_started_ahead_of_work_uses_its_actors_and_kills_the_extra(ray_cl
         (extra,) = set(handles) - set(pool.actors)
         with pytest.raises(RayActorError):
             ray.get(handles[extra].__ray_ready__.remote(), timeout=30)
+
+
+def test_a_pool_started_ahead_leaves_a_cpu_for_the_callers_tasks(ray_cluster):
+    """The resume hang of issue 21: a build resumed mid-materialize started its pool (one actor per
+    CPU, each holding its CPU for life) and then hashed its written shards on Ray tasks, which waited
+    for a CPU forever. Actors started ahead of work leave one CPU free; ``map`` makes the rest."""
+    import ray
+
+    from pipelines.distribute import PoolShape, actor_pool, cluster_cpus
+
+    cpus = cluster_cpus()
+    shape = PoolShape(cpus, {"num_cpus": 1}, "cpu")
+    with actor_pool(_Scaler, (10,), shape, per_actor=1) as pool:
+        pool.start()
+        assert len(pool.actors) == cpus - 1
+        ray.get([a.__ray_ready__.remote() for a in pool.actors.values()], timeout=60)
+        task = ray.remote(_square).options(num_cpus=1).remote(3, offset=1)
+        assert ray.get(task, timeout=60) == 10  # runs beside the started actors, does not wait on them
+        got = dict(pool.map(list(range(cpus)), "scale", lambda x: (x, 0)))
+        assert got == {x: 10 * x for x in range(cpus)}
+        assert len(pool.actors) == cpus  # the last actor was made when the work came
