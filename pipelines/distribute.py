@@ -55,6 +55,13 @@ def cluster_cpus() -> int:
     return max(1, int(cluster_resources().get("CPU", 1)))
 
 
+def cluster_nodes() -> int:
+    """How many nodes of the cluster are alive."""
+    import ray
+
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
 class PoolShape(NamedTuple):
     """How many actors, the Ray resources each asks for, and the device their models run on."""
 
@@ -88,18 +95,22 @@ def map_tasks(
     num_cpus: float = 1,
     window: int | None = None,
     attempts: int = ATTEMPTS,
+    on_free: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """Run ``fn(item, **shared)`` for every item as a Ray task; yield ``(index, result)`` as each ends.
 
     ``shared`` values go to the object store once (held by the driver's node, so they outlive any
-    worker). At most ``window`` tasks are in flight (default: two per CPU of the cluster).
+    worker). At most ``window`` tasks are in flight (default: two per CPU of the cluster). Once
+    every item is handed out, ``on_free(n)`` is told the ``n`` CPUs of the cluster that no task of
+    this map holds or waits for (the tail: the build starts its materialize actors there).
     """
     import ray
 
     lost = _lost_errors()
     refs = {k: ray.put(v) for k, v in (shared or {}).items()}
     remote = ray.remote(fn).options(num_cpus=num_cpus, max_retries=attempts)
-    window = window or 2 * cluster_cpus()
+    cpus = cluster_cpus()
+    window = window or 2 * cpus
     pending = deque(range(len(items)))
     tries: Counter[int] = Counter()
     in_flight: dict[Any, int] = {}
@@ -108,6 +119,8 @@ def map_tasks(
             i = pending.popleft()
             tries[i] += 1
             in_flight[remote.remote(items[i], **refs)] = i
+        if on_free is not None and not pending and len(in_flight) < cpus:
+            on_free(cpus - len(in_flight))
         done, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
         for ref in done:
             i = in_flight.pop(ref)
@@ -125,6 +138,7 @@ class ActorPool:
     """Up to ``size`` actors from ``factory``, ``per_actor`` calls queued on each, replaced when lost.
 
     ``factory()`` returns a new actor handle (created with ``max_restarts=0``: restarts are ours).
+    ``ahead``: how many actors ``start``/``grow`` may create before ``map`` (default ``size``).
     """
 
     def __init__(
@@ -135,8 +149,10 @@ class ActorPool:
         per_actor: int = 2,
         start_timeout: float = START_TIMEOUT_S,
         attempts: int = ATTEMPTS,
+        ahead: int | None = None,
     ) -> None:
         self.factory, self.size, self.per_actor = factory, max(1, size), max(1, per_actor)
+        self.ahead = self.size if ahead is None else max(0, ahead)
         self.start_timeout, self.attempts = start_timeout, attempts
         self.actors: dict[int, Any] = {}
         self.born: dict[int, float] = {}
@@ -159,22 +175,48 @@ class ActorPool:
         actor = self.actors.pop(n, None)
         self.ready.discard(n)
         self.born.pop(n, None)
+        for ref, owner in list(self._ready_refs.items()):
+            if owner == n:
+                del self._ready_refs[ref]
         if actor is not None:
             ray.kill(actor, no_restart=True)
+
+    def start(self) -> ActorPool:
+        """Create the actors now, ahead of work (at most ``ahead``): each starts (loads its models)
+        while the caller does something else; ``map`` then hands work to them as they become ready
+        and creates the rest."""
+        return self.grow(self.size)
+
+    def grow(self, actors: int) -> ActorPool:
+        """Create actors ahead of work until the pool has ``actors`` (at most ``ahead``)."""
+        while len(self.actors) < min(self.size, self.ahead, actors):
+            self._spawn()
+        return self
+
+    def _fit(self, units: int) -> None:
+        """At most one actor per unit of work: spawn the missing, kill the extra (those not yet
+        started first) so their CPUs/GPUs go back."""
+        self.size = min(self.size, max(1, units))
+        while len(self.actors) < self.size:
+            self._spawn()
+        extra = sorted(self.actors, key=lambda n: (n in self.ready, -n))[: len(self.actors) - self.size]
+        for n in extra:
+            self._drop(n)
 
     def map(
         self, items: Sequence[Any], method: str, args: Callable[[Any], tuple] = lambda item: (item,)
     ) -> Iterator[tuple[Any, Any]]:
         """Yield ``(item, result)`` of the actors' ``method(*args(item))`` for every item, as each ends
-        (``args`` runs when the item is handed out: only the items in flight are built)."""
+        (``args`` runs when the item is handed out: only the items in flight are built). Uses the
+        actors already started (``start``), at most one per item."""
         import ray
 
         lost = _lost_errors()
         queue = deque(items)
         tries: Counter[Any] = Counter()
         in_flight: dict[Any, tuple[Any, int]] = {}
-        for _ in range(min(self.size, len(items))):
-            self._spawn()
+        if items:
+            self._fit(len(items))
         while queue or in_flight:
             for n in sorted(self.ready, key=lambda a: self.load[a]):
                 while queue and self.load[n] < self.per_actor:
@@ -224,11 +266,19 @@ class ActorPool:
             self._spawn()
 
     def _expire_unstarted(self, in_flight: dict[Any, tuple[Any, int]], queue: deque) -> None:
+        import ray
+
         now = time.monotonic()
-        for ref, n in list(self._ready_refs.items()):
-            if n in self.actors and now - self.born[n] > self.start_timeout:
-                del self._ready_refs[ref]
-                self._drop(n)  # its resources are held by others or absent: give it up
+        late = [
+            ref
+            for ref, n in self._ready_refs.items()
+            if n in self.actors and now - self.born[n] > self.start_timeout
+        ]
+        # a pool started ahead of work (``start``) may have actors that started long ago and whose
+        # signal is not yet read: only the ones still not started are given up
+        started, _ = ray.wait(late, num_returns=len(late), timeout=0) if late else ([], [])
+        for ref in set(late) - set(started):
+            self._drop(self._ready_refs[ref])  # its resources are held by others or absent: give it up
         if not self.actors and (queue or in_flight):
             raise DistributeError(
                 f"no actor could start within {self.start_timeout:.0f} s ({self.lost} lost); "
@@ -249,11 +299,16 @@ class ActorPool:
 
 def actor_pool(cls: type, args: tuple, shape: PoolShape, *, per_actor: int = 2) -> ActorPool:
     """A pool of ``shape.actors`` actors of class ``cls`` built with ``cls(*args)``. No Ray restarts:
-    the pool replaces a lost actor and hands its items to the living."""
+    the pool replaces a lost actor and hands its items to the living.
+
+    Actors started ahead of work (``ActorPool.start``) leave one CPU of the cluster free: an idle
+    actor holds its CPU for life, and the caller's own tasks before ``map`` (a resumed build hashes
+    its written shards on Ray tasks) would otherwise wait for it forever."""
     import ray
 
     remote = ray.remote(cls).options(max_restarts=0, max_task_retries=0, **shape.options)
-    return ActorPool(lambda: remote.remote(*args), shape.actors, per_actor=per_actor)
+    ahead = (cluster_cpus() - 1) // max(1, int(shape.options.get("num_cpus", 1)))
+    return ActorPool(lambda: remote.remote(*args), shape.actors, per_actor=per_actor, ahead=ahead)
 
 
 def tasks_then_actors(
@@ -286,6 +341,6 @@ def _why(exc: BaseException) -> str:
 
 
 __all__ = [
-    "ActorPool", "DistributeError", "PoolShape", "actor_pool", "cluster_cpus", "cluster_resources", "map_tasks",
+    "ActorPool", "DistributeError", "PoolShape", "actor_pool", "cluster_cpus", "cluster_nodes", "cluster_resources", "map_tasks",
     "pool_shape", "ray_is_up", "tasks_then_actors",
 ]  # fmt: skip

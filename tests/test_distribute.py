@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -32,6 +33,14 @@ class _Worker:
             open(self.marker, "w").close()
             os._exit(1)  # the process dies, as it does with its node
         return x, os.getpid()
+
+
+class _Born:
+    def __init__(self) -> None:
+        self.born = time.time()
+
+    def who(self, x: int) -> tuple[int, float]:
+        return os.getpid(), self.born
 
 
 def test_map_tasks_returns_every_result(ray_cluster):
@@ -99,3 +108,47 @@ def test_an_actor_pool_of_a_plain_class_maps_by_method_name(ray_cluster):
     with actor_pool(_Scaler, (10,), shape, per_actor=1) as pool:
         got = dict(pool.map([1, 2, 3, 4], "scale", lambda x: (x, 1)))
     assert got == {1: 11, 2: 21, 3: 31, 4: 41}
+
+
+def test_a_pool_started_ahead_of_work_uses_its_actors_and_kills_the_extra(ray_cluster):
+    """``start`` creates the actors before any work (the build starts its materializers while it
+    plans); ``map`` hands work to them, one actor per item at most: the extra actor is killed."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    cls = ray.remote(_Born).options(num_cpus=0.1, max_restarts=0, max_task_retries=0)
+    with ActorPool(lambda: cls.remote(), 3, per_actor=1, start_timeout=1) as pool:
+        pool.start()
+        handles = dict(pool.actors)
+        assert len(handles) == 3
+        ray.get([a.__ray_ready__.remote() for a in handles.values()])  # all three started
+        time.sleep(1.5)  # past start_timeout (a long plan): started actors are not given up
+        asked = time.time()
+        got = dict(pool.map([1, 2], "who"))
+        assert sorted(got) == [1, 2]
+        assert all(born < asked for _, born in got.values()), "the work went to actors made after the ask"
+        assert pool.spawned == 3 and len(pool.actors) == 2  # no new actor; one per item
+        (extra,) = set(handles) - set(pool.actors)
+        with pytest.raises(RayActorError):
+            ray.get(handles[extra].__ray_ready__.remote(), timeout=30)
+
+
+def test_a_pool_started_ahead_leaves_a_cpu_for_the_callers_tasks(ray_cluster):
+    """The resume hang of issue 21: a build resumed mid-materialize started its pool (one actor per
+    CPU, each holding its CPU for life) and then hashed its written shards on Ray tasks, which waited
+    for a CPU forever. Actors started ahead of work leave one CPU free; ``map`` makes the rest."""
+    import ray
+
+    from pipelines.distribute import PoolShape, actor_pool, cluster_cpus
+
+    cpus = cluster_cpus()
+    shape = PoolShape(cpus, {"num_cpus": 1}, "cpu")
+    with actor_pool(_Scaler, (10,), shape, per_actor=1) as pool:
+        pool.start()
+        assert len(pool.actors) == cpus - 1
+        ray.get([a.__ray_ready__.remote() for a in pool.actors.values()], timeout=60)
+        task = ray.remote(_square).options(num_cpus=1).remote(3, offset=1)
+        assert ray.get(task, timeout=60) == 10  # runs beside the started actors, does not wait on them
+        got = dict(pool.map(list(range(cpus)), "scale", lambda x: (x, 0)))
+        assert got == {x: 10 * x for x in range(cpus)}
+        assert len(pool.actors) == cpus  # the last actor was made when the work came

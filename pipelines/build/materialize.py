@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
 
 from sharding.layout import Layout
 
@@ -11,6 +13,9 @@ from ..shardcheck import intact_states
 from .plan import PlanReader
 from .request import BuildRequest, log
 
+if TYPE_CHECKING:
+    from ..distribute import ActorPool
+
 
 def small_state(state: dict[str, Any]) -> dict[str, Any]:
     """What the driver keeps of a shard's state: not the written keys (the plan minus the late
@@ -18,8 +23,46 @@ def small_state(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in state.items() if k not in ("written", "timing")}
 
 
-def materialize(req: BuildRequest, layout: Layout, plan: PlanReader) -> dict[str, dict[str, Any]]:
-    """Write every missing shard on a pool of ShardMaterializer actors (extractors loaded once per actor)."""
+def early_materializers(req: BuildRequest, layout: Layout) -> ActorPool:
+    """The ShardMaterializer pool, made before the scan and started ahead of the shards, so that
+    the first shard starts as soon as the plan is written (an actor takes ~1.7 s to start its
+    process and import; docs/scale.md). Its shape is what the config allows on this cluster,
+    capped by its cores; ``write_shards`` uses at most one actor per shard and kills the rest.
+    The caller starts it with ``start`` once the scan has returned, and before that may grow it into
+    the scan's idle cores (``scan_tail``)."""
+    from ..distribute import cluster_cpus
+
+    return _materializer_pool(req, layout, cluster_cpus())
+
+
+def scan_tail(req: BuildRequest, pool: ActorPool) -> Callable[[int], None] | None:
+    """What the scan tells the CPUs it no longer needs (``distribute.map_tasks``'s ``on_free``): one
+    actor started per such CPU, on a one-node cluster without scorers only. An actor holds its core
+    for life, so this is safe only while no scan task can need that core again: a lost node takes
+    its CPUs with it while Ray retries its tasks on the others, and a Ray Data scorer pool asks for
+    cores of its own; in those builds the pool starts when the scan has returned."""
+    from ..distribute import cluster_nodes
+
+    if req.config.scorers or cluster_nodes() != 1:
+        return None
+    return pool.grow
+
+
+def _materializer_pool(req: BuildRequest, layout: Layout, units: int) -> ActorPool:
+    from ..distribute import actor_pool, pool_shape
+    from ..tasks import MaterializeSettings, ShardMaterializer
+
+    shape = pool_shape(req.config.materialize, units)
+    settings = MaterializeSettings.from_config(req.config, shape.device, req.storage)
+    # one running, one queued per actor: bounded in-flight work, no idle gap between shards
+    return actor_pool(ShardMaterializer, (layout, settings), shape, per_actor=2)
+
+
+def materialize(
+    req: BuildRequest, layout: Layout, plan: PlanReader, pool: ActorPool | None = None
+) -> dict[str, dict[str, Any]]:
+    """Write every missing shard on a pool of ShardMaterializer actors (extractors loaded once per
+    actor): ``pool`` when the caller started one (``early_materializers``; the caller closes it)."""
     # The plan is read shard by shard (PlanReader): only the shards in flight become Python rows.
     spans = plan.spans
     # a shard is done when its state is there and its tar has the recorded size and sha256
@@ -27,39 +70,40 @@ def materialize(req: BuildRequest, layout: Layout, plan: PlanReader) -> dict[str
     todo = [shard for shard in sorted(spans) if shard not in states]
     progress = Progress("materialize", total=plan.num_rows, unit="samples", enabled=req.show_progress)
     progress.update(sum(spans[s][1] for s in states))
-    states.update(write_shards(req, layout, plan, todo, progress))
+    states.update(write_shards(req, layout, plan, todo, progress, pool=pool))
     progress.close()
     return states
 
 
 def write_shards(
-    req: BuildRequest, layout: Layout, plan: PlanReader, todo: list[str], progress: Progress | None = None
+    req: BuildRequest,
+    layout: Layout,
+    plan: PlanReader,
+    todo: list[str],
+    progress: Progress | None = None,
+    *,
+    pool: ActorPool | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Write the shards ``todo`` of ``plan`` (each tar, then its state marker) on an actor pool in
-    the Ray session of the caller; returns their small states. Also the repair's way to rewrite a
-    damaged shard (pipelines/repair.py): the same rows give the same bytes."""
+    the Ray session of the caller (``pool``, started ahead by the caller who closes it, or one made
+    here); returns their small states. Also the repair's way to rewrite a damaged shard
+    (pipelines/repair.py): the same rows give the same bytes."""
     if not todo:
         return {}
-    from ..distribute import actor_pool, pool_shape
-    from ..tasks import MaterializeSettings, ShardMaterializer
-
     states: dict[str, dict[str, Any]] = {}
     spans = plan.spans
     # Largest shards first (shards are grouped by bucket, so their sizes differ): the phase ends
     # with small ones and no core waits long on the last big shard (docs/scale.md). Bytes per shard
     # do not depend on the order.
     todo = sorted(todo, key=lambda shard: (-spans[shard][1], shard))
-    shape = pool_shape(req.config.materialize, len(todo))
-    settings = MaterializeSettings.from_config(req.config, shape.device, req.storage)
-    # one running, one queued per actor: bounded in-flight work, no idle gap between shards; only the
-    # shards in flight become Python rows (PlanReader reads their row groups)
-    with actor_pool(ShardMaterializer, (layout, settings), shape, per_actor=2) as pool:
-        for shard, state in pool.map(todo, "materialize", lambda shard: (plan.rows(shard),)):
+    # only the shards in flight become Python rows (PlanReader reads their row groups)
+    with nullcontext(pool) if pool is not None else _materializer_pool(req, layout, len(todo)) as workers:
+        for shard, state in workers.map(todo, "materialize", lambda shard: (plan.rows(shard),)):
             if req.trace is not None:
                 req.trace.unit("materialize", state.get("timing"))
             states[shard] = small_state(state)
             if progress is not None:
                 progress.update(spans[shard][1])
-        if pool.lost:
-            log(req, f"materialize: {pool.lost} actor(s) lost; their shards were redone on the others")
+        if workers.lost:
+            log(req, f"materialize: {workers.lost} actor(s) lost; their shards were redone on the others")
     return states

@@ -48,7 +48,7 @@ from .base import (
 )  # fmt: skip
 from .enumerate import enumerate_inputs, predicts_tags
 from .finalize import finalize
-from .materialize import materialize
+from .materialize import early_materializers, materialize, scan_tail
 from .plan import plan
 from .repair import repair_finished
 from .request import APPEND, FRESH, RETRY, BuildRefused, BuildRequest, BuildSummary, log
@@ -115,22 +115,24 @@ def run_build(req: BuildRequest) -> BuildSummary:
     with ray_session(req.address) as where:
         log(req, base.describe(req.out, where, work["scanned"]))
         trace = req.trace or PhaseTrace()
-        t = time.perf_counter()
-        with trace.phase("scan"):
-            scan(req, layout, base, work)
-        timings["scan"] = time.perf_counter() - t
-        t = time.perf_counter()
-        with trace.phase("plan"):
-            try:
-                planned = plan(req, layout, base, work)
-            except ConfigError:
-                base.refused(layout)
-                raise
-        timings["plan"] = time.perf_counter() - t
-        t = time.perf_counter()
-        with trace.phase("materialize"):
-            states = materialize(req, layout, planned)
-        timings["materialize"] = time.perf_counter() - t
+        with early_materializers(req, layout) as pool:  # actors start in the scan's tail and the plan
+            t = time.perf_counter()
+            with trace.phase("scan"):
+                scan(req, layout, base, work, on_free=scan_tail(req, pool))
+            timings["scan"] = time.perf_counter() - t
+            pool.start()
+            t = time.perf_counter()
+            with trace.phase("plan"):
+                try:
+                    planned = plan(req, layout, base, work)
+                except ConfigError:
+                    base.refused(layout)
+                    raise
+            timings["plan"] = time.perf_counter() - t
+            t = time.perf_counter()
+            with trace.phase("materialize"):
+                states = materialize(req, layout, planned, pool)
+            timings["materialize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     summary = finalize(req, layout, base, work, states, timings, extractor_records, scorer_records)
     summary.repaired = repaired

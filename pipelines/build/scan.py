@@ -4,6 +4,7 @@ scan parts; the per-source score cuts come from the records (an append keeps its
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,8 +23,16 @@ from .enumerate import record_units
 from .request import BuildRequest
 
 
-def scan(req: BuildRequest, layout: Layout, base: Base, work: dict[str, Any]) -> None:
-    """Scan the chunks ``work`` enumerated (``first_chunk`` .. ``chunks - 1``) that have no scan part yet."""
+def scan(
+    req: BuildRequest,
+    layout: Layout,
+    base: Base,
+    work: dict[str, Any],
+    *,
+    on_free: Callable[[int], None] | None = None,
+) -> None:
+    """Scan the chunks ``work`` enumerated (``first_chunk`` .. ``chunks - 1``) that have no scan part yet.
+    ``on_free``: told the CPUs no scan task needs any more, in the scan's tail (``distribute.map_tasks``)."""
     first, chunks = work["first_chunk"], work["chunks"]
     pending = [c for c in range(first, chunks) if not layout.exists(layout.scan_part(c))]
     progress = Progress("scan", total=work["scanned"], unit="inputs", enabled=req.show_progress)
@@ -44,7 +53,7 @@ def scan(req: BuildRequest, layout: Layout, base: Base, work: dict[str, Any]) ->
             rows = scored_scan(layout, settings, req.config, pending, unit, records_rows)
         else:
             shared = {"layout": layout, "settings": settings, "unit": unit, "records_rows": records_rows}
-            rows = (r for _, r in map_tasks(scan_chunk, pending, shared=shared))
+            rows = (r for _, r in map_tasks(scan_chunk, pending, shared=shared, on_free=on_free))
         for row in rows:
             if row.get("error"):  # disk full, read-only OUT: one line, not Ray's error block
                 progress.close()
