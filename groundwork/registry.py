@@ -1,8 +1,8 @@
 """One name -> one factory with checked options, timm-style: the line extractors and the learned
 scorers are two instances of ``Registry``.
 
-An entry is an info record (a frozen dataclass of the caller's, with at least ``factory``,
-``defaults`` and ``check``); ``create(name, weights=..., device=..., **options)`` checks the options
+An entry is an info record: a subclass of ``Entry`` (its fields are keyword-only, so a subclass
+adds its own after them); ``create(name, weights=..., device=..., **options)`` checks the options
 against the defaults (unknown names: TypeError; a value of another type than its default:
 ValueError; an int where a float is expected is a float; a ``None`` default takes a value of any
 type) and the entry's own ``check``, then calls the factory.
@@ -11,9 +11,22 @@ type) and the entry's own ``check``, then calls the factory.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-InfoT = TypeVar("InfoT")
+
+@dataclass(frozen=True, kw_only=True)
+class Entry:
+    """What every registered entry holds; a registry's own info record subclasses it."""
+
+    name: str
+    factory: Callable[..., Any]
+    summary: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    check: Callable[[dict[str, Any]], None] | None = None  # raises ValueError on bad option values
+
+
+InfoT = TypeVar("InfoT", bound=Entry)
 
 
 class UnknownNameError(ValueError):
@@ -71,7 +84,7 @@ class Registry(Generic[InfoT]):
     def check_options(self, name: str, options: dict[str, Any]) -> dict[str, Any]:
         """``options`` merged over the defaults, after checking names, types and values (no weights
         are loaded)."""
-        entry: Any = self.info(name)
+        entry = self.info(name)
         unknown = set(options) - set(entry.defaults)
         if unknown:
             raise TypeError(
@@ -97,8 +110,7 @@ class Registry(Generic[InfoT]):
     def create(self, name: str, weights: str | None = None, device: str = "cpu", **options: Any) -> Any:
         """Build ``name``; unknown or ill-typed options are an error, not silently ignored."""
         merged = self.check_options(name, options)
-        entry: Any = self.info(name)
-        return entry.factory(weights=weights, device=device, **merged)
+        return self.info(name).factory(weights=weights, device=device, **merged)
 
 
-__all__ = ["Registry", "UnknownNameError"]
+__all__ = ["Entry", "Registry", "UnknownNameError"]

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from groundwork.registry import Registry
+from groundwork.registry import Entry, Registry
 
 
 class Extractor(Protocol):
@@ -26,14 +26,10 @@ class Extractor(Protocol):
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
 
-@dataclass(frozen=True)
-class ExtractorInfo:
-    name: str
+@dataclass(frozen=True, kw_only=True)
+class ExtractorInfo(Entry):
     factory: Callable[..., Extractor]
     kind: str  # "classical" or "learned"
-    summary: str
-    defaults: dict[str, Any] = field(default_factory=dict)
-    check: Callable[[dict[str, Any]], None] | None = None  # raises ValueError on bad option values
 
 
 class UnknownExtractorError(ValueError):

@@ -8,12 +8,12 @@ per image. Factories take ``weights`` and ``device`` plus their own options.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from groundwork.registry import Registry
+from groundwork.registry import Entry, Registry
 
 
 class Scorer(Protocol):
@@ -25,14 +25,10 @@ class Scorer(Protocol):
     def __call__(self, images: Sequence[np.ndarray]) -> dict[str, list[Any]]: ...
 
 
-@dataclass(frozen=True)
-class ScorerInfo:
-    name: str
+@dataclass(frozen=True, kw_only=True)
+class ScorerInfo(Entry):
     factory: Callable[..., Scorer]
-    summary: str
     columns: tuple[str, ...]
-    defaults: dict[str, Any] = field(default_factory=dict)
-    check: Callable[[dict[str, Any]], None] | None = None  # raises ValueError on bad option values
 
 
 class UnknownScorerError(ValueError):
