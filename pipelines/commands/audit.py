@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..errors import UsageError
-from .storage import add_storage_option, open_out
+from .storage import add_out_argument, open_out
 
 
 def add_parser(sub) -> None:
@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
         description="Audit a build: intended share of draws (from the weights) against what the loader "
         "realises over N draws, per source, tier and bucket; tags; rejects; bad shards (exit 1).",
     )
-    p.add_argument("out", metavar="OUT", help="a finished build (path or URL)")
+    add_out_argument(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the summary")
     p.add_argument(
         "--html", metavar="REPORT", help="also write a self-contained HTML page with plots and pairs"
@@ -29,7 +29,6 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="loader seed (default 0)")
     p.add_argument("--pairs", type=int, default=24, help="pairs on the HTML contact sheet (default 24)")
     p.add_argument("--top-tags", type=int, default=20, help="tags listed by count and by weight (default 20)")
-    add_storage_option(p)
     p.add_argument("--weights", metavar="NAME", help="the weight version to audit (default: the active one)")
     p.add_argument(
         "--compare", nargs=2, metavar=("A", "B"),

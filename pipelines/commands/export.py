@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..errors import UsageError
-from .storage import add_storage_option, storage_options
+from .storage import add_out_argument, storage_options
 
 TARGETS = (
     "diffusers",
@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
         "repeats (or rows), with the training command in DEST/README.md and the realised shares in "
         "DEST/export.json. Re-run the same command to resume. docs/export.md has the details.",
     )
-    p.add_argument("out", metavar="OUT", help="a finished build (path or URL)")
+    add_out_argument(p)
     p.add_argument(
         "dest", metavar="DEST", help="a new or empty folder (path or URL), or an unfinished export to resume"
     )
@@ -57,7 +57,6 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the drawing mix and the validation pick")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="shards written at once")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_storage_option(p)
     p.set_defaults(handler=run)
 
 

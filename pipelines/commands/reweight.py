@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
-from .storage import add_storage_option, open_out
+from .storage import add_out_argument, open_out
 
 
 def add_parser(sub) -> None:
@@ -16,13 +16,12 @@ def add_parser(sub) -> None:
         "as OUT/weights/NAME.parquet; shards are never opened or rewritten. Without --config: the build's "
         "own [weights]. With an existing --name and no --config: just activate that version.",
     )
-    p.add_argument("out", metavar="OUT", help="a finished build")
+    add_out_argument(p)
     p.add_argument(
         "--config", help="a TOML file whose [weights] is the new policy (other sections must match)"
     )
     p.add_argument("--name", help="version name (default: the next free vN)")
     p.add_argument("--activate", action="store_true", help="make this version the one readers use by default")
-    add_storage_option(p)
     p.set_defaults(handler=run)
 
 

@@ -19,6 +19,12 @@ def add_storage_option(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def add_out_argument(p: argparse.ArgumentParser) -> None:
+    """The positional OUT of a command that reads a finished build, with its ``--storage-option``."""
+    p.add_argument("out", metavar="OUT", help="a finished build (path or URL, e.g. s3://bucket/pairs)")
+    add_storage_option(p)
+
+
 def open_out(location: str, args: argparse.Namespace):
     """OUT's Layout with the command's storage options; a bad URL or option, a store that does not
     answer or refuses, a missing bucket: one line naming the URL, exit 2."""

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..errors import UsageError
-from .storage import add_storage_option, storage_options
+from .storage import add_out_argument, storage_options
 
 INSTALL = "pip install -c constraints.txt -e . (make setup does it)"
 
@@ -14,9 +14,7 @@ INSTALL = "pip install -c constraints.txt -e . (make setup does it)"
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train the bundled W-net on a build (re-run to resume)",
                        description="Train the W-net on the build in OUT; re-running on an existing RUN resumes it.")  # fmt: skip
-    p.add_argument(
-        "out", metavar="OUT", help="a finished linepairs build (path or URL, e.g. s3://bucket/pairs)"
-    )
+    add_out_argument(p)
     p.add_argument("--config", help="preset (tiny, small, sd, sd2, sdxl) or a TOML file (docs/wnet.md); "
                    "default: tiny, or with --init the preset of MODEL's family")  # fmt: skip
     p.add_argument("--run", required=True, help="run folder: checkpoints, metrics.jsonl, samples/")
@@ -34,7 +32,6 @@ def add_parser(sub) -> None:
     p.add_argument("--gpus", action="store_true", help="one GPU per Ray Train worker")
     p.add_argument("--address", help="Ray cluster for --workers (default: RAY_ADDRESS, else an embedded Ray)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_storage_option(p)
     p.set_defaults(handler=run)
 
 

@@ -6,13 +6,12 @@ import argparse
 import os
 
 from ..errors import UsageError
-from .storage import add_storage_option, open_out
+from .storage import add_out_argument, open_out
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("verify", help="check every shard against shards.json and the manifest")
-    p.add_argument("out", metavar="OUT", help="a finished build (path or URL, e.g. s3://bucket/pairs)")
-    add_storage_option(p)
+    add_out_argument(p)
     p.set_defaults(handler=run)
 
 
