@@ -24,16 +24,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from groundwork import contract
+
 from .layout import (
-    BUILD_JSON,
-    DATASET_CARD,
-    MANIFEST,
-    PLAN,
-    REJECTS,
-    REJECTS_HISTORY,
-    SHARDS_JSON,
-    WEIGHTS_ACTIVE,
-    WEIGHTS_DIR,
     DamagedFileError,
     Layout,
     first_line,
@@ -46,8 +39,15 @@ FILES = "files"  # build.json key: relative path -> {bytes, sha256[, rows][, pol
 CHECKSUM = "checksum"
 # The public files a commit records besides the weight versions (present ones only: the history
 # exists after a retry, the plan after a build).
-TABLES = (MANIFEST, REJECTS, REJECTS_HISTORY, SHARDS_JSON, PLAN, DATASET_CARD)
-ACTIVE = f"{WEIGHTS_DIR}/{WEIGHTS_ACTIVE}"
+TABLES = (
+    contract.MANIFEST,
+    contract.REJECTS,
+    contract.REJECTS_HISTORY,
+    contract.SHARDS_JSON,
+    contract.PLAN,
+    contract.DATASET_CARD,
+)
+ACTIVE = f"{contract.WEIGHTS_DIR}/{contract.WEIGHTS_ACTIVE}"
 _SHARD_KEYS = {"path": str, "samples": int, "bytes": int, "sha256": str}
 
 
@@ -57,7 +57,7 @@ def digest(data: bytes) -> str:
 
 def weight_file(name: str) -> str:
     """The relative path of weight version ``name`` (as build.json ``files`` names it)."""
-    return f"{WEIGHTS_DIR}/{name}.parquet"
+    return f"{contract.WEIGHTS_DIR}/{name}.parquet"
 
 
 # ---------------------------------------------------------------- reading the records
@@ -119,7 +119,7 @@ def committed(layout: Layout) -> tuple[dict[str, Any] | None, dict[str, str]]:
         if copy_why != "missing" or FILES in public:  # a build from before the copy has none
             problems[layout.rel(layout.committed_copy)] = copy_why or "differs from build.json"
     if record is not None and public_bytes != json_bytes(record):
-        problems[BUILD_JSON] = public_why or "differs from the committed copy _state/build.json"
+        problems[contract.BUILD_JSON] = public_why or "differs from the committed copy _state/build.json"
     return record, problems
 
 

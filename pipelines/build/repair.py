@@ -26,6 +26,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from groundwork import contract
 from sharding.integrity import (
     ACTIVE,
     FILES,
@@ -36,13 +37,6 @@ from sharding.integrity import (
     weight_file,
 )
 from sharding.layout import (
-    BUILD_JSON,
-    DATASET_CARD,
-    MANIFEST,
-    PLAN,
-    REJECTS,
-    REJECTS_HISTORY,
-    SHARDS_JSON,
     DamagedFileError,
     Layout,
     json_bytes,
@@ -186,17 +180,18 @@ def replay_tables(
     made: list[str] = []
     try:
         for number, step, step_states in steps():
-            out = {k: scratch(name, number) for k, name in
-                   (("manifest", MANIFEST), ("rejects", REJECTS), ("history", REJECTS_HISTORY))}  # fmt: skip
+            out = {k: scratch(name, number) for k, name in (
+                ("manifest", contract.MANIFEST), ("rejects", contract.REJECTS), ("history", contract.REJECTS_HISTORY)
+            )}  # fmt: skip
             made += list(out.values())
             tables = write_tables(layout, step, step_states, _extractors(req), before, out)
             history = out["history"] if layout.exists(out["history"]) else before["history"]
             before = {"manifest": out["manifest"], "rejects": out["rejects"], "history": history,
                       "shards": tables.shards}  # fmt: skip
         return {
-            MANIFEST: layout.read_bytes(before["manifest"]),
-            REJECTS: layout.read_bytes(before["rejects"]),
-            REJECTS_HISTORY: layout.read_bytes(before["history"]) if before["history"] else None,
+            contract.MANIFEST: layout.read_bytes(before["manifest"]),
+            contract.REJECTS: layout.read_bytes(before["rejects"]),
+            contract.REJECTS_HISTORY: layout.read_bytes(before["history"]) if before["history"] else None,
         }
     finally:
         for path in made:
@@ -256,7 +251,7 @@ def repair_weights(req, layout: Layout, record: dict[str, Any], damaged: dict[st
             _put(layout, rel, encode_version(version, policy_meta(cfg)), files, "the manifest and its policy")
         elif rel == ACTIVE:
             _put(layout, rel, json_bytes({"name": record["weights_active"]}), files, "build.json")
-        elif rel == DATASET_CARD:  # its config from build.json, its fingerprint from shards.json
+        elif rel == contract.DATASET_CARD:  # its config from build.json, its fingerprint from shards.json
             card = dataset_card_bytes(layout, record["request"]["config"], int(record.get("contract", 0)))
             _put(layout, rel, card, files, "the build's config and shards.json")
         else:
@@ -303,24 +298,24 @@ def repair(req, layout: Layout, finished: Finished) -> list[str]:
     if files:
         for name in drop_unrecorded_versions(layout, policies_of(layout, record)):
             repaired.append(f"{weight_file(name)} removed (not recorded: left by a killed reweight)")
-    if PLAN in found:
+    if contract.PLAN in found:
         replan(req, layout, record)
-        _put(layout, PLAN, layout.read_bytes(layout.plan), files, "the scan parts")
-        repaired.append(f"{PLAN} ({found[PLAN]})")
+        _put(layout, contract.PLAN, layout.read_bytes(layout.plan), files, "the scan parts")
+        repaired.append(f"{contract.PLAN} ({found[contract.PLAN]})")
     plan_of = committed_shards(layout, record)
     states = read_states(layout, sorted(plan_of))
     expected = None
-    if SHARDS_JSON not in found:
+    if contract.SHARDS_JSON not in found:
         try:
             expected = {e["path"]: e for e in read_shards(layout)}
         except DamagedFileError as exc:  # a build from before the records: nothing else says so
-            found[SHARDS_JSON] = exc.why
+            found[contract.SHARDS_JSON] = exc.why
     repaired += repair_shards(req, layout, plan_of, expected, states)
-    if SHARDS_JSON in found:
+    if contract.SHARDS_JSON in found:
         stats = sorted((states[s]["stats"] for s in plan_of), key=lambda e: e["path"])
-        _put(layout, SHARDS_JSON, json_bytes({"shards": stats}), files, "the state markers")
-        repaired.append(f"{SHARDS_JSON} ({found[SHARDS_JSON]})")
-    tables = [t for t in (MANIFEST, REJECTS, REJECTS_HISTORY) if t in found]
+        _put(layout, contract.SHARDS_JSON, json_bytes({"shards": stats}), files, "the state markers")
+        repaired.append(f"{contract.SHARDS_JSON} ({found[contract.SHARDS_JSON]})")
+    tables = [t for t in (contract.MANIFEST, contract.REJECTS, contract.REJECTS_HISTORY) if t in found]
     if tables:
         full = {s: st for s, st in states.items() if st is not None}
         rebuilt = replay_tables(req, layout, record, full)
@@ -333,10 +328,14 @@ def repair(req, layout: Layout, finished: Finished) -> list[str]:
         req,
         layout,
         record,
-        {r: w for r, w in found.items() if r in files and r not in (PLAN, SHARDS_JSON, *tables)},
+        {
+            r: w
+            for r, w in found.items()
+            if r in files and r not in (contract.PLAN, contract.SHARDS_JSON, *tables)
+        },
     )
     for rel, why in sorted(finished.problems.items()):  # build.json and its copy, last: the commit marker
-        target = layout.build_json if rel == BUILD_JSON else layout.committed_copy
+        target = layout.build_json if rel == contract.BUILD_JSON else layout.committed_copy
         layout.write_bytes(target, json_bytes(record))
         repaired.append(f"{rel} ({why})")
     if repaired:
