@@ -56,6 +56,23 @@ def records(path: str) -> dict[str, tuple[str | None, str | None]]:
         return {r.source_id: (r.reject_reason, r.reject_detail) for r in iter_records(parse_source(path))}
 
 
+def _peak_growth(imports: str, body: str, arg: str, timeout: float) -> tuple[str, float]:
+    """Run ``body`` (``arg`` as ``sys.argv[1]``) in a fresh Python after ``imports``: what it printed,
+    and how far its peak memory grew meanwhile, in MiB (the imports not counted)."""
+    code = (
+        f"import resource, sys\n{imports}"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"{body}"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, arg], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    printed, _, grown = res.stdout.strip().rpartition("\n")
+    return printed, float(grown)
+
+
 def test_api_metadata_links_out_of_the_source_are_never_read(tmp_path):
     """Was: a post defined outside the source was built, and /etc/passwd's lines became rows."""
     api, elsewhere = tmp_path / "api", tmp_path / "elsewhere"
@@ -111,21 +128,15 @@ def test_a_sparse_gigabyte_line_is_one_row_in_bounded_memory(tmp_path):
         fh.write(b"[")
         fh.truncate(8 << 30)  # an 8 GiB JSON array: refused from its size, never read
     image(api / "1.png")
-    code = (
-        "import json, resource, sys\n"
-        "from curation.sources import iter_records, parse_source\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    printed, grown = _peak_growth(
+        "import json\nfrom curation.sources import iter_records, parse_source\n",
         "rows = [(r.source_id, r.reject_reason, r.reject_detail) for r in iter_records(parse_source(sys.argv[1]))]\n"
-        "grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024\n"
-        "print(json.dumps({'rows': rows, 'grown_mib': grown}))\n"
+        "print(json.dumps(rows))\n",
+        str(api),
+        timeout=300,
     )
-    res = subprocess.run(
-        [sys.executable, "-c", code, str(api)], capture_output=True, text=True, timeout=300, cwd=REPO
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    found = json.loads(res.stdout)
-    assert found["grown_mib"] < 150, found["grown_mib"]
-    by_reason = sorted((reason or "", detail or "") for _, reason, detail in found["rows"])
+    assert grown < 150, grown
+    by_reason = sorted((reason or "", detail or "") for _, reason, detail in json.loads(printed))
     assert [r for r, _ in by_reason] == ["", "bad_metadata", "bad_metadata"], by_reason
     assert any("over 16 MiB" in d for _, d in by_reason) and any("JSON lines" in d for _, d in by_reason)
 
@@ -399,18 +410,13 @@ def test_tag_tables_that_are_fifos_or_over_their_caps_are_one_line(tmp_path):
     with open(line, "wb") as fh:
         fh.write(b"name,category\nhatsune_miku,4\n")
         fh.truncate(1 << 30)  # a 1 GiB line of NUL bytes, no newline
-    code = (
-        "import resource, sys\n"
-        "from curation.tags import TagTableError, read_tag_table\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "try:\n    read_tag_table(sys.argv[1])\nexcept TagTableError as exc:\n    print(exc)\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
+    message, grown = _peak_growth(
+        "from curation.tags import TagTableError, read_tag_table\n",
+        "try:\n    read_tag_table(sys.argv[1])\nexcept TagTableError as exc:\n    print(exc)\n",
+        str(line),
+        timeout=120,
     )
-    res = subprocess.run(
-        [sys.executable, "-c", code, str(line)], capture_output=True, text=True, timeout=120, cwd=REPO
-    )
-    message, grown = res.stdout.strip().splitlines()
-    assert "line 3 is over 16 MiB" in message and int(grown) < 100, res.stdout + res.stderr
+    assert "line 3 is over 16 MiB" in message and grown < 100, (message, grown)
     config = write_config(str(tmp_path / "build.toml"), f'[sidecars]\ntag_table = "{fifo}"\n')
     (tmp_path / "art").mkdir()
     image(tmp_path / "art" / "a.png")

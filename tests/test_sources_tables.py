@@ -117,6 +117,17 @@ def test_kblueleaf_sqlite_relation_and_enums(jpg, tmp_path):
     src.close()
 
 
+def _one_table_db(path, create: str, insert: str, rows: list[tuple] | None = None) -> None:
+    """A SQLite file (its folder made) of one table: ``create``, then ``insert`` once per row of
+    parameters (once, without, by default)."""
+    path.parent.mkdir()
+    con = sqlite3.connect(path)
+    con.execute(create)
+    con.executemany(insert, rows or [()])
+    con.commit()
+    con.close()
+
+
 def test_kblueleaf_first_release_tag_lists_in_base36(jpg, tmp_path):
     con = sqlite3.connect(tmp_path / "old.db")
     con.executescript(
@@ -142,16 +153,10 @@ def test_kblueleaf_first_release_tag_lists_in_base36(jpg, tmp_path):
 def test_jakaline_and_jannchie_flat_tables(jpg, tmp_path):
     # Jakaline's Danbooru2023_metadata: the API's columns in one table
     jak = tmp_path / "jak"
-    jak.mkdir()
-    con = sqlite3.connect(jak / "danbooru2023_metadata.db")
-    con.execute("CREATE TABLE metadata (id INTEGER PRIMARY KEY, md5 TEXT, rating TEXT, image_width INTEGER, "
+    _one_table_db(jak / "danbooru2023_metadata.db", "CREATE TABLE metadata (id INTEGER PRIMARY KEY, md5 TEXT, rating TEXT, image_width INTEGER, "
                 "image_height INTEGER, file_ext TEXT, duration REAL, tag_string_general TEXT, tag_string_character TEXT, "
-                "tag_string_copyright TEXT, tag_string_artist TEXT, tag_string_meta TEXT)")  # fmt: skip
-    con.execute(
-        "INSERT INTO metadata VALUES (9, 'ab', 's', 800, 900, 'jpg', NULL, '1girl solo', 'x_(y)', 'y', 'z', 'highres')"
-    )
-    con.commit()
-    con.close()
+                "tag_string_copyright TEXT, tag_string_artist TEXT, tag_string_meta TEXT)",
+                  "INSERT INTO metadata VALUES (9, 'ab', 's', 800, 900, 'jpg', NULL, '1girl solo', 'x_(y)', 'y', 'z', 'highres')")  # fmt: skip
     write_tar(str(jak / "data-0009.tar"), {"9.jpg": jpg})
     (rec,) = iter_records(parse_source(str(jak)))
     assert (
@@ -159,15 +164,11 @@ def test_jakaline_and_jannchie_flat_tables(jpg, tmp_path):
     )
     # Jannchie's danbooru_metadata: table posts, the API's names plus width/height/extension, 0/1 booleans
     jan = tmp_path / "jan"
-    jan.mkdir()
-    con = sqlite3.connect(jan / "danbooru_metadata.db")
-    con.execute("CREATE TABLE posts (id INTEGER PRIMARY KEY, filename TEXT, extension TEXT, width INTEGER, "
+    _one_table_db(jan / "danbooru_metadata.db", "CREATE TABLE posts (id INTEGER PRIMARY KEY, filename TEXT, extension TEXT, width INTEGER, "
                 "height INTEGER, rating TEXT, image_width INTEGER, image_height INTEGER, tag_string TEXT, "
-                "tag_string_general TEXT, file_ext TEXT, parent_id FLOAT, is_deleted INTEGER, is_banned INTEGER)")  # fmt: skip
-    con.executemany("INSERT INTO posts VALUES (?, 'f', 'jpg', 10, 10, 'g', 800, 900, 'a b', ?, 'jpg', NULL, ?, 0)",
-                    [(11, "a b", 0), (12, "c", 1)])  # fmt: skip
-    con.commit()
-    con.close()
+                "tag_string_general TEXT, file_ext TEXT, parent_id FLOAT, is_deleted INTEGER, is_banned INTEGER)",
+                  "INSERT INTO posts VALUES (?, 'f', 'jpg', 10, 10, 'g', 800, 900, 'a b', ?, 'jpg', NULL, ?, 0)",
+                  [(11, "a b", 0), (12, "c", 1)])  # fmt: skip
     write_tar(str(jan / "0.tar"), {"11.jpg": jpg, "12.jpg": jpg})
     one, two = iter_records(parse_source(str(jan)))
     assert (one.width, one.height) == (800, 900)  # image_width wins over width
