@@ -8,8 +8,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import time
 
 import cv2
 import pyarrow as pa
@@ -18,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from .conftest import gradient_image
-from .helpers import cli, popen_build, write_config
+from .helpers import cli, kill_when, popen_build, write_config
 
 BASE_IMAGES = ("anime2sketch_001.jpg", "sketchkeras_002.jpg", "style2paints_004.jpg", "paintsundo_003.jpg",
                "style2paints_012.jpg", "danbooregion_004.jpg")  # fmt: skip
@@ -190,15 +188,7 @@ def test_kill_during_append_resumes_to_the_same_bytes(base, appended, ray_cluste
         reached = lambda: len(glob.glob(os.path.join(out, "scan", "*.parquet"))) > scans  # noqa: E731
     else:
         reached = lambda: len(glob.glob(os.path.join(out, "_state", "increments", "*", "plan.parquet"))) > 0  # noqa: E731
-    deadline = time.monotonic() + 180
-    while not reached():
-        assert proc.poll() is None, (
-            f"append ended before the kill point: {proc.stderr.read().decode()[-2000:]}"
-        )
-        assert time.monotonic() < deadline, "kill point never reached"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, reached, 180, "append")
     assert "appends" not in json.load(open(os.path.join(out, "build.json"))), (
         "the append finished before the kill"
     )

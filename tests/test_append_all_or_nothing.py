@@ -11,16 +11,12 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from .helpers import cli, write_config
-from .test_hostile_append import CONFIG, IMAGES, NEW, files_of, rows
+from .helpers import cli, corpus_folder, files_of, write_config
+from .test_hostile_append import CONFIG, IMAGES, NEW, rows
 
 
 def _build(corpus, root, config_text: str, address: str) -> dict:
-    src, new = root / "src", root / "new"
-    for folder, names in ((src, IMAGES), (new, NEW)):
-        folder.mkdir()
-        for name in names:
-            shutil.copy(os.path.join(corpus, name), folder / name)
+    src, new = corpus_folder(corpus, root / "src", IMAGES), corpus_folder(corpus, root / "new", NEW)
     cfg = write_config(str(root / "cfg.toml"), config_text)
     out = str(root / "out")
     res = cli("build", f"base={src}", "--out", out, "--config", cfg, "-q", address=address)

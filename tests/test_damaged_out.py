@@ -16,7 +16,7 @@ import pytest
 from sharding.loader import LoaderError, load_population
 from sharding.verify import verify_shard
 
-from .helpers import cli, write_config
+from .helpers import THREE_IMAGES, cli, corpus_folder, write_config
 
 CONFIG = "[shards]\nsamples_per_shard = 1\n[dedup]\nenabled = false\n[filters]\nmin_tags = 0\n"
 
@@ -39,10 +39,7 @@ def built(small_corpus_module, ray_cluster, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def small_corpus_module(corpus, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("three")
-    for name in ("anime2sketch_001.jpg", "style2paints_004.jpg", "danbooregion_007.png"):
-        shutil.copy(os.path.join(corpus, name), folder / name)
-    return str(folder)
+    return corpus_folder(corpus, tmp_path_factory.mktemp("three"), THREE_IMAGES)
 
 
 def copy_out(built, tmp_path) -> str:

@@ -9,7 +9,6 @@ of OUT back byte for byte or stops with one line: no traceback, no hang, no sile
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -26,9 +25,9 @@ from sharding.loader import LoaderError, load_population
 from sharding.verify import verify_build
 from sharding.weights import WeightsVersionError
 
-from .helpers import cli, write_config
+from .helpers import THREE_IMAGES, cli, corpus_folder, files_of, write_config
 
-IMAGES = ("anime2sketch_001.jpg", "style2paints_004.jpg", "danbooregion_007.png")
+IMAGES = THREE_IMAGES
 NEW = ("style2paints_006.jpg",)
 CONFIG = "[shards]\nsamples_per_shard = 1\n[dedup]\nenabled = false\n[filters]\nmin_tags = 0\n"
 # Files every reader relies on (verify must name them when damaged); the private ones only the
@@ -40,23 +39,10 @@ DAMAGES = ("truncate", "flip", "delete", "swap")
 CASE_SECONDS = 240  # a hang is a failure, not a stuck suite
 
 
-def files_of(out: str) -> dict[str, str]:
-    found = {}
-    for root, _, names in os.walk(out):
-        for name in names:
-            path = os.path.join(root, name)
-            found[os.path.relpath(path, out)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
-    return found
-
-
 @pytest.fixture(scope="module")
 def built(corpus, ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz-out")
-    src, new = root / "src", root / "new"
-    for folder, names in ((src, IMAGES), (new, NEW)):
-        folder.mkdir()
-        for name in names:
-            shutil.copy(os.path.join(corpus, name), folder / name)
+    src, new = corpus_folder(corpus, root / "src", IMAGES), corpus_folder(corpus, root / "new", NEW)
     cfg = write_config(str(root / "c.toml"), CONFIG)
     out = str(root / "out")
     assert cli("build", str(src), "--out", out, "--config", cfg, "-q", address=ray_cluster).returncode == 0

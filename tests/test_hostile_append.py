@@ -4,7 +4,6 @@ behind build.json's back is named by verify, audit and the loader (docs/output.m
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ import pytest
 
 from sharding.loader import LoaderError, load_population
 
-from .helpers import cli, write_config
+from .helpers import cli, corpus_folder, files_of, write_config
 from .test_damaged_out import forge_records
 
 IMAGES = ("anime2sketch_001.jpg", "sketchkeras_002.jpg", "style2paints_004.jpg", "paintsundo_003.jpg",
@@ -24,16 +23,6 @@ IMAGES = ("anime2sketch_001.jpg", "sketchkeras_002.jpg", "style2paints_004.jpg",
 NEW = ("style2paints_006.jpg", "style2paints_009.jpg", "style2paints_013.jpg")
 LATER = "style2paints_017.jpg"
 CONFIG = "[scan]\nchunk_size = 2\n[shards]\nsamples_per_shard = 1\n[filters]\nmin_tags = 0\n"
-
-
-def files_of(out: str) -> dict[str, str]:
-    """Every file of OUT (private state included) -> its sha256."""
-    found = {}
-    for root, _, names in os.walk(out):
-        for name in names:
-            path = os.path.join(root, name)
-            found[os.path.relpath(path, out)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
-    return found
 
 
 def rows(out: str, name: str = "manifest.parquet") -> list[dict]:
@@ -48,11 +37,8 @@ def build_json(out: str) -> dict:
 def appended(corpus, ray_cluster, tmp_path_factory):
     """A build of six images, then an append of three more: (sources, config, OUT, its files)."""
     root = tmp_path_factory.mktemp("hostile-append")
-    src, new, later = root / "src", root / "new", root / "later"
-    for folder, names in ((src, IMAGES), (new, NEW), (later, (LATER,))):
-        folder.mkdir()
-        for name in names:
-            shutil.copy(os.path.join(corpus, name), folder / name)
+    src, new = corpus_folder(corpus, root / "src", IMAGES), corpus_folder(corpus, root / "new", NEW)
+    later = corpus_folder(corpus, root / "later", (LATER,))
     cfg = write_config(str(root / "cfg.toml"), CONFIG)
     out = str(root / "out")
     res = cli("build", str(src), "--out", out, "--config", cfg, "-q", address=ray_cluster)

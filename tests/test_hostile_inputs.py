@@ -19,7 +19,7 @@ from sharding.schema import RECORD_SCHEMA
 
 from .badinputs import EPS, SJIS_NAME, write_hostile_api, write_hostile_folder
 from .dumps import hf_row, write_parquet, write_tar
-from .helpers import cli, write_config
+from .helpers import WritesOnUnpickle, cli, write_config
 
 DECODING_ONLY = ScanSettings(min_side=64, metrics=MetricThresholds(enabled=False))
 
@@ -173,16 +173,6 @@ def test_one_definition_for_record_columns_scan_defaults_and_reject_ids():
     assert REJECT_SCHEMA.names[: len(REJECT_ID_COLUMNS)] == list(REJECT_ID_COLUMNS)
 
 
-class _Payload:
-    """Unpickling this would create a file: the scorer's loader must refuse it before that."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def test_a_scorer_checkpoint_carrying_code_is_refused_without_pytorchs_advice(tmp_path):
     """Was: refused, but the message relayed PyTorch's advice to set weights_only=False."""
     import pickle
@@ -197,7 +187,9 @@ def test_a_scorer_checkpoint_carrying_code_is_refused_without_pytorchs_advice(tm
     write_aesthetic(folder)
     marker = tmp_path / "pwned"
     torch.save(
-        {"layers.0.weight": _Payload(str(marker))}, os.path.join(folder, MLP_FILE), pickle_module=pickle
+        {"layers.0.weight": WritesOnUnpickle(str(marker))},
+        os.path.join(folder, MLP_FILE),
+        pickle_module=pickle,
     )
     cfg = write_config(str(tmp_path / "c.toml"), f'[scorers.aesthetic]\nweights = "{folder}"\n')
     src = tmp_path / "src"

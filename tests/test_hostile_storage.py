@@ -6,48 +6,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from .helpers import REPO, write_config
+from .helpers import REPO, THREE_IMAGES, corpus_folder, write_config
+from .moto_server import free_port, start_moto, stop
 
 SECRET = "wr0ng-s3cr3t-never-printed-91c2"
 BUCKET = "hostile-bucket"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_moto(tmp_path, **env: str) -> tuple[subprocess.Popen, str]:
-    pytest.importorskip("s3fs")
-    port = _free_port()
-    log = open(tmp_path / f"moto-{port}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.skip("the moto S3 server did not start")
-            time.sleep(0.2)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def run(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
@@ -72,7 +41,7 @@ def guarded(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("guarded")
     # The first 4 requests need no credentials: the user, its key, its policy and the bucket.
-    proc, endpoint = start_moto(tmp, INITIAL_NO_AUTH_ACTION_COUNT="4")
+    proc, endpoint, _ = start_moto(tmp, INITIAL_NO_AUTH_ACTION_COUNT="4")
     try:
         iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
                            aws_access_key_id="setup", aws_secret_access_key="setup")  # fmt: skip
@@ -91,10 +60,7 @@ def guarded(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def src(corpus, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("store-src")
-    for name in ("anime2sketch_001.jpg", "style2paints_004.jpg", "danbooregion_007.png"):
-        shutil.copy(os.path.join(corpus, name), folder / name)
-    return str(folder)
+    return corpus_folder(corpus, tmp_path_factory.mktemp("store-src"), THREE_IMAGES)
 
 
 def test_a_wrong_secret_is_one_line_for_every_command(guarded, src):
@@ -118,7 +84,7 @@ def test_a_missing_bucket_is_one_line(guarded, src):
 
 def test_audit_tells_an_outage_from_an_unfinished_build(tmp_path, src):
     """Nothing listens at the endpoint: "does not answer", not "not a finished build"."""
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}", "AWS_ACCESS_KEY_ID": "k",
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_ACCESS_KEY_ID": "k",
            "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": "us-east-1"}  # fmt: skip
     out = f"s3://{BUCKET}/pairs"
     for args in (("audit", out), ("verify", out), ("build", src, "--out", out, "-q")):
@@ -130,7 +96,7 @@ def test_the_endpoint_dying_mid_build_is_one_line(tmp_path, src):
     """Was: 172 lines. The store goes away while the shards are being written."""
     import boto3
 
-    proc, endpoint = start_moto(tmp_path)
+    proc, endpoint, _ = start_moto(tmp_path)
     env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": SECRET,
            "AWS_REGION": "us-east-1"}  # fmt: skip
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="k",
@@ -172,7 +138,7 @@ def test_a_file_gone_in_an_outage_is_the_outage_not_a_missing_bucket(tmp_path, m
 
     assert storage_fault(FileNotFoundError(f"{BUCKET}/dies/plan.parquet")) is None
     assert "does not exist" in storage_fault(FileNotFoundError("The specified bucket does not exist"))
-    proc, endpoint = start_moto(tmp_path)
+    proc, endpoint, _ = start_moto(tmp_path)
     for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": SECRET,
                         "AWS_REGION": "us-east-1"}.items():  # fmt: skip
         monkeypatch.setenv(name, value)

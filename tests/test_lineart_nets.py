@@ -21,6 +21,7 @@ from groundwork.checkpoints import WeightsError, read_state_dict, resolve
 from lineart.nets import pidinet as pidinet_mod
 
 from . import nets_reference as ref
+from .helpers import WritesOnUnpickle
 
 LEARNED = ["hed", "lineart", "lineart_anime", "lineart_coarse", "manga_line", "mteed", "pidinet", "teed"]
 PIDINET_SHA = "80860ac267258b5f27486e0ef152a211d0b08120f62aeb185a050acc30da486c"
@@ -296,21 +297,13 @@ def test_truncated_and_garbage_files_are_clear_errors(tmp_path, mteed_file):
             read_state_dict(str(tmp_path / name))
 
 
-class _Boom:
-    """Unpickling this would create a file: the loader must refuse before that."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def test_a_checkpoint_carrying_code_is_refused_and_not_run(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pth"
     torch.save(
-        {"state_dict": {"w": torch.zeros(1)}, "payload": _Boom(str(marker))}, evil, pickle_module=pickle
+        {"state_dict": {"w": torch.zeros(1)}, "payload": WritesOnUnpickle(str(marker))},
+        evil,
+        pickle_module=pickle,
     )
     assert zipfile.is_zipfile(evil)
     with pytest.raises(WeightsError, match="not a loadable torch checkpoint"):

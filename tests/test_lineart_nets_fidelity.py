@@ -34,46 +34,45 @@ def _reference_installed():
     ref.controlnet_aux()
 
 
+def _assert_like_reference(
+    name: str, path: str, reference, img: np.ndarray, levels: int = 10, **options
+) -> None:
+    """Our ``name`` (the checkpoint at ``path``, with ``options``) draws ``img`` as ``reference``
+    does, and not flat (at least ``levels`` grey levels)."""
+    label = " ".join([name, *(f"{k}={v}" for k, v in options.items())])
+    ours = lineart.create(name, weights=path, reference_exact=True, **options)(img[None])[0]
+    ref.assert_matches(ours, reference(img), label)
+    ref.assert_not_flat(ours, label, levels=levels)
+
+
 def test_pidinet_random_weights(tmp_path, image):
     path, reference = ref.pidinet(str(tmp_path))
-    ours = lineart.create("pidinet", weights=path, reference_exact=True)(image[None])[0]
-    ref.assert_matches(ours, reference(image), "pidinet")
-    ref.assert_not_flat(ours, "pidinet", levels=10)
+    _assert_like_reference("pidinet", path, reference, image)
 
 
 def test_teed_random_weights_default_and_continuous(tmp_path, image):
     path, reference = ref.teed(str(tmp_path))
-    ours = lineart.create("teed", weights=path, reference_exact=True)(image[None])[0]
-    ref.assert_matches(ours, reference(image), "teed")
-    ref.assert_not_flat(ours, "teed", levels=2)  # safe_steps=2 leaves three levels at most
+    _assert_like_reference("teed", path, reference, image, levels=2)  # safe_steps=2: three levels at most
     _, continuous = ref.teed(str(tmp_path), safe_steps=0)
-    ours = lineart.create("teed", weights=path, reference_exact=True, safe_steps=0)(image[None])[0]
-    ref.assert_matches(ours, continuous(image), "teed safe_steps=0")
-    ref.assert_not_flat(ours, "teed safe_steps=0", levels=10)
+    _assert_like_reference("teed", path, continuous, image, safe_steps=0)
 
 
 @pytest.mark.parametrize("name,coarse", [("lineart", False), ("lineart_coarse", True)])
 def test_informative_drawings_random_weights(tmp_path, image, name, coarse):
     path, reference = ref.lineart(str(tmp_path), coarse)
-    ours = lineart.create(name, weights=path, reference_exact=True)(image[None])[0]
-    ref.assert_matches(ours, reference(image), name)
-    ref.assert_not_flat(ours, name, levels=10)
+    _assert_like_reference(name, path, reference, image)
 
 
 def test_lineart_anime_random_weights_with_resize_to_256(tmp_path, image):
     """512x576 is not a multiple of 256: both sides go through the reference's bicubic resizes."""
     path, reference = ref.lineart_anime(str(tmp_path))
     img = cv2.resize(image, (576, 512), interpolation=cv2.INTER_AREA)
-    ours = lineart.create("lineart_anime", weights=path, reference_exact=True)(img[None])[0]
-    ref.assert_matches(ours, reference(img), "lineart_anime")
-    ref.assert_not_flat(ours, "lineart_anime", levels=10)
+    _assert_like_reference("lineart_anime", path, reference, img)
 
 
 def test_hed_random_weights_from_fp16_file(tmp_path, image):
     path, reference = ref.hed(str(tmp_path))
-    ours = lineart.create("hed", weights=path, reference_exact=True)(image[None])[0]
-    ref.assert_matches(ours, reference(image), "hed")
-    ref.assert_not_flat(ours, "hed", levels=10)
+    _assert_like_reference("hed", path, reference, image)
 
 
 # --- MangaLineExtraction: no installable reference ------------------------------------------

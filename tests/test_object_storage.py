@@ -10,18 +10,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
 
 from sharding.layout import Layout
 
-from .helpers import REPO, write_config
+from .helpers import REPO, kill_when, write_config
+from .moto_server import start_moto, stop
 
 CONFIG = "[scan]\nchunk_size = 1\n[shards]\nsamples_per_shard = 1\n"
 IMAGES = ("anime2sketch_001.jpg", "sketchkeras_002.jpg", "style2paints_004.jpg", "paintsundo_003.jpg",
@@ -30,39 +28,19 @@ SECRET = "s3cr3t-never-printed-7f3a"
 BUCKET = "linepairs-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server in its own process; yields the environment that reaches it."""
-    pytest.importorskip("s3fs")
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.skip(f"the moto S3 server did not start (python -m moto.server, exit {proc.poll()})")
-            time.sleep(0.2)
+    proc, endpoint, log = start_moto(tmp_path_factory.mktemp("moto"))
     env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": SECRET,
         "AWS_REGION": "us-east-1",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    env = {**env, "log": log.name}  # the server's request log (one line per request, with its status)
+    env = {**env, "log": log}  # the server's request log (one line per request, with its status)
     import boto3
 
     boto3.client("s3").create_bucket(Bucket=BUCKET)
@@ -74,9 +52,7 @@ def s3(tmp_path_factory):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+        stop(proc)
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -187,15 +163,7 @@ def test_sigkill_mid_materialize_on_s3_resumes_to_same_bytes(s3, reference, ray_
     cmd = [sys.executable, "-m", "pipelines.cli", "build", src, "--out", out, "--config", cfg,
            "--address", ray_cluster, "-q"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    deadline = time.monotonic() + 240
-    while not any(True for _ in layout.files(states)):
-        assert proc.poll() is None, (
-            f"build ended before the kill point: {proc.stderr.read().decode()[-2000:]}"
-        )
-        assert time.monotonic() < deadline, "kill point never reached"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, lambda: any(True for _ in layout.files(states)), 240, poll=0.05)
     assert not layout.exists(layout.build_json), "the build finished before the kill"
     res = _cli("build", src, "--out", out, "--config", cfg, "--address", ray_cluster, "-q")
     assert res.returncode == 0, res.stderr

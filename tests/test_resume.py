@@ -7,12 +7,11 @@ import json
 import os
 import shutil
 import signal
-import time
 
 import pyarrow.parquet as pq
 import pytest
 
-from .helpers import cli, popen_build, write_config
+from .helpers import cli, kill_when, popen_build, write_config
 
 # One shard per sample and one input per scan chunk: many small units, so a kill lands mid-phase.
 CONFIG = "[scan]\nchunk_size = 1\n[shards]\nsamples_per_shard = 1\n"
@@ -40,19 +39,6 @@ def reference(corpus, ray_cluster, tmp_path_factory):
     return str(src), cfg, _result(out)
 
 
-def _kill_when(proc, predicate, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc.poll() is not None:
-            pytest.fail(f"build ended before the kill point: {proc.stderr.read().decode()[-2000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("kill point never reached")
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-
 @pytest.mark.parametrize(
     "phase, marker",
     [
@@ -64,7 +50,7 @@ def test_sigkill_then_resume_is_identical(reference, ray_cluster, tmp_path, phas
     src, cfg, (ref_manifest, ref_shards) = reference
     out = str(tmp_path / "out")
     proc = popen_build(src, "--out", out, "--config", cfg, address=ray_cluster)
-    _kill_when(proc, lambda: glob.glob(os.path.join(out, marker)))
+    kill_when(proc, lambda: glob.glob(os.path.join(out, marker)), 120)
     assert proc.returncode == -signal.SIGKILL
     assert not os.path.exists(os.path.join(out, "build.json")), (
         f"the build finished before the kill in {phase}"
