@@ -59,15 +59,15 @@ def files_of(top: str, skip_dirs: Collection[str] = ()) -> dict[str, str]:
     return found
 
 
-def wait_for(
+def kill_when(
     proc: subprocess.Popen,
     reached: Callable[[], Any],
     seconds: float,
     what: str = "build",
     poll: float = 0.01,
 ) -> None:
-    """Wait until ``reached()`` (asked every ``poll`` seconds) while ``proc`` (a ``what``) runs: its
-    ending first, or ``seconds`` passing (then it is killed), fails the test."""
+    """SIGKILL ``proc`` (a ``what``: no cleanup runs, as if killed at any moment) once ``reached()``
+    (asked every ``poll`` seconds); its ending first, or ``seconds`` passing, fails the test."""
     deadline = time.monotonic() + seconds
     while not reached():
         if proc.poll() is not None:
@@ -78,17 +78,6 @@ def wait_for(
             proc.kill()
             pytest.fail("kill point never reached")
         time.sleep(poll)
-
-
-def kill_when(
-    proc: subprocess.Popen,
-    reached: Callable[[], Any],
-    seconds: float,
-    what: str = "build",
-    poll: float = 0.01,
-) -> None:
-    """``wait_for``, then SIGKILL ``proc`` (no cleanup runs: a build killed at any moment)."""
-    wait_for(proc, reached, seconds, what, poll)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
