@@ -37,6 +37,19 @@ def _state(run: str) -> dict[str, torch.Tensor]:
     return out
 
 
+def _train_on_two(build: str, run: str, cfg) -> int:
+    """Train ``run`` to step 4 on two Ray Train workers; the step it ended at."""
+    return train(
+        TrainRequest(build, run, cfg, steps=4, workers=2, show_progress=False), scale_out=train_on_ray
+    ).step
+
+
+def _assert_same_state(run: str, copy: str) -> None:
+    """Model, EMA and optimizer state equal to the last bit."""
+    a, b = _state(run), _state(copy)
+    assert a.keys() == b.keys() and not [k for k in a if not torch.equal(a[k], b[k])]
+
+
 def _resumed_copy(run: str, folder) -> str:
     """The run as if killed after its step-2 checkpoint: step 4 gone, then resumed to 4."""
     copy = str(folder / (os.path.basename(run) + "-resumed"))
@@ -50,12 +63,7 @@ def ddp_run(build, tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddp")
     cfg = _config(folder, "ddp")
     run = str(folder / "run")
-    assert (
-        train(
-            TrainRequest(build, run, cfg, steps=4, workers=2, show_progress=False), scale_out=train_on_ray
-        ).step
-        == 4
-    )
+    assert _train_on_two(build, run, cfg) == 4
     return folder, cfg, run
 
 
@@ -69,14 +77,8 @@ def test_two_cpu_workers_train_rank_zero_saves_and_a_resume_is_exact(build, ddp_
     )
     assert [r["step"] for r in read_metrics(run)] == [1, 2, 3, 4]
     copy = _resumed_copy(run, folder)
-    assert (
-        train(
-            TrainRequest(build, copy, cfg, steps=4, workers=2, show_progress=False), scale_out=train_on_ray
-        ).step
-        == 4
-    )
-    a, b = _state(run), _state(copy)
-    assert a.keys() == b.keys() and not [k for k in a if not torch.equal(a[k], b[k])]
+    assert _train_on_two(build, copy, cfg) == 4
+    _assert_same_state(run, copy)
     assert [r["step"] for r in read_metrics(copy)] == [1, 2, 3, 4]
     # A checkpoint of two workers resumes on two workers only: said in one line.
     with pytest.raises(RunError, match="written by 2 worker"):
@@ -88,12 +90,7 @@ def test_fsdp_shards_trains_like_ddp_and_resumes_exactly(build, ddp_run, tmp_pat
     # previews and held-out losses on: every rank gathers the shards for them, rank 0 writes
     cfg = _config(tmp_path, "fsdp", sample_every=4, eval_every=2)
     run = str(tmp_path / "run")
-    assert (
-        train(
-            TrainRequest(build, run, cfg, steps=4, workers=2, show_progress=False), scale_out=train_on_ray
-        ).step
-        == 4
-    )
+    assert _train_on_two(build, run, cfg) == 4
     assert os.path.isfile(os.path.join(run, "samples", "step-00000004.png"))
     assert [r["step"] for r in read_metrics(run) if "heldout_loss" in r] == [2, 4]
     # the same data, the same seeds: FSDP's sharded step computes DDP's (up to summation order)
@@ -102,11 +99,5 @@ def test_fsdp_shards_trains_like_ddp_and_resumes_exactly(build, ddp_run, tmp_pat
     worst = max(float((fsdp_w[k] - ddp_w[k]).abs().max()) for k in fsdp_w)
     assert worst < 1e-4, worst
     copy = _resumed_copy(run, tmp_path)
-    assert (
-        train(
-            TrainRequest(build, copy, cfg, steps=4, workers=2, show_progress=False), scale_out=train_on_ray
-        ).step
-        == 4
-    )
-    a, b = _state(run), _state(copy)
-    assert a.keys() == b.keys() and not [k for k in a if not torch.equal(a[k], b[k])]
+    assert _train_on_two(build, copy, cfg) == 4
+    _assert_same_state(run, copy)
