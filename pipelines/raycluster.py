@@ -133,14 +133,8 @@ def driver_chatter_to_log() -> Iterator[None]:
     session's logs folder instead of the user's terminal, where they would break the promise of
     one error line. They write to file descriptor 2, so that descriptor is pointed at the file and
     Python's own ``sys.stderr`` (progress, our error lines) at a copy of the terminal's."""
-    try:
-        if sys.stderr is None or sys.stderr.fileno() != 2:
-            raise OSError("stderr is not descriptor 2")  # a captured stream: leave it alone
-        import ray
-
-        logs = ray._private.worker.global_worker.node.get_logs_dir_path()
-        sink = os.open(os.path.join(logs, DRIVER_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    except (OSError, AttributeError, ValueError):  # no fd 2, or no local session folder: as it was
+    sink = _open_driver_log()
+    if sink is None:
         yield
         return
     sys.stderr.flush()
@@ -155,6 +149,20 @@ def driver_chatter_to_log() -> Iterator[None]:
         sys.stderr.flush()
         os.dup2(terminal, 2)  # the terminal back on fd 2; the copy stays open for any writer holding it
         sys.stderr = before
+
+
+def _open_driver_log() -> int | None:
+    """A descriptor open for appending on the session's driver log; None when ``sys.stderr`` is not
+    descriptor 2 (a captured stream: left alone) or there is no local session folder."""
+    try:
+        if sys.stderr is None or sys.stderr.fileno() != 2:
+            return None
+        import ray
+
+        logs = ray._private.worker.global_worker.node.get_logs_dir_path()
+        return os.open(os.path.join(logs, DRIVER_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except (OSError, AttributeError, ValueError):  # fileno() of a stream without one; no session folder
+        return None
 
 
 def quiet_ray_data() -> None:
