@@ -71,3 +71,39 @@ def test_ray_chatter_on_the_drivers_stderr_goes_to_a_log(ray_cluster):
     assert res.stderr.splitlines() == ["linepairs build: error: the one line", "after the session"]
     with open(res.stdout.strip()) as fh:
         assert "task_manager.cc:1545" in fh.read()
+
+
+LEAN_SCRIPT = """
+import json, time, psutil, ray
+from pipelines.raycluster import ray_session
+
+me = psutil.Process()
+with ray_session(None, chatter_to_log=False):
+    assert ray.get(ray.remote(lambda: 1).remote()) == 1
+    import ray.data
+    assert sorted(r["id"] for r in ray.data.range(4).map(lambda r: {"id": r["id"] * 2}).iter_rows()) == [0, 2, 4, 6]
+    procs = me.children(recursive=True)
+    lines = [" ".join(p.cmdline()) for p in procs]
+gone, alive = psutil.wait_procs(procs, timeout=10)
+print(json.dumps({"lines": lines, "alive": [" ".join(p.cmdline()) for p in alive]}))
+"""
+
+
+def test_the_embedded_ray_starts_only_what_a_build_uses_and_stops_all_of_it():
+    """No autoscaler monitor, log monitor or dashboard head (a quarter of a build's fixed cost on a
+    small machine: docs/scale.md); tasks and Ray Data run; every process is gone after the session."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    res = subprocess.run([sys.executable, "-c", LEAN_SCRIPT], capture_output=True, text=True, cwd=REPO,
+                         timeout=180)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    seen = json.loads(res.stdout.strip().splitlines()[-1])
+    text = "\n".join(seen["lines"])
+    assert "gcs_server" in text and "raylet" in text, text  # the check sees Ray's own processes
+    for unwanted in ("autoscaler/_private/monitor.py", "log_monitor.py", "dashboard/dashboard.py"):
+        assert unwanted not in text, text
+    assert seen["alive"] == []
