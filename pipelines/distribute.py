@@ -137,6 +137,11 @@ def map_tasks(
 class ActorPool:
     """Up to ``size`` actors from ``factory``, ``per_actor`` calls queued on each, replaced when lost.
 
+    ``per_actor=1`` hands an item to an actor only when it is idle, so the items go to the actors in
+    their order as each frees (a long item queued behind another on one actor, while the others
+    run dry, was a build's tail: docs/scale.md); the next item's arguments are built ahead, so an
+    actor waits one round trip between items.
+
     ``factory()`` returns a new actor handle (created with ``max_restarts=0``: restarts are ours).
     ``ahead``: how many actors ``start``/``grow`` may create before ``map`` (default ``size``).
     """
@@ -146,7 +151,7 @@ class ActorPool:
         factory: Callable[[], Any],
         size: int,
         *,
-        per_actor: int = 2,
+        per_actor: int = 1,
         start_timeout: float = START_TIMEOUT_S,
         attempts: int = ATTEMPTS,
         ahead: int | None = None,
@@ -215,6 +220,7 @@ class ActorPool:
         queue = deque(items)
         tries: Counter[Any] = Counter()
         in_flight: dict[Any, tuple[Any, int]] = {}
+        prepared: dict[Any, tuple] = {}  # the next item's arguments, built while the actors work
         if items:
             self._fit(len(items))
         while queue or in_flight:
@@ -222,8 +228,11 @@ class ActorPool:
                 while queue and self.load[n] < self.per_actor:
                     item = queue.popleft()
                     tries[item] += 1
-                    in_flight[getattr(self.actors[n], method).remote(*args(item))] = (item, n)
+                    call = prepared.pop(item) if item in prepared else args(item)
+                    in_flight[getattr(self.actors[n], method).remote(*call)] = (item, n)
                     self.load[n] += 1
+            if queue and queue[0] not in prepared:
+                prepared = {queue[0]: args(queue[0])}
             waiting = list(in_flight) + list(self._ready_refs)
             done, _ = ray.wait(waiting, num_returns=1, timeout=POLL_S) if waiting else ([], [])
             for ref in done:
@@ -297,7 +306,7 @@ class ActorPool:
         self.close()
 
 
-def actor_pool(cls: type, args: tuple, shape: PoolShape, *, per_actor: int = 2) -> ActorPool:
+def actor_pool(cls: type, args: tuple, shape: PoolShape, *, per_actor: int = 1) -> ActorPool:
     """A pool of ``shape.actors`` actors of class ``cls`` built with ``cls(*args)``. No Ray restarts:
     the pool replaces a lost actor and hands its items to the living.
 
