@@ -186,10 +186,13 @@ class ActorPool:
         if actor is not None:
             ray.kill(actor, no_restart=True)
 
-    def start(self) -> ActorPool:
+    def start(self, every_cpu: bool = False) -> ActorPool:
         """Create the actors now, ahead of work (at most ``ahead``): each starts (loads its models)
         while the caller does something else; ``map`` then hands work to them as they become ready
-        and creates the rest."""
+        and creates the rest. ``every_cpu``: the caller runs no Ray task of its own before ``map``,
+        so the whole pool may start (``ahead`` keeps a CPU for such tasks otherwise)."""
+        if every_cpu:
+            self.ahead = self.size
         return self.grow(self.size)
 
     def grow(self, actors: int) -> ActorPool:

@@ -152,3 +152,29 @@ def test_a_pool_started_ahead_leaves_a_cpu_for_the_callers_tasks(ray_cluster):
         got = dict(pool.map(list(range(cpus)), "scale", lambda x: (x, 0)))
         assert got == {x: 10 * x for x in range(cpus)}
         assert len(pool.actors) == cpus  # the last actor was made when the work came
+
+
+def test_every_materialize_actor_starts_at_the_plan_only_when_no_ray_task_comes_before_the_shards(tmp_path):
+    """``no_tasks_before_materialize``: a fresh build's pool may take every CPU while the plan runs;
+    not once a shard state is written (a resume hashes written shards on Ray tasks, which would
+    wait forever for a CPU: the hang of issue 21), not for an increment, nor above the dedup's Ray
+    threshold (the near-duplicate search then runs as Ray tasks)."""
+    import dataclasses
+
+    from curation.dedup import DedupConfig
+    from pipelines.build.base import Base
+    from pipelines.build.request import APPEND, FRESH, BuildRequest
+    from pipelines.build.run import no_tasks_before_materialize
+    from pipelines.config import BuildConfig
+    from sharding.layout import Layout
+
+    layout = Layout(str(tmp_path / "out"))
+    layout.ensure_root()
+    req = BuildRequest([], layout.out, BuildConfig())
+    work = {"inputs": 615}
+    assert no_tasks_before_materialize(req, layout, Base(FRESH), work)
+    low = dataclasses.replace(BuildConfig(), dedup=DedupConfig(ray_threshold=600))
+    assert not no_tasks_before_materialize(BuildRequest([], layout.out, low), layout, Base(FRESH), work)
+    layout.write_json(layout.shard_state("shards/000000.tar"), {"stats": {}})
+    assert not no_tasks_before_materialize(req, layout, Base(FRESH), work)
+    assert not no_tasks_before_materialize(req, Layout(str(tmp_path / "other")), Base(APPEND, object()), work)

@@ -71,4 +71,6 @@ def test_line_stats_and_frame_sides_equal_their_numpy_definitions(corpus):
         for ink_level, speck_area in ((128, 4), (1, 1), (255, 9)):
             assert line_stats(lines, ink_level, speck_area) == reference_stats(lines, ink_level, speck_area)
         for width, contrast, share in ((4, 48, 0.9), (2, 10, 0.5), (0, 48, 0.9)):
-            assert frame_sides(lines, width, contrast, share) == reference_sides(lines, width, contrast, share)
+            assert frame_sides(lines, width, contrast, share) == reference_sides(
+                lines, width, contrast, share
+            )

@@ -120,7 +120,7 @@ def run_build(req: BuildRequest) -> BuildSummary:
             with trace.phase("scan"):
                 scan(req, layout, base, work, on_free=scan_tail(req, pool))
             timings["scan"] = time.perf_counter() - t
-            pool.start()
+            pool.start(every_cpu=no_tasks_before_materialize(req, layout, base, work))
             t = time.perf_counter()
             with trace.phase("plan"):
                 try:
@@ -138,6 +138,18 @@ def run_build(req: BuildRequest) -> BuildSummary:
     summary.repaired = repaired
     layout.remove_temp_files()  # leftovers of killed local writers
     return summary
+
+
+def no_tasks_before_materialize(req: BuildRequest, layout: Layout, base: Base, work: dict[str, Any]) -> bool:
+    """Whether the driver runs no Ray task between the scan and the shards, so every materialize
+    actor may start while the plan runs: a fresh build with no shard written (a resume hashes its
+    written shards on Ray tasks: pipelines/shardcheck.py) and fewer inputs than the dedup's Ray
+    threshold (above it the near-duplicate search runs as Ray tasks: pipelines/dedup.py)."""
+    return (
+        base.empty
+        and work["inputs"] <= req.config.dedup.ray_threshold
+        and not layout.listed_sizes(layout.shard_states_dir)
+    )
 
 
 def _open_base(req: BuildRequest, layout: Layout) -> BuildSummary | tuple[Base, dict, dict, list[str]]:
