@@ -149,6 +149,9 @@ def steady(paths: list[str]) -> dict[str, Any]:
         scan_per_sample = scan_each.wall * len(inputs) / max(samples, 1)
         kernel_each = kernel_floor(rows, cfg)
         kernel, kernel_full = kernel_each.wall, kernel_floor(rows, cfg, full_decode=True).wall
+        # the build's own materialize (the kernel plus the pair-quality check, the input's sha256,
+        # the sample JSON and caption, the tar and its fsync) over every planned shard, one core, no Ray
+        shard_work = 1.0 / materialize_in_process(out, cfg)
         scales = _dct_scales(rows, cfg)
     finally:
         shutil.rmtree(src, ignore_errors=True)
@@ -176,6 +179,13 @@ def steady(paths: list[str]) -> dict[str, Any]:
         "kernel_full_decode_samples_per_s_one_core": round(1 / kernel_full, 3),
         "kernel_speedup_over_full_decode": round(kernel_full / kernel, 3),
         "floor_with_full_decode_samples_per_s": round(cores / (scan_per_sample + kernel_full), 3),
+        # The same with the build's own shard code in place of the kernel loop: what a perfect
+        # scheduler of this work would reach; the ratio to it is what Ray, the idle cores and the
+        # plan on the driver cost (docs/scale.md, "Two floors").
+        "in_process_floor_samples_per_s": round(cores / (scan_per_sample + shard_work), 3),
+        "ratio_end_to_end_to_in_process_floor": round(end_to_end / (cores / (scan_per_sample + shard_work)), 3),
+        # per sample, the shard work beyond the kernel loop
+        "shard_work_beyond_kernel_ms_per_sample": round(1000 * (shard_work - kernel), 2),
         "samples_by_dct_scale": scales,
         "phase_s": {k: round(v, 3) for k, v in summary.timings.items()},
         # per phase: capacity (wall x cores) against kernel CPU and idle core-seconds (pipelines/phasetimes.py)
