@@ -133,7 +133,8 @@ def start_embedded(num_cpus: int):  # -> ray._private.node.Node
     head (off already; its minimal form served only usage stats, which are off). On a small
     machine they were a quarter of a build's fixed cost: ray.init 2.3 s, of which 0.6 s theirs,
     and ray.shutdown 1.2 s waiting for them to stop, against 0.1-0.3 s without (docs/scale.md).
-    A reaper process stops the head if this process dies without ``stop_embedded``."""
+    If this process is killed before ``stop_embedded``, the GCS and the raylet stop with it as
+    they do under ray.init (its agents follow once they find the raylet gone)."""
     from ray._private.node import Node
     from ray._private.parameter import RayParams
 

@@ -212,9 +212,19 @@ def test_fit_and_crop_is_the_per_sample_rule():
 
 
 def test_scan_parts_grow_with_the_input_count():
-    assert scan_unit(41, 0) == 32 and scan_unit(600, 0) == 32
-    assert scan_unit(100_000, 0) == 1024 and scan_unit(10_000_000, 0) == 4096
+    assert scan_unit(20, 0) == 32 and scan_unit(600, 0) == 32
+    assert scan_unit(100_000, 0, cores=2) == 1024 and scan_unit(10_000_000, 0, cores=16) == 4096
     assert scan_unit(10_000_000, 7) == 7  # an explicit chunk_size wins
+
+
+def test_a_small_builds_scan_units_are_equal_and_a_multiple_of_the_cores():
+    """615 inputs made 19 units of 32 and one of 7: on 2 cores one core scanned the last unit alone."""
+    for inputs in (33, 41, 615, 1000, 2047):
+        for cores in (1, 2, 3, 16):
+            unit = scan_unit(inputs, 0, cores)
+            assert unit <= 32 and -(-inputs // unit) >= -(-inputs // 32), (inputs, cores, unit)
+    for inputs, cores, unit, units in ((615, 2, 31, 20), (41, 2, 21, 2), (1000, 3, 31, 33), (2047, 16, 32, 64)):
+        assert scan_unit(inputs, 0, cores) == unit and -(-inputs // unit) == units
 
 
 def test_planning_and_classical_extractors_do_not_import_torch():
