@@ -223,7 +223,12 @@ def test_a_small_builds_scan_units_are_equal_and_a_multiple_of_the_cores():
         for cores in (1, 2, 3, 16):
             unit = scan_unit(inputs, 0, cores)
             assert unit <= 32 and -(-inputs // unit) >= -(-inputs // 32), (inputs, cores, unit)
-    for inputs, cores, unit, units in ((615, 2, 31, 20), (41, 2, 21, 2), (1000, 3, 31, 33), (2047, 16, 32, 64)):
+    for inputs, cores, unit, units in (
+        (615, 2, 31, 20),
+        (41, 2, 21, 2),
+        (1000, 3, 31, 33),
+        (2047, 16, 32, 64),
+    ):
         assert scan_unit(inputs, 0, cores) == unit and -(-inputs // unit) == units
 
 

@@ -183,7 +183,9 @@ def steady(paths: list[str]) -> dict[str, Any]:
         # scheduler of this work would reach; the ratio to it is what Ray, the idle cores and the
         # plan on the driver cost (docs/scale.md, "Two floors").
         "in_process_floor_samples_per_s": round(cores / (scan_per_sample + shard_work), 3),
-        "ratio_end_to_end_to_in_process_floor": round(end_to_end / (cores / (scan_per_sample + shard_work)), 3),
+        "ratio_end_to_end_to_in_process_floor": round(
+            end_to_end / (cores / (scan_per_sample + shard_work)), 3
+        ),
         # per sample, the shard work beyond the kernel loop
         "shard_work_beyond_kernel_ms_per_sample": round(1000 * (shard_work - kernel), 2),
         "samples_by_dct_scale": scales,
