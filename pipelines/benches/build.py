@@ -3,6 +3,11 @@
 The floor is decode + crop/resize + every configured extractor + encode, one image after another
 on one core with no Ray and no tar: what the machine can do per core at best. Ratio =
 end-to-end samples/s / floor samples/s; on N cores a perfect pipeline approaches N.
+
+The steady state also reports a second floor, the build's own shard code (pair-quality check,
+the input's sha256, sample JSON, tar) in one process on one core: the ratio to it is what the
+distribution costs (Ray, idle cores, the plan on the driver), the rest of the gap to the first
+floor is work every sample needs (docs/scale.md, "Two floors").
 """
 
 from __future__ import annotations
