@@ -84,8 +84,9 @@ def line_stats(lines: np.ndarray, ink_level: int = 128, speck_area: int = 4) -> 
     """Ink density and connected-component statistics (8-connected ink) of one drawing."""
     if lines.ndim != 2 or lines.dtype != np.uint8:
         raise ValueError(f"expected an H x W uint8 drawing, got {lines.shape} {lines.dtype}")
+    lines = np.ascontiguousarray(lines)  # OpenCV's calls below take contiguous rows only
     # ink: 1 where lines < ink_level (0 <= ink_level - 1 < 255 for the valid 1..255)
-    ink = cv2.threshold(np.ascontiguousarray(lines), ink_level - 1, 1, cv2.THRESH_BINARY_INV)[1]
+    ink = cv2.threshold(lines, ink_level - 1, 1, cv2.THRESH_BINARY_INV)[1]
     pixels = lines.size
     ink_px = cv2.countNonZero(ink)
     n, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
@@ -94,7 +95,7 @@ def line_stats(lines: np.ndarray, ink_level: int = 128, speck_area: int = 4) -> 
     specks = int((areas <= speck_area).sum())
     mpx = pixels / 1e6
     # OpenCV's sum of the levels is exact, as NumPy's float mean of integers: the same quotient
-    mean = cv2.sumElems(np.ascontiguousarray(lines))[0] / pixels
+    mean = cv2.sumElems(lines)[0] / pixels
     return {
         "ink": ink_px / pixels,
         "darkness": float(1.0 - mean / 255.0),

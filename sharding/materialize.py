@@ -51,7 +51,7 @@ def resize_to_bucket(
     if out is None:
         return cv2.resize(crop, bucket, interpolation=interp)
     resized = cv2.resize(crop, bucket, dst=out, interpolation=interp)
-    if resized is not out and not np.shares_memory(resized, out):  # OpenCV made its own: copy it in
+    if not np.shares_memory(resized, out):  # OpenCV made its own: copy it in
         out[...] = resized
     return out
 

@@ -164,6 +164,7 @@ def steady(paths: list[str]) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     load = os.getloadavg()[0]
     floor = cores / (scan_per_sample + kernel)
+    in_process_floor = cores / (scan_per_sample + shard_work)
     phases = phase_table(trace, cores)
     # On a shared machine other jobs take the cores in the floor loops and in the build alike, at
     # different moments. In CPU time: the core-seconds the floor needs for this work against the
@@ -187,10 +188,8 @@ def steady(paths: list[str]) -> dict[str, Any]:
         # The same with the build's own shard code in place of the kernel loop: what a perfect
         # scheduler of this work would reach; the ratio to it is what Ray, the idle cores and the
         # plan on the driver cost (docs/scale.md, "Two floors").
-        "in_process_floor_samples_per_s": round(cores / (scan_per_sample + shard_work), 3),
-        "ratio_end_to_end_to_in_process_floor": round(
-            end_to_end / (cores / (scan_per_sample + shard_work)), 3
-        ),
+        "in_process_floor_samples_per_s": round(in_process_floor, 3),
+        "ratio_end_to_end_to_in_process_floor": round(end_to_end / in_process_floor, 3),
         # per sample, the shard work beyond the kernel loop
         "shard_work_beyond_kernel_ms_per_sample": round(1000 * (shard_work - kernel), 2),
         "samples_by_dct_scale": scales,
