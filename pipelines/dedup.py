@@ -34,9 +34,14 @@ def _unit_call(unit: tuple[int, int], fn, hashes: np.ndarray, kwargs: dict[str, 
     return fn(hashes, unit=unit, **kwargs)
 
 
+def searches_on_ray(samples: int, cfg: DedupConfig) -> bool:
+    """Whether the near-duplicate search over ``samples`` kept samples runs as Ray tasks."""
+    return samples > cfg.ray_threshold
+
+
 def find_pairs(phash: np.ndarray, cfg: DedupConfig) -> tuple[tuple[np.ndarray, np.ndarray], str]:
     """Near pairs of the hashes and the route taken ("local" or "ray")."""
-    if len(phash) > cfg.ray_threshold:
+    if searches_on_ray(len(phash), cfg):
         pairs = near_pairs(phash, cfg.radius, cfg.parts, prefix_bits=cfg.ray_prefix_bits, map_units=ray_map)
         return pairs, ROUTE_RAY
     return near_pairs(phash, cfg.radius, cfg.parts), ROUTE_LOCAL

@@ -144,10 +144,12 @@ def no_tasks_before_materialize(req: BuildRequest, layout: Layout, base: Base, w
     """Whether the driver runs no Ray task between the scan and the shards, so every materialize
     actor may start while the plan runs: a fresh build with no shard written (a resume hashes its
     written shards on Ray tasks: pipelines/shardcheck.py) and fewer inputs than the dedup's Ray
-    threshold (above it the near-duplicate search runs as Ray tasks: pipelines/dedup.py)."""
+    threshold (the inputs bound the kept samples the search takes: pipelines/dedup.py)."""
+    from ..dedup import searches_on_ray
+
     return (
         base.empty
-        and work["inputs"] <= req.config.dedup.ray_threshold
+        and not searches_on_ray(work["inputs"], req.config.dedup)
         and not layout.listed_sizes(layout.shard_states_dir)
     )
 
