@@ -89,7 +89,9 @@ def line_stats(lines: np.ndarray, ink_level: int = 128, speck_area: int = 4) -> 
     ink = cv2.threshold(lines, ink_level - 1, 1, cv2.THRESH_BINARY_INV)[1]
     pixels = lines.size
     ink_px = cv2.countNonZero(ink)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    # Grana's BBDT: the same components as OpenCV's default (Spaghetti) at half its time with
+    # stats (2.5 against 4.9 ms a megapixel drawing here, docs/scale.md)
+    n, _, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(ink, 8, cv2.CV_32S, cv2.CCL_BBDT)
     areas = stats[1:, cv2.CC_STAT_AREA]  # label 0 is the paper
     comps = int(len(areas))
     specks = int((areas <= speck_area).sum())

@@ -136,11 +136,12 @@ def materialize_shard(
         good.append(row)
 
     images = batch[: len(good)]
-    lines: dict[str, np.ndarray] = {}
+    # name -> the drawings of each chunk of EXTRACT_CHUNK images; a drawing is read in place from
+    # its chunk (one concatenated array per extractor copied ~1 MB a drawing, ~0.8 ms a sample)
+    lines: dict[str, list[np.ndarray]] = {}
     if good:
         for name, fn in extractors.items():
-            parts = [fn(images[i : i + EXTRACT_CHUNK]) for i in range(0, len(images), EXTRACT_CHUNK)]
-            lines[name] = np.concatenate(parts)
+            lines[name] = [fn(images[i : i + EXTRACT_CHUNK]) for i in range(0, len(images), EXTRACT_CHUNK)]
     versions = {name: getattr(fn, "version", "?") for name, fn in extractors.items()}
     augmenting = augment_policy is not None and augment_policy.enabled
     checking = pair_quality is not None and pair_quality.enabled
@@ -149,7 +150,7 @@ def materialize_shard(
     for i, row in enumerate(good):
         kept, records, why = {}, {}, {}
         for name in extractors:
-            drawing = lines[name][i]
+            drawing = lines[name][i // EXTRACT_CHUNK][i % EXTRACT_CHUNK]
             if augmenting:
                 drawing, records[name] = augment(drawing, augment_policy, sample_seed(seed, row["key"], name))
             if checking:
