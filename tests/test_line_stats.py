@@ -1,5 +1,6 @@
 """``line_stats`` and ``frame_sides`` (lineart/quality.py) take OpenCV's shortcuts for the ink count,
-the mean and the edge bands; they must give exactly what the plain NumPy definitions give."""
+the mean and the edge bands, and label components with BBDT; they must give exactly what the plain
+NumPy definitions and OpenCV's default labelling give."""
 
 from __future__ import annotations
 
