@@ -75,7 +75,18 @@ def test_ray_chatter_on_the_drivers_stderr_goes_to_a_log(ray_cluster):
 
 LEAN_SCRIPT = """
 import json, time, psutil, ray
+import ray._private.services as services
 from pipelines.raycluster import ray_session
+
+looks = []  # seconds of each call of Node's wait for the raylet (it asks the GCS once a second)
+node_wait = services.get_node
+def timed_get_node(*args, **kwargs):
+    t = time.perf_counter()
+    try:
+        return node_wait(*args, **kwargs)
+    finally:
+        looks.append(time.perf_counter() - t)
+services.get_node = timed_get_node
 
 me = psutil.Process()
 with ray_session(None, chatter_to_log=False):
@@ -85,13 +96,15 @@ with ray_session(None, chatter_to_log=False):
     procs = me.children(recursive=True)
     lines = [" ".join(p.cmdline()) for p in procs]
 gone, alive = psutil.wait_procs(procs, timeout=10)
-print(json.dumps({"lines": lines, "alive": [" ".join(p.cmdline()) for p in alive]}))
+print(json.dumps({"lines": lines, "alive": [" ".join(p.cmdline()) for p in alive], "looks": looks}))
 """
 
 
 def test_the_embedded_ray_starts_only_what_a_build_uses_and_stops_all_of_it():
     """No autoscaler monitor, log monitor or dashboard head (a quarter of a build's fixed cost on a
-    small machine: docs/scale.md); tasks and Ray Data run; every process is gone after the session."""
+    small machine: docs/scale.md); tasks and Ray Data run; every process is gone after the session.
+    Node's own wait for the raylet finds it registered at its first look: it never sleeps its
+    second between looks (``raycluster.wait_for_raylet``)."""
     import json
     import subprocess
     import sys
@@ -107,3 +120,4 @@ def test_the_embedded_ray_starts_only_what_a_build_uses_and_stops_all_of_it():
     for unwanted in ("autoscaler/_private/monitor.py", "log_monitor.py", "dashboard/dashboard.py"):
         assert unwanted not in text, text
     assert seen["alive"] == []
+    assert seen["looks"] and seen["looks"][0] < 0.5, seen["looks"]
