@@ -95,8 +95,10 @@ with ray_session(None, chatter_to_log=False):
     assert sorted(r["id"] for r in ray.data.range(4).map(lambda r: {"id": r["id"] * 2}).iter_rows()) == [0, 2, 4, 6]
     procs = me.children(recursive=True)
     lines = [" ".join(p.cmdline()) for p in procs]
+    config = ray._private.state.state.get_system_config()
 gone, alive = psutil.wait_procs(procs, timeout=10)
-print(json.dumps({"lines": lines, "alive": [" ".join(p.cmdline()) for p in alive], "looks": looks}))
+print(json.dumps({"lines": lines, "alive": [" ".join(p.cmdline()) for p in alive], "looks": looks,
+                  "task_events_ms": config.get("task_events_report_interval_ms")}))
 """
 
 
@@ -104,7 +106,7 @@ def test_the_embedded_ray_starts_only_what_a_build_uses_and_stops_all_of_it():
     """No autoscaler monitor, log monitor or dashboard head (a quarter of a build's fixed cost on a
     small machine: docs/scale.md); tasks and Ray Data run; every process is gone after the session.
     Node's own wait for the raylet finds it registered at its first look: it never sleeps its
-    second between looks (``raycluster.wait_for_raylet``)."""
+    second between looks (``raycluster.wait_for_raylet``); no task events are recorded."""
     import json
     import subprocess
     import sys
@@ -121,3 +123,4 @@ def test_the_embedded_ray_starts_only_what_a_build_uses_and_stops_all_of_it():
         assert unwanted not in text, text
     assert seen["alive"] == []
     assert seen["looks"] and seen["looks"][0] < 0.5, seen["looks"]
+    assert seen["task_events_ms"] == 0  # no task events: nothing here reads them, shutdown flushed them
