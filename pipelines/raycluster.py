@@ -152,7 +152,7 @@ def start_embedded(num_cpus: int):  # -> ray._private.node.Node
             wait_for_raylet(self)  # then Node's own once-a-second check finds it at its first look
 
     # Task events feed the dashboard and the state API, which go through the dashboard head this
-    # Ray has not; off, ray.shutdown no longer waits to flush them (0.30 -> 0.10 s, docs/scale.md).
+    # Ray has not; off, ray.shutdown no longer waits to flush them (0.29 s -> median 0.04 s, docs/scale.md).
     params = RayParams(
         num_cpus=num_cpus, include_dashboard=False, no_monitor=True, include_log_monitor=False,
         _system_config={"task_events_report_interval_ms": 0},
