@@ -52,6 +52,9 @@ from .base import Base, Increment
 from .request import BuildRequest, log
 
 BIN_ROWS = 262_144  # plan rows sorted in memory at once (~1 KB each with tags)
+# Below this many kept rows the freed buffers are a few MB, and giving them back costs more than
+# they are worth: the gc pass alone took 57 ms on a driver holding Ray's objects (docs/scale.md).
+GIVE_BACK_ROWS = 16_384
 _DEST = "_dest"
 # spill bins: zstd keeps the scratch near parquet's size (tags compress well); lz4 if zstd is absent
 _SPILL_IPC = pa.ipc.IpcWriteOptions(compression="zstd" if pa.Codec.is_available("zstd") else "lz4")
@@ -254,7 +257,8 @@ def write_plan(
     plan_index = np.full(n, -1, np.int64)  # kept row -> planned row (-1: dropped as a duplicate)
     plan_index[survivors] = np.arange(m)
     del planned, assignment, survivors, small_size
-    give_back_memory()  # pass A's freed buffers, before pass B's bins
+    if n >= GIVE_BACK_ROWS:
+        give_back_memory()  # pass A's freed buffers, before pass B's bins
 
     bins = max(1, -(-m // bin_rows))
     spill_schema = PLAN_SCHEMA.append(pa.field(_DEST, pa.int64()))
@@ -323,7 +327,8 @@ def write_plan(
                 t = t.take(pc.sort_indices(t[_DEST])).drop_columns([_DEST])
                 plan.write_table(t, row_group_size=ROW_GROUP)
                 del t
-                give_back_memory()  # one bin's buffers at a time
+                if n >= GIVE_BACK_ROWS:
+                    give_back_memory()  # one bin's buffers at a time
     finally:
         if spill_dir:
             shutil.rmtree(spill_dir, ignore_errors=True)
