@@ -125,4 +125,41 @@ def phase_table(trace: PhaseTrace, cores: int) -> dict[str, dict[str, float]]:
     }
 
 
-__all__ = ["PhaseTrace", "phase_row", "phase_table", "unit_clock"]
+def gap_to_floor(
+    phases: dict[str, dict[str, float]], timings: dict[str, float], floor_s: float,
+    beyond_kernel_core_s: float, cores: int,
+) -> dict[str, float]:  # fmt: skip
+    """Where a build's wall seconds beyond the floor's (``floor_s``: the same work at the floor's
+    rate) went, in wall seconds (core-seconds / ``cores``); the parts add up to ``total``:
+
+    * ``ray_start_and_stop``: outside every phase of ``timings`` (the build's own clock);
+    * ``driver_phases``: the phases without units (enumerate, plan), the cores waiting for the driver;
+    * ``idle_cores``: idle core-seconds at the unit phases' starts, middles and tails;
+    * ``in_unit_not_kernel``: unit time that was not its process's CPU (``of_which_run_queue_wait``:
+      runnable while another process had the core);
+    * ``shard_work_beyond_kernel``: the shard work the kernel floor leaves out (the pair check, the
+      input's sha256, the sample JSON, the tar and its fsync: ``beyond_kernel_core_s``, measured);
+    * ``kernel_cpu_above_floor``: the rest of the units' CPU above the floor's (the same work run
+      slower in the build: two processes sharing one machine, Ray's threads in each worker).
+    """
+    worked = {name: row for name, row in phases.items() if row["units"]}
+    outside = timings["total"] - sum(v for k, v in timings.items() if k != "total")
+    driver = sum(v for k, v in timings.items() if k != "total" and k not in worked)
+    idle = sum(
+        r["idle_start_core_s"] + r["idle_middle_core_s"] + r["idle_tail_core_s"] for r in worked.values()
+    )
+    kernel = sum(r["kernel_cpu_core_s"] for r in worked.values())
+    parts = {
+        "total": timings["total"] - floor_s,
+        "ray_start_and_stop": outside,
+        "driver_phases": driver,
+        "idle_cores": idle / cores,
+        "in_unit_not_kernel": sum(r["in_unit_not_kernel_core_s"] for r in worked.values()) / cores,
+        "of_which_run_queue_wait": sum(r["in_unit_runqueue_wait_core_s"] for r in worked.values()) / cores,
+        "shard_work_beyond_kernel": beyond_kernel_core_s / cores,
+        "kernel_cpu_above_floor": (kernel - beyond_kernel_core_s) / cores - floor_s,
+    }
+    return {k: round(v, 3) for k, v in parts.items()}
+
+
+__all__ = ["PhaseTrace", "gap_to_floor", "phase_row", "phase_table", "unit_clock"]

@@ -14,7 +14,7 @@ from curation.sources import parse_source
 from pipelines.build.request import BuildRequest
 from pipelines.build.run import run_build
 from pipelines.config import BuildConfig
-from pipelines.phasetimes import PhaseTrace, phase_row, phase_table
+from pipelines.phasetimes import PhaseTrace, gap_to_floor, phase_row, phase_table
 from sharding.layout import Layout
 
 
@@ -106,3 +106,25 @@ def test_a_traced_build_times_every_scan_task_and_shard(small_corpus, ray_cluste
     # the timing travels with the answer, not into the shard state files
     for name in os.listdir(layout.shard_states_dir):
         assert "timing" not in layout.read_json(os.path.join(layout.shard_states_dir, name)), name
+
+
+def test_gap_to_floor_adds_up_to_the_build_beyond_the_floor():
+    # 2 cores; the build took 30 s: 1.5 s outside its phases, 0.5 s of driver phases, a 20 s scan
+    # and an 8 s materialize whose rows are split exactly as phase_row splits them
+    scan = {"units": 20, "wall_s": 20.0, "kernel_cpu_core_s": 37.0, "in_unit_not_kernel_core_s": 1.0,
+            "in_unit_runqueue_wait_core_s": 0.6, "idle_start_core_s": 1.2, "idle_middle_core_s": 0.4,
+            "idle_tail_core_s": 0.4}  # fmt: skip
+    shards = {"units": 23, "wall_s": 8.0, "kernel_cpu_core_s": 14.0, "in_unit_not_kernel_core_s": 1.2,
+              "in_unit_runqueue_wait_core_s": 0.8, "idle_start_core_s": 0.7, "idle_middle_core_s": 0.1,
+              "idle_tail_core_s": 0.0}  # fmt: skip
+    plan = {"units": 0, "wall_s": 0.4}
+    timings = {"enumerate": 0.1, "scan": 20.0, "plan": 0.4, "materialize": 8.0, "total": 30.0}
+    gap = gap_to_floor({"scan": scan, "plan": plan, "materialize": shards}, timings, 24.0, 2.0, 2)
+    assert gap["total"] == 6.0
+    assert gap["ray_start_and_stop"] == 1.5 and gap["driver_phases"] == 0.5
+    assert gap["idle_cores"] == 1.4 and gap["in_unit_not_kernel"] == 1.1
+    assert gap["of_which_run_queue_wait"] == 0.7
+    assert gap["shard_work_beyond_kernel"] == 1.0
+    assert gap["kernel_cpu_above_floor"] == 0.5  # (37 + 14 - 2) / 2 - 24
+    parts = [v for k, v in gap.items() if k not in ("total", "of_which_run_queue_wait")]
+    assert sum(parts) == pytest.approx(gap["total"])

@@ -32,7 +32,7 @@ from ..build.run import run_build
 from ..config import BuildConfig
 from ..errors import UsageError
 from ..paths import corpus_illustrations
-from ..phasetimes import PhaseTrace, phase_table
+from ..phasetimes import PhaseTrace, gap_to_floor, phase_table
 from . import link_or_copy
 
 
@@ -202,6 +202,10 @@ def steady(paths: list[str]) -> dict[str, Any]:
         # wall seconds of the run outside enumerate/scan/plan/materialize: starting and stopping Ray
         "outside_phases_s": round(
             summary.timings["total"] - sum(v for k, v in summary.timings.items() if k != "total"), 3
+        ),
+        # the build's wall seconds beyond the floor's for the same work, split by where they went
+        "gap_to_floor_s": gap_to_floor(
+            phases, summary.timings, samples / floor, (shard_work - kernel) * samples, cores
         ),
         "load_average_1min_after": round(load, 2),
     }
