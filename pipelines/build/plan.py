@@ -52,8 +52,8 @@ from .base import Base, Increment
 from .request import BuildRequest, log
 
 BIN_ROWS = 262_144  # plan rows sorted in memory at once (~1 KB each with tags)
-# Below this many kept rows the freed buffers are a few MB, and giving them back costs more than
-# they are worth: the gc pass alone took 57 ms on a driver holding Ray's objects (docs/scale.md).
+# A fresh plan of fewer kept rows frees a few MB, and giving them back costs more than they are
+# worth: the gc pass alone took 57 ms on a driver holding Ray's objects (docs/scale.md).
 GIVE_BACK_ROWS = 16_384
 _DEST = "_dest"
 # spill bins: zstd keeps the scratch near parquet's size (tags compress well); lz4 if zstd is absent
@@ -257,7 +257,9 @@ def write_plan(
     plan_index = np.full(n, -1, np.int64)  # kept row -> planned row (-1: dropped as a duplicate)
     plan_index[survivors] = np.arange(m)
     del planned, assignment, survivors, small_size
-    if n >= GIVE_BACK_ROWS:
+    # an append also held its base's columns (the dedup's hashes, the weight check), whatever its size
+    give_back = n >= GIVE_BACK_ROWS or onto.manifest is not None
+    if give_back:
         give_back_memory()  # pass A's freed buffers, before pass B's bins
 
     bins = max(1, -(-m // bin_rows))
@@ -327,7 +329,7 @@ def write_plan(
                 t = t.take(pc.sort_indices(t[_DEST])).drop_columns([_DEST])
                 plan.write_table(t, row_group_size=ROW_GROUP)
                 del t
-                if n >= GIVE_BACK_ROWS:
+                if give_back:
                     give_back_memory()  # one bin's buffers at a time
     finally:
         if spill_dir:
