@@ -172,6 +172,8 @@ def steady(paths: list[str]) -> dict[str, Any]:
     needed = scan_each.cpu * len(inputs) + kernel_each.cpu * samples
     waited = sum(row["in_unit_runqueue_wait_core_s"] for row in phases.values())
     end_to_end = samples / summary.timings["total"]
+    # the build's wall seconds beyond the floor's for the same work, split by where they went
+    gap = gap_to_floor(phases, summary.timings, samples / floor, (shard_work - kernel) * samples, cores)
     return {
         "inputs": len(inputs),
         "samples": samples,
@@ -200,13 +202,8 @@ def steady(paths: list[str]) -> dict[str, Any]:
             needed / max(summary.timings["total"] * cores - waited, 1e-9), 3
         ),
         # wall seconds of the run outside enumerate/scan/plan/materialize: starting and stopping Ray
-        "outside_phases_s": round(
-            summary.timings["total"] - sum(v for k, v in summary.timings.items() if k != "total"), 3
-        ),
-        # the build's wall seconds beyond the floor's for the same work, split by where they went
-        "gap_to_floor_s": gap_to_floor(
-            phases, summary.timings, samples / floor, (shard_work - kernel) * samples, cores
-        ),
+        "outside_phases_s": gap["ray_start_and_stop"],
+        "gap_to_floor_s": gap,
         "load_average_1min_after": round(load, 2),
     }
 
