@@ -96,29 +96,38 @@ def map_tasks(
     window: int | None = None,
     attempts: int = ATTEMPTS,
     on_free: Callable[[int], None] | None = None,
+    args: Callable[[Any], tuple] | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """Run ``fn(item, **shared)`` for every item as a Ray task; yield ``(index, result)`` as each ends.
 
     ``shared`` values go to the object store once (held by the driver's node, so they outlive any
-    worker). At most ``window`` tasks are in flight (default: two per CPU of the cluster). Once
-    every item is handed out, ``on_free(n)`` is told the ``n`` CPUs of the cluster that no task of
-    this map holds or waits for (the tail: the build starts its materialize actors there).
+    worker). At most ``window`` tasks are in flight (default: two per CPU of the cluster); they are
+    handed out in the items' order. ``args``: ``fn(*args(item), **shared)`` instead, ``args`` run when
+    the item is handed out (and for the next one while the window is full), so only the items in
+    flight are built. Once every item is handed out, ``on_free(n)`` is told the ``n`` CPUs of the
+    cluster that no task of this map holds or waits for (the tail: the build starts its materialize
+    actors there).
     """
     import ray
 
     lost = _lost_errors()
     refs = {k: ray.put(v) for k, v in (shared or {}).items()}
     remote = ray.remote(fn).options(num_cpus=num_cpus, max_retries=attempts)
+    build = args or (lambda item: (item,))
     cpus = cluster_cpus()
     window = window or 2 * cpus
     pending = deque(range(len(items)))
     tries: Counter[int] = Counter()
     in_flight: dict[Any, int] = {}
+    prepared: dict[int, tuple] = {}  # the next item's arguments, built while the window is full
     while pending or in_flight:
         while pending and len(in_flight) < window:
             i = pending.popleft()
             tries[i] += 1
-            in_flight[remote.remote(items[i], **refs)] = i
+            call = prepared.pop(i) if i in prepared else build(items[i])
+            in_flight[remote.remote(*call, **refs)] = i
+        if args is not None and pending and pending[0] not in prepared:
+            prepared = {pending[0]: build(items[pending[0]])}
         if on_free is not None and not pending and len(in_flight) < cpus:
             on_free(cpus - len(in_flight))
         done, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)

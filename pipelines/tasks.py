@@ -1,4 +1,5 @@
-"""The units of work that run on Ray workers: one scan chunk (a task), one shard (on an actor).
+"""The units of work that run on Ray workers: one scan chunk (a task), one shard (a task, or a call
+on an actor that holds the extractors' models).
 
 Each reads its inputs from OUT, writes its outputs atomically into OUT and returns a small
 summary, so the driver holds no pixels and a killed build loses at most the units in flight.
@@ -88,7 +89,7 @@ def scan_chunk(
         return {"chunk": chunk, "rows": 0, "kept": 0, "errno": exc.errno or 0,
                 "error": exc.strerror or str(exc), "filename": str(exc.filename or "")}  # fmt: skip
     return {"chunk": chunk, "rows": len(rows), "kept": sum(r["status"] == "kept" for r in rows),
-            "errno": 0, "error": "", "filename": "", "timing": timing}  # fmt: skip
+            "errno": 0, "error": "", "filename": "", "timing": {**timing, "pid": os.getpid()}}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,63 @@ class MaterializeSettings:
         )
 
 
+def shard_extractors(settings: MaterializeSettings) -> dict[str, Any]:
+    """The extractors of these settings, built once per worker process: a shard task on a warm
+    worker reuses them (classical operators hold no model, so building them is cheap anyway)."""
+    specs = [dataclasses.asdict(spec) for spec in settings.extractors]
+    cache_key = json.dumps([specs, settings.device], sort_keys=True)
+    if cache_key not in _EXTRACTOR_SETS:
+        _EXTRACTOR_SETS[cache_key] = make_extractors(specs, settings.device)
+    return _EXTRACTOR_SETS[cache_key]
+
+
+_EXTRACTOR_SETS: dict[str, dict[str, Any]] = {}
+
+
+def write_shard(
+    layout: Layout, settings: MaterializeSettings, extractors: dict[str, Any], rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Write one shard of ``rows`` and then its state file; returns the state and the unit's timing."""
+    from sharding.materialize import materialize_shard
+
+    timing: dict[str, Any] = {}
+    s = settings
+    with unit_clock(timing):
+        result = materialize_shard(
+            layout,
+            rows,
+            extractors,
+            image_format=s.image_format,
+            quality=s.quality,
+            max_pixels=s.max_pixels,
+            max_bytes=s.max_bytes,
+            storage=s.storage,
+            augment_policy=s.augment,
+            pair_quality=s.pair_quality,
+            seed=s.seed,
+        )
+    state = {
+        "stats": dataclasses.asdict(result.stats),
+        "written": result.written,
+        "rejects": result.rejects,
+        "dropped": result.dropped,
+    }
+    layout.write_json(layout.shard_state(result.stats.path), state)
+    # the phase timing travels with the answer, not in the state file (pipelines/phasetimes.py)
+    timing.update(samples=len(rows), pid=os.getpid())
+    return {**state, "timing": timing}
+
+
+def shard_task(rows: list[dict[str, Any]], layout: Layout, settings: MaterializeSettings) -> dict[str, Any]:
+    """One shard as a Ray task (pipelines/build/materialize.py: CPU builds whose extractors are all
+    classical), on whichever warm worker is free: the scan's workers go on to write the shards."""
+    cv2.setNumThreads(1)  # the task holds one CPU (num_cpus=1), as the floor
+    return write_shard(layout, settings, shard_extractors(settings), rows)
+
+
 class ShardMaterializer:
-    """A Ray actor (see pipelines/build/materialize.py): builds the extractors once (models loaded once, on its
-    device) and writes every shard it is given, each with its state file after the shard."""
+    """A Ray actor (see pipelines/build/materialize.py): builds the extractors once (models loaded
+    once, on its device) and writes every shard it is given, each with its state file after the shard."""
 
     def __init__(self, layout: Layout, settings: MaterializeSettings):
         born = time.time()
@@ -139,36 +194,8 @@ class ShardMaterializer:
         self._start: dict[str, float] | None = {"born": born, "ready": time.time()}  # sent once
 
     def materialize(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        """Write one shard and its state file; returns the state."""
-        timing: dict[str, float] = {}
-        with unit_clock(timing):
-            result = self._write(rows)
-        state = {
-            "stats": dataclasses.asdict(result.stats),
-            "written": result.written,
-            "rejects": result.rejects,
-            "dropped": result.dropped,
-        }
-        self.layout.write_json(self.layout.shard_state(result.stats.path), state)
-        # the phase timing travels with the answer, not in the state file (pipelines/phasetimes.py)
-        timing.update(self._start or {}, samples=len(rows), pid=os.getpid())
+        """Write one shard and its state file; returns the state (with the unit's timing)."""
+        answer = write_shard(self.layout, self.settings, self.extractors, rows)
+        answer["timing"].update(self._start or {})  # the actor's start-up, with its first shard
         self._start = None
-        return {**state, "timing": timing}
-
-    def _write(self, rows: list[dict[str, Any]]) -> Any:
-        from sharding.materialize import materialize_shard
-
-        s = self.settings
-        return materialize_shard(
-            self.layout,
-            rows,
-            self.extractors,
-            image_format=s.image_format,
-            quality=s.quality,
-            max_pixels=s.max_pixels,
-            max_bytes=s.max_bytes,
-            storage=s.storage,
-            augment_policy=s.augment,
-            pair_quality=s.pair_quality,
-            seed=s.seed,
-        )
+        return answer

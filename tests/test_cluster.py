@@ -1,8 +1,8 @@
 """Many nodes, and losing one: a real multi-node Ray (``ray.cluster_utils.Cluster``: a head and two
 worker nodes, each its own raylet with one CPU) runs ``linepairs build --address``.
 
-A worker node removed (SIGKILL, no grace) mid-scan or mid-materialize: the build notices the lost
-tasks and actors, hands their units to the living, and finishes with the same manifest rows and
+A worker node removed (SIGKILL, no grace) mid-scan or mid-materialize (shards as tasks, and on
+actors): the build notices the lost tasks and actors, hands their units to the living, and finishes with the same manifest rows and
 shard sha256s as the uninterrupted build, well within a deadline (it used to hang for good).
 """
 
@@ -93,24 +93,42 @@ def _result(out: str) -> tuple[list[dict], list[tuple[str, str]]]:
 
 
 @pytest.fixture(scope="module")
-def reference(cluster, source, tmp_path_factory):
-    """The uninterrupted build on all three nodes."""
+def learned(source, shared) -> str:
+    """The config of a build whose extractor is a learned network, so its shards are written on
+    actors (classical ones are Ray tasks: pipelines/build/materialize.py)."""
+    src, cfg = source
+    weights = os.path.join(shared, "weights", "pidinet", "table5_pidinet-tiny.pth")
+    extractors = f'[[extractors]]\nname = "pidinet"\nweights = "{weights}"\n'
+    return write_config(os.path.join(os.path.dirname(cfg), "learned.toml"), CONFIG + extractors)
+
+
+@pytest.fixture(scope="module")
+def references(cluster, source, learned, tmp_path_factory):
+    """The uninterrupted builds on all three nodes, classical (shard tasks) and learned (actors)."""
     c, _ = cluster
-    out = str(tmp_path_factory.mktemp("cluster_ref") / "out")
-    proc = _build(*source, out, c.address)
-    _finish(proc)
-    return _result(out)
+    results = {}
+    for kind, cfg in (("classical", source[1]), ("learned", learned)):
+        out = str(tmp_path_factory.mktemp("cluster_ref") / kind)
+        proc = _build(source[0], cfg, out, c.address)
+        _finish(proc)
+        results[kind] = _result(out)
+    return results
 
 
 @pytest.mark.parametrize(
-    "phase, marker", [("scan", "scan/part-*.parquet"), ("materialize", "_state/shards/*.json")]
+    "phase, marker, extractors",
+    [
+        ("scan", "scan/part-*.parquet", "classical"),
+        ("materialize", "_state/shards/*.json", "classical"),  # the shards are Ray tasks
+        ("materialize", "_state/shards/*.json", "learned"),  # the shards are calls on actors
+    ],
 )
 def test_losing_a_worker_node_mid_phase_still_completes_identically(
-    cluster, source, reference, tmp_path, phase, marker
+    cluster, source, learned, references, tmp_path, phase, marker, extractors
 ):
     c, workers = cluster
     out = str(tmp_path / "out")
-    proc = _build(*source, out, c.address)
+    proc = _build(source[0], learned if extractors == "learned" else source[1], out, c.address)
     deadline = time.monotonic() + 240
     while not glob.glob(os.path.join(out, marker)):
         assert proc.poll() is None, f"build ended before the kill point: {proc.stderr.read()[-2000:]}"
@@ -121,6 +139,6 @@ def test_losing_a_worker_node_mid_phase_still_completes_identically(
     done_at_loss = len(glob.glob(os.path.join(out, marker)))
     _finish(proc)
     assert done_at_loss < INPUTS, f"the node was removed only after the {phase} had finished"
-    assert _result(out) == reference
+    assert _result(out) == references[extractors]
     workers.append(c.add_node(num_cpus=1))  # back to three nodes for the next case
     c.wait_for_nodes()

@@ -13,7 +13,7 @@ from curation.dedup import DedupConfig
 from curation.sources import parse_source
 from pipelines.build.request import BuildRequest
 from pipelines.build.run import run_build
-from pipelines.config import BuildConfig
+from pipelines.config import DEFAULT_EXTRACTORS, BuildConfig, ExtractorSpec
 from pipelines.phasetimes import PhaseTrace, gap_to_floor, phase_row, phase_table
 from sharding.layout import Layout
 
@@ -49,27 +49,64 @@ def test_phase_without_units_is_all_idle():
     assert _split(row) == pytest.approx(row["capacity_core_s"])
 
 
-def test_a_traced_build_times_every_scan_task_and_shard(small_corpus, ray_cluster, tmp_path):
-    # four copies of each image, dedup off: buckets of 4 or more samples in shards of up to 3, so
-    # shard sizes differ
-    for name in os.listdir(small_corpus):
+def _traced_build(
+    corpus: str, out: str, extractors: tuple[ExtractorSpec, ...] = DEFAULT_EXTRACTORS, chunk_size: int = 0
+) -> PhaseTrace:
+    """A traced build of four copies of each image, dedup off: buckets of 4 or more samples in shards
+    of up to 3, so shard sizes differ. Checks what holds however the shards are written."""
+    for name in os.listdir(corpus):
         stem, ext = os.path.splitext(name)
         for k in (1, 2, 3):
-            shutil.copy(os.path.join(small_corpus, name), os.path.join(small_corpus, f"{stem}_copy{k}{ext}"))
+            shutil.copy(os.path.join(corpus, name), os.path.join(corpus, f"{stem}_copy{k}{ext}"))
     base = BuildConfig()
     cfg = dataclasses.replace(
-        base, shards=dataclasses.replace(base.shards, samples_per_shard=3), dedup=DedupConfig(enabled=False)
-    )
+        base, shards=dataclasses.replace(base.shards, samples_per_shard=3), dedup=DedupConfig(enabled=False),
+        scan=dataclasses.replace(base.scan, chunk_size=chunk_size),
+        extractors=extractors,
+    )  # fmt: skip
     trace = PhaseTrace()
-    out = str(tmp_path / "out")
-    summary = run_build(
-        BuildRequest([parse_source(small_corpus)], out, cfg, show_progress=False, trace=trace)
-    )
+    summary = run_build(BuildRequest([parse_source(corpus)], out, cfg, show_progress=False, trace=trace))
     assert set(trace.bounds) == {"scan", "plan", "materialize"}
     layout = Layout(out)
     scan_parts = len([n for n in os.listdir(layout.scan_dir) if n.endswith(".parquet")])
     assert len(trace.units["scan"]) == scan_parts
     assert len(trace.units["materialize"]) == summary.counts["shards"] > 1
+    table = phase_table(trace, cores=2)
+    for name, row in table.items():
+        assert _split(row) == pytest.approx(row["capacity_core_s"], abs=0.01), name
+    for unit in trace.units["scan"] + trace.units["materialize"]:
+        lo, hi = trace.bounds["scan" if unit in trace.units["scan"] else "materialize"]
+        assert lo <= unit["t0"] <= unit["t1"] <= hi and unit["cpu"] > 0
+        if os.path.exists("/proc/thread-self/schedstat"):  # Linux: the run-queue wait is told apart
+            assert 0 <= unit["wait"] <= unit["t1"] - unit["t0"] + 0.01
+    # largest shards first: each process writes its shards in non-increasing size
+    by_process: dict[int, list[dict[str, float]]] = {}
+    for unit in sorted(trace.units["materialize"], key=lambda u: u["t0"]):
+        by_process.setdefault(int(unit["pid"]), []).append(unit)
+    sizes = sorted(u["samples"] for u in trace.units["materialize"])
+    assert sizes[0] < sizes[-1]  # the shards differ in size, so the order is tested
+    for units in by_process.values():
+        assert [u["samples"] for u in units] == sorted((u["samples"] for u in units), reverse=True)
+    # the timing travels with the answer, not into the shard state files
+    for name in os.listdir(layout.shard_states_dir):
+        assert "timing" not in layout.read_json(os.path.join(layout.shard_states_dir, name)), name
+    return trace
+
+
+def test_classical_shards_are_tasks_on_the_scans_warm_workers(small_corpus, ray_cluster, tmp_path):
+    trace = _traced_build(small_corpus, str(tmp_path / "out"), chunk_size=4)  # 8 scan units: every core scans
+    # no process started between the scan and the shards: every shard ran in a worker that had
+    # scanned (the extractors are classical and the cluster has no GPU: materialize.shards_on_tasks)
+    scanned = {int(u["pid"]) for u in trace.units["scan"]}
+    assert {int(u["pid"]) for u in trace.units["materialize"]} <= scanned
+    assert "materialize" not in trace.starts  # no actor
+
+
+def test_learned_extractor_shards_are_written_on_actors_started_ahead(
+    small_corpus, ray_cluster, shared, tmp_path
+):
+    weights = os.path.join(shared, "weights", "pidinet", "table5_pidinet-tiny.pth")
+    trace = _traced_build(small_corpus, str(tmp_path / "out"), (ExtractorSpec("pidinet", weights),))
     # every actor's first answer carried its start-up, once
     assert 1 <= len(trace.starts["materialize"]) <= len(trace.units["materialize"])
     # the materialize actors start ahead of the phase (in the scan's tail on this one-node cluster),
@@ -87,25 +124,8 @@ def test_a_traced_build_times_every_scan_task_and_shard(small_corpus, ray_cluste
     for k, born in enumerate(borns, 1):
         running = sum(1 for u in trace.units["scan"] if u["t1"] > born)
         assert running + k <= cpus, (k, running, cpus)
-    table = phase_table(trace, cores=2)
-    for name, row in table.items():
-        assert _split(row) == pytest.approx(row["capacity_core_s"], abs=0.01), name
-    for unit in trace.units["scan"] + trace.units["materialize"]:
-        lo, hi = trace.bounds["scan" if unit in trace.units["scan"] else "materialize"]
-        assert lo <= unit["t0"] <= unit["t1"] <= hi and unit["cpu"] > 0
-        if os.path.exists("/proc/thread-self/schedstat"):  # Linux: the run-queue wait is told apart
-            assert 0 <= unit["wait"] <= unit["t1"] - unit["t0"] + 0.01
-    # largest shards first: each actor runs its shards in non-increasing size
-    by_actor: dict[int, list[dict[str, float]]] = {}
-    for unit in sorted(trace.units["materialize"], key=lambda u: u["t0"]):
-        by_actor.setdefault(int(unit["pid"]), []).append(unit)
-    sizes = sorted(u["samples"] for u in trace.units["materialize"])
-    assert sizes[0] < sizes[-1]  # the shards differ in size, so the order is tested
-    for units in by_actor.values():
-        assert [u["samples"] for u in units] == sorted((u["samples"] for u in units), reverse=True)
-    # the timing travels with the answer, not into the shard state files
-    for name in os.listdir(layout.shard_states_dir):
-        assert "timing" not in layout.read_json(os.path.join(layout.shard_states_dir, name)), name
+    scanned = {int(u["pid"]) for u in trace.units["scan"]}
+    assert not {int(u["pid"]) for u in trace.units["materialize"]} & scanned  # the actors' own processes
 
 
 def test_gap_to_floor_adds_up_to_the_build_beyond_the_floor():

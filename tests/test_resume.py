@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -83,3 +84,31 @@ def test_resume_from_crash_leftovers(reference, ray_cluster, tmp_path):
     assert res.returncode == 0, res.stderr
     assert _result(out) == (ref_manifest, ref_shards)
     assert not glob.glob(os.path.join(out, "**", "*.tmp-*"), recursive=True)
+
+
+def test_shards_written_on_actors_are_byte_identical_to_shard_tasks(reference, ray_cluster, tmp_path):
+    """A classical build writes its shards as Ray tasks (pipelines/build/materialize.py); the same
+    plan written on ShardMaterializer actors (the learned extractors' way) gives the same bytes."""
+    from curation.sources import parse_source
+    from pipelines.build.materialize import _materializer_pool, shards_on_tasks, write_shards
+    from pipelines.build.plan import PlanReader
+    from pipelines.build.request import BuildRequest
+    from pipelines.config import load_config
+    from sharding.layout import Layout
+
+    src, cfg, (_, ref_shards) = reference
+    out = str(tmp_path / "out")
+    assert cli("build", src, "--out", out, "--config", cfg, address=ray_cluster).returncode == 0
+    built = Layout(out)
+    again = Layout(str(tmp_path / "again"))
+    again.ensure_root()
+    req = BuildRequest([parse_source(src)], again.out, load_config(cfg), show_progress=False)
+    assert shards_on_tasks(req)  # so the build above wrote them as tasks
+    plan = PlanReader(built, built.plan)
+    todo = sorted(plan.spans)
+    with _materializer_pool(req, again, len(todo)) as pool:
+        states = write_shards(req, again, plan, todo, pool=pool.start(every_cpu=True))
+    assert len(states) == len(todo) == len(ref_shards["shards"]) > 1
+    for shard in ref_shards["shards"]:
+        with open(os.path.join(again.out, shard["path"]), "rb") as fh:
+            assert hashlib.sha256(fh.read()).hexdigest() == shard["sha256"], shard["path"]

@@ -1,8 +1,10 @@
-"""Materialize: every planned shard not yet written, on a pool of ShardMaterializer actors."""
+"""Materialize: every planned shard not yet written, as Ray tasks on the scan's warm workers when
+every extractor is classical and the cluster has no GPU (nothing to load once per process), else on
+a pool of ShardMaterializer actors (models loaded once per actor, on its device)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -23,19 +25,36 @@ def small_state(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in state.items() if k not in ("written", "timing")}
 
 
-def early_materializers(req: BuildRequest, layout: Layout) -> ActorPool:
+def shards_on_tasks(req: BuildRequest) -> bool:
+    """Whether the shards are written as Ray tasks rather than on actors: every extractor is
+    classical (no model to load once per process) and the cluster has no GPU (with GPUs the actors
+    hold their shares and run the torch path). The tasks run on the workers the scan warmed, so no
+    process starts between the scan and the first shard (an actor took 0.4-0.6 s: docs/scale.md),
+    and Ray re-runs a task lost with its node."""
+    import lineart
+
+    from ..distribute import cluster_resources
+
+    return cluster_resources().get("GPU", 0) == 0 and all(
+        lineart.info(spec.name).kind == "classical" for spec in req.config.extractors
+    )
+
+
+def early_materializers(req: BuildRequest, layout: Layout) -> ActorPool | None:
     """The ShardMaterializer pool, made before the scan and started ahead of the shards, so that
     the first shard starts as soon as the plan is written (an actor takes ~1.7 s to start its
-    process and import; docs/scale.md). Its shape is what the config allows on this cluster,
-    capped by its cores; ``write_shards`` uses at most one actor per shard and kills the rest.
-    The caller starts it with ``start`` once the scan has returned, and before that may grow it into
-    the scan's idle cores (``scan_tail``)."""
+    process and import; docs/scale.md); None when the shards are written as tasks (``shards_on_tasks``).
+    Its shape is what the config allows on this cluster, capped by its cores; ``write_shards`` uses
+    at most one actor per shard and kills the rest. The caller starts it with ``start`` once the
+    scan has returned, and before that may grow it into the scan's idle cores (``scan_tail``)."""
     from ..distribute import cluster_cpus
 
+    if shards_on_tasks(req):
+        return None
     return _materializer_pool(req, layout, cluster_cpus())
 
 
-def scan_tail(req: BuildRequest, pool: ActorPool) -> Callable[[int], None] | None:
+def scan_tail(req: BuildRequest, pool: ActorPool | None) -> Callable[[int], None] | None:
     """What the scan tells the CPUs it no longer needs (``distribute.map_tasks``'s ``on_free``): one
     actor started per such CPU, on a one-node cluster without scorers only. An actor holds its core
     for life, so this is safe only while no scan task can need that core again: a lost node takes
@@ -43,7 +62,7 @@ def scan_tail(req: BuildRequest, pool: ActorPool) -> Callable[[int], None] | Non
     cores of its own; in those builds the pool starts when the scan has returned."""
     from ..distribute import cluster_nodes
 
-    if req.config.scorers or cluster_nodes() != 1:
+    if pool is None or req.config.scorers or cluster_nodes() != 1:
         return None
     return pool.grow
 
@@ -63,8 +82,8 @@ def _materializer_pool(req: BuildRequest, layout: Layout, units: int) -> ActorPo
 def materialize(
     req: BuildRequest, layout: Layout, plan: PlanReader, pool: ActorPool | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Write every missing shard on a pool of ShardMaterializer actors (extractors loaded once per
-    actor): ``pool`` when the caller started one (``early_materializers``; the caller closes it)."""
+    """Write every missing shard (``write_shards``): on ``pool`` when the caller started one
+    (``early_materializers``; the caller closes it)."""
     # The plan is read shard by shard (PlanReader): only the shards in flight become Python rows.
     spans = plan.spans
     # a shard is done when its state is there and its tar has the recorded size and sha256
@@ -86,10 +105,11 @@ def write_shards(
     *,
     pool: ActorPool | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Write the shards ``todo`` of ``plan`` (each tar, then its state marker) on an actor pool in
-    the Ray session of the caller (``pool``, started ahead by the caller who closes it, or one made
-    here); returns their small states. Also the repair's way to rewrite a damaged shard
-    (pipelines/repair.py): the same rows give the same bytes."""
+    """Write the shards ``todo`` of ``plan`` (each tar, then its state marker) in the Ray session of
+    the caller: on ``pool`` (started ahead by the caller, who closes it), else as tasks
+    (``shards_on_tasks``) or on an actor pool made here; returns their small states. Also the
+    repair's way to rewrite a damaged shard (pipelines/repair.py): the same rows give the same
+    bytes, whichever way they are written."""
     if not todo:
         return {}
     states: dict[str, dict[str, Any]] = {}
@@ -99,13 +119,40 @@ def write_shards(
     # do not depend on the order.
     todo = sorted(todo, key=lambda shard: (-spans[shard][1], shard))
     # only the shards in flight become Python rows (PlanReader reads their row groups)
+    if pool is None and shards_on_tasks(req):
+        done = _shard_tasks(req, layout, plan, todo)
+    else:
+        done = _shard_calls(req, layout, plan, todo, pool)
+    for shard, state in done:
+        if req.trace is not None:
+            req.trace.unit("materialize", state.get("timing"))
+        states[shard] = small_state(state)
+        if progress is not None:
+            progress.update(spans[shard][1])
+    return states
+
+
+def _shard_tasks(
+    req: BuildRequest, layout: Layout, plan: PlanReader, todo: list[str]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each shard a one-CPU task, as many at once as the pool would have actors (one per CPU, or
+    ``[materialize] actors``), handed out in ``todo``'s order as each ends: no shard waits queued
+    behind another while a core runs dry, as with the actors."""
+    from ..distribute import map_tasks, pool_shape
+    from ..tasks import MaterializeSettings, shard_task
+
+    shape = pool_shape(req.config.materialize, len(todo))
+    shared = {"layout": layout, "settings": MaterializeSettings.from_config(req.config, "cpu", req.storage)}
+    tasks = map_tasks(shard_task, todo, shared=shared, window=shape.actors, args=lambda s: (plan.rows(s),))
+    for i, state in tasks:
+        yield todo[i], state
+
+
+def _shard_calls(
+    req: BuildRequest, layout: Layout, plan: PlanReader, todo: list[str], pool: ActorPool | None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each shard a call on a ShardMaterializer actor of ``pool`` (or of one made here and closed)."""
     with nullcontext(pool) if pool is not None else _materializer_pool(req, layout, len(todo)) as workers:
-        for shard, state in workers.map(todo, "materialize", lambda shard: (plan.rows(shard),)):
-            if req.trace is not None:
-                req.trace.unit("materialize", state.get("timing"))
-            states[shard] = small_state(state)
-            if progress is not None:
-                progress.update(spans[shard][1])
+        yield from workers.map(todo, "materialize", lambda shard: (plan.rows(shard),))
         if workers.lost:
             log(req, f"materialize: {workers.lost} actor(s) lost; their shards were redone on the others")
-    return states

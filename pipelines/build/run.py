@@ -27,6 +27,7 @@ the snapshots and the increment's own files, so a kill at any moment resumes to 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import lineart
@@ -115,12 +116,14 @@ def run_build(req: BuildRequest) -> BuildSummary:
     with ray_session(req.address) as where:
         log(req, base.describe(req.out, where, work["scanned"]))
         trace = req.trace or PhaseTrace()
-        with early_materializers(req, layout) as pool:  # actors start in the scan's tail and the plan
+        # actors (if the shards need them) start in the scan's tail and the plan; None: shard tasks
+        with early_materializers(req, layout) or nullcontext() as pool:
             t = time.perf_counter()
             with trace.phase("scan"):
                 scan(req, layout, base, work, on_free=scan_tail(req, pool))
             timings["scan"] = time.perf_counter() - t
-            pool.start(every_cpu=no_tasks_before_materialize(req, layout, base, work))
+            if pool is not None:
+                pool.start(every_cpu=no_tasks_before_materialize(req, layout, base, work))
             t = time.perf_counter()
             with trace.phase("plan"):
                 try:
