@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from .helpers import REPO, cli
+from .helpers import REPO, cli, write_config
 
 
 def one_line(res: subprocess.CompletedProcess) -> str:
@@ -75,19 +75,21 @@ def test_disk_full_then_read_only_then_resume(small_mount, small_corpus, ray_clu
 
 def test_ctrl_c_during_materialize_is_one_line(small_corpus, ray_cluster, tmp_path):
     out = tmp_path / "out"
+    # one sample per shard: the shards take a while on two cores, so the interrupt lands among them
+    cfg = write_config(str(tmp_path / "cfg.toml"), "[shards]\nsamples_per_shard = 1\n")
     cmd = [sys.executable, "-m", "pipelines.cli", "build", small_corpus, "--out", str(out), "-q",
-           "--address", ray_cluster]  # fmt: skip
+           "--config", cfg, "--address", ray_cluster]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     deadline = time.monotonic() + 240
     while not (out / "plan.parquet").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)  # shards are in flight on the actors now
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)  # shards are in flight on the workers now
     stdout, stderr = proc.communicate(timeout=120)
     if proc.returncode == 0:
         pytest.skip("the build finished before the interrupt landed")
     res = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     assert proc.returncode == 130 and "interrupted" in one_line(res)
-    res = cli("build", small_corpus, "--out", str(out), "-q", address=ray_cluster)
+    res = cli("build", small_corpus, "--out", str(out), "-q", "--config", cfg, address=ray_cluster)
     assert res.returncode == 0, res.stderr[-3000:]
 
 
