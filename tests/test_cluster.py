@@ -2,8 +2,9 @@
 worker nodes, each its own raylet with one CPU) runs ``linepairs build --address``.
 
 A worker node removed (SIGKILL, no grace) mid-scan or mid-materialize (shards as tasks, and on
-actors): the build notices the lost tasks and actors, hands their units to the living, and finishes with the same manifest rows and
-shard sha256s as the uninterrupted build, well within a deadline (it used to hang for good).
+actors): the build notices the lost tasks and actors, hands their units to the living, and
+finishes with the same manifest rows and shard sha256s as the uninterrupted build, well within a
+deadline (it used to hang for good).
 """
 
 from __future__ import annotations
