@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +43,16 @@ def make_extractors(specs: list[dict[str, Any]], device: str = "cpu") -> dict[st
     }
 
 
-_SCORERS: dict[str, Any] = {}
+_PER_PROCESS: dict[str, Any] = {}
+
+
+def once_per_process(kind: str, config: Any, make: Callable[[], Any]) -> Any:
+    """``make()``, built once per worker process for each JSON-equal ``config`` of this ``kind``: the
+    tasks on a warm worker reuse what an earlier task loaded."""
+    cache_key = kind + json.dumps(config, sort_keys=True)
+    if cache_key not in _PER_PROCESS:
+        _PER_PROCESS[cache_key] = make()
+    return _PER_PROCESS[cache_key]
 
 
 def scorer_for(settings: ScanSettings) -> Any:
@@ -50,12 +60,13 @@ def scorer_for(settings: ScanSettings) -> Any:
     cfg = settings.quality
     if not cfg.scorer:
         return None
-    cache_key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
-    if cache_key not in _SCORERS:
+
+    def load() -> Any:
         from curation.quality import LearnedScorer
 
-        _SCORERS[cache_key] = LearnedScorer(cfg)
-    return _SCORERS[cache_key]
+        return LearnedScorer(cfg)
+
+    return once_per_process("scorer", dataclasses.asdict(cfg), load)
 
 
 def unit_records(layout: Layout, chunk: int, unit: int = 0, records_rows: int = 0) -> list[dict[str, Any]]:
@@ -124,17 +135,13 @@ class MaterializeSettings:
         )
 
 
-def shard_extractors(settings: MaterializeSettings) -> dict[str, Any]:
-    """The extractors of these settings, built once per worker process: a shard task on a warm
-    worker reuses them (classical operators hold no model, so building them is cheap anyway)."""
+def extractors_for(settings: MaterializeSettings) -> dict[str, Any]:
+    """The extractors of these settings, built once per worker process (a shard task on a warm
+    worker, an actor: models load once)."""
     specs = [dataclasses.asdict(spec) for spec in settings.extractors]
-    cache_key = json.dumps([specs, settings.device], sort_keys=True)
-    if cache_key not in _EXTRACTOR_SETS:
-        _EXTRACTOR_SETS[cache_key] = make_extractors(specs, settings.device)
-    return _EXTRACTOR_SETS[cache_key]
-
-
-_EXTRACTOR_SETS: dict[str, dict[str, Any]] = {}
+    return once_per_process(
+        "extractors", [specs, settings.device], lambda: make_extractors(specs, settings.device)
+    )
 
 
 def write_shard(
@@ -175,7 +182,7 @@ def shard_task(rows: list[dict[str, Any]], layout: Layout, settings: Materialize
     """One shard as a Ray task (pipelines/build/materialize.py: CPU builds whose extractors are all
     classical), on whichever warm worker is free: the scan's workers go on to write the shards."""
     cv2.setNumThreads(1)  # the task holds one CPU (num_cpus=1), as the floor
-    return write_shard(layout, settings, shard_extractors(settings), rows)
+    return write_shard(layout, settings, extractors_for(settings), rows)
 
 
 class ShardMaterializer:
@@ -188,9 +195,7 @@ class ShardMaterializer:
             cv2.setNumThreads(1)  # one CPU per actor (num_cpus=1): one OpenCV thread, as the floor
         self.layout = layout
         self.settings = settings
-        self.extractors = make_extractors(
-            [dataclasses.asdict(spec) for spec in settings.extractors], settings.device
-        )
+        self.extractors = extractors_for(settings)
         self._start: dict[str, float] | None = {"born": born, "ready": time.time()}  # sent once
 
     def materialize(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
