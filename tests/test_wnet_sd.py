@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 import cv2
 import numpy as np
@@ -145,8 +146,14 @@ def test_sample_export_and_diffusers_loads_the_export(build, sd_run, tmp_path, c
     unet = UNet2DConditionModel.from_pretrained(target, subfolder="unet")
     ema = open_checkpoint(run).weights("ema")
     assert all(torch.equal(v, ema[f"unet.{k}"]) for k, v in unet.state_dict().items())
-    pipe = StableDiffusionPipeline.from_pretrained(target, safety_checker=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # diffusers warns when it has to rewrite a config
+        pipe = StableDiffusionPipeline.from_pretrained(target, safety_checker=None)
     assert pipe.vae.config.latent_channels == 4 and pipe.text_encoder is not None
+    written = json.load(open(os.path.join(target, "scheduler", "scheduler_config.json")))
+    assert {k: pipe.scheduler.config[k] for k in written if k != "_class_name"} == {
+        k: v for k, v in written.items() if k != "_class_name"
+    }  # loaded as exported, nothing rewritten
     lines = np.full((1, 32, 32), 255, np.uint8)
     lines[0, 8:24, 16] = 0
     tags = [{"general": ["1girl"]}]

@@ -27,7 +27,9 @@ def scheduler_config(cfg: DiffusionConfig) -> dict[str, Any]:
         "num_train_timesteps": cfg.timesteps, "beta_start": cfg.beta_start, "beta_end": cfg.beta_end,
         "beta_schedule": cfg.schedule, "prediction_type": "v_prediction" if cfg.prediction == "v" else "epsilon",
         "rescale_betas_zero_snr": cfg.zero_terminal_snr, "timestep_spacing": "trailing", "clip_sample": False,
-        "steps_offset": 0,
+        # Only "leading" spacing reads steps_offset; Stable Diffusion pipelines rewrite 0 to 1 with a
+        # FutureWarning, so the export says 1 and loads as written.
+        "steps_offset": 1,
     }  # fmt: skip
 
 
