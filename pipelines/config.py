@@ -83,7 +83,8 @@ class BuildConfig:
     extractors: tuple[ExtractorSpec, ...] = DEFAULT_EXTRACTORS
     scorers: tuple[ScorerSpec, ...] = ()  # [scorers.NAME] tables (docs/curation.md, "Learned scorers")
     scoring: ScoringConfig = ScoringConfig()
-    materialize: PoolConfig = PoolConfig()  # [materialize]: the extractor actors (classical: shard tasks at once)
+    # [materialize]: the extractor actors (a classical build: how many shard tasks at once)
+    materialize: PoolConfig = PoolConfig()
     augment: AugmentPolicy = AugmentPolicy()  # off by default; docs/lineart.md
     pair_quality: PairQuality = PairQuality()
     # curation (defaults and their reasons: curation/*.py and docs/curation.md)
