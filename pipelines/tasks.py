@@ -151,20 +151,19 @@ def write_shard(
     from sharding.materialize import materialize_shard
 
     timing: dict[str, Any] = {}
-    s = settings
     with unit_clock(timing):
         result = materialize_shard(
             layout,
             rows,
             extractors,
-            image_format=s.image_format,
-            quality=s.quality,
-            max_pixels=s.max_pixels,
-            max_bytes=s.max_bytes,
-            storage=s.storage,
-            augment_policy=s.augment,
-            pair_quality=s.pair_quality,
-            seed=s.seed,
+            image_format=settings.image_format,
+            quality=settings.quality,
+            max_pixels=settings.max_pixels,
+            max_bytes=settings.max_bytes,
+            storage=settings.storage,
+            augment_policy=settings.augment,
+            pair_quality=settings.pair_quality,
+            seed=settings.seed,
         )
     state = {
         "stats": dataclasses.asdict(result.stats),
