@@ -1,7 +1,8 @@
 """Pixel metrics of one image: pure functions over arrays (NumPy/OpenCV), each a scan column.
 
 Every metric runs on a downscaled copy (``work_copy``), so its cost is bounded whatever the
-image size and its value does not depend on the resolution the file happened to be saved at.
+image size and its value does not depend on the resolution the file happened to be saved at
+(blocking, grain and upscaling read a full-resolution crop instead, body text a 1024 px copy).
 The thresholds that turn a metric into a reject live in ``MetricThresholds`` (``[metrics]``);
 docs/curation.md gives the corpus distributions they were chosen from.
 """
@@ -23,6 +24,10 @@ from .prepare import shrink_to
 
 WORK_SIDE = 512  # long side of the copy every metric is measured on
 DETAIL_SIDE = 512  # side of the full-resolution centre crop for blocking, noise and upscaling
+LETTERING_SIDE = (
+    1024  # long side of the copy body text is looked for on: a 12 px glyph averaged into 512 px reads grey
+)
+LIGHT_GROUND = 200  # grey a text line's ground exceeds on white paper; scaled to the page's own paper
 
 METRIC_COLUMNS = (
     "chroma_p95",  # 95th percentile of Lab chroma of the content; greyscale art is ~0
@@ -428,20 +433,45 @@ def edge_sharpness(rgb: np.ndarray, upscale: float = 1.0) -> float:
     return float(np.median(magnitude[edges] / (contrast[edges] + 1.0)))
 
 
+def border_paper(grey: np.ndarray, tol: int = 16) -> tuple[float, float]:
+    """The border's dominant grey (median of its most common 8-level bin) and the share of the
+    border within ``tol`` of it: the paper of a page, the ground of a cut-out."""
+    g = grey.astype(np.int16)
+    edge = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
+    values, counts = np.unique(edge // 8, return_counts=True)
+    level = float(np.median(edge[edge // 8 == values[counts.argmax()]]))
+    return level, float((np.abs(edge - level) <= tol).mean())
+
+
+def paper_white(grey: np.ndarray) -> float:
+    """The page's white: its paper's grey when at least half the border is one light grey (>= 150;
+    a darker border is a picture's ground, not paper), else 255. Old pages yellow to ~200."""
+    level, share = border_paper(grey)
+    return level if share >= 0.5 and level >= 150 else 255.0
+
+
+def lettering_copy(rgb: np.ndarray) -> np.ndarray:
+    """Grey copy with the long side at most ``LETTERING_SIDE``, for ``text_density``."""
+    return gray(work_copy(rgb, LETTERING_SIDE))
+
+
 def text_density(grey: np.ndarray) -> float:
     """Share of the area in text-line-like blobs: rows of small dark strokes on a light, flat ground.
 
     Lettering (speech bubbles, captions, text pages) is many short high-contrast strokes packed in
     lines. A morphological black-hat finds small dark strokes; a closing along the line direction
     (horizontal, and separately vertical for Japanese text) merges a line's glyphs into one blob;
-    blobs count when they are line-shaped, text-sized and half filled with strokes.
+    blobs count when they are line-shaped, text-sized and half filled with strokes. "Light" is
+    relative to the page's paper (``paper_white``): a yellowed page's balloons are as light as its
+    paper, not as white paper. Scan: on ``lettering_copy`` (12 px glyphs must stay ink).
     """
     h, w = grey.shape
-    unit = max(3, round(max(h, w) / 128))  # glyph scale relative to the work copy
+    unit = max(3, round(max(h, w) / 128))  # glyph scale relative to the copy
     k = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * unit + 1, 2 * unit + 1))
     strokes = (cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, k) > 60).astype(np.uint8)
     # A light local background is what separates lettering from hair or clothing detail.
-    light = cv2.blur((grey > 200).astype(np.float32), (4 * unit + 1, 4 * unit + 1)) > 0.5
+    ground = grey > LIGHT_GROUND * paper_white(grey) / 255.0
+    light = cv2.blur(ground.astype(np.float32), (4 * unit + 1, 4 * unit + 1)) > 0.5
     strokes &= light.astype(np.uint8)
     best = 0.0
     for kw, kh in ((2 * unit, 1), (1, 2 * unit)):
@@ -563,9 +593,7 @@ def panel_count(grey: np.ndarray, tol: int = 16, gutter: int = 2, cover: float =
     """
     g = grey.astype(np.int16)
     h, w = g.shape
-    edge = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
-    values, counts = np.unique(edge // 8, return_counts=True)
-    paper = np.abs(g - np.median(edge[edge // 8 == values[counts.argmax()]])) <= tol
+    paper = np.abs(g - border_paper(grey, tol)[0]) <= tol
     panels = 0
 
     def cut(y0: int, y1: int, x0: int, x1: int, axis: int, level: int, turned: bool = False) -> None:
@@ -645,12 +673,18 @@ def detail_crop(rgb: np.ndarray, side: int = DETAIL_SIDE) -> np.ndarray:
     return gray(np.ascontiguousarray(rgb[top : top + c, left : left + c]))
 
 
-def measure(rgb: np.ndarray, data: bytes | None = None, detail: np.ndarray | None = None) -> dict[str, float]:
+def measure(
+    rgb: np.ndarray,
+    data: bytes | None = None,
+    detail: np.ndarray | None = None,
+    lettering: np.ndarray | None = None,
+) -> dict[str, float]:
     """Every metric of one decoded image.
 
     ``rgb``: the image (the work copy is taken here); ``data``: the file bytes, for the JPEG
     tables; ``detail``: a full-resolution grey crop (``detail_crop``) for the measures that the
     downscaled copy would hide (blocking, grain, upscaling); default: the work copy's grey.
+    ``lettering``: the grey ``lettering_copy`` of the full image, for body text; default: taken from ``rgb``.
     """
     from .artmodel import illustration_probability
 
@@ -674,7 +708,7 @@ def measure(rgb: np.ndarray, data: bytes | None = None, detail: np.ndarray | Non
         "border_fraction": border_fraction(g),
         "intensity_std": float(g[mask].std()),
         "entropy": entropy(g[mask]),
-        "text_density": text_density(g),
+        "text_density": text_density(lettering_copy(rgb) if lettering is None else lettering),
         "text_area": text_area(small),
         "straight_lines": straight_lines(g),
         "panels": float(panel_count(g)),
@@ -708,7 +742,7 @@ class MetricThresholds:
     max_border_fraction: float = 0.3  # letterbox bars with a hard edge on opposite sides
     min_intensity_std: float = 10.0  # blank / flat fills; colour art >= 24
     min_entropy: float = 2.0  # of the content (background excluded); colour art >= 4.5 bits
-    max_text_density: float = 0.015  # art <= 0.010; three speech bubbles of text give ~0.027
+    max_text_density: float = 0.015  # art <= 0.008; lettered pages 0.017-0.048 (one on yellowed paper 0.017)
     max_text_area: float = 0.05  # large lettering: art <= 0.008, title banners 0.10-0.13
     max_panels: float = 1.0  # two or more gutter-separated rectangular panels: a comic page
     max_balloons: float = 1.0  # two or more speech balloons (one: a sign, a caption; art has <= 1)

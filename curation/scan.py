@@ -21,7 +21,16 @@ from .decode import DEFAULT_MAX_BYTES, DecodeReject, deadline, decode_image, fau
 from .dedup import phash64
 from .fetch import read_location
 from .filters import FilterConfig, Thresholds, check_record, check_size
-from .metrics import METRIC_COLUMNS, MetricThresholds, detail_crop, failed_metric, gray, measure, work_copy
+from .metrics import (
+    METRIC_COLUMNS,
+    MetricThresholds,
+    detail_crop,
+    failed_metric,
+    gray,
+    lettering_copy,
+    measure,
+    work_copy,
+)
 from .quality import QualityConfig, quality_score
 
 SCAN_COLUMNS = ("status", "stage", "reason", "detail", "file_bytes", "sha256", *METRIC_COLUMNS,
@@ -127,8 +136,9 @@ def _scan_input(row: dict[str, Any], settings: ScanSettings) -> tuple[dict[str, 
         return reject(row, "decode", *failed), None
     small = work_copy(img)
     detail = detail_crop(img)  # full resolution: blocking and upscaling vanish in the work copy
+    lettering = lettering_copy(img)  # 1024 px: small glyphs averaged into the work copy read grey
     del img
-    row.update(measure(small, data, detail))
+    row.update(measure(small, data, detail, lettering))
     row["phash"] = phash64(gray(small))
     failed = failed_metric(row, settings.metrics, settings.min_side)
     if failed:

@@ -45,8 +45,8 @@ def test_calibrate_cross_validated_figures(cv_report):
     report, _ = cv_report
     assert report["images"] == 151
     assert isinstance(report["cross_validation"], dict) and report["cross_validation"]["folds"] == 5
-    assert report["keep_recall"] >= 0.95  # 0.955 at fold seed 0; 0.955-0.985 over seeds 0-9
-    # Issue 20 asks 0.85; seed 0 gives 0.845 (71 of 84), seeds 0-9 0.821-0.869 (docs/curation.md, "What is left")
+    assert report["keep_recall"] >= 0.95  # 0.985 at fold seed 0; 0.955-0.985 over seeds 0-9
+    # Issue 20 asks 0.85: seeds 0-9 give 0.856 on average (0.845-0.869); seed 0 alone 0.845, 71 of 84
     assert report["reject_recall"] >= 0.84
     assert not [f for f in report["kept_rejects"] if f.startswith("synthetic_")]
     labels = report["labels"]
@@ -57,7 +57,8 @@ def test_calibrate_cross_validated_figures(cv_report):
     assert labels["keep_lowsat"]["reasons"].get("blurry", 0) == 0  # a dim scene with crisp edges is sharp
     assert labels["keep_scene"]["reasons"].get("panels", 0) == 0  # corridors and classrooms are not panels
     assert labels["reject_comic_text"]["reasons"].get("text_heavy", 0) >= 10  # covers by their lettering
-    assert report["quality_auc"] > 0.78  # 0.807 at seed 0
+    assert "reject_comic_text_003.png" not in report["kept_rejects"]  # lettering on yellowed paper
+    assert report["quality_auc"] > 0.8  # 0.828 at seed 0
     assert report["high_tier"] > 0 and report["high_tier_rejects"] == []
     for label, entry in labels.items():  # per label: recall and the five surest wrong decisions, surest first
         wrong = entry["most_confident_wrong"]
@@ -80,19 +81,18 @@ def test_shipped_model_records_its_images_and_out_of_fold_figures(calibration):
     assert len(files) == model["fitted_on"]["images"] and all(labels[f] == lab for f, lab in files.items())
     cv = model["cross_validated"]
     assert cv["keep_recall"]["min"] >= 0.95 and cv["high_tier_rejects"] == [] and cv["synthetic_kept"] == []
-    assert cv["reject_recall"]["mean"] >= 0.84 and set(cv["per_label_recall"]) == set(labels.values())
+    assert cv["reject_recall"]["mean"] >= 0.85 and set(cv["per_label_recall"]) == set(labels.values())
 
 
-def test_no_reject_reaches_the_high_tier_at_any_fold_seed(calibration):
-    """The whole chain out of fold at five more fold seeds (the shipped JSON records 0-9)."""
-    from pipelines.config import BuildConfig
-    from pipelines.tools.calibrate import cross_validated, read_labels, scan_labelled
-
-    cfg = BuildConfig()
-    rows, settings = scan_labelled(calibration, read_labels(os.path.join(calibration, "LABELS.csv")), cfg)
-    figures = cross_validated(rows, settings, cfg, seeds=5)
+def test_no_reject_reaches_the_high_tier_at_any_fold_seed(cv_report):
+    """``--cv 5`` repeats the whole chain over fold seeds 0-9 (the figures artmodel.json records)."""
+    report, sheet = cv_report
+    figures = report["fold_seeds"]
+    assert figures["how"].startswith("5-fold, fold seeds 0-9")
     assert figures["high_tier_rejects"] == [] and figures["synthetic_kept"] == []
-    assert figures["keep_recall"]["min"] >= 0.95
+    assert figures["keep_recall"]["min"] >= 0.95 and figures["reject_recall"]["mean"] >= 0.85
+    assert figures["reject_recall"]["min"] <= report["reject_recall"] <= figures["reject_recall"]["max"]
+    assert "over 5-fold, fold seeds 0-9: keep recall" in sheet
 
 
 def test_contact_sheet_shows_each_labels_surest_mistakes_and_lists_every_wrong_decision(cv_report):

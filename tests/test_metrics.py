@@ -165,6 +165,39 @@ def test_text_density(art, corpus):
     assert m.text_density(m.gray(m.work_copy(sketch.rgb))) < 0.01
 
 
+def aged_page(art, paper=(214, 190, 150)):
+    """A colour comic page on yellowed paper (grey 193: below the 200 that white paper's balloons
+    clear): two pictures, four paper-coloured balloons of 12 px lettering, 1400 px tall."""
+    page = np.empty((1400, 1000, 3), np.uint8)
+    page[:] = paper
+    for top in (80, 740):
+        page[top : top + 580, 60:940] = cv2.resize(art, (880, 580), interpolation=cv2.INTER_AREA)
+        cv2.rectangle(page, (60, top), (939, top + 579), (20, 20, 20), 3)
+    for cx, cy in ((300, 250), (700, 470), (320, 930), (690, 1150)):
+        cv2.ellipse(page, (cx, cy), (190, 95), 0, 0, 360, paper, -1)
+        cv2.ellipse(page, (cx, cy), (190, 95), 0, 0, 360, (20, 20, 20), 2)
+        for k in range(4):
+            cv2.putText(page, "WHERE IS THE MAP?", (cx - 140, cy - 45 + 28 * k), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.6, (25, 25, 25), 2, cv2.LINE_AA)  # fmt: skip
+    return page
+
+
+def test_text_density_reads_lettering_on_yellowed_paper(art):
+    """An old page's balloons are its paper, grey 193, not white: "light" is judged against the paper."""
+    limit = m.MetricThresholds().max_text_density
+    page = aged_page(art)
+    grey = m.lettering_copy(page)
+    assert grey.shape[0] == m.LETTERING_SIDE and m.paper_white(grey) == pytest.approx(193, abs=3)
+    assert m.text_density(grey) > limit
+    white = aged_page(art, paper=(255, 255, 255))
+    assert m.text_density(m.lettering_copy(white)) > limit
+    # an illustration on the same paper is not lettering, nor is a picture's dark ground paper
+    cream = (art.astype(np.float32) * np.array([214, 190, 150]) / 255).astype(np.uint8)
+    assert m.text_density(m.lettering_copy(cream)) < 0.01
+    night = np.full((600, 800), 40, np.uint8)
+    assert m.paper_white(night) == 255.0
+
+
 def test_measure_is_fast_and_complete(art):
     values = m.measure(art)
     assert set(values) == set(m.METRIC_COLUMNS)

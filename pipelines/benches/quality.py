@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from curation.decode import decode_image, read_bytes
-from curation.metrics import detail_crop, measure, work_copy
+from curation.metrics import detail_crop, lettering_copy, measure, work_copy
 
 from ..config import BuildConfig
 from ..paths import shared_dir
@@ -62,12 +62,12 @@ def run(args: Any) -> dict[str, Any]:
     timings, smalls = [], []
     for name in list(labels)[: max(1, min(len(labels), args.limit or 12))]:
         rgb = decode_image(read_bytes(os.path.join(folder, name)), cfg.scan.max_pixels).rgb
-        small, detail = work_copy(rgb), detail_crop(rgb)
+        small, detail, lettering = work_copy(rgb), detail_crop(rgb), lettering_copy(rgb)
         smalls.append(small)
         reps = []
         for _ in range(max(1, args.repeats)):
             t = time.perf_counter()
-            measure(small, None, detail)
+            measure(small, None, detail, lettering)
             reps.append(time.perf_counter() - t)
         timings.append(statistics.median(reps))
     return {

@@ -31,6 +31,10 @@ def add_parser(sub) -> None:
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="fold assignment seed (default 0)")
     p.add_argument(
+        "--repeats", type=int, default=10, metavar="R",
+        help="with --cv: also repeat the whole chain over fold seeds 0..R-1, mean and range (default 10; 1 = off)",
+    )  # fmt: skip
+    p.add_argument(
         "--fit-model", metavar="JSON",
         help="fit the illustration model on this folder (all of it) and write its coefficients here",
     )  # fmt: skip
@@ -68,13 +72,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.cv == 1 or args.cv < 0:
         raise UsageError("--cv must be 0 (off) or >= 2")
+    if args.repeats < 1:
+        raise UsageError("--repeats must be >= 1")
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     if args.fit_model:
         write_model(args, cfg)
-    report, rows = calibrate(args.images, args.labels, cfg, folds=args.cv, seed=args.seed)
+    report, rows = calibrate(
+        args.images, args.labels, cfg, folds=args.cv, seed=args.seed, repeats=args.repeats
+    )
     if args.html:
         with open(args.html, "w", encoding="utf-8") as fh:
             fh.write(contact_sheet(report, rows))
