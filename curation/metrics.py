@@ -24,9 +24,8 @@ from .prepare import shrink_to
 
 WORK_SIDE = 512  # long side of the copy every metric is measured on
 DETAIL_SIDE = 512  # side of the full-resolution centre crop for blocking, noise and upscaling
-LETTERING_SIDE = (
-    1024  # long side of the copy body text is looked for on: a 12 px glyph averaged into 512 px reads grey
-)
+# long side of the copy body text is read on: a 12 px glyph averaged into 512 px reads grey, not ink
+LETTERING_SIDE = 1024
 LIGHT_GROUND = 200  # grey a text line's ground exceeds on white paper; scaled to the page's own paper
 
 METRIC_COLUMNS = (

@@ -92,7 +92,7 @@ def test_no_reject_reaches_the_high_tier_at_any_fold_seed(cv_report):
     assert figures["high_tier_rejects"] == [] and figures["synthetic_kept"] == []
     assert figures["keep_recall"]["min"] >= 0.95 and figures["reject_recall"]["mean"] >= 0.85
     assert figures["reject_recall"]["min"] <= report["reject_recall"] <= figures["reject_recall"]["max"]
-    assert "over 5-fold, fold seeds 0-9: keep recall" in sheet
+    assert "5-fold, fold seeds 0-9, whole decision chain on all 151 images: keep recall" in sheet
 
 
 def test_contact_sheet_shows_each_labels_surest_mistakes_and_lists_every_wrong_decision(cv_report):

@@ -474,7 +474,7 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
 
         rejects = ", ".join(f["high_tier_rejects"]) or "none"
         lines.append(
-            f"over {f['how'].split(', whole')[0]}: keep recall {spread('keep_recall')}, reject recall "
+            f"{f['how']}: keep recall {spread('keep_recall')}, reject recall "
             f"{spread('reject_recall')}, AUC {spread('quality_auc')}; reject-labelled in the high tier: {rejects}"
         )
     for name, changed in report.get("scorer_changes", {}).items():
