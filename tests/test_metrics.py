@@ -273,6 +273,29 @@ def test_edge_sharpness_tells_inked_edges_from_lens_spread_ones(art):
     assert m.edge_sharpness(np.full((64, 64, 3), 200, np.uint8)) == 0.5
 
 
+def test_edge_coherence_tells_drawn_curves_from_broken_texture(art, corpus):
+    """A drawn line keeps its direction over the 7x7 window; photographic clutter turns every way."""
+    canvas = np.full((512, 512, 3), 255, np.uint8)
+    for r in range(40, 240, 40):  # smooth inked curves, as a line drawing has
+        cv2.ellipse(canvas, (256, 256), (r, r // 2 + 20), 15, 0, 300, (20, 20, 20), 3, cv2.LINE_AA)
+    rng = np.random.default_rng(0)
+    # detail a few pixels across, turning every way, as foliage or gravel (0.42; blobs 8 px across
+    # already have smooth outlines and read 0.9: the measure is about the 7x7 window's scale)
+    clutter = cv2.resize(
+        rng.integers(0, 256, (256, 256), np.uint8), (512, 512), interpolation=cv2.INTER_CUBIC
+    )
+    clutter = np.repeat(clutter[..., None], 3, axis=2)
+    drawn, broken = m.edge_coherence(m.gray(canvas)), m.edge_coherence(m.gray(clutter))
+    assert drawn > 0.9 and broken < 0.6, (drawn, broken)
+    illustration = m.edge_coherence(m.gray(art), m.content_mask(art))
+    photo = m.work_copy(
+        decode_image(read_bytes(os.path.join(corpus, "controlnet11_photo_002.png")), 10**9).rgb
+    )
+    assert illustration > 0.85 > 0.6 > m.edge_coherence(m.gray(photo), m.content_mask(photo))  # 0.91 and 0.55
+    assert m.edge_coherence(np.full((64, 64), 200, np.uint8)) == 0.5  # no edges: neutral
+    assert "edge_coherence" in m.measure(art)
+
+
 def test_edge_upscale_reads_soft_native_frames_as_native_and_upscales_as_upscaled(shared):
     """The `upscaled` rule reads the lines' detail: an anime frame at 854x480 (downscaled from its 1080p
     original, so native) holds its lines' detail; the same frame upscaled from 427x240 does not; a
