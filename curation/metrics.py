@@ -409,6 +409,15 @@ def art_features(rgb: np.ndarray, grey: np.ndarray, mask: np.ndarray) -> dict[st
     }
 
 
+def content_edges(grey: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray | None:
+    """Canny edges (80/160) inside ``mask``, the pixels the edge measures read; None under 50 of
+    them: too few to judge, and each edge measure then returns its neutral 0.5."""
+    edges = cv2.Canny(grey, 80, 160) > 0
+    if mask is not None:
+        edges &= mask
+    return edges if edges.sum() >= 50 else None
+
+
 def edge_sharpness(rgb: np.ndarray, upscale: float = 1.0) -> float:
     """How abrupt the edges are: median over Canny edges of |gradient| / (7x7 max - min), in [0, ~1].
 
@@ -424,8 +433,8 @@ def edge_sharpness(rgb: np.ndarray, upscale: float = 1.0) -> float:
         size = (max(1, round(w / upscale)), max(1, round(h / upscale)))
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     g = gray(rgb)
-    edges = (cv2.Canny(g, 80, 160) > 0) & content_mask(rgb)
-    if edges.sum() < 50:  # too few edges to say: neutral
+    edges = content_edges(g, content_mask(rgb))
+    if edges is None:
         return 0.5
     magnitude = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)) / 4.0
     k = np.ones((7, 7), np.uint8)
@@ -443,10 +452,8 @@ def edge_coherence(grey: np.ndarray, mask: np.ndarray | None = None) -> float:
     clutter that break up within a few pixels (the two shared photos 0.55 and 0.78). ``mask``: the
     content (a plain background's edges count only at its silhouette, as in ``edge_sharpness``).
     """
-    edges = cv2.Canny(grey, 80, 160) > 0
-    if mask is not None:
-        edges &= mask
-    if edges.sum() < 50:  # too few edges to say: the same neutral value as edge_sharpness
+    edges = content_edges(grey, mask)
+    if edges is None:
         return 0.5
     g = grey.astype(np.float32)
     gx, gy = cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)
