@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import os
 import socket
@@ -196,7 +197,11 @@ def driver_chatter_to_log() -> Iterator[None]:
     push error to driver`` when a task fails as the job ends, and the like) go to a file in the
     session's logs folder instead of the user's terminal, where they would break the promise of
     one error line. They write to file descriptor 2, so that descriptor is pointed at the file and
-    Python's own ``sys.stderr`` (progress, our error lines) at a copy of the terminal's."""
+    Python's own ``sys.stderr`` (progress, our error lines) at a copy of the terminal's.
+
+    A fatal signal (a fault in native code) is reported on the terminal too, with every thread's
+    Python stack: ray.init points ``faulthandler`` at descriptor 2, where the report would land in
+    the file and the user would see the process vanish without a word."""
     sink = _open_driver_log()
     if sink is None:
         yield
@@ -207,12 +212,18 @@ def driver_chatter_to_log() -> Iterator[None]:
     os.dup2(sink, 2)
     os.close(sink)
     sys.stderr = open(terminal, "w", buffering=1, encoding=before.encoding, errors="backslashreplace")
+    reporting = faulthandler.is_enabled()
+    faulthandler.enable(file=sys.stderr, all_threads=True)
     try:
         yield
     finally:
         sys.stderr.flush()
         os.dup2(terminal, 2)  # the terminal back on fd 2; the copy stays open for any writer holding it
         sys.stderr = before
+        if reporting:
+            faulthandler.enable(file=before, all_threads=True)
+        else:
+            faulthandler.disable()
 
 
 def _open_driver_log() -> int | None:

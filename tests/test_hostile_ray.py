@@ -73,6 +73,32 @@ def test_ray_chatter_on_the_drivers_stderr_goes_to_a_log(ray_cluster):
         assert "task_manager.cc:1545" in fh.read()
 
 
+FAULT_SCRIPT = """
+import faulthandler, sys
+from pipelines.raycluster import ray_session
+with ray_session(sys.argv[1]):
+    print("joined", file=sys.stderr)
+    faulthandler._sigsegv()  # a real SIGSEGV, as a fault in Ray's C++ teardown would raise
+"""
+
+
+def test_a_fatal_signal_in_the_session_is_reported_on_the_terminal(ray_cluster):
+    """A driver that dies of a native fault while its descriptor 2 points at the driver log (a CI
+    build once exited -11 after its last shard with nothing on stderr) says so on the terminal,
+    with the Python stack it was in."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    res = subprocess.run([sys.executable, "-c", FAULT_SCRIPT, ray_cluster], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)  # fmt: skip
+    assert res.returncode == -11, (res.returncode, res.stderr)
+    assert res.stderr.startswith("joined\n"), res.stderr
+    assert "Fatal Python error: Segmentation fault" in res.stderr
+    assert 'File "<string>", line 6' in res.stderr  # the frame that faulted
+
+
 LEAN_SCRIPT = """
 import json, time, psutil, ray
 import ray._private.services as services
