@@ -132,7 +132,8 @@ def gap_to_floor(
     """Where a build's wall seconds beyond the floor's (``floor_s``: the same work at the floor's
     rate) went, in wall seconds (core-seconds / ``cores``); the parts add up to ``total``:
 
-    * ``ray_start_and_stop``: outside every phase of ``timings`` (the build's own clock);
+    * ``outside_phases``: outside every phase of ``timings`` (Ray's start and stop and the finalize,
+      when ``total`` is the command's wall);
     * ``driver_phases``: the phases without units (enumerate, plan), the cores waiting for the driver;
     * ``idle_cores``: idle core-seconds at the unit phases' starts, middles and tails;
     * ``in_unit_not_kernel``: unit time that was not its process's CPU (``of_which_run_queue_wait``:
@@ -151,7 +152,7 @@ def gap_to_floor(
     kernel = sum(r["kernel_cpu_core_s"] for r in worked.values())
     parts = {
         "total": timings["total"] - floor_s,
-        "ray_start_and_stop": outside,
+        "outside_phases": outside,
         "driver_phases": driver,
         "idle_cores": idle / cores,
         "in_unit_not_kernel": sum(r["in_unit_not_kernel_core_s"] for r in worked.values()) / cores,

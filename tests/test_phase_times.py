@@ -141,7 +141,7 @@ def test_gap_to_floor_adds_up_to_the_build_beyond_the_floor():
     timings = {"enumerate": 0.1, "scan": 20.0, "plan": 0.4, "materialize": 8.0, "total": 30.0}
     gap = gap_to_floor({"scan": scan, "plan": plan, "materialize": shards}, timings, 24.0, 2.0, 2)
     assert gap["total"] == 6.0
-    assert gap["ray_start_and_stop"] == 1.5 and gap["driver_phases"] == 0.5
+    assert gap["outside_phases"] == 1.5 and gap["driver_phases"] == 0.5
     assert gap["idle_cores"] == 1.4 and gap["in_unit_not_kernel"] == 1.1
     assert gap["of_which_run_queue_wait"] == 0.7
     assert gap["shard_work_beyond_kernel"] == 1.0

@@ -86,6 +86,37 @@ def test_resume_from_crash_leftovers(reference, ray_cluster, tmp_path):
     assert not glob.glob(os.path.join(out, "**", "*.tmp-*"), recursive=True)
 
 
+TEARDOWN_FAULT = """
+import faulthandler, sys
+import ray
+ray.shutdown = lambda *args, **kwargs: faulthandler._sigsegv()  # the driver's disconnect faults
+from pipelines.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_fault_in_rays_teardown_leaves_a_finished_build(reference, ray_cluster, tmp_path):
+    """The build is written before the driver leaves Ray: a native fault in Ray's teardown (a CI
+    build once exited -11 after its last shard) costs the exit status, never the manifest; the
+    terminal is told, and a re-run finds the build complete."""
+    import subprocess
+    import sys
+
+    from .helpers import REPO
+
+    src, cfg, reference_result = reference
+    out = str(tmp_path / "out")
+    args = ["build", src, "--out", out, "--config", cfg, "--address", ray_cluster]
+    res = subprocess.run([sys.executable, "-c", TEARDOWN_FAULT, *args], capture_output=True, text=True,
+                         cwd=REPO, timeout=300)  # fmt: skip
+    assert res.returncode == -signal.SIGSEGV, (res.returncode, res.stderr)
+    assert "Fatal Python error: Segmentation fault" in res.stderr
+    assert _result(out) == reference_result
+    assert cli("verify", out).returncode == 0
+    again = cli("build", src, "--out", out, "--config", cfg, address=ray_cluster)
+    assert again.returncode == 0 and "already complete" in again.stdout, again.stderr
+
+
 def test_shards_written_on_actors_are_byte_identical_to_shard_tasks(reference, ray_cluster, tmp_path):
     """A classical build writes its shards as Ray tasks (pipelines/build/materialize.py); the same
     plan written on ShardMaterializer actors (the learned extractors' way) gives the same bytes."""

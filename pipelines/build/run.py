@@ -136,8 +136,10 @@ def run_build(req: BuildRequest) -> BuildSummary:
             with trace.phase("materialize"):
                 states = materialize(req, layout, planned, pool)
             timings["materialize"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - start
-    summary = finalize(req, layout, base, work, states, timings, extractor_records, scorer_records)
+        timings["total"] = time.perf_counter() - start
+        # Written before Ray is left: finalize needs no Ray, and a fault in Ray's own teardown (the
+        # driver's disconnect) must not leave a build whose work is done without its manifest.
+        summary = finalize(req, layout, base, work, states, timings, extractor_records, scorer_records)
     summary.repaired = repaired
     layout.remove_temp_files()  # leftovers of killed local writers
     return summary
