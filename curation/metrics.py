@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -409,58 +409,74 @@ def art_features(rgb: np.ndarray, grey: np.ndarray, mask: np.ndarray) -> dict[st
     }
 
 
-def content_edges(grey: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray | None:
-    """Canny edges (80/160) inside ``mask``, the pixels the edge measures read; None under 50 of
-    them: too few to judge, and each edge measure then returns its neutral 0.5."""
+class EdgeField(NamedTuple):
+    """One grey image as the edge measures read it: its Canny edges (80/160) inside the content, or
+    None under 50 of them (too few to judge: each measure then reads a neutral 0.5), and its Sobel
+    gradient. Made once per image (``edge_field``) and read by every edge measure."""
+
+    grey: np.ndarray
+    edges: np.ndarray | None
+    gx: np.ndarray
+    gy: np.ndarray
+
+
+def edge_field(grey: np.ndarray, mask: np.ndarray | None = None) -> EdgeField:
+    """The edge field of ``grey``, its edges counted inside ``mask`` (the content: a plain
+    background's edges count only at its silhouette)."""
     edges = cv2.Canny(grey, 80, 160) > 0
     if mask is not None:
         edges &= mask
-    return edges if edges.sum() >= 50 else None
+    gx, gy = cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)
+    return EdgeField(grey, edges if edges.sum() >= 50 else None, gx, gy)
 
 
-def edge_sharpness(rgb: np.ndarray, upscale: float = 1.0) -> float:
-    """How abrupt the edges are: median over Canny edges of |gradient| / (7x7 max - min), in [0, ~1].
-
-    A drawn ink or cel edge is a step: the whole contrast is crossed within a pixel (corpus art
-    ~0.6-0.75); a photograph's edges are spread by the lens, demosaicing and depth of field over a
-    few pixels (~0.5-0.6). The 7x7 window spans +-3 px, so a spread edge is measured against its
-    whole contrast (5x5 cut photo edges short and read them as sharper). Measured at the
-    resolution of the detail the image holds (downscaled by its ``upscale`` factor), so an
-    upscaled illustration is not taken for a photograph merely for being soft.
-    """
+def detail_field(rgb: np.ndarray, upscale: float = 1.0, field: EdgeField | None = None) -> EdgeField:
+    """The edge field at the resolution of the detail ``rgb`` holds: downscaled by its ``upscale``
+    factor, so an upscaled illustration is not taken for a photograph merely for being soft.
+    ``field``: ``rgb``'s own field, used as it is when there is nothing to downscale."""
     if upscale > 1.05:
         h, w = rgb.shape[:2]
         size = (max(1, round(w / upscale)), max(1, round(h / upscale)))
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    g = gray(rgb)
-    edges = content_edges(g, content_mask(rgb))
+    elif field is not None:
+        return field
+    return edge_field(gray(rgb), content_mask(rgb))
+
+
+def edge_sharpness(field: EdgeField) -> float:
+    """How abrupt the edges are: median over the edges of |gradient| / (7x7 max - min), in [0, ~1].
+
+    A drawn ink or cel edge is a step: the whole contrast is crossed within a pixel (corpus art
+    ~0.6-0.75); a photograph's edges are spread by the lens, demosaicing and depth of field over a
+    few pixels (~0.5-0.6). The 7x7 window spans +-3 px, so a spread edge is measured against its
+    whole contrast (5x5 cut photo edges short and read them as sharper). ``measure`` reads it on
+    the detail's own scale (``detail_field``).
+    """
+    edges = field.edges
     if edges is None:
         return 0.5
-    magnitude = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)) / 4.0
+    magnitude = np.hypot(field.gx[edges], field.gy[edges]) / 4.0  # Sobel's gain is 4
     k = np.ones((7, 7), np.uint8)
-    contrast = cv2.dilate(g, k).astype(np.float32) - cv2.erode(g, k).astype(np.float32)
-    return float(np.median(magnitude[edges] / (contrast[edges] + 1.0)))
+    contrast = cv2.dilate(field.grey, k).astype(np.float32) - cv2.erode(field.grey, k).astype(np.float32)
+    return float(np.median(magnitude / (contrast[edges] + 1.0)))
 
 
-def edge_coherence(grey: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """How smoothly the edges run: median over Canny edges of the structure tensor's coherence, in [0, 1].
+def edge_coherence(field: EdgeField) -> float:
+    """How smoothly the edges run: median over the edges of the structure tensor's coherence, in [0, 1].
 
     Coherence, (l1 - l2) / (l1 + l2) of the gradient's structure tensor over a 7x7 Gaussian window
     (the window ``edge_sharpness`` reads contrast in), is 1 where the gradient keeps one direction
     and 0 where it turns every way. A drawn line or a cel boundary is a deliberate smooth curve
     (labelled keeps 0.69-0.99, median 0.91); a photograph's edges are corners, foliage, fabric and
-    clutter that break up within a few pixels (the two shared photos 0.55 and 0.78). ``mask``: the
-    content (a plain background's edges count only at its silhouette, as in ``edge_sharpness``).
+    clutter that break up within a few pixels (the two shared photos 0.55 and 0.78).
     """
-    edges = content_edges(grey, mask)
+    edges = field.edges
     if edges is None:
         return 0.5
-    g = grey.astype(np.float32)
-    gx, gy = cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)
-    jxx = cv2.GaussianBlur(gx * gx, (7, 7), 0)
-    jyy = cv2.GaussianBlur(gy * gy, (7, 7), 0)
-    jxy = cv2.GaussianBlur(gx * gy, (7, 7), 0)
-    jxx, jyy, jxy = jxx[edges], jyy[edges], jxy[edges]
+    gx, gy = field.gx, field.gy
+    jxx = cv2.GaussianBlur(gx * gx, (7, 7), 0)[edges]
+    jyy = cv2.GaussianBlur(gy * gy, (7, 7), 0)[edges]
+    jxy = cv2.GaussianBlur(gx * gy, (7, 7), 0)[edges]
     return float(np.median(np.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (jxx + jyy + 1e-6)))
 
 
@@ -746,8 +762,9 @@ def measure(
         "balloons": float(balloon_count(small)),
         **art_features(small, g, mask),
     }
-    values["edge_sharpness"] = edge_sharpness(small, values["upscale"])
-    values["edge_coherence"] = edge_coherence(g, mask)
+    field = edge_field(g, mask)  # one Canny and one Sobel pair for both edge measures
+    values["edge_sharpness"] = edge_sharpness(detail_field(small, values["upscale"], field))
+    values["edge_coherence"] = edge_coherence(field)
     values["illustration"] = illustration_probability(values)
     return values
 

@@ -19,7 +19,7 @@ Components:
 * ``illustration``: P(drawn illustration) of curation/artmodel.py, 0.5 (the reject cut) -> 0 and 1 -> 1;
 * ``fills``: share of flat (gradient-free) content, 0.05 -> 0 and 0.4 -> 1 (weight 0 by default: it is
   already inside ``illustration``, and alone it ranks 3D renders and photos on white near the top);
-* ``edge``: edge sharpness at the detail's own scale (``metrics.edge_sharpness``, 7x7 window), 0.5 -> 0
+* ``edge``: edge sharpness at the detail's own scale (``metrics.edge_sharpness`` on ``metrics.detail_field``, 7x7 window), 0.5 -> 0
   and 0.75 -> 1: inked edges are abrupt (keeps' median 0.65), photographs' are spread (~0.48);
 * ``sharpness``: log10 of the median-filtered Laplacian variance, 400 -> 0 and 10 000 -> 1, times
   (1 - noise / max_noise) and (2 - blockiness), so grain and JPEG blocks never read as detail;

@@ -262,15 +262,17 @@ def test_learned_scorer_torchscript_batched(tmp_path, art, small_corpus):
 def test_edge_sharpness_tells_inked_edges_from_lens_spread_ones(art):
     """A drawn edge crosses its contrast within a pixel; the same picture through a lens blur does not;
     an illustration upscaled 2x is judged at its own detail scale, so it is not taken for a photo."""
-    inked = m.edge_sharpness(art)
-    blurred = m.edge_sharpness(cv2.GaussianBlur(art, (0, 0), 1.2))
+    inked = m.edge_sharpness(m.detail_field(art))
+    blurred = m.edge_sharpness(m.detail_field(cv2.GaussianBlur(art, (0, 0), 1.2)))
     assert inked > 0.62 and blurred < 0.55  # 0.65 against 0.53 with the 7x7 contrast window
     h, w = art.shape[:2]
     half = cv2.resize(art, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
     up = cv2.resize(half, (w, h), interpolation=cv2.INTER_CUBIC)
-    assert m.edge_sharpness(up, 2.0) > m.edge_sharpness(up) + 0.02  # 0.58 against 0.56
+    assert (
+        m.edge_sharpness(m.detail_field(up, 2.0)) > m.edge_sharpness(m.detail_field(up)) + 0.02
+    )  # 0.58 against 0.56
     # flat fill: too few edges to judge, neutral
-    assert m.edge_sharpness(np.full((64, 64, 3), 200, np.uint8)) == 0.5
+    assert m.edge_sharpness(m.detail_field(np.full((64, 64, 3), 200, np.uint8))) == 0.5
 
 
 def test_edge_coherence_tells_drawn_curves_from_broken_texture(art, corpus):
@@ -285,14 +287,19 @@ def test_edge_coherence_tells_drawn_curves_from_broken_texture(art, corpus):
         rng.integers(0, 256, (256, 256), np.uint8), (512, 512), interpolation=cv2.INTER_CUBIC
     )
     clutter = np.repeat(clutter[..., None], 3, axis=2)
-    drawn, broken = m.edge_coherence(m.gray(canvas)), m.edge_coherence(m.gray(clutter))
+    drawn, broken = (
+        m.edge_coherence(m.edge_field(m.gray(canvas))),
+        m.edge_coherence(m.edge_field(m.gray(clutter))),
+    )
     assert drawn > 0.9 and broken < 0.6, (drawn, broken)
-    illustration = m.edge_coherence(m.gray(art), m.content_mask(art))
+    illustration = m.edge_coherence(m.edge_field(m.gray(art), m.content_mask(art)))
     photo = m.work_copy(
         decode_image(read_bytes(os.path.join(corpus, "controlnet11_photo_002.png")), 10**9).rgb
     )
-    assert illustration > 0.85 > 0.6 > m.edge_coherence(m.gray(photo), m.content_mask(photo))  # 0.91 and 0.55
-    assert m.edge_coherence(np.full((64, 64), 200, np.uint8)) == 0.5  # no edges: neutral
+    assert (
+        illustration > 0.85 > 0.6 > m.edge_coherence(m.edge_field(m.gray(photo), m.content_mask(photo)))
+    )  # 0.91 and 0.55
+    assert m.edge_coherence(m.edge_field(np.full((64, 64), 200, np.uint8))) == 0.5  # no edges: neutral
     assert "edge_coherence" in m.measure(art)
 
 
